@@ -1,0 +1,79 @@
+// The catalog: what backups a storage holds, learned from their manifests alone. A key without
+// a manifest beside it is not a backup (it may be a crashed run's leftover, which prune removes).
+
+import { IntegrityError } from '../core/errors.js';
+import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
+import { getBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
+import { parseManifest, type Manifest } from './manifest.js';
+
+export interface CatalogEntry {
+  id: string;
+  manifest: Manifest;
+  /** Keys of records kept beside the backup (verify-…, restore-…), oldest first. */
+  records: string[];
+}
+
+export interface CatalogListing {
+  entries: CatalogEntry[];
+  /** Manifests that could not be read; listed so that damage is never silent. */
+  problems: { key: string; message: string }[];
+  /** Every object in the listed prefix (for prune and status). */
+  objects: ObjectInfo[];
+}
+
+const RECORD_RE = /^(.*)\.(verify|restore)-[^/]+\.json$/;
+
+export async function listBackups(storage: Storage, database?: string): Promise<CatalogListing> {
+  const objects = await storage.list(database ? `${database}/` : '');
+  const records = new Map<string, string[]>();
+  for (const obj of objects) {
+    const m = RECORD_RE.exec(obj.key.split('/').pop() ?? '');
+    if (m) records.set(m[1], [...(records.get(m[1]) ?? []), obj.key]);
+  }
+  const entries: CatalogEntry[] = [];
+  const problems: CatalogListing['problems'] = [];
+  const manifests = objects.filter((o) => o.key.endsWith(MANIFEST_SUFFIX));
+  await Promise.all(
+    manifests.map(async (obj) => {
+      const id = obj.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length);
+      if (!parseBackupId(id)) return;
+      try {
+        const manifest = parseManifest(await getBytes(storage, obj.key), obj.key);
+        if (manifest.id !== id) throw new IntegrityError(`manifest ${obj.key} describes another backup (${manifest.id})`);
+        entries.push({ id, manifest, records: (records.get(id) ?? []).sort() });
+      } catch (err) {
+        problems.push({ key: obj.key, message: (err as Error).message });
+      }
+    }),
+  );
+  entries.sort((a, b) => b.manifest.startedAt.localeCompare(a.manifest.startedAt) || b.id.localeCompare(a.id));
+  return { entries, problems, objects };
+}
+
+/** Reads one backup's manifest; IntegrityError when it is missing, unreadable or not this backup's. */
+export async function readManifest(storage: Storage, id: string): Promise<Manifest> {
+  const key = manifestKey(id);
+  let bytes: Buffer;
+  try {
+    bytes = await getBytes(storage, key);
+  } catch (err) {
+    if ((err as { reason?: string }).reason === 'not-found') {
+      throw new IntegrityError(`backup ${id} has no manifest in ${storage.url}`, {
+        hint: 'run `dbstash list` to see the backups this stash holds; an artifact without a manifest is an unfinished backup',
+      });
+    }
+    throw err;
+  }
+  const manifest = parseManifest(bytes, key);
+  if (manifest.id !== id) throw new IntegrityError(`manifest ${key} describes another backup (${manifest.id})`);
+  return manifest;
+}
+
+/** The newest backup (of one database, at or before a time), or undefined. */
+export function pickLatest(entries: CatalogEntry[], opts: { database?: string; at?: Date } = {}): CatalogEntry | undefined {
+  return entries.find(
+    (e) =>
+      (!opts.database || e.manifest.database.name === opts.database || parseBackupId(e.id)?.database === opts.database) &&
+      (!opts.at || new Date(e.manifest.startedAt).getTime() <= opts.at.getTime()),
+  );
+}

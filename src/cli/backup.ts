@@ -1,0 +1,141 @@
+// `dbstash backup [database]`: one consistent, compressed, checksummed backup plus its manifest.
+
+import os from 'node:os';
+import type { Command } from 'commander';
+import { ExitCode, UsageError } from '../core/errors.js';
+import { formatBytes, formatDuration } from '../core/format.js';
+import { runBackup, type BackupPlan } from '../backup/backup.js';
+import { resolveDestinations, resolveSource } from '../config/resolve.js';
+import { parseTarget } from '../engines/target.js';
+import { compressionStage, type CompressionAlgorithm } from '../pipeline/compress.js';
+import type { Stage } from '../pipeline/stage.js';
+import { loadEngine } from '../engines/index.js';
+import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
+import { totalRows } from '../catalog/manifest.js';
+
+export interface BackupOptions extends CommonOptions {
+  compression?: string;
+  level?: string;
+  globals?: boolean;
+  checksums?: boolean;
+  label?: string[];
+  forceUnlock?: boolean;
+  tempDir?: string;
+  pgBinDir?: string;
+  binDir?: string;
+  jobs?: string;
+}
+
+export async function planBackup(database: string | undefined, opts: BackupOptions, ctx: Context): Promise<BackupPlan> {
+  const { config } = ctx.loaded;
+  const source = resolveSource(database, config, ctx.envName);
+  const entry = source.entry;
+  if (source.from !== 'argument') ctx.out.info(`database from ${source.from}`);
+  const target = parseTarget(source.url, { binDir: opts.pgBinDir ?? opts.binDir ?? entry?.binDir });
+  if (entry?.name) target.database = entry.name;
+
+  const compression = {
+    algorithm: (opts.compression ?? entry?.compression?.algorithm ?? config.compression?.algorithm ?? 'zstd') as CompressionAlgorithm,
+    level: opts.level !== undefined ? Number(opts.level) : (entry?.compression?.level ?? config.compression?.level),
+  };
+  if (!['zstd', 'gzip', 'none'].includes(compression.algorithm)) {
+    throw new UsageError(`--compression must be zstd, gzip or none, got "${compression.algorithm}"`);
+  }
+  const stages: Stage[] = [];
+  const compress = compressionStage(compression.algorithm, compression.level);
+  if (compress) stages.push(compress);
+  const extra: Record<string, unknown> = {};
+  const jobs = opts.jobs !== undefined ? Number(opts.jobs) : entry?.jobs;
+  if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);
+
+  return {
+    target,
+    env: entry?.env ?? ctx.envName,
+    destinations: await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage }, config, entry),
+    stages,
+    globals: opts.globals ?? entry?.globals ?? false,
+    checksums: opts.checksums ?? entry?.checksums ?? false,
+    jobs,
+    labels: { ...(entry?.labels ?? {}), ...parseLabels(opts.label) },
+    tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
+    space: {
+      ratio: config.space?.ratio ?? (compression.algorithm === 'none' ? 1 : 0.5),
+      margin: config.space?.margin ?? 1.2,
+    },
+    forceUnlock: !!opts.forceUnlock,
+    extra,
+  };
+}
+
+export function registerBackup(program: Command): void {
+  const cmd = program
+    .command('backup')
+    .description('back up one database: a consistent, compressed, checksummed artifact plus its manifest')
+    .argument('[database]', 'database URL, SQLite file path, or a database named in the config')
+    .option('--compression <algorithm>', 'zstd (default), gzip or none')
+    .option('--level <n>', 'compression level (zstd 1-19, default 3; gzip 1-9, default 6)')
+    .option('--globals', 'also capture roles and tablespaces (PostgreSQL) or users and grants (MySQL)')
+    .option('--checksums', 'also record a content checksum per table (reads every row; enables verify --deep)')
+    .option('--jobs <n>', 'parallel dump workers (PostgreSQL directory format)')
+    .option('--label <key=value>', 'label stored in the manifest (repeatable)', collect)
+    .option('--force-unlock', 'remove a lock left by another run before starting')
+    .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
+    .option('--pg-bin-dir <dir>', 'directory holding pg_dump/pg_dumpall (default: newest in /usr/lib/postgresql, then PATH)');
+  stashOptions(cmd);
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  dbstash backup                                   # the configured database (or the bundled example)
+  dbstash backup postgres://app@db.internal:5432/shop --env prod
+  dbstash backup ./data/app.db --output-dir /var/backups/dbstash
+  DATABASE_URL=postgres://… dbstash backup --globals --json`,
+  );
+  cmd.action((database: string | undefined, opts: BackupOptions) =>
+    runCommand(opts, async (ctx) => {
+      const plan = await planBackup(database, opts, ctx);
+      if (opts.dryRun) {
+        const engine = await loadEngine(plan.target.engine);
+        const probe = await engine.probe(plan.target);
+        probe.warnings.forEach((w) => ctx.out.warn(w));
+        const summary = {
+          dryRun: true,
+          database: plan.target.displayUrl,
+          engine: plan.target.engine,
+          serverVersion: probe.serverVersion,
+          sizeBytes: probe.sizeBytes,
+          tool: probe.tool,
+          environment: plan.env,
+          destinations: plan.destinations.map((d) => ({ name: d.name, url: d.storage.url, optional: d.optional })),
+          stages: plan.stages.map((s) => ({ id: s.id, params: s.params })),
+        };
+        ctx.out.result(summary, () =>
+          [
+            `would back up ${summary.database} (${summary.engine} ${summary.serverVersion}, ${formatBytes(summary.sizeBytes)}) with ${probe.tool.name} ${probe.tool.version}`,
+            `  environment: ${summary.environment}`,
+            `  stages: ${summary.stages.map((s) => s.id).join(' → ') || '(none)'}`,
+            ...summary.destinations.map((d) => `  destination: ${d.url}${d.optional ? ' (optional)' : ''}`),
+          ].join('\n'),
+        );
+        return ExitCode.ok;
+      }
+      const result = await runBackup(
+        plan,
+        { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
+        ctx.signal,
+      );
+      const m = result.manifest;
+      const main = m.artifacts.find((a) => a.role === 'main')!;
+      ctx.out.result({ ok: true, id: m.id, degraded: result.degraded, stored: result.stored, failed: result.failed, manifest: m }, () =>
+        [
+          `${m.id}: ${formatBytes(main.rawSize)} dumped → ${formatBytes(main.size)} stored in ${formatDuration(m.durationMs)}`,
+          `  ${m.tables.length} tables, ${totalRows(m)} rows; sha256 ${main.sha256}`,
+          ...m.artifacts.filter((a) => a.role !== 'main').map((a) => `  ${a.role}: ${a.file} (${formatBytes(a.size)})`),
+          `  stored in: ${result.stored.join(', ')}${result.degraded ? ` — DEGRADED: ${result.failed.map((f) => f.name).join(', ')} failed` : ''}`,
+        ].join('\n'),
+      );
+      return result.degraded ? ExitCode.degraded : ExitCode.ok;
+    }),
+  );
+}

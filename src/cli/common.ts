@@ -1,0 +1,135 @@
+// What every command shares: the common flags, the context they resolve to, and the one place
+// where typed errors become a message, a hint and an exit code.
+
+import { Command, Option } from 'commander';
+import { DbstashError, ExitCode, InterruptedError } from '../core/errors.js';
+import { loadConfig, loadDotenv, type LoadedConfig } from '../config/load.js';
+import { resolveEnvName } from '../config/resolve.js';
+import { Output } from './output.js';
+
+export interface CommonOptions {
+  config?: string;
+  env?: string;
+  json?: boolean;
+  quiet?: boolean;
+  debug?: boolean;
+  logFile?: string;
+  yes?: boolean;
+  dryRun?: boolean;
+  outputDir?: string;
+  storage?: string[];
+}
+
+export interface Context {
+  out: Output;
+  loaded: LoadedConfig;
+  envName: string;
+  /** Aborted on SIGINT/SIGTERM with an InterruptedError as the reason. */
+  signal: AbortSignal;
+}
+
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0    success
+  1    internal error (a bug: please report it with the --debug output)
+  2    usage or configuration error
+  3    connection or authentication failure
+  4    preflight failure (missing or too old tool, missing database, no space, unwritable destination)
+  5    backup failed
+  6    lock held by another dbstash run
+  7    verification failed (the backup is damaged or incomplete)
+  8    could not verify (missing tools, no scratch server)
+  9    restore failed
+  10   decryption failed (wrong key or passphrase)
+  11   storage error (unreachable bucket, missing object)
+  12   degraded (an optional destination failed)
+  13   unhealthy (status found a problem)
+  130  interrupted (SIGINT); 143 terminated (SIGTERM)`;
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** --output-dir and --storage: where the stash is, for every command that reads or writes it. */
+export function stashOptions(cmd: Command): Command {
+  return cmd
+    .option('--output-dir <dir>', 'local stash directory (default: ./backups or the config\'s stash)')
+    .option('--storage <url>', 'storage URL or configured storage name (repeatable)', collect);
+}
+
+export function commonOptions(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'config file (default: ./dbstash.yaml when present)')
+    .addOption(new Option('--env <name>', 'environment: dev, prod, or auto (ENV_MODE, then NODE_ENV)'))
+    .option('--json', 'machine-readable output on stdout')
+    .option('--quiet', 'print nothing but errors')
+    .option('--yes', 'answer yes to confirmations (needed without a TTY)')
+    .option('--dry-run', 'check everything and print the plan; change nothing')
+    .option('--debug', 'show stack traces and debug lines')
+    .option('--log-file <file>', 'append JSON lines of every event to this file')
+    .addHelpText('after', EXIT_CODES_HELP);
+}
+
+function exitCodeFor(err: unknown): number {
+  if (err instanceof DbstashError) return err.exitCode;
+  return ExitCode.internal;
+}
+
+export function reportError(out: Output, err: unknown): number {
+  if (err instanceof DbstashError) {
+    out.error(err.message, err.hint, { kind: err.kind });
+  } else {
+    out.error(`internal error: ${(err as Error)?.message ?? String(err)}`, 'run again with --debug for the stack trace, and report it');
+  }
+  if (out.debugEnabled && err instanceof Error && err.stack) {
+    process.stderr.write(err.stack + '\n');
+    let cause = (err as { cause?: unknown }).cause;
+    while (cause instanceof Error) {
+      process.stderr.write(`caused by: ${cause.stack ?? cause.message}\n`);
+      cause = (cause as { cause?: unknown }).cause;
+    }
+  }
+  return exitCodeFor(err);
+}
+
+/**
+ * Runs a command body with its context. SIGINT/SIGTERM abort the context's signal so the body can
+ * clean up (kill children, remove temporaries, release locks) before the process exits; a second
+ * signal exits at once.
+ */
+export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Promise<number | void>): Promise<void> {
+  const out = new Output({ json: opts.json, quiet: opts.quiet, debug: opts.debug, logFile: opts.logFile });
+  const controller = new AbortController();
+  let signalled = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signalled++;
+    if (signalled > 1) process.exit(sig === 'SIGTERM' ? 143 : 130);
+    out.warn(`${sig} received: stopping and cleaning up`);
+    controller.abort(new InterruptedError(sig));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    loadDotenv();
+    const loaded = loadConfig(opts.config);
+    const envName = resolveEnvName(opts.env, loaded.config);
+    const code = await body({ out, loaded, envName, signal: controller.signal });
+    process.exitCode = code ?? 0;
+  } catch (err) {
+    process.exitCode = reportError(out, controller.signal.aborted ? (controller.signal.reason ?? err) : err);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** key=value pairs from repeated --label flags. */
+export function parseLabels(pairs: string[] | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs ?? []) {
+    const i = pair.indexOf('=');
+    if (i <= 0) throw new DbstashError('usage', `--label takes key=value, got "${pair}"`);
+    labels[pair.slice(0, i)] = pair.slice(i + 1);
+  }
+  return labels;
+}
+
+export { collect };

@@ -1,0 +1,66 @@
+// `dbstash init`: writes a commented starter config file.
+
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { UsageError } from '../core/errors.js';
+import { commonOptions, runCommand, type CommonOptions } from './common.js';
+
+export const STARTER_CONFIG = `# dbstash configuration. Values may use \${VAR} or \${VAR:-default}: keep secrets in the
+# environment (or .env / .env.local), never in this file.
+
+# Environment recorded in every backup id: dev, prod, or auto (ENV_MODE, then NODE_ENV).
+env: auto
+
+# Default local stash (what --output-dir sets).
+stash: ./backups
+
+# Compression: zstd (levels 1-19, default 3), gzip (1-9, default 6) or none.
+compression:
+  algorithm: zstd
+  level: 3
+
+# Free-space check before a backup: database size x ratio x margin must be free.
+space:
+  ratio: 0.5
+  margin: 1.2
+
+databases:
+  app:
+    url: \${DATABASE_URL}
+    # name: app                 # name used in backup ids (default: the database name in the URL)
+    # globals: true             # also capture roles (PostgreSQL) or users and grants (MySQL)
+    # checksums: true           # per-table content checksums (enables verify --deep)
+    # binDir: /usr/lib/postgresql/16/bin
+    # storages: [local]         # names from the storages section below
+    # labels: { team: backend }
+
+# storages:
+#   local:
+#     url: ./backups
+#   offsite:
+#     url: s3://my-bucket/dbstash
+#     optional: true            # a failure here makes the backup "degraded", not failed
+`;
+
+export function registerInit(program: Command): void {
+  const cmd = program
+    .command('init')
+    .description('write a commented starter config file (dbstash.yaml)')
+    .argument('[file]', 'where to write it', 'dbstash.yaml');
+  commonOptions(cmd);
+  cmd.action((file: string, opts: CommonOptions) =>
+    runCommand({ ...opts, config: undefined }, async (ctx) => {
+      const target = path.resolve(file);
+      if (opts.dryRun) {
+        ctx.out.result({ file: target, written: false, content: STARTER_CONFIG }, () => STARTER_CONFIG);
+        return;
+      }
+      if (existsSync(target) && !opts.yes) {
+        throw new UsageError(`${target} already exists`, { hint: 'pass --yes to overwrite it, or give another file name' });
+      }
+      writeFileSync(target, STARTER_CONFIG, { mode: 0o600 });
+      ctx.out.result({ file: target, written: true }, () => `wrote ${target}; edit it, then run \`dbstash backup\``);
+    }),
+  );
+}

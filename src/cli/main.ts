@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// The dbstash command line: parses flags and hands each command to its module. Usage errors exit
+// with code 2; every other error kind is mapped in common.ts.
+
+import { Command, CommanderError } from 'commander';
+import { ExitCode } from '../core/errors.js';
+import { TOOL_VERSION } from '../core/version.js';
+import '../pipeline/compress.js';
+import { EXIT_CODES_HELP } from './common.js';
+import { registerBackup } from './backup.js';
+import { registerInit } from './init.js';
+import { registerList } from './list.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('dbstash')
+    .description('Consistent, compressed, checksummed backups of PostgreSQL, MySQL/MariaDB and SQLite')
+    .version(TOOL_VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .addHelpText('after', EXIT_CODES_HELP);
+  registerBackup(program);
+  registerList(program);
+  registerInit(program);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+      process.exitCode = ok ? ExitCode.ok : ExitCode.usage;
+      return;
+    }
+    throw err;
+  }
+}
+
+await main();

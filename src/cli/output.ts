@@ -1,0 +1,100 @@
+// How commands talk to people and scripts: one line per event on stderr (warnings and progress
+// never pollute stdout), results on stdout as text or --json, a live progress line on a TTY,
+// JSON lines in --log-file for cron, silence with --quiet (errors still print).
+
+import { appendFileSync } from 'node:fs';
+import { formatBytes, formatDuration } from '../core/format.js';
+
+export interface OutputOptions {
+  json?: boolean;
+  quiet?: boolean;
+  debug?: boolean;
+  logFile?: string;
+}
+
+type Level = 'info' | 'warn' | 'error' | 'debug';
+
+export class Output {
+  readonly json: boolean;
+  readonly quiet: boolean;
+  readonly debugEnabled: boolean;
+  private readonly logFile?: string;
+  private readonly tty: boolean;
+  private progressShown = false;
+  private lastProgress = 0;
+  private progressStart = Date.now();
+
+  constructor(opts: OutputOptions = {}, private readonly stderr: NodeJS.WriteStream = process.stderr) {
+    this.json = !!opts.json;
+    this.quiet = !!opts.quiet;
+    this.debugEnabled = !!opts.debug;
+    this.logFile = opts.logFile;
+    this.tty = !!stderr.isTTY && !this.json && !this.quiet;
+  }
+
+  private log(level: Level, message: string, fields?: Record<string, unknown>): void {
+    if (this.logFile) {
+      const line = JSON.stringify({ time: new Date().toISOString(), level, message, ...fields });
+      try {
+        appendFileSync(this.logFile, line + '\n');
+      } catch {
+        /* a broken log file must not break the backup */
+      }
+    }
+  }
+
+  private line(text: string): void {
+    this.clearProgress();
+    this.stderr.write(text + '\n');
+  }
+
+  info(message: string, fields?: Record<string, unknown>): void {
+    this.log('info', message, fields);
+    if (!this.quiet && !this.json) this.line(message);
+  }
+
+  warn(message: string, fields?: Record<string, unknown>): void {
+    this.log('warn', message, fields);
+    if (!this.quiet) this.line(`warning: ${message}`);
+  }
+
+  error(message: string, hint?: string, fields?: Record<string, unknown>): void {
+    this.log('error', message, { hint, ...fields });
+    this.line(`error: ${message}`);
+    if (hint) this.line(`hint: ${hint}`);
+  }
+
+  debug(message: string): void {
+    this.log('debug', message);
+    if (this.debugEnabled) this.line(`debug: ${message}`);
+  }
+
+  /** Live progress on a TTY only, at most 4 updates a second. */
+  progress(bytes: number): void {
+    if (!this.tty) return;
+    const now = Date.now();
+    if (now - this.lastProgress < 250) return;
+    this.lastProgress = now;
+    const elapsed = now - this.progressStart;
+    const rate = elapsed > 0 ? (bytes / elapsed) * 1000 : 0;
+    this.stderr.write(`\r\x1b[2K  ${formatBytes(bytes)} read, ${formatBytes(rate)}/s, ${formatDuration(elapsed)}`);
+    this.progressShown = true;
+  }
+
+  clearProgress(): void {
+    if (this.progressShown) {
+      this.stderr.write('\r\x1b[2K');
+      this.progressShown = false;
+    }
+  }
+
+  /** The command's result: JSON on stdout with --json, else the text (unless --quiet). */
+  result(value: unknown, text: () => string): void {
+    this.clearProgress();
+    if (this.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+    else if (!this.quiet) {
+      const t = text();
+      if (t) process.stdout.write(t + '\n');
+    }
+  }
+}

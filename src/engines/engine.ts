@@ -1,0 +1,104 @@
+// The engine interface: everything database-specific lives behind it (PostgreSQL, MySQL/MariaDB,
+// SQLite). Orchestration code (backup, verify, restore) talks only to this interface.
+//
+// Contract:
+// - dump() returns a stream that ends cleanly ONLY if the dump tool succeeded: the tool's exit
+//   status and stderr are checked before the stream's end is signalled (see gateOnExit), so a
+//   dump that dies half-way errors the stream and nothing is published.
+// - tables are counted inside the same snapshot the dump reads, where the engine can do so.
+// - secrets never reach a child's command line: they travel in the child's environment or in a
+//   0600 file that is removed afterwards.
+
+import type { Readable } from 'node:stream';
+import { ConfigError } from '../core/errors.js';
+
+export type EngineId = 'postgres' | 'mysql' | 'sqlite';
+
+export interface Target {
+  engine: EngineId;
+  /** Name used in backup ids and the stash layout. */
+  database: string;
+  /** Connection URL or file path, password removed: safe to print and to store. */
+  displayUrl: string;
+  host?: string;
+  port?: number;
+  user?: string;
+  password?: string;
+  /** SQLite file path. */
+  path?: string;
+  /** Extra connection parameters (sslmode, …) from the URL's query string. */
+  params: Record<string, string>;
+  /** Engine options from the config file (binDir, …). */
+  options: EngineOptions;
+}
+
+export interface EngineOptions {
+  /** Directory holding the dump tools (pg_dump, mariadb-dump); default: looked up. */
+  binDir?: string;
+  [key: string]: unknown;
+}
+
+export interface ToolInfo {
+  name: string;
+  version: string;
+  path: string;
+}
+
+export interface Probe {
+  serverVersion: string;
+  /** On-disk size of the database in bytes (an estimate for the free-space check). */
+  sizeBytes: number;
+  tool: ToolInfo;
+  warnings: string[];
+}
+
+export interface TableStat {
+  schema: string;
+  name: string;
+  rows: number;
+  /** Order-independent content checksum taken in the dump's snapshot (with --checksums). */
+  checksum?: string;
+}
+
+export interface DumpOptions {
+  signal: AbortSignal;
+  /** Also compute per-table content checksums in the snapshot. */
+  checksums?: boolean;
+  /** Parallel workers (engines that support it). */
+  jobs?: number;
+  /** Directory for scratch files (SQLite snapshot copy, directory-format dumps). */
+  tempDir: string;
+  warn: (message: string) => void;
+}
+
+export interface DumpSession {
+  /** Artifact format, used as the file extension: "dump" (pg custom), "sqlite", "sql", "tar". */
+  format: string;
+  stream: Readable;
+  /** Row counts (and checksums) taken in the dump's snapshot. */
+  tables: Promise<TableStat[]>;
+  tool: ToolInfo & { args: string[] };
+  /** Extra facts for the manifest (snapshot id, isolation level, …). */
+  details: Record<string, unknown>;
+}
+
+export interface Engine {
+  readonly id: EngineId;
+  /** Checks tools, connection, credentials, database existence and size. */
+  probe(target: Target, signal?: AbortSignal): Promise<Probe>;
+  dump(target: Target, opts: DumpOptions): Promise<DumpSession>;
+  /** Roles/users and grants, as a second artifact of the same backup. */
+  dumpGlobals?(target: Target, opts: DumpOptions): Promise<DumpSession>;
+}
+
+const registry = new Map<EngineId, () => Promise<Engine>>();
+
+export function registerEngine(id: EngineId, load: () => Promise<Engine>): void {
+  registry.set(id, load);
+}
+
+export async function loadEngine(id: EngineId): Promise<Engine> {
+  const load = registry.get(id);
+  if (!load) throw new ConfigError(`engine "${id}" is not available; valid engines: ${[...registry.keys()].join(', ')}`);
+  return load();
+}

@@ -1,0 +1,9 @@
+// Engine registry: each engine is loaded on first use, so a missing optional native module
+// only matters to the engine that needs it.
+
+import { registerEngine } from './engine.js';
+
+registerEngine('postgres', async () => (await import('./postgres/index.js')).postgresEngine);
+registerEngine('sqlite', async () => (await import('./sqlite/index.js')).sqliteEngine);
+
+export { loadEngine } from './engine.js';

@@ -1,0 +1,99 @@
+// PostgreSQL connections for dbstash's own queries (probe, snapshot, row counts) and the
+// environment handed to libpq tools. Errors are classified here, once, for every PostgreSQL path.
+
+import pg from 'pg';
+import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
+import type { Target } from '../engine.js';
+
+export type PgClient = pg.Client;
+
+function sslOption(target: Target): pg.ClientConfig['ssl'] {
+  const mode = target.params.sslmode;
+  if (!mode || mode === 'disable' || mode === 'allow' || mode === 'prefer') return undefined;
+  return { rejectUnauthorized: mode === 'verify-ca' || mode === 'verify-full' };
+}
+
+export function clientConfig(target: Target, database = target.database): pg.ClientConfig {
+  return {
+    host: target.host,
+    port: target.port,
+    user: target.user,
+    password: target.password,
+    database,
+    ssl: sslOption(target),
+    application_name: 'dbstash',
+    connectionTimeoutMillis: 15_000,
+  };
+}
+
+/** libpq environment for pg_dump/pg_restore/psql: no secret ever goes on a command line. */
+export function libpqEnv(target: Target, database = target.database): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGAPPNAME: 'dbstash', PGCONNECT_TIMEOUT: '15', PGDATABASE: database };
+  if (target.host) env.PGHOST = target.host;
+  if (target.port) env.PGPORT = String(target.port);
+  if (target.user) env.PGUSER = target.user;
+  if (target.password) env.PGPASSWORD = target.password;
+  if (target.params.sslmode) env.PGSSLMODE = target.params.sslmode;
+  return env;
+}
+
+function where(target: Target): string {
+  return `${target.host ?? 'localhost'}:${target.port ?? 5432}`;
+}
+
+export function classifyPgError(err: unknown, target: Target, database = target.database): DbstashError {
+  const e = err as { code?: string; message?: string };
+  const msg = e.message ?? String(err);
+  switch (e.code) {
+    case '28P01':
+    case '28000':
+      return new ConnectionError(`[postgres] authentication failed for user "${target.user ?? process.env.PGUSER ?? 'default'}" at ${where(target)}`, {
+        hint: 'check the password in the URL, DATABASE_URL or PGPASSWORD',
+        cause: err,
+      });
+    case '3D000':
+      return new PreflightError(`[postgres] database "${database}" does not exist at ${where(target)}`, {
+        hint: 'check the database name, or create it first (createdb)',
+        cause: err,
+      });
+    case 'ECONNREFUSED':
+      return new ConnectionError(`[postgres] connection refused at ${where(target)}`, {
+        hint: 'is the server running and listening on that host and port?',
+        cause: err,
+      });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ConnectionError(`[postgres] host "${target.host}" not found`, { hint: 'check the host name in the URL', cause: err });
+    case 'ETIMEDOUT':
+      return new ConnectionError(`[postgres] connection to ${where(target)} timed out`, { hint: 'check the host, port and firewall', cause: err });
+    default:
+      if (/timeout/i.test(msg)) {
+        return new ConnectionError(`[postgres] connection to ${where(target)} timed out`, { hint: 'check the host, port and firewall', cause: err });
+      }
+      if (/password authentication|SASL|no password/i.test(msg)) {
+        return new ConnectionError(`[postgres] authentication failed at ${where(target)}: ${msg}`, {
+          hint: 'check the password in the URL, DATABASE_URL or PGPASSWORD',
+          cause: err,
+        });
+      }
+      return new ConnectionError(`[postgres] cannot connect to ${where(target)}: ${msg}`, { cause: err });
+  }
+}
+
+export async function connect(target: Target, database = target.database): Promise<PgClient> {
+  const client = new pg.Client(clientConfig(target, database));
+  client.on('error', () => {
+    /* reported through the pending query instead */
+  });
+  try {
+    await client.connect();
+    return client;
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw classifyPgError(err, target, database);
+  }
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}

@@ -1,0 +1,149 @@
+// PostgreSQL engine. A backup is pg_dump's custom format with pg_dump's own compression off
+// (compression happens in our pipeline). For exact row counts we open a REPEATABLE READ
+// transaction, export its snapshot, start pg_dump with --snapshot, and count every table inside
+// that same transaction while pg_dump runs: the counts describe exactly what the dump holds.
+
+import { BackupError, PreflightError } from '../../core/errors.js';
+import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import { describeExit, gateOnExit, startTool } from '../process.js';
+import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { findPgTool, majorOf } from './tools.js';
+
+const USER_TABLES_SQL = `
+SELECT n.nspname AS schema, c.relname AS name
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2`;
+
+/** Order-independent checksum of a table's rows: the sum of 64-bit prefixes of each row's md5. */
+export function tableChecksumSql(schema: string, name: string): string {
+  return `SELECT count(*)::bigint AS rows,
+    coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum
+    FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)} t`;
+}
+
+export async function countTables(client: PgClient, checksums: boolean): Promise<TableStat[]> {
+  const { rows } = await client.query<{ schema: string; name: string }>(USER_TABLES_SQL);
+  const stats: TableStat[] = [];
+  for (const { schema, name } of rows) {
+    if (checksums) {
+      const r = await client.query<{ rows: string; checksum: string }>(tableChecksumSql(schema, name));
+      stats.push({ schema, name, rows: Number(r.rows[0].rows), checksum: r.rows[0].checksum });
+    } else {
+      const r = await client.query<{ rows: string }>(`SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
+      stats.push({ schema, name, rows: Number(r.rows[0].rows) });
+    }
+  }
+  return stats;
+}
+
+function poolerWarning(target: Target): string | undefined {
+  const host = target.host ?? '';
+  if (target.port === 6543 || /(^|\.)pooler\./.test(host)) {
+    return `[postgres] ${host}:${target.port} looks like a transaction-mode pooler (PgBouncer/Supavisor); pg_dump needs the direct connection (port 5432 on the database host) or a session-mode pooler (port 5432 on the pooler)`;
+  }
+  return undefined;
+}
+
+async function serverFacts(client: PgClient): Promise<{ version: string; sizeBytes: number; superuser: boolean }> {
+  const r = await client.query<{ version: string; size: string; superuser: boolean }>(
+    `SELECT current_setting('server_version') AS version, pg_database_size(current_database())::bigint AS size,
+            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
+  );
+  return { version: r.rows[0].version.split(' ')[0], sizeBytes: Number(r.rows[0].size), superuser: r.rows[0].superuser };
+}
+
+export const postgresEngine: Engine = {
+  id: 'postgres',
+
+  async probe(target: Target): Promise<Probe> {
+    const warnings: string[] = [];
+    const pooler = poolerWarning(target);
+    if (pooler) warnings.push(pooler);
+    const client = await connect(target);
+    try {
+      const facts = await serverFacts(client);
+      const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
+      return { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings };
+    } catch (err) {
+      if (err instanceof PreflightError) throw err;
+      throw classifyPgError(err, target);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  },
+
+  async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
+    const client = await connect(target);
+    let finished = false;
+    const release = async (commit: boolean) => {
+      if (finished) return;
+      finished = true;
+      await client.query(commit ? 'COMMIT' : 'ROLLBACK').catch(() => {});
+      await client.end().catch(() => {});
+    };
+    try {
+      const facts = await serverFacts(client);
+      const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
+      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${target.database}`];
+      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
+      const tables = countTables(client, opts.checksums ?? false).catch((err) => {
+        running.child.kill('SIGTERM');
+        throw new BackupError(`[postgres] counting rows in the dump's snapshot failed: ${(err as Error).message}`, { cause: err });
+      });
+      tables.catch(() => {});
+      const stream = gateOnExit(running.stdout, async () => {
+        const exit = await running.exit;
+        try {
+          await tables;
+        } finally {
+          await release(exit.code === 0);
+        }
+        if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_dump', exit)}`);
+      });
+      // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
+      stream.on('close', () => {
+        running.exit.then(() => release(false)).catch(() => {});
+      });
+      return {
+        format: 'dump',
+        stream,
+        tables,
+        tool: { ...tool, args },
+        details: { snapshot, isolation: 'repeatable read', serverVersion: facts.version },
+      };
+    } catch (err) {
+      await release(false);
+      if (err instanceof PreflightError || err instanceof BackupError) throw err;
+      throw classifyPgError(err, target);
+    }
+  },
+
+  async dumpGlobals(target: Target, opts: DumpOptions): Promise<DumpSession> {
+    const client = await connect(target);
+    let facts;
+    try {
+      facts = await serverFacts(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+    const tool = await findPgTool('pg_dumpall', majorOf(facts.version), target.options.binDir);
+    const args = ['--globals-only', '--no-password', `--database=${target.database}`];
+    if (!facts.superuser) {
+      args.push('--no-role-passwords');
+      opts.warn('[postgres] not a superuser: roles are captured without their passwords (--no-role-passwords)');
+    }
+    const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
+    const stream = gateOnExit(running.stdout, async () => {
+      const exit = await running.exit;
+      if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_dumpall', exit)}`);
+    });
+    return { format: 'globals.sql', stream, tables: Promise.resolve([]), tool: { ...tool, args }, details: {} };
+  },
+};

@@ -1,0 +1,74 @@
+// Compression stages. zstd (default) runs in libzstd's own worker thread through zstd-napi, so
+// compression overlaps with the dump and with our hashing; gzip uses Node's zlib thread pool.
+// Both write standard formats: `zstd -d` and `gunzip` read our artifacts.
+
+import { createGzip, createGunzip, constants as zlibConstants } from 'node:zlib';
+import type { TransformCallback } from 'node:stream';
+import { CompressStream, DecompressStream } from 'zstd-napi';
+import { ConfigError, IntegrityError } from '../core/errors.js';
+import { registerStage, type Stage } from './stage.js';
+
+export type CompressionAlgorithm = 'zstd' | 'gzip' | 'none';
+
+const levelRange: Record<'zstd' | 'gzip', [number, number]> = { zstd: [1, 19], gzip: [1, 9] };
+
+function checkLevel(algorithm: 'zstd' | 'gzip', level: unknown): number {
+  const [min, max] = levelRange[algorithm];
+  const n = Number(level);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${algorithm} level must be a whole number from ${min} to ${max}, got "${String(level)}"`);
+  }
+  return n;
+}
+
+/** zstd decoder whose errors are IntegrityErrors that say where the artifact broke. */
+class CheckedZstdDecode extends DecompressStream {
+  private consumed = 0;
+
+  override _transform(chunk: Buffer, enc: BufferEncoding, done: TransformCallback): void {
+    super._transform(chunk, enc, (err?: Error | null) => {
+      if (err) return done(new IntegrityError(`zstd data corrupt within bytes ${this.consumed}-${this.consumed + chunk.length}: ${err.message}`));
+      this.consumed += chunk.length;
+      done();
+    });
+  }
+
+  override _flush(done: TransformCallback): void {
+    super._flush((err?: Error | null) => {
+      if (err) return done(new IntegrityError(`zstd frame truncated at byte ${this.consumed}`));
+      done();
+    });
+  }
+}
+
+export function zstdStage(params: Record<string, unknown>): Stage {
+  const level = checkLevel('zstd', params.level ?? 3);
+  return {
+    id: 'zstd',
+    params: { level },
+    suffix: '.zst',
+    encode: () => new CompressStream({ compressionLevel: level, nbWorkers: 1, checksumFlag: true }),
+    decode: () => new CheckedZstdDecode(),
+  };
+}
+
+export function gzipStage(params: Record<string, unknown>): Stage {
+  const level = checkLevel('gzip', params.level ?? 6);
+  return {
+    id: 'gzip',
+    params: { level },
+    suffix: '.gz',
+    encode: () => createGzip({ level, chunkSize: 256 * 1024 }),
+    decode: () => createGunzip({ chunkSize: 256 * 1024, finishFlush: zlibConstants.Z_SYNC_FLUSH }),
+  };
+}
+
+registerStage('zstd', zstdStage);
+registerStage('gzip', gzipStage);
+
+export function compressionStage(algorithm: CompressionAlgorithm, level?: number): Stage | undefined {
+  if (algorithm === 'none') return undefined;
+  if (algorithm === 'zstd') return zstdStage({ level });
+  if (algorithm === 'gzip') return gzipStage({ level });
+  throw new ConfigError(`unknown compression "${String(algorithm)}"; valid values: zstd, gzip, none`);
+}

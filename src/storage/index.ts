@@ -1,0 +1,38 @@
+// Opens a storage from a URL or path: "file:///abs", "/abs", "./rel" and bare paths are local
+// directories; "memory://name" is the in-memory driver; other schemes come from drivers that
+// register themselves (s3). SDKs are imported lazily so a local backup never loads them.
+
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../core/errors.js';
+import { createLocalStorage } from './local.js';
+import { createMemoryStorage } from './memory.js';
+import { storageFactory, storageSchemes, type Storage } from './storage.js';
+
+export type { Storage } from './storage.js';
+
+const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
+
+export function storageScheme(url: string): string {
+  const m = SCHEME_RE.exec(url);
+  return m ? m[1].toLowerCase() : 'file';
+}
+
+export async function openStorage(url: string, options: Record<string, unknown> = {}): Promise<Storage> {
+  const scheme = storageScheme(url);
+  switch (scheme) {
+    case 'file':
+      return createLocalStorage({ root: url.startsWith('file://') ? fileURLToPath(url) : path.resolve(url) });
+    case 'memory':
+      return createMemoryStorage(url.slice('memory://'.length) || 'default');
+    default: {
+      const factory = storageFactory(scheme);
+      if (!factory) {
+        throw new ConfigError(`unsupported storage URL scheme "${scheme}://"`, {
+          hint: `valid: a directory path, file://, memory://${storageSchemes().map((s) => `, ${s}://`).join('')}`,
+        });
+      }
+      return factory(url, options);
+    }
+  }
+}

@@ -1,0 +1,180 @@
+// Local directory driver. Keys map to paths below the root. put() writes to a hidden temporary
+// file beside the target (".tmp-<name>.<random>"), fsyncs it, then publishes with rename()
+// (or link() for exclusive puts, which fails when the key exists) and fsyncs the directory, so a
+// crash at any point leaves either nothing or a complete file under the final name.
+
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describeFsError, StorageError, type StorageErrorReason } from '../core/errors.js';
+import { TEMP_PREFIX } from '../core/id.js';
+import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
+
+export interface LocalStorageOptions {
+  /** The stash root directory; created on first write. */
+  root: string;
+}
+
+function classify(err: unknown, what: string): StorageError {
+  if (err instanceof StorageError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  let reason: StorageErrorReason = 'permanent';
+  if (code === 'ENOENT') reason = 'not-found';
+  else if (code === 'EEXIST') reason = 'exists';
+  else if (code === 'EAGAIN' || code === 'EBUSY' || code === 'EINTR' || code === 'EMFILE') reason = 'transient';
+  const detail = describeFsError(err) ?? (err as Error).message;
+  const hint =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'free space on the destination, or choose another with --output-dir'
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+        ? 'make the directory writable for this user, or choose another with --output-dir'
+        : undefined;
+  return new StorageError(reason, `[local] ${what}: ${detail}`, { cause: err, hint });
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export function createLocalStorage(opts: LocalStorageOptions): Storage {
+  const root = path.resolve(opts.root);
+
+  const resolveKey = (key: string): string => {
+    const full = path.resolve(root, key);
+    if (full !== root && !full.startsWith(root + path.sep)) {
+      throw new StorageError('permanent', `[local] key escapes the stash root: ${key}`);
+    }
+    return full;
+  };
+
+  async function put(key: string, data: Readable | Uint8Array, putOpts: PutOptions = {}): Promise<PutResult> {
+    const target = resolveKey(key);
+    const dir = path.dirname(target);
+    const temp = path.join(dir, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(6).toString('hex')}`);
+    let size = 0;
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+      const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : data;
+      const counter = async function* (chunks: AsyncIterable<Buffer>) {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          yield chunk;
+        }
+      };
+      await pipeline(source, counter, createWriteStream(temp, { flags: 'wx', flush: true }), {
+        signal: putOpts.signal,
+      });
+      if (putOpts.exclusive) {
+        await fsp.link(temp, target);
+        await fsp.unlink(temp);
+      } else {
+        await fsp.rename(temp, target);
+      }
+      await fsyncDir(dir);
+      return { size };
+    } catch (err) {
+      await fsp.rm(temp, { force: true }).catch(() => {});
+      if ((err as Error).name === 'AbortError') throw err;
+      throw classify(err, `cannot write ${key}`);
+    }
+  }
+
+  async function get(key: string): Promise<Readable> {
+    const file = resolveKey(key);
+    try {
+      const handle = await fsp.open(file, 'r');
+      return handle.createReadStream();
+    } catch (err) {
+      throw classify(err, `cannot read ${key}`);
+    }
+  }
+
+  async function stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await fsp.stat(resolveKey(key));
+      if (!st.isFile()) return undefined;
+      return { key, size: st.size, modifiedAt: st.mtime };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw classify(err, `cannot stat ${key}`);
+    }
+  }
+
+  async function list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await fsp.readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw classify(err, `cannot list ${rel || '/'}`);
+      }
+      for (const entry of entries) {
+        if (entry.name.startsWith(TEMP_PREFIX)) continue;
+        const key = rel ? `${rel}/${entry.name}` : entry.name;
+        if (entry.isDirectory()) {
+          if (prefix.startsWith(key + '/') || key.startsWith(prefix) || prefix === '') await walk(path.join(dir, entry.name), key);
+        } else if (entry.isFile() && key.startsWith(prefix)) {
+          const st = await fsp.stat(path.join(dir, entry.name)).catch(() => undefined);
+          if (st) out.push({ key, size: st.size, modifiedAt: st.mtime });
+        }
+      }
+    };
+    await walk(root, '');
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async function del(key: string): Promise<void> {
+    try {
+      await fsp.unlink(resolveKey(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw classify(err, `cannot delete ${key}`);
+    }
+  }
+
+  async function nearestExisting(dir: string): Promise<string> {
+    let current = dir;
+    for (;;) {
+      try {
+        await fsp.access(current);
+        return current;
+      } catch {
+        const parent = path.dirname(current);
+        if (parent === current) return current;
+        current = parent;
+      }
+    }
+  }
+
+  return {
+    url: root,
+    properties: { kind: 'local', local: true, maxParallelism: 4 },
+    put,
+    get,
+    stat,
+    list,
+    delete: del,
+    async freeSpace() {
+      const st = await fsp.statfs(await nearestExisting(root));
+      return st.bavail * st.bsize;
+    },
+    async check() {
+      try {
+        await fsp.mkdir(root, { recursive: true });
+        await fsp.access(root, 2 /* W_OK */);
+      } catch (err) {
+        throw classify(err, `stash directory ${root} is not writable`);
+      }
+    },
+  };
+
+}

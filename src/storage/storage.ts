@@ -1,0 +1,89 @@
+// The storage interface: opaque keys ("<database>/<file>") mapped to immutable byte streams.
+// It knows nothing of databases, compression or manifests.
+//
+// Contract every driver MUST keep (checked by test/contract/storage.contract.ts):
+// - put() publishes atomically: until it resolves, get/stat/list see nothing under the key, and
+//   when it rejects (or its signal aborts) nothing is left under the key nor as a visible temp.
+// - put() with `exclusive: true` fails with StorageError('exists') when the key already exists,
+//   and of two concurrent exclusive puts at most one succeeds (used for locks and to keep
+//   backups immutable).
+// - get() of a missing key rejects with StorageError('not-found'); a short read MUST surface as a
+//   stream error, never as a clean end.
+// - list(prefix) returns every published key that starts with prefix, temporaries excluded.
+// - delete() of a missing key succeeds (idempotent: it may be called again on retry).
+// - Every failure is a StorageError classified as not-found / exists / transient / permanent.
+
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  modifiedAt: Date;
+  /** Driver metadata (S3 user metadata, e.g. sha256); may be empty. */
+  metadata?: Record<string, string>;
+}
+
+export interface PutOptions {
+  signal?: AbortSignal;
+  /** Refuse to replace an existing key. */
+  exclusive?: boolean;
+  /** Expected size, when known, so a driver can size multipart parts. */
+  sizeHint?: number;
+  metadata?: Record<string, string>;
+}
+
+export interface PutResult {
+  size: number;
+}
+
+export interface StorageProperties {
+  /** Human-readable kind: "local", "s3", "memory". */
+  kind: string;
+  /** A local file system: free space can be checked before a backup. */
+  local: boolean;
+  /** Concurrent puts the driver copes with well. */
+  maxParallelism: number;
+}
+
+export interface Storage {
+  /** The location as given, without secrets: safe to print and store. */
+  readonly url: string;
+  readonly properties: StorageProperties;
+  put(key: string, data: Readable | Uint8Array, opts?: PutOptions): Promise<PutResult>;
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  list(prefix: string): Promise<ObjectInfo[]>;
+  delete(key: string): Promise<void>;
+  /** Bytes free at the destination, where the driver can tell. */
+  freeSpace?(): Promise<number | undefined>;
+  /** Checks that the destination exists and is writable (preflight). */
+  check?(): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export type StorageFactory = (url: string, options: Record<string, unknown>) => Promise<Storage> | Storage;
+
+const registry = new Map<string, StorageFactory>();
+
+/** Drivers register themselves by URL scheme ("file", "s3", "memory"). */
+export function registerStorage(scheme: string, factory: StorageFactory): void {
+  registry.set(scheme, factory);
+}
+
+export function storageSchemes(): string[] {
+  return [...registry.keys()];
+}
+
+export function storageFactory(scheme: string): StorageFactory | undefined {
+  return registry.get(scheme);
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  return Buffer.concat(chunks);
+}
+
+export async function getBytes(storage: Storage, key: string): Promise<Buffer> {
+  return readAll(await storage.get(key));
+}
