@@ -82,6 +82,26 @@ export interface DumpSession {
   details: Record<string, unknown>;
 }
 
+export interface RestoreOptions {
+  signal: AbortSignal;
+  /** Artifact format from the manifest ("dump", "sqlite", "sql", "tar"). */
+  format: string;
+  jobs?: number;
+  /** Do not restore object ownership (pg_restore --no-owner). */
+  noOwner?: boolean;
+  /** Role renames applied while restoring (old → new). */
+  roleMap?: Record<string, string>;
+  tempDir: string;
+  warn: (message: string) => void;
+}
+
+/** A server dbstash started itself for a restore drill; stop() removes every trace of it. */
+export interface ScratchServer {
+  /** Target of the server's maintenance database; use withDatabase() for others. */
+  target: Target;
+  stop(): Promise<void>;
+}
+
 export interface Engine {
   readonly id: EngineId;
   /** Checks tools, connection, credentials, database existence and size. */
@@ -89,6 +109,36 @@ export interface Engine {
   dump(target: Target, opts: DumpOptions): Promise<DumpSession>;
   /** Roles/users and grants, as a second artifact of the same backup. */
   dumpGlobals?(target: Target, opts: DumpOptions): Promise<DumpSession>;
+
+  // ---- verify and restore (every engine implements these) ----
+  /**
+   * Reads a whole raw dump (after the stages are decoded) and checks its own structure
+   * (pg_restore --list, SQLite integrity_check, the SQL dump's completion trailer). Throws
+   * IntegrityError naming what is broken. Returns a one-line summary (e.g. "412 TOC entries").
+   */
+  checkStructure?(raw: Readable, opts: RestoreOptions): Promise<string>;
+  /** Restores a raw dump into `target`, which exists and is empty (SQLite: a file path that does not exist yet). */
+  restore?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
+  /** Restores the globals artifact (roles/users); idempotent where the engine allows. */
+  restoreGlobals?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
+  /** Row counts (and checksums, computed exactly as dump() does) of a live database. */
+  tableStats?(target: Target, opts: { checksums: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
+  databaseExists?(target: Target): Promise<boolean>;
+  /** Creates database `name` on target's server and returns a Target for it. */
+  createDatabase?(target: Target, name: string): Promise<Target>;
+  dropDatabase?(target: Target): Promise<void>;
+  renameDatabase?(target: Target, newName: string): Promise<Target>;
+  /** Other sessions connected to the target database (descriptions for the refusal message). */
+  listSessions?(target: Target): Promise<string[]>;
+  terminateSessions?(target: Target): Promise<number>;
+  /** Starts a throwaway local server with the installed binaries (restore drills). */
+  startScratchServer?(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer>;
+}
+
+/** The same server, another database. */
+export function withDatabase(target: Target, database: string): Target {
+  const url = target.displayUrl.replace(/\/[^/?]*(\?|$)/, `/${encodeURIComponent(database)}$1`);
+  return { ...target, database, displayUrl: target.engine === 'sqlite' ? database : url, path: target.engine === 'sqlite' ? database : target.path };
 }
 
 const registry = new Map<EngineId, () => Promise<Engine>>();
