@@ -1,7 +1,7 @@
 // In-memory driver for unit tests of the layers above storage. It keeps the same contract as
 // the real drivers: atomic puts, exclusive puts refuse to overwrite, missing keys are not-found.
 
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { StorageError } from '../core/errors.js';
 import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
 import { readAll } from './storage.js';
@@ -18,7 +18,8 @@ export function createMemoryStorage(name = 'default'): Storage {
     properties: { kind: 'memory', local: false, maxParallelism: 16 },
     async put(key: string, data: Readable | Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
       if (opts.exclusive && map.has(key)) throw new StorageError('exists', `[memory] ${key} already exists`);
-      const bytes = data instanceof Uint8Array ? Buffer.from(data) : await readAll(data);
+      const source = data instanceof Uint8Array || !opts.signal ? data : addAbortSignal(opts.signal, data);
+      const bytes = source instanceof Uint8Array ? Buffer.from(source) : await readAll(source);
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
       if (opts.exclusive && map.has(key)) throw new StorageError('exists', `[memory] ${key} already exists`);
       map.set(key, { data: bytes, modifiedAt: new Date(), metadata: opts.metadata });
