@@ -4,6 +4,7 @@
 
 import os from 'node:os';
 import { LockedError, StorageError } from '../core/errors.js';
+import { safeName } from '../core/id.js';
 import { getBytes, type Storage } from '../storage/storage.js';
 
 export interface LockInfo {
@@ -21,7 +22,7 @@ export interface HeldLock {
 }
 
 export function lockKey(database: string): string {
-  return `${database}/dbstash.lock`;
+  return `${safeName(database)}/dbstash.lock`;
 }
 
 function processAlive(pid: number): boolean {
