@@ -82,7 +82,7 @@ export const configSchema = z
     encryption: encryptionSchema.optional(),
     retention: retentionSchema.optional(),
     space: z
-      .object({ ratio: z.number().positive().max(10).optional(), margin: z.number().min(1).max(100).optional() })
+      .object({ ratio: z.number().positive().optional(), margin: z.number().min(1).max(100).optional() })
       .strict()
       .optional(),
     databases: z.record(z.string(), databaseSchema).default({}),
