@@ -1,0 +1,105 @@
+// Compression stages: round-trips, stage rebuilding from manifest specs, truncation reported as an
+// IntegrityError, and interoperability with the standard zstd and gzip command-line tools.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createCipheriv } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Duplex } from 'node:stream';
+import { ConfigError, IntegrityError } from '../../src/core/errors.js';
+import { compressionStage, gzipStage, zstdStage } from '../../src/pipeline/compress.js';
+import { decoders, specOf, stageFromSpec, suffixOf } from '../../src/pipeline/stage.js';
+
+/** Half incompressible, half repetitive: exercises both paths of a compressor. */
+function sample(size: number): Buffer {
+  const noise = createCipheriv('aes-256-ctr', Buffer.alloc(32, 9), Buffer.alloc(16)).update(Buffer.alloc(size / 2));
+  const text = Buffer.from('INSERT INTO t VALUES (1, \'hello\');\n'.repeat(Math.ceil(size / 2 / 36))).subarray(0, size / 2);
+  return Buffer.concat([noise, text]);
+}
+
+async function through(input: Buffer, transforms: Duplex[], chunk = 64 * 1024): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < input.length; i += chunk) pieces.push(input.subarray(i, i + chunk));
+  const out: Buffer[] = [];
+  const sink = async function (source: AsyncIterable<Buffer>) {
+    for await (const c of source) out.push(c);
+  };
+  await (pipeline as (...streams: unknown[]) => Promise<void>)(Readable.from(pieces), ...transforms, sink);
+  return Buffer.concat(out);
+}
+
+const data = sample(4 * 1024 * 1024);
+let dir: string;
+before(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-stages-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('compression stages', () => {
+  for (const make of [() => zstdStage({}), () => gzipStage({}), () => zstdStage({ level: 19 }), () => gzipStage({ level: 1 })]) {
+    const stage = make();
+    it(`${stage.id} level ${String(stage.params.level)} round-trips byte-exact and compresses`, async () => {
+      const encoded = await through(data, [stage.encode()]);
+      assert.ok(encoded.length < data.length * 0.6, `${encoded.length} bytes from ${data.length}`);
+      assert.ok(encoded.length > data.length * 0.4, 'random half cannot shrink');
+      assert.ok((await through(encoded, [stage.decode()])).equals(data));
+    });
+  }
+
+  it('records id and params, and a manifest spec rebuilds the decoder', async () => {
+    const stage = zstdStage({ level: 7 });
+    assert.deepEqual(specOf(stage), { id: 'zstd', params: { level: 7 } });
+    assert.equal(suffixOf([stage]), '.zst');
+    assert.equal(suffixOf([gzipStage({})]), '.gz');
+    assert.equal(stageFromSpec({ id: 'gzip', params: { level: 2 } }).params.level, 2);
+    const encoded = await through(data, [zstdStage({ level: 7 }).encode(), gzipStage({}).encode()]);
+    const decoded = await through(encoded, decoders([specOf(zstdStage({ level: 7 })), specOf(gzipStage({}))]));
+    assert.ok(decoded.equals(data), 'decoders apply in reverse order');
+  });
+
+  it('refuses unknown stages and bad levels with a ConfigError', () => {
+    assert.throws(() => stageFromSpec({ id: 'lz4', params: {} }), (e: unknown) => e instanceof ConfigError && /lz4/.test(e.message) && /zstd/.test(e.hint ?? ''));
+    assert.throws(() => zstdStage({ level: 25 }), /zstd level must be a whole number from 1 to 19/);
+    assert.throws(() => gzipStage({ level: 0 }), ConfigError);
+    assert.throws(() => compressionStage('brotli' as never), /valid values: zstd, gzip, none/);
+    assert.equal(compressionStage('none'), undefined);
+  });
+
+  it('a truncated zstd artifact fails with "zstd frame truncated at byte N"', async () => {
+    const encoded = await through(data, [zstdStage({}).encode()]);
+    const cut = encoded.subarray(0, Math.floor(encoded.length * 0.7));
+    await assert.rejects(through(cut, [zstdStage({}).decode()], 10_000), (err: unknown) => {
+      assert.ok(err instanceof IntegrityError, String(err));
+      assert.equal(err.message, `zstd frame truncated at byte ${cut.length}`);
+      return true;
+    });
+  });
+
+  it('a corrupted zstd artifact fails with an IntegrityError that says where', async () => {
+    const encoded = Buffer.from(await through(data, [zstdStage({}).encode()]));
+    encoded.fill(0x55, 5000, 5100);
+    await assert.rejects(through(encoded, [zstdStage({}).decode()]), (err: unknown) => err instanceof IntegrityError && /zstd data corrupt within bytes \d+-\d+/.test(err.message));
+  });
+
+  it('our .zst decodes with the zstd CLI, and the CLI\'s .zst decodes with ours', async () => {
+    const ours = path.join(dir, 'ours.zst');
+    writeFileSync(ours, await through(data, [zstdStage({}).encode()]));
+    assert.ok(execFileSync('zstd', ['-dc', ours], { maxBuffer: 64 << 20 }).equals(data));
+    execFileSync('zstd', ['-t', '-q', ours]);
+    const raw = path.join(dir, 'raw.bin');
+    writeFileSync(raw, data);
+    execFileSync('zstd', ['-q', '-f', '-19', raw, '-o', path.join(dir, 'cli.zst')]);
+    assert.ok((await through(readFileSync(path.join(dir, 'cli.zst')), [zstdStage({}).decode()])).equals(data));
+  });
+
+  it('our .gz decodes with gunzip', async () => {
+    const ours = path.join(dir, 'ours.gz');
+    writeFileSync(ours, await through(data, [gzipStage({}).encode()]));
+    assert.ok(execFileSync('gzip', ['-dc', ours], { maxBuffer: 64 << 20 }).equals(data));
+  });
+});
