@@ -18,6 +18,7 @@ import { specOf, suffixOf, type Stage } from '../pipeline/stage.js';
 import { acquireLock } from '../catalog/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/storage.js';
+import { detectAnomaly } from './anomaly.js';
 
 export interface Destination {
   name: string;
@@ -39,6 +40,8 @@ export interface BackupPlan {
   /** Expected artifact size as a share of the database size, and the safety margin on top. */
   space: { ratio: number; margin: number };
   forceUnlock: boolean;
+  /** Flag the backup when raw size or rows dropped by more than this share (default 0.5). */
+  anomalyMaxDrop?: number;
   /** Facts for the manifest's `extra` (encryption recipients, …), added by stages' owners. */
   extra?: Record<string, unknown>;
 }
@@ -234,6 +237,11 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
       warnings,
       extra: { ...(plan.extra ?? {}), ...(failed.length ? { degraded: failed } : {}) },
     };
+    const anomaly = await detectAnomaly(primary.storage, manifest, plan.anomalyMaxDrop, events.warn);
+    if (anomaly) {
+      manifest.extra.anomaly = anomaly;
+      events.warn(`anomaly: ${anomaly.message}`);
+    }
     const body = serializeManifest(manifest);
     const holders = live.filter((p) => p.keys.length === artifacts.length);
     if (holders.length === 0) throw new BackupError('no destination holds the backup');

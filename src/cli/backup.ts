@@ -4,7 +4,9 @@ import os from 'node:os';
 import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
 import { formatBytes, formatDuration } from '../core/format.js';
-import { runBackup, type BackupPlan } from '../backup/backup.js';
+import type { BackupPlan } from '../backup/backup.js';
+import { runNotifiedBackup } from '../notify/backup.js';
+import { createNotifier } from '../notify/notifier.js';
 import { resolveDestinations, resolveSource } from '../config/resolve.js';
 import { parseTarget } from '../engines/target.js';
 import { compressionStage, type CompressionAlgorithm } from '../pipeline/compress.js';
@@ -63,6 +65,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
       margin: config.space?.margin ?? 1.2,
     },
     forceUnlock: !!opts.forceUnlock,
+    anomalyMaxDrop: entry?.anomaly?.maxDrop ?? config.anomaly?.maxDrop,
     extra,
   };
 }
@@ -120,10 +123,11 @@ Examples:
         );
         return ExitCode.ok;
       }
-      const result = await runBackup(
+      const result = await runNotifiedBackup(
         plan,
         { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
         ctx.signal,
+        createNotifier(ctx.loaded.config.notifications, ctx.out),
       );
       const m = result.manifest;
       const main = m.artifacts.find((a) => a.role === 'main')!;

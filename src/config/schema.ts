@@ -51,6 +51,75 @@ export const scheduleSchema = z
   })
   .strict();
 
+/** A backup whose raw size or total rows dropped by more than maxDrop (a share) is flagged. */
+export const anomalySchema = z.object({ maxDrop: z.number().min(0).max(1).default(0.5) }).strict();
+
+export const NOTIFY_EVENTS = ['success', 'failure', 'verify-failed', 'degraded', 'stale', 'anomaly'] as const;
+
+const notifierCommon = {
+  /** Name in logs and reports (default: the type and position). */
+  name: z.string().optional(),
+  /** Events this channel receives (default: everything but success; heartbeats: success). */
+  events: z.array(z.enum(NOTIFY_EVENTS)).optional(),
+  /** Further attempts after a failed delivery, with doubling delays from retryDelay. */
+  retries: z.number().int().min(0).max(10).default(3),
+  retryDelay: z.string().default('1s'),
+  timeout: z.string().default('10s'),
+};
+
+export const notificationSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('webhook'),
+      url: z.string().url(),
+      /** POST sends the JSON message; GET/HEAD only call the URL (dead-man's-switch heartbeats). */
+      method: z.enum(['POST', 'GET', 'HEAD']).default('POST'),
+      headers: z.record(z.string(), z.string()).optional(),
+      ...notifierCommon,
+    })
+    .strict(),
+  z.object({ type: z.literal('slack'), url: z.string().url(), ...notifierCommon }).strict(),
+  z.object({ type: z.literal('discord'), url: z.string().url(), ...notifierCommon }).strict(),
+  z
+    .object({
+      type: z.literal('email'),
+      to: z.union([z.string(), z.array(z.string()).min(1)]),
+      from: z.string().default('dbstash@localhost'),
+      smtp: z
+        .object({
+          /** smtp://user:pass@host:port or smtps://…; or the fields below. */
+          url: z.string().optional(),
+          host: z.string().optional(),
+          port: z.number().int().positive().optional(),
+          secure: z.boolean().optional(),
+          user: z.string().optional(),
+          password: z.string().optional(),
+        })
+        .strict(),
+      ...notifierCommon,
+    })
+    .strict(),
+]);
+
+export const daemonSchema = z
+  .object({
+    /** host:port for /healthz and /metrics; port 0 picks a free one. */
+    listen: z.string().default('127.0.0.1:9877'),
+    /** Jobs running at once across all databases (one per database at most). */
+    concurrency: z.number().int().positive().default(2),
+    /** Random delay before each scheduled run, up to this duration. */
+    jitter: z.string().optional(),
+    /** Run once at start a job whose scheduled time passed while the daemon was down. */
+    catchUp: z.boolean().default(true),
+    /** On SIGTERM, how long a running job may take to finish before it is aborted. */
+    gracePeriod: z.string().default('5m'),
+    /** Where the daemon remembers its last runs (default: .dbstash-daemon.json in the stash). */
+    stateFile: z.string().optional(),
+    /** How often to look for stale databases (no successful backup within the expected period). */
+    staleCheck: z.string().default('5m'),
+  })
+  .strict();
+
 export const databaseSchema = z
   .object({
     url: z.string().min(1),
@@ -68,6 +137,7 @@ export const databaseSchema = z
     binDir: z.string().optional(),
     scratchUrl: z.string().optional(),
     maxAge: z.string().optional(),
+    anomaly: anomalySchema.optional(),
     labels: z.record(z.string(), z.string()).optional(),
   })
   .strict();
@@ -87,11 +157,15 @@ export const configSchema = z
       .optional(),
     databases: z.record(z.string(), databaseSchema).default({}),
     storages: z.record(z.string(), storageSchema).default({}),
-    notifications: z.array(z.record(z.string(), z.unknown())).optional(),
-    daemon: z.record(z.string(), z.unknown()).optional(),
+    anomaly: anomalySchema.optional(),
+    notifications: z.array(notificationSchema).default([]),
+    daemon: daemonSchema.optional(),
   })
   .strict();
 
 export type ConfigFile = z.infer<typeof configSchema>;
 export type DatabaseConfig = z.infer<typeof databaseSchema>;
 export type StorageConfig = z.infer<typeof storageSchema>;
+export type NotificationConfig = z.infer<typeof notificationSchema>;
+export type NotifyEventKind = (typeof NOTIFY_EVENTS)[number];
+export type DaemonConfig = z.infer<typeof daemonSchema>;
