@@ -26,6 +26,7 @@ export interface BackupOptions extends CommonOptions {
   pgBinDir?: string;
   binDir?: string;
   jobs?: string;
+  lockTables?: boolean;
 }
 
 export async function planBackup(database: string | undefined, opts: BackupOptions, ctx: Context): Promise<BackupPlan> {
@@ -33,7 +34,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   const source = resolveSource(database, config, ctx.envName);
   const entry = source.entry;
   if (source.from !== 'argument') ctx.out.info(`database from ${source.from}`);
-  const target = parseTarget(source.url, { binDir: opts.pgBinDir ?? opts.binDir ?? entry?.binDir });
+  const target = parseTarget(source.url, { binDir: opts.pgBinDir ?? opts.binDir ?? entry?.binDir, lockTables: opts.lockTables ?? entry?.lockTables });
   if (entry?.name) target.database = entry.name;
 
   const compression = {
@@ -83,6 +84,8 @@ export function registerBackup(program: Command): void {
     .option('--label <key=value>', 'label stored in the manifest (repeatable)', collect)
     .option('--force-unlock', 'remove a lock left by another run before starting')
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
+    .option('--lock-tables', 'MySQL: lock the tables while dumping instead of --single-transaction (for MyISAM/Aria/MEMORY tables)')
+    .option('--bin-dir <dir>', 'directory holding the dump tools (mariadb-dump, pg_dump); default: looked up')
     .option('--pg-bin-dir <dir>', 'directory holding pg_dump/pg_dumpall (default: newest in /usr/lib/postgresql, then PATH)');
   stashOptions(cmd);
   commonOptions(cmd);

@@ -135,6 +135,8 @@ export const databaseSchema = z
     checksums: z.boolean().optional(),
     jobs: z.number().int().positive().optional(),
     binDir: z.string().optional(),
+    /** MySQL: lock tables instead of --single-transaction (non-transactional tables). */
+    lockTables: z.boolean().optional(),
     scratchUrl: z.string().optional(),
     maxAge: z.string().optional(),
     anomaly: anomalySchema.optional(),

@@ -1,0 +1,131 @@
+// MySQL/MariaDB connections for dbstash's own queries (probe, snapshot, row counts) and the
+// option file handed to the command-line tools. Errors are classified here, once, for every
+// MySQL path. The password never reaches a command line: the tools read it from a 0600 option
+// file in a private directory that is removed when the tool is done (also on failure).
+
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
+import type { Target } from '../engine.js';
+
+export type MyConnection = mysql.Connection;
+
+function isSocket(target: Target): string | undefined {
+  if (target.params.socket) return target.params.socket;
+  if (target.host?.startsWith('/')) return target.host;
+  return undefined;
+}
+
+export function where(target: Target): string {
+  return isSocket(target) ?? `${target.host ?? 'localhost'}:${target.port ?? 3306}`;
+}
+
+export function classifyMyError(err: unknown, target: Target, database: string | undefined = target.database): DbstashError {
+  const e = err as { code?: string; errno?: number; message?: string };
+  const msg = e.message ?? String(err);
+  switch (e.code) {
+    case 'ER_ACCESS_DENIED_ERROR':
+    case 'ER_ACCESS_DENIED_NO_PASSWORD_ERROR':
+    case 'ER_NOT_SUPPORTED_AUTH_MODE':
+      return new ConnectionError(`[mysql] authentication failed for user "${target.user ?? 'root'}" at ${where(target)}`, {
+        hint: 'check the user and password in the URL, DATABASE_URL or DB_USER/DB_PASSWORD',
+        cause: err,
+      });
+    case 'ER_BAD_DB_ERROR':
+      return new PreflightError(`[mysql] database "${database}" does not exist at ${where(target)}`, {
+        hint: 'check the database name, or create it first (CREATE DATABASE …)',
+        cause: err,
+      });
+    case 'ER_DBACCESS_DENIED_ERROR':
+      return new ConnectionError(`[mysql] user "${target.user ?? 'root'}" may not access database "${database}" at ${where(target)}`, {
+        hint: 'grant the user access to the database (GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON db.* TO …)',
+        cause: err,
+      });
+    case 'ECONNREFUSED':
+      return new ConnectionError(`[mysql] connection refused at ${where(target)}`, { hint: 'is the server running and listening on that host and port?', cause: err });
+    case 'ENOENT':
+      return new ConnectionError(`[mysql] no server socket at ${where(target)}`, { hint: 'is the server running? check the socket path', cause: err });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ConnectionError(`[mysql] host "${target.host}" not found`, { hint: 'check the host name in the URL', cause: err });
+    case 'ETIMEDOUT':
+      return new ConnectionError(`[mysql] connection to ${where(target)} timed out`, { hint: 'check the host, port and firewall', cause: err });
+    default:
+      return new ConnectionError(`[mysql] cannot connect to ${where(target)}: ${msg}`, { cause: err });
+  }
+}
+
+/** A connection to `database` (undefined: no default database), utf8mb4, dates and big numbers as strings. */
+export async function connect(target: Target, database: string | undefined = target.database): Promise<MyConnection> {
+  const socket = isSocket(target);
+  try {
+    const conn = await mysql.createConnection({
+      ...(socket ? { socketPath: socket } : { host: target.host, port: target.port }),
+      user: target.user,
+      password: target.password,
+      database,
+      charset: 'utf8mb4_general_ci',
+      connectTimeout: 15_000,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      dateStrings: true,
+    });
+    conn.on('error', () => {
+      /* reported through the pending query instead */
+    });
+    return conn;
+  } catch (err) {
+    throw classifyMyError(err, target, database);
+  }
+}
+
+export function quoteIdent(name: string): string {
+  return '`' + name.replace(/`/g, '``') + '`';
+}
+
+function optionValue(value: string): string {
+  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+}
+
+/** A 0600 option file with the password, in a private directory; `remove()` is idempotent. */
+export interface OptionFile {
+  path: string;
+  remove(): Promise<void>;
+}
+
+export async function writeOptionFile(target: Target, tempDir: string = os.tmpdir()): Promise<OptionFile> {
+  const dir = await mkdtemp(path.join(tempDir, '.dbstash-my-'));
+  const file = path.join(dir, 'client.cnf');
+  const lines = ['[client]'];
+  if (target.password !== undefined) lines.push(`password=${optionValue(target.password)}`);
+  await writeFile(file, lines.join('\n') + '\n', { mode: 0o600 });
+  let removed = false;
+  return {
+    path: file,
+    async remove() {
+      if (removed) return;
+      removed = true;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Command-line arguments for mariadb/mysql/mariadb-dump: the option file first (the tools insist),
+ * then where to connect. Nothing secret: safe to record in the manifest.
+ */
+export function toolConnectionArgs(target: Target, optionFile: string): string[] {
+  const args = [`--defaults-extra-file=${optionFile}`];
+  const socket = isSocket(target);
+  if (socket) args.push('--protocol=SOCKET', `--socket=${socket}`);
+  else args.push('--protocol=TCP', `--host=${target.host ?? 'localhost'}`, `--port=${target.port ?? 3306}`);
+  if (target.user) args.push(`--user=${target.user}`);
+  return args;
+}
+
+/** The arguments as recorded: the option file's temporary path is replaced by a placeholder. */
+export function recordedArgs(args: string[]): string[] {
+  return args.map((a) => (a.startsWith('--defaults-extra-file=') ? '--defaults-extra-file=<temporary 0600 file>' : a));
+}

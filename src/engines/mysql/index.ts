@@ -1,0 +1,285 @@
+// MySQL/MariaDB engine. A backup is mariadb-dump's (or mysqldump's) plain SQL for one database,
+// without CREATE DATABASE/USE so that it restores into a database of any name, streamed through
+// the same stages as every dump. The password reaches the tools only through a 0600 option file.
+//
+// Row counts: when the user holds RELOAD, dbstash takes FLUSH TABLES WITH READ LOCK for a moment,
+// starts its own consistent snapshot, starts the dump and waits until the dump's snapshot is
+// open, then unlocks: both snapshots start while no writer can commit, so they see the same
+// data ("aligned"). Without RELOAD the two snapshots are taken back to back ("separate") and the
+// counts may differ from the dump by what writers committed in between (docs/mysql.md).
+// A dump that lacks the tool's "-- Dump completed" trailer is truncated and fails the backup.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Readable } from 'node:stream';
+import { BackupError, DbstashError } from '../../core/errors.js';
+import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import { describeExit, gateOnExit, startTool } from '../process.js';
+import { classifyMyError, connect, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { TrailerWatch } from './sqlscan.js';
+import { countTables } from './stats.js';
+import { DUMP_TOOLS, findMyTool, versionParts } from './tools.js';
+import { verifyRestoreHalf } from './restore.js';
+
+const TRANSACTIONAL = new Set(['innodb', 'xtradb', 'rocksdb', 'tokudb', 'ndbcluster', 'ndb']);
+const ALIGN_TIMEOUT_MS = 30_000;
+
+interface ServerFacts {
+  version: string;
+  sizeBytes: number;
+  /** Global privileges of the current user (upper case), "ALL PRIVILEGES" included as is. */
+  privileges: Set<string>;
+  nonTransactional: { name: string; engine: string }[];
+}
+
+function has(facts: ServerFacts, privilege: string): boolean {
+  return facts.privileges.has('ALL PRIVILEGES') || facts.privileges.has(privilege);
+}
+
+async function serverFacts(conn: MyConnection, database: string): Promise<ServerFacts> {
+  const [v] = await conn.query(`SELECT VERSION() AS version`);
+  const [size] = await conn.query(
+    `SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS size FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?`,
+    [database],
+  );
+  const [grants] = await conn.query(`SHOW GRANTS`);
+  const privileges = new Set<string>();
+  for (const row of grants as Record<string, string>[]) {
+    const m = /^GRANT (.+?) ON \*\.\* TO /i.exec(Object.values(row)[0]);
+    if (m) for (const p of m[1].split(',')) privileges.add(p.trim().toUpperCase());
+  }
+  const [tables] = await conn.query(
+    `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES
+     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME`,
+    [database],
+  );
+  const nonTransactional = (tables as { name: string; engine: string | null }[])
+    .filter((t) => t.engine && !TRANSACTIONAL.has(t.engine.toLowerCase()))
+    .map((t) => ({ name: t.name, engine: t.engine! }));
+  return { version: (v as { version: string }[])[0].version, sizeBytes: Number((size as { size: string }[])[0].size), privileges, nonTransactional };
+}
+
+function lockTablesWanted(target: Target): boolean {
+  const v = target.options.lockTables ?? target.params['lock-tables'] ?? target.params.lockTables;
+  return v === true || v === 'true' || v === '1';
+}
+
+function preflightWarnings(target: Target, facts: ServerFacts, toolVersion: string): string[] {
+  const warnings: string[] = [];
+  if (facts.nonTransactional.length > 0 && !lockTablesWanted(target)) {
+    const list = facts.nonTransactional.map((t) => `${t.name} (${t.engine})`).join(', ');
+    warnings.push(
+      `[mysql] non-transactional tables that --single-transaction cannot keep consistent: ${list}; ` +
+        `a writer changing them during the dump makes them inconsistent with the rest (use --lock-tables, or lockTables: true in the config, to lock instead)`,
+    );
+  }
+  if (!has(facts, 'PROCESS')) {
+    warnings.push('[mysql] the user lacks the PROCESS privilege: tablespaces are not dumped (--no-tablespaces)');
+  }
+  const tool = versionParts(toolVersion);
+  const server = versionParts(facts.version);
+  if (tool.major * 1000 + tool.minor < server.major * 1000 + server.minor && tool.mariadb === server.mariadb) {
+    warnings.push(`[mysql] the dump tool (${toolVersion}) is older than the server (${facts.version}): newer syntax may be dumped wrongly; install a client at least as new as the server`);
+  } else if (tool.mariadb !== server.mariadb) {
+    warnings.push(`[mysql] the dump tool (${toolVersion}) and the server (${facts.version}) are different products; prefer the server's own client tools`);
+  }
+  return warnings;
+}
+
+function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean): string[] {
+  const args = [
+    lockTables ? '--lock-tables' : '--single-transaction',
+    ...(lockTables ? ['--skip-single-transaction'] : ['--skip-lock-tables']),
+    '--routines',
+    '--triggers',
+    '--events',
+    '--hex-blob',
+    '--default-character-set=utf8mb4',
+    '--max-allowed-packet=1G',
+  ];
+  if (!has(facts, 'PROCESS')) args.push('--no-tablespaces');
+  args.push(target.database);
+  return args;
+}
+
+/**
+ * Holds the global read lock until the dump's own consistent snapshot is open (its transaction
+ * shows in INNODB_TRX), so that the dump and our counting transaction see the same data.
+ */
+async function waitForDumpSnapshot(conn: MyConnection, firstId: number, user: string, exited: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + ALIGN_TIMEOUT_MS;
+  while (Date.now() < deadline && !exited()) {
+    const [rows] = await conn.query(
+      `SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+       WHERE p.ID > ? AND p.ID <> CONNECTION_ID() AND p.USER = ?`,
+      [firstId, user],
+    );
+    if (Number((rows as { n: string }[])[0].n) > 0) return true;
+    await sleep(10);
+  }
+  return false;
+}
+
+export const mysqlEngine: Engine = {
+  id: 'mysql',
+
+  async probe(target: Target): Promise<Probe> {
+    const conn = await connect(target);
+    try {
+      const facts = await serverFacts(conn, target.database);
+      const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
+      return { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: preflightWarnings(target, facts, tool.version) };
+    } catch (err) {
+      if (err instanceof DbstashError) throw err;
+      throw classifyMyError(err, target);
+    } finally {
+      await conn.end().catch(() => {});
+    }
+  },
+
+  async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
+    const conn = await connect(target);
+    let finished = false;
+    const release = async () => {
+      if (finished) return;
+      finished = true;
+      await conn.query('UNLOCK TABLES').catch(() => {});
+      await conn.query('ROLLBACK').catch(() => {});
+      await conn.end().catch(() => {});
+    };
+    const optionFile = await writeOptionFile(target, opts.tempDir).catch(async (err) => {
+      await release();
+      throw new BackupError(`[mysql] cannot write the temporary option file in ${opts.tempDir}: ${(err as Error).message}`, { cause: err });
+    });
+    try {
+      const facts = await serverFacts(conn, target.database);
+      const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
+      const lockTables = lockTablesWanted(target);
+      let counts: 'aligned' | 'separate' | 'locked' = 'separate';
+      const [who] = await conn.query(`SELECT SUBSTRING_INDEX(USER(), '@', 1) AS user, (SELECT COALESCE(MAX(ID), 0) FROM information_schema.PROCESSLIST) AS maxId`);
+      const { user, maxId } = (who as { user: string; maxId: string }[])[0];
+      if (lockTables || (has(facts, 'RELOAD') && has(facts, 'PROCESS'))) {
+        try {
+          await conn.query('SET SESSION lock_wait_timeout = 10');
+          await conn.query('FLUSH TABLES WITH READ LOCK');
+          counts = lockTables ? 'locked' : 'aligned';
+        } catch (err) {
+          opts.warn(`[mysql] FLUSH TABLES WITH READ LOCK failed (${(err as Error).message}); row counts come from a separate snapshot`);
+        }
+      }
+      if (counts !== 'locked') await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
+
+      const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables)];
+      const running = startTool(tool.path, args, { signal: opts.signal });
+      // Attached at once: Node discards a child's unread output when the child exits.
+      const watch = new TrailerWatch();
+      running.stdout.on('error', (err) => watch.destroy(err));
+      running.stdout.pipe(watch);
+      let exited = false;
+      running.child.once('exit', () => (exited = true));
+      // Settled once counting is done; the stream's end waits for it (and for the dump's exit).
+      let counted!: (p: Promise<TableStat[]>) => void;
+      const tables = new Promise<TableStat[]>((resolve) => (counted = resolve));
+      tables.catch(() => {});
+      const stream = gateOnExit(watch, async () => {
+        const exit = await running.exit;
+        await optionFile.remove();
+        try {
+          await tables;
+        } finally {
+          await release();
+        }
+        if (exit.code !== 0) throw new BackupError(`[mysql] ${describeExit(tool.name, exit)}`);
+        const last = watch.lastLine();
+        if (!last.complete) {
+          throw new BackupError(`[mysql] the dump is truncated: ${tool.name} output does not end with its "-- Dump completed" trailer (last line: ${JSON.stringify(last.text.slice(0, 80))})`);
+        }
+      });
+      stream.on('close', () => {
+        running.exit.then(() => Promise.all([optionFile.remove(), release()])).catch(() => {});
+      });
+      if (counts === 'aligned') {
+        // A dump that already exited ran entirely under the lock: aligned as well.
+        const aligned = (await waitForDumpSnapshot(conn, Number(maxId), user, () => exited)) || exited;
+        await conn.query('UNLOCK TABLES');
+        if (!aligned) {
+          counts = 'separate';
+          opts.warn("[mysql] could not see the dump's snapshot start within 30 s; row counts come from a separate snapshot");
+        }
+      }
+      counted(
+        countTables(conn, target.database, opts.checksums ?? false).catch((err) => {
+          running.child.kill('SIGTERM');
+          throw new BackupError(`[mysql] counting rows failed: ${(err as Error).message}`, { cause: err });
+        }),
+      );
+      return {
+        format: 'sql',
+        stream,
+        tables,
+        tool: { ...tool, args: recordedArgs(args) },
+        details: {
+          serverVersion: facts.version,
+          consistency: lockTables ? 'lock-tables' : 'single-transaction',
+          counts,
+          nonTransactionalTables: facts.nonTransactional.map((t) => `${t.name} (${t.engine})`),
+        },
+      };
+    } catch (err) {
+      await optionFile.remove();
+      await release();
+      if (err instanceof DbstashError) throw err;
+      throw classifyMyError(err, target);
+    }
+  },
+
+  async dumpGlobals(target: Target, opts: DumpOptions): Promise<DumpSession> {
+    const conn = await connect(target);
+    const lines: string[] = ['-- dbstash: users, roles and grants', ''];
+    let version: string;
+    try {
+      version = ((await conn.query('SELECT VERSION() AS v'))[0] as { v: string }[])[0].v;
+      const [accounts] = await conn.query(
+        `SELECT User AS user, Host AS host, ${/mariadb/i.test(version) ? `is_role` : `'N'`} AS isRole FROM mysql.user ORDER BY isRole DESC, User, Host`,
+      );
+      for (const a of accounts as { user: string; host: string; isRole: string }[]) {
+        if (/^(mariadb\.sys|mysql\.(sys|session|infoschema))$/.test(a.user) || a.user === 'PUBLIC') continue;
+        try {
+          const account = a.isRole === 'Y' ? quoteIdent(a.user) : `${quoteIdent(a.user)}@${quoteIdent(a.host)}`;
+          const statements: string[] = [];
+          if (a.isRole === 'Y') {
+            statements.push(`CREATE ROLE IF NOT EXISTS ${account};`);
+          } else {
+            const [create] = await conn.query(`SHOW CREATE USER ${account}`);
+            statements.push(Object.values((create as Record<string, string>[])[0])[0].replace(/^CREATE USER /i, 'CREATE USER IF NOT EXISTS ') + ';');
+          }
+          const [grants] = await conn.query(`SHOW GRANTS FOR ${account}`);
+          for (const g of grants as Record<string, string>[]) statements.push(Object.values(g)[0] + ';');
+          lines.push(...statements);
+        } catch (err) {
+          // Accounts the server does not load (e.g. host names under skip-name-resolve) cannot be shown.
+          if ((err as { errno?: number }).errno !== 1133) throw err;
+          opts.warn(`[mysql] --globals: skipped account '${a.user}'@'${a.host}': ${(err as Error).message}`);
+          lines.push(`-- skipped '${a.user}'@'${a.host}': ${(err as Error).message}`);
+        }
+      }
+    } catch (err) {
+      await conn.end().catch(() => {});
+      if (err instanceof DbstashError) throw err;
+      throw new BackupError(`[mysql] reading users and grants failed: ${(err as Error).message}`, {
+        hint: 'the user needs SELECT on mysql.user (and the right to SHOW GRANTS for other users) for --globals',
+        cause: err,
+      });
+    }
+    await conn.end().catch(() => {});
+    lines.push('', '-- Dump completed', '');
+    return {
+      format: 'globals.sql',
+      stream: Readable.from([Buffer.from(lines.join('\n'))]),
+      tables: Promise.resolve([]),
+      tool: { name: 'dbstash-grants', version, path: 'SHOW CREATE USER + SHOW GRANTS', args: [] },
+      details: {},
+    };
+  },
+
+  ...verifyRestoreHalf,
+};

@@ -1,0 +1,259 @@
+// The verify/restore half of the MySQL/MariaDB engine: structure check of a SQL dump, restore
+// through the mariadb/mysql client (stops at the first error and names the failing statement),
+// row counts of a live database, scratch databases, and renaming a database.
+//
+// MySQL has no RENAME DATABASE. renameDatabase() creates the new database, moves every base table
+// and sequence there with one atomic RENAME TABLE, and re-creates triggers, views, routines and
+// events from their SHOW CREATE output; the old database is then dropped. Limits (docs/mysql.md):
+// routines or views that name the old database explicitly still point at it; grants given on the
+// old database name (db.*) are not moved.
+
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
+import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { startTool } from '../process.js';
+import { classifyMyError, connect, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { startScratchServer } from './scratch.js';
+import { SqlScanner, type ScanSummary } from './sqlscan.js';
+import { countTables } from './stats.js';
+import { CLIENT_TOOLS, findMyTool } from './tools.js';
+
+const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
+const REMEMBERED_STATEMENTS = 4096;
+
+async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary> {
+  for await (const chunk of raw) scanner.push(chunk as Buffer);
+  return scanner.finish();
+}
+
+/** Passes the SQL to the client while the scanner notes where each statement starts. */
+function scanning(scanner: SqlScanner): Transform {
+  return new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+      scanner.push(chunk);
+      done(null, chunk);
+    },
+  });
+}
+
+async function withConnection<T>(target: Target, database: string | undefined, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
+  const conn = await connect(target, database);
+  try {
+    return await fn(conn);
+  } catch (err) {
+    if (err instanceof DbstashError) throw err;
+    throw classifyMyError(err, target, database);
+  } finally {
+    await conn.end().catch(() => {});
+  }
+}
+
+/** Feeds raw SQL to the mariadb/mysql client; on failure names the line and statement it rejected. */
+async function runSql(target: Target, database: string | undefined, raw: Readable, opts: RestoreOptions, what: string): Promise<void> {
+  const client = await findMyTool(CLIENT_TOOLS, target.options.binDir).catch((err: DbstashError) => {
+    throw new VerifyUnavailableError(err.message, { hint: err.hint, cause: err });
+  });
+  const optionFile = await writeOptionFile(target, opts.tempDir);
+  try {
+    const args = [
+      ...toolConnectionArgs(target, optionFile.path),
+      '--batch',
+      '--binary-mode',
+      '--default-character-set=utf8mb4',
+      '--max-allowed-packet=1G',
+      ...(database ? [`--database=${database}`] : []),
+    ];
+    const running = startTool(client.path, args, { signal: opts.signal, stdin: 'pipe' });
+    let stderrTail = '';
+    running.child.stderr.on('data', (d: string) => (stderrTail = (stderrTail + d).slice(-4096)));
+    const scanner = new SqlScanner(REMEMBERED_STATEMENTS);
+    // When the client stops at an error it closes its input: the exit status tells what happened.
+    const fed = pipeline(raw, scanning(scanner), running.child.stdin).catch((err: Error) => err);
+    const exit = await running.exit;
+    const feedError = await fed;
+    if (exit.code === 0 && !(feedError instanceof Error)) return;
+    if (opts.signal.aborted) throw new RestoreError(`[mysql] ${what} was interrupted`);
+    const m = /ERROR (\d+) \(([\w]+)\)(?: at line (\d+))?: ([^\n]*)/.exec(stderrTail);
+    if (m && m[3]) {
+      const line = Number(m[3]);
+      const stmt = scanner.statementAt(line);
+      const text = stmt ? stmt.text.replace(/\s+/g, ' ') : '(statement not recorded)';
+      const packet = /max_allowed_packet|packet bigger/i.test(m[4]);
+      throw new RestoreError(`[mysql] ${what} stopped at line ${line}: ERROR ${m[1]} (${m[2]}): ${m[4]} — statement: ${text}`, {
+        hint: packet ? 'raise the server\'s max_allowed_packet (SET GLOBAL max_allowed_packet = 1073741824) and retry' : 'nothing after this statement was restored',
+      });
+    }
+    if (exit.code === 0 && feedError instanceof Error) throw new RestoreError(`[mysql] reading the dump failed during ${what}: ${feedError.message}`, { cause: feedError });
+    const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+    const detail = (m ? m[0] : stderrTail.trim().split('\n').slice(-2).join(' / ')) || (feedError instanceof Error ? feedError.message : '');
+    throw new RestoreError(`[mysql] ${what}: ${client.name} ${how}${detail ? `: ${detail}` : ''}`);
+  } finally {
+    await optionFile.remove();
+  }
+}
+
+interface Recreate {
+  kind: string;
+  name: string;
+  sql: string;
+  sqlMode?: string;
+}
+
+/** SHOW CREATE output of every trigger, view, routine and event of the database `conn` uses. */
+async function captureObjects(conn: MyConnection, database: string): Promise<Recreate[]> {
+  const out: Recreate[] = [];
+  const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, params))[0] as Record<string, string>[];
+  for (const r of await q(`SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY ACTION_ORDER`, [database])) {
+    const row = (await q(`SHOW CREATE TRIGGER ${quoteIdent(r.name)}`))[0];
+    out.push({ kind: 'TRIGGER', name: r.name, sql: row['SQL Original Statement'], sqlMode: row.sql_mode });
+  }
+  for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`, [database])) {
+    const row = (await q(`SHOW CREATE VIEW ${quoteIdent(r.name)}`))[0];
+    out.push({ kind: 'VIEW', name: r.name, sql: row['Create View'] });
+  }
+  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`, [database])) {
+    const row = (await q(`SHOW CREATE ${r.type} ${quoteIdent(r.name)}`))[0];
+    out.push({ kind: r.type, name: r.name, sql: row[`Create ${r.type === 'FUNCTION' ? 'Function' : 'Procedure'}`], sqlMode: row.sql_mode });
+  }
+  for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`, [database])) {
+    const row = (await q(`SHOW CREATE EVENT ${quoteIdent(r.name)}`))[0];
+    out.push({ kind: 'EVENT', name: r.name, sql: row['Create Event'], sqlMode: row.sql_mode });
+  }
+  return out;
+}
+
+async function recreateObjects(conn: MyConnection, objects: Recreate[]): Promise<void> {
+  // Views may depend on views: retry the ones that failed until no progress is made.
+  let pending = objects;
+  while (pending.length > 0) {
+    const failed: { obj: Recreate; err: Error }[] = [];
+    for (const obj of pending) {
+      try {
+        if (obj.sqlMode !== undefined) await conn.query(`SET SESSION sql_mode = ?`, [obj.sqlMode]);
+        await conn.query(obj.sql);
+      } catch (err) {
+        failed.push({ obj, err: err as Error });
+      }
+    }
+    if (failed.length === pending.length) {
+      const f = failed[0];
+      throw new RestoreError(`[mysql] re-creating ${f.obj.kind} ${f.obj.name} in the renamed database failed: ${f.err.message}`);
+    }
+    pending = failed.map((f) => f.obj);
+  }
+}
+
+export const verifyRestoreHalf: Pick<
+  Engine,
+  | 'checkStructure'
+  | 'restore'
+  | 'restoreGlobals'
+  | 'tableStats'
+  | 'databaseExists'
+  | 'createDatabase'
+  | 'dropDatabase'
+  | 'renameDatabase'
+  | 'listSessions'
+  | 'terminateSessions'
+  | 'startScratchServer'
+> = {
+  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+    const s = await scanAll(raw, new SqlScanner());
+    if (!DUMP_HEADER.test(s.firstLine)) {
+      throw new IntegrityError(`[mysql] the ${opts.format} artifact is not a mariadb-dump/mysqldump file (it starts with ${JSON.stringify(s.firstLine.slice(0, 60))})`);
+    }
+    if (!s.trailer) {
+      throw new IntegrityError(`[mysql] the dump is truncated: no "-- Dump completed" trailer after line ${s.lines}`);
+    }
+    if (s.unterminated) {
+      throw new IntegrityError(`[mysql] the dump ends inside the statement that starts at line ${s.unterminated.line}: ${s.unterminated.text.slice(0, 80)}`);
+    }
+    return `${s.statements} statements, ${s.tables} tables`;
+  },
+
+  async restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+    await runSql(target, target.database, raw, opts, `restore into ${target.database}`);
+  },
+
+  async restoreGlobals(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+    await runSql(target, undefined, raw, opts, 'restoring users and grants');
+  },
+
+  async tableStats(target: Target, opts: { checksums: boolean }): Promise<TableStat[]> {
+    return withConnection(target, target.database, (conn) => countTables(conn, target.database, opts.checksums));
+  },
+
+  async databaseExists(target: Target): Promise<boolean> {
+    return withConnection(target, undefined, async (conn) => {
+      const [rows] = await conn.query(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?`, [target.database]);
+      return (rows as unknown[]).length > 0;
+    });
+  },
+
+  async createDatabase(target: Target, name: string): Promise<Target> {
+    await withConnection(target, undefined, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)} CHARACTER SET utf8mb4`));
+    return withDatabase(target, name);
+  },
+
+  async dropDatabase(target: Target): Promise<void> {
+    await withConnection(target, undefined, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
+  },
+
+  async renameDatabase(target: Target, newName: string): Promise<Target> {
+    const from = target.database;
+    await withConnection(target, from, async (conn) => {
+      const [charset] = await conn.query(
+        `SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?`,
+        [from],
+      );
+      const { cs, co } = (charset as { cs: string; co: string }[])[0];
+      const [tables] = await conn.query(
+        `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`,
+        [from],
+      );
+      const objects = await captureObjects(conn, from);
+      await conn.query(`CREATE DATABASE ${quoteIdent(newName)} CHARACTER SET ${cs} COLLATE ${co}`);
+      for (const t of objects.filter((o) => o.kind === 'TRIGGER')) await conn.query(`DROP TRIGGER ${quoteIdent(t.name)}`);
+      const moves = (tables as { name: string }[]).map((t) => `${quoteIdent(from)}.${quoteIdent(t.name)} TO ${quoteIdent(newName)}.${quoteIdent(t.name)}`);
+      try {
+        if (moves.length > 0) await conn.query(`RENAME TABLE ${moves.join(', ')}`);
+      } catch (err) {
+        await recreateObjects(conn, objects.filter((o) => o.kind === 'TRIGGER')).catch(() => {});
+        await conn.query(`DROP DATABASE ${quoteIdent(newName)}`).catch(() => {});
+        throw new RestoreError(`[mysql] moving the tables of ${from} to ${newName} failed: ${(err as Error).message}`, { cause: err });
+      }
+      await conn.query(`USE ${quoteIdent(newName)}`);
+      await recreateObjects(conn, objects);
+      await conn.query(`DROP DATABASE ${quoteIdent(from)}`);
+    });
+    return withDatabase(target, newName);
+  },
+
+  async listSessions(target: Target): Promise<string[]> {
+    return withConnection(target, undefined, async (conn) => {
+      const [rows] = await conn.query(
+        `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() ORDER BY ID`,
+        [target.database],
+      );
+      return (rows as { id: number; user: string; host: string; command: string; time: number }[]).map(
+        (r) => `connection ${r.id}: ${r.user}@${r.host} (${r.command}, ${r.time} s)`,
+      );
+    });
+  },
+
+  async terminateSessions(target: Target): Promise<number> {
+    return withConnection(target, undefined, async (conn) => {
+      const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()`, [target.database]);
+      let n = 0;
+      for (const r of rows as { id: number }[]) {
+        await conn.query(`KILL ${Number(r.id)}`).then(() => n++, () => {});
+      }
+      return n;
+    });
+  },
+
+  startScratchServer,
+};
+

@@ -1,0 +1,111 @@
+// A throwaway local MariaDB server for restore drills: mariadb-install-db into a private temp
+// directory, mariadbd on its own socket with networking off (no port to collide with), root
+// without a password over that socket. When dbstash runs as root the server runs as the OS user
+// "mysql" (mariadbd refuses root). stop() kills the server and removes the directory; so does a
+// failed start.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mysql from 'mysql2/promise';
+import { VerifyUnavailableError } from '../../core/errors.js';
+import type { ScratchServer, Target } from '../engine.js';
+import { runTool } from '../process.js';
+import { findMyTool, INSTALL_DB_TOOLS, SERVER_TOOLS } from './tools.js';
+
+const STARTUP_TIMEOUT_MS = 60_000;
+const SETTINGS = ['--skip-log-bin', '--character-set-server=utf8mb4', '--innodb-buffer-pool-size=64M', '--max-allowed-packet=1G'];
+const isRoot = process.getuid?.() === 0;
+
+async function mysqlUid(): Promise<{ uid: number; gid: number } | undefined> {
+  const out = await runTool('id', ['-u', 'mysql']);
+  const gid = await runTool('id', ['-g', 'mysql']);
+  if (out.code !== 0 || gid.code !== 0) return undefined;
+  return { uid: Number(out.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+async function stopProcess(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+export async function startScratchServer(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer> {
+  const unavailable = (what: string, hint?: string) => new VerifyUnavailableError(`[mysql] cannot start a scratch MariaDB server: ${what}`, { hint });
+  const sbin = ['/usr/sbin', '/usr/libexec', '/usr/local/sbin'];
+  const install = await findMyTool(INSTALL_DB_TOOLS, undefined, sbin).catch(() => {
+    throw unavailable('mariadb-install-db not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
+  });
+  const server = await findMyTool(SERVER_TOOLS, undefined, sbin).catch(() => {
+    throw unavailable('mariadbd not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
+  });
+  const dir = await mkdtemp(path.join(opts.tempDir || os.tmpdir(), 'dbstash-scratch-mariadb-'));
+  const dataDir = path.join(dir, 'data');
+  const socket = path.join(dir, 'mysqld.sock');
+  const userArgs: string[] = [];
+  let child: ChildProcess | undefined;
+  const fail = async (err: Error): Promise<never> => {
+    await stopProcess(child);
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  };
+  try {
+    if (isRoot) {
+      const ids = await mysqlUid();
+      if (!ids) throw unavailable('running as root and there is no "mysql" OS user for mariadbd', 'run as another user or create the mysql user');
+      await chown(dir, ids.uid, ids.gid);
+      userArgs.push('--user=mysql');
+    }
+    const installed = await runTool(
+      install.path,
+      ['--no-defaults', `--datadir=${dataDir}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...SETTINGS, ...userArgs],
+      { signal: opts.signal },
+    );
+    if (installed.code !== 0) throw unavailable(`mariadb-install-db failed: ${installed.stderr.trim().split('\n').slice(-2).join(' / ')}`);
+    let log = '';
+    child = spawn(
+      server.path,
+      ['--no-defaults', `--datadir=${dataDir}`, `--socket=${socket}`, '--skip-networking', `--pid-file=${path.join(dir, 'mariadbd.pid')}`, ...SETTINGS, ...userArgs],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-4096)));
+    const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw unavailable(`mariadbd exited during startup: ${log.trim().split('\n').slice(-3).join(' / ')}`);
+      if (opts.signal?.aborted) throw unavailable('interrupted');
+      try {
+        const conn = await mysql.createConnection({ socketPath: socket, user: 'root' });
+        await conn.end();
+        break;
+      } catch {
+        if (Date.now() > deadline) throw unavailable(`mariadbd did not accept connections within ${STARTUP_TIMEOUT_MS / 1000} s`);
+        await sleep(100);
+      }
+    }
+  } catch (err) {
+    return fail(err as Error);
+  }
+  const target: Target = {
+    engine: 'mysql',
+    database: 'mysql',
+    displayUrl: `mysql://root@localhost/mysql?socket=${encodeURIComponent(socket)}`,
+    host: 'localhost',
+    user: 'root',
+    params: { socket },
+    options: {},
+  };
+  let stopped = false;
+  return {
+    target,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await stopProcess(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

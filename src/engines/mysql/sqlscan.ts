@@ -1,0 +1,149 @@
+// A streaming, line-based reader of mysqldump/mariadb-dump output. It never holds more than a
+// line's first few hundred bytes, whatever the size of the dump or of one INSERT, and tells:
+// where each statement starts (line number + its first characters, so a restore can report the
+// statement the client rejected), how many statements and CREATE TABLEs there are, whether the
+// last statement was terminated, and whether the dump ends with the tool's completion trailer
+// ("-- Dump completed"). The dump tools escape newlines inside data, so a raw newline only
+// appears between statements or inside routine bodies, which the dump wraps in DELIMITER ;;.
+
+import { Transform, type TransformCallback } from 'node:stream';
+
+export const TRAILER = '-- Dump completed';
+const HEAD_BYTES = 200;
+const TAIL_BYTES = 64;
+
+export interface StatementStart {
+  line: number;
+  /** First characters of the statement (up to 200). */
+  text: string;
+}
+
+export interface ScanSummary {
+  lines: number;
+  statements: number;
+  tables: number;
+  /** The last non-empty line is the dump tool's completion trailer. */
+  trailer: boolean;
+  /** A statement was still open (no delimiter) when the input ended. */
+  unterminated?: StatementStart;
+  /** The first non-empty line, for "is this a MySQL dump at all". */
+  firstLine: string;
+}
+
+export class SqlScanner {
+  private line = 0;
+  private head: Buffer[] = [];
+  private headLength = 0;
+  private tail = Buffer.alloc(0);
+  private lineBytes = 0;
+  private delimiter = ';';
+  private current: StatementStart | undefined;
+  private lastNonEmpty = '';
+  private readonly recent: StatementStart[] = [];
+  statements = 0;
+  tables = 0;
+  firstLine = '';
+
+  /** How many recent statement starts to remember (statementAt looks them up). */
+  constructor(private readonly remember = 0) {}
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      const end = nl === -1 ? chunk.length : nl;
+      if (end > start) this.addBytes(chunk.subarray(start, end));
+      if (nl === -1) return;
+      this.endLine();
+      start = nl + 1;
+    }
+  }
+
+  private addBytes(part: Buffer): void {
+    this.lineBytes += part.length;
+    if (this.headLength < HEAD_BYTES) {
+      const take = part.subarray(0, HEAD_BYTES - this.headLength);
+      this.head.push(take);
+      this.headLength += take.length;
+    }
+    this.tail = Buffer.concat([this.tail, part.subarray(Math.max(0, part.length - TAIL_BYTES))]);
+    if (this.tail.length > TAIL_BYTES) this.tail = this.tail.subarray(this.tail.length - TAIL_BYTES);
+  }
+
+  private endLine(): void {
+    this.line++;
+    const head = Buffer.concat(this.head).toString('utf8');
+    const tail = this.tail.toString('utf8').trimEnd();
+    const trimmed = head.trim();
+    const empty = this.lineBytes === 0 || (this.lineBytes <= HEAD_BYTES && trimmed === '');
+    this.head = [];
+    this.headLength = 0;
+    this.tail = Buffer.alloc(0);
+    const bytes = this.lineBytes;
+    this.lineBytes = 0;
+    if (empty) return;
+    if (!this.firstLine) this.firstLine = trimmed;
+    this.lastNonEmpty = bytes <= HEAD_BYTES ? trimmed : '';
+
+    if (!this.current) {
+      if (trimmed.startsWith('--') || trimmed.startsWith('#')) return;
+      if (/^\/\*.*\*\/$/.test(trimmed) && !tail.endsWith(this.delimiter)) return;
+      const delimiter = /^DELIMITER\s+(\S+)/i.exec(trimmed);
+      if (delimiter) {
+        this.delimiter = delimiter[1];
+        return;
+      }
+      this.current = { line: this.line, text: head.slice(0, HEAD_BYTES).trimEnd() };
+      if (this.remember > 0) {
+        this.recent.push(this.current);
+        if (this.recent.length > this.remember) this.recent.shift();
+      }
+      if (/^CREATE\s+TABLE\b/i.test(trimmed)) this.tables++;
+    }
+    if (tail.endsWith(this.delimiter)) {
+      this.statements++;
+      this.current = undefined;
+    }
+  }
+
+  /** The remembered statement that starts at `line`, or the last one starting before it. */
+  statementAt(line: number): StatementStart | undefined {
+    let found: StatementStart | undefined;
+    for (const s of this.recent) if (s.line <= line) found = s;
+    return found;
+  }
+
+  finish(): ScanSummary {
+    if (this.lineBytes > 0) this.endLine();
+    return {
+      lines: this.line,
+      statements: this.statements,
+      tables: this.tables,
+      trailer: this.lastNonEmpty.startsWith(TRAILER),
+      unterminated: this.current,
+      firstLine: this.firstLine,
+    };
+  }
+}
+
+/** Passes a dump through unchanged, remembering only its last bytes. */
+export class TrailerWatch extends Transform {
+  private tail = Buffer.alloc(0);
+
+  constructor() {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.tail = Buffer.concat([this.tail, chunk.subarray(Math.max(0, chunk.length - 256))]);
+    if (this.tail.length > 256) this.tail = this.tail.subarray(this.tail.length - 256);
+    done(null, chunk);
+  }
+
+  /** The last line seen, and whether it is the dump tool's completion trailer. */
+  lastLine(): { text: string; complete: boolean } {
+    const text = this.tail.toString('utf8').trimEnd();
+    const last = text.slice(text.lastIndexOf('\n') + 1);
+    return { text: last, complete: last.startsWith(TRAILER) };
+  }
+}
