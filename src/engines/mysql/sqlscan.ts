@@ -34,7 +34,7 @@ export class SqlScanner {
   private line = 0;
   private head: Buffer[] = [];
   private headLength = 0;
-  private tail = Buffer.alloc(0);
+  private tail: Buffer = Buffer.alloc(0);
   private lineBytes = 0;
   private delimiter = ';';
   private current: StatementStart | undefined;
@@ -128,7 +128,7 @@ export class SqlScanner {
 
 /** Passes a dump through unchanged, remembering only its last bytes. */
 export class TrailerWatch extends Transform {
-  private tail = Buffer.alloc(0);
+  private tail: Buffer = Buffer.alloc(0);
 
   constructor() {
     super({ highWaterMark: 1 << 20 });

@@ -8,6 +8,7 @@ import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from 
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
+import { dumpDirectory } from './parallel.js';
 
 const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
@@ -78,6 +79,7 @@ export const postgresEngine: Engine = {
   },
 
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
+    if (opts.jobs !== undefined && opts.jobs > 1) return dumpDirectory(target, { ...opts, jobs: opts.jobs });
     const client = await connect(target);
     let finished = false;
     const release = async (commit: boolean) => {

@@ -1,0 +1,97 @@
+// Parallel PostgreSQL dumps (--jobs N): pg_dump's directory format with N workers, all under the
+// snapshot that dbstash exports and counts rows in, so the counts still describe exactly what the
+// dump holds. The snapshot's transaction stays open until pg_dump has exited (its workers import
+// the snapshot when they start). The directory is written to a private temp directory first
+// (pg_dump writes toc.dat last), then packed into one ustar stream — artifact format "tar" — that
+// goes through the same stages as any dump; the directory is always removed.
+//
+// Restore side: unpackDirectoryDump() turns the raw "tar" artifact back into the directory, which
+// `pg_restore -j N <dir>` reads.
+
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { BackupError, DbstashError } from '../../core/errors.js';
+import type { DumpOptions, DumpSession, TableStat, Target } from '../engine.js';
+import { describeExit, gateOnExit, startTool } from '../process.js';
+import { classifyPgError, connect, libpqEnv } from './connection.js';
+import { countTables } from './index.js';
+import { packDirectory, unpackTar } from './tar.js';
+import { findPgTool, majorOf } from './tools.js';
+
+export const DIRECTORY_FORMAT = 'tar';
+
+export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: number }): Promise<DumpSession> {
+  const work = await mkdtemp(path.join(opts.tempDir, '.dbstash-pgdir-'));
+  const dir = path.join(work, 'dump');
+  const client = await connect(target).catch(async (err) => {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  });
+  let finished = false;
+  const release = async (commit: boolean) => {
+    if (finished) return;
+    finished = true;
+    await client.query(commit ? 'COMMIT' : 'ROLLBACK').catch(() => {});
+    await client.end().catch(() => {});
+  };
+  const cleanup = () => rm(work, { recursive: true, force: true }).catch(() => {});
+  try {
+    const version = (await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0].v.split(' ')[0];
+    const tool = await findPgTool('pg_dump', majorOf(version), target.options.binDir);
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
+    const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${target.database}`];
+    const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
+    running.stdout.resume();
+    const tables: Promise<TableStat[]> = countTables(client, opts.checksums ?? false).catch((err) => {
+      running.child.kill('SIGTERM');
+      throw new BackupError(`[postgres] counting rows in the dump's snapshot failed: ${(err as Error).message}`, { cause: err });
+    });
+    tables.catch(() => {});
+    // The snapshot must outlive pg_dump: commit only after it exited and counting is done.
+    const dumped = (async () => {
+      const exit = await running.exit;
+      try {
+        await tables;
+      } finally {
+        await release(exit.code === 0);
+      }
+      if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_dump', exit)}`);
+    })();
+    dumped.catch(() => {});
+    const packed = (async function* () {
+      await dumped;
+      yield* packDirectory(dir);
+    })();
+    const stream = gateOnExit(Readable.from(packed, { objectMode: false }), async () => {
+      await dumped;
+      await cleanup();
+    });
+    stream.on('close', () => {
+      running.exit.then(() => Promise.all([release(false), cleanup()])).catch(() => {});
+    });
+    return {
+      format: DIRECTORY_FORMAT,
+      stream,
+      tables,
+      tool: { ...tool, args: args.map((a) => (a.startsWith('--file=') ? '--file=<temporary directory>' : a)) },
+      details: { snapshot, isolation: 'repeatable read', serverVersion: version, jobs: opts.jobs, container: 'ustar of pg_dump --format=directory' },
+    };
+  } catch (err) {
+    await release(false);
+    await cleanup();
+    if (err instanceof DbstashError) throw err;
+    throw classifyPgError(err, target);
+  }
+}
+
+/**
+ * Unpacks a raw "tar" artifact (pg_dump's directory format) into `dir`, which is created and must
+ * not exist yet; `pg_restore [--jobs N] <dir>` then reads it. Throws IntegrityError on a damaged or
+ * truncated archive.
+ */
+export async function unpackDirectoryDump(raw: Readable, dir: string): Promise<{ files: number; bytes: number }> {
+  await mkdir(dir, { mode: 0o700 });
+  return unpackTar(raw, dir);
+}
