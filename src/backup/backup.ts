@@ -19,6 +19,7 @@ import { acquireLock } from '../catalog/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { detectAnomaly } from './anomaly.js';
+import { signatureKey, type ManifestSigner } from '../crypto/sign.js';
 
 export interface Destination {
   name: string;
@@ -44,6 +45,8 @@ export interface BackupPlan {
   anomalyMaxDrop?: number;
   /** Facts for the manifest's `extra` (encryption recipients, …), added by stages' owners. */
   extra?: Record<string, unknown>;
+  /** Signs the exact manifest bytes; the signature is published beside the manifest, before it. */
+  signer?: ManifestSigner;
 }
 
 export interface BackupEvents {
@@ -65,7 +68,13 @@ export function backupCommandLine(): string {
   return ['dbstash', ...process.argv.slice(2).filter((a) => !/:\/\/[^/]*:[^@]*@/.test(a))].join(' ');
 }
 
-async function preflight(plan: BackupPlan, engine: Engine, events: BackupEvents): Promise<{ probe: Probe; warnings: string[] }> {
+async function preflight(
+  plan: BackupPlan,
+  engine: Engine,
+  events: BackupEvents,
+  live: Published[],
+  failed: BackupResult['failed'],
+): Promise<{ probe: Probe; warnings: string[] }> {
   const warnings: string[] = [];
   const warn = (m: string) => {
     warnings.push(m);
@@ -77,22 +86,36 @@ async function preflight(plan: BackupPlan, engine: Engine, events: BackupEvents)
     warn(`a prod backup of a database on ${plan.target.host ?? 'localhost'}: is this the production server? (--env dev for a local database)`);
   }
   const estimate = Math.ceil(probe.sizeBytes * plan.space.ratio * plan.space.margin);
-  for (const dest of plan.destinations) {
+  for (const pub of live) {
+    const dest = pub.dest;
     try {
-      await dest.storage.check?.();
+      try {
+        await dest.storage.check?.();
+      } catch (err) {
+        const e = err as DbstashError;
+        throw new PreflightError(`destination ${dest.name} (${dest.storage.url}) is not usable: ${e.message}`, { hint: e.hint, cause: err });
+      }
+      const free = await dest.storage.freeSpace?.();
+      if (free !== undefined && free < estimate) {
+        throw new PreflightError(
+          `not enough free space in ${dest.storage.url}: about ${formatBytes(estimate)} needed (database ${formatBytes(probe.sizeBytes)} × ratio ${plan.space.ratio} × margin ${plan.space.margin}), ${formatBytes(free)} free`,
+          { hint: 'free space there, choose another --output-dir, or lower space.ratio in the config if your dumps compress better' },
+        );
+      }
     } catch (err) {
-      const e = err as DbstashError;
-      throw new PreflightError(`destination ${dest.name} (${dest.storage.url}) is not usable: ${e.message}`, { hint: e.hint, cause: err });
-    }
-    const free = await dest.storage.freeSpace?.();
-    if (free !== undefined && free < estimate) {
-      throw new PreflightError(
-        `not enough free space in ${dest.storage.url}: about ${formatBytes(estimate)} needed (database ${formatBytes(probe.sizeBytes)} × ratio ${plan.space.ratio} × margin ${plan.space.margin}), ${formatBytes(free)} free`,
-        { hint: 'free space there, choose another --output-dir, or lower space.ratio in the config if your dumps compress better' },
-      );
+      if (!dest.optional) throw err;
+      dropOptional(pub, err, failed, (m) => warn(m));
     }
   }
   return { probe, warnings };
+}
+
+/** Records an optional destination's failure; it takes no further part in this backup. */
+function dropOptional(pub: Published, err: unknown, failed: BackupResult['failed'], warn: (m: string) => void): void {
+  pub.failed = true;
+  const error = (err as Error).message;
+  failed.push({ name: pub.dest.name, error });
+  warn(`optional destination ${pub.dest.name} failed, the backup will be degraded: ${error}`);
 }
 
 /** Waits until an id is free in the primary destination (two backups within one second). */
@@ -109,13 +132,18 @@ async function freshId(plan: BackupPlan, primary: Storage): Promise<{ id: string
 
 interface Published {
   dest: Destination;
+  /** Keys this backup has published there so far (removed again if the backup fails). */
   keys: string[];
+  /** An optional destination that failed: it is skipped from then on. */
+  failed?: boolean;
 }
 
 /**
  * Streams one dump through the stages into every destination at once. The source is read once;
  * its pace is the slowest destination's (stream back-pressure). Nothing is published before the
  * dump tool has succeeded, because the dump stream only ends after its exit status is checked.
+ * A required destination that fails stops everything at once; an optional one is dropped and the
+ * others go on. The error reported is the first cause, not the aborts it triggered.
  */
 async function writeArtifact(
   session: DumpSession,
@@ -126,26 +154,47 @@ async function writeArtifact(
   signal: AbortSignal,
   events: BackupEvents,
   failed: BackupResult['failed'],
+  sizeHint: number,
 ): Promise<ArtifactEntry> {
   const file = `${id}.${session.format}${suffixOf(plan.stages)}`;
   const key = artifactKey(id, file);
   const raw = new Meter({ onBytes: role === 'main' ? events.progress : undefined });
   const stored = new Meter({ hash: true });
+  const local = new AbortController();
+  const stop = (err: unknown) => {
+    if (!local.signal.aborted) local.abort(err);
+  };
+  const onOuterAbort = () => stop(signal.reason);
+  if (signal.aborted) onOuterAbort();
+  signal.addEventListener('abort', onOuterAbort, { once: true });
   const encoders = plan.stages.map((s) => s.encode());
-  const chain = pipeline([session.stream, raw, ...encoders, stored] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
-  const puts = live.map(async (pub) => {
-    const branch = live.length === 1 ? stored : teeBranch(stored);
+  const chain = pipeline([session.stream, raw, ...encoders, stored] as unknown as [Readable, ...NodeJS.WritableStream[]], {
+    signal: local.signal,
+  }).catch((err: unknown) => {
+    stop(err);
+    throw err;
+  });
+  const targets = live.filter((p) => !p.failed);
+  let active = targets.length;
+  const puts = targets.map(async (pub) => {
+    const branch = teeBranch(stored);
     try {
-      await pub.dest.storage.put(key, branch, { signal, exclusive: true });
+      await pub.dest.storage.put(key, branch, { signal: local.signal, exclusive: true, sizeHint });
       pub.keys.push(key);
     } catch (err) {
-      if (!pub.dest.optional || signal.aborted) throw err;
       branch.destroy();
-      failed.push({ name: pub.dest.name, error: (err as Error).message });
-      events.warn(`optional destination ${pub.dest.name} failed: ${(err as Error).message}`);
+      if (!pub.dest.optional || local.signal.aborted) {
+        stop(err);
+        throw err;
+      }
+      dropOptional(pub, err, failed, events.warn);
+      await removeFrom(pub, id);
+      if (--active === 0) stop(new BackupError('every destination failed; no copy of the backup was kept'));
     }
   });
   const results = await Promise.allSettled([chain, ...puts]);
+  signal.removeEventListener('abort', onOuterAbort);
+  if (local.signal.aborted) throw local.signal.reason;
   const firstError = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (firstError) throw firstError.reason;
   return {
@@ -161,26 +210,33 @@ async function writeArtifact(
 
 /** A PassThrough fed by `source` with back-pressure shared among all branches. */
 function teeBranch(source: Readable): Readable {
-  // Readable.pipe() to several destinations pauses the source while any of them is full.
+  // Readable.pipe() to several destinations pauses the source while any of them is full; a branch
+  // that is destroyed unpipes itself, so a dropped destination stops holding the others back.
   const branch = new PassThrough({ highWaterMark: 1 << 20 });
   source.pipe(branch);
   source.on('error', (err) => branch.destroy(err));
   return branch;
 }
 
+/** Removes what this backup published in one destination (best effort). */
+async function removeFrom(pub: Published, id: string): Promise<void> {
+  for (const key of [manifestKey(id), ...pub.keys]) await pub.dest.storage.delete(key).catch(() => {});
+  pub.keys = [];
+}
+
 async function removePublished(live: Published[], id: string): Promise<void> {
-  await Promise.all(
-    live.map(async (pub) => {
-      for (const key of [manifestKey(id), ...pub.keys]) await pub.dest.storage.delete(key).catch(() => {});
-    }),
-  );
+  await Promise.all(live.map((pub) => removeFrom(pub, id)));
 }
 
 export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSignal?: AbortSignal): Promise<BackupResult> {
   if (plan.destinations.length === 0) throw new PreflightError('no destination to write the backup to');
   const engine = await loadEngine(plan.target.engine);
-  const { probe, warnings } = await preflight(plan, engine, events);
-  const primary = plan.destinations[0];
+  const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
+  const failed: BackupResult['failed'] = [];
+  const { probe, warnings } = await preflight(plan, engine, events, live, failed);
+  const usable = live.filter((p) => !p.failed);
+  if (usable.length === 0) throw new PreflightError('no destination is usable', { hint: failed.map((f) => `${f.name}: ${f.error}`).join('; ') });
+  const primary = (usable.find((p) => !p.dest.optional) ?? usable[0]).dest;
   const lock = await acquireLock(primary.storage, plan.target.database, {
     command: backupCommandLine(),
     force: plan.forceUnlock,
@@ -192,8 +248,6 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort(outerSignal?.reason);
   outerSignal?.addEventListener('abort', onOuterAbort, { once: true });
-  const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
-  const failed: BackupResult['failed'] = [];
   let id = '';
   try {
     const fresh = await freshId(plan, primary.storage);
@@ -202,12 +256,12 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     events.info(`backing up ${plan.target.displayUrl} as ${id}`);
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn: events.warn };
     const session = await engine.dump(plan.target, dumpOpts);
-    const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed)];
+    const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
     if (plan.globals) {
       if (!engine.dumpGlobals) throw new PreflightError(`--globals is not supported for ${plan.target.engine}`);
       const globals = await engine.dumpGlobals(plan.target, dumpOpts);
-      artifacts.push(await writeArtifact(globals, 'globals', id, plan, live.filter((p) => p.keys.length > 0), controller.signal, events, failed));
+      artifacts.push(await writeArtifact(globals, 'globals', id, plan, live, controller.signal, events, failed, 0));
     }
     const finishedAt = new Date();
     const manifest: Manifest = {
@@ -243,10 +297,29 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
       events.warn(`anomaly: ${anomaly.message}`);
     }
     const body = serializeManifest(manifest);
-    const holders = live.filter((p) => p.keys.length === artifacts.length);
+    const signature = plan.signer?.sign(body);
+    const holders = live.filter((p) => !p.failed && p.keys.length === artifacts.length);
     if (holders.length === 0) throw new BackupError('no destination holds the backup');
-    await Promise.all(holders.map((p) => p.dest.storage.put(manifestKey(id), body, { exclusive: true, signal: controller.signal })));
-    return { manifest, stored: holders.map((p) => p.dest.name), failed, degraded: failed.length > 0 };
+    const commits = await Promise.allSettled(
+      holders.map(async (p) => {
+        try {
+          if (signature) {
+            await p.dest.storage.put(signatureKey(id), signature, { exclusive: true, signal: controller.signal });
+            p.keys.push(signatureKey(id));
+          }
+          await p.dest.storage.put(manifestKey(id), body, { exclusive: true, signal: controller.signal });
+        } catch (err) {
+          if (!p.dest.optional || controller.signal.aborted) throw err;
+          dropOptional(p, err, failed, events.warn);
+          await removeFrom(p, id);
+        }
+      }),
+    );
+    const commitError = commits.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (commitError) throw commitError.reason;
+    const stored = holders.filter((p) => !p.failed);
+    if (stored.length === 0) throw new BackupError('no destination holds the backup');
+    return { manifest, stored: stored.map((p) => p.dest.name), failed, degraded: failed.length > 0 };
   } catch (err) {
     controller.abort(err);
     if (id) await removePublished(live, id);

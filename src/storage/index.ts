@@ -7,9 +7,12 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../core/errors.js';
 import { createLocalStorage } from './local.js';
 import { createMemoryStorage } from './memory.js';
-import { storageFactory, storageSchemes, type Storage } from './storage.js';
+import { registerStorage, storageFactory, storageSchemes, type Storage } from './storage.js';
+import { withRetry } from './retry.js';
 
 export type { Storage } from './storage.js';
+
+registerStorage('s3', async (url, options) => withRetry((await import('./s3.js')).createS3Storage(url, options)));
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
 

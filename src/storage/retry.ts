@@ -1,0 +1,67 @@
+// Retry wrapper for any Storage: an operation that fails with a *transient* StorageError is tried
+// again after an exponential, jittered delay. It relies on the drivers' error classification only,
+// so one wrapper serves every driver. What can be retried safely:
+// - stat, list, delete (idempotent), and opening a get (the stream itself is not resumed);
+// - put of a buffer (the bytes are still at hand); a streamed put cannot be replayed, so it is
+//   passed through: drivers retry its individual requests themselves (S3 parts).
+
+import { StorageError } from '../core/errors.js';
+import type { PutOptions, Storage } from './storage.js';
+
+export interface RetryOptions {
+  /** Total attempts per operation (first try included). */
+  attempts?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  onRetry?: (info: { operation: string; attempt: number; delayMs: number; error: StorageError }) => void;
+}
+
+function isTransient(err: unknown): err is StorageError {
+  return err instanceof StorageError && err.reason === 'transient';
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export function withRetry(storage: Storage, opts: RetryOptions = {}): Storage {
+  const attempts = opts.attempts ?? 3;
+  const base = opts.baseDelayMs ?? 500;
+  const max = opts.maxDelayMs ?? 8_000;
+
+  async function retrying<T>(operation: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run();
+      } catch (err) {
+        if (!isTransient(err) || attempt >= attempts || signal?.aborted) throw err;
+        const delayMs = Math.round(Math.min(max, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
+        opts.onRetry?.({ operation, attempt, delayMs, error: err });
+        await sleep(delayMs, signal);
+      }
+    }
+  }
+
+  return {
+    ...storage,
+    url: storage.url,
+    properties: storage.properties,
+    put: (key, data, putOpts: PutOptions = {}) =>
+      data instanceof Uint8Array ? retrying(`put ${key}`, () => storage.put(key, data, putOpts), putOpts.signal) : storage.put(key, data, putOpts),
+    get: (key, getOpts) => retrying(`get ${key}`, () => storage.get(key, getOpts), getOpts?.signal),
+    stat: (key) => retrying(`stat ${key}`, () => storage.stat(key)),
+    list: (prefix) => retrying(`list ${prefix}`, () => storage.list(prefix)),
+    delete: (key) => retrying(`delete ${key}`, () => storage.delete(key)),
+  };
+}

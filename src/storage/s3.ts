@@ -1,0 +1,449 @@
+// S3-compatible storage driver (AWS S3, MinIO, Cloudflare R2, Backblaze B2, Wasabi, Supabase
+// Storage): s3://bucket/prefix. Loaded lazily by storage/index.ts, so a local backup never imports
+// the SDK. See docs/storage.md for the options, provider presets and the choices made here.
+//
+// - Credentials, region and endpoint follow the SDK's default chain and environment
+//   (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL), each
+//   overridable from the storage's config entry. For a non-AWS endpoint, integrity checksums are
+//   sent only when required and path-style addressing is the default.
+// - Streamed puts use lib-storage's multipart Upload: memory is bounded by queueSize × partSize,
+//   the part size grows with the size hint so 10,000 parts are never exceeded, every request is
+//   retried with backoff by the SDK, and on failure or abort the multipart upload is aborted: an
+//   object only becomes visible when CompleteMultipartUpload succeeds.
+// - The SHA-256 of a streamed artifact is only known at its end, after S3 has fixed the object's
+//   metadata; it lives in the manifest and every reader checks it. Buffered puts (manifests, locks,
+//   records) carry their SHA-256 as metadata, and get() checks it. After every put, the stored size
+//   is read back and compared with what was sent.
+// - Exclusive puts send If-None-Match: * with PutObject or CompleteMultipartUpload (atomic on AWS,
+//   R2, MinIO); each is also preceded by an existence check, the only protection on stores that
+//   ignore the header.
+
+import { createHash } from 'node:crypto';
+import { PassThrough, pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type ObjectCannedACL,
+  type PutObjectCommandInput,
+  type S3ClientConfig,
+  type ServerSideEncryption,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { z } from 'zod';
+import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
+import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
+
+const MiB = 1024 * 1024;
+const MAX_PARTS = 10_000;
+
+export const s3OptionsSchema = z
+  .object({
+    /** Endpoint of an S3-compatible store; default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS. */
+    endpoint: z.string().url().optional(),
+    /** Default AWS_REGION / AWS_DEFAULT_REGION / the profile's region; "us-east-1" for custom endpoints. */
+    region: z.string().min(1).optional(),
+    /** Path-style URLs (endpoint/bucket/key); default true for custom endpoints, false for AWS. */
+    forcePathStyle: z.boolean().optional(),
+    /** STANDARD, STANDARD_IA, GLACIER_IR, … (AWS names; other stores accept a subset). */
+    storageClass: z.string().min(1).optional(),
+    /** Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS, with kmsKeyId). */
+    sse: z.enum(['AES256', 'aws:kms']).optional(),
+    kmsKeyId: z.string().min(1).optional(),
+    /** Static credentials, normally "${VAR}" references; default: the SDK's credential chain. */
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    sessionToken: z.string().min(1).optional(),
+    /** Smallest multipart part size in MiB (≥ 5); grows with the artifact's expected size. */
+    partSizeMiB: z.number().int().min(5).max(5 * 1024).optional(),
+    /** Parts uploaded in parallel (memory: queueSize × part size). */
+    queueSize: z.number().int().min(1).max(32).optional(),
+    /** Attempts per request, with exponential backoff, before a transient error is reported. */
+    maxAttempts: z.number().int().min(1).max(20).optional(),
+    /** Send If-None-Match: * on exclusive puts (set false for a store that rejects the header). */
+    conditionalWrites: z.boolean().optional(),
+    acl: z.string().min(1).optional(),
+    /** Belongs to retention, not to the driver. */
+    retention: z.unknown().optional(),
+  })
+  .strict();
+
+export type S3Options = z.infer<typeof s3OptionsSchema>;
+
+export interface S3Location {
+  bucket: string;
+  /** Key prefix without leading or trailing slashes; "" for the bucket root. */
+  prefix: string;
+}
+
+export function parseS3Url(url: string): S3Location {
+  const m = /^s3:\/\/([^/?#]*)\/?([^?#]*)$/i.exec(url);
+  if (!m || !m[1]) {
+    throw new ConfigError(`[s3] "${url}" is not an s3://bucket/prefix URL`, { hint: 'e.g. --storage s3://my-backups/dbstash' });
+  }
+  if (m[1].includes('@') || m[1].includes(':')) {
+    throw new ConfigError('[s3] credentials do not belong in the storage URL', {
+      hint: 'set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or accessKeyId/secretAccessKey: ${VAR} in the config storage entry',
+    });
+  }
+  return { bucket: m[1], prefix: m[2].replace(/^\/+|\/+$/g, '') };
+}
+
+export function parseS3Options(options: Record<string, unknown>): S3Options {
+  const parsed = s3OptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
+    const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
+    throw new ConfigError(`[s3] option "${key}": ${issue.message}`, {
+      hint: `valid options: ${Object.keys(s3OptionsSchema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
+    });
+  }
+  const o = parsed.data;
+  if (o.kmsKeyId && o.sse !== 'aws:kms') throw new ConfigError('[s3] option "kmsKeyId" needs sse: aws:kms');
+  if (!!o.accessKeyId !== !!o.secretAccessKey) {
+    throw new ConfigError('[s3] options "accessKeyId" and "secretAccessKey" go together', { hint: 'set both, or neither to use the SDK credential chain' });
+  }
+  return o;
+}
+
+/** True for endpoints that are not AWS's own (they get checksums only when required). */
+export function isCustomEndpoint(endpoint: string | undefined): boolean {
+  if (!endpoint) return false;
+  try {
+    return !/(^|\.)amazonaws\.com(\.cn)?$/i.test(new URL(endpoint).hostname);
+  } catch {
+    return true;
+  }
+}
+
+/** Part size in bytes: at least the configured minimum, and large enough for twice the expected size. */
+export function choosePartSize(sizeHint: number | undefined, minPartSize: number): number {
+  const needed = sizeHint ? Math.ceil((2 * sizeHint) / MAX_PARTS) : 0;
+  return Math.ceil(Math.max(minPartSize, needed, 5 * MiB) / MiB) * MiB;
+}
+
+const TRANSIENT_NAMES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'ConditionalRequestConflict',
+  'TimeoutError',
+]);
+const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+  $fault?: string;
+}
+
+function errorCode(err: SdkError): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 4 && e; depth++) {
+    const code = (e as SdkError).code;
+    if (code) return code;
+    e = (e as { cause?: unknown }).cause ?? (e as { errors?: unknown[] }).errors?.[0];
+  }
+  return undefined;
+}
+
+/** Maps an SDK or network error to a StorageError whose hint names the fix. */
+export function classifyS3Error(err: unknown, what: string, loc: S3Location, endpoint: string | undefined): StorageError {
+  if (err instanceof StorageError) return err;
+  const e = err as SdkError;
+  const name = e.name ?? 'Error';
+  const status = e.$metadata?.httpStatusCode;
+  const code = errorCode(e);
+  const where = endpoint ? ` at ${endpoint}` : '';
+  const credentials =
+    'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or accessKeyId/secretAccessKey in the storage\'s config entry';
+  let reason: StorageErrorReason = 'permanent';
+  let detail = e.message && e.message !== 'UnknownError' ? e.message : name;
+  let hint: string | undefined;
+  if (name === 'NoSuchKey' || name === 'NotFound' || (status === 404 && name !== 'NoSuchBucket')) {
+    reason = 'not-found';
+    detail = 'no such object';
+  } else if (name === 'PreconditionFailed' || status === 412) {
+    reason = 'exists';
+    detail = 'the object already exists';
+  } else if (name === 'NoSuchBucket') {
+    detail = `bucket "${loc.bucket}" does not exist${where}`;
+    hint = `create the bucket (e.g. aws s3 mb s3://${loc.bucket}) or fix the bucket name in the storage URL`;
+  } else if (name === 'InvalidAccessKeyId') {
+    detail = `the access key is not known${where} (InvalidAccessKeyId)`;
+    hint = credentials;
+  } else if (name === 'SignatureDoesNotMatch') {
+    detail = `the secret key does not match the access key${where} (SignatureDoesNotMatch)`;
+    hint = credentials;
+  } else if (name === 'AccessDenied' || name === 'Forbidden' || status === 403) {
+    detail = `access denied to s3://${loc.bucket}/${loc.prefix}${where}`;
+    hint = `${credentials}; the key needs s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on the bucket`;
+  } else if (name === 'CredentialsProviderError' || /credential/i.test(detail) && !status) {
+    detail = `no S3 credentials found (${detail})`;
+    hint = 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or accessKeyId/secretAccessKey: ${VAR} in the config';
+  } else if (/region is missing/i.test(detail)) {
+    detail = 'no S3 region configured';
+    hint = 'set AWS_REGION, or region: in the storage\'s config entry';
+  } else if (code === 'ENOTFOUND') {
+    detail = `cannot resolve the S3 endpoint host${where}`;
+    hint = 'check the endpoint (AWS_ENDPOINT_URL_S3 or endpoint: in the config) and the bucket name';
+  } else if (TRANSIENT_NAMES.has(name) || (status !== undefined && status >= 500) || (code && TRANSIENT_CODES.has(code)) || e.$fault === 'server') {
+    reason = 'transient';
+    if (code && TRANSIENT_CODES.has(code)) detail = `${code}: cannot reach the S3 endpoint${where}`;
+    hint = 'the store is unreachable or overloaded; retry later';
+  } else if (name === 'NotImplemented' || status === 501) {
+    detail = `the store does not support this request (${detail})`;
+    hint = 'for exclusive puts, set conditionalWrites: false in the storage\'s config entry';
+  }
+  return new StorageError(reason, `[s3] ${what}: ${detail}`, { cause: err, hint });
+}
+
+/** Counts (and for small objects hashes) what a GET delivers; a short or altered body is an error. */
+class ReadCheck extends Transform {
+  private bytes = 0;
+  private readonly hash;
+
+  constructor(
+    private readonly expectedSize: number | undefined,
+    private readonly expectedSha256: string | undefined,
+    private readonly label: string,
+  ) {
+    super({ highWaterMark: MiB });
+    this.hash = expectedSha256 ? createHash('sha256') : undefined;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.hash?.update(chunk);
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.expectedSize !== undefined && this.bytes !== this.expectedSize) {
+      return done(new StorageError('transient', `[s3] ${this.label}: body ended after ${this.bytes} of ${this.expectedSize} bytes`));
+    }
+    if (this.hash && this.hash.digest('hex') !== this.expectedSha256) {
+      return done(new StorageError('permanent', `[s3] ${this.label}: SHA-256 differs from the one stored at upload; the store altered the object`));
+    }
+    done();
+  }
+}
+
+class ByteCounter extends PassThrough {
+  bytes = 0;
+  constructor() {
+    super({ highWaterMark: MiB });
+    this.on('data', (chunk: Buffer) => (this.bytes += chunk.length));
+  }
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  return reason instanceof Error ? reason : Object.assign(new Error('the operation was aborted'), { name: 'AbortError' });
+}
+
+export function createS3Storage(url: string, rawOptions: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Storage {
+  const loc = parseS3Url(url);
+  const o = parseS3Options(rawOptions);
+  const endpoint = o.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  const custom = isCustomEndpoint(endpoint);
+  const config: S3ClientConfig = {
+    maxAttempts: o.maxAttempts ?? 4,
+    forcePathStyle: o.forcePathStyle ?? custom,
+  };
+  if (o.endpoint) config.endpoint = o.endpoint;
+  if (o.region) config.region = o.region;
+  else if (custom && !env.AWS_REGION && !env.AWS_DEFAULT_REGION) config.region = 'us-east-1';
+  if (custom) {
+    config.requestChecksumCalculation = 'WHEN_REQUIRED';
+    config.responseChecksumValidation = 'WHEN_REQUIRED';
+  }
+  if (o.accessKeyId && o.secretAccessKey) {
+    config.credentials = { accessKeyId: o.accessKeyId, secretAccessKey: o.secretAccessKey, sessionToken: o.sessionToken };
+  }
+  // The SDK's notice about future Node.js versions is not something a backup run can act on.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const client = new S3Client(config);
+  const minPartSize = (o.partSizeMiB ?? 5) * MiB;
+  const queueSize = o.queueSize ?? 4;
+  const conditionalWrites = o.conditionalWrites ?? true;
+  const Bucket = loc.bucket;
+  const fullKey = (key: string) => (loc.prefix ? `${loc.prefix}/${key}` : key);
+  const classify = (err: unknown, what: string) => classifyS3Error(err, what, loc, endpoint);
+  const objectParams: Partial<PutObjectCommandInput> = {
+    ...(o.storageClass ? { StorageClass: o.storageClass as StorageClass } : {}),
+    ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
+    ...(o.kmsKeyId ? { SSEKMSKeyId: o.kmsKeyId } : {}),
+    ...(o.acl ? { ACL: o.acl as ObjectCannedACL } : {}),
+  };
+
+  async function head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const res = await client.send(new HeadObjectCommand({ Bucket, Key: fullKey(key) }));
+      return { key, size: res.ContentLength ?? 0, modifiedAt: res.LastModified ?? new Date(0), metadata: res.Metadata ?? {} };
+    } catch (err) {
+      const e = classify(err, `cannot stat ${key}`);
+      if (e.reason === 'not-found') return undefined;
+      throw e;
+    }
+  }
+
+  /** Uploads a stream with lib-storage; aborts the multipart upload on any failure. */
+  async function uploadStream(key: string, source: Readable, params: PutObjectCommandInput, opts: PutOptions): Promise<number> {
+    const body = new ByteCounter();
+    const requests = new AbortController();
+    let failure: unknown;
+    const fail = (err: unknown) => {
+      if (failure !== undefined) return;
+      failure = err;
+      requests.abort();
+      body.destroy(err instanceof Error ? err : new Error(String(err)));
+    };
+    source.on('error', fail);
+    source.pipe(body);
+    // Observes every request of the upload: the first failure stops feeding the other parts and
+    // cancels those in flight; AbortMultipartUpload itself is never cancelled.
+    const observed = Object.create(client) as S3Client;
+    observed.send = ((command: { constructor: unknown }) =>
+      client
+        .send(command as never, command instanceof AbortMultipartUploadCommand ? {} : { abortSignal: requests.signal as never })
+        .catch((err: unknown) => {
+          if (!(command instanceof AbortMultipartUploadCommand)) fail(err);
+          throw err;
+        })) as S3Client['send'];
+    const onAbort = () => fail(abortError(opts.signal!));
+    if (opts.signal?.aborted) onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await new Upload({
+        client: observed,
+        params: { ...params, Body: body },
+        partSize: choosePartSize(opts.sizeHint, minPartSize),
+        queueSize,
+        leavePartsOnError: false,
+      }).done();
+    } catch (err) {
+      source.unpipe(body);
+      source.destroy();
+      throw failure ?? err;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (opts.signal?.aborted) {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: params.Key })).catch(() => {});
+      throw abortError(opts.signal);
+    }
+    return body.bytes;
+  }
+
+  async function put(key: string, data: Readable | Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
+    const Key = fullKey(key);
+    const what = `cannot write ${key} to s3://${Bucket}/${loc.prefix}`;
+    if (opts.exclusive && (await head(key))) throw new StorageError('exists', `[s3] ${key} already exists`);
+    let size: number;
+    try {
+      if (data instanceof Uint8Array) {
+        const sha256 = createHash('sha256').update(data).digest('hex');
+        await client.send(
+          new PutObjectCommand({
+            ...objectParams,
+            Bucket,
+            Key,
+            Body: data,
+            Metadata: { ...opts.metadata, sha256 },
+            ...(opts.exclusive && conditionalWrites ? { IfNoneMatch: '*' } : {}),
+          }),
+          { abortSignal: opts.signal as never },
+        );
+        size = data.length;
+      } else {
+        const conditional = opts.exclusive && conditionalWrites ? { IfNoneMatch: '*' } : {};
+        size = await uploadStream(key, data, { ...objectParams, Bucket, Key, Metadata: opts.metadata, ...conditional }, opts);
+      }
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err;
+      throw classify(err, what);
+    }
+    const stored = await head(key);
+    if (!stored || stored.size !== size) {
+      await del(key).catch(() => {});
+      throw new StorageError('permanent', `[s3] ${what}: the store holds ${stored ? `${stored.size} bytes` : 'nothing'} after ${size} bytes were uploaded`);
+    }
+    return { size };
+  }
+
+  async function get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
+    try {
+      const res = await client.send(new GetObjectCommand({ Bucket, Key: fullKey(key) }), { abortSignal: opts.signal as never });
+      const check = new ReadCheck(res.ContentLength, res.Metadata?.sha256, `reading ${key}`);
+      pipeline(res.Body as Readable, check, (err) => {
+        if (err && !check.destroyed) check.destroy(classify(err, `reading ${key}`));
+      });
+      return check;
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err;
+      throw classify(err, `cannot read ${key}`);
+    }
+  }
+
+  async function list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const strip = loc.prefix ? loc.prefix.length + 1 : 0;
+    let ContinuationToken: string | undefined;
+    try {
+      do {
+        const res = await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey(prefix), ContinuationToken }));
+        for (const obj of res.Contents ?? []) {
+          if (!obj.Key) continue;
+          out.push({ key: obj.Key.slice(strip), size: obj.Size ?? 0, modifiedAt: obj.LastModified ?? new Date(0) });
+        }
+        ContinuationToken = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (ContinuationToken);
+    } catch (err) {
+      throw classify(err, `cannot list s3://${Bucket}/${fullKey(prefix)}`);
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async function del(key: string): Promise<void> {
+    try {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: fullKey(key) }));
+    } catch (err) {
+      const e = classify(err, `cannot delete ${key}`);
+      if (e.reason !== 'not-found') throw e;
+    }
+  }
+
+  return {
+    url: `s3://${Bucket}${loc.prefix ? `/${loc.prefix}` : ''}`,
+    properties: { kind: 's3', local: false, maxParallelism: 8 },
+    put,
+    get,
+    stat: head,
+    list,
+    delete: del,
+    async check() {
+      try {
+        // A prefix that matches nothing: proves bucket, credentials and list permission in one
+        // small request, whatever the bucket holds.
+        await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey('.dbstash-check/'), MaxKeys: 1 }));
+      } catch (err) {
+        throw classify(err, `cannot use s3://${Bucket}/${loc.prefix}`);
+      }
+    },
+    async close() {
+      client.destroy();
+    },
+  };
+}
