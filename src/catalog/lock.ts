@@ -25,7 +25,7 @@ export function lockKey(database: string): string {
   return `${safeName(database)}/dbstash.lock`;
 }
 
-function processAlive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -10,6 +10,7 @@ import { EXIT_CODES_HELP } from './common.js';
 import { registerBackup } from './backup.js';
 import { registerInit } from './init.js';
 import { registerList } from './list.js';
+import { registerVerify } from './verify.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .addHelpText('after', EXIT_CODES_HELP);
   registerBackup(program);
   registerList(program);
+  registerVerify(program);
   registerInit(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

@@ -91,6 +91,10 @@ export interface RestoreOptions {
   noOwner?: boolean;
   /** Role renames applied while restoring (old → new). */
   roleMap?: Record<string, string>;
+  /** Do not restore grants (restore drills on a server without the backup's roles). */
+  noPrivileges?: boolean;
+  /** The target exists and holds data: replace it in place, all or nothing where the engine can. */
+  clean?: boolean;
   tempDir: string;
   warn: (message: string) => void;
 }
@@ -131,6 +135,8 @@ export interface Engine {
   /** Other sessions connected to the target database (descriptions for the refusal message). */
   listSessions?(target: Target): Promise<string[]>;
   terminateSessions?(target: Target): Promise<number>;
+  /** Why restore-then-rename is impossible for this target (no CREATEDB, file in use), or undefined. */
+  swapBlocker?(target: Target): Promise<string | undefined>;
   /** Starts a throwaway local server with the installed binaries (restore drills). */
   startScratchServer?(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer>;
 }

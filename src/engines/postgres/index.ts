@@ -9,6 +9,7 @@ import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
 import { dumpDirectory } from './parallel.js';
+import { postgresRestoreMethods } from './restore.js';
 
 const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
@@ -148,4 +149,6 @@ export const postgresEngine: Engine = {
     });
     return { format: 'globals.sql', stream, tables: Promise.resolve([]), tool: { ...tool, args }, details: {} };
   },
+
+  ...postgresRestoreMethods,
 };

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { BackupError, ConnectionError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { gateOnExit } from '../process.js';
+import { sqliteRestoreMethods } from './restore.js';
 
 const TOOL = { name: 'sqlite-backup-api', path: 'better-sqlite3' };
 
@@ -126,4 +127,6 @@ export const sqliteEngine: Engine = {
       details: { method: 'online backup API', integrityCheck: 'ok' },
     };
   },
+
+  ...sqliteRestoreMethods,
 };

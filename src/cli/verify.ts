@@ -1,0 +1,129 @@
+// `dbstash verify <id> | --latest [database] | --all [database]`: proves backups readable
+// (level 1), restorable (--drill) and identical in content (--deep).
+
+import os from 'node:os';
+import type { Command } from 'commander';
+import { DbstashError, ExitCode, IntegrityError, UsageError } from '../core/errors.js';
+import { formatDuration } from '../core/format.js';
+import { parseBackupId } from '../core/id.js';
+import { listBackups } from '../catalog/catalog.js';
+import { resolveDestinations } from '../config/resolve.js';
+import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
+import { locateBackup, locateLatest, type LocatedBackup } from '../verify/locate.js';
+import { verifyBackup, type VerifyLevel, type VerifyResult } from '../verify/verify.js';
+import { commonOptions, reportError, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
+
+interface VerifyCliOptions extends CommonOptions {
+  latest?: boolean | string;
+  all?: boolean | string;
+  drill?: boolean;
+  deep?: boolean;
+  scratchUrl?: string;
+  tempDir?: string;
+}
+
+/** The config entry of a database, by its key or its name. */
+export function configEntry(config: ConfigFile, database: string | undefined): DatabaseConfig | undefined {
+  if (!database) return undefined;
+  return config.databases[database] ?? Object.values(config.databases).find((d) => d.name === database);
+}
+
+function describe(result: VerifyResult): string {
+  const r = result.record;
+  const tables = r.tables ? `; ${r.tables.length} tables match the manifest${r.level === 'deep' ? ' (row counts and content checksums)' : ' (row counts)'}` : '';
+  return `${r.id}: ${r.level} passed in ${formatDuration(r.durationMs)} — ${result.structure}${tables}`;
+}
+
+async function toVerify(id: string | undefined, opts: VerifyCliOptions, ctx: Context): Promise<{ located: LocatedBackup[]; database?: string }> {
+  const modes = [id !== undefined, opts.latest !== undefined, opts.all !== undefined].filter(Boolean).length;
+  if (modes !== 1) throw new UsageError('say what to verify: a backup id, --latest [database] or --all [database]');
+  const pick = typeof opts.latest === 'string' ? opts.latest : typeof opts.all === 'string' ? opts.all : undefined;
+  const database = id ? parseBackupId(id)?.database : pick;
+  const destinations = await resolveDestinations(opts, ctx.loaded.config, configEntry(ctx.loaded.config, database));
+  if (id) return { located: [await locateBackup(destinations, id)], database };
+  if (opts.latest !== undefined) {
+    const latest = await locateLatest(destinations, { database });
+    if (!latest) throw new UsageError(`no backups${database ? ` of ${database}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`);
+    return { located: [latest], database };
+  }
+  const seen = new Set<string>();
+  const located: LocatedBackup[] = [];
+  for (const dest of destinations) {
+    const listing = await listBackups(dest.storage, database);
+    listing.problems.forEach((p) => ctx.out.warn(`${dest.storage.url}: ${p.message}`));
+    for (const entry of listing.entries) {
+      if (seen.has(entry.id)) continue;
+      seen.add(entry.id);
+      located.push({ dest, manifest: entry.manifest });
+    }
+  }
+  return { located, database };
+}
+
+export function registerVerify(program: Command): void {
+  const cmd = program
+    .command('verify')
+    .description('check that backups are intact (default), restorable (--drill) and complete (--deep)')
+    .argument('[id]', 'backup id (see `dbstash list`)')
+    .option('--latest [database]', 'verify the newest backup (of one database)')
+    .option('--all [database]', 'verify every backup (of one database)')
+    .option('--drill', 'level 2: restore into a scratch database and compare every table\'s row count with the manifest')
+    .option('--deep', 'level 2 plus content checksums per table (backups taken with --checksums)')
+    .option('--scratch-url <url>', 'server for the drill\'s scratch database (default: a throwaway local server dbstash starts)')
+    .option('--temp-dir <dir>', 'directory for scratch files and the throwaway server (default: the system temp dir)');
+  stashOptions(cmd);
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Levels:
+  integrity (default)  manifest, size, SHA-256, every stage decodes, the dump's structure reads
+  --drill              + restore into a scratch database (always dropped), row counts per table
+  --deep               + content checksum per table (needs backups taken with --checksums)
+
+Examples:
+  dbstash verify shop_prod_2026-11-23T08-07-00Z
+  dbstash verify --latest shop --drill
+  dbstash verify --all --output-dir /var/backups/dbstash --json
+  dbstash verify --latest --deep --scratch-url postgres://scratch@db-test:5432/postgres`,
+  );
+  cmd.action((id: string | undefined, opts: VerifyCliOptions) =>
+    runCommand(opts, async (ctx) => {
+      const level: VerifyLevel = opts.deep ? 'deep' : opts.drill ? 'drill' : 'integrity';
+      const { located, database } = await toVerify(id, opts, ctx);
+      const config = ctx.loaded.config;
+      const results: { id: string; result: string; level: VerifyLevel; error?: string; kind?: string; record?: string; tables?: unknown }[] = [];
+      let exitCode: number = ExitCode.ok;
+      for (const { dest, manifest } of located) {
+        const entry = configEntry(config, manifest.database.name) ?? configEntry(config, database);
+        ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
+        try {
+          const result = await verifyBackup(dest.storage, manifest, {
+            level,
+            stageContext: {},
+            tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
+            scratchUrl: opts.scratchUrl ?? entry?.scratchUrl,
+            dryRun: opts.dryRun,
+            signal: ctx.signal,
+            events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
+          });
+          results.push({ id: manifest.id, result: 'passed', level, record: result.recordKey, tables: result.record.tables });
+          if (located.length > 1) ctx.out.info(describe(result));
+          else ctx.out.result({ results }, () => describe(result));
+        } catch (err) {
+          if (located.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
+          const failed = err instanceof IntegrityError;
+          results.push({ id: manifest.id, result: failed ? 'failed' : 'not verified', level, error: err.message, kind: err.kind });
+          reportError(ctx.out, err);
+          if (failed) exitCode = ExitCode.verifyFailed;
+          else if (exitCode === ExitCode.ok) exitCode = err.exitCode;
+        }
+      }
+      if (located.length !== 1) {
+        const passed = results.filter((r) => r.result === 'passed').length;
+        ctx.out.result({ results }, () => `${passed} of ${results.length} backups passed ${level} verification`);
+      }
+      return exitCode;
+    }),
+  );
+}

@@ -1,0 +1,291 @@
+// The verify/restore half of the PostgreSQL engine: structure checks with pg_restore, restores
+// with pg_restore --exit-on-error (streamed into its stdin, or from a temp file for --jobs), the
+// globals artifact with psql, and the database-level operations a restore swap needs. dbstash's
+// own queries run on the server's maintenance database, never inside the database they change.
+
+import { createWriteStream, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { StringDecoder } from 'node:string_decoder';
+import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
+import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { feed } from '../feed.js';
+import { describeExit, startTool, stderrSummary } from '../process.js';
+import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { countTables } from './index.js';
+import { rewriteRoles } from './roles.js';
+import { startScratchPostgres } from './scratch.js';
+import { findPgTool, majorOf } from './tools.js';
+
+/** A connection to the server's maintenance database ("postgres", else "template1"). */
+async function maintenance(target: Target): Promise<PgClient> {
+  try {
+    return await connect(target, 'postgres');
+  } catch (err) {
+    if (err instanceof PreflightError) return connect(target, 'template1');
+    throw err;
+  }
+}
+
+async function onServer<T>(target: Target, work: (client: PgClient) => Promise<T>): Promise<T> {
+  const client = await maintenance(target);
+  try {
+    return await work(client);
+  } catch (err) {
+    if (err instanceof RestoreError || err instanceof PreflightError) throw err;
+    const code = (err as { code?: string }).code;
+    if (code && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('28')) {
+      throw new RestoreError(`[postgres] ${(err as Error).message}`, { cause: err });
+    }
+    throw classifyPgError(err, target);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function serverMajor(target: Target): Promise<number> {
+  return onServer(target, async (c) => majorOf((await c.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0].v));
+}
+
+async function pgTool(name: string, target: Target | undefined): Promise<string> {
+  const min = target ? await serverMajor(target) : 0;
+  return (await findPgTool(name, min, target?.options.binDir)).path;
+}
+
+/** Kills the tool before its input is closed, so it never mistakes damaged input for a clean end. */
+async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<string> {
+  const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe' });
+  let stdout = '';
+  tool.stdout.setEncoding('utf8').on('data', (d: string) => {
+    if (stdout.length < 1 << 20) stdout += d;
+  });
+  try {
+    await feed(raw, [tool.child.stdin]);
+  } catch (err) {
+    tool.child.kill('SIGKILL');
+    await tool.exit;
+    throw err;
+  }
+  const exit = await tool.exit;
+  if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit(what, exit)}`);
+  return stdout;
+}
+
+const tocEntry = /^\d+;/;
+
+async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+  if (opts.format !== 'dump') throw new IntegrityError(`[postgres] unknown artifact format "${opts.format}"`);
+  const bin = await pgTool('pg_restore', undefined);
+  // --list reads the table of contents; --file=/dev/null reads every data block to the end.
+  const list = startTool(bin, ['--list'], { signal: opts.signal, stdin: 'pipe' });
+  const full = startTool(bin, ['--file=/dev/null'], { signal: opts.signal, stdin: 'pipe' });
+  let toc = '';
+  list.stdout.setEncoding('utf8').on('data', (d: string) => (toc += d));
+  full.stdout.resume();
+  try {
+    await feed(raw, [list.child.stdin, full.child.stdin]);
+  } catch (err) {
+    list.child.kill('SIGKILL');
+    full.child.kill('SIGKILL');
+    await Promise.all([list.exit, full.exit]);
+    throw err;
+  }
+  const [listExit, fullExit] = await Promise.all([list.exit, full.exit]);
+  for (const exit of [listExit, fullExit]) {
+    if (exit.code !== 0) throw new IntegrityError(`[postgres] the dump does not read back: pg_restore: ${stderrSummary(exit.stderr) || `exit code ${exit.code}`}`);
+  }
+  const entries = toc.split('\n').filter((l) => tocEntry.test(l)).length;
+  return `pg_restore read ${entries} TOC entries and every data block`;
+}
+
+function restoreArgs(target: Target, opts: RestoreOptions): string[] {
+  const args = ['--no-password', '--exit-on-error', `--dbname=${target.database}`];
+  if (opts.noOwner) args.push('--no-owner');
+  if (opts.noPrivileges) args.push('--no-privileges');
+  if (opts.clean) args.push('--clean', '--if-exists', '--single-transaction');
+  return args;
+}
+
+async function restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+  const bin = await pgTool('pg_restore', target);
+  const env = libpqEnv(target);
+  if (opts.roleMap && Object.keys(opts.roleMap).length > 0) return restoreWithRoleMap(bin, target, raw, opts);
+  const jobs = opts.jobs ?? 1;
+  if (jobs <= 1 || opts.clean) {
+    await runFed(bin, restoreArgs(target, opts), raw, env, opts, 'pg_restore');
+    return;
+  }
+  // Parallel restore needs a seekable file: decode the whole artifact first (its checksum is then
+  // known good before pg_restore starts), restore from the file, and always remove it.
+  const file = path.join(opts.tempDir, `.dbstash-restore-${randomBytes(6).toString('hex')}.dump`);
+  try {
+    await pipeline(raw, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal: opts.signal });
+    const tool = startTool(bin, [...restoreArgs(target, opts), `--jobs=${jobs}`, file], { env, signal: opts.signal });
+    tool.stdout.resume();
+    const exit = await tool.exit;
+    if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', exit)}`);
+  } finally {
+    await fsp.rm(file, { force: true });
+  }
+}
+
+/**
+ * --role-map: pg_restore writes the SQL script, ownership and grant statements naming a mapped
+ * role are rewritten (COPY data is passed through untouched), and psql runs it stopping at the
+ * first error. Slower than a direct restore (no --jobs), but every object keeps an owner.
+ */
+async function restoreWithRoleMap(bin: string, target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+  const psql = await pgTool('psql', target);
+  const script = startTool(bin, [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'], {
+    signal: opts.signal,
+    stdin: 'pipe',
+  });
+  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...(opts.clean ? ['--single-transaction'] : []), '--no-password', '-f', '-'];
+  const apply = startTool(psql, args, { env: libpqEnv(target), signal: opts.signal, stdin: 'pipe' });
+  apply.stdout.resume();
+  const rewritten = pipeline(script.stdout, rewriteRoles(opts.roleMap ?? {}), apply.child.stdin).catch(() => {});
+  try {
+    await feed(raw, [script.child.stdin]);
+  } catch (err) {
+    apply.child.kill('SIGKILL');
+    script.child.kill('SIGKILL');
+    await Promise.all([script.exit, apply.exit]);
+    throw err;
+  }
+  const [scriptExit, applyExit] = await Promise.all([script.exit, apply.exit, rewritten]);
+  if (scriptExit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', scriptExit)}`);
+  if (applyExit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('psql', applyExit)}`);
+}
+
+/** Drops CREATE/ALTER ROLE statements for roles that already exist, so existing roles keep their passwords. */
+class SkipExistingRoles extends Transform {
+  private rest = '';
+  private readonly text = new StringDecoder('utf8');
+  skipped = 0;
+  constructor(private readonly existing: Set<string>) {
+    super();
+  }
+  private keep(line: string): boolean {
+    const m = /^(?:CREATE|ALTER) ROLE ("(?:[^"]|"")+"|\S+?)[ ;]/.exec(line);
+    if (!m) return true;
+    const name = m[1].startsWith('"') ? m[1].slice(1, -1).replace(/""/g, '"') : m[1];
+    if (!this.existing.has(name)) return true;
+    if (line.startsWith('CREATE')) this.skipped++;
+    return false;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const lines = (this.rest + this.text.write(chunk)).split('\n');
+    this.rest = lines.pop() ?? '';
+    done(null, lines.filter((l) => this.keep(l)).map((l) => l + '\n').join(''));
+  }
+  override _flush(done: TransformCallback): void {
+    this.rest += this.text.end();
+    done(null, this.rest && this.keep(this.rest) ? this.rest : '');
+  }
+}
+
+async function restoreGlobals(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+  const existing = await onServer(target, async (c) => new Set((await c.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname)));
+  const psql = await pgTool('psql', target);
+  const filter = new SkipExistingRoles(existing);
+  const env = libpqEnv(target, 'postgres');
+  const tool = startTool(psql, ['-X', '-q', '--no-password', '-f', '-'], { env, signal: opts.signal, stdin: 'pipe' });
+  tool.stdout.resume();
+  raw.on('error', (err) => filter.destroy(err));
+  raw.pipe(filter);
+  try {
+    await feed(filter, [tool.child.stdin]);
+  } catch (err) {
+    tool.child.kill('SIGKILL');
+    await tool.exit;
+    throw err;
+  }
+  const exit = await tool.exit;
+  if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('psql (globals)', exit)}`);
+  if (filter.skipped > 0) opts.warn(`[postgres] globals: ${filter.skipped} role(s) already exist on the target server and were left as they are`);
+  const errors = exit.stderr.split('\n').filter((l) => /ERROR/.test(l));
+  if (errors.length > 0) opts.warn(`[postgres] globals: ${errors.length} statement(s) failed, e.g. ${errors[0].trim()}`);
+}
+
+async function tableStats(target: Target, opts: { checksums: boolean }): Promise<TableStat[]> {
+  const client = await connect(target);
+  try {
+    return await countTables(client, opts.checksums);
+  } catch (err) {
+    throw classifyPgError(err, target);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function sessions(client: PgClient, database: string) {
+  return (
+    await client.query<{ pid: number; usename: string | null; application_name: string; client_addr: string | null; state: string | null }>(
+      `SELECT pid, usename, application_name, client_addr::text, state FROM pg_stat_activity
+       WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid`,
+      [database],
+    )
+  ).rows;
+}
+
+export const postgresRestoreMethods: Partial<Engine> = {
+  checkStructure,
+  restore,
+  restoreGlobals,
+  tableStats,
+
+  async databaseExists(target: Target): Promise<boolean> {
+    return onServer(target, async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [target.database])).rowCount === 1);
+  },
+
+  async createDatabase(target: Target, name: string): Promise<Target> {
+    await onServer(target, (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`));
+    return withDatabase(target, name);
+  },
+
+  async dropDatabase(target: Target): Promise<void> {
+    await onServer(target, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(target.database)}`));
+  },
+
+  async renameDatabase(target: Target, newName: string): Promise<Target> {
+    await onServer(target, (c) => c.query(`ALTER DATABASE ${quoteIdent(target.database)} RENAME TO ${quoteIdent(newName)}`));
+    return withDatabase(target, newName);
+  },
+
+  async listSessions(target: Target): Promise<string[]> {
+    return onServer(target, async (c) =>
+      (await sessions(c, target.database)).map(
+        (s) => `pid ${s.pid} user ${s.usename ?? '?'}${s.client_addr ? ` from ${s.client_addr}` : ' (local)'}${s.application_name ? ` app "${s.application_name}"` : ''}${s.state ? `, ${s.state}` : ''}`,
+      ),
+    );
+  },
+
+  async terminateSessions(target: Target): Promise<number> {
+    return onServer(target, async (c) => {
+      const r = await c.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+        [target.database],
+      );
+      return r.rowCount ?? 0;
+    });
+  },
+
+  async swapBlocker(target: Target): Promise<string | undefined> {
+    return onServer(target, async (c) => {
+      const r = await c.query<{ createdb: boolean; owner: boolean }>(
+        `SELECT r.rolcreatedb OR r.rolsuper AS createdb,
+                coalesce((SELECT pg_has_role(current_user, d.datdba, 'USAGE') OR r.rolsuper FROM pg_database d WHERE d.datname = $1), true) AS owner
+         FROM pg_roles r WHERE r.rolname = current_user`,
+        [target.database],
+      );
+      const row = r.rows[0];
+      if (!row?.createdb) return `user "${target.user ?? 'current'}" has no CREATEDB privilege`;
+      if (!row.owner) return `user "${target.user ?? 'current'}" does not own database "${target.database}", so it cannot rename it`;
+      return undefined;
+    });
+  },
+
+  startScratchServer: startScratchPostgres,
+};

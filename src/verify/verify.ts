@@ -1,0 +1,213 @@
+// Verification of one backup, engine- and storage-agnostic.
+//   Level 1 (integrity): the manifest is valid and names this backup; every artifact is present,
+//     its size and SHA-256 match, every stage decodes to its end, and the engine reads the dump's
+//     own structure back (pg_restore, PRAGMA integrity_check, …).
+//   Level 2 (drill): the dump is restored into a scratch database that is always dropped, and
+//     every table's row count is compared with the manifest; "deep" also compares the content
+//     checksums the backup took in its snapshot.
+// Each run that judged the backup leaves a record beside it. "Could not verify" (missing tools,
+// no scratch server) is a VerifyUnavailableError and leaves no record: it says nothing about the
+// backup.
+
+import { randomBytes } from 'node:crypto';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DbstashError, IntegrityError, InterruptedError, PreflightError, RestoreError, UsageError, VerifyUnavailableError } from '../core/errors.js';
+import { TOOL_VERSION } from '../core/version.js';
+import { mainArtifact, type Manifest } from '../catalog/manifest.js';
+import { writeRecord, type VerifyRecord } from '../catalog/records.js';
+import { acquireLease } from '../catalog/lease.js';
+import { loadEngine } from '../engines/index.js';
+import type { Engine, ScratchServer, Target } from '../engines/engine.js';
+import { parseTarget } from '../engines/target.js';
+import type { StageContext } from '../pipeline/stage.js';
+import type { Storage } from '../storage/storage.js';
+import { compareTables, summarizeProblems, type TableComparison } from './compare.js';
+import { openArtifact } from './read.js';
+
+export type VerifyLevel = VerifyRecord['level'];
+
+export interface VerifyEvents {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface VerifyOptions {
+  level: VerifyLevel;
+  stageContext: StageContext;
+  tempDir: string;
+  /** A server for the drill's scratch database; default: a throwaway local server. */
+  scratchUrl?: string;
+  /** Verify without leaving a record or a lease (--dry-run). */
+  dryRun?: boolean;
+  signal: AbortSignal;
+  events: VerifyEvents;
+}
+
+export interface VerifyResult {
+  record: VerifyRecord;
+  recordKey?: string;
+  structure: string;
+}
+
+const devNull = () =>
+  new Writable({
+    highWaterMark: 1 << 20,
+    write(_chunk, _enc, done) {
+      done();
+    },
+  });
+
+/** Missing tools are "could not verify", not "the backup is broken". */
+function unavailable(err: unknown): unknown {
+  if (err instanceof PreflightError) return new VerifyUnavailableError(err.message, { hint: err.hint, cause: err });
+  return err;
+}
+
+/**
+ * Level 1 for every artifact of a backup. Returns the engine's summary of the main dump's
+ * structure. Throws IntegrityError naming the first broken thing.
+ */
+export async function checkIntegrity(
+  storage: Storage,
+  manifest: Manifest,
+  engine: Engine,
+  opts: { stageContext: StageContext; tempDir: string; signal: AbortSignal; warn: (m: string) => void },
+): Promise<string> {
+  if (!engine.checkStructure) throw new VerifyUnavailableError(`the ${engine.id} engine cannot check a dump's structure yet`);
+  let structure = '';
+  for (const artifact of manifest.artifacts) {
+    const raw: Readable = await openArtifact(storage, manifest, artifact, opts.stageContext, { signal: opts.signal });
+    try {
+      if (artifact.role === 'main') {
+        structure = await engine.checkStructure(raw, { signal: opts.signal, format: artifact.format, tempDir: opts.tempDir, warn: opts.warn });
+      } else {
+        await pipeline(raw, devNull(), { signal: opts.signal });
+      }
+    } catch (err) {
+      raw.destroy();
+      throw unavailable(err);
+    }
+  }
+  return structure;
+}
+
+async function scratchServer(engine: Engine, manifest: Manifest, opts: VerifyOptions): Promise<{ server: Target; scratch?: ScratchServer }> {
+  if (opts.scratchUrl) {
+    const server = parseTarget(opts.scratchUrl);
+    if (server.engine !== manifest.engine) {
+      throw new UsageError(`the scratch server ${server.displayUrl} is ${server.engine}, but ${manifest.id} is a ${manifest.engine} backup`);
+    }
+    return { server };
+  }
+  if (!engine.startScratchServer) {
+    throw new VerifyUnavailableError(`no scratch server for a ${engine.id} drill`, { hint: 'give one with --scratch-url (or scratchUrl in the config)' });
+  }
+  const scratch = await engine.startScratchServer({ tempDir: opts.tempDir, signal: opts.signal });
+  return { server: scratch.target, scratch };
+}
+
+/** Level 2: restore into a scratch database that is always dropped, and compare its tables. */
+async function drill(storage: Storage, manifest: Manifest, engine: Engine, opts: VerifyOptions): Promise<{ tables: TableComparison[]; scratch: string }> {
+  const deep = opts.level === 'deep';
+  if (deep && manifest.tables.some((t) => t.checksum === undefined)) {
+    throw new VerifyUnavailableError(`${manifest.id} was taken without --checksums, so --deep has nothing to compare`, {
+      hint: 'verify it with --drill, and take future backups with --checksums (or checksums: true in the config)',
+    });
+  }
+  const { restore, createDatabase, dropDatabase, tableStats } = engine;
+  if (!restore || !createDatabase || !dropDatabase || !tableStats) throw new VerifyUnavailableError(`the ${engine.id} engine cannot run restore drills yet`);
+  const { server, scratch } = await scratchServer(engine, manifest, opts);
+  const name = `dbstash_drill_${randomBytes(4).toString('hex')}`;
+  opts.events.info(`drill: restoring ${manifest.id} into ${scratch ? 'a throwaway scratch instance' : server.displayUrl} as ${name}`);
+  try {
+    let db: Target;
+    try {
+      db = await createDatabase.call(engine, server, name);
+    } catch (err) {
+      if (err instanceof DbstashError && !(err instanceof InterruptedError)) {
+        throw new VerifyUnavailableError(`cannot create the scratch database on ${server.displayUrl}: ${err.message}`, { hint: err.hint, cause: err });
+      }
+      throw err;
+    }
+    try {
+      const raw = await openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal });
+      try {
+        await restore.call(engine, db, raw, {
+          signal: opts.signal,
+          format: mainArtifact(manifest).format,
+          noOwner: true,
+          noPrivileges: true,
+          tempDir: opts.tempDir,
+          warn: opts.events.warn,
+        });
+      } catch (err) {
+        raw.destroy();
+        if (err instanceof RestoreError) throw new IntegrityError(`the dump does not restore: ${err.message}`, { cause: err });
+        throw unavailable(err);
+      }
+      const comparison = compareTables(manifest.tables, await tableStats.call(engine, db, { checksums: deep, signal: opts.signal }), { checksums: deep });
+      if (comparison.problems.length > 0) {
+        throw Object.assign(new IntegrityError(summarizeProblems(comparison.problems), { hint: 'the dump holds other data than its manifest says; do not rely on this backup' }), {
+          tables: comparison.tables,
+        });
+      }
+      return { tables: comparison.tables, scratch: scratch ? 'throwaway local server' : server.displayUrl };
+    } finally {
+      await dropDatabase.call(engine, db).catch((err: Error) => opts.events.warn(`could not drop the scratch database ${name}: ${err.message}`));
+    }
+  } finally {
+    await scratch?.stop();
+  }
+}
+
+/** Verifies one backup whose manifest has been read; writes the record (unless dryRun). */
+export async function verifyBackup(storage: Storage, manifest: Manifest, opts: VerifyOptions): Promise<VerifyResult> {
+  const started = new Date();
+  const engine = await loadEngine(manifest.engine);
+  const lease = opts.dryRun
+    ? undefined
+    : await acquireLease(storage, manifest.id, `dbstash verify (${opts.level})`).catch((err: Error) => {
+        opts.events.warn(`could not write a lease beside ${manifest.id} (prune may not see this run): ${err.message}`);
+        return undefined;
+      });
+  const record: VerifyRecord = {
+    kind: 'verify',
+    id: manifest.id,
+    level: opts.level,
+    result: 'failed',
+    at: started.toISOString(),
+    durationMs: 0,
+    toolVersion: TOOL_VERSION,
+    storage: storage.url,
+  };
+  const finish = async (): Promise<string | undefined> => {
+    record.durationMs = Date.now() - started.getTime();
+    if (opts.dryRun) return undefined;
+    return writeRecord(storage, record).catch((err: Error) => {
+      opts.events.warn(`could not write the verification record: ${err.message}`);
+      return undefined;
+    });
+  };
+  try {
+    const structure = await checkIntegrity(storage, manifest, engine, { ...opts, warn: opts.events.warn });
+    record.structure = structure;
+    if (opts.level !== 'integrity') {
+      const result = await drill(storage, manifest, engine, opts);
+      record.tables = result.tables;
+      record.scratch = result.scratch;
+    }
+    record.result = 'passed';
+    return { record, recordKey: await finish(), structure };
+  } catch (err) {
+    if (err instanceof IntegrityError && !opts.signal.aborted) {
+      record.error = err.message;
+      const tables = (err as { tables?: TableComparison[] }).tables;
+      if (tables) record.tables = tables;
+      await finish();
+    }
+    throw opts.signal.aborted ? (opts.signal.reason ?? err) : err;
+  } finally {
+    await lease?.release().catch(() => {});
+  }
+}
