@@ -9,6 +9,7 @@
 // counts may differ from the dump by what writers committed in between (docs/mysql.md).
 // A dump that lacks the tool's "-- Dump completed" trailer is truncated and fails the backup.
 
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
@@ -101,24 +102,6 @@ function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean): stri
   return args;
 }
 
-/**
- * Holds the global read lock until the dump's own consistent snapshot is open (its transaction
- * shows in INNODB_TRX), so that the dump and our counting transaction see the same data.
- */
-async function waitForDumpSnapshot(conn: MyConnection, firstId: number, user: string, exited: () => boolean): Promise<boolean> {
-  const deadline = Date.now() + ALIGN_TIMEOUT_MS;
-  while (Date.now() < deadline && !exited()) {
-    const [rows] = await conn.query(
-      `SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
-       WHERE p.ID > ? AND p.ID <> CONNECTION_ID() AND p.USER = ?`,
-      [firstId, user],
-    );
-    if (Number((rows as { n: string }[])[0].n) > 0) return true;
-    await sleep(10);
-  }
-  return false;
-}
-
 export const mysqlEngine: Engine = {
   id: 'mysql',
 
@@ -155,9 +138,7 @@ export const mysqlEngine: Engine = {
       const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
       const lockTables = lockTablesWanted(target);
       let counts: 'aligned' | 'separate' | 'locked' = 'separate';
-      const [who] = await conn.query(`SELECT SUBSTRING_INDEX(USER(), '@', 1) AS user, (SELECT COALESCE(MAX(ID), 0) FROM information_schema.PROCESSLIST) AS maxId`);
-      const { user, maxId } = (who as { user: string; maxId: string }[])[0];
-      if (lockTables || (has(facts, 'RELOAD') && has(facts, 'PROCESS'))) {
+      if (lockTables || has(facts, 'RELOAD')) {
         try {
           await conn.query('SET SESSION lock_wait_timeout = 10');
           await conn.query('FLUSH TABLES WITH READ LOCK');
@@ -174,8 +155,6 @@ export const mysqlEngine: Engine = {
       const watch = new TrailerWatch();
       running.stdout.on('error', (err) => watch.destroy(err));
       running.stdout.pipe(watch);
-      let exited = false;
-      running.child.once('exit', () => (exited = true));
       // Settled once counting is done; the stream's end waits for it (and for the dump's exit).
       let counted!: (p: Promise<TableStat[]>) => void;
       const tables = new Promise<TableStat[]>((resolve) => (counted = resolve));
@@ -198,8 +177,15 @@ export const mysqlEngine: Engine = {
         running.exit.then(() => Promise.all([optionFile.remove(), release()])).catch(() => {});
       });
       if (counts === 'aligned') {
-        // A dump that already exited ran entirely under the lock: aligned as well.
-        const aligned = (await waitForDumpSnapshot(conn, Number(maxId), user, () => exited)) || exited;
+        // The lock is held until the dump's output proves its snapshot is open; a dump that exited
+        // meanwhile ran entirely under the lock, which is aligned as well.
+        const timer = new AbortController();
+        const aligned = await Promise.race([
+          watch.snapshotOpen.then(() => true),
+          once(running.child, 'exit').then(() => true),
+          sleep(ALIGN_TIMEOUT_MS, false, { signal: timer.signal }).catch(() => false),
+        ]);
+        timer.abort();
         await conn.query('UNLOCK TABLES');
         if (!aligned) {
           counts = 'separate';

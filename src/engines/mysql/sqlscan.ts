@@ -126,17 +126,39 @@ export class SqlScanner {
   }
 }
 
-/** Passes a dump through unchanged, remembering only its last bytes. */
+/**
+ * Lines the dump tools write only after their snapshot is open (with --single-transaction the
+ * tool starts its transaction before it reads any table, routine or event).
+ */
+const AFTER_SNAPSHOT = ['-- Table structure for table', '-- Dumping events for database', '-- Dumping routines for database', TRAILER];
+
+/**
+ * Passes a dump through unchanged, remembering only its last bytes (for the trailer check) and
+ * noticing the first line that proves the tool's snapshot is open.
+ */
 export class TrailerWatch extends Transform {
   private tail: Buffer = Buffer.alloc(0);
+  private snapshotSeen = false;
+  private onSnapshot: (() => void) | undefined;
+  /** Resolves once the dump shows it reads inside its snapshot. */
+  readonly snapshotOpen: Promise<void>;
 
   constructor() {
     super({ highWaterMark: 1 << 20 });
+    this.snapshotOpen = new Promise((resolve) => (this.onSnapshot = resolve));
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.tail = Buffer.concat([this.tail, chunk.subarray(Math.max(0, chunk.length - 256))]);
+    const previous = this.tail;
+    this.tail = Buffer.concat([previous, chunk.subarray(Math.max(0, chunk.length - 256))]);
     if (this.tail.length > 256) this.tail = this.tail.subarray(this.tail.length - 256);
+    if (!this.snapshotSeen) {
+      const window = Buffer.concat([previous.subarray(Math.max(0, previous.length - 64)), chunk]).toString('latin1');
+      if (AFTER_SNAPSHOT.some((marker) => window.includes(marker))) {
+        this.snapshotSeen = true;
+        this.onSnapshot?.();
+      }
+    }
     done(null, chunk);
   }
 
