@@ -1,0 +1,289 @@
+/**
+ * The engine contract suite: one function, run against every engine from its own test file.
+ *
+ * Round trip: `dbstash backup` (the real CLI) of a database full of hostile content, then the
+ * engine's restore() into a scratch database, then schema and per-table contents must be
+ * identical, and the manifest's row counts must match the restored tables. Failure modes: each
+ * one gives a typed error with its documented exit code and leaves nothing in the stash. A
+ * failure mode that cannot exist for an engine (SQLite has no credentials) is declared by the
+ * adapter as not applicable, with the reason, and the test says so; it is never skipped silently.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Readable } from 'node:stream';
+import { ExitCode } from '../../src/core/errors.js';
+import { loadEngine } from '../../src/engines/index.js';
+import type { Engine, EngineId, Target } from '../../src/engines/engine.js';
+import { parseTarget } from '../../src/engines/target.js';
+import { decoders } from '../../src/pipeline/stage.js';
+import '../../src/pipeline/compress.js';
+import { manifestSchema, type Manifest } from '../../src/catalog/manifest.js';
+import { runCli, spawnCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+
+/** A canonical picture of a database: schema text and, per table, its rows in a stable order. */
+export interface DbPicture {
+  schema: string;
+  tables: Record<string, string[]>;
+}
+
+export interface FailureCase {
+  /** The database argument given to `dbstash backup` (called once the server runs). */
+  url: () => string;
+  /** Extra CLI arguments (e.g. --bin-dir for a missing tool). */
+  args?: () => string[];
+  /** Part of the one-line error message. */
+  message: RegExp;
+}
+
+export type NotApplicable = { notApplicable: string };
+
+export interface EngineAdapter {
+  engine: EngineId;
+  /** Starts the server (if any) and creates the source database with the hostile content. */
+  setUp(): Promise<void>;
+  tearDown(): Promise<void>;
+  /** URL or path of the source database, as given to `dbstash backup`. */
+  sourceUrl(): string;
+  /** A fresh, empty restore target (an empty database; for SQLite a file path that does not exist). */
+  scratchTarget(name: string): Promise<Target>;
+  picture(target: Target): Promise<DbPicture>;
+  /** Extra `dbstash backup` arguments for this run (e.g. --jobs 2). */
+  backupArgs?: string[];
+  failures: {
+    badCredentials: FailureCase | NotApplicable;
+    missingDatabase: FailureCase;
+    unreachableHost: FailureCase | NotApplicable;
+    missingDumpTool: FailureCase | NotApplicable;
+    /** Name of the dump tool's process (as in /proc/<pid>/comm), to kill it mid-way. */
+    dumpToolProcess: string | NotApplicable;
+  };
+}
+
+/** Every byte 0–255, twice. */
+export const ALL_BYTES = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i))]);
+/** A value over 16 MB (the MySQL/MariaDB default max_allowed_packet and a common client limit). */
+export const BIG_SIZE = 16 * 1024 * 1024 + 4099;
+export function bigValue(): Buffer {
+  const b = Buffer.alloc(BIG_SIZE);
+  for (let i = 0; i < b.length; i++) b[i] = (i * 31 + (i >> 12)) & 0xff;
+  return b;
+}
+/** Text with 2-, 3- and 4-byte UTF-8 characters, quotes, backslashes and newlines. */
+export const HOSTILE_TEXT = "Grüße – 日本語 – 𝄞 😀🏳️‍🌈 – quote ' \" backslash \\ tab\tnewline\nend";
+export const JSON_TEXT = '{"a": [1, 2.5, {"b": null}], "ü": "😀", "s": "x\\"y"}';
+/** Identifiers that need quoting in every engine. */
+export const ODD_TABLE = 'Odd Table';
+export const ODD_COLUMNS = ['Mixed Case', 'select', 'with space'];
+
+function isNA(x: unknown): x is NotApplicable {
+  return typeof x === 'object' && x !== null && 'notApplicable' in x;
+}
+
+/** One row as text: column=value pairs in column order, values canonical. */
+export function canonicalRow(row: Record<string, unknown>): string {
+  return Object.entries(row)
+    .map(([k, v]) => `${k}=${canonical(v)}`)
+    .join(' | ');
+}
+
+/** Canonical text of one value: buffers as hex (hashed when long), the rest as JSON. */
+export function canonical(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (Buffer.isBuffer(value)) {
+    return value.length > 4096 ? `bytes:${value.length}:${createHashHex(value)}` : `bytes:${value.toString('hex')}`;
+  }
+  if (typeof value === 'bigint') return `int:${value}`;
+  if (value instanceof Date) return `date:${value.toISOString()}`;
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return text.length > 4096 ? `text:${text.length}:${createHashHex(Buffer.from(text))}` : JSON.stringify(value);
+}
+
+function createHashHex(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+async function readRaw(stash: string, manifest: Manifest, role: 'main' | 'globals' = 'main'): Promise<Readable> {
+  const artifact = manifest.artifacts.find((a) => a.role === role)!;
+  let stream: Readable = createReadStream(path.join(stash, manifest.database.name, artifact.file));
+  for (const d of decoders(artifact.stages)) stream = stream.pipe(d);
+  return stream;
+}
+
+/** What a failed run must leave behind in the stash: nothing that looks like a backup, no lock. */
+function assertNothingLeft(stash: string): void {
+  if (!existsSync(stash)) return;
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(dir, e.name));
+      else files.push(path.relative(stash, path.join(dir, e.name)));
+    }
+  };
+  walk(stash);
+  assert.deepEqual(files, [], `a failed backup left files in the stash: ${files.join(', ')}`);
+}
+
+interface Proc {
+  pid: number;
+  comm: string;
+  ppid: number;
+}
+
+function processes(): Proc[] {
+  const list: Proc[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const m = /^(\d+) \((.*)\) \S (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, 'utf8'));
+      if (m) list.push({ pid: Number(m[1]), comm: m[2], ppid: Number(m[3]) });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return list;
+}
+
+/** Bytes written so far by `pid` and its descendants of the same name (pg_dump's workers). */
+function bytesWritten(root: Proc, all: Proc[]): number {
+  let total = 0;
+  const queue = [root];
+  while (queue.length) {
+    const p = queue.shift()!;
+    try {
+      total += Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${p.pid}/io`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      /* gone meanwhile */
+    }
+    queue.push(...all.filter((c) => c.ppid === p.pid && c.comm === root.comm));
+  }
+  return total;
+}
+
+/** Kills the child of `pid` named `comm` (SIGKILL) once it has written `minBytes`: a dump that dies half-way. */
+async function killChildMidway(pid: number, comm: string, minBytes: number, timeoutMs = 30_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const all = processes();
+    const tool = all.find((p) => p.comm === comm && p.ppid === pid);
+    if (tool && bytesWritten(tool, all) >= minBytes) {
+      process.kill(tool.pid, 'SIGKILL');
+      return tool.pid;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`no ${comm} child of ${pid} wrote ${minBytes} bytes within ${timeoutMs} ms`);
+}
+
+export function runEngineContract(label: string, adapter: EngineAdapter, opts: { preflightFailures?: boolean } = {}): void {
+  describe(`engine contract: ${label}`, { timeout: 240_000 }, () => {
+    let engine: Engine;
+    let stash: string;
+    let manifest: Manifest;
+    let restored: Target;
+
+    before(async () => {
+      engine = await loadEngine(adapter.engine);
+      await adapter.setUp();
+      stash = tempDir(`dbstash-contract-${adapter.engine}`);
+    });
+    after(async () => {
+      await adapter.tearDown();
+    });
+
+    test('dbstash backup writes an artifact and a manifest', async () => {
+      const r = await runCli(['backup', adapter.sourceUrl(), '--output-dir', stash, '--json', ...(adapter.backupArgs ?? [])], { timeoutMs: 120_000 });
+      assert.equal(r.code, ExitCode.ok, r.stderr);
+      const out = JSON.parse(r.stdout) as { id: string };
+      const file = path.join(stash, parseTarget(adapter.sourceUrl()).database, `${out.id}.manifest.json`);
+      manifest = manifestSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
+      assert.equal(manifest.engine, adapter.engine);
+      assert.ok(manifest.tables.some((t) => t.name === ODD_TABLE), `the manifest lists ${ODD_TABLE}`);
+      assert.ok(!readFileSync(file, 'utf8').includes(parseTarget(adapter.sourceUrl()).password ?? '\u0000never'), 'no password in the manifest');
+    });
+
+    test('checkStructure accepts the raw dump', async () => {
+      assert.ok(manifest, 'backup ran');
+      const summary = await engine.checkStructure!(await readRaw(stash, manifest), { signal: new AbortController().signal, format: manifest.artifacts[0].format, tempDir: stash, warn: () => {} });
+      assert.match(summary, /\d/);
+    });
+
+    test('restore into a scratch database gives the same schema and contents', async () => {
+      assert.ok(manifest, 'backup ran');
+      assert.ok(engine.restore, `${adapter.engine} implements restore()`);
+      restored = await adapter.scratchTarget(`contract_restored_${process.pid}`);
+      const raw = await readRaw(stash, manifest);
+      await engine.restore(restored, raw, {
+        signal: new AbortController().signal,
+        format: manifest.artifacts[0].format,
+        jobs: 2,
+        tempDir: tempDir('dbstash-contract-restore'),
+        warn: () => {},
+      });
+      const source = await adapter.picture(parseTarget(adapter.sourceUrl()));
+      const copy = await adapter.picture(restored);
+      assert.equal(copy.schema, source.schema, 'schema');
+      assert.deepEqual(Object.keys(copy.tables).sort(), Object.keys(source.tables).sort(), 'tables');
+      for (const table of Object.keys(source.tables)) assert.deepEqual(copy.tables[table], source.tables[table], `contents of ${table}`);
+      // The hostile rows are really there (a picture of two empty databases would also be equal).
+      const odd = source.tables[ODD_TABLE].join('\n');
+      for (const needle of [JSON.stringify(HOSTILE_TEXT), `bytes:${ALL_BYTES.toString('hex')}`, `bytes:${BIG_SIZE}:`, '""', 'NULL']) {
+        assert.ok(odd.includes(needle), `the source holds ${needle.slice(0, 40)}`);
+      }
+    });
+
+    test('manifest row counts equal the restored tables (tableStats)', async () => {
+      assert.ok(restored, 'restore ran');
+      const stats = await engine.tableStats!(restored, { checksums: false });
+      const byName = (list: { schema: string; name: string; rows: number }[]) => list.map((t) => `${t.schema}.${t.name}=${t.rows}`).sort();
+      assert.deepEqual(byName(stats), byName(manifest.tables));
+    });
+
+    const failing = (name: string, c: FailureCase | NotApplicable, code: number) => {
+      if (isNA(c)) {
+        test(`${name}: not applicable — ${c.notApplicable}`, () => {
+          assert.ok(c.notApplicable.length > 10, 'the adapter says why');
+        });
+        return;
+      }
+      test(`${name} → exit ${code}, one-line error, nothing in the stash`, async () => {
+        const out = tempDir(`dbstash-contract-fail`);
+        const r = await runCli(['backup', c.url(), '--output-dir', out, ...(c.args?.() ?? [])], { timeoutMs: 60_000 });
+        assert.equal(r.code, code, r.stderr);
+        assert.match(r.stderr, /^error: /m);
+        assert.match(r.stderr, c.message);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+        assertNothingLeft(out);
+      });
+    };
+    // A second run against the same engine (another backup mode) need not repeat the preflight cases.
+    if (opts.preflightFailures !== false) {
+      failing('bad credentials', adapter.failures.badCredentials, ExitCode.connection);
+      failing('missing database', adapter.failures.missingDatabase, ExitCode.preflight);
+      failing('unreachable host', adapter.failures.unreachableHost, ExitCode.connection);
+      failing('missing dump tool', adapter.failures.missingDumpTool, ExitCode.preflight);
+    }
+
+    const tool = adapter.failures.dumpToolProcess;
+    if (isNA(tool)) {
+      test(`dump tool killed mid-way: not applicable — ${tool.notApplicable}`, () => assert.ok(tool.notApplicable.length > 10));
+    } else {
+      test(`dump tool (${tool}) killed mid-way → exit ${ExitCode.backupFailed}, nothing in the stash`, async () => {
+        const out = tempDir('dbstash-contract-kill');
+        const child = spawnCli(['backup', adapter.sourceUrl(), '--output-dir', out, ...(adapter.backupArgs ?? [])]);
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+        child.stdout.resume();
+        const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+        await killChildMidway(child.pid!, tool, 1 << 20);
+        const code = await exited;
+        assert.equal(code, ExitCode.backupFailed, stderr);
+        assert.match(stderr, /killed by SIGKILL|truncated/);
+        assertNothingLeft(out);
+      });
+    }
+  });
+}
