@@ -11,6 +11,7 @@ import { registerBackup } from './backup.js';
 import { registerInit } from './init.js';
 import { registerList } from './list.js';
 import { registerVerify } from './verify.js';
+import { registerPrune } from './prune.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerList(program);
   registerVerify(program);
   registerInit(program);
+  registerPrune(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -107,7 +107,7 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     }
   }
 
-  async function list(prefix: string): Promise<ObjectInfo[]> {
+  async function list(prefix: string, temporaries = false): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     const walk = async (dir: string, rel: string): Promise<void> => {
       let entries;
@@ -118,8 +118,8 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
         throw classify(err, `cannot list ${rel || '/'}`);
       }
       for (const entry of entries) {
-        if (entry.name.startsWith(TEMP_PREFIX)) continue;
         const key = rel ? `${rel}/${entry.name}` : entry.name;
+        if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX) !== temporaries) continue;
         if (entry.isDirectory()) {
           if (prefix.startsWith(key + '/') || key.startsWith(prefix) || prefix === '') await walk(path.join(dir, entry.name), key);
         } else if (entry.isFile() && key.startsWith(prefix)) {
@@ -161,7 +161,8 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     put,
     get,
     stat,
-    list,
+    list: (prefix) => list(prefix),
+    listTemporaries: (prefix) => list(prefix, true),
     delete: del,
     async freeSpace() {
       const st = await fsp.statfs(await nearestExisting(root));

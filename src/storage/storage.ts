@@ -54,6 +54,8 @@ export interface Storage {
   stat(key: string): Promise<ObjectInfo | undefined>;
   list(prefix: string): Promise<ObjectInfo[]>;
   delete(key: string): Promise<void>;
+  /** Temporaries left behind by interrupted puts (never listed by list()), so prune can sweep them with delete(). */
+  listTemporaries?(prefix: string): Promise<ObjectInfo[]>;
   /** Bytes free at the destination, where the driver can tell. */
   freeSpace?(): Promise<number | undefined>;
   /** Checks that the destination exists and is writable (preflight). */

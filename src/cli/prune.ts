@@ -1,0 +1,131 @@
+// `dbstash prune [database]`: applies the retention policy to every storage and removes what it
+// does not keep, plus the leftovers of crashed runs. --dry-run prints every decision with its
+// reasons and the bytes that would be freed.
+
+import type { Command } from 'commander';
+import { ExitCode, StorageError, UsageError } from '../core/errors.js';
+import { formatBytes, parseDuration, renderTable } from '../core/format.js';
+import { resolveDestinations } from '../config/resolve.js';
+import { databasesByFolder, folderOf, policyResolver } from '../retention/config.js';
+import { assertTimezone, type RetentionPolicy } from '../retention/policy.js';
+import { pruneStorage, type PruneReport } from '../prune/prune.js';
+import { collect, commonOptions, runCommand, stashOptions, type CommonOptions } from './common.js';
+
+export interface PruneCliOptions extends CommonOptions {
+  keepLast?: string;
+  keepHourly?: string;
+  keepDaily?: string;
+  keepWeekly?: string;
+  keepMonthly?: string;
+  keepYearly?: string;
+  keepWithin?: string;
+  keepTag?: string[];
+  timezone?: string;
+  orphanAge?: string;
+}
+
+function count(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${flag} takes a whole number ≥ 0, got "${value}"`, { hint: `e.g. --${flag} 7` });
+  return n;
+}
+
+/** The keep rules given on the command line, or undefined when no keep flag is set. */
+export function policyFromFlags(opts: PruneCliOptions): RetentionPolicy | undefined {
+  const policy: RetentionPolicy = {
+    keepLast: count('keep-last', opts.keepLast),
+    keepHourly: count('keep-hourly', opts.keepHourly),
+    keepDaily: count('keep-daily', opts.keepDaily),
+    keepWeekly: count('keep-weekly', opts.keepWeekly),
+    keepMonthly: count('keep-monthly', opts.keepMonthly),
+    keepYearly: count('keep-yearly', opts.keepYearly),
+    keepWithin: opts.keepWithin,
+    keepTags: opts.keepTag,
+  };
+  if (opts.keepWithin !== undefined && parseDuration(opts.keepWithin) === undefined) {
+    throw new UsageError(`--keep-within takes a duration, got "${opts.keepWithin}"`, { hint: 'use a number with a unit: 36h, 14d, 8w' });
+  }
+  return Object.values(policy).some((v) => v !== undefined) ? policy : undefined;
+}
+
+function renderReport(r: PruneReport): string {
+  const lines = [`${r.storage}${r.dryRun ? ' (dry run: nothing removed)' : ''}`];
+  for (const s of r.series) lines.push(`  ${s.database} (${s.environment}): keep ${s.policy}`);
+  if (r.backups.length > 0) {
+    const table = renderTable(
+      ['', 'ID', 'SIZE', 'REASONS'],
+      r.backups.map((b) => [b.keep ? 'keep' : b.removed || r.dryRun ? 'remove' : 'FAILED', b.id, formatBytes(b.bytes), b.error ?? b.reasons.join('; ')]),
+    );
+    lines.push(...table.split('\n').map((l) => `  ${l}`));
+  }
+  for (const o of r.orphans) lines.push(`  ${o.removed || r.dryRun ? 'remove' : 'FAILED'}  ${o.key}  ${formatBytes(o.bytes)}  ${o.error ?? o.reason}`);
+  const gone = r.backups.filter((b) => !b.keep && (r.dryRun || b.removed)).length;
+  const orphans = r.orphans.filter((o) => r.dryRun || o.removed).length;
+  lines.push(`  ${r.dryRun ? 'would remove' : 'removed'} ${gone} backup${gone === 1 ? '' : 's'} and ${orphans} leftover${orphans === 1 ? '' : 's'}, ${r.dryRun ? 'freeing' : 'freed'} ${formatBytes(r.bytesFreed)}`);
+  return lines.join('\n');
+}
+
+export function registerPrune(program: Command): void {
+  const cmd = program
+    .command('prune')
+    .description('remove backups the retention policy does not keep, and leftovers of crashed runs')
+    .argument('[database]', 'only this database (config name or the database name in backup ids)')
+    .option('--keep-last <n>', 'keep the n newest backups')
+    .option('--keep-hourly <n>', 'keep the newest backup of each of the last n hours that have backups')
+    .option('--keep-daily <n>', 'same for days')
+    .option('--keep-weekly <n>', 'same for ISO weeks')
+    .option('--keep-monthly <n>', 'same for months')
+    .option('--keep-yearly <n>', 'same for years')
+    .option('--keep-within <duration>', 'keep every backup within this duration of the newest (36h, 14d, 8w)')
+    .option('--keep-tag <tag>', 'keep backups labelled tag or tag=value (repeatable)', collect)
+    .option('--timezone <zone>', 'time zone of the periods (IANA name; default: the config, else UTC)')
+    .option('--orphan-age <duration>', 'remove files without a manifest only when older than this', '1h');
+  stashOptions(cmd);
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Keep flags replace the configured policy (storages.<name>.retention, else databases.<name>.retention,
+else retention, else 7 daily, 4 weekly, 12 monthly). A backup is kept when any rule keeps it. The
+newest backup that passed verification and backups in use by a verify/restore are always kept.
+
+Examples:
+  dbstash prune --dry-run
+  dbstash prune shop --keep-daily 7 --keep-weekly 8 --timezone Europe/Berlin
+  dbstash prune --storage offsite --json`,
+  );
+  cmd.action((database: string | undefined, opts: PruneCliOptions) =>
+    runCommand(opts, async (ctx) => {
+      const { config } = ctx.loaded;
+      const override = policyFromFlags(opts);
+      if (opts.timezone) assertTimezone(opts.timezone);
+      const orphanMinAgeMs = parseDuration(opts.orphanAge ?? '1h');
+      if (orphanMinAgeMs === undefined) throw new UsageError(`--orphan-age takes a duration, got "${opts.orphanAge}"`, { hint: 'e.g. --orphan-age 1h' });
+      const entry = database ? config.databases[database] : undefined;
+      const folder = entry ? folderOf(entry) : database;
+      const destinations = await resolveDestinations(opts, config, entry);
+      const reports: PruneReport[] = [];
+      for (const dest of destinations) {
+        const resolve = policyResolver(config, dest.name, override);
+        const policyFor = (f: string) => (opts.timezone ? { ...resolve(f), timezone: opts.timezone } : resolve(f));
+        reports.push(
+          await pruneStorage(dest.storage, { dryRun: !!opts.dryRun, database: folder, policyFor, orphanMinAgeMs, warn: (m) => ctx.out.warn(m) }),
+        );
+      }
+      if (database && !entry && !databasesByFolder(config).has(database) && reports.every((r) => r.backups.length === 0)) {
+        ctx.out.warn(`no backups of "${database}" found`);
+      }
+      const failures = reports.reduce((s, r) => s + r.failures, 0);
+      ctx.out.result({ dryRun: !!opts.dryRun, storages: reports, bytesFreed: reports.reduce((s, r) => s + r.bytesFreed, 0) }, () =>
+        reports.map(renderReport).join('\n'),
+      );
+      if (failures > 0) {
+        throw new StorageError('permanent', `prune could not remove ${failures} object${failures === 1 ? '' : 's'}`, {
+          hint: 'see the warnings above; run prune again once the storage is writable (removal is idempotent)',
+        });
+      }
+      return ExitCode.ok;
+    }),
+  );
+}

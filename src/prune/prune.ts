@@ -1,0 +1,209 @@
+// Prune: applies the retention policy to every series (database + environment) in one storage
+// and removes what it does not keep, plus the leftovers of crashed runs.
+//
+// Order of deletion for a backup: the manifest FIRST (the backup stops existing at once), then
+// its artifacts, then its records. A crash in between leaves an artifact without a manifest — an
+// orphan that the next prune removes — never a manifest that points at missing data.
+// Never removed: the newest backup of a series whose latest verification passed, a backup that
+// a running verify or restore holds a lease on (checked again right before deleting), anything of
+// a backup whose manifest is unreadable, and orphans younger than orphanMinAgeMs or in a folder
+// whose lock is held (a backup may be publishing there right now).
+
+import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
+import { activeLeases, parseLease } from '../catalog/lease.js';
+import { isStale, lockKey, readLock } from '../catalog/lock.js';
+import { latestRecord, type VerifyRecord } from '../catalog/records.js';
+import { artifactKey, manifestKey, MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
+import { formatDuration } from '../core/format.js';
+import type { ObjectInfo, Storage } from '../storage/storage.js';
+import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
+
+export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
+
+export interface PruneOptions {
+  dryRun: boolean;
+  /** Only this database folder. */
+  database?: string;
+  /** The policy for a database folder in this storage. */
+  policyFor(database: string): RetentionPolicy;
+  orphanMinAgeMs?: number;
+  now?: Date;
+  warn(message: string): void;
+}
+
+export interface BackupDecision {
+  id: string;
+  database: string;
+  environment: string;
+  takenAt: string;
+  keep: boolean;
+  reasons: string[];
+  /** Bytes of everything that goes with it (artifacts, manifest, records). */
+  bytes: number;
+  removed?: boolean;
+  error?: string;
+}
+
+export interface OrphanDecision {
+  key: string;
+  bytes: number;
+  reason: string;
+  removed?: boolean;
+  error?: string;
+}
+
+export interface SeriesReport {
+  database: string;
+  environment: string;
+  policy: string;
+}
+
+export interface PruneReport {
+  storage: string;
+  dryRun: boolean;
+  series: SeriesReport[];
+  backups: BackupDecision[];
+  orphans: OrphanDecision[];
+  /** Unreadable manifests: their backups are left alone. */
+  problems: { key: string; message: string }[];
+  bytesFreed: number;
+  failures: number;
+}
+
+const BACKUP_FILE_RE = /^(.+_[a-z0-9-]+_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\./;
+
+/** Every object of a backup, manifest first: its artifacts, records and whatever else is named after it. */
+function keysOf(entry: CatalogEntry, objects: ObjectInfo[]): string[] {
+  const manifest = manifestKey(entry.id);
+  const folder = manifest.slice(0, manifest.lastIndexOf('/') + 1);
+  const rest = objects.map((o) => o.key).filter((k) => k !== manifest && k.startsWith(`${folder}${entry.id}.`));
+  return [manifest, ...new Set([...entry.manifest.artifacts.map((a) => artifactKey(entry.id, a.file)), ...rest])];
+}
+
+async function newestVerified(storage: Storage, entries: CatalogEntry[]): Promise<string | undefined> {
+  for (const entry of entries) {
+    const record = await latestRecord<VerifyRecord>(storage, entry.records, 'verify');
+    if (record?.result === 'passed') return entry.id;
+  }
+  return undefined;
+}
+
+function ageText(obj: ObjectInfo, now: Date): string {
+  return `${formatDuration(now.getTime() - obj.modifiedAt.getTime())} old`;
+}
+
+export async function pruneStorage(storage: Storage, opts: PruneOptions): Promise<PruneReport> {
+  const now = opts.now ?? new Date();
+  const minAge = opts.orphanMinAgeMs ?? DEFAULT_ORPHAN_MIN_AGE_MS;
+  const listing = await listBackups(storage, opts.database);
+  const sizes = new Map(listing.objects.map((o) => [o.key, o.size]));
+  const active = activeLeases(listing.objects, now);
+  const leased = new Map(active.map((l) => [l.id, l]));
+  const activeLeaseKeys = new Set(active.map((l) => l.key));
+  const report: PruneReport = { storage: storage.url, dryRun: opts.dryRun, series: [], backups: [], orphans: [], problems: listing.problems, bytesFreed: 0, failures: 0 };
+  for (const p of listing.problems) opts.warn(`${storage.url}: ${p.message} (left alone)`);
+
+  const series = new Map<string, CatalogEntry[]>();
+  for (const entry of listing.entries) {
+    const parsed = parseBackupId(entry.id)!;
+    const key = `${parsed.database}\u0000${parsed.env}`;
+    series.set(key, [...(series.get(key) ?? []), entry]);
+  }
+  const known = new Set<string>();
+  for (const [key, entries] of series) {
+    const [database, environment] = key.split('\u0000');
+    const policy = opts.policyFor(database);
+    report.series.push({ database, environment, policy: describePolicy(policy) });
+    const verified = await newestVerified(storage, entries);
+    const decisions = applyRetention(
+      entries.map((e) => {
+        const lease = leased.get(e.id);
+        return {
+          id: e.id,
+          takenAt: new Date(e.manifest.startedAt),
+          tags: Object.entries(e.manifest.labels).map(([k, v]) => `${k}=${v}`),
+          pinned: lease ? `in use by a verify/restore (pid ${lease.pid} on ${lease.host})` : e.id === verified ? 'newest backup that passed verification' : undefined,
+        };
+      }),
+      policy,
+    );
+    const byId = new Map(entries.map((e) => [e.id, e]));
+    for (const d of decisions) {
+      const all = keysOf(byId.get(d.id)!, listing.objects);
+      all.forEach((x) => known.add(x));
+      report.backups.push({
+        id: d.id,
+        database,
+        environment,
+        takenAt: d.takenAt.toISOString(),
+        keep: d.keep,
+        reasons: d.reasons,
+        bytes: all.reduce((s, x) => s + (sizes.get(x) ?? 0), 0),
+      });
+    }
+  }
+
+  // Leftovers: files named after a backup that has no (readable) manifest, and stale leases.
+  const unreadable = new Set(listing.problems.map((p) => p.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length)));
+  const cataloged = new Set(listing.entries.map((e) => e.id));
+  const busyFolders = new Set<string>();
+  for (const folder of new Set(listing.objects.map((o) => o.key.split('/')[0]))) {
+    const lock = await readLock(storage, folder).catch(() => undefined);
+    if (lock && !isStale(lock)) busyFolders.add(folder);
+  }
+  for (const obj of listing.objects) {
+    if (known.has(obj.key) || obj.key === lockKey(obj.key.split('/')[0])) continue;
+    const name = obj.key.split('/').pop()!;
+    const lease = parseLease(obj);
+    if (lease) {
+      if (!activeLeaseKeys.has(obj.key)) report.orphans.push({ key: obj.key, bytes: obj.size, reason: `stale lease (pid ${lease.pid} on ${lease.host} is gone)` });
+      continue;
+    }
+    const id = BACKUP_FILE_RE.exec(name)?.[1];
+    if (!id || !parseBackupId(id) || unreadable.has(id) || cataloged.has(id)) continue;
+    if (busyFolders.has(obj.key.split('/')[0])) continue;
+    if (now.getTime() - obj.modifiedAt.getTime() < minAge) continue;
+    report.orphans.push({ key: obj.key, bytes: obj.size, reason: `no manifest for ${id}, ${ageText(obj, now)}` });
+  }
+  for (const tmp of (await storage.listTemporaries?.(opts.database ? `${opts.database}/` : '')) ?? []) {
+    if (now.getTime() - tmp.modifiedAt.getTime() < minAge) continue;
+    report.orphans.push({ key: tmp.key, bytes: tmp.size, reason: `unfinished upload, ${ageText(tmp, now)}` });
+  }
+
+  if (opts.dryRun) {
+    report.bytesFreed = [...report.backups.filter((b) => !b.keep), ...report.orphans].reduce((s, x) => s + x.bytes, 0);
+    return report;
+  }
+  for (const b of report.backups.filter((x) => !x.keep)) {
+    const entry = listing.entries.find((e) => e.id === b.id)!;
+    try {
+      const fresh = activeLeases(await storage.list(`${b.database}/${b.id}.lease-`));
+      if (fresh.length > 0) {
+        b.keep = true;
+        b.reasons = [`in use by a verify/restore that started meanwhile (pid ${fresh[0].pid} on ${fresh[0].host})`];
+        continue;
+      }
+      const [manifest, ...rest] = keysOf(entry, listing.objects);
+      await storage.delete(manifest);
+      for (const key of rest) await storage.delete(key);
+      b.removed = true;
+      report.bytesFreed += b.bytes;
+    } catch (err) {
+      b.error = (err as Error).message;
+      report.failures++;
+      opts.warn(`could not remove ${b.id}: ${b.error}`);
+    }
+  }
+  for (const o of report.orphans) {
+    try {
+      await storage.delete(o.key);
+      o.removed = true;
+      report.bytesFreed += o.bytes;
+    } catch (err) {
+      o.error = (err as Error).message;
+      report.failures++;
+      opts.warn(`could not remove ${o.key}: ${o.error}`);
+    }
+  }
+  return report;
+}
