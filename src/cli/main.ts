@@ -12,6 +12,7 @@ import { registerInit } from './init.js';
 import { registerList } from './list.js';
 import { registerVerify } from './verify.js';
 import { registerPrune } from './prune.js';
+import { registerDaemon } from './daemon.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerVerify(program);
   registerInit(program);
   registerPrune(program);
+  registerDaemon(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

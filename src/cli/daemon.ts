@@ -1,0 +1,31 @@
+// `dbstash daemon`: runs the configured schedules until SIGTERM/SIGINT.
+
+import type { Command } from 'commander';
+import { runDaemon } from '../daemon/daemon.js';
+import { commonOptions, runCommand, type CommonOptions } from './common.js';
+
+export function registerDaemon(program: Command): void {
+  const cmd = program
+    .command('daemon')
+    .description('run the configured schedules (backup, verify drill, prune), serve /healthz and /metrics')
+    .option('--state-file <file>', 'where the daemon remembers its last runs (default: .dbstash-daemon.json beside the config)');
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Schedules are cron expressions per database in the config (5 fields, or 6 with seconds first):
+  databases:
+    shop:
+      url: \${DATABASE_URL}
+      schedule: { backup: "0 3 * * *", verify: "0 5 * * 0", prune: "30 4 * * *", timezone: Europe/Berlin }
+  daemon: { listen: "127.0.0.1:9877", concurrency: 2, jitter: 5m, gracePeriod: 5m, catchUp: true }
+
+SIGTERM lets running jobs finish within daemon.gracePeriod, then aborts them cleanly.
+See docs/operations.md.
+
+Examples:
+  dbstash daemon --config /etc/dbstash/dbstash.yaml --log-file /var/log/dbstash.jsonl
+  curl -s 127.0.0.1:9877/healthz`,
+  );
+  cmd.action((opts: CommonOptions & { stateFile?: string }) => runCommand(opts, (ctx) => runDaemon(ctx, { stateFile: opts.stateFile })));
+}

@@ -1,0 +1,225 @@
+// `dbstash daemon`: runs the schedules of the config (backup, verify drill, prune per database)
+// with croner, through the job runner (one job per database, a global limit, optional jitter),
+// catches up once at start on runs missed while it was down, watches for stale databases,
+// serves /healthz and /metrics, and on SIGTERM lets running jobs finish within the grace period
+// before aborting them cleanly (an aborted backup leaves nothing and releases its lock).
+
+import path from 'node:path';
+import { Cron } from 'croner';
+import type { Context } from '../cli/common.js';
+import { ConfigError, InterruptedError } from '../core/errors.js';
+import { formatDuration, parseDuration } from '../core/format.js';
+import { daemonSchema, type DaemonConfig } from '../config/schema.js';
+import { resolveDestinations } from '../config/resolve.js';
+import { listBackups } from '../catalog/catalog.js';
+import { mainArtifact } from '../catalog/manifest.js';
+import { latestRecord, type VerifyRecord } from '../catalog/records.js';
+import { createNotifier } from '../notify/notifier.js';
+import { makeMessage } from '../notify/message.js';
+import { folderOf } from '../retention/config.js';
+import { expectedMaxAgeMs, JOB_KINDS, parseCron, type JobKind } from './cron.js';
+import { startHttp, type Health } from './http.js';
+import { jobBody, type JobContext } from './jobs.js';
+import { DaemonMetrics } from './metrics.js';
+import { JobRunner } from './runner.js';
+import { readState, writeState, type DaemonState } from './state.js';
+
+interface ScheduledJob {
+  id: string;
+  database: string;
+  kind: JobKind;
+  pattern: string;
+  timezone?: string;
+}
+
+function duration(value: string | undefined, key: string): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new ConfigError(`daemon.${key}: "${value}" is not a duration`, { hint: 'e.g. 30s, 5m, 1h' });
+  return ms;
+}
+
+export function scheduledJobs(ctx: Context): ScheduledJob[] {
+  const jobs: ScheduledJob[] = [];
+  for (const [key, entry] of Object.entries(ctx.loaded.config.databases)) {
+    for (const kind of JOB_KINDS) {
+      const pattern = entry.schedule?.[kind];
+      if (!pattern) continue;
+      const timezone = entry.schedule?.timezone;
+      parseCron(pattern, timezone, `databases.${key}.schedule.${kind}`).stop();
+      jobs.push({ id: `${key}:${kind}`, database: key, kind, pattern, timezone });
+    }
+  }
+  return jobs;
+}
+
+export function defaultStateFile(ctx: Context): string {
+  return path.join(ctx.loaded.file ? path.dirname(ctx.loaded.file) : process.cwd(), '.dbstash-daemon.json');
+}
+
+/** Newest backup and verification per database from the stash, so metrics survive restarts. */
+async function seedMetrics(ctx: Context, metrics: DaemonMetrics): Promise<void> {
+  for (const [key, entry] of Object.entries(ctx.loaded.config.databases)) {
+    try {
+      const [primary] = await resolveDestinations({}, ctx.loaded.config, entry);
+      const { entries } = await listBackups(primary.storage, folderOf(entry));
+      const newest = entries[0];
+      if (newest) {
+        const main = mainArtifact(newest.manifest);
+        metrics.backupSucceeded(key, { finishedAt: new Date(newest.manifest.finishedAt), durationMs: newest.manifest.durationMs, size: main.size, rawSize: main.rawSize });
+      }
+      for (const e of entries) {
+        const record = await latestRecord<VerifyRecord>(primary.storage, e.records, 'verify');
+        if (record) {
+          metrics.verified(key, record.result === 'passed', new Date(record.at));
+          break;
+        }
+      }
+    } catch (err) {
+      ctx.out.warn(`[${key}] could not read the stash at start: ${(err as Error).message}`);
+    }
+  }
+}
+
+export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {}): Promise<number> {
+  const { config } = ctx.loaded;
+  const settings: DaemonConfig = daemonSchema.parse(config.daemon ?? {});
+  const graceMs = duration(settings.gracePeriod, 'gracePeriod')!;
+  const jitterMs = duration(settings.jitter, 'jitter') ?? 0;
+  const staleEveryMs = duration(settings.staleCheck, 'staleCheck')!;
+  const jobs = scheduledJobs(ctx);
+  if (jobs.length === 0) {
+    throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
+      hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
+    });
+  }
+  const maxAges = new Map(Object.entries(config.databases).map(([key, entry]) => [key, expectedMaxAgeMs(entry, key)]));
+  const stateFile = path.resolve(opts.stateFile ?? settings.stateFile ?? defaultStateFile(ctx));
+  const state: DaemonState = await readState(stateFile);
+  const startedAt = new Date();
+  const previousUp = state.upSince ? new Date(state.upSince) : undefined;
+  state.upSince = startedAt.toISOString();
+
+  const metrics = new DaemonMetrics();
+  const notifier = createNotifier(config.notifications, ctx.out);
+  const jc: JobContext = { ctx, notifier, metrics };
+  const runner = new JobRunner(settings.concurrency, ctx.out);
+  await seedMetrics(ctx, metrics);
+
+  let saving = Promise.resolve();
+  const save = () => (saving = saving.then(() => writeState(stateFile, state)).catch((err: Error) => ctx.out.warn(`could not write ${stateFile}: ${err.message}`)));
+  await save();
+
+  const bodies = new Map(jobs.map((job) => [job.id, jobBody(job.kind, job.database, config.databases[job.database], jc)]));
+  const submit = (job: ScheduledJob, why: string) => {
+    const body = bodies.get(job.id)!;
+    runner.submit({
+      database: job.database,
+      kind: job.kind,
+      run: async (signal) => {
+        const began = new Date();
+        ctx.out.info(`[${job.database}] ${job.kind} started (${why})`);
+        metrics.running.inc();
+        let result: 'succeeded' | 'failed' | 'aborted' = 'succeeded';
+        let error: string | undefined;
+        try {
+          await body(signal);
+        } catch (err) {
+          result = err instanceof InterruptedError || signal.aborted ? 'aborted' : 'failed';
+          error = (err as Error).message;
+          ctx.out.warn(`[${job.database}] ${job.kind} ${result}: ${error}`);
+        } finally {
+          metrics.running.dec();
+          metrics.jobEnded(job.database, job.kind, result);
+          state.jobs[job.id] = { lastRun: began.toISOString(), result, ...(error ? { error } : {}) };
+          await save();
+          ctx.out.info(`[${job.database}] ${job.kind} ${result} after ${formatDuration(Date.now() - began.getTime())}`);
+        }
+      },
+    });
+  };
+
+  const jitterTimers = new Set<NodeJS.Timeout>();
+  const crons: Cron[] = [];
+  for (const job of jobs) {
+    metrics.declareJob(job.database, job.kind);
+    crons.push(
+      new Cron(job.pattern, { timezone: job.timezone, protect: false }, () => {
+        if (jitterMs <= 0) return submit(job, 'scheduled');
+        const timer = setTimeout(() => {
+          jitterTimers.delete(timer);
+          submit(job, 'scheduled');
+        }, Math.floor(Math.random() * jitterMs));
+        jitterTimers.add(timer);
+      }),
+    );
+  }
+  if (settings.catchUp) {
+    for (const [i, job] of jobs.entries()) {
+      const reference = state.jobs[job.id]?.lastRun ?? previousUp?.toISOString();
+      const missed = crons[i].previousRuns(1, startedAt)[0];
+      if (reference && missed && missed.getTime() > Date.parse(reference)) submit(job, `catching up on the run due at ${missed.toISOString()}`);
+    }
+  }
+
+  const staleNotified = new Set<string>();
+  const staleness = () => {
+    const out: Record<string, { lastSuccess?: string; ageSeconds?: number; maxAgeSeconds?: number; stale: boolean; lastJobs: Record<string, unknown> }> = {};
+    for (const [key, maxAge] of maxAges) {
+      const last = metrics.lastSuccessAt(key);
+      const age = Date.now() - (last ?? startedAt.getTime());
+      out[key] = {
+        lastSuccess: last ? new Date(last).toISOString() : undefined,
+        ageSeconds: last ? Math.round((Date.now() - last) / 1000) : undefined,
+        maxAgeSeconds: maxAge !== undefined ? maxAge / 1000 : undefined,
+        stale: maxAge !== undefined && age > maxAge,
+        lastJobs: Object.fromEntries(JOB_KINDS.filter((k) => state.jobs[`${key}:${k}`]).map((k) => [k, state.jobs[`${key}:${k}`]])),
+      };
+    }
+    return out;
+  };
+  const checkStale = async () => {
+    for (const [key, s] of Object.entries(staleness())) {
+      if (!s.stale) {
+        staleNotified.delete(key);
+        continue;
+      }
+      if (staleNotified.has(key)) continue;
+      staleNotified.add(key);
+      const detail = s.lastSuccess
+        ? `the newest successful backup is ${formatDuration(s.ageSeconds! * 1000)} old; at most ${formatDuration(s.maxAgeSeconds! * 1000)} expected`
+        : `no successful backup since the daemon started ${formatDuration(Date.now() - startedAt.getTime())} ago; at most ${formatDuration(s.maxAgeSeconds! * 1000)} expected`;
+      ctx.out.warn(`[${key}] stale: ${detail}`);
+      await notifier.notify(makeMessage({ event: 'stale', database: key, detail, hint: 'check the daemon log and the last backup job; run `dbstash status` for details' }));
+    }
+  };
+  const staleTimer = setInterval(() => void checkStale(), staleEveryMs);
+
+  const health = async (): Promise<Health> => {
+    const databases = staleness();
+    const problems: string[] = [];
+    for (const [key, s] of Object.entries(databases)) {
+      if (s.stale) problems.push(`${key}: no successful backup within ${formatDuration((s.maxAgeSeconds ?? 0) * 1000)}`);
+      for (const [kind, last] of Object.entries(s.lastJobs)) {
+        if ((last as { result: string }).result === 'failed') problems.push(`${key}: last ${kind} failed`);
+      }
+    }
+    return { healthy: problems.length === 0, problems, startedAt: startedAt.toISOString(), running: runner.runningCount, databases };
+  };
+  const server = await startHttp(settings.listen, health, metrics.registry);
+  ctx.out.info(`dbstash daemon: ${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')}); listening on ${server.url} (/healthz, /metrics)`);
+
+  await new Promise<void>((resolve) => {
+    if (ctx.signal.aborted) return resolve();
+    ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  crons.forEach((c) => c.stop());
+  jitterTimers.forEach((t) => clearTimeout(t));
+  clearInterval(staleTimer);
+  const reason = ctx.signal.reason instanceof InterruptedError ? ctx.signal.reason : new InterruptedError('SIGTERM');
+  const { finished, aborted } = await runner.shutdown(graceMs, reason);
+  await save();
+  await server.close();
+  ctx.out.info(`dbstash daemon stopped (${finished} job${finished === 1 ? '' : 's'} finished, ${aborted} aborted)`);
+  return 0;
+}

@@ -1,0 +1,56 @@
+// The daemon's HTTP endpoints: GET /healthz (200 when healthy, 503 with the problems otherwise,
+// JSON either way) and GET /metrics (Prometheus text format). Bound to 127.0.0.1 unless the
+// config says otherwise: metrics name databases and hosts.
+
+import http from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { ConfigError } from '../core/errors.js';
+import type { Registry } from 'prom-client';
+
+export interface Health {
+  healthy: boolean;
+  [key: string]: unknown;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new ConfigError(`daemon.listen: "${listen}" is not host:port`, { hint: 'e.g. 127.0.0.1:9877 (port 0 picks a free one)' });
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+export async function startHttp(listen: string, health: () => Promise<Health>, registry: Registry): Promise<{ url: string; close(): Promise<void> }> {
+  const { host, port } = parseListen(listen);
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    const reply = async () => {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      if (url === '/healthz') {
+        const h = await health();
+        return res.writeHead(h.healthy ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(h, null, 2) + '\n');
+      }
+      if (url === '/metrics') return res.writeHead(200, { 'content-type': registry.contentType }).end(await registry.metrics());
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz or /metrics\n');
+    };
+    reply().catch((err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`));
+  });
+  server.listen(port, host);
+  await Promise.race([
+    once(server, 'listening'),
+    once(server, 'error').then(([err]) => {
+      throw new ConfigError(`daemon.listen: cannot listen on ${listen}: ${(err as Error).message}`, { hint: 'choose another port in daemon.listen' });
+    }),
+  ]);
+  const address = server.address() as AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${shown}:${address.port}`,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

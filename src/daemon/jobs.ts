@@ -1,0 +1,65 @@
+// What each scheduled job does for one configured database: a backup (with its notifications),
+// a prune of every storage the database goes to, or a verification drill of its newest backup.
+
+import type { Context } from '../cli/common.js';
+import { planBackup } from '../cli/backup.js';
+import { resolveDestinations } from '../config/resolve.js';
+import type { DatabaseConfig } from '../config/schema.js';
+import { formatBytes } from '../core/format.js';
+import { ConfigError } from '../core/errors.js';
+import { mainArtifact } from '../catalog/manifest.js';
+import { runNotifiedBackup } from '../notify/backup.js';
+import type { Notifier } from '../notify/notifier.js';
+import { pruneStorage } from '../prune/prune.js';
+import { folderOf, policyResolver } from '../retention/config.js';
+import type { JobKind } from './cron.js';
+import type { DaemonMetrics } from './metrics.js';
+
+export interface JobContext {
+  ctx: Context;
+  notifier: Notifier;
+  metrics: DaemonMetrics;
+}
+
+export type JobBody = (signal: AbortSignal) => Promise<void>;
+
+function backupJob(key: string, jc: JobContext): JobBody {
+  return async (signal) => {
+    const { ctx } = jc;
+    const plan = await planBackup(key, {}, { ...ctx, signal });
+    const result = await runNotifiedBackup(plan, { info: (m) => ctx.out.info(`[${key}] ${m}`), warn: (m) => ctx.out.warn(`[${key}] ${m}`) }, signal, jc.notifier);
+    const m = result.manifest;
+    const main = mainArtifact(m);
+    jc.metrics.backupSucceeded(key, { finishedAt: new Date(m.finishedAt), durationMs: m.durationMs, size: main.size, rawSize: main.rawSize });
+    ctx.out.info(`[${key}] backup ${m.id} done: ${formatBytes(main.size)} stored in ${result.stored.join(', ')}${result.degraded ? ' (degraded)' : ''}`);
+  };
+}
+
+function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
+  return async () => {
+    const { ctx } = jc;
+    const config = ctx.loaded.config;
+    for (const dest of await resolveDestinations({}, config, entry)) {
+      const report = await pruneStorage(dest.storage, {
+        dryRun: false,
+        database: folderOf(entry),
+        policyFor: policyResolver(config, dest.name),
+        warn: (m) => ctx.out.warn(`[${key}] ${m}`),
+      });
+      const removed = report.backups.filter((b) => b.removed).length;
+      ctx.out.info(`[${key}] prune of ${dest.name}: removed ${removed} backups and ${report.orphans.filter((o) => o.removed).length} leftovers, freed ${formatBytes(report.bytesFreed)}`);
+      if (report.failures > 0) throw new Error(`prune of ${dest.name} could not remove ${report.failures} objects`);
+    }
+  };
+}
+
+export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
+  switch (kind) {
+    case 'backup':
+      return backupJob(key, jc);
+    case 'prune':
+      return pruneJob(key, entry, jc);
+    case 'verify':
+      throw new ConfigError(`databases.${key}.schedule.verify: verification drills are not available in this build`);
+  }
+}
