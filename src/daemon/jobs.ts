@@ -2,11 +2,15 @@
 // a prune of every storage the database goes to, or a verification drill of its newest backup.
 
 import type { Context } from '../cli/common.js';
+import { locateLatest } from '../verify/locate.js';
+import { verifyBackup } from '../verify/verify.js';
+import { makeMessage } from '../notify/message.js';
 import { planBackup } from '../cli/backup.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { DatabaseConfig } from '../config/schema.js';
 import { formatBytes } from '../core/format.js';
-import { ConfigError } from '../core/errors.js';
+import os from 'node:os';
+import { DbstashError, IntegrityError } from '../core/errors.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { runNotifiedBackup } from '../notify/backup.js';
 import type { Notifier } from '../notify/notifier.js';
@@ -53,6 +57,48 @@ function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
   };
 }
 
+/** A restore drill of the newest backup (deep when the database takes checksums). */
+function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
+  return async (signal) => {
+    const { ctx } = jc;
+    const config = ctx.loaded.config;
+    const located = await locateLatest(await resolveDestinations({}, config, entry), { database: folderOf(entry) });
+    if (!located) throw new Error('no backup to verify yet');
+    const { manifest, dest } = located;
+    const level = entry.checksums ? 'deep' : 'drill';
+    try {
+      const result = await verifyBackup(dest.storage, manifest, {
+        level,
+        stageContext: {},
+        tempDir: config.tempDir ?? os.tmpdir(),
+        scratchUrl: entry.scratchUrl,
+        signal,
+        events: { info: (m) => ctx.out.info(`[${key}] ${m}`), warn: (m) => ctx.out.warn(`[${key}] ${m}`) },
+      });
+      jc.metrics.verified(key, true, new Date(result.record.at));
+      ctx.out.info(`[${key}] ${manifest.id}: ${level} passed — ${result.structure}`);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const damaged = err instanceof IntegrityError;
+      if (damaged) jc.metrics.verified(key, false, new Date());
+      await jc.notifier.notify(
+        makeMessage({
+          event: 'verify-failed',
+          database: manifest.database.name,
+          environment: manifest.environment,
+          backupId: manifest.id,
+          size: mainArtifact(manifest).size,
+          sha256: mainArtifact(manifest).sha256,
+          detail: damaged ? `the ${level} found the backup damaged or incomplete` : `the ${level} could not run`,
+          error: (err as Error).message,
+          hint: err instanceof DbstashError ? err.hint : undefined,
+        }),
+      );
+      throw err;
+    }
+  };
+}
+
 export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
   switch (kind) {
     case 'backup':
@@ -60,6 +106,6 @@ export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: J
     case 'prune':
       return pruneJob(key, entry, jc);
     case 'verify':
-      throw new ConfigError(`databases.${key}.schedule.verify: verification drills are not available in this build`);
+      return verifyJob(key, entry, jc);
   }
 }
