@@ -1,0 +1,171 @@
+// `npm run bench`: starts a throwaway PostgreSQL, builds a benchmark database per scale, runs the
+// scenarios alternated (A B C D E, A B C D E, …) and reports medians, ratios against the
+// baselines and PASS/FAIL per target. It reports; it is not a test and never fails the build on a
+// missed target. See docs/performance.md for what it measures and the figures.
+
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startPostgres } from '../test/harness/postgres.js';
+import { startS3, type S3Server } from '../test/harness/s3.js';
+import { tempDir } from '../test/harness/tmp.js';
+import { buildDatabase } from './database.js';
+import { measure } from './measure.js';
+import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summarize, type RunRecord, type ScaleResult, type Target } from './report.js';
+import { comparisons, scenarios, type BenchContext, type Scenario } from './scenarios.js';
+import { runExtensions, type ExtensionResult } from './extensions.js';
+
+const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--json]
+
+  --scale N       pgbench scale of the benchmark database (default 5; scale 1 ≈ 19 MB)
+  --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
+  --rounds N      rounds of alternated commands (default 3)
+  --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
+  --json          print the full result as JSON on stdout (progress stays on stderr)`;
+
+const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function positiveInts(value: string, flag: string): number[] {
+  const list = value.split(',').map((v) => Number(v.trim()));
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`${flag} takes positive whole numbers, got "${value}"`);
+  return list;
+}
+
+function toolVersion(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0];
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function emptyDir(dir: string): Promise<void> {
+  for (const entry of await fsp.readdir(dir)) await fsp.rm(path.join(dir, entry), { recursive: true, force: true });
+}
+
+async function benchScale(scale: number, rounds: number, selected: Scenario[], ctxBase: Omit<BenchContext, 'db' | 'workDir'>): Promise<ScaleResult> {
+  const log = ctxBase.log;
+  const db = await buildDatabase(ctxBase.server, scale, log);
+  const ctx: BenchContext = { ...ctxBase, db, workDir: tempDir(`dbstash-bench-s${scale}`) };
+  log(`${db.name}: ${(db.sizeBytes / 1024 / 1024).toFixed(0)} MB, built in ${db.buildSeconds.toFixed(0)} s`);
+
+  const active: Scenario[] = [];
+  const skipped = new Map<string, string>();
+  for (const s of selected) {
+    const reason = await s.setup?.(ctx);
+    await emptyDir(ctx.workDir);
+    if (reason) {
+      skipped.set(s.id, reason);
+      log(`skipping ${s.id}: ${reason}`);
+    } else {
+      active.push(s);
+    }
+  }
+  // One untimed dump first, so every measured command starts with the same warm page cache.
+  const floor = scenarios().find((s) => s.id === 'pg_dump_floor')!;
+  await measure((await floor.prepare(ctx, 0)).spec);
+
+  const runs: RunRecord[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    for (const s of active) {
+      const prepared = await s.prepare(ctx, round);
+      const loadAverage = os.loadavg()[0];
+      const m = await measure(prepared.spec);
+      const size = await prepared.outputSize(m);
+      await emptyDir(ctx.workDir);
+      runs.push({ scenario: s.id, round, wallMs: m.wallMs, userMs: m.userMs, sysMs: m.sysMs, cpuMs: m.cpuMs, rootPeakRss: m.rootPeakRss, treePeakRss: m.treePeakRss, size, loadAverage });
+      log(`scale ${scale} round ${round}/${rounds} ${s.id}: wall ${(m.wallMs / 1000).toFixed(2)} s, CPU ${(m.cpuMs / 1000).toFixed(2)} s, RSS ${(m.rootPeakRss / 1024 / 1024).toFixed(1)} MB (load ${loadAverage.toFixed(1)})`);
+    }
+  }
+  await ctx.server.query(`DROP DATABASE ${db.name}`);
+
+  const summaries = selected.map((s) => summarize(s.id, s.label, runs.filter((r) => r.scenario === s.id), skipped.get(s.id)));
+  const compared = comparisons()
+    .map((c) => compare(c, summaries))
+    .filter((c): c is NonNullable<typeof c> => !!c);
+  return { database: db, rounds, scenarios: summaries, comparisons: compared, targets: scaleTargets(compared, summaries) };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      scale: { type: 'string' },
+      scales: { type: 'string' },
+      rounds: { type: 'string', default: '3' },
+      only: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const scales = values.scales ? positiveInts(values.scales, '--scales') : positiveInts(values.scale ?? '5', '--scale');
+  const [rounds] = positiveInts(values.rounds!, '--rounds');
+  const all = scenarios();
+  const only = values.only?.split(',').map((s) => s.trim());
+  const unknown = only?.filter((id) => !all.some((s) => s.id === id)) ?? [];
+  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${all.map((s) => s.id).join(', ')}`);
+  const selected = only ? all.filter((s) => only.includes(s.id)) : all;
+  const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+
+  const startedAt = new Date();
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryBytes: os.totalmem(),
+    loadAverageAtStart: os.loadavg(),
+    node: process.version,
+    pgDump: toolVersion('/usr/lib/postgresql/15/bin/pg_dump', ['--version']),
+    zstd: toolVersion('zstd', ['--version']),
+    gzip: toolVersion('gzip', ['--version']),
+  };
+  log(`${machine.cpus} CPUs (${machine.cpuModel}), load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')}`);
+
+  const server = await startPostgres();
+  let s3: S3Server | undefined;
+  const results: ScaleResult[] = [];
+  let extensions: ExtensionResult[] = [];
+  try {
+    const ctxBase = { server, cliPath: CLI_PATH, log, s3: async () => (s3 ??= await startS3({ buckets: ['bench'] })) };
+    for (const scale of scales) results.push(await benchScale(scale, rounds, selected, ctxBase));
+    extensions = await runExtensions(log);
+  } finally {
+    await s3?.stop();
+    await server.stop();
+  }
+
+  const targets: Target[] = results.flatMap((r) => r.targets.map((t) => ({ ...t, name: `scale ${r.database.scale}: ${t.name}` })));
+  const flat = flatnessTarget(results);
+  if (flat) targets.push(flat);
+  targets.push(...extensions.flatMap((e) => e.targets));
+  const finishedAt = new Date();
+  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+
+  if (values.json) {
+    const out = { command, startedAt, finishedAt, machine: { ...machine, loadAverageAtEnd: os.loadavg() }, scales: results, extensions, targets };
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    return;
+  }
+  const text = [
+    `dbstash benchmark: ${command}`,
+    `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; load average ${machine.loadAverageAtStart[0].toFixed(2)} at start, ${os.loadavg()[0].toFixed(2)} at end`,
+    `tools: node ${machine.node}, ${machine.pgDump}, ${machine.zstd}, ${machine.gzip}`,
+    `took ${((finishedAt.getTime() - startedAt.getTime()) / 1000).toFixed(0)} s`,
+    '',
+    ...results.map((r) => renderScale(r) + '\n'),
+    ...extensions.map((e) => e.text + '\n'),
+    flat ? '' : 'peak RSS flatness: not checked (one scale; run with --scales 10,100)\n',
+    renderTargets(targets),
+  ];
+  process.stdout.write(text.join('\n') + '\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`[bench] failed: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,143 @@
+// Runs one command and measures it: wall time, CPU time of its whole process tree, and peak RSS.
+//
+// CPU: the kernel adds a child's user+sys time, including that of every descendant it waited
+// for, to its parent's cutime/cstime when the parent reaps it. The difference of our own
+// /proc/self/stat cutime+cstime across one run is therefore the CPU of everything the command
+// started (pg_dump under node, gzip and zstd under bash), like getrusage(RUSAGE_CHILDREN), with
+// the kernel's clock-tick resolution (10 ms). Only one command runs at a time, so nothing else is
+// reaped in between; the PostgreSQL server is not our child, so its work is never counted.
+//
+// Peak RSS: VmHWM (the kernel's high-water mark) of every process in the command's tree, polled
+// while it runs. The root process's figure is the one the targets use (for `dbstash backup` that
+// is the node process itself); the largest process of the tree is reported beside it.
+
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+
+export interface CommandSpec {
+  cmd: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Keep stdout (small outputs only, such as `--json` results); otherwise it is discarded. */
+  captureStdout?: boolean;
+}
+
+export interface Measurement {
+  wallMs: number;
+  userMs: number;
+  sysMs: number;
+  cpuMs: number;
+  /** Peak RSS of the command's own process (bytes). */
+  rootPeakRss: number;
+  /** The largest peak RSS among all processes of the tree, and which process it was. */
+  treePeakRss: { bytes: number; name: string };
+  stdout: string;
+}
+
+const TICK_MS = 10;
+const POLL_MS = 50;
+const STDERR_LIMIT = 16 * 1024;
+
+/** cutime and cstime of this process, in milliseconds. */
+function reapedChildrenCpu(): { user: number; sys: number } {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // After "pid (comm) ", fields[0] is the state (field 3); cutime and cstime are fields 16 and 17.
+  return { user: Number(fields[13]) * TICK_MS, sys: Number(fields[14]) * TICK_MS };
+}
+
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+function peakRssOf(pid: number): { bytes: number; name: string } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    const name = /^Name:\s+(.*)$/m.exec(status);
+    return hwm ? { bytes: Number(hwm[1]) * 1024, name: name?.[1] ?? '?' } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Follows a process tree through /proc, reading each new pid's parent only once. */
+class TreeWatcher {
+  private readonly members = new Set<number>();
+  private readonly seen = new Set<number>();
+  readonly peaks = new Map<number, { bytes: number; name: string }>();
+
+  constructor(private readonly root: number) {
+    this.members.add(root);
+    this.seen.add(root);
+  }
+
+  poll(): void {
+    for (const entry of readdirSync('/proc')) {
+      const pid = Number(entry);
+      if (!Number.isInteger(pid) || this.seen.has(pid)) continue;
+      this.seen.add(pid);
+      const parent = parentOf(pid);
+      if (parent !== undefined && this.members.has(parent)) this.members.add(pid);
+    }
+    for (const pid of this.members) {
+      const peak = peakRssOf(pid);
+      const known = this.peaks.get(pid);
+      if (peak && (!known || peak.bytes > known.bytes)) this.peaks.set(pid, peak);
+    }
+  }
+}
+
+/** Runs `spec` to completion; rejects with its stderr when it exits non-zero. */
+export function measure(spec: CommandSpec): Promise<Measurement> {
+  return new Promise((resolve, reject) => {
+    const cpuBefore = reapedChildrenCpu();
+    const started = process.hrtime.bigint();
+    const child = spawn(spec.cmd, spec.args, {
+      env: spec.env ?? process.env,
+      cwd: spec.cwd,
+      stdio: ['ignore', spec.captureStdout ? 'pipe' : 'ignore', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      if (stderr.length < STDERR_LIMIT) stderr += d;
+    });
+    const watcher = child.pid !== undefined ? new TreeWatcher(child.pid) : undefined;
+    watcher?.poll();
+    const timer = setInterval(() => watcher?.poll(), POLL_MS);
+    child.once('error', (err) => {
+      clearInterval(timer);
+      reject(new Error(`cannot run ${spec.cmd}: ${err.message}`));
+    });
+    child.once('close', (code, signal) => {
+      const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+      clearInterval(timer);
+      const cpuAfter = reapedChildrenCpu();
+      if (code !== 0) {
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        reject(new Error(`${[spec.cmd, ...spec.args].join(' ')} ${how}\n${stderr.trimEnd()}`));
+        return;
+      }
+      const peaks = [...(watcher?.peaks.values() ?? [])];
+      const userMs = cpuAfter.user - cpuBefore.user;
+      const sysMs = cpuAfter.sys - cpuBefore.sys;
+      resolve({
+        wallMs,
+        userMs,
+        sysMs,
+        cpuMs: userMs + sysMs,
+        rootPeakRss: (child.pid !== undefined && watcher?.peaks.get(child.pid)?.bytes) || 0,
+        treePeakRss: peaks.reduce((a, b) => (b.bytes > a.bytes ? b : a), { bytes: 0, name: '?' }),
+        stdout,
+      });
+    });
+  });
+}

@@ -1,0 +1,217 @@
+// The commands the benchmark alternates, as named scenarios. Each scenario turns into one
+// command per run plus a way to read its output size; scenarios for features that are not
+// available yet (encryption, S3, parallel dumps) find that out in setup() and are skipped with
+// the reason printed. A new measurement is a new entry in scenarios(), and, when it should be
+// held to a target, a new entry in comparisons().
+
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { generateX25519Identity, identityToRecipient } from 'age-encryption';
+import type { PgServer } from '../test/harness/postgres.js';
+import type { S3Server } from '../test/harness/s3.js';
+import { pgEnv, type BenchDatabase } from './database.js';
+import { measure, type CommandSpec, type Measurement } from './measure.js';
+
+export interface BenchContext {
+  server: PgServer;
+  db: BenchDatabase;
+  /** Scratch directory for this database's outputs; emptied after every run. */
+  workDir: string;
+  cliPath: string;
+  /** Starts (once) the S3 endpoint for the S3 scenario. */
+  s3(): Promise<S3Server>;
+  log(message: string): void;
+}
+
+export interface PreparedRun {
+  spec: CommandSpec;
+  /** Size in bytes of what the command wrote (undefined when it writes nothing). */
+  outputSize(m: Measurement): Promise<number | undefined>;
+}
+
+export interface Scenario {
+  id: string;
+  /** The command as a reader would type it. */
+  label: string;
+  /** Checks the feature and warms up; returns why the scenario cannot run, or undefined. */
+  setup?(ctx: BenchContext): Promise<string | undefined>;
+  prepare(ctx: BenchContext, run: number): Promise<PreparedRun>;
+}
+
+/** A ratio held to a target: `of` / `against` on `metric` must be ≤ `max`. */
+export interface Comparison {
+  of: string;
+  against: string;
+  metric: 'wallMs' | 'cpuMs' | 'size';
+  max?: number;
+  label: string;
+}
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function pgTool(ctx: BenchContext, tool: string): string {
+  return path.join(ctx.server.binDir, tool);
+}
+
+async function fileSize(file: string): Promise<number> {
+  return (await fsp.stat(file)).size;
+}
+
+/** A shell pipeline with pipefail, so a failing pg_dump fails the run. */
+function shell(ctx: BenchContext, script: string): CommandSpec {
+  return { cmd: 'bash', args: ['-o', 'pipefail', '-c', script], env: pgEnv(ctx.server, ctx.db.name), cwd: ctx.workDir };
+}
+
+interface DbstashResult {
+  manifest: { artifacts: { role: string; size: number; rawSize: number }[]; dump: { args: string[] } };
+}
+
+function parseResult(stdout: string): DbstashResult {
+  try {
+    return JSON.parse(stdout) as DbstashResult;
+  } catch {
+    throw new Error(`dbstash backup --json printed no JSON result:\n${stdout.slice(0, 500)}`);
+  }
+}
+
+function mainArtifact(result: DbstashResult) {
+  const main = result.manifest.artifacts.find((a) => a.role === 'main');
+  if (!main) throw new Error('the backup manifest lists no main artifact');
+  return main;
+}
+
+/**
+ * `dbstash backup` as a user runs it: the built CLI, the database from DATABASE_URL (no password
+ * in argv), a fresh local stash per run unless `extraArgs` names another destination.
+ */
+function dbstashSpec(ctx: BenchContext, run: number, extraArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): CommandSpec {
+  const stash = path.join(ctx.workDir, `stash-${run}`);
+  const destination = extraArgs.includes('--storage') ? [] : ['--output-dir', stash];
+  return {
+    cmd: process.execPath,
+    args: [ctx.cliPath, 'backup', ...destination, '--env', 'dev', '--json', ...extraArgs],
+    env: { ...pgEnv(ctx.server, ctx.db.name), DATABASE_URL: ctx.server.url(ctx.db.name), ...extraEnv },
+    cwd: ctx.workDir,
+    captureStdout: true,
+  };
+}
+
+interface DbstashVariant {
+  /** Extra backup flags, computed once per database in setup(). */
+  args?: (ctx: BenchContext) => Promise<string[]>;
+  env?: (ctx: BenchContext) => Promise<NodeJS.ProcessEnv>;
+  /** Looks at the probe run's result; returns why the variant does not measure what it claims. */
+  check?: (result: DbstashResult) => string | undefined;
+}
+
+/**
+ * A `dbstash backup` scenario. A variant (extra flags or environment) first runs one untimed probe
+ * backup: when that fails (an unknown flag, an unsupported storage scheme) or its check objects,
+ * the scenario is skipped with that reason.
+ */
+function dbstashScenario(id: string, label: string, variant?: DbstashVariant): Scenario {
+  let env: NodeJS.ProcessEnv = {};
+  let args: string[] = [];
+  const scenario: Scenario = {
+    id,
+    label,
+    async prepare(ctx, run) {
+      return {
+        spec: dbstashSpec(ctx, run, args, env),
+        outputSize: async (m) => mainArtifact(parseResult(m.stdout)).size,
+      };
+    },
+  };
+  if (variant) {
+    scenario.setup = async (ctx) => {
+      env = (await variant.env?.(ctx)) ?? {};
+      args = (await variant.args?.(ctx)) ?? [];
+      let result: DbstashResult;
+      try {
+        result = parseResult((await measure(dbstashSpec(ctx, 0, args, env))).stdout);
+      } catch (err) {
+        const lines = (err as Error).message.trimEnd().split('\n');
+        return lines.find((l) => l.startsWith('error:')) ?? lines[lines.length - 1];
+      }
+      return variant.check?.(result);
+    };
+  }
+  return scenario;
+}
+
+export function scenarios(): Scenario[] {
+  return [
+    dbstashScenario('dbstash', 'dbstash backup (zstd -3, local stash)'),
+    {
+      id: 'pg_dump_fc',
+      label: '(a) pg_dump -Fc -f file',
+      async prepare(ctx, run) {
+        const file = path.join(ctx.workDir, `a-${run}.dump`);
+        return { spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_dump'))} -Fc -f ${shellQuote(file)}`), outputSize: () => fileSize(file) };
+      },
+    },
+    {
+      id: 'pg_dump_gzip',
+      label: '(b) pg_dump | gzip > file',
+      async prepare(ctx, run) {
+        const file = path.join(ctx.workDir, `b-${run}.sql.gz`);
+        return { spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_dump'))} | gzip > ${shellQuote(file)}`), outputSize: () => fileSize(file) };
+      },
+    },
+    {
+      id: 'pg_dump_zstd',
+      label: '(c) pg_dump -Fc -Z0 | zstd -3 > file',
+      async prepare(ctx, run) {
+        const file = path.join(ctx.workDir, `c-${run}.dump.zst`);
+        return { spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_dump'))} -Fc -Z0 | zstd -3 -q > ${shellQuote(file)}`), outputSize: () => fileSize(file) };
+      },
+    },
+    {
+      id: 'pg_dump_floor',
+      label: '(d) pg_dump -Fc -Z0 > /dev/null',
+      async prepare(ctx) {
+        return { spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_dump'))} -Fc -Z0 > /dev/null`), outputSize: async () => undefined };
+      },
+    },
+    dbstashScenario('dbstash_encrypted', 'dbstash backup --recipient age1… (zstd -3 + age)', {
+      args: async () => ['--recipient', await identityToRecipient(await generateX25519Identity())],
+    }),
+    dbstashScenario('dbstash_s3', 'dbstash backup --storage s3://bench/… (s3rver)', {
+      args: async (ctx) => ['--storage', `s3://bench/${ctx.db.name}`],
+      env: async (ctx) => {
+        const s3 = await ctx.s3();
+        return {
+          AWS_ENDPOINT_URL: s3.endpoint,
+          AWS_ACCESS_KEY_ID: s3.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+          AWS_REGION: s3.region,
+        };
+      },
+    }),
+    dbstashScenario('dbstash_jobs', 'dbstash backup --jobs 2', {
+      args: async () => ['--jobs', '2'],
+      check: (r) =>
+        r.manifest.dump.args.some((a) => a === '--format=directory' || a === '-Fd' || a.startsWith('--jobs') || a.startsWith('-j'))
+          ? undefined
+          : `--jobs is accepted but the dump is not parallel yet (pg_dump ran with ${r.manifest.dump.args.filter((a) => !a.startsWith('--snapshot')).join(' ')})`,
+    }),
+  ];
+}
+
+export function comparisons(): Comparison[] {
+  return [
+    { of: 'dbstash', against: 'pg_dump_fc', metric: 'wallMs', max: 0.35, label: 'wall time vs (a) pg_dump -Fc' },
+    { of: 'dbstash', against: 'pg_dump_gzip', metric: 'wallMs', max: 0.35, label: 'wall time vs (b) pg_dump | gzip' },
+    { of: 'dbstash', against: 'pg_dump_zstd', metric: 'wallMs', max: 1.2, label: 'wall time vs (c) pg_dump -Z0 | zstd -3' },
+    { of: 'dbstash', against: 'pg_dump_floor', metric: 'wallMs', max: 1.6, label: 'wall time vs (d) the floor, pg_dump -Z0 > /dev/null' },
+    { of: 'dbstash', against: 'pg_dump_fc', metric: 'size', max: 1.0, label: 'artifact size vs (a) pg_dump -Fc' },
+    { of: 'dbstash', against: 'pg_dump_fc', metric: 'cpuMs', label: 'CPU time vs (a)' },
+    { of: 'dbstash', against: 'pg_dump_gzip', metric: 'cpuMs', label: 'CPU time vs (b)' },
+    { of: 'dbstash', against: 'pg_dump_zstd', metric: 'cpuMs', label: 'CPU time vs (c)' },
+    { of: 'dbstash', against: 'pg_dump_floor', metric: 'cpuMs', label: 'CPU time vs (d)' },
+    { of: 'dbstash', against: 'pg_dump_zstd', metric: 'size', label: 'artifact size vs (c)' },
+    { of: 'dbstash_encrypted', against: 'dbstash', metric: 'wallMs', max: 1.1, label: 'encrypted vs unencrypted backup, wall time' },
+    { of: 'dbstash_s3', against: 'dbstash', metric: 'wallMs', label: 'backup to S3 (s3rver) vs to local disk, wall time' },
+    { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
+  ];
+}
