@@ -20,7 +20,7 @@ import { runExtensions, type ExtensionResult } from './extensions.js';
 
 const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--json]
 
-  --scale N       pgbench scale of the benchmark database (default 5; scale 1 ≈ 19 MB)
+  --scale N       pgbench scale of the benchmark database (default 10: ~230 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
   --rounds N      rounds of alternated commands (default 3)
   --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
@@ -73,11 +73,11 @@ async function benchScale(scale: number, rounds: number, selected: Scenario[], c
     for (const s of active) {
       const prepared = await s.prepare(ctx, round);
       const loadAverage = os.loadavg()[0];
-      const m = await measure(prepared.spec);
+      const m = await measure({ ...prepared.spec, serverPid: ctx.server.pid });
       const size = await prepared.outputSize(m);
       await emptyDir(ctx.workDir);
-      runs.push({ scenario: s.id, round, wallMs: m.wallMs, userMs: m.userMs, sysMs: m.sysMs, cpuMs: m.cpuMs, rootPeakRss: m.rootPeakRss, treePeakRss: m.treePeakRss, size, loadAverage });
-      log(`scale ${scale} round ${round}/${rounds} ${s.id}: wall ${(m.wallMs / 1000).toFixed(2)} s, CPU ${(m.cpuMs / 1000).toFixed(2)} s, RSS ${(m.rootPeakRss / 1024 / 1024).toFixed(1)} MB (load ${loadAverage.toFixed(1)})`);
+      runs.push({ scenario: s.id, round, wallMs: m.wallMs, userMs: m.userMs, sysMs: m.sysMs, cpuMs: m.cpuMs, serverCpuMs: m.serverCpuMs ?? 0, rootPeakRss: m.rootPeakRss, treePeakRss: m.treePeakRss, size, loadAverage });
+      log(`scale ${scale} round ${round}/${rounds} ${s.id}: wall ${(m.wallMs / 1000).toFixed(2)} s, CPU ${(m.cpuMs / 1000).toFixed(2)} s, server CPU ${((m.serverCpuMs ?? 0) / 1000).toFixed(2)} s, RSS ${(m.rootPeakRss / 1024 / 1024).toFixed(1)} MB (load ${loadAverage.toFixed(1)})`);
     }
   }
   await ctx.server.query(`DROP DATABASE ${db.name}`);
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const scales = values.scales ? positiveInts(values.scales, '--scales') : positiveInts(values.scale ?? '5', '--scale');
+  const scales = values.scales ? positiveInts(values.scales, '--scales') : positiveInts(values.scale ?? '10', '--scale');
   const [rounds] = positiveInts(values.rounds!, '--rounds');
   const all = scenarios();
   const only = values.only?.split(',').map((s) => s.trim());

@@ -7,6 +7,11 @@
 // the kernel's clock-tick resolution (10 ms). Only one command runs at a time, so nothing else is
 // reaped in between; the PostgreSQL server is not our child, so its work is never counted.
 //
+// Server CPU: the PostgreSQL backends a command connects to are children of the postmaster, so
+// the postmaster's cutime+cstime grows by their CPU when they exit and are reaped. Its difference
+// across a run is the server-side work (COPY, row counts) of that command (plus any autovacuum
+// worker that ended meanwhile, which the rounds' medians smooth out).
+//
 // Peak RSS: VmHWM (the kernel's high-water mark) of every process in the command's tree, polled
 // while it runs. The root process's figure is the one the targets use (for `dbstash backup` that
 // is the node process itself); the largest process of the tree is reported beside it.
@@ -21,6 +26,8 @@ export interface CommandSpec {
   cwd?: string;
   /** Keep stdout (small outputs only, such as `--json` results); otherwise it is discarded. */
   captureStdout?: boolean;
+  /** The postmaster's pid, to measure the server-side CPU of the run. */
+  serverPid?: number;
 }
 
 export interface Measurement {
@@ -28,6 +35,8 @@ export interface Measurement {
   userMs: number;
   sysMs: number;
   cpuMs: number;
+  /** CPU of the PostgreSQL backends that served the command (when serverPid was given). */
+  serverCpuMs?: number;
   /** Peak RSS of the command's own process (bytes). */
   rootPeakRss: number;
   /** The largest peak RSS among all processes of the tree, and which process it was. */
@@ -38,10 +47,11 @@ export interface Measurement {
 const TICK_MS = 10;
 const POLL_MS = 50;
 const STDERR_LIMIT = 16 * 1024;
+const SERVER_REAP_MS = 100;
 
-/** cutime and cstime of this process, in milliseconds. */
-function reapedChildrenCpu(): { user: number; sys: number } {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
+/** cutime and cstime of a process (default: this one), in milliseconds. */
+function reapedChildrenCpu(pid: number | 'self' = 'self'): { user: number; sys: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // After "pid (comm) ", fields[0] is the state (field 3); cutime and cstime are fields 16 and 17.
   return { user: Number(fields[13]) * TICK_MS, sys: Number(fields[14]) * TICK_MS };
@@ -98,6 +108,7 @@ class TreeWatcher {
 export function measure(spec: CommandSpec): Promise<Measurement> {
   return new Promise((resolve, reject) => {
     const cpuBefore = reapedChildrenCpu();
+    const serverBefore = spec.serverPid ? reapedChildrenCpu(spec.serverPid) : undefined;
     const started = process.hrtime.bigint();
     const child = spawn(spec.cmd, spec.args, {
       env: spec.env ?? process.env,
@@ -117,10 +128,17 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
       clearInterval(timer);
       reject(new Error(`cannot run ${spec.cmd}: ${err.message}`));
     });
-    child.once('close', (code, signal) => {
+    child.once('close', async (code, signal) => {
       const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
       clearInterval(timer);
       const cpuAfter = reapedChildrenCpu();
+      let serverCpuMs: number | undefined;
+      if (spec.serverPid && serverBefore) {
+        // Give the postmaster a moment to reap the backends of connections that just closed.
+        await new Promise((r) => setTimeout(r, SERVER_REAP_MS));
+        const after = reapedChildrenCpu(spec.serverPid);
+        serverCpuMs = after.user + after.sys - serverBefore.user - serverBefore.sys;
+      }
       if (code !== 0) {
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         reject(new Error(`${[spec.cmd, ...spec.args].join(' ')} ${how}\n${stderr.trimEnd()}`));
@@ -134,6 +152,7 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
         userMs,
         sysMs,
         cpuMs: userMs + sysMs,
+        serverCpuMs,
         rootPeakRss: (child.pid !== undefined && watcher?.peaks.get(child.pid)?.bytes) || 0,
         treePeakRss: peaks.reduce((a, b) => (b.bytes > a.bytes ? b : a), { bytes: 0, name: '?' }),
         stdout,

@@ -13,6 +13,8 @@ export interface RunRecord {
   userMs: number;
   sysMs: number;
   cpuMs: number;
+  /** CPU of the PostgreSQL backends serving the command; not part of cpuMs. */
+  serverCpuMs: number;
   rootPeakRss: number;
   treePeakRss: { bytes: number; name: string };
   size?: number;
@@ -24,7 +26,7 @@ export interface ScenarioSummary {
   label: string;
   skipped?: string;
   runs: RunRecord[];
-  median?: { wallMs: number; cpuMs: number; userMs: number; sysMs: number; size?: number };
+  median?: { wallMs: number; cpuMs: number; userMs: number; sysMs: number; serverCpuMs: number; size?: number };
   /** The highest peak RSS of the scenario's own process (for dbstash: node) over all rounds. */
   peakRss?: number;
   treePeakRss?: { bytes: number; name: string };
@@ -76,6 +78,7 @@ export function summarize(id: string, label: string, runs: RunRecord[], skipped?
       cpuMs: median(runs.map((r) => r.cpuMs)),
       userMs: median(runs.map((r) => r.userMs)),
       sysMs: median(runs.map((r) => r.sysMs)),
+      serverCpuMs: median(runs.map((r) => r.serverCpuMs)),
       size: sizes.length ? median(sizes) : undefined,
     },
     peakRss: Math.max(...runs.map((r) => r.rootPeakRss)),
@@ -160,13 +163,14 @@ export function renderScale(result: ScaleResult): string {
   const lines: string[] = [];
   lines.push(`scale ${db.scale}: database ${db.name}, ${formatMB(db.sizeBytes)} (${db.tables.map((t) => `${t.name} ${formatMB(t.sizeBytes)}`).join(', ')}), built in ${db.buildSeconds.toFixed(0)} s; ${result.rounds} rounds`);
   lines.push('');
-  const rows: string[][] = [['command (medians of the rounds)', 'wall', 'CPU user+sys', 'peak RSS (largest process)', 'output']];
+  const rows: string[][] = [['command (medians of the rounds)', 'wall', 'CPU user+sys', 'server CPU', 'peak RSS (largest process)', 'output']];
   for (const s of result.scenarios) {
     if (!s.median) continue;
     rows.push([
       s.label,
       seconds(s.median.wallMs),
       `${seconds(s.median.cpuMs)} (${(s.median.userMs / 1000).toFixed(1)}+${(s.median.sysMs / 1000).toFixed(1)})`,
+      seconds(s.median.serverCpuMs),
       `${formatMB(s.treePeakRss?.bytes ?? 0)} (${s.treePeakRss?.name ?? '?'})`,
       s.median.size !== undefined ? formatMB(s.median.size) : '-',
     ]);

@@ -210,6 +210,9 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash', against: 'pg_dump_zstd', metric: 'cpuMs', label: 'CPU time vs (c)' },
     { of: 'dbstash', against: 'pg_dump_floor', metric: 'cpuMs', label: 'CPU time vs (d)' },
     { of: 'dbstash', against: 'pg_dump_zstd', metric: 'size', label: 'artifact size vs (c)' },
+    // What no tool that reads the database through pg_dump can beat: the floor against (a) and (b).
+    { of: 'pg_dump_floor', against: 'pg_dump_fc', metric: 'wallMs', label: 'lower bound for any pg_dump reader: (d) vs (a)' },
+    { of: 'pg_dump_floor', against: 'pg_dump_gzip', metric: 'wallMs', label: 'lower bound for any pg_dump reader: (d) vs (b)' },
     { of: 'dbstash_encrypted', against: 'dbstash', metric: 'wallMs', max: 1.1, label: 'encrypted vs unencrypted backup, wall time' },
     { of: 'dbstash_s3', against: 'dbstash', metric: 'wallMs', label: 'backup to S3 (s3rver) vs to local disk, wall time' },
     { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
