@@ -4,7 +4,6 @@
 // own queries run on the server's maintenance database, never inside the database they change.
 
 import { createWriteStream, promises as fsp } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,9 +11,10 @@ import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
 import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { feed } from '../feed.js';
-import { describeExit, startTool, stderrSummary } from '../process.js';
+import { describeExit, runTool, startTool, stderrSummary } from '../process.js';
 import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { countTables } from './index.js';
+import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
@@ -75,9 +75,61 @@ async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.Pr
 
 const tocEntry = /^\d+;/;
 
+interface Materialized {
+  /** A file (custom format) or directory (directory format) for pg_restore; undefined: use stdin. */
+  path?: string;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * What pg_restore reads. A custom-format dump streams into its stdin; --jobs needs a seekable
+ * file, and a "tar" artifact (pg_dump --jobs) is unpacked into its directory. A file or directory
+ * is written completely — so the artifact's checksum has been confirmed — before pg_restore
+ * starts, and is always removed.
+ */
+async function materialize(raw: Readable, opts: RestoreOptions, parallel: boolean): Promise<Materialized> {
+  if (opts.format !== DIRECTORY_FORMAT && !(opts.format === 'dump' && parallel)) return { cleanup: async () => {} };
+  const work = await fsp.mkdtemp(path.join(opts.tempDir, '.dbstash-restore-'));
+  const cleanup = () => fsp.rm(work, { recursive: true, force: true });
+  try {
+    if (opts.format === DIRECTORY_FORMAT) {
+      const dir = path.join(work, 'dump');
+      await unpackDirectoryDump(raw, dir);
+      return { path: dir, cleanup };
+    }
+    const file = path.join(work, 'dump');
+    await pipeline(raw, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal: opts.signal });
+    return { path: file, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+function checkFormat(format: string): void {
+  if (format !== 'dump' && format !== DIRECTORY_FORMAT) throw new IntegrityError(`[postgres] unknown artifact format "${format}"`);
+}
+
+function notReadable(exit: { code: number | null; stderr: string }): IntegrityError {
+  return new IntegrityError(`[postgres] the dump does not read back: pg_restore: ${stderrSummary(exit.stderr) || `exit code ${exit.code}`}`);
+}
+
 async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
-  if (opts.format !== 'dump') throw new IntegrityError(`[postgres] unknown artifact format "${opts.format}"`);
+  checkFormat(opts.format);
   const bin = await pgTool('pg_restore', undefined);
+  const count = (toc: string) => `pg_restore read ${toc.split('\n').filter((l) => tocEntry.test(l)).length} TOC entries and every data block`;
+  if (opts.format === DIRECTORY_FORMAT) {
+    const input = await materialize(raw, opts, true);
+    try {
+      const list = await runTool(bin, ['--list', input.path!], { signal: opts.signal });
+      if (list.code !== 0) throw notReadable(list);
+      const full = await runTool(bin, ['--file=/dev/null', input.path!], { signal: opts.signal });
+      if (full.code !== 0) throw notReadable(full);
+      return count(list.stdout);
+    } finally {
+      await input.cleanup();
+    }
+  }
   // --list reads the table of contents; --file=/dev/null reads every data block to the end.
   const list = startTool(bin, ['--list'], { signal: opts.signal, stdin: 'pipe' });
   const full = startTool(bin, ['--file=/dev/null'], { signal: opts.signal, stdin: 'pipe' });
@@ -93,11 +145,8 @@ async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<stri
     throw err;
   }
   const [listExit, fullExit] = await Promise.all([list.exit, full.exit]);
-  for (const exit of [listExit, fullExit]) {
-    if (exit.code !== 0) throw new IntegrityError(`[postgres] the dump does not read back: pg_restore: ${stderrSummary(exit.stderr) || `exit code ${exit.code}`}`);
-  }
-  const entries = toc.split('\n').filter((l) => tocEntry.test(l)).length;
-  return `pg_restore read ${entries} TOC entries and every data block`;
+  for (const exit of [listExit, fullExit]) if (exit.code !== 0) throw notReadable(exit);
+  return count(toc);
 }
 
 function restoreArgs(target: Target, opts: RestoreOptions): string[] {
@@ -109,25 +158,25 @@ function restoreArgs(target: Target, opts: RestoreOptions): string[] {
 }
 
 async function restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+  checkFormat(opts.format);
   const bin = await pgTool('pg_restore', target);
-  const env = libpqEnv(target);
-  if (opts.roleMap && Object.keys(opts.roleMap).length > 0) return restoreWithRoleMap(bin, target, raw, opts);
-  const jobs = opts.jobs ?? 1;
-  if (jobs <= 1 || opts.clean) {
-    await runFed(bin, restoreArgs(target, opts), raw, env, opts, 'pg_restore');
-    return;
-  }
-  // Parallel restore needs a seekable file: decode the whole artifact first (its checksum is then
-  // known good before pg_restore starts), restore from the file, and always remove it.
-  const file = path.join(opts.tempDir, `.dbstash-restore-${randomBytes(6).toString('hex')}.dump`);
+  const roleMap = opts.roleMap && Object.keys(opts.roleMap).length > 0 ? opts.roleMap : undefined;
+  // --single-transaction (in-place restores) and the role-mapping script cannot run in parallel.
+  const jobs = opts.clean || roleMap ? 1 : (opts.jobs ?? 1);
+  const input = await materialize(raw, opts, jobs > 1);
   try {
-    await pipeline(raw, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal: opts.signal });
-    const tool = startTool(bin, [...restoreArgs(target, opts), `--jobs=${jobs}`, file], { env, signal: opts.signal });
+    if (roleMap) return await restoreWithRoleMap(bin, target, input.path ? undefined : raw, input.path, roleMap, opts);
+    const args = restoreArgs(target, opts);
+    if (!input.path) {
+      await runFed(bin, args, raw, libpqEnv(target), opts, 'pg_restore');
+      return;
+    }
+    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: libpqEnv(target), signal: opts.signal });
     tool.stdout.resume();
     const exit = await tool.exit;
     if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', exit)}`);
   } finally {
-    await fsp.rm(file, { force: true });
+    await input.cleanup();
   }
 }
 
@@ -136,23 +185,30 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
  * role are rewritten (COPY data is passed through untouched), and psql runs it stopping at the
  * first error. Slower than a direct restore (no --jobs), but every object keeps an owner.
  */
-async function restoreWithRoleMap(bin: string, target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+async function restoreWithRoleMap(
+  bin: string,
+  target: Target,
+  raw: Readable | undefined,
+  inputPath: string | undefined,
+  roleMap: Record<string, string>,
+  opts: RestoreOptions,
+): Promise<void> {
   const psql = await pgTool('psql', target);
-  const script = startTool(bin, [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'], {
-    signal: opts.signal,
-    stdin: 'pipe',
-  });
+  const scriptArgs = [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'];
+  const script = startTool(bin, inputPath ? [...scriptArgs, inputPath] : scriptArgs, { signal: opts.signal, stdin: raw ? 'pipe' : 'ignore' });
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...(opts.clean ? ['--single-transaction'] : []), '--no-password', '-f', '-'];
   const apply = startTool(psql, args, { env: libpqEnv(target), signal: opts.signal, stdin: 'pipe' });
   apply.stdout.resume();
-  const rewritten = pipeline(script.stdout, rewriteRoles(opts.roleMap ?? {}), apply.child.stdin).catch(() => {});
-  try {
-    await feed(raw, [script.child.stdin]);
-  } catch (err) {
-    apply.child.kill('SIGKILL');
-    script.child.kill('SIGKILL');
-    await Promise.all([script.exit, apply.exit]);
-    throw err;
+  const rewritten = pipeline(script.stdout, rewriteRoles(roleMap), apply.child.stdin).catch(() => {});
+  if (raw) {
+    try {
+      await feed(raw, [script.child.stdin]);
+    } catch (err) {
+      apply.child.kill('SIGKILL');
+      script.child.kill('SIGKILL');
+      await Promise.all([script.exit, apply.exit]);
+      throw err;
+    }
   }
   const [scriptExit, applyExit] = await Promise.all([script.exit, apply.exit, rewritten]);
   if (scriptExit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', scriptExit)}`);
