@@ -13,6 +13,7 @@ import { registerList } from './list.js';
 import { registerVerify } from './verify.js';
 import { registerPrune } from './prune.js';
 import { registerDaemon } from './daemon.js';
+import { registerRestore } from './restore.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerBackup(program);
   registerList(program);
   registerVerify(program);
+  registerRestore(program);
   registerInit(program);
   registerPrune(program);
   registerDaemon(program);

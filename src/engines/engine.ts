@@ -135,6 +135,8 @@ export interface Engine {
   /** Other sessions connected to the target database (descriptions for the refusal message). */
   listSessions?(target: Target): Promise<string[]>;
   terminateSessions?(target: Target): Promise<number>;
+  /** Names of the databases on target's server (SQLite: database files beside target's file). */
+  listDatabases?(target: Target): Promise<string[]>;
   /** Why restore-then-rename is impossible for this target (no CREATEDB, file in use), or undefined. */
   swapBlocker?(target: Target): Promise<string | undefined>;
   /** Starts a throwaway local server with the installed binaries (restore drills). */

@@ -296,6 +296,10 @@ export const postgresRestoreMethods: Partial<Engine> = {
     return onServer(target, async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [target.database])).rowCount === 1);
   },
 
+  async listDatabases(target: Target): Promise<string[]> {
+    return onServer(target, async (c) => (await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1')).rows.map((r) => r.datname));
+  },
+
   async createDatabase(target: Target, name: string): Promise<Target> {
     await onServer(target, (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`));
     return withDatabase(target, name);

@@ -136,6 +136,12 @@ export const sqliteRestoreMethods: Partial<Engine> = {
     return exists(target.path!);
   },
 
+  async listDatabases(target: Target): Promise<string[]> {
+    const ext = path.extname(target.path!);
+    const files = await fsp.readdir(path.dirname(target.path!)).catch(() => [] as string[]);
+    return files.filter((f) => f.endsWith(ext) && !f.startsWith('.')).map((f) => f.slice(0, f.length - ext.length)).sort();
+  },
+
   async createDatabase(target: Target, name: string): Promise<Target> {
     const created = sibling(target, name);
     if (await exists(created.path!)) throw new RestoreError(`[sqlite] ${created.path} already exists`);

@@ -1,0 +1,196 @@
+// `dbstash restore <id> | latest [--database NAME] [--at TIME] --to <URL or path>`: verifies the
+// backup, prints the plan, asks for confirmation (typing the database name on a TTY; --yes
+// otherwise), restores into a new database and swaps it in, keeping the old one aside.
+
+import os from 'node:os';
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import { ExitCode, UsageError } from '../core/errors.js';
+import { formatAge, formatBytes, formatDuration, parseDuration } from '../core/format.js';
+import { parseBackupId } from '../core/id.js';
+import { resolveDestinations } from '../config/resolve.js';
+import { loadEngine } from '../engines/index.js';
+import { parseTarget } from '../engines/target.js';
+import { runRestore, type RestorePlan } from '../restore/restore.js';
+import { locateBackup, locateLatest } from '../verify/locate.js';
+import { collect, commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
+import { configEntry } from './verify.js';
+
+interface RestoreCliOptions extends CommonOptions {
+  to?: string;
+  database?: string;
+  at?: string;
+  jobs?: string;
+  noOwner?: boolean;
+  owner?: boolean;
+  roleMap?: string[];
+  withGlobals?: boolean;
+  dropOld?: boolean;
+  force?: boolean;
+  tempDir?: string;
+  pgBinDir?: string;
+}
+
+/** --at: an ISO 8601 time ("2026-11-23T08:00Z", "2026-11-23 08:00") or an age ("36h", "2d"). */
+export function parseAt(text: string, now = new Date()): Date {
+  const ago = parseDuration(text);
+  if (ago !== undefined) return new Date(now.getTime() - ago);
+  const at = new Date(/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$/.test(text) ? `${text.replace(' ', 'T')}Z` : text);
+  if (Number.isNaN(at.getTime())) {
+    throw new UsageError(`--at "${text}" is not a time`, { hint: 'give an ISO time in UTC (2026-11-23T08:00Z) or an age (36h, 2d)' });
+  }
+  return at;
+}
+
+export function parseRoleMap(pairs: string[] | undefined): Record<string, string> | undefined {
+  if (!pairs?.length) return undefined;
+  const map: Record<string, string> = {};
+  for (const pair of pairs) {
+    const i = pair.indexOf('=');
+    if (i <= 0 || i === pair.length - 1) throw new UsageError(`--role-map takes old=new, got "${pair}"`);
+    map[pair.slice(0, i)] = pair.slice(i + 1);
+  }
+  return map;
+}
+
+function renderPlan(plan: RestorePlan, dryRun: boolean): string {
+  const b = plan.backup;
+  const target = plan.targetExists
+    ? `exists, ${plan.targetTables} tables, ${plan.targetRows} rows${plan.targetRows ? ' (holds data)' : ''}`
+    : 'does not exist: it will be created';
+  const steps: Record<RestorePlan['mode'], string> = {
+    new: `restore into ${plan.temporary}, check row counts, rename it to the target`,
+    swap: `restore into ${plan.temporary}, check row counts, then keep the current database as ${plan.keptAs}${plan.dropOld ? ' and drop it (--drop-old)' : ''} and rename the new one into its place`,
+    'in-place': `a swap is impossible (${plan.swapBlocker}): take a safety backup of the target, restore in place, roll back to the safety backup on failure`,
+  };
+  return [
+    `${dryRun ? 'dry run: would restore' : 'restore'} ${b.id}`,
+    `  backup:  taken ${b.takenAt.slice(0, 19).replace('T', ' ')} UTC (${formatAge(new Date(b.takenAt))}), ${formatBytes(b.size)} stored, ${formatBytes(b.rawSize)} raw, ${b.tables} tables, ${b.rows} rows`,
+    `  from:    ${b.storage}`,
+    `  checked: ${plan.structure}`,
+    `  target:  ${plan.target} — ${target}`,
+    ...(plan.sessions.length ? [`  sessions on the target: ${plan.sessions.join('; ')}`] : []),
+    ...(plan.globals ? ['  globals: roles from the backup are applied to the target server first'] : []),
+    `  steps:   ${steps[plan.mode]}`,
+  ].join('\n');
+}
+
+async function confirmOnTty(plan: RestorePlan, database: string, ctx: Context): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`type the database name "${database}" to restore over it (anything else cancels): `, { signal: ctx.signal });
+    return answer.trim() === database;
+  } finally {
+    rl.close();
+  }
+}
+
+async function resolveTargetUrl(to: string | undefined, ctx: Context): Promise<{ url: string; binDir?: string }> {
+  if (!to) throw new UsageError('say where to restore: --to <database URL or SQLite path>', { hint: 'e.g. --to postgres://app@db:5432/shop, or a database name from the config' });
+  const entry = ctx.loaded.config.databases[to];
+  return entry ? { url: entry.url, binDir: entry.binDir } : { url: to };
+}
+
+export function registerRestore(program: Command): void {
+  const cmd = program
+    .command('restore')
+    .description('restore a backup into a database, safely: verify first, restore into a new database, then swap')
+    .argument('<backup>', 'backup id, or "latest"')
+    .option('--to <target>', 'target database URL, SQLite file path, or a database named in the config (created when missing)')
+    .option('--database <name>', 'with "latest": the database whose newest backup to restore')
+    .option('--at <time>', 'with "latest": the newest backup at or before this time (ISO UTC, or an age like 36h)')
+    .option('--jobs <n>', 'parallel restore workers (pg_restore --jobs)')
+    .option('--no-owner', 'do not restore object ownership (objects belong to the restoring user)')
+    .option('--role-map <old=new>', 'give objects owned by / granted to role "old" to role "new" instead (repeatable)', collect)
+    .option('--with-globals', 'also apply the roles captured with backup --globals to the target server')
+    .option('--drop-old', 'drop the replaced database instead of keeping it as <name>_before_<stamp>')
+    .option('--force', 'terminate other sessions connected to the target (they are logged)')
+    .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
+    .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
+  stashOptions(cmd);
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Safety: the backup is verified (size, SHA-256, structure) before anything is touched; the plan is
+printed; on a TTY you confirm by typing the database name, without a TTY --yes is required;
+--dry-run stops after the plan. The data is restored into <name>_restoring_<stamp>, its row counts
+are checked against the manifest, and only then the current database is renamed to
+<name>_before_<stamp> and the new one takes its name.
+
+Examples:
+  dbstash restore latest --database shop --to postgres://app@localhost:5432/shop --dry-run
+  dbstash restore shop_prod_2026-11-23T08-07-00Z --to postgres://app@localhost:5432/shop_copy --yes
+  dbstash restore latest --database shop --at 2026-11-22T18:00Z --to shop --yes --drop-old
+  dbstash restore latest --to ./data/app.db --yes`,
+  );
+  cmd.action((what: string, opts: RestoreCliOptions) =>
+    runCommand(opts, async (ctx) => {
+      const config = ctx.loaded.config;
+      const latest = what === 'latest';
+      if (!latest && (opts.database || opts.at)) throw new UsageError('--database and --at go with "latest", not with a backup id');
+      const jobs = opts.jobs !== undefined ? Number(opts.jobs) : undefined;
+      if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);
+      const { url, binDir } = await resolveTargetUrl(opts.to, ctx);
+      const target = parseTarget(url, { binDir: opts.pgBinDir ?? binDir });
+      const database = latest ? opts.database : parseBackupId(what)?.database;
+      const destinations = await resolveDestinations(opts, config, configEntry(config, database));
+      let located;
+      if (latest) {
+        located = await locateLatest(destinations, { database, at: opts.at ? parseAt(opts.at) : undefined });
+        if (!located) {
+          throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {
+            hint: 'run `dbstash list` to see the backups this stash holds',
+          });
+        }
+      } else {
+        located = await locateBackup(destinations, what);
+      }
+      const engine = await loadEngine(located.manifest.engine);
+      const tty = !!process.stdin.isTTY && !!process.stderr.isTTY;
+      const outcome = await runRestore(
+        {
+          dest: located.dest,
+          manifest: located.manifest,
+          engine,
+          target,
+          jobs,
+          noOwner: opts.owner === false,
+          roleMap: parseRoleMap(opts.roleMap),
+          withGlobals: opts.withGlobals,
+          dropOld: opts.dropOld,
+          force: opts.force,
+          stageContext: {},
+          tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
+          signal: ctx.signal,
+          events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
+        },
+        async (plan) => {
+          if (opts.dryRun) {
+            ctx.out.result({ dryRun: true, plan }, () => renderPlan(plan, true));
+            return false;
+          }
+          if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(renderPlan(plan, false) + '\n');
+          if (opts.yes) return true;
+          if (!tty) {
+            throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
+          }
+          if (!(await confirmOnTty(plan, target.database, ctx))) {
+            throw new UsageError('not confirmed; nothing was changed');
+          }
+          return true;
+        },
+      );
+      if (!outcome.performed) return ExitCode.ok;
+      const r = outcome.record!;
+      ctx.out.result({ ok: true, plan: outcome.plan, record: r, recordKey: outcome.recordKey }, () =>
+        [
+          `restored ${r.id} into ${r.target} in ${formatDuration(r.durationMs)}${r.rowCheck ? ` — row counts match the manifest (${(r.rowCheck as { tables: number }).tables} tables, ${(r.rowCheck as { rows: number }).rows} rows)` : ''}`,
+          ...(r.keptAs && !r.droppedOld ? [`  the previous database is kept as ${r.keptAs}; drop it when you no longer need it (or use --drop-old next time)`] : []),
+          ...(r.safetyBackup ? [`  safety backup taken before restoring in place: ${r.safetyBackup}`] : []),
+        ].join('\n'),
+      );
+      return ExitCode.ok;
+    }),
+  );
+}

@@ -1,0 +1,322 @@
+// Restore orchestration, engine- and storage-agnostic. Safety comes first, in this order:
+//   1. level-1 verification of the backup before anything is touched (a damaged backup never
+//      reaches the target);
+//   2. the plan (backup, age, size, target, whether it exists and holds data, sessions), then the
+//      caller's confirmation; --dry-run stops here;
+//   3. restore into a NEW database "<name>_restoring_<stamp>", check its row counts against the
+//      manifest, and only then swap names: the old database is kept as "<name>_before_<stamp>"
+//      (dropped with --drop-old). A failed or interrupted restore drops the new database and
+//      leaves the original untouched: even a checksum mismatch found only at the stream's end
+//      never reaches the target.
+//   4. where a swap is impossible (no CREATEDB, SQLite file in use), a safety backup of the
+//      target is taken with dbstash's own backup, the backup is restored in place, and a failure
+//      restores the safety backup (rollback); both outcomes are reported.
+// Every run that got past the verification leaves a restore record beside the backup.
+
+import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError } from '../core/errors.js';
+import { TOOL_VERSION } from '../core/version.js';
+import { runBackup, type Destination } from '../backup/backup.js';
+import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
+import { writeRecord, type RestoreRecord } from '../catalog/records.js';
+import { acquireLease } from '../catalog/lease.js';
+import type { Engine, RestoreOptions, Target } from '../engines/engine.js';
+import { compressionStage } from '../pipeline/compress.js';
+import type { StageContext } from '../pipeline/stage.js';
+import type { Storage } from '../storage/storage.js';
+import { compareTables, summarizeProblems } from '../verify/compare.js';
+import { openArtifact } from '../verify/read.js';
+import { checkIntegrity } from '../verify/verify.js';
+import { keptName, restoringName } from './kept.js';
+
+export interface RestoreEvents {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface RestoreRequest {
+  dest: Destination;
+  manifest: Manifest;
+  engine: Engine;
+  target: Target;
+  jobs?: number;
+  noOwner?: boolean;
+  roleMap?: Record<string, string>;
+  withGlobals?: boolean;
+  dropOld?: boolean;
+  /** Terminate other sessions on the target (they are listed in the log). */
+  force?: boolean;
+  stageContext: StageContext;
+  tempDir: string;
+  signal: AbortSignal;
+  events: RestoreEvents;
+  now?: Date;
+}
+
+export type RestoreMode = 'new' | 'swap' | 'in-place';
+
+export interface RestorePlan {
+  backup: { id: string; takenAt: string; ageMs: number; size: number; rawSize: number; tables: number; rows: number; storage: string };
+  structure: string;
+  target: string;
+  engine: string;
+  targetExists: boolean;
+  /** Tables and rows in the target now (when it exists). */
+  targetTables?: number;
+  targetRows?: number;
+  sessions: string[];
+  mode: RestoreMode;
+  /** Why the swap is impossible (in-place mode). */
+  swapBlocker?: string;
+  temporary?: string;
+  keptAs?: string;
+  dropOld: boolean;
+  globals: boolean;
+}
+
+export interface RestoreOutcome {
+  plan: RestorePlan;
+  performed: boolean;
+  record?: RestoreRecord;
+  recordKey?: string;
+}
+
+/** What the caller decides after seeing the plan: go on, or stop (dry run / not confirmed). */
+export type Confirm = (plan: RestorePlan) => Promise<boolean>;
+
+function required<K extends keyof Engine>(engine: Engine, ...names: K[]): void {
+  const missing = names.filter((n) => typeof engine[n] !== 'function');
+  if (missing.length > 0) throw new RestoreError(`the ${engine.id} engine cannot restore yet (missing ${missing.join(', ')})`);
+}
+
+async function makePlan(req: RestoreRequest, structure: string, now: Date): Promise<RestorePlan> {
+  const { engine, target, manifest } = req;
+  const main = mainArtifact(manifest);
+  const exists = await engine.databaseExists!(target);
+  const plan: RestorePlan = {
+    backup: {
+      id: manifest.id,
+      takenAt: manifest.startedAt,
+      ageMs: now.getTime() - new Date(manifest.startedAt).getTime(),
+      size: manifest.artifacts.reduce((s, a) => s + a.size, 0),
+      rawSize: main.rawSize,
+      tables: manifest.tables.length,
+      rows: totalRows(manifest),
+      storage: req.dest.storage.url,
+    },
+    structure,
+    target: target.displayUrl,
+    engine: engine.id,
+    targetExists: exists,
+    sessions: [],
+    mode: 'new',
+    temporary: restoringName(target.database, now),
+    dropOld: !!req.dropOld,
+    globals: !!req.withGlobals && manifest.artifacts.some((a) => a.role === 'globals'),
+  };
+  if (!exists) return plan;
+  const stats = await engine.tableStats!(target, { checksums: false, signal: req.signal });
+  plan.targetTables = stats.length;
+  plan.targetRows = stats.reduce((s, t) => s + t.rows, 0);
+  plan.sessions = engine.listSessions ? await engine.listSessions(target) : [];
+  plan.swapBlocker = engine.swapBlocker ? await engine.swapBlocker(target) : undefined;
+  if (plan.swapBlocker) {
+    plan.mode = 'in-place';
+    plan.temporary = undefined;
+  } else {
+    plan.mode = 'swap';
+    plan.keptAs = keptName(target.database, now);
+  }
+  return plan;
+}
+
+/** Sessions on the target: refused with their list, or terminated with --force. */
+async function handleSessions(req: RestoreRequest, sessions: string[], record?: RestoreRecord): Promise<void> {
+  if (sessions.length === 0 || !req.engine.terminateSessions) return;
+  if (!req.force) {
+    throw new RestoreError(`${sessions.length} other session(s) are connected to ${req.target.displayUrl}: ${sessions.join('; ')}`, {
+      hint: 'stop those clients, or run again with --force to terminate the sessions',
+    });
+  }
+  const n = await req.engine.terminateSessions(req.target);
+  req.events.warn(`terminated ${n} session(s) on ${req.target.displayUrl} (--force): ${sessions.join('; ')}`);
+  if (record) record.sessionsTerminated = [...((record.sessionsTerminated as string[] | undefined) ?? []), ...sessions];
+}
+
+function restoreOptions(req: RestoreRequest, extra: Partial<RestoreOptions> = {}): RestoreOptions {
+  return {
+    signal: req.signal,
+    format: mainArtifact(req.manifest).format,
+    jobs: req.jobs,
+    noOwner: req.noOwner,
+    roleMap: req.roleMap,
+    tempDir: req.tempDir,
+    warn: req.events.warn,
+    ...extra,
+  };
+}
+
+/** Restores the main artifact into `into` and checks its row counts against the manifest. */
+async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Storage, manifest: Manifest, extra: Partial<RestoreOptions> = {}): Promise<{ tables: number; rows: number }> {
+  const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal });
+  try {
+    await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: mainArtifact(manifest).format });
+  } finally {
+    raw.destroy();
+  }
+  const stats = await req.engine.tableStats!(into, { checksums: false, signal: req.signal });
+  const { problems } = compareTables(manifest.tables, stats, { checksums: false });
+  if (problems.length > 0) {
+    throw new IntegrityError(`the restored data does not match the manifest: ${summarizeProblems(problems)}`, {
+      hint: 'the backup holds other data than its manifest says; try an older backup',
+    });
+  }
+  return { tables: stats.length, rows: stats.reduce((s, t) => s + t.rows, 0) };
+}
+
+async function restoreGlobals(req: RestoreRequest): Promise<void> {
+  const globals = req.manifest.artifacts.find((a) => a.role === 'globals');
+  if (!globals || !req.engine.restoreGlobals) return;
+  req.events.info(`applying the globals (roles) of ${req.manifest.id} to the target server`);
+  const raw = await openArtifact(req.dest.storage, req.manifest, globals, req.stageContext, { signal: req.signal });
+  try {
+    await req.engine.restoreGlobals(req.target, raw, { ...restoreOptions(req), format: globals.format });
+  } finally {
+    raw.destroy();
+  }
+}
+
+/** New database, restore, check, then swap names (or just rename when the target is new). */
+async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
+  const { engine, target } = req;
+  const temp = await engine.createDatabase!(target, plan.temporary!);
+  req.events.info(`restoring into the new database ${temp.displayUrl}`);
+  let swapped = false;
+  try {
+    record.rowCheck = await restoreAndCheck(req, temp, req.dest.storage, req.manifest);
+    if (plan.targetExists) {
+      await handleSessions(req, await engine.listSessions!(target), record);
+      const kept = await engine.renameDatabase!(target, plan.keptAs!);
+      try {
+        await engine.renameDatabase!(temp, target.database);
+      } catch (err) {
+        await engine.renameDatabase!(kept, target.database).catch((e: Error) =>
+          req.events.warn(`could not rename ${kept.displayUrl} back to ${target.database}: ${e.message}`),
+        );
+        throw err;
+      }
+      swapped = true;
+      record.keptAs = plan.keptAs;
+      req.events.info(`swapped: ${target.database} is the restored database; the old one is kept as ${plan.keptAs}`);
+      if (plan.dropOld) {
+        await engine.dropDatabase!(kept);
+        record.droppedOld = true;
+        req.events.info(`dropped ${plan.keptAs} (--drop-old)`);
+      }
+    } else {
+      await engine.renameDatabase!(temp, target.database);
+      swapped = true;
+    }
+  } finally {
+    if (!swapped) {
+      await engine.dropDatabase!(temp).catch((e: Error) => req.events.warn(`could not drop the temporary database ${temp.displayUrl}: ${e.message}`));
+    }
+  }
+}
+
+/** Safety backup, restore in place, and on failure restore the safety backup (rollback). */
+async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
+  const { target } = req;
+  req.events.warn(`a swap is impossible (${plan.swapBlocker}): restoring in place after a safety backup`);
+  const compress = compressionStage('zstd');
+  const safety = await runBackup(
+    {
+      target,
+      env: req.manifest.environment,
+      destinations: [{ ...req.dest, optional: false }],
+      stages: compress ? [compress] : [],
+      globals: false,
+      checksums: false,
+      labels: { 'dbstash.safety-backup-before-restoring': req.manifest.id },
+      tempDir: req.tempDir,
+      space: { ratio: 1, margin: 1.1 },
+      forceUnlock: false,
+    },
+    { info: req.events.info, warn: req.events.warn },
+    req.signal,
+  );
+  record.safetyBackup = safety.manifest.id;
+  req.events.info(`safety backup of ${target.displayUrl}: ${safety.manifest.id}`);
+  try {
+    await handleSessions(req, await req.engine.listSessions!(target), record);
+    record.rowCheck = await restoreAndCheck(req, target, req.dest.storage, req.manifest, { clean: true });
+  } catch (err) {
+    if (req.signal.aborted) throw err;
+    const reason = (err as Error).message;
+    req.events.warn(`restore in place failed (${reason}); restoring the safety backup ${safety.manifest.id}`);
+    try {
+      await restoreAndCheck(req, target, req.dest.storage, safety.manifest, { clean: true, roleMap: undefined });
+      record.rollback = 'succeeded';
+      record.result = 'rolled-back';
+    } catch (rollbackErr) {
+      record.rollback = `failed: ${(rollbackErr as Error).message}`;
+      throw new RestoreError(`restore failed: ${reason}; the rollback failed too: ${(rollbackErr as Error).message}`, {
+        hint: `the safety backup ${safety.manifest.id} holds the database as it was; restore it by hand (see docs/restoring.md)`,
+        cause: err,
+      });
+    }
+    throw new RestoreError(`restore failed: ${reason}; rolled back: ${target.displayUrl} holds the safety backup ${safety.manifest.id} again`, {
+      hint: 'the database is as it was before; fix the cause above and run the restore again',
+      cause: err,
+    });
+  }
+}
+
+export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise<RestoreOutcome> {
+  const { engine, manifest, target } = req;
+  const now = req.now ?? new Date();
+  if (target.engine !== manifest.engine) {
+    throw new UsageError(`${manifest.id} is a ${manifest.engine} backup; ${target.displayUrl} is ${target.engine}`);
+  }
+  required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
+  const storage = req.dest.storage;
+  req.events.info(`verifying ${manifest.id} before touching anything`);
+  const structure = await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
+  const plan = await makePlan(req, structure, now);
+  if (!req.force) await handleSessions(req, plan.sessions);
+  if (!(await confirm(plan))) return { plan, performed: false };
+
+  const started = Date.now();
+  const record: RestoreRecord = {
+    kind: 'restore',
+    id: manifest.id,
+    target: target.displayUrl,
+    result: 'failed',
+    at: now.toISOString(),
+    durationMs: 0,
+    toolVersion: TOOL_VERSION,
+    mode: plan.mode,
+  };
+  const lease = await acquireLease(storage, manifest.id, `dbstash restore → ${target.displayUrl}`).catch((err: Error) => {
+    req.events.warn(`could not write a lease beside ${manifest.id} (prune may not see this run): ${err.message}`);
+    return undefined;
+  });
+  let recordKey: string | undefined;
+  try {
+    if (plan.globals) await restoreGlobals(req);
+    if (plan.mode === 'in-place') await restoreInPlace(req, plan, record);
+    else await restoreBySwap(req, plan, record);
+    record.result = 'succeeded';
+  } catch (err) {
+    const e = req.signal.aborted ? (req.signal.reason ?? err) : err;
+    record.error = (e as Error).message;
+    throw e instanceof DbstashError || e instanceof InterruptedError ? e : new RestoreError(`restore failed: ${(e as Error).message}`, { cause: e });
+  } finally {
+    record.durationMs = Date.now() - started;
+    recordKey = await writeRecord(storage, record).catch((err: Error) => {
+      req.events.warn(`could not write the restore record: ${err.message}`);
+      return undefined;
+    });
+    await lease?.release().catch(() => {});
+  }
+  return { plan, performed: true, record, recordKey };
+}
