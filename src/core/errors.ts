@@ -170,6 +170,8 @@ export function describeFsError(err: unknown): string | undefined {
       return 'read-only file system';
     case 'ENOENT':
       return 'no such file or directory';
+    case 'ENOTDIR':
+      return 'a part of the path is a file, not a directory';
     default:
       return undefined;
   }

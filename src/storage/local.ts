@@ -30,7 +30,9 @@ function classify(err: unknown, what: string): StorageError {
       ? 'free space on the destination, or choose another with --output-dir'
       : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
         ? 'make the directory writable for this user, or choose another with --output-dir'
-        : undefined;
+        : code === 'ENOTDIR'
+          ? 'choose a directory path with --output-dir'
+          : undefined;
   return new StorageError(reason, `[local] ${what}: ${detail}`, { cause: err, hint });
 }
 
