@@ -1,0 +1,149 @@
+// Every preflight failure of a PostgreSQL backup, through the real CLI: the documented exit code,
+// one `error:` line plus a `hint:`, no stack trace, and nothing written into the stash.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startPostgres, type PgServer } from '../harness/postgres.js';
+import { freePort } from '../harness/proc.js';
+import { runCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+import { assertCleanFailure, filesUnder } from './helpers.js';
+
+let server: PgServer;
+let work: string;
+let n = 0;
+
+/** A fresh stash path that does not exist yet. */
+const freshStash = () => path.join(work, `stash-${++n}`);
+
+before(async () => {
+  server = await startPostgres();
+  work = tempDir('dbstash-preflight');
+  await server.createDatabase('shop');
+  await server.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'shop');
+});
+after(() => server?.stop());
+
+describe('postgres preflight failures', () => {
+  it('pg_dump missing (--pg-bin-dir is an empty directory): exit 4, names the package', async () => {
+    const empty = path.join(work, 'empty-bin');
+    mkdirSync(empty);
+    const stash = freshStash();
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--pg-bin-dir', empty]);
+    assertCleanFailure(res, 4, /pg_dump not found in .*empty-bin/);
+    assert.match(res.stderr, /hint: .*postgresql-client-15/);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('pg_dump older than the server: exit 4, says which was found and what to install', async () => {
+    const old = path.join(work, 'old-bin');
+    mkdirSync(old);
+    // A stand-in for an old client: it only answers --version.
+    writeFileSync(path.join(old, 'pg_dump'), '#!/bin/sh\necho "pg_dump (PostgreSQL) 12.0"\n');
+    chmodSync(path.join(old, 'pg_dump'), 0o755);
+    const stash = freshStash();
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--pg-bin-dir', old]);
+    assertCleanFailure(res, 4, /pg_dump is too old for a PostgreSQL 15 server: found .*old-bin\/pg_dump \(12\.0\)/);
+    assert.match(res.stderr, /hint: install postgresql-client-15/);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('connection refused: exit 3', async () => {
+    const port = await freePort();
+    const stash = freshStash();
+    const res = await runCli(['backup', `postgres://postgres:pw@127.0.0.1:${port}/shop`, '--output-dir', stash]);
+    assertCleanFailure(res, 3, new RegExp(`connection refused at 127\\.0\\.0\\.1:${port}`));
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('wrong password: exit 3, and the wrong password is not echoed', async () => {
+    const stash = freshStash();
+    const res = await runCli(['backup', `postgres://postgres:not-the-password@127.0.0.1:${server.port}/shop`, '--output-dir', stash]);
+    assertCleanFailure(res, 3, /authentication failed for user "postgres"/);
+    assert.ok(!res.stderr.includes('not-the-password'));
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('missing database: exit 4', async () => {
+    const stash = freshStash();
+    const res = await runCli(['backup', server.url('no_such_db'), '--output-dir', stash]);
+    assertCleanFailure(res, 4, /database "no_such_db" does not exist/);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('unwritable destination (a path below a regular file, which fails even for root): exit 4', async () => {
+    const file = path.join(work, 'file.txt');
+    writeFileSync(file, 'not a directory');
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', path.join(file, 'sub')]);
+    assertCleanFailure(res, 4, /destination local .*file\.txt\/sub.* is not usable/);
+    assert.equal(readFileSync(file, 'utf8'), 'not a directory');
+    assert.deepEqual(filesUnder(work).filter((f) => f.startsWith('stash') || f.includes('sub')), []);
+  });
+
+  it('not enough space for the estimate (space.ratio in the config): exit 4', async () => {
+    const stash = freshStash();
+    const config = path.join(work, 'space.yaml');
+    writeFileSync(config, 'space:\n  ratio: 100000\n');
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--config', config]);
+    assertCleanFailure(res, 4, /not enough free space in .*: about .* needed \(database .* × ratio 100000 × margin 1\.2\), .* free/);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('lock held by a live process: exit 6, the lock is left as it was and nothing else is written', async () => {
+    const stash = freshStash();
+    const holder = spawn('sleep', ['60']);
+    try {
+      const lock = path.join(stash, 'shop', 'dbstash.lock');
+      mkdirSync(path.dirname(lock), { recursive: true });
+      const body = JSON.stringify({ owner: 'ops', pid: holder.pid, host: os.hostname(), startedAt: new Date().toISOString(), command: 'dbstash backup shop' });
+      writeFileSync(lock, body);
+      const res = await runCli(['backup', server.url('shop'), '--output-dir', stash]);
+      assertCleanFailure(res, 6, new RegExp(`another dbstash is working on database "shop" .*pid ${holder.pid}`));
+      assert.match(res.stderr, /hint: .*--force-unlock/);
+      assert.deepEqual(filesUnder(stash), ['shop/dbstash.lock']);
+      assert.equal(readFileSync(lock, 'utf8'), body);
+      // --force-unlock takes over and the backup goes through; its own lock is gone afterwards.
+      const forced = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--force-unlock', '--json']);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.match(forced.stderr, /warning: removing the lock held by pid \d+/);
+      const id = JSON.parse(forced.stdout).id;
+      assert.deepEqual(filesUnder(stash), [`shop/${id}.dump.zst`, `shop/${id}.manifest.json`]);
+    } finally {
+      holder.kill();
+    }
+  });
+
+  it('a stale lock (its process is gone) is replaced with a warning, recorded in the manifest', async () => {
+    const stash = freshStash();
+    const lock = path.join(stash, 'shop', 'dbstash.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    const gone = spawn('true');
+    await new Promise((r) => gone.on('close', r));
+    writeFileSync(lock, JSON.stringify({ owner: 'ops', pid: gone.pid, host: os.hostname(), startedAt: '2026-01-01T00:00:00Z', command: 'dbstash backup' }));
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--json']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, new RegExp(`warning: replacing a stale lock: pid ${gone.pid} .* no longer running`));
+    const out = JSON.parse(res.stdout);
+    assert.ok(out.manifest.warnings.some((w: string) => w.includes('stale lock')));
+    assert.ok(!filesUnder(stash).includes('shop/dbstash.lock'));
+  });
+
+  it('a config error is exit 2 with the key named', async () => {
+    const config = path.join(work, 'bad.yaml');
+    writeFileSync(config, 'compression:\n  algorithm: lz4\n');
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', freshStash(), '--config', config]);
+    assertCleanFailure(res, 2, /compression\.algorithm: invalid value; valid values: zstd, gzip, none/);
+  });
+
+  it('--help documents the exit codes used above', async () => {
+    const res = await runCli(['backup', '--help']);
+    assert.equal(res.code, 0);
+    for (const line of [/^\s+2\s+usage or configuration error/m, /^\s+3\s+connection or authentication failure/m, /^\s+4\s+preflight failure/m, /^\s+5\s+backup failed/m, /^\s+6\s+lock held/m, /^\s+130\s+interrupted/m]) {
+      assert.match(res.stdout, line);
+    }
+  });
+});
