@@ -1,0 +1,153 @@
+// PostgreSQL backups that are interrupted or contended, against a database big enough that the
+// dump runs for a few seconds: kill -9 of pg_dump and SIGINT/SIGTERM to dbstash leave nothing that
+// looks like a backup, release the lock and leave no pg_dump behind; a second concurrent backup
+// fails on the lock; row counts come from the dump's snapshot while a writer keeps inserting.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { startPostgres, type PgServer } from '../harness/postgres.js';
+import { runCli, spawnCli, type CliResult } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+import { childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor } from './helpers.js';
+
+let server: PgServer;
+let work: string;
+let n = 0;
+const freshStash = () => path.join(work, `stash-${++n}`);
+
+before(async () => {
+  server = await startPostgres();
+  work = tempDir('dbstash-interrupt');
+  await server.createDatabase('big');
+  // ~120 MB of rows that zstd cannot shrink to nothing: the dump streams for a few seconds.
+  await server.query(
+    `CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, repeat(md5((g % 1000)::text), 3) AS b
+     FROM generate_series(1, 700000) g`,
+    'big',
+  );
+  await server.query('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())', 'big');
+});
+after(() => server?.stop());
+
+interface Running {
+  pid: number;
+  send(signal: NodeJS.Signals): void;
+  done: Promise<CliResult>;
+}
+
+function startBackup(stash: string, extra: string[] = []): Running {
+  const child = spawnCli(['backup', server.url('big'), '--output-dir', stash, ...extra]);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<CliResult>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return { pid: child.pid!, send: (s) => child.kill(s), done };
+}
+
+/** Waits until pg_dump runs under `cli` and its output has reached a temporary file in the stash. */
+async function midStream(cli: Running, stash: string): Promise<number> {
+  // The dump itself, not the `pg_dump --version` probe that runs before it.
+  const pgDump = await waitFor('pg_dump to start', () => childrenOf(cli.pid, 'pg_dump').find((pid) => cmdlineOf(pid).some((a) => a.startsWith('--snapshot='))));
+  await waitFor('bytes in a temporary file', () =>
+    filesUnder(stash).some((f) => path.basename(f).startsWith('.tmp-') && statSync(path.join(stash, f)).size > 1 << 20),
+  );
+  return pgDump;
+}
+
+/** After dbstash exited: pg_dump is gone, and so is every server session it opened. */
+async function assertNothingRunning(pgDump: number): Promise<void> {
+  assert.equal(isAlive(pgDump), false, `pg_dump ${pgDump} is still running`);
+  await waitFor('dbstash sessions to end', async () => {
+    const r = await server.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'dbstash'`);
+    return r.rows[0].n === 0;
+  }, 10_000, 50);
+}
+
+describe('interrupted backups', () => {
+  it('kill -9 of pg_dump mid-stream: exit 5, no artifact, no manifest, no temporary, no lock', async () => {
+    const stash = freshStash();
+    const cli = startBackup(stash);
+    const pgDump = await midStream(cli, stash);
+    process.kill(pgDump, 'SIGKILL');
+    const res = await cli.done;
+    assert.equal(res.code, 5, res.stderr);
+    assert.match(res.stderr, /^error: .*pg_dump was killed by SIGKILL/m);
+    assert.doesNotMatch(res.stderr, /^\s+at /m);
+    assert.deepEqual(filesUnder(stash), []);
+    await assertNothingRunning(pgDump);
+  });
+
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    it(`${signal} to dbstash mid-backup: exit ${code}, nothing left, lock released, pg_dump stopped`, async () => {
+      const stash = freshStash();
+      const cli = startBackup(stash);
+      const pgDump = await midStream(cli, stash);
+      cli.send(signal);
+      const res = await cli.done;
+      assert.equal(res.code, code, res.stderr);
+      assert.match(res.stderr, new RegExp(`^error: interrupted by ${signal}`, 'm'));
+      assert.doesNotMatch(res.stderr, /^\s+at /m);
+      assert.deepEqual(filesUnder(stash), []);
+      await assertNothingRunning(pgDump);
+    });
+  }
+
+  it('two concurrent backups of one database into one stash: the second fails on the lock, the first succeeds', async () => {
+    const stash = freshStash();
+    const first = startBackup(stash, ['--json']);
+    await waitFor('the first backup to hold the lock', () => filesUnder(stash).includes('big/dbstash.lock'));
+    const second = await runCli(['backup', server.url('big'), '--output-dir', stash]);
+    assert.equal(second.code, 6, second.stderr);
+    assert.match(second.stderr, new RegExp(`^error: another dbstash is working on database "big" .*pid ${first.pid}`, 'm'));
+    assert.match(second.stderr, /^hint: .*--force-unlock/m);
+    const res = await first.done;
+    assert.equal(res.code, 0, res.stderr);
+    const id = JSON.parse(res.stdout).id;
+    assert.deepEqual(filesUnder(stash), [`big/${id}.dump.zst`, `big/${id}.manifest.json`]);
+  });
+});
+
+describe('consistency under a concurrent writer', () => {
+  it('manifest row counts equal the rows in the artifact while the source keeps growing', async () => {
+    const writer = new pg.Client({ connectionString: server.url('big') });
+    await writer.connect();
+    let writing = true;
+    const loop = (async () => {
+      while (writing) await writer.query('INSERT INTO ticks (at) SELECT clock_timestamp() FROM generate_series(1, 20)');
+    })();
+    try {
+      await waitFor('the writer to get going', async () => (await server.query('SELECT count(*)::int AS n FROM ticks', 'big')).rows[0].n >= 200);
+      const before = Number((await server.query('SELECT count(*) AS n FROM ticks', 'big')).rows[0].n);
+      const stash = freshStash();
+      const res = await runCli(['backup', server.url('big'), '--output-dir', stash], { timeoutMs: 120_000 });
+      assert.equal(res.code, 0, res.stderr);
+      const during = Number((await server.query('SELECT count(*) AS n FROM ticks', 'big')).rows[0].n);
+      writing = false;
+      await loop;
+
+      const { manifest, artifact } = onlyBackup(stash);
+      const counted = manifest.tables.find((t) => t.name === 'ticks')!.rows;
+      assert.ok(counted >= before, `${counted} >= ${before}`);
+      assert.ok(during > counted, `the source grew during the backup (${during} > ${counted})`);
+      assert.equal(manifest.tables.find((t) => t.name === 'filler')!.rows, 700000);
+
+      await server.createDatabase('ticks_restored');
+      await sh(`zstd -dc ${shellQuote(artifact)} | ${PG_BIN}/pg_restore -d ticks_restored -t ticks`, {
+        PGHOST: server.host,
+        PGPORT: String(server.port),
+        PGUSER: 'postgres',
+        PGPASSWORD: server.password,
+      });
+      const restored = await server.query('SELECT count(*)::int AS n, max(id)::int AS max FROM ticks', 'ticks_restored');
+      assert.equal(restored.rows[0].n, counted);
+    } finally {
+      writing = false;
+      await loop.catch(() => {});
+      await writer.end();
+    }
+  });
+});
