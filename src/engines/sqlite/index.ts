@@ -80,7 +80,10 @@ export const sqliteEngine: Engine = {
       };
     } catch (err) {
       if (err instanceof PreflightError) throw err;
-      throw new PreflightError(`[sqlite] ${target.path} is not a readable SQLite database: ${(err as Error).message}`, { cause: err });
+      throw new PreflightError(`[sqlite] ${target.path} is not a readable SQLite database: ${(err as Error).message}`, {
+        hint: 'check that the path names a SQLite database file',
+        cause: err,
+      });
     } finally {
       db.close();
     }
