@@ -5,7 +5,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
@@ -31,6 +31,15 @@ before(async () => {
   await server.query('CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())', 'big');
 });
 after(() => server?.stop());
+
+/** The process's peak resident set (VmHWM) so far, in KiB; 0 once it is gone. */
+function peakRssKiB(pid: number): number {
+  try {
+    return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
 
 interface Running {
   pid: number;
@@ -99,6 +108,9 @@ describe('interrupted backups', () => {
   it('two concurrent backups of one database into one stash: the second fails on the lock, the first succeeds', async () => {
     const stash = freshStash();
     const first = startBackup(stash, ['--json']);
+    let peakKiB = 0;
+    const sampler = setInterval(() => (peakKiB = Math.max(peakKiB, peakRssKiB(first.pid))), 20);
+    void first.done.finally(() => clearInterval(sampler));
     await waitFor('the first backup to hold the lock', () => filesUnder(stash).includes('big/dbstash.lock'));
     const second = await runCli(['backup', server.url('big'), '--output-dir', stash]);
     assert.equal(second.code, 6, second.stderr);
@@ -108,6 +120,8 @@ describe('interrupted backups', () => {
     assert.equal(res.code, 0, res.stderr);
     const id = JSON.parse(res.stdout).id;
     assert.deepEqual(filesUnder(stash), [`big/${id}.dump.zst`, `big/${id}.manifest.json`]);
+    const raw = JSON.parse(res.stdout).manifest.artifacts[0].rawSize;
+    assert.ok(peakKiB > 0 && peakKiB < 150 * 1024, `peak RSS ${Math.round(peakKiB / 1024)} MiB while streaming ${Math.round(raw / 2 ** 20)} MiB`);
   });
 });
 

@@ -132,6 +132,38 @@ describe('postgres preflight failures', () => {
     assert.ok(!filesUnder(stash).includes('shop/dbstash.lock'));
   });
 
+  it('--dry-run checks and prints the plan, and writes nothing', async () => {
+    const stash = freshStash();
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--dry-run', '--json']);
+    assert.equal(res.code, 0, res.stderr);
+    const plan = JSON.parse(res.stdout);
+    assert.equal(plan.dryRun, true);
+    assert.match(plan.serverVersion, /^15\./);
+    assert.equal(plan.tool.name, 'pg_dump');
+    assert.deepEqual(plan.destinations.map((d: { url: string }) => d.url), [stash]);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
+  it('--quiet prints nothing on success', async () => {
+    const stash = freshStash();
+    const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--quiet']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout + res.stderr, '');
+    assert.equal(filesUnder(stash).length, 2);
+  });
+
+  it('a dump the server refuses (no read permission): exit 5 with pg_dump\'s reason, nothing published', async () => {
+    await server.query(`CREATE ROLE limited LOGIN PASSWORD 'limited-pw'`);
+    await server.query('CREATE TABLE secret_stuff (x int)', 'shop');
+    await server.query('REVOKE ALL ON secret_stuff FROM PUBLIC', 'shop');
+    const stash = freshStash();
+    const res = await runCli(['backup', `postgres://limited:limited-pw@127.0.0.1:${server.port}/shop`, '--output-dir', stash]);
+    assert.equal(res.code, 5, res.stderr);
+    assert.match(res.stderr, /^error: .*permission denied for table (items|secret_stuff)/m);
+    assert.doesNotMatch(res.stderr, /^\s+at /m);
+    assert.deepEqual(filesUnder(stash), []);
+  });
+
   it('a config error is exit 2 with the key named', async () => {
     const config = path.join(work, 'bad.yaml');
     writeFileSync(config, 'compression:\n  algorithm: lz4\n');
