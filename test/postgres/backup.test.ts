@@ -107,7 +107,10 @@ describe('postgres backup of pg-rich', () => {
     let done = false;
     void closed.then(() => (done = true));
     while (!done) {
-      for (const pid of childrenOf(child.pid!, 'pg_dump')) seenArgv.push(cmdlineOf(pid));
+      for (const pid of childrenOf(child.pid!, 'pg_dump')) {
+        const argv = cmdlineOf(pid);
+        if (argv.length > 0) seenArgv.push(argv);
+      }
       const lock = path.join(stash, 'rich', 'dbstash.lock');
       if (!lockText && existsSync(lock)) lockText = readFileSync(lock, 'utf8');
       await new Promise((r) => setTimeout(r, 5));
