@@ -159,7 +159,7 @@ describe('postgres preflight failures', () => {
     const stash = freshStash();
     const res = await runCli(['backup', `postgres://limited:limited-pw@127.0.0.1:${server.port}/shop`, '--output-dir', stash]);
     assert.equal(res.code, 5, res.stderr);
-    assert.match(res.stderr, /^error: .*permission denied for table (items|secret_stuff)/m);
+    assert.match(res.stderr, /^error: .*permission denied for table (items|secret_stuff)/m, res.stderr);
     assert.doesNotMatch(res.stderr, /^\s+at /m);
     assert.deepEqual(filesUnder(stash), []);
   });
