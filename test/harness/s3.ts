@@ -35,6 +35,7 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
     configureBuckets: (opts.buckets ?? []).map((name) => ({ name })),
   });
   decodeAwsChunkedUploads(s3rver);
+  emulateConditionalWrites(s3rver);
   let port: number;
   try {
     ({ port } = await s3rver.run());
@@ -59,6 +60,46 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
       await removeTempDir(directory);
     },
   };
+}
+
+/**
+ * If-None-Match: * on PutObject and CompleteMultipartUpload, as AWS S3, R2 and MinIO honour it:
+ * 412 PreconditionFailed when the key exists. s3rver 3.x ignores the header; without this, the
+ * drivers' exclusive puts could not be tested for atomicity. Writes of one key are serialized
+ * while the check and the store happen, so two concurrent conditional writes cannot both win.
+ */
+function emulateConditionalWrites(s3rver: S3rver): void {
+  const busy = new Map<string, Promise<void>>();
+  s3rver.middleware.unshift(async (ctx, next) => {
+    const conditional = ctx.get('if-none-match') === '*';
+    const isPut = ctx.method === 'PUT' && !ctx.query.partNumber && !ctx.get('x-amz-copy-source');
+    const isComplete = ctx.method === 'POST' && ctx.query.uploadId !== undefined;
+    if (!conditional || !(isPut || isComplete)) return next();
+    const [, bucket = '', ...rest] = ctx.path.split('/');
+    const key = decodeURIComponent(rest.join('/'));
+    const id = `${bucket}/${key}`;
+    const before = busy.get(id) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const chained = before.then(() => mine);
+    busy.set(id, chained);
+    await before;
+    try {
+      if (await s3rver.store.existsObject(decodeURIComponent(bucket), key)) {
+        ctx.req.resume();
+        ctx.status = 412;
+        ctx.set('Content-Type', 'application/xml');
+        ctx.body =
+          '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
+          '<Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>';
+        return;
+      }
+      await next();
+    } finally {
+      release();
+      if (busy.get(id) === chained) busy.delete(id);
+    }
+  });
 }
 
 /** Stores aws-chunked uploads decoded and never reports `aws-chunked` as an object's Content-Encoding. */

@@ -19,6 +19,13 @@ declare module 's3rver' {
   interface Context {
     /** The request body stream s3rver stores; replaceable by middleware. */
     req: Readable;
+    method: string;
+    /** The URL path, still percent-encoded. */
+    path: string;
+    query: Record<string, string | string[] | undefined>;
+    status: number;
+    body: unknown;
+    set(field: string, value: string): void;
     get(requestHeader: string): string;
     response: {
       get(field: string): string;
@@ -31,6 +38,8 @@ declare module 's3rver' {
     constructor(options?: S3rverOptions);
     /** Koa's middleware stack; composed when run() starts listening. */
     middleware: ((ctx: Context, next: () => Promise<void>) => Promise<void>)[];
+    /** The filesystem store behind the server. */
+    store: { existsObject(bucket: string, key: string): Promise<boolean> };
     /** Creates the configured buckets, then listens; resolves with the bound address. */
     run(): Promise<AddressInfo>;
     /** Set by run(). */
