@@ -164,7 +164,11 @@ async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Stora
     raw.destroy();
   }
   const stats = await req.engine.tableStats!(into, { checksums: false, signal: req.signal });
-  const { problems } = compareTables(manifest.tables, stats, { checksums: false });
+  const { problems, extras } = compareTables(manifest.tables, stats, { checksums: false });
+  // In place, tables the backup does not know were there before and are left alone; in a new
+  // database they can only come from the dump, which then does not match its manifest.
+  if (extra.clean) extras.forEach((e) => req.events.warn(`left in place: ${e.replace(/ rows restored, but the manifest does not list it$/, ' rows, not in the backup')}`));
+  else problems.push(...extras);
   if (problems.length > 0) {
     throw new IntegrityError(`the restored data does not match the manifest: ${summarizeProblems(problems)}`, {
       hint: 'the backup holds other data than its manifest says; try an older backup',

@@ -10,8 +10,10 @@ export type TableComparison = NonNullable<VerifyRecord['tables']>[number];
 
 export interface Comparison {
   tables: TableComparison[];
-  /** Every mismatch, in manifest order; empty when everything matched. */
+  /** Every mismatch of a manifest table, in manifest order; empty when everything matched. */
   problems: string[];
+  /** Restored tables the manifest does not list. */
+  extras: string[];
 }
 
 const qualified = (t: { schema: string; name: string }) => `${t.schema}.${t.name}`;
@@ -38,8 +40,8 @@ export function compareTables(expected: TableEntry[], actual: TableStat[], opts:
     }
     return row;
   });
-  for (const extra of found.values()) problems.push(`table ${qualified(extra)}: ${extra.rows} rows restored, but the manifest does not list it`);
-  return { tables, problems };
+  const extras = [...found.values()].map((extra) => `table ${qualified(extra)}: ${extra.rows} rows restored, but the manifest does not list it`);
+  return { tables, problems, extras };
 }
 
 /** "table a: …" or "table a: … (and 3 more mismatches)". */

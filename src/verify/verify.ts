@@ -147,8 +147,9 @@ async function drill(storage: Storage, manifest: Manifest, engine: Engine, opts:
         throw unavailable(err);
       }
       const comparison = compareTables(manifest.tables, await tableStats.call(engine, db, { checksums: deep, signal: opts.signal }), { checksums: deep });
-      if (comparison.problems.length > 0) {
-        throw Object.assign(new IntegrityError(summarizeProblems(comparison.problems), { hint: 'the dump holds other data than its manifest says; do not rely on this backup' }), {
+      const problems = [...comparison.problems, ...comparison.extras];
+      if (problems.length > 0) {
+        throw Object.assign(new IntegrityError(summarizeProblems(problems), { hint: 'the dump holds other data than its manifest says; do not rely on this backup' }), {
           tables: comparison.tables,
         });
       }

@@ -279,7 +279,7 @@ async function tableStats(target: Target, opts: { checksums: boolean }): Promise
 async function sessions(client: PgClient, database: string) {
   return (
     await client.query<{ pid: number; usename: string | null; application_name: string; client_addr: string | null; state: string | null }>(
-      `SELECT pid, usename, application_name, client_addr::text, state FROM pg_stat_activity
+      `SELECT pid, usename, application_name, host(client_addr) AS client_addr, state FROM pg_stat_activity
        WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid`,
       [database],
     )
