@@ -163,23 +163,38 @@ function bytesWritten(root: Proc, all: Proc[]): number {
   return total;
 }
 
-/** Kills the child of `pid` named `comm` (SIGKILL) once it has written `minBytes`: a dump that dies half-way. */
+/**
+ * Kills the child of `pid` named `comm` (SIGKILL) once it has written `minBytes`: a dump that dies
+ * half-way. Once seen, the tool is stepped (SIGSTOP, then 1 ms of SIGCONT at a time), so a fast
+ * dump cannot run to its end between two looks.
+ */
 async function killChildMidway(pid: number, comm: string, minBytes: number, timeoutMs = 30_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let most = 0;
   while (Date.now() < deadline) {
     const all = processes();
     // The tool also runs briefly as `<tool> --version` while dbstash looks for it: skip those.
-    const tools = all.filter((p) => p.comm === comm && p.ppid === pid && !cmdline(p.pid).includes('--version'));
-    for (const tool of tools) {
-      const written = bytesWritten(tool, all);
-      most = Math.max(most, written);
-      if (written >= minBytes) {
-        process.kill(tool.pid, 'SIGKILL');
-        return tool.pid;
-      }
+    const tool = all.find((p) => p.comm === comm && p.ppid === pid && !cmdline(p.pid).includes('--version'));
+    if (!tool) {
+      await new Promise((r) => setTimeout(r, 2));
+      continue;
     }
-    await new Promise((r) => setTimeout(r, 2));
+    try {
+      process.kill(tool.pid, 'SIGSTOP');
+      while (Date.now() < deadline) {
+        const written = bytesWritten(tool, processes());
+        most = Math.max(most, written);
+        if (written >= minBytes) {
+          process.kill(tool.pid, 'SIGKILL');
+          return tool.pid;
+        }
+        process.kill(tool.pid, 'SIGCONT');
+        await new Promise((r) => setTimeout(r, 1));
+        process.kill(tool.pid, 'SIGSTOP');
+      }
+    } catch {
+      // That one ended (a version probe, or a dump too small to reach minBytes): look again.
+    }
   }
   throw new Error(`no ${comm} child of ${pid} wrote ${minBytes} bytes within ${timeoutMs} ms (most seen: ${most})`);
 }
