@@ -14,8 +14,9 @@ import type { Stage } from '../pipeline/stage.js';
 import { loadEngine } from '../engines/index.js';
 import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { totalRows } from '../catalog/manifest.js';
+import { encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
 
-export interface BackupOptions extends CommonOptions {
+export interface BackupOptions extends CommonOptions, SecretOptions {
   compression?: string;
   level?: string;
   globals?: boolean;
@@ -47,7 +48,11 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   const stages: Stage[] = [];
   const compress = compressionStage(compression.algorithm, compression.level);
   if (compress) stages.push(compress);
+  const encrypt = encryptionStage(opts, config, entry);
+  if (encrypt) stages.push(encrypt);
   const extra: Record<string, unknown> = {};
+  const signer = signerFor(opts, config);
+  if (signer) extra.signing = { algorithm: 'ed25519', keyId: signer.keyId };
   const jobs = opts.jobs !== undefined ? Number(opts.jobs) : entry?.jobs;
   if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);
 
@@ -68,6 +73,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     forceUnlock: !!opts.forceUnlock,
     anomalyMaxDrop: entry?.anomaly?.maxDrop ?? config.anomaly?.maxDrop,
     extra,
+    signer,
   };
 }
 
@@ -87,6 +93,7 @@ export function registerBackup(program: Command): void {
     .option('--lock-tables', 'MySQL: lock the tables while dumping instead of --single-transaction (for MyISAM/Aria/MEMORY tables)')
     .option('--bin-dir <dir>', 'directory holding the dump tools (mariadb-dump, pg_dump); default: looked up')
     .option('--pg-bin-dir <dir>', 'directory holding pg_dump/pg_dumpall (default: newest in /usr/lib/postgresql, then PATH)');
+  encryptionOptions(cmd);
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(

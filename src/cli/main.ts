@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
 import '../pipeline/compress.js';
+import '../pipeline/age.js';
 import { EXIT_CODES_HELP } from './common.js';
 import { registerBackup } from './backup.js';
 import { registerInit } from './init.js';
@@ -14,6 +15,8 @@ import { registerVerify } from './verify.js';
 import { registerPrune } from './prune.js';
 import { registerDaemon } from './daemon.js';
 import { registerRestore } from './restore.js';
+import { registerKeygen } from './keygen.js';
+import { registerCopy } from './copy.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -31,6 +34,8 @@ export function buildProgram(): Command {
   registerInit(program);
   registerPrune(program);
   registerDaemon(program);
+  registerKeygen(program);
+  registerCopy(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

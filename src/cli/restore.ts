@@ -15,8 +15,9 @@ import { runRestore, type RestorePlan } from '../restore/restore.js';
 import { locateBackup, locateLatest } from '../verify/locate.js';
 import { collect, commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { configEntry } from './verify.js';
+import { decryptionOptions, stageContext, verifierFor, type SecretOptions } from './secrets.js';
 
-interface RestoreCliOptions extends CommonOptions {
+interface RestoreCliOptions extends CommonOptions, SecretOptions {
   to?: string;
   database?: string;
   at?: string;
@@ -107,6 +108,7 @@ export function registerRestore(program: Command): void {
     .option('--force', 'terminate other sessions connected to the target (they are logged)')
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
     .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
+  decryptionOptions(cmd);
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(
@@ -135,16 +137,17 @@ Examples:
       const target = parseTarget(url, { binDir: opts.pgBinDir ?? binDir });
       const database = latest ? opts.database : parseBackupId(what)?.database;
       const destinations = await resolveDestinations(opts, config, configEntry(config, database));
+      const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
       let located;
       if (latest) {
-        located = await locateLatest(destinations, { database, at: opts.at ? parseAt(opts.at) : undefined });
+        located = await locateLatest(destinations, { database, at: opts.at ? parseAt(opts.at) : undefined }, locate);
         if (!located) {
           throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {
             hint: 'run `dbstash list` to see the backups this stash holds',
           });
         }
       } else {
-        located = await locateBackup(destinations, what);
+        located = await locateBackup(destinations, what, locate);
       }
       const engine = await loadEngine(located.manifest.engine);
       const tty = !!process.stdin.isTTY && !!process.stderr.isTTY;
@@ -160,7 +163,7 @@ Examples:
           withGlobals: opts.withGlobals,
           dropOld: opts.dropOld,
           force: opts.force,
-          stageContext: {},
+          stageContext: stageContext(opts, config, configEntry(config, located.manifest.database.name) ?? configEntry(config, database)),
           tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
           signal: ctx.signal,
           events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },

@@ -12,8 +12,10 @@ import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { locateBackup, locateLatest, type LocatedBackup } from '../verify/locate.js';
 import { verifyBackup, type VerifyLevel, type VerifyResult } from '../verify/verify.js';
 import { commonOptions, reportError, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
+import { decryptionOptions, stageContext, verifierFor, type SecretOptions } from './secrets.js';
+import { readCheckedManifest } from '../crypto/sign.js';
 
-interface VerifyCliOptions extends CommonOptions {
+interface VerifyCliOptions extends CommonOptions, SecretOptions {
   latest?: boolean | string;
   all?: boolean | string;
   drill?: boolean;
@@ -40,9 +42,10 @@ async function toVerify(id: string | undefined, opts: VerifyCliOptions, ctx: Con
   const pick = typeof opts.latest === 'string' ? opts.latest : typeof opts.all === 'string' ? opts.all : undefined;
   const database = id ? parseBackupId(id)?.database : pick;
   const destinations = await resolveDestinations(opts, ctx.loaded.config, configEntry(ctx.loaded.config, database));
-  if (id) return { located: [await locateBackup(destinations, id)], database };
+  const locate = { verifier: verifierFor(opts, ctx.loaded.config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
+  if (id) return { located: [await locateBackup(destinations, id, locate)], database };
   if (opts.latest !== undefined) {
-    const latest = await locateLatest(destinations, { database });
+    const latest = await locateLatest(destinations, { database }, locate);
     if (!latest) throw new UsageError(`no backups${database ? ` of ${database}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`);
     return { located: [latest], database };
   }
@@ -71,6 +74,7 @@ export function registerVerify(program: Command): void {
     .option('--deep', 'level 2 plus content checksums per table (backups taken with --checksums)')
     .option('--scratch-url <url>', 'server for the drill\'s scratch database (default: a throwaway local server dbstash starts)')
     .option('--temp-dir <dir>', 'directory for scratch files and the throwaway server (default: the system temp dir)');
+  decryptionOptions(cmd);
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(
@@ -94,13 +98,15 @@ Examples:
       const config = ctx.loaded.config;
       const results: { id: string; result: string; level: VerifyLevel; error?: string; kind?: string; record?: string; tables?: unknown }[] = [];
       let exitCode: number = ExitCode.ok;
+      const verifier = verifierFor(opts, config);
       for (const { dest, manifest } of located) {
         const entry = configEntry(config, manifest.database.name) ?? configEntry(config, database);
         ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
         try {
+          if (verifier && located.length > 1) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);
           const result = await verifyBackup(dest.storage, manifest, {
             level,
-            stageContext: {},
+            stageContext: stageContext(opts, config, entry),
             tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
             scratchUrl: opts.scratchUrl ?? entry?.scratchUrl,
             dryRun: opts.dryRun,

@@ -152,6 +152,8 @@ export const configSchema = z
     tempDir: z.string().optional(),
     compression: compressionSchema.optional(),
     encryption: encryptionSchema.optional(),
+    /** Ed25519 manifest signatures: the private key signs backups, the public key checks them. */
+    signing: z.object({ keyFile: z.string().optional(), publicKeyFile: z.string().optional() }).strict().optional(),
     retention: retentionSchema.optional(),
     space: z
       .object({ ratio: z.number().positive().optional(), margin: z.number().min(1).max(100).optional() })

@@ -1,9 +1,12 @@
 // Which copy of a backup verify and restore read: the first destination (in the order the
-// command line or the config gives them) that holds the backup's manifest. Kept in one place so
-// that "first intact copy" rules for several storages extend this function only.
+// command line or the config gives them) holding an intact copy — its manifest reads, its
+// signature checks when a verify key is configured, and every artifact is there with the size the
+// manifest gives. When no copy is intact, the first readable one is returned so that verify and
+// restore report exactly what is broken; a bad signature is never passed over silently.
 
-import { UsageError } from '../core/errors.js';
-import { manifestKey, parseBackupId } from '../core/id.js';
+import { IntegrityError, UsageError } from '../core/errors.js';
+import { artifactKey, manifestKey, parseBackupId } from '../core/id.js';
+import { readCheckedManifest, type ManifestVerifier } from '../crypto/sign.js';
 import { listBackups, pickLatest, readManifest } from '../catalog/catalog.js';
 import type { Manifest } from '../catalog/manifest.js';
 import type { Destination } from '../backup/backup.js';
@@ -13,23 +16,67 @@ export interface LocatedBackup {
   manifest: Manifest;
 }
 
-export async function locateBackup(destinations: Destination[], id: string): Promise<LocatedBackup> {
+export interface LocateOptions {
+  /** Require manifests signed by this key (unsigned ones only with allowUnsigned). */
+  verifier?: ManifestVerifier;
+  allowUnsigned?: boolean;
+  warn?: (message: string) => void;
+}
+
+async function readCopy(dest: Destination, id: string, opts: LocateOptions): Promise<LocatedBackup> {
+  const { manifest, signature } = await readCheckedManifest(dest.storage, id, opts.verifier, opts);
+  if (signature === 'unsigned') opts.warn?.(`backup ${id} in ${dest.storage.url} is unsigned (accepted: --allow-unsigned)`);
+  return { dest, manifest };
+}
+
+/** Why a copy is not intact (a missing or resized artifact), or undefined when it is. */
+async function damage({ dest, manifest }: LocatedBackup): Promise<string | undefined> {
+  for (const artifact of manifest.artifacts) {
+    const info = await dest.storage.stat(artifactKey(manifest.id, artifact.file));
+    if (!info) return `artifact ${artifact.file} is missing`;
+    if (info.size !== artifact.size) return `artifact ${artifact.file} is ${info.size} bytes, manifest says ${artifact.size}`;
+  }
+  return undefined;
+}
+
+export async function locateBackup(destinations: Destination[], id: string, opts: LocateOptions = {}): Promise<LocatedBackup> {
   if (!parseBackupId(id)) {
     throw new UsageError(`"${id}" is not a backup id`, { hint: 'ids look like shop_prod_2026-11-23T08-07-00Z; `dbstash list` shows them' });
   }
+  let damaged: LocatedBackup | undefined;
+  let refused: unknown;
   for (const dest of destinations) {
-    if (await dest.storage.stat(manifestKey(id))) return { dest, manifest: await readManifest(dest.storage, id) };
+    if (!(await dest.storage.stat(manifestKey(id)))) continue;
+    let copy: LocatedBackup;
+    try {
+      copy = await readCopy(dest, id, opts);
+    } catch (err) {
+      if (!(err instanceof IntegrityError) || destinations.length === 1) throw err;
+      opts.warn?.(`${dest.storage.url}: ${err.message}; trying the next storage`);
+      refused ??= err;
+      continue;
+    }
+    const problem = await damage(copy);
+    if (!problem) return copy;
+    if (destinations.length > 1) opts.warn?.(`${dest.storage.url}: ${problem}; trying the next storage`);
+    damaged ??= copy;
   }
+  if (damaged) return damaged;
+  if (refused) throw refused;
   // No copy has a manifest: let the first destination say so in readManifest's words.
   return { dest: destinations[0], manifest: await readManifest(destinations[0].storage, id) };
 }
 
-/** The newest backup (of a database, at or before a time) over all destinations. */
-export async function locateLatest(destinations: Destination[], opts: { database?: string; at?: Date }): Promise<LocatedBackup | undefined> {
-  let best: LocatedBackup | undefined;
+/** The newest backup (of a database, at or before a time) over all destinations, from its first intact copy. */
+export async function locateLatest(
+  destinations: Destination[],
+  filter: { database?: string; at?: Date },
+  opts: LocateOptions = {},
+): Promise<LocatedBackup | undefined> {
+  let best: Manifest | undefined;
   for (const dest of destinations) {
-    const entry = pickLatest((await listBackups(dest.storage, opts.database)).entries, opts);
-    if (entry && (!best || entry.manifest.startedAt > best.manifest.startedAt)) best = { dest, manifest: entry.manifest };
+    const entry = pickLatest((await listBackups(dest.storage, filter.database)).entries, filter);
+    if (entry && (!best || entry.manifest.startedAt > best.startedAt)) best = entry.manifest;
   }
-  return best;
+  return best ? locateBackup(destinations, best.id, opts) : undefined;
 }
