@@ -17,13 +17,15 @@ import { measure } from './measure.js';
 import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summarize, type RunRecord, type ScaleResult, type Target } from './report.js';
 import { comparisons, scenarios, type BenchContext, type Scenario } from './scenarios.js';
 import { runExtensions, type ExtensionResult } from './extensions.js';
+import { profileBackup, type Profile } from './profile.js';
 
-const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--json]
+const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json]
 
   --scale N       pgbench scale of the benchmark database (default 10: ~230 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
   --rounds N      rounds of alternated commands (default 3)
   --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
+  --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
   --json          print the full result as JSON on stdout (progress stays on stderr)`;
 
 const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -46,7 +48,7 @@ async function emptyDir(dir: string): Promise<void> {
   for (const entry of await fsp.readdir(dir)) await fsp.rm(path.join(dir, entry), { recursive: true, force: true });
 }
 
-async function benchScale(scale: number, rounds: number, selected: Scenario[], ctxBase: Omit<BenchContext, 'db' | 'workDir'>): Promise<ScaleResult> {
+async function benchScale(scale: number, rounds: number, selected: Scenario[], wantProfile: boolean, ctxBase: Omit<BenchContext, 'db' | 'workDir'>): Promise<ScaleResult> {
   const log = ctxBase.log;
   const db = await buildDatabase(ctxBase.server, scale, log);
   const ctx: BenchContext = { ...ctxBase, db, workDir: tempDir(`dbstash-bench-s${scale}`) };
@@ -64,9 +66,13 @@ async function benchScale(scale: number, rounds: number, selected: Scenario[], c
       active.push(s);
     }
   }
-  // One untimed dump first, so every measured command starts with the same warm page cache.
-  const floor = scenarios().find((s) => s.id === 'pg_dump_floor')!;
-  await measure((await floor.prepare(ctx, 0)).spec);
+  // Untimed warm-up: a dump warms the page cache, a backup the row counts' first scans; the
+  // first round then measures the same steady state as the others.
+  for (const id of ['pg_dump_floor', 'dbstash']) {
+    const warm = scenarios().find((s) => s.id === id)!;
+    await measure((await warm.prepare(ctx, 0)).spec);
+    await emptyDir(ctx.workDir);
+  }
 
   const runs: RunRecord[] = [];
   for (let round = 1; round <= rounds; round++) {
@@ -80,13 +86,19 @@ async function benchScale(scale: number, rounds: number, selected: Scenario[], c
       log(`scale ${scale} round ${round}/${rounds} ${s.id}: wall ${(m.wallMs / 1000).toFixed(2)} s, CPU ${(m.cpuMs / 1000).toFixed(2)} s, server CPU ${((m.serverCpuMs ?? 0) / 1000).toFixed(2)} s, RSS ${(m.rootPeakRss / 1024 / 1024).toFixed(1)} MB (load ${loadAverage.toFixed(1)})`);
     }
   }
+  let profile: Profile | undefined;
+  if (wantProfile) {
+    log(`scale ${scale}: profiling one more dbstash backup`);
+    profile = await profileBackup(ctx);
+    await emptyDir(ctx.workDir);
+  }
   await ctx.server.query(`DROP DATABASE ${db.name}`);
 
   const summaries = selected.map((s) => summarize(s.id, s.label, runs.filter((r) => r.scenario === s.id), skipped.get(s.id)));
   const compared = comparisons()
     .map((c) => compare(c, summaries))
     .filter((c): c is NonNullable<typeof c> => !!c);
-  return { database: db, rounds, scenarios: summaries, comparisons: compared, targets: scaleTargets(compared, summaries) };
+  return { database: db, rounds, scenarios: summaries, comparisons: compared, targets: scaleTargets(compared, summaries), profile };
 }
 
 async function main(): Promise<void> {
@@ -97,6 +109,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '3' },
       only: { type: 'string' },
       json: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -132,7 +145,7 @@ async function main(): Promise<void> {
   let extensions: ExtensionResult[] = [];
   try {
     const ctxBase = { server, cliPath: CLI_PATH, log, s3: async () => (s3 ??= await startS3({ buckets: ['bench'] })) };
-    for (const scale of scales) results.push(await benchScale(scale, rounds, selected, ctxBase));
+    for (const scale of scales) results.push(await benchScale(scale, rounds, selected, values.profile!, ctxBase));
     extensions = await runExtensions(log);
   } finally {
     await s3?.stop();

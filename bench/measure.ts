@@ -28,6 +28,8 @@ export interface CommandSpec {
   captureStdout?: boolean;
   /** The postmaster's pid, to measure the server-side CPU of the run. */
   serverPid?: number;
+  /** Sample the root process's CPU per thread (main thread vs the others). */
+  threads?: boolean;
 }
 
 export interface Measurement {
@@ -41,6 +43,8 @@ export interface Measurement {
   rootPeakRss: number;
   /** The largest peak RSS among all processes of the tree, and which process it was. */
   treePeakRss: { bytes: number; name: string };
+  /** CPU of the root's main thread and of its other threads, as last sampled (up to 50 ms early). */
+  rootThreads?: { mainMs: number; otherMs: number };
   stdout: string;
 }
 
@@ -77,13 +81,33 @@ function peakRssOf(pid: number): { bytes: number; name: string } | undefined {
   }
 }
 
+/** user+sys of each thread of `pid`, in milliseconds, by thread id. */
+function threadCpu(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), (Number(fields[11]) + Number(fields[12])) * TICK_MS);
+    }
+  } catch {
+    /* the process is gone; keep the last sample */
+  }
+  return out;
+}
+
 /** Follows a process tree through /proc, reading each new pid's parent only once. */
 class TreeWatcher {
   private readonly members = new Set<number>();
   private readonly seen = new Set<number>();
   readonly peaks = new Map<number, { bytes: number; name: string }>();
+  /** The root's CPU per thread at the last poll (only when asked for). */
+  readonly threads = new Map<number, number>();
 
-  constructor(private readonly root: number) {
+  constructor(
+    private readonly root: number,
+    private readonly watchThreads: boolean,
+  ) {
     this.members.add(root);
     this.seen.add(root);
   }
@@ -101,7 +125,14 @@ class TreeWatcher {
       const known = this.peaks.get(pid);
       if (peak && (!known || peak.bytes > known.bytes)) this.peaks.set(pid, peak);
     }
+    if (this.watchThreads) for (const [tid, ms] of threadCpu(this.root)) this.threads.set(tid, ms);
   }
+}
+
+function splitThreads(threads: Map<number, number>, mainTid: number): { mainMs: number; otherMs: number } {
+  let otherMs = 0;
+  for (const [tid, ms] of threads) if (tid !== mainTid) otherMs += ms;
+  return { mainMs: threads.get(mainTid) ?? 0, otherMs };
 }
 
 /** Runs `spec` to completion; rejects with its stderr when it exits non-zero. */
@@ -121,7 +152,7 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
     child.stderr?.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < STDERR_LIMIT) stderr += d;
     });
-    const watcher = child.pid !== undefined ? new TreeWatcher(child.pid) : undefined;
+    const watcher = child.pid !== undefined ? new TreeWatcher(child.pid, !!spec.threads) : undefined;
     watcher?.poll();
     const timer = setInterval(() => watcher?.poll(), POLL_MS);
     child.once('error', (err) => {
@@ -155,6 +186,7 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
         serverCpuMs,
         rootPeakRss: (child.pid !== undefined && watcher?.peaks.get(child.pid)?.bytes) || 0,
         treePeakRss: peaks.reduce((a, b) => (b.bytes > a.bytes ? b : a), { bytes: 0, name: '?' }),
+        rootThreads: spec.threads && watcher ? splitThreads(watcher.threads, child.pid!) : undefined,
         stdout,
       });
     });

@@ -5,6 +5,7 @@
 
 import type { BenchDatabase } from './database.js';
 import type { Comparison } from './scenarios.js';
+import { renderProfile, type Profile } from './profile.js';
 
 export interface RunRecord {
   scenario: string;
@@ -46,6 +47,7 @@ export interface ScaleResult {
   scenarios: ScenarioSummary[];
   comparisons: ComparisonResult[];
   targets: Target[];
+  profile?: Profile;
 }
 
 export interface Target {
@@ -189,6 +191,7 @@ export function renderScale(result: ScaleResult): string {
     ]);
   }
   lines.push(table(ratioRows));
+  if (result.profile) lines.push('', renderProfile(result.profile));
   return lines.join('\n');
 }
 

@@ -84,7 +84,7 @@ function mainArtifact(result: DbstashResult) {
  * `dbstash backup` as a user runs it: the built CLI, the database from DATABASE_URL (no password
  * in argv), a fresh local stash per run unless `extraArgs` names another destination.
  */
-function dbstashSpec(ctx: BenchContext, run: number, extraArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): CommandSpec {
+export function dbstashSpec(ctx: BenchContext, run: number, extraArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): CommandSpec {
   const stash = path.join(ctx.workDir, `stash-${run}`);
   const destination = extraArgs.includes('--storage') ? [] : ['--output-dir', stash];
   return {
