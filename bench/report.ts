@@ -121,9 +121,9 @@ export function scaleTargets(comparisons: ComparisonResult[], summaries: Scenari
   const targets: Target[] = comparisons
     .filter((c) => c.max !== undefined)
     .map((c) => ({ name: c.label, value: `${c.ratio.toFixed(2)}×`, limit: `≤ ${c.max!.toFixed(2)}×`, pass: !!c.pass }));
-  const dbstash = summaries.find((s) => s.id === 'dbstash');
-  if (dbstash?.peakRss) {
-    targets.push({ name: 'dbstash peak RSS (node process)', value: formatMB(dbstash.peakRss), limit: `≤ ${formatMB(RSS_LIMIT)}`, pass: dbstash.peakRss <= RSS_LIMIT });
+  for (const s of summaries.filter((x) => x.id.startsWith('dbstash') && x.peakRss)) {
+    const what = s.id === 'dbstash' ? 'dbstash' : s.label.replace(/ \(.*\)$/, '');
+    targets.push({ name: `${what}: peak RSS of the node process`, value: formatMB(s.peakRss!), limit: `≤ ${formatMB(RSS_LIMIT)}`, pass: s.peakRss! <= RSS_LIMIT });
   }
   return targets;
 }
