@@ -7,10 +7,12 @@
 
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { measure } from './measure.js';
+import { measure, median } from './measure.js';
 import { dbstashSpec, type BenchContext } from './scenarios.js';
 
 export interface Profile {
+  /** Medians of backups of an empty database: what every backup costs before its first row. */
+  fixedCost: { wallMs: number; cpuMs: number; runs: number };
   wallMs: number;
   cpuMs: number;
   mainThreadCpuMs: number;
@@ -57,13 +59,27 @@ export function categorize(profile: CpuProfile): { category: string; ms: number 
   return [...totals].map(([category, ms]) => ({ category, ms })).sort((a, b) => b.ms - a.ms);
 }
 
+const EMPTY_DATABASE = 'bench_empty';
+const FIXED_COST_RUNS = 5;
+
+async function fixedCost(ctx: BenchContext): Promise<Profile['fixedCost']> {
+  const exists = await ctx.server.query(`SELECT 1 FROM pg_database WHERE datname = '${EMPTY_DATABASE}'`);
+  if (exists.rowCount === 0) await ctx.server.createDatabase(EMPTY_DATABASE);
+  const emptyCtx = { ...ctx, db: { ...ctx.db, name: EMPTY_DATABASE } };
+  const runs = [];
+  for (let i = 1; i <= FIXED_COST_RUNS; i++) runs.push(await measure(dbstashSpec(emptyCtx, i, [], {})));
+  return { wallMs: median(runs.map((r) => r.wallMs)), cpuMs: median(runs.map((r) => r.cpuMs)), runs: runs.length };
+}
+
 export async function profileBackup(ctx: BenchContext): Promise<Profile> {
+  const fixed = await fixedCost(ctx);
   const dir = path.join(ctx.workDir, 'cpu-profile');
   const spec = dbstashSpec(ctx, 0, [], {});
   const m = await measure({ ...spec, args: [`--cpu-prof`, `--cpu-prof-dir=${dir}`, ...spec.args], threads: true });
   const [file] = await fsp.readdir(dir);
   const profile = JSON.parse(await fsp.readFile(path.join(dir, file), 'utf8')) as CpuProfile;
   return {
+    fixedCost: fixed,
     wallMs: m.wallMs,
     cpuMs: m.cpuMs,
     mainThreadCpuMs: m.rootThreads?.mainMs ?? 0,
@@ -74,6 +90,7 @@ export async function profileBackup(ctx: BenchContext): Promise<Profile> {
 
 export function renderProfile(p: Profile): string {
   const lines = [
+    `fixed cost per backup (dbstash backup of an empty database, median of ${p.fixedCost.runs}): wall ${(p.fixedCost.wallMs / 1000).toFixed(2)} s, CPU ${(p.fixedCost.cpuMs / 1000).toFixed(2)} s`,
     `profile of one extra dbstash backup (node --cpu-prof): wall ${(p.wallMs / 1000).toFixed(2)} s; CPU of the tree ${(p.cpuMs / 1000).toFixed(2)} s, of which node's main thread ${(p.mainThreadCpuMs / 1000).toFixed(2)} s, node's other threads (libzstd worker, libuv pool, V8 helpers) ${(p.otherThreadsCpuMs / 1000).toFixed(2)} s, the rest pg_dump`,
     'main thread, by wall-clock samples:',
   ];

@@ -5,6 +5,7 @@
 
 import type { BenchDatabase } from './database.js';
 import type { Comparison } from './scenarios.js';
+import { median } from './measure.js';
 import { renderProfile, type Profile } from './profile.js';
 
 export interface RunRecord {
@@ -61,12 +62,6 @@ export const MB = 1024 * 1024;
 export const RSS_LIMIT = 150 * MB;
 /** "Flat": peak RSS at the largest scale at most this much above the smallest scale's. */
 export const RSS_FLAT_GROWTH = 0.15;
-
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 export function summarize(id: string, label: string, runs: RunRecord[], skipped?: string): ScenarioSummary {
   if (skipped || runs.length === 0) return { id, label, skipped: skipped ?? 'no runs', runs };
