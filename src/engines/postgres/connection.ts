@@ -94,6 +94,15 @@ export async function connect(target: Target, database = target.database): Promi
   }
 }
 
+/**
+ * The database for a libpq tool's --dbname/--database: libpq reads that value as a connection
+ * string when it contains "=" or starts with postgres://, so a database named "a=b" must be
+ * passed as dbname='a=b' (quoted and escaped), never as is.
+ */
+export function dbnameArg(database: string): string {
+  return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }

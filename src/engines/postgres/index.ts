@@ -6,7 +6,7 @@
 import { BackupError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
@@ -94,7 +94,7 @@ export const postgresEngine: Engine = {
       const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
-      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${target.database}`];
+      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
       const tables = countTables(client, opts.checksums ?? false).catch((err) => {
         running.child.kill('SIGTERM');
@@ -137,7 +137,7 @@ export const postgresEngine: Engine = {
       await client.end().catch(() => {});
     }
     const tool = await findPgTool('pg_dumpall', majorOf(facts.version), target.options.binDir);
-    const args = ['--globals-only', '--no-password', `--database=${target.database}`];
+    const args = ['--globals-only', '--no-password', `--database=${dbnameArg(target.database)}`];
     if (!facts.superuser) {
       args.push('--no-role-passwords');
       opts.warn('[postgres] not a superuser: roles are captured without their passwords (--no-role-passwords)');

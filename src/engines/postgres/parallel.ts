@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyPgError, connect, libpqEnv } from './connection.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv } from './connection.js';
 import { countTables } from './index.js';
 import { packDirectory, unpackTar } from './tar.js';
 import { findPgTool, majorOf } from './tools.js';
@@ -41,7 +41,7 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
     const tool = await findPgTool('pg_dump', majorOf(version), target.options.binDir);
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
-    const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${target.database}`];
+    const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${dbnameArg(target.database)}`];
     const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
     running.stdout.resume();
     const tables: Promise<TableStat[]> = countTables(client, opts.checksums ?? false).catch((err) => {

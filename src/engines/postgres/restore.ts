@@ -12,7 +12,7 @@ import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.
 import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary } from '../process.js';
-import { classifyPgError, connect, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { countTables } from './index.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { rewriteRoles } from './roles.js';
@@ -150,7 +150,7 @@ async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<stri
 }
 
 function restoreArgs(target: Target, opts: RestoreOptions): string[] {
-  const args = ['--no-password', '--exit-on-error', `--dbname=${target.database}`];
+  const args = ['--no-password', '--exit-on-error', `--dbname=${dbnameArg(target.database)}`];
   if (opts.noOwner) args.push('--no-owner');
   if (opts.noPrivileges) args.push('--no-privileges');
   if (opts.clean) args.push('--clean', '--if-exists', '--single-transaction');
