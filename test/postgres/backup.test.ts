@@ -256,6 +256,23 @@ describe('postgres backup variants', () => {
     assert.deepEqual(listed.backups.map((x: { id: string }) => x.id), [idB, idA]);
   });
 
+  it('databases whose names libpq would read as a connection string back up and restore', async () => {
+    for (const name of ['a=b', "it's \\ odd", 'postgres://x']) {
+      await server.createDatabase(name);
+      await server.query('CREATE TABLE t AS SELECT 42 AS answer', name);
+      const stash = path.join(work, `stash-odd-${createHash('md5').update(name).digest('hex')}`);
+      const res = await backup([server.url(name), '--globals', '--json'], stash);
+      assert.equal(res.code, 0, `${name}: ${res.stderr}`);
+      const { manifest, artifact } = onlyBackup(stash);
+      assert.equal(manifest.database.name, name);
+      assert.deepEqual(manifest.tables.map((t) => `${t.name}=${t.rows}`), ['t=1']);
+      const target = `restored_${manifest.id.slice(0, 5).replace(/\W/g, '_')}_${name.length}`;
+      await server.createDatabase(target);
+      await sh(`zstd -dc ${shellQuote(artifact)} | ${PG_BIN}/pg_restore -d ${target}`, pgEnv());
+      assert.equal((await server.query('SELECT answer FROM t', target)).rows[0].answer, 42);
+    }
+  });
+
   it('`init` writes a config that `backup --config` accepts with ${DATABASE_URL}', async () => {
     const cwd = path.join(work, 'init');
     await sh(`mkdir -p ${shellQuote(cwd)}`);
