@@ -57,15 +57,15 @@ export function classifyMyError(err: unknown, target: Target, database: string |
   }
 }
 
-/** A connection to `database` (undefined: no default database), utf8mb4, dates and big numbers as strings. */
-export async function connect(target: Target, database: string | undefined = target.database): Promise<MyConnection> {
+/** A connection to `database` (null: no default database), utf8mb4, dates and big numbers as strings. */
+export async function connect(target: Target, database: string | null = target.database): Promise<MyConnection> {
   const socket = isSocket(target);
   try {
     const conn = await mysql.createConnection({
       ...(socket ? { socketPath: socket } : { host: target.host, port: target.port }),
       user: target.user,
       password: target.password,
-      database,
+      database: database ?? undefined,
       charset: 'utf8mb4_general_ci',
       connectTimeout: 15_000,
       supportBigNumbers: true,
@@ -77,8 +77,19 @@ export async function connect(target: Target, database: string | undefined = tar
     });
     return conn;
   } catch (err) {
-    throw classifyMyError(err, target, database);
+    throw classifyMyError(err, target, database ?? undefined);
   }
+}
+
+/** The current user's global privileges (upper case; "ALL PRIVILEGES" as such), from SHOW GRANTS. */
+export async function globalPrivileges(conn: MyConnection): Promise<Set<string>> {
+  const [grants] = await conn.query(`SHOW GRANTS`);
+  const privileges = new Set<string>();
+  for (const row of grants as Record<string, string>[]) {
+    const m = /^GRANT (.+?) ON \*\.\* TO /i.exec(Object.values(row)[0]);
+    if (m) for (const p of m[1].split(',')) privileges.add(p.trim().toUpperCase());
+  }
+  return privileges;
 }
 
 export function quoteIdent(name: string): string {

@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyMyError, connect, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { classifyMyError, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
 import { countTables } from './stats.js';
 import { DUMP_TOOLS, findMyTool, versionParts } from './tools.js';
@@ -42,12 +42,7 @@ async function serverFacts(conn: MyConnection, database: string): Promise<Server
     `SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS size FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?`,
     [database],
   );
-  const [grants] = await conn.query(`SHOW GRANTS`);
-  const privileges = new Set<string>();
-  for (const row of grants as Record<string, string>[]) {
-    const m = /^GRANT (.+?) ON \*\.\* TO /i.exec(Object.values(row)[0]);
-    if (m) for (const p of m[1].split(',')) privileges.add(p.trim().toUpperCase());
-  }
+  const privileges = await globalPrivileges(conn);
   const [tables] = await conn.query(
     `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES
      WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME`,

@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
 import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
-import { classifyMyError, connect, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
 import { countTables } from './stats.js';
@@ -21,6 +21,7 @@ import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
 const REMEMBERED_STATEMENTS = 4096;
+const SWAP_PRIVILEGES = ['CREATE', 'DROP', 'ALTER', 'INSERT', 'CREATE VIEW', 'TRIGGER', 'CREATE ROUTINE', 'ALTER ROUTINE', 'EVENT'];
 
 async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary> {
   for await (const chunk of raw) scanner.push(chunk as Buffer);
@@ -38,13 +39,13 @@ function scanning(scanner: SqlScanner): Transform {
   });
 }
 
-async function withConnection<T>(target: Target, database: string | undefined, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
+async function withConnection<T>(target: Target, database: string | null, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
   const conn = await connect(target, database);
   try {
     return await fn(conn);
   } catch (err) {
     if (err instanceof DbstashError) throw err;
-    throw classifyMyError(err, target, database);
+    throw classifyMyError(err, target, database ?? undefined);
   } finally {
     await conn.end().catch(() => {});
   }
@@ -157,6 +158,8 @@ export const verifyRestoreHalf: Pick<
   | 'renameDatabase'
   | 'listSessions'
   | 'terminateSessions'
+  | 'listDatabases'
+  | 'swapBlocker'
   | 'startScratchServer'
 > = {
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
@@ -186,19 +189,19 @@ export const verifyRestoreHalf: Pick<
   },
 
   async databaseExists(target: Target): Promise<boolean> {
-    return withConnection(target, undefined, async (conn) => {
+    return withConnection(target, null, async (conn) => {
       const [rows] = await conn.query(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?`, [target.database]);
       return (rows as unknown[]).length > 0;
     });
   },
 
   async createDatabase(target: Target, name: string): Promise<Target> {
-    await withConnection(target, undefined, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)} CHARACTER SET utf8mb4`));
+    await withConnection(target, null, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)} CHARACTER SET utf8mb4`));
     return withDatabase(target, name);
   },
 
   async dropDatabase(target: Target): Promise<void> {
-    await withConnection(target, undefined, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
+    await withConnection(target, null, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
   },
 
   async renameDatabase(target: Target, newName: string): Promise<Target> {
@@ -232,7 +235,7 @@ export const verifyRestoreHalf: Pick<
   },
 
   async listSessions(target: Target): Promise<string[]> {
-    return withConnection(target, undefined, async (conn) => {
+    return withConnection(target, null, async (conn) => {
       const [rows] = await conn.query(
         `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() ORDER BY ID`,
         [target.database],
@@ -244,13 +247,31 @@ export const verifyRestoreHalf: Pick<
   },
 
   async terminateSessions(target: Target): Promise<number> {
-    return withConnection(target, undefined, async (conn) => {
+    return withConnection(target, null, async (conn) => {
       const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()`, [target.database]);
       let n = 0;
       for (const r of rows as { id: number }[]) {
         await conn.query(`KILL ${Number(r.id)}`).then(() => n++, () => {});
       }
       return n;
+    });
+  },
+
+  async listDatabases(target: Target): Promise<string[]> {
+    return withConnection(target, null, async (conn) => {
+      const [rows] = await conn.query(`SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA ORDER BY 1`);
+      return (rows as { name: string }[]).map((r) => r.name);
+    });
+  },
+
+  /** renameDatabase() creates a database and moves tables: it needs CREATE, DROP, ALTER and INSERT on *.*. */
+  async swapBlocker(target: Target): Promise<string | undefined> {
+    return withConnection(target, null, async (conn) => {
+      const privileges = await globalPrivileges(conn);
+      if (privileges.has('ALL PRIVILEGES')) return undefined;
+      const missing = SWAP_PRIVILEGES.filter((p) => !privileges.has(p));
+      if (missing.length === 0) return undefined;
+      return `user "${target.user ?? 'current'}" lacks ${missing.join(', ')} on *.* (needed to create a database and move the tables into it; MySQL has no RENAME DATABASE)`;
     });
   },
 

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { VerifyUnavailableError } from '../../core/errors.js';
 import type { ScratchServer, Target } from '../engine.js';
-import { runTool } from '../process.js';
+import { findExecutable, pathDirs, runTool } from '../process.js';
 import { findMyTool, INSTALL_DB_TOOLS, SERVER_TOOLS } from './tools.js';
 
 const STARTUP_TIMEOUT_MS = 60_000;
@@ -37,9 +37,10 @@ async function stopProcess(child: ChildProcess | undefined): Promise<void> {
 export async function startScratchServer(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer> {
   const unavailable = (what: string, hint?: string) => new VerifyUnavailableError(`[mysql] cannot start a scratch MariaDB server: ${what}`, { hint });
   const sbin = ['/usr/sbin', '/usr/libexec', '/usr/local/sbin'];
-  const install = await findMyTool(INSTALL_DB_TOOLS, undefined, sbin).catch(() => {
-    throw unavailable('mariadb-install-db not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
-  });
+  // Never run mariadb-install-db to ask its version: it has no --version and would install.
+  let installPath: string | undefined;
+  for (const name of INSTALL_DB_TOOLS) installPath ??= await findExecutable(name, [...pathDirs(), ...sbin]);
+  if (!installPath) throw unavailable('mariadb-install-db not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
   const server = await findMyTool(SERVER_TOOLS, undefined, sbin).catch(() => {
     throw unavailable('mariadbd not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
   });
@@ -61,7 +62,7 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
       userArgs.push('--user=mysql');
     }
     const installed = await runTool(
-      install.path,
+      installPath,
       ['--no-defaults', `--datadir=${dataDir}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...SETTINGS, ...userArgs],
       { signal: opts.signal },
     );
