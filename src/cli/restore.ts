@@ -61,7 +61,7 @@ function renderPlan(plan: RestorePlan, dryRun: boolean): string {
     : 'does not exist: it will be created';
   const steps: Record<RestorePlan['mode'], string> = {
     new: `restore into ${plan.temporary}, check row counts, rename it to the target`,
-    swap: `restore into ${plan.temporary}, check row counts, then keep the current database as ${plan.keptAs}${plan.dropOld ? ' and drop it (--drop-old)' : ''} and rename the new one into its place`,
+    swap: `restore into ${plan.temporary}, check row counts, rename the current database to ${plan.keptAs}, rename ${plan.temporary} to ${plan.database}${plan.dropOld ? `, then drop ${plan.keptAs} (--drop-old)` : ''}`,
     'in-place': `a swap is impossible (${plan.swapBlocker}): take a safety backup of the target, restore in place, roll back to the safety backup on failure`,
   };
   return [

@@ -58,6 +58,8 @@ export interface RestorePlan {
   backup: { id: string; takenAt: string; ageMs: number; size: number; rawSize: number; tables: number; rows: number; storage: string };
   structure: string;
   target: string;
+  /** The target's database name (SQLite: its file name without the extension). */
+  database: string;
   engine: string;
   targetExists: boolean;
   /** Tables and rows in the target now (when it exists). */
@@ -105,6 +107,7 @@ async function makePlan(req: RestoreRequest, structure: string, now: Date): Prom
     },
     structure,
     target: target.displayUrl,
+    database: target.database,
     engine: engine.id,
     targetExists: exists,
     sessions: [],

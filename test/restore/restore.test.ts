@@ -13,10 +13,12 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { fixturePath } from '../harness/fixtures.js';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
-import { runCli, spawnCli, type CliResult } from '../harness/run.js';
+import { CLI_PATH, runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
-import { keptName, parseKeptName, restoringName } from '../../src/restore/kept.js';
+import { keptAside, keptName, parseKeptName, restoringName } from '../../src/restore/kept.js';
+import { loadEngine } from '../../src/engines/index.js';
+import { parseTarget } from '../../src/engines/target.js';
 import { mapRolesInLine } from '../../src/engines/postgres/roles.js';
 
 let server: PgServer;
@@ -264,6 +266,62 @@ describe('restore PostgreSQL', () => {
     assert.equal(owner.rows[0].tableowner, 'bob');
     assert.equal(mapRolesInLine('GRANT SELECT ON TABLE public.alice TO alice;', { alice: 'carol' }), 'GRANT SELECT ON TABLE public.alice TO carol;');
     assert.equal(mapRolesInLine('ALTER TABLE "Alice"."T" OWNER TO "Alice";', { Alice: 'bob' }), 'ALTER TABLE "Alice"."T" OWNER TO bob;');
+  });
+});
+
+describe('restore PostgreSQL: confirmation, interruption, globals', () => {
+  test('on a TTY the database name must be typed; anything else cancels and changes nothing', async () => {
+    await makeSmall('typed', 3);
+    const dir = tempDir('dbstash-restore-tty');
+    const id = await backup(server.url('typed'), dir);
+    await server.query('INSERT INTO item VALUES (4, $$four$$)'.replace('$$four$$', "'four'"), 'typed');
+    const cli = (answer: string) =>
+      spawnSync('script', ['-qec', [process.execPath, CLI_PATH, 'restore', id, '--to', server.url('typed'), '--output-dir', dir].map((a) => `'${a}'`).join(' '), '/dev/null'], {
+        input: `${answer}\n`,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    const wrong = cli('typo');
+    assert.match(wrong.stdout, /type the database name "typed"/);
+    assert.match(wrong.stdout, /error: not confirmed; nothing was changed/);
+    assert.equal(wrong.status, 2, wrong.stdout);
+    assert.equal(await count('typed', 'item'), 4);
+    const right = cli('typed');
+    assert.equal(right.status, 0, right.stdout);
+    assert.equal(await count('typed', 'item'), 3);
+    const kept = await keptAside(await loadEngine('postgres'), parseTarget(server.url('typed')));
+    assert.equal(kept.length, 1);
+    assert.equal(await count(kept[0].name, 'item'), 4);
+  });
+
+  test('SIGINT during the restore drops the new database and leaves the original as it was', async () => {
+    const before = await databases();
+    const child = spawnCli(['restore', richId, '--to', server.url('typed'), '--output-dir', stash, '--yes']);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    for (let i = 0; i < 500 && !stderr.includes('restoring into the new database'); i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /error: interrupted by SIGINT/);
+    assert.deepEqual(await databases(), before);
+    assert.equal(await count('typed', 'item'), 3);
+  });
+
+  test('--with-globals recreates the roles the backup captured; existing roles are left alone', async () => {
+    await server.query('CREATE ROLE dave NOLOGIN');
+    await server.query('CREATE DATABASE daves OWNER dave');
+    await server.query(`SET ROLE dave; CREATE TABLE ledger (n int); INSERT INTO ledger VALUES (1), (2), (3)`, 'daves');
+    const dir = tempDir('dbstash-restore-globals');
+    const id = await backup(server.url('daves'), dir, '--globals');
+    await server.query('DROP DATABASE daves');
+    await server.query('DROP ROLE dave');
+    const r = await runCli(['restore', id, '--to', server.url('daves'), '--output-dir', dir, '--yes', '--with-globals']);
+    expectExit(r, 0, /role\(s\) already exist on the target server and were left as they are/);
+    const owner = await server.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'ledger'`, 'daves');
+    assert.equal(owner.rows[0].tableowner, 'dave');
+    assert.equal(await count('daves', 'ledger'), 3);
   });
 });
 

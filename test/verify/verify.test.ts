@@ -4,8 +4,9 @@
 // cannot be verified exits 8. Damage is generated from a good backup in a copy of the stash.
 
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -146,6 +147,24 @@ describe('verify a good PostgreSQL backup', () => {
   });
 });
 
+describe('interrupted drill', () => {
+  test('SIGINT stops and removes the self-started scratch server', async () => {
+    const scratchRoot = tempDir('dbstash-verify-scratch');
+    chmodSync(scratchRoot, 0o711); // the server runs as the postgres OS user when the tests run as root
+    const child = spawnCli(['verify', id, '--drill', '--temp-dir', scratchRoot, '--output-dir', stash]);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    for (let i = 0; i < 500 && !stderr.includes('drill: restoring'); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(readdirSync(scratchRoot).filter((f) => f.startsWith('dbstash-scratch-')).length, 1, 'the scratch server lives in --temp-dir');
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    assert.equal(code, 130, stderr);
+    assert.deepEqual(readdirSync(scratchRoot), [], 'scratch directory removed');
+    const ps = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
+    assert.ok(!ps.includes(scratchRoot), 'no scratch server process left');
+  });
+});
+
 describe('verify finds damage', () => {
   test('truncated artifact: size mismatch, exit 7, a failed record', async () => {
     const copy = copyOf(id);
@@ -247,6 +266,18 @@ describe('could not verify', () => {
     const r = await runCli(['verify', id, '--drill', '--scratch-url', 'postgres://postgres@127.0.0.1:1/postgres', '--output-dir', copy.dir]);
     expectExit(r, 8, /cannot create the scratch database .*connection refused/);
     assert.equal(records(copy.dir, id).length, 0);
+  });
+
+  test('a --temp-dir the postgres OS user cannot enter: exit 8, nothing left in it', async () => {
+    const scratchRoot = tempDir('dbstash-verify-private');
+    chmodSync(scratchRoot, 0o700);
+    const r = await runCli(['verify', id, '--drill', '--temp-dir', scratchRoot, '--output-dir', stash]);
+    if (process.getuid?.() === 0) {
+      expectExit(r, 8, /cannot start a scratch PostgreSQL .*"postgres" OS user cannot enter/);
+    } else {
+      expectExit(r, 0);
+    }
+    assert.deepEqual(readdirSync(scratchRoot), []);
   });
 });
 

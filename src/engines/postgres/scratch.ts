@@ -59,6 +59,8 @@ export async function startScratchPostgres(opts: { tempDir: string; signal?: Abo
     if (process.getuid?.() === 0) {
       const chown = await runTool('chown', ['-R', `${SERVER_USER}:`, dir]);
       if (chown.code !== 0) throw new Error(`running as root, and the "${SERVER_USER}" OS user cannot own ${dir}: ${stderrSummary(chown.stderr)}`);
+      const reach = await runTool(...asServerUser('test', ['-x', dir]));
+      if (reach.code !== 0) throw new Error(`the "${SERVER_USER}" OS user cannot enter ${opts.tempDir} (make it traversable, chmod o+x, or choose another --temp-dir)`);
     } else {
       chmodSync(dir, 0o700);
     }
