@@ -8,8 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { runCli } from '../harness/run.js';
+import { CLI_PATH, runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { assertCleanFailure, filesUnder, onlyBackup, sh, shellQuote, waitFor } from '../postgres/helpers.js';
 import { runBackup, type BackupPlan } from '../../src/backup/backup.js';
@@ -18,6 +19,7 @@ import { createLocalStorage } from '../../src/storage/local.js';
 import { zstdStage } from '../../src/pipeline/compress.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
 
+const EXAMPLE = fileURLToPath(new URL('../../../examples/shop.db', import.meta.url));
 let work: string;
 before(() => {
   work = tempDir('dbstash-sqlite');
@@ -142,6 +144,38 @@ describe('the README default', () => {
     const res = await runCli(['backup', '--env', 'prod'], { cwd, env: noDatabaseEnv });
     assertCleanFailure(res, 2, /no database configured/);
     assert.deepEqual(filesUnder(cwd), []);
+  });
+});
+
+describe('output', () => {
+  it('on a TTY a live progress line is drawn (and cleared); on a pipe there is none', async () => {
+    const stash = path.join(work, 'stash-tty');
+    const command = [process.execPath, CLI_PATH, 'backup', EXAMPLE, '--output-dir', stash].map(shellQuote).join(' ');
+    const { stdout } = await sh(`script -qec ${shellQuote(command)} /dev/null`);
+    assert.match(stdout, /\r\x1b\[2K {2}[\d.]+ KiB read, [\d.]+ (B|KiB|MiB)\/s, \d+ms/);
+    const piped = await runCli(['backup', EXAMPLE, '--output-dir', stash]);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.doesNotMatch(piped.stderr, /\r|\x1b/);
+    assert.match(piped.stderr, /^backing up .*shop\.db as shop_dev_/m);
+  });
+
+  it('list: an empty stash says so; a damaged manifest is reported, not hidden', async () => {
+    const stash = path.join(work, 'stash-list');
+    const empty = await runCli(['list', '--output-dir', stash]);
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.equal(empty.stdout.trim(), 'no backups found');
+    const a = await runCli(['backup', EXAMPLE, '--output-dir', stash, '--json']);
+    const b = await runCli(['backup', EXAMPLE, '--output-dir', stash, '--json']);
+    const [idA, idB] = [JSON.parse(a.stdout).id, JSON.parse(b.stdout).id];
+    writeFileSync(path.join(stash, 'shop', `${idA}.manifest.json`), '{"format": "dbstash.manifest", "version": 1, "id": "trunc');
+    const res = await runCli(['list', '--output-dir', stash, '--json']);
+    assert.equal(res.code, 0, res.stderr);
+    const listed = JSON.parse(res.stdout);
+    assert.deepEqual(listed.backups.map((x: { id: string }) => x.id), [idB]);
+    assert.equal(listed.problems.length, 1);
+    assert.equal(listed.problems[0].key, `shop/${idA}.manifest.json`);
+    assert.match(listed.problems[0].message, /not valid JSON/);
+    assert.match(res.stderr, new RegExp(`^warning: .*${idA}\\.manifest\\.json is not valid JSON`, 'm'));
   });
 });
 
