@@ -12,7 +12,7 @@ import { resolveDestinations } from '../config/resolve.js';
 import { loadEngine } from '../engines/index.js';
 import { parseTarget } from '../engines/target.js';
 import { runRestore, type RestorePlan } from '../restore/restore.js';
-import { locateBackup, locateLatest } from '../verify/locate.js';
+import { databasesIn, locateBackup, locateLatest } from '../verify/locate.js';
 import { collect, commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { configEntry } from './verify.js';
 import { decryptionOptions, stageContext, verifierFor, type SecretOptions } from './secrets.js';
@@ -140,6 +140,12 @@ Examples:
       const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
       let located;
       if (latest) {
+        const names = database ? [] : await databasesIn(destinations);
+        if (names.length > 1) {
+          throw new UsageError(`the stash holds backups of several databases (${names.join(', ')}); say which one with --database`, {
+            hint: `e.g. dbstash restore latest --database ${names[0]} --to …`,
+          });
+        }
         located = await locateLatest(destinations, { database, at: opts.at ? parseAt(opts.at) : undefined }, locate);
         if (!located) {
           throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {

@@ -80,3 +80,10 @@ export async function locateLatest(
   }
   return best ? locateBackup(destinations, best.id, opts) : undefined;
 }
+
+/** The databases that have backups in any of the destinations. */
+export async function databasesIn(destinations: Destination[]): Promise<string[]> {
+  const names = new Set<string>();
+  for (const dest of destinations) for (const e of (await listBackups(dest.storage)).entries) names.add(e.manifest.database.name);
+  return [...names].sort();
+}

@@ -234,6 +234,12 @@ describe('restore PostgreSQL', () => {
     assert.equal(await plan('--at', justBefore), first);
     assert.equal(await plan('--at', secondAt), second);
     expectExit(await runCli(['restore', 'latest', '--database', 'timed', '--at', '2000-01-01T00:00Z', '--to', server.url('x'), '--output-dir', dir, '--yes']), 2, /no backup of timed at or before/);
+    cpSync(path.join(stash, 'rich'), path.join(dir, 'rich'), { recursive: true });
+    expectExit(
+      await runCli(['restore', 'latest', '--to', server.url('timed_copy'), '--output-dir', dir, '--yes']),
+      2,
+      /error: the stash holds backups of several databases \(rich, timed\); say which one with --database/,
+    );
     const restored = await runCli(['restore', 'latest', '--database', 'timed', '--at', justBefore, '--to', server.url('timed_copy'), '--output-dir', dir, '--yes']);
     expectExit(restored, 0);
     assert.equal(await count('timed_copy', 'item'), 1);
