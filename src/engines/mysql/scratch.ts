@@ -5,7 +5,7 @@
 // failed start.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdtemp, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +27,23 @@ async function mysqlUid(): Promise<{ uid: number; gid: number } | undefined> {
   return { uid: Number(out.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
+/** Every directory from `dir` up to / lets other users through (mariadbd runs as "mysql"). */
+async function traversable(dir: string): Promise<boolean> {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (((await stat(d)).mode & 0o001) === 0) return false;
+    if (d === path.dirname(d)) return true;
+  }
+}
+
+/** Where the scratch directory goes: the temp dir, unless root runs us and "mysql" cannot reach it. */
+async function scratchParent(tempDir: string): Promise<string> {
+  if (!isRoot || (await traversable(tempDir))) return tempDir;
+  if (await traversable(os.tmpdir())) return os.tmpdir();
+  throw new VerifyUnavailableError(`[mysql] cannot start a scratch MariaDB server: the OS user "mysql" cannot reach ${tempDir}`, {
+    hint: 'give a --temp-dir that other users may traverse (chmod o+x on it and its parents)',
+  });
+}
+
 async function stopProcess(child: ChildProcess | undefined): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
@@ -44,7 +61,7 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
   const server = await findMyTool(SERVER_TOOLS, undefined, sbin).catch(() => {
     throw unavailable('mariadbd not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
   });
-  const dir = await mkdtemp(path.join(opts.tempDir || os.tmpdir(), 'dbstash-scratch-mariadb-'));
+  const dir = await mkdtemp(path.join(await scratchParent(opts.tempDir || os.tmpdir()), 'dbstash-scratch-mariadb-'));
   const dataDir = path.join(dir, 'data');
   const socket = path.join(dir, 'mysqld.sock');
   const userArgs: string[] = [];
