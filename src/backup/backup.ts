@@ -215,6 +215,9 @@ function teeBranch(source: Readable): Readable {
   const branch = new PassThrough({ highWaterMark: 1 << 20 });
   source.pipe(branch);
   source.on('error', (err) => branch.destroy(err));
+  // The source's error is reported by the pipeline; a branch whose put() has not attached its
+  // listeners yet (still creating directories) must not turn it into an uncaught 'error' event.
+  branch.on('error', () => {});
   return branch;
 }
 
