@@ -1,0 +1,213 @@
+// The daemon as users run it: a child process with a config whose schedules fire every few
+// seconds. A backup appears, /healthz and /metrics tell the truth, a database that never gets a
+// backup is reported stale, a run missed while the daemon was down runs at start, and SIGTERM
+// either lets the running backup finish (grace period) or aborts it without leaving anything.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { startWebhookReceiver } from '../harness/receivers.js';
+import { spawnCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+import { makeSqliteDb, writeConfig } from './helpers.js';
+
+const hook = await startWebhookReceiver();
+const daemons = new Set<ChildProcessWithoutNullStreams>();
+after(async () => {
+  for (const child of daemons) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await hook.stop();
+});
+
+interface Daemon {
+  child: ChildProcessWithoutNullStreams;
+  url: string;
+  stderr(): string;
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+async function startDaemon(config: string): Promise<Daemon> {
+  const child = spawnCli(['daemon', '--config', config], { cwd: path.dirname(config) });
+  daemons.add(child);
+  let err = '';
+  const waiters = new Set<() => void>();
+  child.stderr.setEncoding('utf8').on('data', (t: string) => {
+    err += t;
+    waiters.forEach((w) => w());
+  });
+  child.stdout.resume();
+  const waitFor = (re: RegExp, timeoutMs = 30_000) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const check = () => {
+        const m = err.match(re);
+        if (!m) return;
+        waiters.delete(check);
+        clearTimeout(timer);
+        resolve(m);
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`daemon did not log ${re} within ${timeoutMs}ms; stderr:\n${err}`));
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
+  const exited = once(child, 'exit');
+  const [, url] = await waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+  return {
+    child,
+    url,
+    stderr: () => err,
+    waitFor,
+    async stop(signal = 'SIGTERM') {
+      child.kill(signal);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`daemon ignored ${signal}:\n${err}`)), 60_000)));
+      try {
+        const [code] = (await Promise.race([exited, late])) as [number | null];
+        return code;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+function metric(text: string, name: string, labels: string): number {
+  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `metric ${name}{${labels}} in:\n${text}`);
+  return Number(m[1]);
+}
+
+function leftovers(stash: string): string[] {
+  if (!existsSync(stash)) return [];
+  return readdirSync(stash, { recursive: true, encoding: 'utf8' }).filter((f) => /\.tmp-|dbstash\.lock/.test(f));
+}
+
+/** A SQLite database whose backup at zstd level 19 takes seconds. */
+function slowDb(file: string): string {
+  const db = new Database(file);
+  db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)');
+  const insert = db.prepare('INSERT INTO t (body) VALUES (?)');
+  db.transaction(() => {
+    for (let i = 0; i < 10_000; i++) insert.run(randomBytes(100).toString('hex'));
+  })();
+  db.close();
+  return file;
+}
+
+test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a clean SIGTERM', async () => {
+  const dir = tempDir('daemon');
+  const stash = path.join(dir, 'stash');
+  const start = hook.requests.length;
+  const config = writeConfig(dir, {
+    stash,
+    databases: {
+      app: { url: makeSqliteDb(path.join(dir, 'app.db'), 500), schedule: { backup: '*/2 * * * * *' } },
+      lost: { url: path.join(dir, 'lost.db'), schedule: { backup: '*/3 * * * * *' }, maxAge: '2s' },
+    },
+    daemon: { listen: '127.0.0.1:0', staleCheck: '500ms' },
+    notifications: [{ type: 'webhook', url: `${hook.url}/d`, events: ['success', 'failure', 'stale'], retries: 0 }],
+  });
+  const d = await startDaemon(config);
+  const [, id] = await d.waitFor(/\[app\] backup (app_dev_\S+) done/);
+  const manifest = JSON.parse(readFileSync(path.join(stash, 'app', `${id}.manifest.json`), 'utf8'));
+  await d.waitFor(/\[lost\] backup failed: .*does not exist/);
+  await d.waitFor(/\[lost\] stale: no successful backup since the daemon started/);
+
+  const metrics = await (await fetch(`${d.url}/metrics`)).text();
+  const lastSuccess = metric(metrics, 'dbstash_backup_last_success_timestamp_seconds', 'database="app"');
+  assert.ok(lastSuccess >= Date.parse(manifest.finishedAt) / 1000, 'last success is this backup or a newer one');
+  assert.ok(lastSuccess < Date.now() / 1000);
+  assert.equal(metric(metrics, 'dbstash_backup_last_size_bytes', 'database="app"'), manifest.artifacts[0].size);
+  assert.ok(metric(metrics, 'dbstash_job_failures_total', 'database="lost",job="backup"') >= 1);
+  assert.equal(metric(metrics, 'dbstash_job_failures_total', 'database="app",job="backup"'), 0);
+  assert.ok(metric(metrics, 'dbstash_job_runs_total', 'database="app",job="backup",result="succeeded"') >= 1);
+  assert.ok(metric(metrics, 'dbstash_backup_age_seconds', 'database="app"') < 30);
+
+  const health = await fetch(`${d.url}/healthz`);
+  assert.equal(health.status, 503);
+  const body = (await health.json()) as { healthy: boolean; problems: string[]; databases: Record<string, { stale: boolean; lastJobs: Record<string, { result: string }> }> };
+  assert.equal(body.healthy, false);
+  assert.equal(body.databases.app.stale, false);
+  assert.equal(body.databases.app.lastJobs.backup.result, 'succeeded');
+  assert.equal(body.databases.lost.stale, true);
+  assert.ok(body.problems.includes('lost: last backup failed'), JSON.stringify(body.problems));
+  assert.equal((await fetch(`${d.url}/nothing`)).status, 404);
+
+  const event = async (db: string, kind: string) => {
+    for (let n = start + 1; ; n++) {
+      const found = (await hook.waitFor(n, 10_000)).slice(start).map((r) => JSON.parse(r.body)).find((e) => e.database === db && e.event === kind);
+      if (found) return found;
+    }
+  };
+  assert.equal((await event('app', 'success')).backupId.startsWith('app_dev_'), true);
+  assert.match((await event('lost', 'failure')).error, /does not exist/);
+  assert.match((await event('lost', 'stale')).detail, /no successful backup since the daemon started .* ago; at most 2\.0s expected/);
+
+  assert.equal(await d.stop(), 0);
+  assert.match(d.stderr(), /dbstash daemon stopped/);
+  assert.deepEqual(leftovers(stash), []);
+  const state = JSON.parse(readFileSync(path.join(dir, '.dbstash-daemon.json'), 'utf8'));
+  assert.equal(state.jobs['app:backup'].result, 'succeeded');
+  assert.equal(state.jobs['lost:backup'].result, 'failed');
+});
+
+test('a run missed while the daemon was down runs at start; SIGTERM past the grace period aborts it cleanly', async () => {
+  const dir = tempDir('daemon-abort');
+  const stash = path.join(dir, 'stash');
+  const config = writeConfig(dir, {
+    stash,
+    databases: { big: { url: slowDb(path.join(dir, 'big.db')), compression: { algorithm: 'zstd', level: 19 }, schedule: { backup: '0 3 * * *' } } },
+    daemon: { listen: '127.0.0.1:0', gracePeriod: '0s' },
+  });
+  const yesterday = new Date(Date.now() - 2 * 86400_000).toISOString();
+  writeFileSync(path.join(dir, '.dbstash-daemon.json'), JSON.stringify({ jobs: { 'big:backup': { lastRun: yesterday, result: 'succeeded' } } }));
+  const d = await startDaemon(config);
+  await d.waitFor(/\[big\] backup started \(catching up on the run due at .*T\d\d:00:00\.000Z\)/);
+  const [, id] = await d.waitFor(/backing up \S+ as (big_dev_\S+)/);
+  assert.equal(await d.stop(), 0);
+  assert.match(d.stderr(), /aborting backup of big: the grace period is over/);
+  assert.match(d.stderr(), /\[big\] backup aborted: interrupted by SIGTERM/);
+  assert.match(d.stderr(), /0 jobs finished, 1 aborted/);
+  const files = existsSync(path.join(stash, 'big')) ? readdirSync(path.join(stash, 'big')) : [];
+  assert.deepEqual(files.filter((f) => f.startsWith(id)), [], 'no artifact, no manifest');
+  assert.deepEqual(leftovers(stash), [], 'no temporary, no lock');
+  const state = JSON.parse(readFileSync(path.join(dir, '.dbstash-daemon.json'), 'utf8'));
+  assert.equal(state.jobs['big:backup'].result, 'aborted');
+});
+
+test('within the grace period a running backup finishes; without catch-up nothing runs at start and /healthz is 200', async () => {
+  const dir = tempDir('daemon-grace');
+  const stash = path.join(dir, 'stash');
+  const yesterday = new Date(Date.now() - 2 * 86400_000).toISOString();
+  const db = slowDb(path.join(dir, 'big.db'));
+  writeFileSync(path.join(dir, '.dbstash-daemon.json'), JSON.stringify({ jobs: { 'big:backup': { lastRun: yesterday, result: 'succeeded' } } }));
+
+  const quiet = writeConfig(dir, { stash, databases: { big: { url: db, schedule: { backup: '0 3 * * *' } } }, daemon: { listen: '127.0.0.1:0', catchUp: false } }, 'quiet.yaml');
+  const q = await startDaemon(quiet);
+  await new Promise((r) => setTimeout(r, 1500));
+  const health = await fetch(`${q.url}/healthz`);
+  assert.equal(health.status, 200);
+  assert.equal(((await health.json()) as { healthy: boolean }).healthy, true);
+  assert.equal(await q.stop(), 0);
+  assert.doesNotMatch(q.stderr(), /backup started/);
+
+  const config = writeConfig(dir, {
+    stash,
+    databases: { big: { url: db, compression: { algorithm: 'zstd', level: 19 }, schedule: { backup: '0 3 * * *' } } },
+    daemon: { listen: '127.0.0.1:0', gracePeriod: '2m' },
+  });
+  const d = await startDaemon(config);
+  const [, id] = await d.waitFor(/backing up \S+ as (big_dev_\S+)/);
+  assert.equal(await d.stop(), 0);
+  assert.match(d.stderr(), /waiting up to 120s for backup of big/);
+  assert.match(d.stderr(), /1 job finished, 0 aborted/);
+  assert.ok(existsSync(path.join(stash, 'big', `${id}.manifest.json`)), 'the backup was completed and published');
+  assert.deepEqual(leftovers(stash), []);
+});
