@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { runCli } from '../harness/run.js';
+import { once } from 'node:events';
+import { runCli, spawnCli } from '../harness/run.js';
 import { startS3, type S3Server } from '../harness/s3.js';
 import { tempDir } from '../harness/tmp.js';
 import { bucketKeys, makeSqliteDb, objectSha256, rawClient, s3Env, startCutProxy, writeConfig } from './helpers.js';
@@ -176,6 +177,37 @@ describe('backup to S3', () => {
       JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id),
       [earlier.id],
     );
+  });
+
+  it('SIGINT mid-upload: exit 130, the multipart upload is aborted, nothing is left in the bucket', async () => {
+    const proxy = await startCutProxy(server, Infinity, 4 * 2 ** 20);
+    try {
+      const cfg = config(`  slow:
+    url: s3://${BUCKET}/slow
+    endpoint: ${proxy.endpoint}
+    partSizeMiB: 5
+`);
+      const child = spawnCli(['backup', db, '--storage', 'slow', '--config', cfg, '--compression', 'none'], { env: s3Env(server), cwd: dir });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+      const exited = once(child, 'exit');
+      const deadline = Date.now() + 30_000;
+      while (!proxy.requests().some((r) => /partNumber=1&/.test(r))) {
+        assert.ok(Date.now() < deadline, `no part upload started: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill('SIGINT');
+      const [code] = await exited;
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /interrupted by SIGINT/);
+      assert.ok(
+        proxy.requests().some((r) => /^DELETE \/stash\/slow\/shop\/\S+\?uploadId=/.test(r)),
+        `AbortMultipartUpload was sent: ${proxy.requests().join('\n')}`,
+      );
+      assert.deepEqual(await bucketKeys(client, BUCKET, 'slow/'), [], 'neither artifact nor lock remains');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('wrong credentials: a clear message naming the variables to fix', async () => {

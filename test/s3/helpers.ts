@@ -81,9 +81,10 @@ export interface CutProxy {
 
 /**
  * Forwards TCP to the S3 server until `cutAfterBytes` bytes went upstream, then drops every
- * connection and stops listening: to the client, the server went away mid-upload.
+ * connection and stops listening: to the client, the server went away mid-upload. With
+ * `bytesPerSecond`, each connection's uploads are slowed to about that rate.
  */
-export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity): Promise<CutProxy> {
+export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity, bytesPerSecond?: number): Promise<CutProxy> {
   const upstreamPort = Number(new URL(server.endpoint).port);
   const sockets = new Set<net.Socket>();
   let uploaded = 0;
@@ -107,6 +108,10 @@ export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity):
       if (line) requests.push(line[0]);
       if (uploaded >= cutAfterBytes) return cutAll();
       upstream.write(chunk);
+      if (bytesPerSecond) {
+        client.pause();
+        setTimeout(() => client.resume(), (chunk.length / bytesPerSecond) * 1000);
+      }
     });
     upstream.pipe(client);
   });
