@@ -19,14 +19,15 @@ import { comparisons, scenarios, type BenchContext, type Scenario } from './scen
 import { runExtensions, type ExtensionResult } from './extensions.js';
 import { profileBackup, type Profile } from './profile.js';
 
-const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json]
+const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE]
 
   --scale N       pgbench scale of the benchmark database (default 10: ~230 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
   --rounds N      rounds of alternated commands (default 3)
   --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
   --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
-  --json          print the full result as JSON on stdout (progress stays on stderr)`;
+  --json          print the full result as JSON on stdout (progress stays on stderr)
+  --save FILE     also write the full JSON result to FILE`;
 
 const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -110,6 +111,7 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       json: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      save: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -159,9 +161,10 @@ async function main(): Promise<void> {
   const finishedAt = new Date();
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
 
+  const json = JSON.stringify({ command, startedAt, finishedAt, machine: { ...machine, loadAverageAtEnd: os.loadavg() }, scales: results, extensions, targets }, null, 2) + '\n';
+  if (values.save) await fsp.writeFile(values.save, json);
   if (values.json) {
-    const out = { command, startedAt, finishedAt, machine: { ...machine, loadAverageAtEnd: os.loadavg() }, scales: results, extensions, targets };
-    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    process.stdout.write(json);
     return;
   }
   const text = [
