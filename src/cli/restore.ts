@@ -76,7 +76,7 @@ function renderPlan(plan: RestorePlan, dryRun: boolean): string {
   ].join('\n');
 }
 
-async function confirmOnTty(plan: RestorePlan, database: string, ctx: Context): Promise<boolean> {
+async function confirmOnTty(database: string, ctx: Context): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     const answer = await rl.question(`type the database name "${database}" to restore over it (anything else cancels): `, { signal: ctx.signal });
@@ -172,7 +172,7 @@ Examples:
           stageContext: stageContext(opts, config, configEntry(config, located.manifest.database.name) ?? configEntry(config, database)),
           tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
           signal: ctx.signal,
-          events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
+          events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
         },
         async (plan) => {
           if (opts.dryRun) {
@@ -184,7 +184,7 @@ Examples:
           if (!tty) {
             throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
           }
-          if (!(await confirmOnTty(plan, target.database, ctx))) {
+          if (!(await confirmOnTty(target.database, ctx))) {
             throw new UsageError('not confirmed; nothing was changed');
           }
           return true;

@@ -31,6 +31,8 @@ import { keptName, restoringName } from './kept.js';
 export interface RestoreEvents {
   info(message: string): void;
   warn(message: string): void;
+  /** Stored bytes read so far while restoring. */
+  progress?(bytes: number): void;
 }
 
 export interface RestoreRequest {
@@ -160,7 +162,7 @@ function restoreOptions(req: RestoreRequest, extra: Partial<RestoreOptions> = {}
 
 /** Restores the main artifact into `into` and checks its row counts against the manifest. */
 async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Storage, manifest: Manifest, extra: Partial<RestoreOptions> = {}): Promise<{ tables: number; rows: number }> {
-  const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal });
+  const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal, onBytes: req.events.progress });
   try {
     await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: mainArtifact(manifest).format });
   } finally {
@@ -234,6 +236,7 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
 async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
   const { target } = req;
   req.events.warn(`a swap is impossible (${plan.swapBlocker}): restoring in place after a safety backup`);
+  await handleSessions(req, await req.engine.listSessions!(target), record);
   const compress = compressionStage('zstd');
   const safety = await runBackup(
     {
@@ -254,7 +257,6 @@ async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: Re
   record.safetyBackup = safety.manifest.id;
   req.events.info(`safety backup of ${target.displayUrl}: ${safety.manifest.id}`);
   try {
-    await handleSessions(req, await req.engine.listSessions!(target), record);
     record.rowCheck = await restoreAndCheck(req, target, req.dest.storage, req.manifest, { clean: true });
   } catch (err) {
     if (req.signal.aborted) throw err;

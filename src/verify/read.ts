@@ -31,7 +31,16 @@ class EndCheck extends Transform {
   }
 }
 
+/** Errors that already say what is wrong with the stored bytes (nothing to explain further). */
+const storedErrors = new WeakSet<Error>();
+
 function storedMismatch(artifact: ArtifactEntry, size: number, sha256: () => string): IntegrityError | undefined {
+  const err = describeStoredMismatch(artifact, size, sha256);
+  if (err) storedErrors.add(err);
+  return err;
+}
+
+function describeStoredMismatch(artifact: ArtifactEntry, size: number, sha256: () => string): IntegrityError | undefined {
   if (size !== artifact.size) {
     return new IntegrityError(`artifact ${artifact.file} is ${size} bytes, manifest says ${artifact.size}`, {
       hint: 'the stored file was truncated or replaced; use another copy of this backup, or an older backup',
@@ -124,8 +133,7 @@ export async function openArtifact(
  */
 async function explain(err: unknown, storage: Storage, key: string, artifact: ArtifactEntry, signal?: AbortSignal): Promise<unknown> {
   if (signal?.aborted) return signal.reason ?? err;
-  const isStoredCheck = err instanceof IntegrityError && /^(checksum mismatch|artifact .* bytes, manifest says)/.test(err.message);
-  if (isStoredCheck || (err instanceof DbstashError && !(err instanceof IntegrityError))) return err;
+  if ((err instanceof Error && storedErrors.has(err)) || (err instanceof DbstashError && !(err instanceof IntegrityError))) return err;
   const stored = await storedBytesMatch(storage, key, artifact, signal).catch(() => undefined);
   if (stored) return new IntegrityError(`${stored.message} (decoding failed: ${(err as Error).message})`, { hint: stored.hint, cause: err });
   if (err instanceof IntegrityError) return err;

@@ -270,6 +270,21 @@ describe('restore PostgreSQL', () => {
     assert.equal(await count('bobs', 'note'), 40);
     const owner = await server.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'note'`, 'bobs');
     assert.equal(owner.rows[0].tableowner, 'bob');
+    // A backup that does not hold what its manifest says: restored in place, found wrong, rolled back.
+    const manifestFile = path.join(dir, 'owned', `${ownedId}.manifest.json`);
+    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
+    manifest.tables[0].rows = 41;
+    writeFileSync(manifestFile, JSON.stringify(manifest));
+    await server.query('INSERT INTO old_stuff VALUES (3)', 'bobs');
+    const failed = await runCli(['restore', ownedId, '--to', bobUrl, '--output-dir', dir, '--yes', '--role-map', 'alice=bob']);
+    expectExit(failed, 9, /error: restore failed: the restored data does not match the manifest: table public\.note: 40 rows, manifest says 41; rolled back/);
+    assert.equal(await count('bobs', 'old_stuff'), 3);
+    assert.equal(await count('bobs', 'note'), 40);
+    const last = readdirSync(path.join(dir, 'owned')).filter((f) => f.startsWith(`${ownedId}.restore-`)).sort().at(-1)!;
+    assert.deepEqual(
+      (({ result, rollback, mode }) => ({ result, rollback, mode }))(JSON.parse(readFileSync(path.join(dir, 'owned', last), 'utf8'))),
+      { result: 'rolled-back', rollback: 'succeeded', mode: 'in-place' },
+    );
     assert.equal(mapRolesInLine('GRANT SELECT ON TABLE public.alice TO alice;', { alice: 'carol' }), 'GRANT SELECT ON TABLE public.alice TO carol;');
     assert.equal(mapRolesInLine('ALTER TABLE "Alice"."T" OWNER TO "Alice";', { Alice: 'bob' }), 'ALTER TABLE "Alice"."T" OWNER TO bob;');
   });
