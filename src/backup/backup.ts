@@ -251,8 +251,11 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort(outerSignal?.reason);
   outerSignal?.addEventListener('abort', onOuterAbort, { once: true });
+  // A signal that arrived during preflight or while waiting for the lock fired no event.
+  if (outerSignal?.aborted) onOuterAbort();
   let id = '';
   try {
+    controller.signal.throwIfAborted();
     const fresh = await freshId(plan, primary.storage);
     id = fresh.id;
     const startedAt = new Date();

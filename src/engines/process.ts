@@ -38,6 +38,7 @@ export function startTool(
   });
   const onAbort = () => child.kill('SIGTERM');
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
   const exit = new Promise<ToolExit>((resolve) => {
     let spawnError: Error | undefined;
     child.on('error', (err) => {
