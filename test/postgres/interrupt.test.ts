@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
@@ -104,6 +105,41 @@ describe('interrupted backups', () => {
       await assertNothingRunning(pgDump);
     });
   }
+
+  it('SIGINT while preflight waits for a slow server: exit 130, nothing written, no dump started', async () => {
+    // A real server behind a slow link: the first connection (the preflight probe) answers late.
+    let connections = 0;
+    const proxy = net.createServer((client) => {
+      const delay = ++connections === 1 ? 1500 : 0;
+      const upstream = net.connect(server.port, server.host);
+      upstream.on('data', (d) => setTimeout(() => client.writable && client.write(d), delay));
+      client.on('data', (d) => upstream.write(d));
+      for (const [a, b] of [[client, upstream], [upstream, client]]) {
+        a.on('error', () => b.destroy());
+        a.on('close', () => b.destroy());
+      }
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const port = (proxy.address() as net.AddressInfo).port;
+      const stash = freshStash();
+      const child = spawnCli(['backup', server.url('big').replace(`:${server.port}/`, `:${port}/`), '--output-dir', stash]);
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.stdout.resume();
+      const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+      await waitFor('the preflight connection', () => connections > 0);
+      child.kill('SIGINT');
+      const code = await exited;
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /^error: interrupted by SIGINT/m);
+      assert.doesNotMatch(stderr, /backing up /);
+      assert.deepEqual(filesUnder(stash), []);
+      assert.equal(connections, 1, 'no dump connection was opened');
+    } finally {
+      proxy.close();
+    }
+  });
 
   it('two concurrent backups of one database into one stash: the second fails on the lock, the first succeeds', async () => {
     const stash = freshStash();
