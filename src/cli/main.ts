@@ -14,6 +14,7 @@ import { registerList } from './list.js';
 import { registerVerify } from './verify.js';
 import { registerPrune } from './prune.js';
 import { registerDaemon } from './daemon.js';
+import { registerStatus } from './status.js';
 import { registerRestore } from './restore.js';
 import { registerKeygen } from './keygen.js';
 import { registerCopy } from './copy.js';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerInit(program);
   registerPrune(program);
   registerDaemon(program);
+  registerStatus(program);
   registerKeygen(program);
   registerCopy(program);
   for (const cmd of program.commands) cmd.exitOverride();

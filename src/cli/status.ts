@@ -1,0 +1,91 @@
+// `dbstash status`: is every database backed up recently enough, verified, within its retention,
+// unlocked, with its storages reachable and roomy? Exit 13 when anything is a problem, so it
+// serves as a Nagios-style check.
+
+import type { Command } from 'commander';
+import { ExitCode, UsageError } from '../core/errors.js';
+import { parseDuration } from '../core/format.js';
+import { resolveDestinations } from '../config/resolve.js';
+import { expectedMaxAgeMs } from '../daemon/cron.js';
+import { databasesByFolder, folderOf } from '../retention/config.js';
+import { collectStatus, foldersIn, type Finding, type StatusReport, type StatusTarget } from '../status/status.js';
+import { commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
+
+interface StatusOptions extends CommonOptions {
+  maxAge?: string;
+}
+
+const MARK: Record<Finding['level'], string> = { ok: 'ok     ', warn: 'warn   ', problem: 'PROBLEM' };
+
+function render(r: StatusReport): string {
+  const lines: string[] = [];
+  for (const d of r.databases) {
+    lines.push(`${d.database}${d.key && d.key !== d.database ? ` (config: ${d.key})` : ''}`);
+    for (const f of d.findings) lines.push(`  ${MARK[f.level]}  ${f.message}`);
+  }
+  for (const s of r.storages) {
+    const free = s.freeBytes !== undefined ? `, ${(s.freeBytes / 1024 ** 3).toFixed(1)} GiB free` : '';
+    lines.push(`storage ${s.name} (${s.url}): ${s.reachable ? 'reachable' : 'NOT REACHABLE'}${free}`);
+    for (const f of s.findings) lines.push(`  ${MARK[f.level]}  ${f.message}`);
+  }
+  const problems = [...r.databases.flatMap((d) => d.findings), ...r.storages.flatMap((s) => s.findings)].filter((f) => f.level === 'problem').length;
+  lines.push(r.healthy ? 'healthy' : `UNHEALTHY: ${problems} problem${problems === 1 ? '' : 's'}`);
+  return lines.join('\n');
+}
+
+async function targetsFor(database: string | undefined, opts: StatusOptions, ctx: Context): Promise<StatusTarget[]> {
+  const { config } = ctx.loaded;
+  let maxAgeMs: number | undefined;
+  if (opts.maxAge !== undefined) {
+    maxAgeMs = parseDuration(opts.maxAge);
+    if (maxAgeMs === undefined) throw new UsageError(`--max-age takes a duration, got "${opts.maxAge}"`, { hint: 'e.g. --max-age 26h' });
+  }
+  const stashGiven = Boolean(opts.outputDir || opts.storage?.length);
+  const configured = Object.entries(config.databases).filter(([key, entry]) => !database || key === database || folderOf(entry) === database);
+  const targets: StatusTarget[] = [];
+  for (const [key, entry] of configured) {
+    const folder = folderOf(entry);
+    if (!folder) continue;
+    targets.push({ folder, key, entry, destinations: await resolveDestinations(opts, config, entry), maxAgeMs: maxAgeMs ?? expectedMaxAgeMs(entry, key) });
+  }
+  if (targets.length === 0 || (stashGiven && !database)) {
+    const destinations = await resolveDestinations(opts, config);
+    const known = databasesByFolder(config);
+    const folders = database ? [database] : await foldersIn(destinations);
+    for (const folder of folders) {
+      if (targets.some((t) => t.folder === folder) || known.has(folder)) continue;
+      targets.push({ folder, destinations, maxAgeMs });
+    }
+  }
+  if (targets.length === 0) {
+    throw new UsageError('no database to check: the config names none and the stash holds no backups', {
+      hint: 'give --output-dir/--storage of a stash with backups, or configure databases in dbstash.yaml',
+    });
+  }
+  return targets;
+}
+
+export function registerStatus(program: Command): void {
+  const cmd = program
+    .command('status')
+    .description('health of the backups: age, verification, retention, locks, storages (exit 13 when unhealthy)')
+    .argument('[database]', 'only this database (config name or the database name in backup ids)')
+    .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)');
+  stashOptions(cmd);
+  commonOptions(cmd);
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  dbstash status
+  dbstash status shop --output-dir /var/backups/dbstash --max-age 26h
+  dbstash status --json | jq '.databases[] | select(.findings[].level == "problem")'`,
+  );
+  cmd.action((database: string | undefined, opts: StatusOptions) =>
+    runCommand(opts, async (ctx) => {
+      const report = await collectStatus(await targetsFor(database, opts, ctx), ctx.loaded.config);
+      ctx.out.result(report, () => render(report));
+      return report.healthy ? ExitCode.ok : ExitCode.unhealthy;
+    }),
+  );
+}

@@ -1,0 +1,188 @@
+// Health of the stash, per database: the newest backup and its age against the expected maximum
+// (--max-age, databases.<name>.maxAge, or twice the backup schedule's interval), the latest
+// verification, anomalies, retention compliance (what prune would remove), held and stale locks,
+// and databases kept aside by restore swaps; per storage: reachability and free space.
+// Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
+
+import { listBackups, type CatalogListing } from '../catalog/catalog.js';
+import { isStale, readLock } from '../catalog/lock.js';
+import { mainArtifact } from '../catalog/manifest.js';
+import { latestRecord, type VerifyRecord } from '../catalog/records.js';
+import type { Destination } from '../backup/backup.js';
+import type { Anomaly } from '../backup/anomaly.js';
+import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
+import { formatAge, formatBytes, formatDuration } from '../core/format.js';
+import { parseBackupId } from '../core/id.js';
+import { loadEngine } from '../engines/index.js';
+import { parseTarget } from '../engines/target.js';
+import { pruneStorage } from '../prune/prune.js';
+import { keptAside } from '../restore/kept.js';
+import { policyResolver } from '../retention/config.js';
+
+export type Level = 'ok' | 'warn' | 'problem';
+
+export interface Finding {
+  level: Level;
+  /** What was checked: backup, verification, anomaly, retention, lock, kept, storage, space. */
+  check: string;
+  message: string;
+  storage?: string;
+}
+
+export interface DatabaseStatus {
+  database: string;
+  /** The config key, when the database is configured. */
+  key?: string;
+  maxAgeSeconds?: number;
+  newest?: { id: string; storage: string; finishedAt: string; ageSeconds: number; size: number; degraded: boolean; anomaly?: string };
+  verification?: { id: string; result: string; level: string; at: string; error?: string };
+  keptAside: { name: string; keptAt: string }[];
+  findings: Finding[];
+}
+
+export interface StorageStatus {
+  name: string;
+  url: string;
+  reachable: boolean;
+  freeBytes?: number;
+  findings: Finding[];
+}
+
+export interface StatusReport {
+  healthy: boolean;
+  checkedAt: string;
+  databases: DatabaseStatus[];
+  storages: StorageStatus[];
+}
+
+export interface StatusTarget {
+  /** The database folder in the stash. */
+  folder: string;
+  key?: string;
+  entry?: DatabaseConfig;
+  destinations: Destination[];
+  maxAgeMs?: number;
+}
+
+interface StorageView {
+  status: StorageStatus;
+  listing?: CatalogListing;
+}
+
+async function viewStorage(dest: Destination): Promise<StorageView> {
+  const status: StorageStatus = { name: dest.name, url: dest.storage.url, reachable: false, findings: [] };
+  try {
+    const listing = await listBackups(dest.storage);
+    status.reachable = true;
+    for (const p of listing.problems) status.findings.push({ level: 'problem', check: 'storage', message: p.message, storage: dest.name });
+    status.freeBytes = await dest.storage.freeSpace?.().catch(() => undefined);
+    return { status, listing };
+  } catch (err) {
+    status.findings.push({ level: dest.optional ? 'warn' : 'problem', check: 'storage', message: `${dest.storage.url} is not reachable: ${(err as Error).message}`, storage: dest.name });
+    return { status };
+  }
+}
+
+async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, config: ConfigFile, now: Date): Promise<DatabaseStatus> {
+  const s: DatabaseStatus = { database: t.folder, key: t.key, maxAgeSeconds: t.maxAgeMs !== undefined ? t.maxAgeMs / 1000 : undefined, keptAside: [], findings: [] };
+  const add = (level: Level, check: string, message: string, storage?: string) => s.findings.push({ level, check, message, storage });
+  const limit = t.maxAgeMs !== undefined ? `; at most ${formatDuration(t.maxAgeMs)} expected` : '';
+  let largest = 0;
+  for (const dest of t.destinations) {
+    const view = views.get(dest.storage.url)!;
+    if (!view.listing) continue;
+    const entries = view.listing.entries.filter((e) => parseBackupId(e.id)?.database === t.folder);
+    const newest = entries[0];
+    const missing = dest.optional ? 'warn' : 'problem';
+    if (!newest) {
+      add(missing, 'backup', `no backup in ${dest.name}`, dest.name);
+      continue;
+    }
+    const main = mainArtifact(newest.manifest);
+    largest = Math.max(largest, newest.manifest.artifacts.reduce((sum, a) => sum + a.size, 0));
+    const finishedAt = new Date(newest.manifest.finishedAt);
+    const ageMs = now.getTime() - finishedAt.getTime();
+    const anomaly = newest.manifest.extra.anomaly as Anomaly | undefined;
+    if (!s.newest || finishedAt.toISOString() > s.newest.finishedAt) {
+      s.newest = { id: newest.id, storage: dest.name, finishedAt: finishedAt.toISOString(), ageSeconds: Math.round(ageMs / 1000), size: main.size, degraded: Boolean(newest.manifest.extra.degraded), anomaly: anomaly?.message };
+    }
+    const tooOld = t.maxAgeMs !== undefined && ageMs > t.maxAgeMs;
+    add(tooOld ? missing : 'ok', 'backup', `newest backup ${newest.id} in ${dest.name}${tooOld ? ' is too old:' : ''} finished ${formatAge(finishedAt, now)}${limit}`, dest.name);
+    if (anomaly) add('problem', 'anomaly', `${newest.id}: ${anomaly.message}`, dest.name);
+    if (newest.manifest.extra.degraded) add('warn', 'backup', `${newest.id} is degraded: an optional destination failed`, dest.name);
+
+    for (const e of entries) {
+      const record = await latestRecord<VerifyRecord>(dest.storage, e.records, 'verify');
+      if (!record) continue;
+      if (!s.verification || record.at > s.verification.at) s.verification = { id: e.id, result: record.result, level: record.level, at: record.at, error: record.error };
+      break;
+    }
+
+    const report = await pruneStorage(dest.storage, { dryRun: true, database: t.folder, policyFor: policyResolver(config, dest.name), warn: () => {} });
+    const removable = report.backups.filter((b) => !b.keep).length;
+    const policy = report.series.map((x) => x.policy).join('; ');
+    if (removable + report.orphans.length > 0) {
+      add('warn', 'retention', `${removable} backups beyond the policy (${policy}) and ${report.orphans.length} leftovers in ${dest.name} (${formatBytes(report.bytesFreed)}): run \`dbstash prune\``, dest.name);
+    } else {
+      add('ok', 'retention', `${dest.name} complies with the policy (${policy})`, dest.name);
+    }
+
+    const lock = await readLock(dest.storage, t.folder).catch(() => undefined);
+    if (lock) {
+      const who = `pid ${lock.pid} on ${lock.host} since ${lock.startedAt} ("${lock.command}")`;
+      if (isStale(lock)) add('problem', 'lock', `stale lock in ${dest.name}: ${who} is not running any more; the next backup replaces it, or use --force-unlock`, dest.name);
+      else add('ok', 'lock', `a backup holds the lock in ${dest.name}: ${who}`, dest.name);
+    }
+  }
+  if (s.verification) {
+    const v = s.verification;
+    if (v.result === 'passed') add('ok', 'verification', `${v.id}: ${v.level} passed ${formatAge(new Date(v.at), now)}`);
+    else add('problem', 'verification', `${v.id}: ${v.level} FAILED ${formatAge(new Date(v.at), now)}: ${v.error ?? 'see the verify record'}`);
+  } else if (s.newest) {
+    add('warn', 'verification', 'no backup has been verified yet: run `dbstash verify --latest`');
+  }
+  for (const view of views.values()) {
+    const free = view.status.freeBytes;
+    if (free !== undefined && largest > 0 && t.destinations.some((d) => d.storage.url === view.status.url) && free < 2 * largest) {
+      add('problem', 'space', `only ${formatBytes(free)} free in ${view.status.name}: not enough for two more backups of ${formatBytes(largest)}`, view.status.name);
+    }
+  }
+  if (t.entry) {
+    try {
+      const target = parseTarget(t.entry.url, { binDir: t.entry.binDir });
+      if (t.entry.name) target.database = t.entry.name;
+      for (const k of await keptAside(await loadEngine(target.engine), target)) {
+        s.keptAside.push({ name: k.name, keptAt: k.keptAt.toISOString() });
+        add('warn', 'kept', `${k.name} was kept aside by a restore ${formatAge(k.keptAt, now)}: drop it once it is no longer needed`);
+      }
+    } catch (err) {
+      add('warn', 'kept', `could not look for databases kept aside by restores: ${(err as Error).message}`);
+    }
+  }
+  return s;
+}
+
+export async function collectStatus(targets: StatusTarget[], config: ConfigFile, now = new Date()): Promise<StatusReport> {
+  const views = new Map<string, StorageView>();
+  for (const dest of targets.flatMap((t) => t.destinations)) {
+    if (!views.has(dest.storage.url)) views.set(dest.storage.url, await viewStorage(dest));
+  }
+  const databases: DatabaseStatus[] = [];
+  for (const t of targets) databases.push(await checkDatabase(t, views, config, now));
+  const storages = [...views.values()].map((v) => v.status);
+  const healthy = [...databases.flatMap((d) => d.findings), ...storages.flatMap((s) => s.findings)].every((f) => f.level !== 'problem');
+  return { healthy, checkedAt: now.toISOString(), databases, storages };
+}
+
+/** Database folders found in the given storages (for a stash without a config). */
+export async function foldersIn(destinations: Destination[]): Promise<string[]> {
+  const folders = new Set<string>();
+  for (const dest of destinations) {
+    try {
+      for (const e of (await listBackups(dest.storage)).entries) folders.add(parseBackupId(e.id)!.database);
+    } catch {
+      // reported as unreachable by collectStatus
+    }
+  }
+  return [...folders].sort();
+}
