@@ -103,6 +103,35 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
     assert.equal((await rows(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'live_restoring%'`)).length, 0, 'no temporary database left');
   });
 
+  test('without the privileges to swap: in place after a safety backup, and a failed restore rolls back', async () => {
+    await server.createDatabase('plain');
+    await server.query(`CREATE TABLE items (id INT PRIMARY KEY, label VARCHAR(20)); INSERT INTO items VALUES (1, 'one'), (2, 'two');`, 'plain');
+    await server.createDatabase('inplace');
+    await server.query(`CREATE TABLE items (id INT PRIMARY KEY, label VARCHAR(20)); INSERT INTO items VALUES (9, 'nine'); CREATE TABLE extra (x INT);`, 'inplace');
+    await server.query(`CREATE USER 'owner'@'%' IDENTIFIED BY 'owner-pw'; GRANT ALL PRIVILEGES ON inplace.* TO 'owner'@'%';`);
+    const to = `mysql://owner:owner-pw@127.0.0.1:${server.port}/inplace`;
+    const stash = tempDir('dbstash-my-inplace');
+    const backup = async (db: string) => {
+      const b = await runCli(['backup', server.url(db), '--output-dir', stash, '--json']);
+      assert.equal(b.code, ExitCode.ok, b.stderr);
+      return (JSON.parse(b.stdout) as { id: string }).id;
+    };
+
+    const ok = await runCli(['restore', await backup('plain'), '--output-dir', stash, '--to', to, '--yes']);
+    assert.equal(ok.code, ExitCode.ok, ok.stderr);
+    assert.match(ok.stderr, /a swap is impossible \(user "owner" lacks CREATE, DROP/);
+    assert.match(ok.stdout + ok.stderr, /safety backup/);
+    assert.deepEqual(await rows(`SELECT id, label FROM items ORDER BY id`, 'inplace'), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }]);
+    assert.deepEqual(await rows(`SELECT TABLE_NAME AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'inplace'`), [{ n: 'items' }], 'in place means the old tables are gone');
+
+    // shop's trigger and views have DEFINER=root, which "owner" may not create: the restore fails half-way.
+    const failed = await runCli(['restore', await backup('shop'), '--output-dir', stash, '--to', to, '--yes']);
+    assert.equal(failed.code, ExitCode.restoreFailed, failed.stderr);
+    assert.match(failed.stderr, /rolled back/);
+    assert.deepEqual(await rows(`SELECT id, label FROM items ORDER BY id`, 'inplace'), [{ id: 1, label: 'one' }, { id: 2, label: 'two' }], 'the database is as it was');
+    assert.deepEqual(await rows(`SELECT TABLE_NAME AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'inplace'`), [{ n: 'items' }]);
+  });
+
   test('dbstash verify --drill restores into a throwaway MariaDB that dbstash starts and removes', async () => {
     const stash = tempDir('dbstash-my-drill');
     const scratch = tempDir('dbstash-my-drill-tmp');

@@ -146,6 +146,20 @@ async function recreateObjects(conn: MyConnection, objects: Recreate[]): Promise
   }
 }
 
+/** Drops every table, view, sequence, routine and event of `database` (triggers go with their tables). */
+async function emptyDatabase(conn: MyConnection, database: string): Promise<void> {
+  const q = async (sql: string) => (await conn.query(sql, [database]))[0] as Record<string, string>[];
+  await conn.query('SET SESSION FOREIGN_KEY_CHECKS = 0');
+  for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`)) await conn.query(`DROP EVENT ${quoteIdent(r.name)}`);
+  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`)) {
+    await conn.query(`DROP ${r.type === 'FUNCTION' ? 'FUNCTION' : 'PROCEDURE'} ${quoteIdent(r.name)}`);
+  }
+  for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`)) await conn.query(`DROP VIEW ${quoteIdent(r.name)}`);
+  for (const r of await q(`SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`)) {
+    await conn.query(`DROP ${r.type === 'SEQUENCE' ? 'SEQUENCE' : 'TABLE'} ${quoteIdent(r.name)}`);
+  }
+}
+
 export const verifyRestoreHalf: Pick<
   Engine,
   | 'checkStructure'
@@ -177,6 +191,9 @@ export const verifyRestoreHalf: Pick<
   },
 
   async restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
+    // In place (opts.clean): MySQL DDL is not transactional, so the target is emptied first and the
+    // caller's safety backup is what makes this all-or-nothing.
+    if (opts.clean) await withConnection(target, target.database, (conn) => emptyDatabase(conn, target.database));
     await runSql(target, target.database, raw, opts, `restore into ${target.database}`);
   },
 
