@@ -13,7 +13,7 @@ import { startPostgres } from '../test/harness/postgres.js';
 import { startS3, type S3Server } from '../test/harness/s3.js';
 import { tempDir } from '../test/harness/tmp.js';
 import { buildDatabase } from './database.js';
-import { measure } from './measure.js';
+import { measure, type Measurement } from './measure.js';
 import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summarize, type RunRecord, type ScaleResult, type Target } from './report.js';
 import { comparisons, scenarios, type BenchContext, type Scenario } from './scenarios.js';
 import { runExtensions, type ExtensionResult } from './extensions.js';
@@ -76,13 +76,25 @@ async function benchScale(scale: number, rounds: number, selected: Scenario[], w
   }
 
   const runs: RunRecord[] = [];
+  const failures: ScaleResult['failures'] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const s of active) {
       const prepared = await s.prepare(ctx, round);
       const loadAverage = os.loadavg()[0];
-      const m = await measure({ ...prepared.spec, serverPid: ctx.server.pid });
-      const size = await prepared.outputSize(m);
-      await emptyDir(ctx.workDir);
+      let m: Measurement;
+      let size: number | undefined;
+      try {
+        m = await measure({ ...prepared.spec, serverPid: ctx.server.pid });
+        size = await prepared.outputSize(m);
+      } catch (err) {
+        // One failed run (a busy machine, a flaky fake S3) costs that run, not the whole benchmark.
+        const reason = (err as Error).message.split('\n').filter(Boolean).slice(-1)[0] ?? 'failed';
+        failures.push({ scenario: s.id, round, reason });
+        log(`scale ${scale} round ${round}/${rounds} ${s.id}: FAILED: ${reason}`);
+        continue;
+      } finally {
+        await emptyDir(ctx.workDir);
+      }
       runs.push({ scenario: s.id, round, wallMs: m.wallMs, userMs: m.userMs, sysMs: m.sysMs, cpuMs: m.cpuMs, serverCpuMs: m.serverCpuMs ?? 0, rootPeakRss: m.rootPeakRss, treePeakRss: m.treePeakRss, size, loadAverage });
       log(`scale ${scale} round ${round}/${rounds} ${s.id}: wall ${(m.wallMs / 1000).toFixed(2)} s, CPU ${(m.cpuMs / 1000).toFixed(2)} s, server CPU ${((m.serverCpuMs ?? 0) / 1000).toFixed(2)} s, RSS ${(m.rootPeakRss / 1024 / 1024).toFixed(1)} MB (load ${loadAverage.toFixed(1)})`);
     }
@@ -99,7 +111,7 @@ async function benchScale(scale: number, rounds: number, selected: Scenario[], w
   const compared = comparisons()
     .map((c) => compare(c, summaries))
     .filter((c): c is NonNullable<typeof c> => !!c);
-  return { database: db, rounds, scenarios: summaries, comparisons: compared, targets: scaleTargets(compared, summaries), profile };
+  return { database: db, rounds, scenarios: summaries, comparisons: compared, targets: scaleTargets(compared, summaries), profile, failures };
 }
 
 async function main(): Promise<void> {

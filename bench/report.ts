@@ -49,6 +49,8 @@ export interface ScaleResult {
   comparisons: ComparisonResult[];
   targets: Target[];
   profile?: Profile;
+  /** Runs that failed; they are left out of the medians. */
+  failures: { scenario: string; round: number; reason: string }[];
 }
 
 export interface Target {
@@ -174,6 +176,7 @@ export function renderScale(result: ScaleResult): string {
   }
   lines.push(table(rows));
   for (const s of result.scenarios.filter((x) => x.skipped)) lines.push(`skipped: ${s.label}: ${s.skipped}`);
+  for (const f of result.failures) lines.push(`FAILED run: ${f.scenario} in round ${f.round}: ${f.reason}`);
   lines.push('');
   const ratioRows: string[][] = [['ratio', 'of medians', 'per round min–max', 'target', '']];
   for (const c of result.comparisons) {
