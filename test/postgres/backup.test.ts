@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
@@ -180,6 +180,11 @@ describe('postgres backup of pg-rich', () => {
 });
 
 describe('postgres backup variants', () => {
+  before(async () => {
+    await server.createDatabase('tiny');
+    await server.query('CREATE TABLE t AS SELECT 1 AS x', 'tiny');
+  });
+
   it('gzip: the artifact decodes with gunzip and restores', async () => {
     const stash = path.join(work, 'stash-gzip');
     const res = await backup([server.url('rich'), '--compression', 'gzip'], stash);
@@ -244,8 +249,6 @@ describe('postgres backup variants', () => {
 
   it('two sequential backups get distinct ids, and list shows them newest first', async () => {
     const stash = path.join(work, 'stash-seq');
-    await server.createDatabase('tiny');
-    await server.query('CREATE TABLE t AS SELECT 1 AS x', 'tiny');
     const a = await backup([server.url('tiny'), '--json'], stash);
     const b = await backup([server.url('tiny'), '--json'], stash);
     assert.equal(a.code, 0, a.stderr);
@@ -254,6 +257,31 @@ describe('postgres backup variants', () => {
     assert.notEqual(idA, idB);
     const listed = JSON.parse((await runCli(['list', '--output-dir', stash, '--json'])).stdout);
     assert.deepEqual(listed.backups.map((x: { id: string }) => x.id), [idB, idA]);
+  });
+
+  it('a password full of URL syntax works, and neither its raw nor its encoded form leaks', async () => {
+    const password = "p@ss:w/rd%20?#&='\\ü";
+    await server.query(`CREATE ROLE odd_pw LOGIN SUPERUSER PASSWORD '${password.replace(/'/g, "''")}'`);
+    const encoded = encodeURIComponent(password);
+    const stash = path.join(work, 'stash-oddpw');
+    const log = path.join(work, 'oddpw.log');
+    const res = await backup([`postgres://odd_pw:${encoded}@127.0.0.1:${server.port}/tiny`, '--log-file', log], stash);
+    assert.equal(res.code, 0, res.stderr);
+    const { manifest } = onlyBackup(stash);
+    const everything = [res.stdout, res.stderr, readFileSync(log, 'utf8'), JSON.stringify(manifest)].join('\n');
+    for (const form of [password, encoded, 'p@ss', 'w/rd']) assert.ok(!everything.includes(form), form);
+    assert.equal(manifest.database.user, 'odd_pw');
+  });
+
+  it('a prod backup of a database on localhost warns, and the warning is kept in the manifest', async () => {
+    const stash = path.join(work, 'stash-prod');
+    const res = await backup([server.url('tiny'), '--env', 'prod', '--json'], stash);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, /^warning: a prod backup of a database on 127\.0\.0\.1: is this the production server\?/m);
+    const out = JSON.parse(res.stdout);
+    assert.match(out.id, /^tiny_prod_/);
+    assert.equal(out.manifest.environment, 'prod');
+    assert.ok(out.manifest.warnings.some((w: string) => w.includes('is this the production server')));
   });
 
   it('databases whose names libpq would read as a connection string back up and restore', async () => {
@@ -280,6 +308,7 @@ describe('postgres backup variants', () => {
     assert.equal(init.code, 0, init.stderr);
     const file = path.join(cwd, 'dbstash.yaml');
     assert.match(readFileSync(file, 'utf8'), /url: \$\{DATABASE_URL\}/);
+    assert.equal(statSync(file).mode & 0o777, 0o600, 'the config may hold secrets: readable by its owner only');
     const again = await runCli(['init'], { cwd });
     assert.equal(again.code, 2, 'refuses to overwrite without --yes');
     const res = await runCli(['backup', '--config', file, '--json'], { cwd, env: { DATABASE_URL: server.url('tiny') }, timeoutMs: 60_000 });
