@@ -103,7 +103,7 @@ Examples:
         const entry = configEntry(config, manifest.database.name) ?? configEntry(config, database);
         ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
         try {
-          if (verifier && located.length > 1) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);
+          if (verifier) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);
           const result = await verifyBackup(dest.storage, manifest, {
             level,
             stageContext: stageContext(opts, config, entry),

@@ -6,6 +6,7 @@ import { locateLatest } from '../verify/locate.js';
 import { verifyBackup } from '../verify/verify.js';
 import { makeMessage } from '../notify/message.js';
 import { planBackup } from '../cli/backup.js';
+import { stageContext, verifierFor } from '../cli/secrets.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { DatabaseConfig } from '../config/schema.js';
 import { formatBytes } from '../core/format.js';
@@ -62,14 +63,14 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody 
   return async (signal) => {
     const { ctx } = jc;
     const config = ctx.loaded.config;
-    const located = await locateLatest(await resolveDestinations({}, config, entry), { database: folderOf(entry) });
+    const located = await locateLatest(await resolveDestinations({}, config, entry), { database: folderOf(entry) }, { verifier: verifierFor({}, config) });
     if (!located) throw new Error('no backup to verify yet');
     const { manifest, dest } = located;
     const level = entry.checksums ? 'deep' : 'drill';
     try {
       const result = await verifyBackup(dest.storage, manifest, {
         level,
-        stageContext: {},
+        stageContext: stageContext({}, config, entry),
         tempDir: config.tempDir ?? os.tmpdir(),
         scratchUrl: entry.scratchUrl,
         signal,
