@@ -15,6 +15,7 @@ import { registerVerify } from './verify.js';
 import { registerPrune } from './prune.js';
 import { registerDaemon } from './daemon.js';
 import { registerStatus } from './status.js';
+import { registerSchedule } from './schedule.js';
 import { registerRestore } from './restore.js';
 import { registerKeygen } from './keygen.js';
 import { registerCopy } from './copy.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerPrune(program);
   registerDaemon(program);
   registerStatus(program);
+  registerSchedule(program);
   registerKeygen(program);
   registerCopy(program);
   for (const cmd of program.commands) cmd.exitOverride();
