@@ -227,6 +227,28 @@ describe('backup to S3', () => {
     assert.deepEqual(await bucketKeys(client, BUCKET, 'dbs/shop/dbstash.lock'), []);
   });
 
+  it('the endpoint from AWS_ENDPOINT_URL_S3 alone: s3:// URLs work without a config file', async () => {
+    const env = s3Env(server, { AWS_ENDPOINT_URL_S3: server.endpoint });
+    const res = await runCli(['backup', db, '--storage', `s3://${BUCKET}/from-env`, '--json'], { env, cwd: dir });
+    assert.equal(res.code, 0, res.stderr);
+    const out = JSON.parse(res.stdout);
+    assert.ok((await bucketKeys(client, BUCKET, 'from-env/')).includes(`from-env/${out.manifest.database.name}/${out.id}.manifest.json`));
+    const list = await runCli(['list', '--storage', `s3://${BUCKET}/from-env`, '--json'], { env, cwd: dir });
+    assert.deepEqual(JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id), [out.id]);
+  });
+
+  it('a mistyped storage option is a config error naming the option and the valid values', async () => {
+    const cfg = config(`  typo:
+    url: s3://${BUCKET}/typo
+    endpoint: ${server.endpoint}
+    sse: AES257
+`);
+    const res = await runCli(['backup', db, '--storage', 'typo', '--config', cfg], { env: s3Env(server), cwd: dir });
+    assert.equal(res.code, 2, res.stderr);
+    assert.match(res.stderr, /^error: \[s3\] option "sse": .*AES256.*aws:kms/m);
+    assert.match(res.stderr, /^hint: valid options: endpoint, region, forcePathStyle/m);
+  });
+
   it('a missing bucket: a clear message saying to create it, nothing written', async () => {
     const res = await runCli(['backup', db, '--storage', 'nobucket', '--config', config()], { env: s3Env(server), cwd: dir });
     assert.equal(res.code, 4, res.stderr);
