@@ -125,8 +125,12 @@ export interface Engine {
   restore?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
   /** Restores the globals artifact (roles/users); idempotent where the engine allows. */
   restoreGlobals?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
-  /** Row counts (and checksums, computed exactly as dump() does) of a live database. */
-  tableStats?(target: Target, opts: { checksums: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
+  /**
+   * Row counts (and checksums, computed exactly as dump() does) of a live database. With
+   * `estimate`, counts may come from the engine's statistics (cheap on a big database; a table
+   * that holds rows never reports 0) — for plans, never for checks.
+   */
+  tableStats?(target: Target, opts: { checksums: boolean; estimate?: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
   databaseExists?(target: Target): Promise<boolean>;
   /** Creates database `name` on target's server and returns a Target for it. */
   createDatabase?(target: Target, name: string): Promise<Target>;

@@ -64,7 +64,7 @@ export interface RestorePlan {
   database: string;
   engine: string;
   targetExists: boolean;
-  /** Tables and rows in the target now (when it exists). */
+  /** Tables and rows in the target now (when it exists); rows may be an estimate. */
   targetTables?: number;
   targetRows?: number;
   sessions: string[];
@@ -119,7 +119,7 @@ async function makePlan(req: RestoreRequest, structure: string, now: Date): Prom
     globals: !!req.withGlobals && manifest.artifacts.some((a) => a.role === 'globals'),
   };
   if (!exists) return plan;
-  const stats = await engine.tableStats!(target, { checksums: false, signal: req.signal });
+  const stats = await engine.tableStats!(target, { checksums: false, estimate: true, signal: req.signal });
   plan.targetTables = stats.length;
   plan.targetRows = stats.reduce((s, t) => s + t.rows, 0);
   plan.sessions = engine.listSessions ? await engine.listSessions(target) : [];

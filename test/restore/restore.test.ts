@@ -191,7 +191,7 @@ describe('restore PostgreSQL', () => {
     const before = await databases();
     const refused = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', stash]);
     expectExit(refused, 2, /error: refusing to restore without confirmation: no TTY/);
-    assert.match(refused.stderr, /target: .*victim — exists, 1 tables, 26 rows \(holds data\)/);
+    assert.match(refused.stderr, /target: .*victim — exists, 1 tables, about \d+ rows \(holds data\)/);
     const dry = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', stash, '--dry-run', '--json']);
     expectExit(dry, 0);
     const plan = JSON.parse(dry.stdout).plan;

@@ -11,7 +11,7 @@ import { findPgTool, majorOf } from './tools.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
 
-const USER_TABLES_SQL = `
+export const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'

@@ -13,7 +13,7 @@ import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Ta
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { countTables } from './index.js';
+import { countTables, USER_TABLES_SQL } from './index.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
@@ -265,10 +265,28 @@ async function restoreGlobals(target: Target, raw: Readable, opts: RestoreOption
   if (errors.length > 0) opts.warn(`[postgres] globals: ${errors.length} statement(s) failed, e.g. ${errors[0].trim()}`);
 }
 
-async function tableStats(target: Target, opts: { checksums: boolean }): Promise<TableStat[]> {
+/** Planner statistics instead of count(*); a table without statistics is probed for one row. */
+async function estimateTables(client: PgClient): Promise<TableStat[]> {
+  const { rows } = await client.query<{ schema: string; name: string; estimate: string }>(
+    `SELECT t.schema, t.name, c.reltuples::bigint AS estimate FROM (${USER_TABLES_SQL}) t
+     JOIN pg_namespace n ON n.nspname = t.schema JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name`,
+  );
+  const stats: TableStat[] = [];
+  for (const { schema, name, estimate } of rows) {
+    let n = Number(estimate);
+    if (n <= 0) {
+      const probe = await client.query(`SELECT 1 FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)} LIMIT 1`);
+      n = probe.rowCount ?? 0;
+    }
+    stats.push({ schema, name, rows: n });
+  }
+  return stats;
+}
+
+async function tableStats(target: Target, opts: { checksums: boolean; estimate?: boolean }): Promise<TableStat[]> {
   const client = await connect(target);
   try {
-    return await countTables(client, opts.checksums);
+    return opts.estimate && !opts.checksums ? await estimateTables(client) : await countTables(client, opts.checksums);
   } catch (err) {
     throw classifyPgError(err, target);
   } finally {
