@@ -1,7 +1,7 @@
 // Delivery channels. Each sends one message once and throws on failure; retries and event
 // filtering live in notifier.ts. HTTP channels treat any non-2xx answer as a failure.
 
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { NotificationConfig } from '../config/schema.js';
 import { subjectOf, textOf, type NotifyMessage } from './message.js';
 
@@ -38,16 +38,21 @@ export function channelFor(config: NotificationConfig): Send {
       return (m, signal) => postJson(config.url, { content: textOf(m).slice(0, 2000) }, signal);
     case 'email': {
       const smtp = config.smtp;
-      const transport = nodemailer.createTransport(
-        smtp.url ?? {
-          host: smtp.host ?? 'localhost',
-          port: smtp.port ?? (smtp.secure ? 465 : 587),
-          secure: smtp.secure ?? false,
-          auth: smtp.user ? { user: smtp.user, pass: smtp.password ?? '' } : undefined,
-        },
-      );
+      // nodemailer is loaded on the first mail, not at start: it costs every command ~60 ms of CPU.
+      let transport: Promise<Transporter> | undefined;
+      const connect = async () => {
+        const { default: nodemailer } = await import('nodemailer');
+        return nodemailer.createTransport(
+          smtp.url ?? {
+            host: smtp.host ?? 'localhost',
+            port: smtp.port ?? (smtp.secure ? 465 : 587),
+            secure: smtp.secure ?? false,
+            auth: smtp.user ? { user: smtp.user, pass: smtp.password ?? '' } : undefined,
+          },
+        );
+      };
       return async (m, signal) => {
-        const sending = transport.sendMail({ from: config.from, to: config.to, subject: subjectOf(m), text: textOf(m) });
+        const sending = (transport ??= connect()).then((t) => t.sendMail({ from: config.from, to: config.to, subject: subjectOf(m), text: textOf(m) }));
         await new Promise<void>((resolve, reject) => {
           const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('mail delivery timed out'));
           signal.addEventListener('abort', onAbort, { once: true });
