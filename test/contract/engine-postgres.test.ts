@@ -3,13 +3,18 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
 import pg from 'pg';
 import { loadEngine } from '../../src/engines/index.js';
 import type { Target } from '../../src/engines/engine.js';
 import { parseTarget } from '../../src/engines/target.js';
 import { PG_BIN_DIR, startPostgres, type PgServer } from '../harness/postgres.js';
 import { freePort } from '../harness/proc.js';
+import { runCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+import { ExitCode } from '../../src/core/errors.js';
+import type { Manifest } from '../../src/catalog/manifest.js';
 import { ALL_BYTES, bigValue, canonicalRow, HOSTILE_TEXT, JSON_TEXT, ODD_TABLE, runEngineContract, type DbPicture, type EngineAdapter } from './engine.js';
 
 let server: PgServer | undefined;
@@ -122,3 +127,49 @@ after(async () => {
 
 runEngineContract('postgres', adapter([]));
 runEngineContract('postgres --jobs 2', adapter(['--jobs', '2']), { preflightFailures: false });
+
+describe('postgres --jobs 2: one tar artifact, counted in the snapshot pg_dump and its workers read', { timeout: 120_000 }, () => {
+  test('manifest counts equal the restored rows while a writer inserts', async () => {
+    const s = await startPostgres();
+    try {
+      await s.createDatabase('busy');
+      await s.query(`CREATE TABLE events (id bigserial PRIMARY KEY, note text); CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 20) AS pad FROM generate_series(1, 150000) g;`, 'busy');
+      const writer = new pg.Client({ connectionString: s.url('busy') });
+      await writer.connect();
+      let stop = false;
+      let inserted = 0;
+      const writing = (async () => {
+        while (!stop) {
+          await writer.query(`INSERT INTO events (note) VALUES ('during')`);
+          inserted++;
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 100));
+      const stash = tempDir('dbstash-pg-jobs');
+      const before = inserted;
+      const r = await runCli(['backup', s.url('busy'), '--output-dir', stash, '--json', '--jobs', '2'], { timeoutMs: 90_000 });
+      const during = inserted - before;
+      stop = true;
+      await writing;
+      await writer.end();
+      assert.equal(r.code, ExitCode.ok, r.stderr);
+      assert.ok(during > 0, 'the writer kept inserting while the backup ran');
+      const manifest = (JSON.parse(r.stdout) as { manifest: Manifest }).manifest;
+      assert.equal(manifest.artifacts.length, 1);
+      assert.equal(manifest.artifacts[0].format, 'tar');
+      assert.match(manifest.artifacts[0].file, /\.tar\.zst$/);
+      assert.ok(manifest.dump.args.includes('--format=directory') && manifest.dump.args.includes('--jobs=2'));
+
+      const restore = await runCli(['restore', manifest.id, '--output-dir', stash, '--to', s.url('busy_copy'), '--yes', '--jobs', '2'], { timeoutMs: 90_000 });
+      assert.equal(restore.code, ExitCode.ok, restore.stderr);
+      for (const table of ['events', 'bulk']) {
+        const n = Number((await s.query(`SELECT count(*) AS n FROM ${table}`, 'busy_copy')).rows[0].n);
+        assert.equal(n, manifest.tables.find((t) => t.name === table)!.rows, `${table}: restored rows = manifest count`);
+      }
+      const live = Number((await s.query(`SELECT count(*) AS n FROM events`, 'busy')).rows[0].n);
+      assert.ok(live > manifest.tables.find((t) => t.name === 'events')!.rows, 'rows written after the snapshot are not in the backup');
+    } finally {
+      await s.stop();
+    }
+  });
+});
