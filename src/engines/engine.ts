@@ -103,6 +103,8 @@ export interface RestoreOptions {
 export interface ScratchServer {
   /** Target of the server's maintenance database; use withDatabase() for others. */
   target: Target;
+  /** The server's version, when known: a drill refuses a server older than the backup's. */
+  serverVersion?: string;
   stop(): Promise<void>;
 }
 

@@ -13,7 +13,7 @@
 //      restores the safety backup (rollback); both outcomes are reported.
 // Every run that got past the verification leaves a restore record beside the backup.
 
-import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError } from '../core/errors.js';
+import { DbstashError, IntegrityError, RestoreError, UsageError } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
@@ -217,9 +217,14 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
       record.keptAs = plan.keptAs;
       req.events.info(`swapped: ${target.database} is the restored database; the old one is kept as ${plan.keptAs}`);
       if (plan.dropOld) {
-        await engine.dropDatabase!(kept);
-        record.droppedOld = true;
-        req.events.info(`dropped ${plan.keptAs} (--drop-old)`);
+        // The restore itself succeeded; a kept database that will not drop is only reported.
+        await engine.dropDatabase!(kept).then(
+          () => {
+            record.droppedOld = true;
+            req.events.info(`dropped ${plan.keptAs} (--drop-old)`);
+          },
+          (e: Error) => req.events.warn(`could not drop ${plan.keptAs} (--drop-old): ${e.message}; drop it by hand`),
+        );
       }
     } else {
       await engine.renameDatabase!(temp, target.database);
@@ -291,6 +296,7 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   req.events.info(`verifying ${manifest.id} before touching anything`);
   const structure = await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
   const plan = await makePlan(req, structure, now);
+  if (req.withGlobals && !plan.globals) req.events.warn(`${manifest.id} holds no globals (it was taken without --globals); roles are not restored`);
   if (!req.force) await handleSessions(req, plan.sessions);
   if (!(await confirm(plan))) return { plan, performed: false };
 
@@ -318,7 +324,7 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   } catch (err) {
     const e = req.signal.aborted ? (req.signal.reason ?? err) : err;
     record.error = (e as Error).message;
-    throw e instanceof DbstashError || e instanceof InterruptedError ? e : new RestoreError(`restore failed: ${(e as Error).message}`, { cause: e });
+    throw e instanceof DbstashError ? e : new RestoreError(`restore failed: ${(e as Error).message}`, { cause: e });
   } finally {
     record.durationMs = Date.now() - started;
     recordKey = await writeRecord(storage, record).catch((err: Error) => {

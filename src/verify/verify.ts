@@ -104,6 +104,14 @@ async function scratchServer(engine: Engine, manifest: Manifest, opts: VerifyOpt
     throw new VerifyUnavailableError(`no scratch server for a ${engine.id} drill`, { hint: 'give one with --scratch-url (or scratchUrl in the config)' });
   }
   const scratch = await engine.startScratchServer({ tempDir: opts.tempDir, signal: opts.signal });
+  const major = (v: string | undefined) => Number(/^(\d+)/.exec(v ?? '')?.[1] ?? NaN);
+  if (major(scratch.serverVersion) < major(manifest.database.serverVersion)) {
+    await scratch.stop();
+    throw new VerifyUnavailableError(
+      `the installed ${engine.id} server (${scratch.serverVersion}) is older than the backup's server (${manifest.database.serverVersion}), so the drill cannot restore into it`,
+      { hint: 'install a server of at least that version, or give a scratch server with --scratch-url' },
+    );
+  }
   return { server: scratch.target, scratch };
 }
 

@@ -268,6 +268,19 @@ describe('could not verify', () => {
     assert.equal(records(copy.dir, id).length, 0);
   });
 
+  test('a backup from a newer server than the installed one: exit 8, the scratch server is gone', async () => {
+    const copy = copyOf(id);
+    const manifest = readManifest(copy.file('.manifest.json'));
+    manifest.database.serverVersion = '99.1';
+    writeFileSync(copy.file('.manifest.json'), JSON.stringify(manifest));
+    const scratchRoot = tempDir('dbstash-verify-newer');
+    chmodSync(scratchRoot, 0o711);
+    const r = await runCli(['verify', id, '--drill', '--temp-dir', scratchRoot, '--output-dir', copy.dir]);
+    expectExit(r, 8, /the installed postgres server \(15\.\d+\) is older than the backup's server \(99\.1\)/);
+    assert.deepEqual(readdirSync(scratchRoot), []);
+    assert.equal(records(copy.dir, id).filter((rec) => rec.level === 'drill').length, 0);
+  });
+
   test('a --temp-dir the postgres OS user cannot enter: exit 8, nothing left in it', async () => {
     const scratchRoot = tempDir('dbstash-verify-private');
     chmodSync(scratchRoot, 0o700);

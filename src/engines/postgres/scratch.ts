@@ -91,5 +91,5 @@ export async function startScratchPostgres(opts: { tempDir: string; signal?: Abo
     params: {},
     options: { binDir },
   };
-  return { target, stop };
+  return { target, serverVersion: initdb.version, stop };
 }
