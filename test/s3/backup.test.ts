@@ -227,6 +227,35 @@ describe('backup to S3', () => {
     assert.deepEqual(await bucketKeys(client, BUCKET, 'dbs/shop/dbstash.lock'), []);
   });
 
+  it('sends storage class and server-side encryption, and for a custom endpoint no streamed checksums', async () => {
+    const proxy = await startCutProxy(server);
+    try {
+      const cfg = config(`  wire:
+    url: s3://${BUCKET}/wire
+    endpoint: ${proxy.endpoint}
+    partSizeMiB: 5
+    storageClass: STANDARD_IA
+    sse: AES256
+`);
+      const res = await runCli(['backup', db, '--storage', 'wire', '--config', cfg, '--compression', 'none'], { env: s3Env(server), cwd: dir });
+      assert.equal(res.code, 0, res.stderr);
+      const heads = proxy.heads();
+      const create = heads.find((h) => /^POST \S+\.sqlite\?uploads/.test(h));
+      const manifest = heads.find((h) => /^PUT \S+\.manifest\.json\?/.test(h));
+      const part = heads.find((h) => /^PUT \S+partNumber=1&/.test(h));
+      for (const head of [create, manifest]) {
+        assert.ok(head, heads.join('\n\n'));
+        assert.match(head, /^x-amz-storage-class: STANDARD_IA$/m);
+        assert.match(head, /^x-amz-server-side-encryption: AES256$/m);
+      }
+      assert.match(manifest!, /^x-amz-meta-sha256: [0-9a-f]{64}$/m, 'buffered objects carry their SHA-256');
+      assert.ok(part);
+      assert.doesNotMatch(part, /aws-chunked|x-amz-checksum-|x-amz-sdk-checksum-algorithm|x-amz-trailer/, 'checksums only when required');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('the endpoint from AWS_ENDPOINT_URL_S3 alone: s3:// URLs work without a config file', async () => {
     const env = s3Env(server, { AWS_ENDPOINT_URL_S3: server.endpoint });
     const res = await runCli(['backup', db, '--storage', `s3://${BUCKET}/from-env`, '--json'], { env, cwd: dir });

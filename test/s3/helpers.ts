@@ -74,6 +74,8 @@ export interface CutProxy {
   uploaded(): number;
   /** Request lines ("PUT /bucket/key?partNumber=2&… HTTP/1.1") seen so far. */
   requests(): string[];
+  /** Request line and headers of each request seen so far, lower-cased header names. */
+  heads(): string[];
   /** True once the proxy has cut every connection and stopped listening. */
   cut(): boolean;
   close(): Promise<void>;
@@ -90,6 +92,7 @@ export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity, 
   let uploaded = 0;
   let isCut = false;
   const requests: string[] = [];
+  const heads: string[] = [];
   const proxy = net.createServer((client) => {
     if (isCut) return client.destroy();
     const upstream = net.connect(upstreamPort, '127.0.0.1');
@@ -104,8 +107,13 @@ export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity, 
     upstream.on('error', drop).on('close', drop);
     client.on('data', (chunk: Buffer) => {
       uploaded += chunk.length;
-      const line = /^(GET|PUT|POST|DELETE|HEAD) \S+ HTTP\/1\.1/.exec(chunk.subarray(0, 2048).toString('latin1'));
-      if (line) requests.push(line[0]);
+      const start = chunk.subarray(0, 8192).toString('latin1');
+      const line = /^(GET|PUT|POST|DELETE|HEAD) \S+ HTTP\/1\.1/.exec(start);
+      if (line) {
+        requests.push(line[0]);
+        const [head] = start.split('\r\n\r\n');
+        heads.push(head.split('\r\n').map((l, i) => (i === 0 ? l : l.replace(/^[^:]+/, (name) => name.toLowerCase()))).join('\n'));
+      }
       if (uploaded >= cutAfterBytes) return cutAll();
       upstream.write(chunk);
       if (bytesPerSecond) {
@@ -127,6 +135,7 @@ export async function startCutProxy(server: S3Server, cutAfterBytes = Infinity, 
     endpoint: `http://127.0.0.1:${port}`,
     uploaded: () => uploaded,
     requests: () => [...requests],
+    heads: () => [...heads],
     cut: () => isCut,
     close: async () => cutAll(),
   };
