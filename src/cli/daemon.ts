@@ -1,7 +1,6 @@
 // `dbstash daemon`: runs the configured schedules until SIGTERM/SIGINT.
 
 import type { Command } from 'commander';
-import { runDaemon } from '../daemon/daemon.js';
 import { commonOptions, runCommand, type CommonOptions } from './common.js';
 
 export function registerDaemon(program: Command): void {
@@ -27,5 +26,8 @@ Examples:
   dbstash daemon --config /etc/dbstash/dbstash.yaml --log-file /var/log/dbstash.jsonl
   curl -s 127.0.0.1:9877/healthz`,
   );
-  cmd.action((opts: CommonOptions & { stateFile?: string }) => runCommand(opts, (ctx) => runDaemon(ctx, { stateFile: opts.stateFile })));
+  // The daemon (and prom-client with it) is loaded only by this command, not by every other one.
+  cmd.action((opts: CommonOptions & { stateFile?: string }) =>
+    runCommand(opts, async (ctx) => (await import('../daemon/daemon.js')).runDaemon(ctx, { stateFile: opts.stateFile })),
+  );
 }
