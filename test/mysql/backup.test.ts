@@ -178,6 +178,33 @@ describe('mysql backup', { timeout: 180_000 }, () => {
     assert.deepEqual(filesIn(scratch), []);
   });
 
+  test('DEV_DB_* variables with DEV_DB_ENGINE=mariadb select the MySQL engine', async () => {
+    const stash = tempDir('dbstash-my-env');
+    const r = await runCli(['backup', '--env', 'dev', '--output-dir', stash, '--json'], {
+      cwd: tempDir('dbstash-my-env-cwd'),
+      env: {
+        DATABASE_URL: undefined, PGHOST: undefined, PGDATABASE: undefined,
+        DEV_DB_ENGINE: 'mariadb', DEV_DB_HOST: '127.0.0.1', DEV_DB_PORT: String(server.port), DEV_DB_NAME: 'shop', DEV_DB_USER: 'root', DEV_DB_PASSWORD: server.password,
+      },
+    });
+    assert.equal(r.code, ExitCode.ok, r.stderr);
+    const { manifest } = JSON.parse(r.stdout) as { manifest: Manifest };
+    assert.equal(manifest.engine, 'mysql');
+    assert.equal(manifest.dump.tool, 'mariadb-dump');
+    assert.match(manifest.dump.version, /^10\.\d+\.\d+-MariaDB/);
+    assert.ok(!JSON.stringify(manifest).includes(server.password), 'no password in the manifest');
+  });
+
+  test('a dump tool older than the server is named in a warning', async () => {
+    const bin = tempDir('dbstash-my-oldbin');
+    const fake = path.join(bin, 'mariadb-dump');
+    writeFileSync(fake, `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "mariadb-dump  Ver 10.19 Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)"; exit 0; fi\nexec /usr/bin/mariadb-dump "$@"\n`);
+    chmodSync(fake, 0o755);
+    const { manifest, stderr } = await backup(server.url('shop'), tempDir('dbstash-my-old'), '--bin-dir', bin);
+    assert.match(stderr, /the dump tool \(10\.3\.39-MariaDB\) is older than the server \(10\.\d+\.\d+-MariaDB/);
+    assert.equal(manifest.dump.version, '10.3.39-MariaDB');
+  });
+
   test('--globals captures users and grants, and they restore', async () => {
     await server.query(`CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; GRANT SELECT, INSERT ON shop.* TO 'app'@'%'; CREATE ROLE auditor; GRANT SELECT ON shop.busy TO auditor; GRANT auditor TO 'app'@'%';`);
     const stash = tempDir('dbstash-my-globals');
