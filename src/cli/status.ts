@@ -9,10 +9,13 @@ import { resolveDestinations } from '../config/resolve.js';
 import { expectedMaxAgeMs } from '../daemon/cron.js';
 import { databasesByFolder, folderOf } from '../retention/config.js';
 import { collectStatus, foldersIn, type Finding, type StatusReport, type StatusTarget } from '../status/status.js';
+import { createNotifier } from '../notify/notifier.js';
+import { makeMessage } from '../notify/message.js';
 import { commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 
 interface StatusOptions extends CommonOptions {
   maxAge?: string;
+  notify?: boolean;
 }
 
 const MARK: Record<Finding['level'], string> = { ok: 'ok     ', warn: 'warn   ', problem: 'PROBLEM' };
@@ -65,12 +68,31 @@ async function targetsFor(database: string | undefined, opts: StatusOptions, ctx
   return targets;
 }
 
+/** One "stale" notification per database whose backups are missing or too old somewhere required. */
+async function notifyStale(report: StatusReport, ctx: Context): Promise<void> {
+  const notifier = createNotifier(ctx.loaded.config.notifications, ctx.out);
+  for (const d of report.databases) {
+    const stale = d.findings.filter((f) => f.check === 'backup' && f.level === 'problem');
+    if (stale.length === 0) continue;
+    await notifier.notify(
+      makeMessage({
+        event: 'stale',
+        database: d.key ?? d.database,
+        backupId: d.newest?.id,
+        detail: stale.map((f) => f.message).join('; '),
+        hint: 'check the scheduler (cron, systemd timers or the daemon) and the last backup run',
+      }),
+    );
+  }
+}
+
 export function registerStatus(program: Command): void {
   const cmd = program
     .command('status')
     .description('health of the backups: age, verification, retention, locks, storages (exit 13 when unhealthy)')
     .argument('[database]', 'only this database (config name or the database name in backup ids)')
-    .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)');
+    .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)')
+    .option('--notify', 'send a "stale" notification for each database without a recent enough backup (for cron)');
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(
@@ -84,6 +106,7 @@ Examples:
   cmd.action((database: string | undefined, opts: StatusOptions) =>
     runCommand(opts, async (ctx) => {
       const report = await collectStatus(await targetsFor(database, opts, ctx), ctx.loaded.config);
+      if (opts.notify) await notifyStale(report, ctx);
       ctx.out.result(report, () => render(report));
       return report.healthy ? ExitCode.ok : ExitCode.unhealthy;
     }),

@@ -11,6 +11,8 @@ import { resolveDestinations } from '../config/resolve.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { locateBackup, locateLatest, type LocatedBackup } from '../verify/locate.js';
 import { verifyBackup, type VerifyLevel, type VerifyResult } from '../verify/verify.js';
+import { createNotifier } from '../notify/notifier.js';
+import { verifyFailureMessage } from '../notify/backup.js';
 import { commonOptions, reportError, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { decryptionOptions, stageContext, verifierFor, type SecretOptions } from './secrets.js';
 import { readCheckedManifest } from '../crypto/sign.js';
@@ -117,6 +119,7 @@ Examples:
           if (located.length > 1) ctx.out.info(describe(result));
           else ctx.out.result({ results }, () => describe(result));
         } catch (err) {
+          if (!opts.dryRun && !ctx.signal.aborted) await createNotifier(config.notifications, ctx.out).notify(verifyFailureMessage(manifest, level, err));
           if (located.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
           const failed = err instanceof IntegrityError;
           results.push({ id: manifest.id, result: failed ? 'failed' : 'not verified', level, error: err.message, kind: err.kind });

@@ -4,16 +4,15 @@
 import type { Context } from '../cli/common.js';
 import { locateLatest } from '../verify/locate.js';
 import { verifyBackup } from '../verify/verify.js';
-import { makeMessage } from '../notify/message.js';
 import { planBackup } from '../cli/backup.js';
 import { stageContext, verifierFor } from '../cli/secrets.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { DatabaseConfig } from '../config/schema.js';
 import { formatBytes } from '../core/format.js';
 import os from 'node:os';
-import { DbstashError, IntegrityError } from '../core/errors.js';
+import { IntegrityError } from '../core/errors.js';
 import { mainArtifact } from '../catalog/manifest.js';
-import { runNotifiedBackup } from '../notify/backup.js';
+import { runNotifiedBackup, verifyFailureMessage } from '../notify/backup.js';
 import type { Notifier } from '../notify/notifier.js';
 import { pruneStorage } from '../prune/prune.js';
 import { folderOf, policyResolver } from '../retention/config.js';
@@ -80,21 +79,8 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody 
       ctx.out.info(`[${key}] ${manifest.id}: ${level} passed — ${result.structure}`);
     } catch (err) {
       if (signal.aborted) throw err;
-      const damaged = err instanceof IntegrityError;
-      if (damaged) jc.metrics.verified(key, false, new Date());
-      await jc.notifier.notify(
-        makeMessage({
-          event: 'verify-failed',
-          database: manifest.database.name,
-          environment: manifest.environment,
-          backupId: manifest.id,
-          size: mainArtifact(manifest).size,
-          sha256: mainArtifact(manifest).sha256,
-          detail: damaged ? `the ${level} found the backup damaged or incomplete` : `the ${level} could not run`,
-          error: (err as Error).message,
-          hint: err instanceof DbstashError ? err.hint : undefined,
-        }),
-      );
+      if (err instanceof IntegrityError) jc.metrics.verified(key, false, new Date());
+      await jc.notifier.notify(verifyFailureMessage(manifest, level, err));
       throw err;
     }
   };

@@ -1,11 +1,12 @@
 // A backup with its notifications: success, degraded and anomaly after it, failure when it
-// fails (an interruption by the user or the daemon's shutdown is not a failure to report).
+// fails (an interruption by the user or the daemon's shutdown is not a failure to report); and
+// the message of a failed verification.
 // Delivery problems are logged by the notifier and never change the backup's outcome.
 
 import { runBackup, type BackupEvents, type BackupPlan, type BackupResult } from '../backup/backup.js';
 import type { Anomaly } from '../backup/anomaly.js';
-import { DbstashError, InterruptedError } from '../core/errors.js';
-import { mainArtifact } from '../catalog/manifest.js';
+import { DbstashError, IntegrityError, InterruptedError } from '../core/errors.js';
+import { mainArtifact, type Manifest } from '../catalog/manifest.js';
 import { makeMessage, type NotifyMessage } from './message.js';
 import type { Notifier } from './notifier.js';
 
@@ -58,4 +59,20 @@ export async function runNotifiedBackup(plan: BackupPlan, events: BackupEvents, 
   }
   for (const message of backupMessages(result)) await notifier.notify(message);
   return result;
+}
+
+/** A verification that found the backup damaged, or could not run at all. */
+export function verifyFailureMessage(manifest: Manifest, level: string, err: unknown): NotifyMessage {
+  const main = mainArtifact(manifest);
+  return makeMessage({
+    event: 'verify-failed',
+    database: manifest.database.name,
+    environment: manifest.environment,
+    backupId: manifest.id,
+    size: main.size,
+    sha256: main.sha256,
+    detail: err instanceof IntegrityError ? `the ${level} verification found the backup damaged or incomplete` : `the ${level} verification could not run`,
+    error: (err as Error).message,
+    hint: err instanceof DbstashError ? err.hint : undefined,
+  });
 }

@@ -1,5 +1,5 @@
 // The daemon as users run it: a child process with a config whose schedules fire every few
-// seconds. A backup appears, /healthz and /metrics tell the truth, a database that never gets a
+// seconds. A backup appears and is drilled, /healthz and /metrics tell the truth, a database that never gets a
 // backup is reported stale, a run missed while the daemon was down runs at start, and SIGTERM
 // either lets the running backup finish (grace period) or aborts it without leaving anything.
 
@@ -108,7 +108,7 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   const config = writeConfig(dir, {
     stash,
     databases: {
-      app: { url: makeSqliteDb(path.join(dir, 'app.db'), 500), schedule: { backup: '*/2 * * * * *' } },
+      app: { url: makeSqliteDb(path.join(dir, 'app.db'), 500), schedule: { backup: '*/2 * * * * *', verify: '*/3 * * * * *' } },
       lost: { url: path.join(dir, 'lost.db'), schedule: { backup: '*/3 * * * * *' }, maxAge: '2s' },
     },
     daemon: { listen: '127.0.0.1:0', staleCheck: '500ms' },
@@ -118,6 +118,7 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   const [, id] = await d.waitFor(/\[app\] backup (app_dev_\S+) done/);
   const manifest = JSON.parse(readFileSync(path.join(stash, 'app', `${id}.manifest.json`), 'utf8'));
   await d.waitFor(/\[lost\] backup failed: .*does not exist/);
+  await d.waitFor(/\[app\] app_dev_\S+: drill passed/);
   await d.waitFor(/\[lost\] stale: no successful backup since the daemon started/);
 
   const metrics = await (await fetch(`${d.url}/metrics`)).text();
@@ -129,6 +130,10 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   assert.equal(metric(metrics, 'dbstash_job_failures_total', 'database="app",job="backup"'), 0);
   assert.ok(metric(metrics, 'dbstash_job_runs_total', 'database="app",job="backup",result="succeeded"') >= 1);
   assert.ok(metric(metrics, 'dbstash_backup_age_seconds', 'database="app"') < 30);
+  assert.equal(metric(metrics, 'dbstash_verification_last_result', 'database="app"'), 1);
+  assert.ok(metric(metrics, 'dbstash_verification_age_seconds', 'database="app"') < 30);
+  const verified = readdirSync(path.join(stash, 'app')).filter((f) => /\.verify-.*\.json$/.test(f));
+  assert.ok(verified.length >= 1, 'the drill left its record beside the backup');
 
   const health = await fetch(`${d.url}/healthz`);
   assert.equal(health.status, 503);
@@ -156,6 +161,7 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   const state = JSON.parse(readFileSync(path.join(dir, '.dbstash-daemon.json'), 'utf8'));
   assert.equal(state.jobs['app:backup'].result, 'succeeded');
   assert.equal(state.jobs['lost:backup'].result, 'failed');
+  assert.equal(state.jobs['app:verify'].result, 'succeeded');
 });
 
 test('a run missed while the daemon was down runs at start; SIGTERM past the grace period aborts it cleanly', async () => {

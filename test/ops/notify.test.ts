@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startSmtpReceiver, startWebhookReceiver, type SmtpReceiver, type WebhookReceiver } from '../harness/receivers.js';
 import { runCli } from '../harness/run.js';
@@ -174,4 +174,36 @@ test('a drop within the allowed share is no anomaly', async () => {
   const r = await runCli(['backup', 'app', '--config', config, '--json']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).manifest.extra.anomaly, undefined);
+});
+
+test('a failed verification notifies verify-failed; status --notify sends stale for a database without a backup', async () => {
+  const dir = tempDir('notify-verify');
+  const stash = path.join(dir, 'stash');
+  const start = hook.requests.length;
+  const config = writeConfig(dir, {
+    stash,
+    databases: { app: { url: makeSqliteDb(path.join(dir, 'app.db'), 200) }, never: { url: makeSqliteDb(path.join(dir, 'never.db'), 1) } },
+    notifications: [{ type: 'webhook', url: `${hook.url}/v`, events: ['verify-failed', 'stale'], retries: 0 }],
+  });
+  const backup = await runCli(['backup', 'app', '--config', config, '--json']);
+  assert.equal(backup.code, 0, backup.stderr);
+  const { id, manifest } = JSON.parse(backup.stdout);
+  const artifact = path.join(stash, 'app', manifest.artifacts[0].file);
+  const bytes = readFileSync(artifact);
+  bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+  writeFileSync(artifact, bytes);
+  const verify = await runCli(['verify', id, '--config', config]);
+  assert.equal(verify.code, 7, verify.stderr);
+  const [failed] = (await hook.waitFor(start + 1)).slice(start).map((r) => JSON.parse(r.body));
+  assert.equal(failed.event, 'verify-failed');
+  assert.equal(failed.backupId, id);
+  assert.equal(failed.sha256, manifest.artifacts[0].sha256);
+  assert.match(failed.error, /checksum|SHA-256|sha256/i);
+  assert.match(failed.detail, /integrity verification found the backup damaged/);
+
+  const status = await runCli(['status', '--config', config, '--notify']);
+  assert.equal(status.code, 13);
+  const stale = (await hook.waitFor(start + 2)).slice(start + 1).map((r) => JSON.parse(r.body));
+  assert.deepEqual(stale.map((m) => [m.event, m.database]), [['stale', 'never']]);
+  assert.match(stale[0].detail, /no backup in local/);
 });
