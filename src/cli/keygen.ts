@@ -45,6 +45,12 @@ Examples:
   );
   cmd.action((opts: KeygenOptions) =>
     runCommand(opts, async (ctx) => {
+      if (opts.dryRun) {
+        const file = opts.out ?? (opts.age ? 'dbstash-age.key' : 'dbstash-signing.key');
+        const files = opts.age ? [file] : [file, `${file}.pub`];
+        ctx.out.result({ dryRun: true, files }, () => `would write ${files.join(' and ')}`);
+        return;
+      }
       if (opts.age) {
         const file = opts.out ?? 'dbstash-age.key';
         const identity = await generateX25519Identity();

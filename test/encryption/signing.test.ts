@@ -47,6 +47,9 @@ describe('dbstash keygen', () => {
     assert.equal(again.code, 2);
     assert.match(again.stderr, /already exists/);
     assert.ok(readFileSync(key).equals(before));
+    const dry = await runCli(['keygen', '--out', path.join(dir, 'dry.key'), '--dry-run'], { cwd: dir });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.ok(!existsSync(path.join(dir, 'dry.key')), '--dry-run writes nothing');
   });
 
   it('--age writes an age identity the age CLI accepts', async () => {
