@@ -130,12 +130,16 @@ describe('restore PostgreSQL', () => {
 
   test('over an existing database: the old one is kept until --drop-old; --jobs restores in parallel', async () => {
     await makeSmall('shop', 10);
+    await server.query('CREATE ROLE shop_owner NOLOGIN');
+    await server.query('ALTER DATABASE shop OWNER TO shop_owner');
     const first = await runCli(['restore', richId, '--to', server.url('shop'), '--output-dir', stash, '--yes', '--jobs', '2']);
     expectExit(first, 0, /the previous database is kept as shop_before_\d{8}_\d{6}/);
     const kept = (await databases()).filter((d) => d.startsWith('shop_before_'));
     assert.equal(kept.length, 1);
     assert.equal(await count(kept[0], 'item'), 10, 'the old data is kept aside');
     assert.equal(await count('shop', 'public.big'), 100000);
+    const owner = await server.query(`SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = 'shop'`);
+    assert.equal(owner.rows[0].owner, 'shop_owner', 'the restored database keeps the owner of the one it replaced');
     const second = await runCli(['restore', richId, '--to', server.url('shop'), '--output-dir', stash, '--yes', '--drop-old', '--json']);
     expectExit(second, 0);
     assert.equal(JSON.parse(second.stdout).record.droppedOld, true);

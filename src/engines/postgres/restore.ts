@@ -318,8 +318,16 @@ export const postgresRestoreMethods: Partial<Engine> = {
     return onServer(target, async (c) => (await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1')).rows.map((r) => r.datname));
   },
 
+  /** A database that will replace target gets target's owner, where this user may give it. */
   async createDatabase(target: Target, name: string): Promise<Target> {
-    await onServer(target, (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`));
+    await onServer(target, async (c) => {
+      const current = await c.query<{ owner: string; may: boolean }>(
+        `SELECT pg_get_userbyid(datdba) AS owner, pg_has_role(current_user, datdba, 'MEMBER') AS may FROM pg_database WHERE datname = $1`,
+        [target.database],
+      );
+      const owner = current.rows[0]?.may ? ` OWNER ${quoteIdent(current.rows[0].owner)}` : '';
+      await c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0${owner}`);
+    });
     return withDatabase(target, name);
   },
 
