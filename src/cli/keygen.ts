@@ -6,7 +6,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { UsageError } from '../core/errors.js';
 import { keyIdOf } from '../crypto/sign.js';
 import { commonOptions, runCommand, type CommonOptions } from './common.js';
@@ -53,6 +52,7 @@ Examples:
       }
       if (opts.age) {
         const file = opts.out ?? 'dbstash-age.key';
+        const { generateX25519Identity, identityToRecipient } = await import('age-encryption');
         const identity = await generateX25519Identity();
         const recipient = await identityToRecipient(identity);
         writeNew(file, `# created: ${new Date().toISOString()}\n# public key: ${recipient}\n${identity}\n`, 0o600);

@@ -13,7 +13,7 @@
 
 import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { Decrypter, Encrypter } from 'age-encryption';
+import type { Decrypter } from 'age-encryption';
 import { ConfigError, DecryptError, IntegrityError } from '../core/errors.js';
 import { registerStage, type Stage, type StageContext } from './stage.js';
 
@@ -24,6 +24,9 @@ const NONCE = 16;
 const MAX_HEADER = 1 << 20;
 const MAGIC = Buffer.from('age-encryption.org/v1\n');
 const MAC_LINE = Buffer.from('\n--- ');
+
+/** age-encryption (and its post-quantum dependencies) loads only when a header is made or read. */
+const loadAge = () => import('age-encryption');
 
 function payloadKey(fileKey: Uint8Array, nonce: Buffer): KeyObject {
   return createSecretKey(Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32)));
@@ -90,6 +93,7 @@ export interface AgeHeader {
 
 /** Builds an age header for a fresh file key, using the age-encryption package for the stanzas and MAC. */
 export async function makeAgeHeader(recipients: string[], passphrase?: string): Promise<AgeHeader> {
+  const { Decrypter, Encrypter } = await loadAge();
   const encrypter = new Encrypter();
   let fileKey: Uint8Array | undefined;
   if (passphrase !== undefined) {
@@ -180,7 +184,7 @@ export class AgeDecryptStream extends Transform {
   private consumed = 0;
 
   constructor(
-    private readonly decrypter: () => Decrypter,
+    private readonly decrypter: () => Promise<Decrypter>,
     private readonly describeRecipients: string,
   ) {
     super({ highWaterMark: 1 << 20 });
@@ -226,7 +230,7 @@ export class AgeDecryptStream extends Transform {
     const nonce = this.queue.take(NONCE);
     let fileKey: Uint8Array;
     try {
-      fileKey = await this.decrypter().decryptHeader(header);
+      fileKey = await (await this.decrypter()).decryptHeader(header);
     } catch (err) {
       const message = (err as Error).message;
       if (err instanceof DecryptError) throw err;
@@ -313,13 +317,14 @@ export function ageStage(params: Record<string, unknown>, context: StageContext 
       return new AgeEncryptStream(() => makeAgeHeader(recipients, scrypt ? context.passphrase : undefined));
     },
     decode: () =>
-      new AgeDecryptStream(() => {
+      new AgeDecryptStream(async () => {
         const identities = context.identities ?? [];
         if (identities.length === 0 && context.passphrase === undefined) {
           throw new DecryptError(`the backup is encrypted and no identity or passphrase was given (${describe})`, {
             hint: 'pass --identity FILE (an age identity file), or --passphrase-file FILE / DBSTASH_PASSPHRASE',
           });
         }
+        const { Decrypter } = await loadAge();
         const decrypter = new Decrypter();
         for (const id of identities) decrypter.addIdentity(id);
         if (context.passphrase !== undefined) decrypter.addPassphrase(context.passphrase);
