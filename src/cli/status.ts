@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
 import { parseDuration } from '../core/format.js';
 import { resolveDestinations } from '../config/resolve.js';
+import type { Destination } from '../backup/backup.js';
 import { expectedMaxAgeMs } from '../daemon/cron.js';
 import { databasesByFolder, folderOf } from '../retention/config.js';
 import { collectStatus, foldersIn, type Finding, type StatusReport, type StatusTarget } from '../status/status.js';
@@ -36,7 +37,7 @@ function render(r: StatusReport): string {
   return lines.join('\n');
 }
 
-async function targetsFor(database: string | undefined, opts: StatusOptions, ctx: Context): Promise<StatusTarget[]> {
+async function targetsFor(database: string | undefined, opts: StatusOptions, ctx: Context): Promise<{ targets: StatusTarget[]; stashes: Destination[] }> {
   const { config } = ctx.loaded;
   let maxAgeMs: number | undefined;
   if (opts.maxAge !== undefined) {
@@ -51,21 +52,22 @@ async function targetsFor(database: string | undefined, opts: StatusOptions, ctx
     if (!folder) continue;
     targets.push({ folder, key, entry, destinations: await resolveDestinations(opts, config, entry), maxAgeMs: maxAgeMs ?? expectedMaxAgeMs(entry, key) });
   }
+  let stashes: Destination[] = [];
   if (targets.length === 0 || (stashGiven && !database)) {
-    const destinations = await resolveDestinations(opts, config);
+    stashes = await resolveDestinations(opts, config);
     const known = databasesByFolder(config);
-    const folders = database ? [database] : await foldersIn(destinations);
-    for (const folder of folders) {
+    const found = database ? { folders: [database], unreachable: false } : await foldersIn(stashes);
+    for (const folder of found.folders) {
       if (targets.some((t) => t.folder === folder) || known.has(folder)) continue;
-      targets.push({ folder, destinations, maxAgeMs });
+      targets.push({ folder, destinations: stashes, maxAgeMs });
+    }
+    if (targets.length === 0 && !found.unreachable) {
+      throw new UsageError('no database to check: the config names none and the stash holds no backups', {
+        hint: 'give --output-dir/--storage of a stash with backups, or configure databases in dbstash.yaml',
+      });
     }
   }
-  if (targets.length === 0) {
-    throw new UsageError('no database to check: the config names none and the stash holds no backups', {
-      hint: 'give --output-dir/--storage of a stash with backups, or configure databases in dbstash.yaml',
-    });
-  }
-  return targets;
+  return { targets, stashes };
 }
 
 /** One "stale" notification per database whose backups are missing or too old somewhere required. */
@@ -105,7 +107,8 @@ Examples:
   );
   cmd.action((database: string | undefined, opts: StatusOptions) =>
     runCommand(opts, async (ctx) => {
-      const report = await collectStatus(await targetsFor(database, opts, ctx), ctx.loaded.config);
+      const { targets, stashes } = await targetsFor(database, opts, ctx);
+      const report = await collectStatus(targets, ctx.loaded.config, stashes);
       if (opts.notify) await notifyStale(report, ctx);
       ctx.out.result(report, () => render(report));
       return report.healthy ? ExitCode.ok : ExitCode.unhealthy;

@@ -162,9 +162,10 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
   return s;
 }
 
-export async function collectStatus(targets: StatusTarget[], config: ConfigFile, now = new Date()): Promise<StatusReport> {
+/** `stashes`: storages to report on even when no database of theirs is checked (e.g. unreachable ones). */
+export async function collectStatus(targets: StatusTarget[], config: ConfigFile, stashes: Destination[] = [], now = new Date()): Promise<StatusReport> {
   const views = new Map<string, StorageView>();
-  for (const dest of targets.flatMap((t) => t.destinations)) {
+  for (const dest of [...targets.flatMap((t) => t.destinations), ...stashes]) {
     if (!views.has(dest.storage.url)) views.set(dest.storage.url, await viewStorage(dest));
   }
   const databases: DatabaseStatus[] = [];
@@ -174,15 +175,16 @@ export async function collectStatus(targets: StatusTarget[], config: ConfigFile,
   return { healthy, checkedAt: now.toISOString(), databases, storages };
 }
 
-/** Database folders found in the given storages (for a stash without a config). */
-export async function foldersIn(destinations: Destination[]): Promise<string[]> {
+/** Database folders found in the given storages (for a stash without a config); unreachable ones are skipped. */
+export async function foldersIn(destinations: Destination[]): Promise<{ folders: string[]; unreachable: boolean }> {
   const folders = new Set<string>();
+  let unreachable = false;
   for (const dest of destinations) {
     try {
       for (const e of (await listBackups(dest.storage)).entries) folders.add(parseBackupId(e.id)!.database);
     } catch {
-      // reported as unreachable by collectStatus
+      unreachable = true; // collectStatus reports it
     }
   }
-  return [...folders].sort();
+  return { folders: [...folders].sort(), unreachable };
 }
