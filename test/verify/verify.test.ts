@@ -118,6 +118,15 @@ describe('verify a good PostgreSQL backup', () => {
     assert.equal(records(stash, noChecksumsId).length, 0);
   });
 
+  test('the drill uses scratchUrl from the database\'s config entry', async () => {
+    const dir = tempDir('dbstash-verify-config');
+    const config = path.join(dir, 'dbstash.yaml');
+    writeFileSync(config, `databases:\n  shop:\n    url: ${server.url('shop')}\n    scratchUrl: ${server.url('postgres')}\n`);
+    const r = await runCli(['verify', id, '--drill', '--config', config, '--output-dir', stash]);
+    expectExit(r, 0, new RegExp(`drill: restoring ${id} into postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${server.port}/postgres as dbstash_drill_`));
+    assert.ok(!(await databases()).some((d) => d.startsWith('dbstash_drill_')), 'scratch database dropped');
+  });
+
   test('a lease exists while verify runs, and activeLeases ignores stale ones', async () => {
     const child = spawnCli(['verify', id, '--drill', '--output-dir', stash]);
     const dbDir = path.join(stash, 'shop');
