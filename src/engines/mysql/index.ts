@@ -55,8 +55,7 @@ async function serverFacts(conn: MyConnection, database: string): Promise<Server
 }
 
 function lockTablesWanted(target: Target): boolean {
-  const v = target.options.lockTables ?? target.params['lock-tables'] ?? target.params.lockTables;
-  return v === true || v === 'true' || v === '1';
+  return target.options.lockTables === true;
 }
 
 function preflightWarnings(target: Target, facts: ServerFacts, toolVersion: string): string[] {
@@ -128,6 +127,7 @@ export const mysqlEngine: Engine = {
       await release();
       throw new BackupError(`[mysql] cannot write the temporary option file in ${opts.tempDir}: ${(err as Error).message}`, { cause: err });
     });
+    let running: ReturnType<typeof startTool> | undefined;
     try {
       const facts = await serverFacts(conn, target.database);
       const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
@@ -145,17 +145,18 @@ export const mysqlEngine: Engine = {
       if (counts !== 'locked') await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
 
       const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables)];
-      const running = startTool(tool.path, args, { signal: opts.signal });
+      const dumping = startTool(tool.path, args, { signal: opts.signal });
+      running = dumping;
       // Attached at once: Node discards a child's unread output when the child exits.
       const watch = new TrailerWatch();
-      running.stdout.on('error', (err) => watch.destroy(err));
-      running.stdout.pipe(watch);
+      dumping.stdout.on('error', (err) => watch.destroy(err));
+      dumping.stdout.pipe(watch);
       // Settled once counting is done; the stream's end waits for it (and for the dump's exit).
       let counted!: (p: Promise<TableStat[]>) => void;
       const tables = new Promise<TableStat[]>((resolve) => (counted = resolve));
       tables.catch(() => {});
       const stream = gateOnExit(watch, async () => {
-        const exit = await running.exit;
+        const exit = await dumping.exit;
         await optionFile.remove();
         try {
           await tables;
@@ -169,7 +170,7 @@ export const mysqlEngine: Engine = {
         }
       });
       stream.on('close', () => {
-        running.exit.then(() => Promise.all([optionFile.remove(), release()])).catch(() => {});
+        dumping.exit.then(() => Promise.all([optionFile.remove(), release()])).catch(() => {});
       });
       if (counts === 'aligned') {
         // The lock is held until the dump's output proves its snapshot is open; a dump that exited
@@ -177,7 +178,7 @@ export const mysqlEngine: Engine = {
         const timer = new AbortController();
         const aligned = await Promise.race([
           watch.snapshotOpen.then(() => true),
-          once(running.child, 'exit').then(() => true),
+          once(dumping.child, 'exit').then(() => true),
           sleep(ALIGN_TIMEOUT_MS, false, { signal: timer.signal }).catch(() => false),
         ]);
         timer.abort();
@@ -189,7 +190,7 @@ export const mysqlEngine: Engine = {
       }
       counted(
         countTables(conn, target.database, opts.checksums ?? false).catch((err) => {
-          running.child.kill('SIGTERM');
+          dumping.child.kill('SIGTERM');
           throw new BackupError(`[mysql] counting rows failed: ${(err as Error).message}`, { cause: err });
         }),
       );
@@ -206,6 +207,7 @@ export const mysqlEngine: Engine = {
         },
       };
     } catch (err) {
+      running?.child.kill('SIGTERM');
       await optionFile.remove();
       await release();
       if (err instanceof DbstashError) throw err;
