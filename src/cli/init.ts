@@ -34,6 +34,12 @@ databases:
     # binDir: /usr/lib/postgresql/16/bin
     # storages: [local]         # names from the storages section below
     # labels: { team: backend }
+    # schedule:                 # for \`dbstash daemon\` or \`dbstash schedule install --systemd|--cron\`
+    #   backup: "0 3 * * *"
+    #   verify: "0 5 * * 0"     # a restore drill of the newest backup
+    #   prune: "30 4 * * *"
+    #   timezone: UTC
+    # maxAge: 26h               # \`dbstash status\` and the daemon call it stale after this
 
 # storages:
 #   local:
@@ -41,6 +47,20 @@ databases:
 #   offsite:
 #     url: s3://my-bucket/dbstash
 #     optional: true            # a failure here makes the backup "degraded", not failed
+#     retention: { keepDaily: 30, keepMonthly: 24 }   # this storage keeps more
+
+# Retention for \`dbstash prune\` (restic-style; default 7 daily, 4 weekly, 12 monthly).
+# retention: { keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12, timezone: UTC }
+
+# daemon: { listen: "127.0.0.1:9877", concurrency: 2, jitter: 5m, gracePeriod: 5m }
+
+# Notifications: failure, verify-failed, degraded, stale and anomaly by default (docs/operations.md).
+# notifications:
+#   - type: slack
+#     url: \${SLACK_WEBHOOK_URL}
+#   - type: webhook               # a dead man's switch: called after every successful backup
+#     url: https://hc-ping.com/\${HC_UUID}
+#     method: GET
 `;
 
 export function registerInit(program: Command): void {
