@@ -94,9 +94,19 @@ export const sqliteEngine: Engine = {
     const source = openSource(target);
     let tables: TableStat[];
     try {
-      // The backup API copies page by page and restarts if a writer changes the source, so the
-      // copy is one consistent state of the database even under a busy WAL writer.
-      await source.backup(copy);
+      // The backup API copies page by page and starts over whenever another connection commits,
+      // so under a busy writer it would never finish. A read transaction held on the source pins
+      // one snapshot (WAL: writers go on; rollback journal: writers wait, as with sqlite3's
+      // .backup), and the copy is that snapshot. The progress callback makes it abortable.
+      source.exec('BEGIN');
+      source.prepare('SELECT count(*) FROM sqlite_schema').get();
+      await source.backup(copy, {
+        progress: () => {
+          opts.signal.throwIfAborted();
+          return 1024;
+        },
+      });
+      source.exec('COMMIT');
       const db = new Database(copy, { readonly: true });
       try {
         const check = db.prepare('PRAGMA integrity_check').all() as { integrity_check: string }[];
