@@ -18,6 +18,7 @@
 
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { atExit } from '../test/harness/tmp.js';
 
 export interface CommandSpec {
   cmd: string;
@@ -145,6 +146,16 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
       env: spec.env ?? process.env,
       cwd: spec.cwd,
       stdio: ['ignore', spec.captureStdout ? 'pipe' : 'ignore', 'pipe'],
+      // Its own process group, so an interrupted benchmark kills the whole pipeline before the
+      // harness removes the directories it writes to.
+      detached: true,
+    });
+    const unregister = atExit(() => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        /* the group is already gone */
+      }
     });
     let stdout = '';
     let stderr = '';
@@ -156,11 +167,13 @@ export function measure(spec: CommandSpec): Promise<Measurement> {
     watcher?.poll();
     const timer = setInterval(() => watcher?.poll(), POLL_MS);
     child.once('error', (err) => {
+      unregister();
       clearInterval(timer);
       reject(new Error(`cannot run ${spec.cmd}: ${err.message}`));
     });
     child.once('close', async (code, signal) => {
       const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+      unregister();
       clearInterval(timer);
       const cpuAfter = reapedChildrenCpu();
       let serverCpuMs: number | undefined;
