@@ -8,12 +8,17 @@
 // counter followed by a flag byte that is 1 on the last chunk only (the STREAM construction), so
 // truncation, reordering and flipped bits are all detected.
 //
+// Passphrases: the package writes the scrypt stanza; reading one (here, and to learn the file key
+// after writing) uses node:crypto's scrypt, which runs natively in the thread pool where the
+// package's pure-JS scrypt would hold the event loop for seconds. The package still checks the
+// header MAC with the file key found that way, so a wrong unwrapping cannot go unnoticed.
+//
 // Manifest parameters: { recipients: ["age1…"] } (public keys only) or { scrypt: true }. Secrets
 // for decoding (identities, passphrase) come from the StageContext and are never recorded.
 
-import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, scrypt, type KeyObject } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import type { Decrypter } from 'age-encryption';
+import type { Decrypter, Identity, Stanza } from 'age-encryption';
 import { ConfigError, DecryptError, IntegrityError } from '../core/errors.js';
 import { registerStage, type Stage, type StageContext } from './stage.js';
 
@@ -86,6 +91,48 @@ class ByteQueue {
   }
 }
 
+const SCRYPT_LABEL = 'age-encryption.org/v1/scrypt';
+/** The work factor age itself refuses to go beyond when decrypting (2^20 × 1 KiB of memory). */
+const MAX_SCRYPT_LOG_N = 20;
+
+function nativeScrypt(passphrase: string, salt: Buffer, logN: number): Promise<Buffer> {
+  const N = 2 ** logN;
+  return new Promise((resolve, reject) =>
+    scrypt(passphrase, salt, 32, { N, r: 8, p: 1, maxmem: 128 * 8 * N + (1 << 20) }, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+/** age's scrypt identity (the stanza "-> scrypt <salt> <logN>"), unwrapped with node:crypto. */
+export function scryptIdentity(passphrase: string): Identity {
+  return {
+    async unwrapFileKey(stanzas: Stanza[]): Promise<Uint8Array | null> {
+      for (const stanza of stanzas) {
+        if (stanza.args[0] !== 'scrypt') continue;
+        if (stanzas.length !== 1) throw new Error('scrypt recipient is not the only one in the header');
+        const [, saltText, logNText] = stanza.args;
+        const salt = Buffer.from(saltText ?? '', 'base64');
+        if (stanza.args.length !== 3 || !/^[1-9][0-9]*$/.test(logNText) || salt.length !== 16 || stanza.body.length !== 32) {
+          throw new Error('invalid scrypt stanza');
+        }
+        const logN = Number(logNText);
+        if (logN > MAX_SCRYPT_LOG_N) throw new Error('scrypt work factor is too high');
+        const key = await nativeScrypt(passphrase, Buffer.concat([Buffer.from(SCRYPT_LABEL), salt]), logN);
+        const body = Buffer.from(stanza.body);
+        const decipher = createDecipheriv('chacha20-poly1305', key, Buffer.alloc(12), { authTagLength: TAG });
+        decipher.setAuthTag(body.subarray(16));
+        const fileKey = decipher.update(body.subarray(0, 16));
+        try {
+          decipher.final();
+        } catch {
+          return null;
+        }
+        return fileKey;
+      }
+      return null;
+    },
+  };
+}
+
 export interface AgeHeader {
   header: Buffer;
   fileKey: Uint8Array;
@@ -112,7 +159,7 @@ export async function makeAgeHeader(recipients: string[], passphrase?: string): 
   const header = Buffer.from(sample.subarray(0, headerLength(sample)));
   if (passphrase !== undefined) {
     const decrypter = new Decrypter();
-    decrypter.addPassphrase(passphrase);
+    decrypter.addIdentity(scryptIdentity(passphrase));
     fileKey = await decrypter.decryptHeader(header);
   }
   return { header, fileKey: fileKey! };
@@ -327,7 +374,7 @@ export function ageStage(params: Record<string, unknown>, context: StageContext 
         const { Decrypter } = await loadAge();
         const decrypter = new Decrypter();
         for (const id of identities) decrypter.addIdentity(id);
-        if (context.passphrase !== undefined) decrypter.addPassphrase(context.passphrase);
+        if (context.passphrase !== undefined) decrypter.addIdentity(scryptIdentity(context.passphrase));
         return decrypter;
       }, describe),
   };

@@ -29,6 +29,11 @@ function ageKeygen(file: string): string {
   return execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim();
 }
 
+/** age reads passphrases only from a terminal: script(1) gives it one, fed with `input`. */
+function ageOnTerminal(command: string, input: string): void {
+  execFileSync('script', ['-qec', command, '/dev/null'], { input, stdio: ['pipe', 'ignore', 'pipe'], timeout: 30_000 });
+}
+
 function identityOf(file: string): string {
   return readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith('AGE-SECRET-KEY-1'))!;
 }
@@ -107,11 +112,22 @@ describe('age stage and the age CLI', () => {
     await assert.rejects(decode(right, tamperedHeader), (err: unknown) => err instanceof IntegrityError || err instanceof DecryptError);
   });
 
-  it('passphrases (scrypt) round-trip, and a wrong passphrase is a DecryptError', async () => {
+  it('passphrase (scrypt) files interoperate with `age -p` / `age -d` both ways; a wrong passphrase is a DecryptError', async () => {
+    const passphrase = 'correct horse battery staple';
     const plain = randomBytes(100_000);
-    const sealed = await encode(ageStage({ scrypt: true }, { passphrase: 'correct horse battery staple' }), plain);
-    assert.ok(sealed.subarray(0, 200).toString('latin1').includes('-> scrypt '));
-    assert.ok((await decode(ageStage({ scrypt: true }, { passphrase: 'correct horse battery staple' }), sealed)).equals(plain));
+    const input = path.join(dir, 'pass-plain');
+    writeFileSync(input, plain);
+    const ours = path.join(dir, 'ours-pass.age');
+    writeFileSync(ours, await encode(ageStage({ scrypt: true }, { passphrase }), plain));
+    assert.ok(readFileSync(ours).subarray(0, 200).toString('latin1').includes('-> scrypt '));
+    const fromAge = path.join(dir, 'age-decrypted');
+    ageOnTerminal(`age -d -o '${fromAge}' '${ours}'`, `${passphrase}\n`);
+    assert.ok(readFileSync(fromAge).equals(plain), 'age -d reads our passphrase file');
+
+    const theirs = path.join(dir, 'theirs-pass.age');
+    ageOnTerminal(`age -p -o '${theirs}' '${input}'`, `${passphrase}\n${passphrase}\n`);
+    const sealed = readFileSync(theirs);
+    assert.ok((await decode(ageStage({ scrypt: true }, { passphrase }), sealed)).equals(plain), 'we read age -p output');
     await assert.rejects(decode(ageStage({ scrypt: true }, { passphrase: 'wrong' }), sealed), DecryptError);
   });
 });
