@@ -207,3 +207,22 @@ test('a failed verification notifies verify-failed; status --notify sends stale 
   assert.deepEqual(stale.map((m) => [m.event, m.database]), [['stale', 'never']]);
   assert.match(stale[0].detail, /no backup in local/);
 });
+
+test('a backup whose optional destination fails notifies degraded, naming the destination', async () => {
+  const dir = tempDir('notify-degraded');
+  writeFileSync(path.join(dir, 'file'), 'x');
+  const start = hook.requests.length;
+  const config = writeConfig(dir, {
+    storages: { main: { url: path.join(dir, 'main') }, extra: { url: path.join(dir, 'file', 'sub'), optional: true } },
+    databases: { app: { url: makeSqliteDb(path.join(dir, 'app.db'), 50) } },
+    notifications: [{ type: 'webhook', url: `${hook.url}/deg`, retries: 0 }],
+  });
+  const r = await runCli(['backup', 'app', '--config', config, '--json']);
+  assert.equal(r.code, 12, r.stderr);
+  const [degraded] = (await hook.waitFor(start + 1)).slice(start).map((q) => JSON.parse(q.body));
+  assert.equal(degraded.event, 'degraded', 'the default events include degraded but not success');
+  assert.equal(degraded.backupId, JSON.parse(r.stdout).id);
+  assert.match(degraded.detail, /^stored in main; failed: extra \(.*not writable/);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(hook.requests.length, start + 1, 'no success message on a channel with the default events');
+});
