@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { CLI_PATH, runCli } from '../harness/run.js';
+import { CLI_PATH, runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { assertCleanFailure, filesUnder, onlyBackup, sh, shellQuote, waitFor } from '../postgres/helpers.js';
 import { runBackup, type BackupPlan } from '../../src/backup/backup.js';
@@ -81,8 +81,11 @@ describe('sqlite backup under a WAL writer', () => {
   it('the copy finishes and is consistent: integrity_check passes and its counts equal the manifest, while the source grows', async () => {
     const stash = path.join(work, 'stash-wal');
     // ~35 MB: enough pages that a copy which restarts on every commit would never finish.
-    const res = await runCli(['backup', dbFile, '--output-dir', stash, '--json'], { timeoutMs: 30_000 });
+    const scratch = path.join(work, 'scratch-wal');
+    mkdirSync(scratch);
+    const res = await runCli(['backup', dbFile, '--output-dir', stash, '--temp-dir', scratch, '--json'], { timeoutMs: 30_000 });
     assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(filesUnder(scratch), [], 'the scratch copy is removed');
     const { manifest, artifact } = onlyBackup(stash);
     assert.equal(manifest.engine, 'sqlite');
     assert.equal(manifest.dump.tool, 'sqlite-backup-api');
@@ -102,6 +105,24 @@ describe('sqlite backup under a WAL writer', () => {
       }
     });
     assert.deepEqual(filesUnder(stash), [`app/${manifest.id}.manifest.json`, `app/${manifest.id}.sqlite.zst`]);
+  });
+
+  it('SIGINT mid-backup: exit 130, nothing in the stash, the scratch copy removed', async () => {
+    const stash = path.join(work, 'stash-sigint');
+    const scratch = path.join(work, 'scratch-sigint');
+    mkdirSync(scratch);
+    const child = spawnCli(['backup', dbFile, '--output-dir', stash, '--temp-dir', scratch]);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout.resume();
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    await waitFor('the backup to start', () => stderr.includes('backing up '));
+    child.kill('SIGINT');
+    const code = await exited;
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /^error: interrupted by SIGINT/m);
+    assert.deepEqual(filesUnder(stash), []);
+    assert.deepEqual(filesUnder(scratch), []);
   });
 });
 
