@@ -169,6 +169,7 @@ Examples:
           withGlobals: opts.withGlobals,
           dropOld: opts.dropOld,
           force: opts.force,
+          dryRun: opts.dryRun,
           stageContext: stageContext(opts, config, configEntry(config, located.manifest.database.name) ?? configEntry(config, database)),
           tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
           signal: ctx.signal,

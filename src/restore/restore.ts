@@ -51,6 +51,8 @@ export interface RestoreRequest {
   tempDir: string;
   signal: AbortSignal;
   events: RestoreEvents;
+  /** Check and plan only: no record is written (the caller's confirm returns false). */
+  dryRun?: boolean;
   now?: Date;
 }
 
@@ -285,6 +287,18 @@ async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: Re
   }
 }
 
+function newRecord(req: RestoreRequest, now: Date): RestoreRecord {
+  return {
+    kind: 'restore',
+    id: req.manifest.id,
+    target: req.target.displayUrl,
+    result: 'failed',
+    at: now.toISOString(),
+    durationMs: 0,
+    toolVersion: TOOL_VERSION,
+  };
+}
+
 export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise<RestoreOutcome> {
   const { engine, manifest, target } = req;
   const now = req.now ?? new Date();
@@ -294,23 +308,23 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
   const storage = req.dest.storage;
   req.events.info(`verifying ${manifest.id} before touching anything`);
-  const structure = await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
+  let structure: string;
+  try {
+    structure = await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
+  } catch (err) {
+    // A refused restore is recorded too: the record says which backup was found damaged, and when.
+    if (err instanceof IntegrityError && !req.dryRun && !req.signal.aborted) {
+      await writeRecord(storage, { ...newRecord(req, now), error: `refused before touching the target: ${err.message}` }).catch(() => undefined);
+    }
+    throw err;
+  }
   const plan = await makePlan(req, structure, now);
   if (req.withGlobals && !plan.globals) req.events.warn(`${manifest.id} holds no globals (it was taken without --globals); roles are not restored`);
   if (!req.force) await handleSessions(req, plan.sessions);
   if (!(await confirm(plan))) return { plan, performed: false };
 
   const started = Date.now();
-  const record: RestoreRecord = {
-    kind: 'restore',
-    id: manifest.id,
-    target: target.displayUrl,
-    result: 'failed',
-    at: now.toISOString(),
-    durationMs: 0,
-    toolVersion: TOOL_VERSION,
-    mode: plan.mode,
-  };
+  const record: RestoreRecord = { ...newRecord(req, now), mode: plan.mode };
   const lease = await acquireLease(storage, manifest.id, `dbstash restore → ${target.displayUrl}`).catch((err: Error) => {
     req.events.warn(`could not write a lease beside ${manifest.id} (prune may not see this run): ${err.message}`);
     return undefined;

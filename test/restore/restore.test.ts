@@ -187,6 +187,10 @@ describe('restore PostgreSQL', () => {
     const r = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']);
     expectExit(r, 7, /error: checksum mismatch/);
     assert.doesNotMatch(r.stderr, /restoring into/);
+    const recordFile = readdirSync(path.join(dir, 'rich')).filter((f) => f.startsWith(`${richId}.restore-`)).sort().at(-1)!;
+    const record = JSON.parse(readFileSync(path.join(dir, 'rich', recordFile), 'utf8'));
+    assert.equal(record.result, 'failed');
+    assert.match(record.error, /^refused before touching the target: checksum mismatch/);
     assert.deepEqual(await databases(), before);
     assert.equal(await count('victim', 'item'), 26);
   });

@@ -170,7 +170,7 @@ describe('interrupted drill', () => {
     assert.equal(code, 130, stderr);
     assert.deepEqual(readdirSync(scratchRoot), [], 'scratch directory removed');
     const ps = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
-    assert.ok(!ps.includes(scratchRoot), 'no scratch server process left');
+    assert.ok(!ps.includes(scratchRoot), `no scratch server process left:\n${ps.split('\n').filter((l) => l.includes(scratchRoot)).join('\n')}\n${stderr}`);
   });
 });
 

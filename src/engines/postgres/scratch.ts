@@ -51,7 +51,8 @@ export async function startScratchPostgres(opts: { tempDir: string; signal?: Abo
   process.on('exit', stopNow);
   const stop = async () => {
     process.off('exit', stopNow);
-    await run(pgCtl, ['stop', '-m', 'immediate', '-w', '-D', data]).catch(() => undefined);
+    // Not tied to the abort signal: stopping is exactly what an interrupted run must still do.
+    await runTool(...asServerUser(pgCtl, ['stop', '-m', 'immediate', '-w', '-D', data])).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   };
 
