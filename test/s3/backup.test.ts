@@ -179,6 +179,29 @@ describe('backup to S3', () => {
     );
   });
 
+  it('the server going away when S3 holds the lock: the lock left behind is recognised as stale by the next run', async () => {
+    const proxy = await startCutProxy(server, 7 * 2 ** 20);
+    const cfg = config(`  viaproxy:
+    url: s3://${BUCKET}/stale
+    endpoint: ${proxy.endpoint}
+    partSizeMiB: 5
+  direct:
+    url: s3://${BUCKET}/stale
+    endpoint: ${server.endpoint}
+`);
+    try {
+      const res = await runCli(['backup', db, '--storage', 'viaproxy', '--config', cfg, '--compression', 'none'], { env: s3Env(server), cwd: dir, timeoutMs: 90_000 });
+      assert.equal(res.code, 11, res.stderr);
+      assert.match(res.stderr, /could not release the lock/);
+    } finally {
+      await proxy.close();
+    }
+    assert.deepEqual(await bucketKeys(client, BUCKET, 'stale/'), ['stale/shop/dbstash.lock'], 'only the lock remains, no artifact');
+    const next = await runCli(['backup', db, '--storage', 'direct', '--config', cfg], { env: s3Env(server), cwd: dir });
+    assert.equal(next.code, 0, next.stderr);
+    assert.match(next.stderr, /replacing a stale lock/);
+  });
+
   it('SIGINT mid-upload: exit 130, the multipart upload is aborted, nothing is left in the bucket', async () => {
     const proxy = await startCutProxy(server, Infinity, 4 * 2 ** 20);
     try {
