@@ -271,6 +271,21 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
       assert.deepEqual(byName(stats), byName(manifest.tables));
     });
 
+    test('dbstash backup --checksums, then dbstash verify --deep (drill into a server dbstash starts) passes', async () => {
+      const stash = tempDir(`dbstash-contract-deep-${adapter.engine}`);
+      const b = await runCli(['backup', adapter.sourceUrl(), '--output-dir', stash, '--json', '--checksums', ...(adapter.backupArgs ?? [])], { timeoutMs: 120_000 });
+      assert.equal(b.code, ExitCode.ok, b.stderr);
+      const { id, manifest: m } = JSON.parse(b.stdout) as { id: string; manifest: Manifest };
+      assert.ok(m.tables.every((t) => typeof t.checksum === 'string' && t.checksum.length > 0), 'every table has a checksum');
+      const v = await runCli(['verify', id, '--output-dir', stash, '--deep', '--json'], { timeoutMs: 180_000 });
+      assert.equal(v.code, ExitCode.ok, `${v.stdout}\n${v.stderr}`);
+      const result = (JSON.parse(v.stdout) as { results: { result: string; level: string; tables: { name: string; ok: boolean; checksumMatch?: boolean }[] }[] }).results[0];
+      assert.equal(result.result, 'passed');
+      assert.equal(result.level, 'deep');
+      assert.equal(result.tables.length, m.tables.length);
+      assert.ok(result.tables.every((t) => t.ok && t.checksumMatch === true), 'every table compared by row count and checksum');
+    });
+
     const failing = (name: string, c: FailureCase | NotApplicable, code: number) => {
       if (isNA(c)) {
         test(`${name}: not applicable — ${c.notApplicable}`, () => {

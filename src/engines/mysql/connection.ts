@@ -75,6 +75,8 @@ export async function connect(target: Target, database: string | null = target.d
     conn.on('error', () => {
       /* reported through the pending query instead */
     });
+    // TIMESTAMP values read the same on every server (content checksums compare across servers).
+    await conn.query(`SET time_zone = '+00:00'`);
     return conn;
   } catch (err) {
     throw classifyMyError(err, target, database ?? undefined);
