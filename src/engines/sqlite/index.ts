@@ -91,6 +91,8 @@ export const sqliteEngine: Engine = {
 
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
     const copy = path.join(opts.tempDir, `.dbstash-${path.basename(target.path!)}-${randomBytes(6).toString('hex')}.sqlite`);
+    // The copy keeps the source's journal mode: opening a WAL copy leaves -wal and -shm beside it.
+    const removeCopy = () => Promise.all(['', '-wal', '-shm'].map((suffix) => fsp.rm(copy + suffix, { force: true })));
     const source = openSource(target);
     let tables: TableStat[];
     try {
@@ -120,7 +122,7 @@ export const sqliteEngine: Engine = {
         db.close();
       }
     } catch (err) {
-      await fsp.rm(copy, { force: true });
+      await removeCopy();
       if (err instanceof BackupError) throw err;
       throw new BackupError(`[sqlite] online backup of ${target.path} failed: ${(err as Error).message}`, { cause: err });
     } finally {
@@ -129,7 +131,7 @@ export const sqliteEngine: Engine = {
     const file = createReadStream(copy, { highWaterMark: 1 << 20 });
     const stream = gateOnExit(file, async () => {});
     stream.on('close', () => {
-      fsp.rm(copy, { force: true }).catch(() => {});
+      removeCopy().catch(() => {});
     });
     const version = sqliteVersion();
     return {
