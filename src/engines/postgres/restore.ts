@@ -55,12 +55,9 @@ async function pgTool(name: string, target: Target | undefined): Promise<string>
 }
 
 /** Kills the tool before its input is closed, so it never mistakes damaged input for a clean end. */
-async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<string> {
+async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<void> {
   const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe' });
-  let stdout = '';
-  tool.stdout.setEncoding('utf8').on('data', (d: string) => {
-    if (stdout.length < 1 << 20) stdout += d;
-  });
+  tool.stdout.resume();
   try {
     await feed(raw, [tool.child.stdin]);
   } catch (err) {
@@ -70,7 +67,6 @@ async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.Pr
   }
   const exit = await tool.exit;
   if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit(what, exit)}`);
-  return stdout;
 }
 
 const tocEntry = /^\d+;/;
