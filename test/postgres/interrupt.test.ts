@@ -5,14 +5,14 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
-import { childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor } from './helpers.js';
+import { assertCleanFailure, childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor } from './helpers.js';
 
 let server: PgServer;
 let work: string;
@@ -138,6 +138,22 @@ describe('interrupted backups', () => {
       assert.equal(connections, 1, 'no dump connection was opened');
     } finally {
       proxy.close();
+    }
+  });
+
+  it('a full disk mid-stream: the backup fails with the reason, nothing is left, the lock is released', async () => {
+    // A real small file system (tmpfs, 8 MiB); the compressed dump is several times larger.
+    const disk = path.join(work, 'small-disk');
+    mkdirSync(disk);
+    await sh(`mount -t tmpfs -o size=8m dbstash-test ${shellQuote(disk)}`);
+    try {
+      const config = path.join(work, 'optimistic.yaml');
+      writeFileSync(config, 'space:\n  ratio: 0.01\n  margin: 1\n');
+      const res = await runCli(['backup', server.url('big'), '--output-dir', disk, '--config', config], { timeoutMs: 120_000 });
+      assertCleanFailure(res, 11, /no space left on device/);
+      assert.deepEqual(filesUnder(disk), []);
+    } finally {
+      await sh(`umount ${shellQuote(disk)}`);
     }
   });
 
