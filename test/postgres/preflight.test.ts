@@ -68,11 +68,21 @@ describe('postgres preflight failures', () => {
     assert.deepEqual(filesUnder(stash), []);
   });
 
-  it('missing database: exit 4', async () => {
+  it('missing database: exit 4; --log-file gets the error as a JSON line; --debug alone shows the stack', async () => {
     const stash = freshStash();
-    const res = await runCli(['backup', server.url('no_such_db'), '--output-dir', stash]);
+    const log = path.join(work, 'missing-db.log');
+    const res = await runCli(['backup', server.url('no_such_db'), '--output-dir', stash, '--log-file', log]);
     assertCleanFailure(res, 4, /database "no_such_db" does not exist/);
     assert.deepEqual(filesUnder(stash), []);
+    const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const error = events.find((e) => e.level === 'error');
+    assert.match(error.message, /database "no_such_db" does not exist/);
+    assert.equal(error.kind, 'preflight');
+    assert.match(error.hint, /createdb/);
+    assert.ok(!isNaN(Date.parse(error.time)));
+    const debug = await runCli(['backup', server.url('no_such_db'), '--output-dir', stash, '--debug']);
+    assert.equal(debug.code, 4);
+    assert.match(debug.stderr, /^\s+at /m, 'the stack trace, with --debug');
   });
 
   it('unwritable destination (a path below a regular file, which fails even for root): exit 4', async () => {
