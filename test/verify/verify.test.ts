@@ -88,6 +88,8 @@ describe('verify a good PostgreSQL backup', () => {
     assert.equal(recs.at(-1)?.result, 'passed');
     assert.equal(recs.at(-1)?.level, 'integrity');
     assert.ok(!readdirSync(path.join(stash, 'shop')).some((f) => f.includes('.lease-')), 'lease removed');
+    expectExit(await runCli(['verify', id, '--output-dir', stash, '--dry-run']), 0, /integrity passed/);
+    assert.equal(records(stash, id).length, recs.length, '--dry-run leaves no record');
     const list = await runCli(['list', '--output-dir', stash, '--json']);
     const row = (JSON.parse(list.stdout).backups as { id: string; verification: { result: string } | null }[]).find((b) => b.id === id);
     assert.equal(row?.verification?.result, 'passed');
