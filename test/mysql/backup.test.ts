@@ -5,7 +5,7 @@
  * failing the backup, and users and grants for --globals.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -16,6 +16,8 @@ import { manifestSchema, type Manifest } from '../../src/catalog/manifest.js';
 import { loadEngine } from '../../src/engines/index.js';
 import { parseTarget } from '../../src/engines/target.js';
 import { decoders } from '../../src/pipeline/stage.js';
+import { toolConnectionArgs, writeOptionFile } from '../../src/engines/mysql/connection.js';
+import { runTool } from '../../src/engines/process.js';
 import '../../src/pipeline/compress.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { runCli, spawnCli } from '../harness/run.js';
@@ -144,8 +146,6 @@ describe('mysql backup', { timeout: 180_000 }, () => {
           const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
           if (argv.includes('--version')) continue;
           seen.push(argv);
-          const optionFile = /--defaults-extra-file=([^\0]+)/.exec(argv)?.[1];
-          if (optionFile) seen.push(`mode ${(await import('node:fs')).statSync(optionFile).mode & 0o777}`);
         } catch {
           /* the process ended meanwhile */
         }
@@ -159,8 +159,61 @@ describe('mysql backup', { timeout: 180_000 }, () => {
       assert.ok(!argv.includes(server.password), 'no password on the command line');
       assert.match(argv, /^[^\0]*mariadb-dump\0--defaults-extra-file=/, 'the option file comes first');
     }
-    assert.ok(seen.includes(`mode ${0o600}`), 'the option file is 0600');
     assert.deepEqual(filesIn(scratch), [], 'the option file and its directory are gone');
+  });
+
+  test('the option file: 0600 in a private 0700 directory, the password escaped, removed without a trace', async () => {
+    const dir = tempDir('dbstash-my-optfile');
+    const password = `p"a\\ss'w#rd;\n2`;
+    const file = await writeOptionFile({ ...parseTarget(server.url('shop')), password }, dir);
+    assert.equal(statSync(file.path).mode & 0o777, 0o600);
+    assert.equal(statSync(path.dirname(file.path)).mode & 0o777, 0o700);
+    // The client accepts it: the password survives the option-file quoting.
+    await server.query(`CREATE USER 'odd'@'%' IDENTIFIED BY ${mysql.escape(password)}`);
+    const r = await runTool('/usr/bin/mariadb', [...toolConnectionArgs({ ...parseTarget(server.url('shop')), user: 'odd', password }, file.path), '-N', '-e', 'SELECT CURRENT_USER()']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^odd@%/);
+    await file.remove();
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
+  test('SIGINT mid-dump: exit 130, the option file removed, nothing in the stash', async () => {
+    const stash = tempDir('dbstash-my-sigint');
+    const scratch = tempDir('dbstash-my-sigint-tmp');
+    const child = spawnCli(['backup', server.url('shop'), '--output-dir', stash, '--temp-dir', scratch]);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout.resume();
+    const closed = new Promise<number | null>((resolve) => child.once('close', resolve));
+    let dumpPid: number | undefined;
+    for (let i = 0; i < 5000 && dumpPid === undefined; i++) {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+          if (stat.includes('(mariadb-dump)') && Number(/\) \S (\d+)/.exec(stat)?.[1]) === child.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--single-transaction')) {
+            // Hold the dump still so that the interruption surely lands mid-way.
+            process.kill(Number(pid), 'SIGSTOP');
+            dumpPid = Number(pid);
+          }
+        } catch {
+          /* ended meanwhile */
+        }
+      }
+      if (dumpPid === undefined) await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.ok(dumpPid, 'mariadb-dump started');
+    
+    child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      process.kill(dumpPid, 'SIGCONT');
+    } catch {
+      /* already gone: the abort killed it */
+    }
+    assert.equal(await closed, ExitCode.interrupted, stderr);
+    assert.match(stderr, /interrupted by SIGINT/);
+    assert.deepEqual(filesIn(scratch), [], 'the option file is removed');
+    assert.deepEqual(filesIn(stash).filter((f) => !f.endsWith('shop')), [], 'no artifact, manifest or lock');
   });
 
   test('a dump without the completion trailer fails the backup (exit 5), leaving nothing', async () => {

@@ -151,6 +151,9 @@ export const mysqlEngine: Engine = {
       const watch = new TrailerWatch();
       dumping.stdout.on('error', (err) => watch.destroy(err));
       dumping.stdout.pipe(watch);
+      // The tool reads its option file before it connects and writes its first line after: from
+      // then on the password file is not needed, so it does not outlive the first output.
+      dumping.stdout.once('data', () => void optionFile.remove().catch(() => {}));
       // Settled once counting is done; the stream's end waits for it (and for the dump's exit).
       let counted!: (p: Promise<TableStat[]>) => void;
       const tables = new Promise<TableStat[]>((resolve) => (counted = resolve));
