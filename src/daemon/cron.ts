@@ -13,7 +13,9 @@ export type JobKind = (typeof JOB_KINDS)[number];
 /** A paused Cron for computing run times; throws ConfigError naming the config key. */
 export function parseCron(pattern: string, timezone: string | undefined, where: string): Cron {
   try {
-    return new Cron(pattern, { timezone, paused: true });
+    const cron = new Cron(pattern, { timezone, paused: true });
+    cron.nextRun(); // croner checks the time zone only when it computes a time
+    return cron;
   } catch (err) {
     throw new ConfigError(`${where}: "${pattern}" is not a valid cron expression${timezone ? ` in ${timezone}` : ''}: ${(err as Error).message}`, {
       hint: 'use 5 fields (minute hour day month weekday), e.g. "0 3 * * *", or 6 with seconds first; time zones are IANA names',

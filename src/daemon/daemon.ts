@@ -139,29 +139,6 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
     });
   };
 
-  const jitterTimers = new Set<NodeJS.Timeout>();
-  const crons: Cron[] = [];
-  for (const job of jobs) {
-    metrics.declareJob(job.database, job.kind);
-    crons.push(
-      new Cron(job.pattern, { timezone: job.timezone, protect: false }, () => {
-        if (jitterMs <= 0) return submit(job, 'scheduled');
-        const timer = setTimeout(() => {
-          jitterTimers.delete(timer);
-          submit(job, 'scheduled');
-        }, Math.floor(Math.random() * jitterMs));
-        jitterTimers.add(timer);
-      }),
-    );
-  }
-  if (settings.catchUp) {
-    for (const [i, job] of jobs.entries()) {
-      const reference = state.jobs[job.id]?.lastRun ?? previousUp?.toISOString();
-      const missed = crons[i].previousRuns(1, startedAt)[0];
-      if (reference && missed && missed.getTime() > Date.parse(reference)) submit(job, `catching up on the run due at ${missed.toISOString()}`);
-    }
-  }
-
   const staleNotified = new Set<string>();
   const staleness = () => {
     const out: Record<string, { lastSuccess?: string; ageSeconds?: number; maxAgeSeconds?: number; stale: boolean; lastJobs: Record<string, unknown> }> = {};
@@ -193,8 +170,6 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
       await notifier.notify(makeMessage({ event: 'stale', database: key, detail, hint: 'check the daemon log and the last backup job; run `dbstash status` for details' }));
     }
   };
-  const staleTimer = setInterval(() => void checkStale(), staleEveryMs);
-
   const health = async (): Promise<Health> => {
     const databases = staleness();
     const problems: string[] = [];
@@ -207,6 +182,31 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
     return { healthy: problems.length === 0, problems, startedAt: startedAt.toISOString(), running: runner.runningCount, databases };
   };
   const server = await startHttp(settings.listen, health, metrics.registry);
+  const jitterTimers = new Set<NodeJS.Timeout>();
+  const crons: Cron[] = [];
+  for (const job of jobs) {
+    metrics.declareJob(job.database, job.kind);
+    crons.push(
+      new Cron(job.pattern, { timezone: job.timezone, protect: false }, () => {
+        if (jitterMs <= 0) return submit(job, 'scheduled');
+        const timer = setTimeout(() => {
+          jitterTimers.delete(timer);
+          submit(job, 'scheduled');
+        }, Math.floor(Math.random() * jitterMs));
+        jitterTimers.add(timer);
+      }),
+    );
+  }
+  if (settings.catchUp) {
+    for (const [i, job] of jobs.entries()) {
+      const reference = state.jobs[job.id]?.lastRun ?? previousUp?.toISOString();
+      const missed = crons[i].previousRuns(1, startedAt)[0];
+      if (reference && missed && missed.getTime() > Date.parse(reference)) submit(job, `catching up on the run due at ${missed.toISOString()}`);
+    }
+  }
+
+  const staleTimer = setInterval(() => void checkStale(), staleEveryMs);
+
   ctx.out.info(`dbstash daemon: ${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')}); listening on ${server.url} (/healthz, /metrics)`);
 
   await new Promise<void>((resolve) => {

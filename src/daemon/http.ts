@@ -3,7 +3,6 @@
 // config says otherwise: metrics name databases and hosts.
 
 import http from 'node:http';
-import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { ConfigError } from '../core/errors.js';
 import type { Registry } from 'prom-client';
@@ -38,12 +37,10 @@ export async function startHttp(listen: string, health: () => Promise<Health>, r
     reply().catch((err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`));
   });
   server.listen(port, host);
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([err]) => {
-      throw new ConfigError(`daemon.listen: cannot listen on ${listen}: ${(err as Error).message}`, { hint: 'choose another port in daemon.listen' });
-    }),
-  ]);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', (err) => reject(new ConfigError(`daemon.listen: cannot listen on ${listen}: ${err.message}`, { hint: 'choose another port in daemon.listen' })));
+  });
   const address = server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {

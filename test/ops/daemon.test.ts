@@ -217,3 +217,33 @@ test('within the grace period a running backup finishes; without catch-up nothin
   assert.ok(existsSync(path.join(stash, 'big', `${id}.manifest.json`)), 'the backup was completed and published');
   assert.deepEqual(leftovers(stash), []);
 });
+
+test('a config the daemon cannot run is refused at start with exit 2: nothing scheduled, bad cron, bad durations, busy port', async () => {
+  const dir = tempDir('daemon-config');
+  const db = makeSqliteDb(path.join(dir, 'app.db'), 1);
+  const busy = (await import('node:http')).createServer().listen(0, '127.0.0.1');
+  await once(busy, 'listening');
+  const port = (busy.address() as { port: number }).port;
+  const cases: [unknown, RegExp][] = [
+    [{ databases: { app: { url: db } } }, /error: the config schedules nothing.*\nhint: add e\.g\. schedule:/],
+    [{ databases: { app: { url: db, schedule: { backup: '0 25 * * *' } } } }, /error: databases\.app\.schedule\.backup: "0 25 \* \* \*" is not a valid cron expression/],
+    [{ databases: { app: { url: db, schedule: { backup: '0 3 * * *', timezone: 'Mars/Olympus' } } } }, /error: databases\.app\.schedule\.backup: .* in Mars\/Olympus/],
+    [{ databases: { app: { url: db, schedule: { backup: '0 3 * * *' } } }, daemon: { gracePeriod: 'soon' } }, /error: daemon\.gracePeriod: "soon" is not a duration/],
+    [{ databases: { app: { url: db, schedule: { backup: '0 3 * * *' } } }, daemon: { listen: `127.0.0.1:${port}` } }, /error: daemon\.listen: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/],
+  ];
+  try {
+    for (const [i, [config, message]] of cases.entries()) {
+      const file = writeConfig(dir, config, `c${i}.yaml`);
+      const child = spawnCli(['daemon', '--config', file], { cwd: dir });
+      let err = '';
+      child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+      child.stdout.resume();
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 2, err);
+      assert.match(err, message);
+      assert.doesNotMatch(err, /    at /);
+    }
+  } finally {
+    busy.close();
+  }
+});
