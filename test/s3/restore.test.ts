@@ -134,4 +134,19 @@ describe('verify, restore and copy with S3', () => {
     assert.deepEqual(await bucketKeys(client, BUCKET, `copied/shop/${bad.id}`), [], 'nothing of the damaged backup reached the target');
     assert.ok(existsSync(artifact));
   });
+
+  it('prune and status work against S3 as against a directory', async () => {
+    const before = await runCli(['list', '--storage', 'copied', '--config', cfg, '--json'], { env, cwd: dir });
+    const ids = JSON.parse(before.stdout).backups.map((b: { id: string }) => b.id);
+    assert.ok(ids.length >= 3, before.stdout);
+    const prune = await runCli(['prune', '--storage', 'copied', '--config', cfg, '--keep-last', '1', '--yes'], { env, cwd: dir });
+    assert.equal(prune.code, 0, prune.stderr);
+    const after = await runCli(['list', '--storage', 'copied', '--config', cfg, '--json'], { env, cwd: dir });
+    const kept: string[] = JSON.parse(after.stdout).backups.map((b: { id: string }) => b.id);
+    assert.ok(kept.length < ids.length && kept.includes(ids[0]), `the newest is kept and something was removed: ${kept.join(', ')}`);
+    const keys = await bucketKeys(client, BUCKET, 'copied/shop/');
+    for (const key of keys) assert.ok(kept.some((k) => key.includes(k)), `${key} belongs to a kept backup`);
+    const status = await runCli(['status', '--storage', 'copied', '--config', cfg], { env, cwd: dir });
+    assert.match(status.stdout, /s3:\/\/stash\/copied.*reachable/);
+  });
 });
