@@ -260,7 +260,12 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     id = fresh.id;
     const startedAt = new Date();
     events.info(`backing up ${plan.target.displayUrl} as ${id}`);
-    const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn: events.warn };
+    // Warnings of the dump (e.g. roles captured without passwords) belong in the manifest too.
+    const warn = (m: string) => {
+      warnings.push(m);
+      events.warn(m);
+    };
+    const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
     const session = await engine.dump(plan.target, dumpOpts);
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
