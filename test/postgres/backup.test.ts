@@ -221,6 +221,22 @@ describe('postgres backup variants', () => {
     await client.end();
   });
 
+  it('--globals as a non-superuser: roles without passwords, and the manifest says so', async () => {
+    await server.query(`CREATE ROLE plain LOGIN PASSWORD 'plain-pw'`);
+    await server.query('GRANT SELECT ON t TO plain', 'tiny');
+    const stash = path.join(work, 'stash-globals-plain');
+    const res = await backup([`postgres://plain:plain-pw@127.0.0.1:${server.port}/tiny`, '--globals', '--json'], stash);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, /^warning: .*not a superuser: roles are captured without their passwords/m);
+    const { manifest } = onlyBackup(stash);
+    assert.ok(manifest.artifacts.some((a) => a.role === 'globals'));
+    assert.ok(manifest.dump.args.length > 0);
+    assert.ok(
+      manifest.warnings.some((w) => w.includes('without their passwords')),
+      `the manifest records it, so a restore knows: ${JSON.stringify(manifest.warnings)}`,
+    );
+  });
+
   it('--json prints the result; `list --json` shows the backup', async () => {
     const stash = path.join(work, 'stash-json');
     const res = await backup([server.url('rich'), '--json', '--label', 'purpose=test'], stash);
