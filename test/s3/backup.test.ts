@@ -179,6 +179,38 @@ describe('backup to S3', () => {
     );
   });
 
+  it('s3rver itself stopped mid-upload: clean failure (exit 11), lock released, local stash unaffected', async () => {
+    const doomed = await startS3({ buckets: [BUCKET] });
+    const watch = await startCutProxy(doomed);
+    const local = path.join(dir, 'stopped-local');
+    try {
+      const cfg = config(`  doomed:
+    url: s3://${BUCKET}/doomed
+    endpoint: ${watch.endpoint}
+    partSizeMiB: 5
+`);
+      const child = spawnCli(['backup', db, '--output-dir', local, '--storage', 'doomed', '--config', cfg, '--compression', 'none'], { env: s3Env(doomed), cwd: dir });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+      const exited = once(child, 'exit');
+      const deadline = Date.now() + 30_000;
+      while (!watch.requests().some((r) => /partNumber=1&/.test(r))) {
+        assert.ok(Date.now() < deadline, `no part upload started: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await doomed.stop();
+      const [code] = await exited;
+      assert.equal(code, 11, stderr);
+      assert.match(stderr, /^error: \[s3\] /m);
+      assert.match(stderr, /^hint: /m);
+    } finally {
+      await watch.close();
+      await doomed.stop();
+    }
+    const name = readdirSync(local)[0];
+    assert.deepEqual(readdirSync(path.join(local, name)), [], 'no artifact, manifest or lock left in the local destination');
+  });
+
   it('the server going away when S3 holds the lock: the lock left behind is recognised as stale by the next run', async () => {
     const proxy = await startCutProxy(server, 7 * 2 ** 20);
     const cfg = config(`  viaproxy:
