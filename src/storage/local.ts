@@ -3,7 +3,7 @@
 // (or link() for exclusive puts, which fails when the key exists) and fsyncs the directory, so a
 // crash at any point leaves either nothing or a complete file under the final name.
 
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createWriteStream, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';

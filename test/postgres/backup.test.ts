@@ -13,7 +13,7 @@ import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { fixturePath } from '../harness/fixtures.js';
 import { runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
-import { childrenOf, cmdlineOf, filesUnder, onlyBackup, PG_BIN, readManifestFile, sh, shellQuote, waitFor } from './helpers.js';
+import { childrenOf, cmdlineOf, filesUnder, onlyBackup, PG_BIN, readManifestFile, sh, shellQuote } from './helpers.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
 
 let server: PgServer;
