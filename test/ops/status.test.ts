@@ -91,6 +91,7 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   assert.deepEqual(r.report.databases.find((d) => d.key === 'app')!.keptAside.map((k) => k.name), ['app_before_20261101_000000']);
   assert.deepEqual(findings(r.report, 'never').map((f) => `${f.level} ${f.message}`), ['problem no backup in local']);
 
+  await new Promise((resolve) => setTimeout(resolve, 1100)); // the newest backup is now over 1s old
   const text = await runCli(['status', 'app', '--config', config, '--max-age', '1s']);
   assert.equal(text.code, 13);
   assert.match(text.stdout, /PROBLEM  newest backup app_dev_\S+ in local is too old: finished .* ago; at most 1\.0s expected/);
