@@ -1,13 +1,11 @@
 /** The engine contract suite against a throwaway MariaDB server. */
 import mysql from 'mysql2/promise';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { loadEngine } from '../../src/engines/index.js';
 import type { Target } from '../../src/engines/engine.js';
 import { parseTarget } from '../../src/engines/target.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { freePort } from '../harness/proc.js';
+import { tempDir } from '../harness/tmp.js';
 import { ALL_BYTES, bigValue, canonicalRow, HOSTILE_TEXT, JSON_TEXT, ODD_TABLE, runEngineContract, type DbPicture } from './engine.js';
 
 let server: MariaServer;
@@ -91,7 +89,7 @@ runEngineContract('mysql (MariaDB)', {
   engine: 'mysql',
   async setUp() {
     server = await startMariadb();
-    emptyBinDir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-no-tools-'));
+    emptyBinDir = tempDir('dbstash-no-tools');
     deadPort = await freePort();
     await createSource();
   },

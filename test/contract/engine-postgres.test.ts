@@ -1,7 +1,5 @@
 /** The engine contract suite against a throwaway PostgreSQL server: single-job and --jobs 2 (directory format in a tar). */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
@@ -97,7 +95,7 @@ function adapter(backupArgs: string[]): EngineAdapter {
     async setUp() {
       starting ??= (async () => {
         server = await startPostgres();
-        emptyBinDir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-no-tools-'));
+        emptyBinDir = tempDir('dbstash-no-tools');
         deadPort = await freePort();
         await createSource(server);
       })();
