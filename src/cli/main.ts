@@ -45,6 +45,11 @@ export function buildProgram(): Command {
 }
 
 async function main(): Promise<void> {
+  // `dbstash list | head`: a reader that went away is no error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   try {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
