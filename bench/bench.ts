@@ -21,7 +21,7 @@ import { profileBackup, type Profile } from './profile.js';
 
 const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE]
 
-  --scale N       pgbench scale of the benchmark database (default 10: ~230 MB)
+  --scale N       pgbench scale of the benchmark database (default 10: ~190 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
   --rounds N      rounds of alternated commands (default 3)
   --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
