@@ -10,6 +10,7 @@ import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClien
 import { findPgTool, majorOf } from './tools.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
+import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
 
 export const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
@@ -82,34 +83,15 @@ export const postgresEngine: Engine = {
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
     if (opts.jobs !== undefined && opts.jobs > 1) return dumpDirectory(target, { ...opts, jobs: opts.jobs });
     const client = await connect(target);
-    let finished = false;
-    const release = async (commit: boolean) => {
-      if (finished) return;
-      finished = true;
-      await client.query(commit ? 'COMMIT' : 'ROLLBACK').catch(() => {});
-      await client.end().catch(() => {});
-    };
+    const release = snapshotReleaser(client);
     try {
       const facts = await serverFacts(client);
       const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
+      const snapshot = await exportSnapshot(client);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
-      const tables = countTables(client, opts.checksums ?? false).catch((err) => {
-        running.child.kill('SIGTERM');
-        throw new BackupError(`[postgres] counting rows in the dump's snapshot failed: ${(err as Error).message}`, { cause: err });
-      });
-      tables.catch(() => {});
-      const stream = gateOnExit(running.stdout, async () => {
-        const exit = await running.exit;
-        try {
-          await tables;
-        } finally {
-          await release(exit.code === 0);
-        }
-        if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_dump', exit)}`);
-      });
+      const { tables, finished } = countWhileDumping(client, running, opts.checksums ?? false, release);
+      const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
       stream.on('close', () => {
         running.exit.then(() => release(false)).catch(() => {});

@@ -11,11 +11,11 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { BackupError, DbstashError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, TableStat, Target } from '../engine.js';
-import { describeExit, gateOnExit, startTool } from '../process.js';
+import { DbstashError } from '../../core/errors.js';
+import type { DumpOptions, DumpSession, Target } from '../engine.js';
+import { gateOnExit, startTool } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv } from './connection.js';
-import { countTables } from './index.js';
+import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
 import { packDirectory, unpackTar } from './tar.js';
 import { findPgTool, majorOf } from './tools.js';
 
@@ -28,38 +28,17 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
     await rm(work, { recursive: true, force: true });
     throw err;
   });
-  let finished = false;
-  const release = async (commit: boolean) => {
-    if (finished) return;
-    finished = true;
-    await client.query(commit ? 'COMMIT' : 'ROLLBACK').catch(() => {});
-    await client.end().catch(() => {});
-  };
+  const release = snapshotReleaser(client);
   const cleanup = () => rm(work, { recursive: true, force: true }).catch(() => {});
   try {
     const version = (await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0].v.split(' ')[0];
     const tool = await findPgTool('pg_dump', majorOf(version), target.options.binDir);
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
+    const snapshot = await exportSnapshot(client);
     const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${dbnameArg(target.database)}`];
     const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
     running.stdout.resume();
-    const tables: Promise<TableStat[]> = countTables(client, opts.checksums ?? false).catch((err) => {
-      running.child.kill('SIGTERM');
-      throw new BackupError(`[postgres] counting rows in the dump's snapshot failed: ${(err as Error).message}`, { cause: err });
-    });
-    tables.catch(() => {});
     // The snapshot must outlive pg_dump: commit only after it exited and counting is done.
-    const dumped = (async () => {
-      const exit = await running.exit;
-      try {
-        await tables;
-      } finally {
-        await release(exit.code === 0);
-      }
-      if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_dump', exit)}`);
-    })();
-    dumped.catch(() => {});
+    const { tables, finished: dumped } = countWhileDumping(client, running, opts.checksums ?? false, release);
     const packed = (async function* () {
       await dumped;
       yield* packDirectory(dir);
