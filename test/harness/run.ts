@@ -4,6 +4,7 @@
  * process for tests that signal or kill it mid-way. A CLI still running when the
  * test process exits is killed.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { atExit } from './tmp.js';
@@ -69,4 +70,17 @@ function mergeEnv(overrides: Record<string, string | undefined> = {}): NodeJS.Pr
   const env = { ...process.env, ...overrides };
   for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
   return env;
+}
+
+/** Asserts a CLI run's exit code (and, optionally, its output), showing both streams on failure. */
+export function expectExit(r: CliResult, code: number, pattern?: RegExp): void {
+  assert.equal(r.code, code, `expected exit ${code}, got ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`);
+  if (pattern) assert.match(r.stderr + r.stdout, pattern);
+}
+
+/** Runs a prod backup of `url` into `dir` with --json and returns the new backup's id. */
+export async function backupId(url: string, dir: string, ...extra: string[]): Promise<string> {
+  const r = await runCli(['backup', url, '--output-dir', dir, '--env', 'prod', '--json', ...extra]);
+  expectExit(r, 0);
+  return (JSON.parse(r.stdout) as { id: string }).id;
 }

@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { fixturePath } from '../harness/fixtures.js';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
-import { CLI_PATH, runCli, spawnCli, type CliResult } from '../harness/run.js';
+import { backupId as backup, CLI_PATH, expectExit, runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
 import { keptAside, keptName, parseKeptName, restoringName } from '../../src/restore/kept.js';
@@ -25,16 +25,6 @@ let server: PgServer;
 let stash: string;
 let richId: string;
 
-function expectExit(r: CliResult, code: number, pattern?: RegExp): void {
-  assert.equal(r.code, code, `expected exit ${code}, got ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`);
-  if (pattern) assert.match(r.stderr + r.stdout, pattern);
-}
-
-async function backup(url: string, dir: string, ...extra: string[]): Promise<string> {
-  const r = await runCli(['backup', url, '--output-dir', dir, '--env', 'prod', '--json', ...extra]);
-  expectExit(r, 0);
-  return (JSON.parse(r.stdout) as { id: string }).id;
-}
 
 async function databases(): Promise<string[]> {
   return (await server.query('SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1')).rows.map((r) => r.datname as string);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
-import { runCli, spawnCli, type CliResult } from '../harness/run.js';
+import { backupId as backup, expectExit, runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { activeLeases, leaseKey } from '../../src/catalog/lease.js';
 import { createMemoryStorage } from '../../src/storage/memory.js';
@@ -35,16 +35,6 @@ INSERT INTO rental SELECT g, 1 + g % 200, md5(g::text) FROM generate_series(1, 1
 INSERT INTO inventory.film SELECT g, 'film ' || g, jsonb_build_object('n', g) FROM generate_series(1, 1000) g;
 `;
 
-function expectExit(r: CliResult, code: number, pattern?: RegExp): void {
-  assert.equal(r.code, code, `expected exit ${code}, got ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`);
-  if (pattern) assert.match(r.stderr + r.stdout, pattern);
-}
-
-async function backup(url: string, dir: string, ...extra: string[]): Promise<string> {
-  const r = await runCli(['backup', url, '--output-dir', dir, '--env', 'prod', '--json', ...extra]);
-  expectExit(r, 0);
-  return (JSON.parse(r.stdout) as { id: string }).id;
-}
 
 /** A copy of the stash holding only the given backup, to damage freely. */
 function copyOf(backupId: string): { dir: string; file: (suffix: string) => string } {
