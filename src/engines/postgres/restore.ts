@@ -11,7 +11,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
 import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { feed } from '../feed.js';
-import { describeExit, runTool, startTool, stderrSummary } from '../process.js';
+import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { countTables, USER_TABLES_SQL } from './index.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
@@ -54,8 +54,11 @@ async function pgTool(name: string, target: Target | undefined): Promise<string>
   return (await findPgTool(name, min, target?.options.binDir)).path;
 }
 
-/** Kills the tool before its input is closed, so it never mistakes damaged input for a clean end. */
-async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<void> {
+/**
+ * Feeds `raw` to a tool's stdin; a tool that exits non-zero is a RestoreError. On an input error
+ * the tool is killed before its input is closed, so it never mistakes damaged input for a clean end.
+ */
+async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<ToolExit> {
   const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe' });
   tool.stdout.resume();
   try {
@@ -67,6 +70,7 @@ async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.Pr
   }
   const exit = await tool.exit;
   if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit(what, exit)}`);
+  return exit;
 }
 
 const tocEntry = /^\d+;/;
@@ -243,19 +247,9 @@ async function restoreGlobals(target: Target, raw: Readable, opts: RestoreOption
   const psql = await pgTool('psql', target);
   const filter = new SkipExistingRoles(existing);
   const env = libpqEnv(target, 'postgres');
-  const tool = startTool(psql, ['-X', '-q', '--no-password', '-f', '-'], { env, signal: opts.signal, stdin: 'pipe' });
-  tool.stdout.resume();
   raw.on('error', (err) => filter.destroy(err));
   raw.pipe(filter);
-  try {
-    await feed(filter, [tool.child.stdin]);
-  } catch (err) {
-    tool.child.kill('SIGKILL');
-    await tool.exit;
-    throw err;
-  }
-  const exit = await tool.exit;
-  if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('psql (globals)', exit)}`);
+  const exit = await runFed(psql, ['-X', '-q', '--no-password', '-f', '-'], filter, env, opts, 'psql (globals)');
   if (filter.skipped > 0) opts.warn(`[postgres] globals: ${filter.skipped} role(s) already exist on the target server and were left as they are`);
   const errors = exit.stderr.split('\n').filter((l) => /ERROR/.test(l));
   if (errors.length > 0) opts.warn(`[postgres] globals: ${errors.length} statement(s) failed, e.g. ${errors[0].trim()}`);
