@@ -2,6 +2,7 @@
 // environment, stderr kept (bounded) for the error message, killed when the signal aborts.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -21,12 +22,47 @@ export interface RunningTool {
 
 const STDERR_LIMIT = 64 * 1024;
 
+/**
+ * Dump tools write their output through stdio, whose buffer for a pipe is one page: a 4 KiB
+ * write() each time, and a wake-up of our event loop for every few KiB read. coreutils' stdbuf
+ * gives the tool a larger stdio buffer (same bytes, same order, flushed at exit), which cuts the
+ * reads ~7-fold and with them a third of our CPU per byte. Without stdbuf the tool runs as is.
+ */
+export const OUTPUT_BUFFER = 1 << 20;
+let stdbufPath: string | null | undefined;
+
+function findStdbuf(): string | null {
+  if (stdbufPath !== undefined) return stdbufPath;
+  stdbufPath = null;
+  if (process.platform !== 'linux' || process.env.DBSTASH_NO_STDBUF) return stdbufPath;
+  for (const dir of pathDirs()) {
+    try {
+      accessSync(path.join(dir, 'stdbuf'), fsConstants.X_OK);
+      stdbufPath = path.join(dir, 'stdbuf');
+      break;
+    } catch {
+      /* try the next */
+    }
+  }
+  return stdbufPath;
+}
+
 export function startTool(
   bin: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; cwd?: string; stdin?: 'pipe' | 'ignore' } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    signal?: AbortSignal;
+    cwd?: string;
+    stdin?: 'pipe' | 'ignore';
+    /** The tool streams bulk output on stdout: give it a larger stdio buffer where we can. */
+    bulkOutput?: boolean;
+  } = {},
 ): RunningTool {
-  const child = spawn(bin, args, {
+  const stdbuf = opts.bulkOutput ? findStdbuf() : null;
+  // stdbuf execs the tool in place: the child's pid, signals and exit status are the tool's own.
+  const [file, argv] = stdbuf ? [stdbuf, [`--output=${OUTPUT_BUFFER}`, bin, ...args]] : [bin, args];
+  const child = spawn(file, argv, {
     env: opts.env ?? process.env,
     cwd: opts.cwd,
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],

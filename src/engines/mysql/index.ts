@@ -145,7 +145,7 @@ export const mysqlEngine: Engine = {
       if (counts !== 'locked') await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
 
       const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables)];
-      const dumping = startTool(tool.path, args, { signal: opts.signal });
+      const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: true });
       running = dumping;
       // Attached at once: Node discards a child's unread output when the child exits.
       const watch = new TrailerWatch();

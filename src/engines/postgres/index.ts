@@ -89,7 +89,7 @@ export const postgresEngine: Engine = {
       const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
       const snapshot = await exportSnapshot(client);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
-      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
+      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });
       const { tables, finished } = countWhileDumping(client, running, opts.checksums ?? false, release);
       const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.

@@ -195,7 +195,7 @@ async function restoreWithRoleMap(
 ): Promise<void> {
   const psql = await pgTool('psql', target);
   const scriptArgs = [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'];
-  const script = startTool(bin, inputPath ? [...scriptArgs, inputPath] : scriptArgs, { signal: opts.signal, stdin: raw ? 'pipe' : 'ignore' });
+  const script = startTool(bin, inputPath ? [...scriptArgs, inputPath] : scriptArgs, { signal: opts.signal, stdin: raw ? 'pipe' : 'ignore', bulkOutput: true });
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...(opts.clean ? ['--single-transaction'] : []), '--no-password', '-f', '-'];
   const apply = startTool(psql, args, { env: libpqEnv(target), signal: opts.signal, stdin: 'pipe' });
   apply.stdout.resume();
