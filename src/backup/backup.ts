@@ -81,6 +81,22 @@ async function preflight(
     events.warn(m);
   };
   const probe = await engine.probe(plan.target);
+  try {
+    await checkDestinations(plan, probe, live, failed, warn);
+  } catch (err) {
+    await probe.release?.();
+    throw err;
+  }
+  return { probe, warnings };
+}
+
+async function checkDestinations(
+  plan: BackupPlan,
+  probe: Probe,
+  live: Published[],
+  failed: BackupResult['failed'],
+  warn: (m: string) => void,
+): Promise<void> {
   probe.warnings.forEach(warn);
   if (plan.env === 'prod' && plan.target.engine !== 'sqlite' && isLocalHost(plan.target.host)) {
     warn(`a prod backup of a database on ${plan.target.host ?? 'localhost'}: is this the production server? (--env dev for a local database)`);
@@ -107,7 +123,6 @@ async function preflight(
       dropOptional(pub, err, failed, (m) => warn(m));
     }
   }
-  return { probe, warnings };
 }
 
 /** Records an optional destination's failure; it takes no further part in this backup. */
@@ -237,6 +252,24 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
   const failed: BackupResult['failed'] = [];
   const { probe, warnings } = await preflight(plan, engine, events, live, failed);
+  try {
+    return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
+  } finally {
+    // Still held when the dump never started (lock held, interrupted, …); otherwise a no-op.
+    await probe.release?.();
+  }
+}
+
+async function lockedBackup(
+  plan: BackupPlan,
+  engine: Engine,
+  probe: Probe,
+  warnings: string[],
+  live: Published[],
+  failed: BackupResult['failed'],
+  events: BackupEvents,
+  outerSignal?: AbortSignal,
+): Promise<BackupResult> {
   const usable = live.filter((p) => !p.failed);
   if (usable.length === 0) throw new PreflightError('no destination is usable', { hint: failed.map((f) => `${f.name}: ${f.error}`).join('; ') });
   const primary = (usable.find((p) => !p.dest.optional) ?? usable[0]).dest;
@@ -266,7 +299,7 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
       events.warn(m);
     };
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
-    const session = await engine.dump(plan.target, dumpOpts);
+    const session = await engine.dump(plan.target, { ...dumpOpts, probe });
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
     if (plan.globals) {

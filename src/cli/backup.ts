@@ -111,6 +111,7 @@ Examples:
       if (opts.dryRun) {
         const engine = await loadEngine(plan.target.engine);
         const probe = await engine.probe(plan.target);
+        await probe.release?.();
         probe.warnings.forEach((w) => ctx.out.warn(w));
         const summary = {
           dryRun: true,

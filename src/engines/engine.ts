@@ -50,6 +50,12 @@ export interface Probe {
   sizeBytes: number;
   tool: ToolInfo;
   warnings: string[];
+  /**
+   * Frees what the probe holds for the dump that follows it (PostgreSQL keeps its connection, so
+   * the dump does not connect and authenticate a second time). Idempotent; a dump given this
+   * probe in its options takes the resources over instead.
+   */
+  release?(): Promise<void>;
 }
 
 export interface TableStat {
@@ -69,6 +75,8 @@ export interface DumpOptions {
   /** Directory for scratch files (SQLite snapshot copy, directory-format dumps). */
   tempDir: string;
   warn: (message: string) => void;
+  /** The probe of this same backup, whose connection the dump may take over. */
+  probe?: Probe;
 }
 
 export interface DumpSession {

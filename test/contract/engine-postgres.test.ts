@@ -171,3 +171,30 @@ describe('postgres --jobs 2: one tar artifact, counted in the snapshot pg_dump a
     }
   });
 });
+
+describe('postgres backup connections', () => {
+  test('one backup opens two sessions: ours (probe, snapshot and counts) and pg_dump', async () => {
+    await adapter([]).setUp();
+    const observer = new pg.Client({ connectionString: server!.url('postgres') });
+    await observer.connect();
+    try {
+      await observer.query('SET stats_fetch_consistency = none');
+      const sessions = async () => Number((await observer.query(`SELECT sessions FROM pg_stat_database WHERE datname = 'shop'`)).rows[0].sessions);
+      const before = await sessions();
+      const stash = tempDir('dbstash-pg-sessions');
+      const r = await runCli(['backup', server!.url('shop'), '--output-dir', stash, '--quiet']);
+      assert.equal(r.code, ExitCode.ok, r.stderr);
+      // A backend's counters reach the shared statistics shortly after it ends.
+      let after = await sessions();
+      for (let i = 0; i < 30 && after < before + 2; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        after = await sessions();
+      }
+      await new Promise((res) => setTimeout(res, 500));
+      after = await sessions();
+      assert.equal(after - before, 2);
+    } finally {
+      await observer.end();
+    }
+  });
+});

@@ -3,7 +3,7 @@
 // transaction, export its snapshot, start pg_dump with --snapshot, and count every table inside
 // that same transaction while pg_dump runs: the counts describe exactly what the dump holds.
 
-import { BackupError, PreflightError } from '../../core/errors.js';
+import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
@@ -11,6 +11,7 @@ import { findPgTool, majorOf } from './tools.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
 import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
+import { holdForDump, openSource, serverFacts, sourceForDump } from './source.js';
 
 export const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
@@ -52,14 +53,6 @@ function poolerWarning(target: Target): string | undefined {
   return undefined;
 }
 
-async function serverFacts(client: PgClient): Promise<{ version: string; sizeBytes: number; superuser: boolean }> {
-  const r = await client.query<{ version: string; size: string; superuser: boolean }>(
-    `SELECT current_setting('server_version') AS version, pg_database_size(current_database())::bigint AS size,
-            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
-  );
-  return { version: r.rows[0].version.split(' ')[0], sizeBytes: Number(r.rows[0].size), superuser: r.rows[0].superuser };
-}
-
 export const postgresEngine: Engine = {
   id: 'postgres',
 
@@ -67,26 +60,23 @@ export const postgresEngine: Engine = {
     const warnings: string[] = [];
     const pooler = poolerWarning(target);
     if (pooler) warnings.push(pooler);
-    const client = await connect(target);
     try {
-      const facts = await serverFacts(client);
-      const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
-      return { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings };
+      const source = await openSource(target, 'pg_dump');
+      const { facts, tool } = source;
+      return holdForDump({ serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings }, source);
     } catch (err) {
-      if (err instanceof PreflightError) throw err;
+      if (err instanceof DbstashError) throw err;
       throw classifyPgError(err, target);
-    } finally {
-      await client.end().catch(() => {});
     }
   },
 
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
     if (opts.jobs !== undefined && opts.jobs > 1) return dumpDirectory(target, { ...opts, jobs: opts.jobs });
-    const client = await connect(target);
+    const { client, facts, tool } = await sourceForDump(target, opts.probe).catch((err: unknown) => {
+      throw err instanceof DbstashError ? err : classifyPgError(err, target);
+    });
     const release = snapshotReleaser(client);
     try {
-      const facts = await serverFacts(client);
-      const tool = await findPgTool('pg_dump', majorOf(facts.version), target.options.binDir);
       const snapshot = await exportSnapshot(client);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });

@@ -14,25 +14,24 @@ import { Readable } from 'node:stream';
 import { DbstashError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Target } from '../engine.js';
 import { gateOnExit, startTool } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv } from './connection.js';
+import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
 import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
 import { packDirectory, unpackTar } from './tar.js';
-import { findPgTool, majorOf } from './tools.js';
+import { sourceForDump } from './source.js';
 
 export const DIRECTORY_FORMAT = 'tar';
 
 export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: number }): Promise<DumpSession> {
   const work = await mkdtemp(path.join(opts.tempDir, '.dbstash-pgdir-'));
   const dir = path.join(work, 'dump');
-  const client = await connect(target).catch(async (err) => {
+  const { client, facts, tool } = await sourceForDump(target, opts.probe).catch(async (err: unknown) => {
     await rm(work, { recursive: true, force: true });
-    throw err;
+    throw err instanceof DbstashError ? err : classifyPgError(err, target);
   });
+  const version = facts.version;
   const release = snapshotReleaser(client);
   const cleanup = () => rm(work, { recursive: true, force: true }).catch(() => {});
   try {
-    const version = (await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0].v.split(' ')[0];
-    const tool = await findPgTool('pg_dump', majorOf(version), target.options.binDir);
     const snapshot = await exportSnapshot(client);
     const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${dbnameArg(target.database)}`];
     const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });

@@ -21,9 +21,16 @@ export function majorOf(version: string): number {
   return Number(/^(\d+)/.exec(version)?.[1] ?? 0);
 }
 
-async function versionOf(path: string): Promise<string | undefined> {
-  const out = await runTool(path, ['--version']);
-  return /\(PostgreSQL\)\s+([\d.]+)/.exec(out.stdout)?.[1];
+const versions = new Map<string, Promise<string | undefined>>();
+
+/** The tool's version from `--version`, asked once per process and path. */
+function versionOf(path: string): Promise<string | undefined> {
+  let version = versions.get(path);
+  if (!version) {
+    version = runTool(path, ['--version']).then((out) => /\(PostgreSQL\)\s+([\d.]+)/.exec(out.stdout)?.[1]);
+    versions.set(path, version);
+  }
+  return version;
 }
 
 /**
