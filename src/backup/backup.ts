@@ -18,7 +18,6 @@ import { specOf, suffixOf, type Stage } from '../pipeline/stage.js';
 import { acquireLock } from '../catalog/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import type { Storage } from '../storage/storage.js';
-import { detectAnomaly } from './anomaly.js';
 import { signatureKey, type ManifestSigner } from '../crypto/sign.js';
 
 export interface Destination {
@@ -300,6 +299,10 @@ async function lockedBackup(
     };
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
     const session = await engine.dump(plan.target, { ...dumpOpts, probe });
+    // Comparing with the previous backup needs the manifest reader and its schema: they load
+    // while the dump runs, not before it starts.
+    const anomalies = import('./anomaly.js');
+    anomalies.catch(() => {});
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
     if (plan.globals) {
@@ -335,7 +338,7 @@ async function lockedBackup(
       warnings,
       extra: { ...(plan.extra ?? {}), ...(failed.length ? { degraded: failed } : {}) },
     };
-    const anomaly = await detectAnomaly(primary.storage, manifest, plan.anomalyMaxDrop, events.warn);
+    const anomaly = await (await anomalies).detectAnomaly(primary.storage, manifest, plan.anomalyMaxDrop, events.warn);
     if (anomaly) {
       manifest.extra.anomaly = anomaly;
       events.warn(`anomaly: ${anomaly.message}`);

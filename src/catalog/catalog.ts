@@ -4,7 +4,8 @@
 import { IntegrityError } from '../core/errors.js';
 import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
 import { getBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
-import { parseManifest, type Manifest } from './manifest.js';
+import type { Manifest } from './manifest.js';
+import { parseManifest } from './manifest-schema.js';
 
 export interface CatalogEntry {
   id: string;

@@ -109,7 +109,7 @@ export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Pr
   process.on('SIGTERM', onSignal);
   try {
     loadDotenv();
-    const loaded = loadConfig(opts.config);
+    const loaded = await loadConfig(opts.config);
     const envName = resolveEnvName(opts.env, loaded.config);
     const code = await body({ out, loaded, envName, signal: controller.signal });
     process.exitCode = code ?? 0;

@@ -8,19 +8,29 @@ import { TOOL_VERSION } from '../core/version.js';
 import '../pipeline/compress.js';
 import '../pipeline/age.js';
 import { EXIT_CODES_HELP } from './common.js';
-import { registerBackup } from './backup.js';
-import { registerInit } from './init.js';
-import { registerList } from './list.js';
-import { registerVerify } from './verify.js';
-import { registerPrune } from './prune.js';
-import { registerDaemon } from './daemon.js';
-import { registerStatus } from './status.js';
-import { registerSchedule } from './schedule.js';
-import { registerRestore } from './restore.js';
-import { registerKeygen } from './keygen.js';
-import { registerCopy } from './copy.js';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/** Each command's module, loaded only when that command runs (or for the full --help). */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  backup: async () => (await import('./backup.js')).registerBackup,
+  list: async () => (await import('./list.js')).registerList,
+  verify: async () => (await import('./verify.js')).registerVerify,
+  restore: async () => (await import('./restore.js')).registerRestore,
+  init: async () => (await import('./init.js')).registerInit,
+  prune: async () => (await import('./prune.js')).registerPrune,
+  daemon: async () => (await import('./daemon.js')).registerDaemon,
+  status: async () => (await import('./status.js')).registerStatus,
+  schedule: async () => (await import('./schedule.js')).registerSchedule,
+  keygen: async () => (await import('./keygen.js')).registerKeygen,
+  copy: async () => (await import('./copy.js')).registerCopy,
+};
+
+/**
+ * The program with `only` registered, when it names a command, else with every command (for the
+ * overview help and commander's "did you mean" on a typo).
+ */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command();
   program
     .name('dbstash')
@@ -29,17 +39,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .addHelpText('after', EXIT_CODES_HELP);
-  registerBackup(program);
-  registerList(program);
-  registerVerify(program);
-  registerRestore(program);
-  registerInit(program);
-  registerPrune(program);
-  registerDaemon(program);
-  registerStatus(program);
-  registerSchedule(program);
-  registerKeygen(program);
-  registerCopy(program);
+  const names = only !== undefined && Object.hasOwn(COMMANDS, only) ? [only] : Object.keys(COMMANDS);
+  for (const register of await Promise.all(names.map((n) => COMMANDS[n]()))) register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
@@ -51,7 +52,9 @@ async function main(): Promise<void> {
     throw err;
   });
   try {
-    await buildProgram().parseAsync(process.argv);
+    // The program has no options of its own before the command, so the first word is the command.
+    const program = await buildProgram(process.argv[2]);
+    await program.parseAsync(process.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';

@@ -11,8 +11,7 @@ import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyOb
 import { readFileSync } from 'node:fs';
 import { ConfigError, IntegrityError, isNotFound } from '../core/errors.js';
 import { databaseDir, manifestKey } from '../core/id.js';
-import { readManifest } from '../catalog/catalog.js';
-import { parseManifest, type Manifest } from '../catalog/manifest.js';
+import type { Manifest } from '../catalog/manifest.js';
 import { getBytes, type Storage } from '../storage/storage.js';
 
 export const SIGNATURE_SUFFIX = '.manifest.sig';
@@ -108,6 +107,8 @@ export async function readCheckedManifest(
   verifier: ManifestVerifier | undefined,
   opts: { allowUnsigned?: boolean } = {},
 ): Promise<{ manifest: Manifest; signature: SignatureState }> {
+  // The readers (and their schema) load here, not with the signer a backup needs.
+  const [{ readManifest }, { parseManifest }] = await Promise.all([import('../catalog/catalog.js'), import('../catalog/manifest-schema.js')]);
   if (!verifier) return { manifest: await readManifest(storage, id), signature: 'not-checked' };
   let bytes: Buffer;
   try {

@@ -20,7 +20,8 @@ import type { Engine, EngineId, Target } from '../../src/engines/engine.js';
 import { parseTarget } from '../../src/engines/target.js';
 import { decoders } from '../../src/pipeline/stage.js';
 import '../../src/pipeline/compress.js';
-import { manifestSchema, type Manifest } from '../../src/catalog/manifest.js';
+import type { Manifest } from '../../src/catalog/manifest.js';
+import { manifestSchema } from '../../src/catalog/manifest-schema.js';
 import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 

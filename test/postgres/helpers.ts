@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { CliResult } from '../harness/run.js';
-import { parseManifest, type Manifest } from '../../src/catalog/manifest.js';
+import type { Manifest } from '../../src/catalog/manifest.js';
+import { parseManifest } from '../../src/catalog/manifest-schema.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
 

@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../../src/core/errors.js';
-import { interpolate, loadConfig, loadDotenv, parseConfig } from '../../src/config/load.js';
+import { emptyConfig, loadConfig, loadDotenv } from '../../src/config/load.js';
+import { interpolate, parseConfig } from '../../src/config/parse.js';
 import { EXAMPLE_DATABASE, resolveDestinations, resolveEnvName, resolveSource } from '../../src/config/resolve.js';
 import { configSchema } from '../../src/config/schema.js';
 import { STARTER_CONFIG } from '../../src/cli/init.js';
@@ -74,13 +75,21 @@ describe('config file', () => {
     assert.equal(parseConfig('space: { ratio: 100000 }\n', 'c.yaml', {}).space?.ratio, 100000);
   });
 
-  it('loadConfig finds dbstash.yaml in the working directory, and --config must exist', () => {
+  it('loadConfig finds dbstash.yaml in the working directory, and --config must exist', async () => {
     const cwd = mkdtempSync(path.join(dir, 'cwd-'));
-    assert.equal(loadConfig(undefined, cwd).file, undefined);
+    const none = await loadConfig(undefined, cwd);
+    assert.equal(none.file, undefined);
+    // Without a file the schema is not even loaded: its defaults must be what the schema gives.
+    assert.deepEqual(none.config, configSchema.parse({}));
+    assert.deepEqual(emptyConfig(), configSchema.parse({}));
     writeFileSync(path.join(cwd, 'dbstash.yaml'), 'stash: /somewhere\n');
-    assert.equal(loadConfig(undefined, cwd).config.stash, '/somewhere');
-    const err = configError(() => loadConfig('nope.yaml', cwd));
-    assert.match(err.message, /nope\.yaml not found/);
+    assert.equal((await loadConfig(undefined, cwd)).config.stash, '/somewhere');
+    await assert.rejects(loadConfig('nope.yaml', cwd), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.exitCode, 2);
+      assert.match(err.message, /nope\.yaml not found/);
+      return true;
+    });
   });
 
   it('.env.local wins over .env, and the real environment wins over both', () => {

@@ -3,7 +3,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { IntegrityError } from '../../src/core/errors.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, mainArtifact, parseManifest, serializeManifest, totalRows, type Manifest } from '../../src/catalog/manifest.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, mainArtifact, serializeManifest, totalRows, type Manifest } from '../../src/catalog/manifest.js';
+import { parseManifest } from '../../src/catalog/manifest-schema.js';
 
 function sampleManifest(): Manifest {
   return {
