@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describeFsError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { TEMP_PREFIX } from '../core/id.js';
-import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
+import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 export interface LocalStorageOptions {
   /** The stash root directory; created on first write. */
@@ -131,7 +131,7 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
       }
     };
     await walk(root, '');
-    return out.sort((a, b) => a.key.localeCompare(b.key));
+    return out.sort(byKey);
   }
 
   async function del(key: string): Promise<void> {

@@ -4,7 +4,7 @@
 import { addAbortSignal, Readable } from 'node:stream';
 import { StorageError } from '../core/errors.js';
 import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
-import { readAll } from './storage.js';
+import { byKey, readAll } from './storage.js';
 
 const stores = new Map<string, Map<string, { data: Buffer; modifiedAt: Date; metadata?: Record<string, string> }>>();
 
@@ -38,7 +38,7 @@ export function createMemoryStorage(name = 'default'): Storage {
       return [...map.entries()]
         .filter(([key]) => key.startsWith(prefix))
         .map(([key, obj]) => ({ key, size: obj.data.length, modifiedAt: obj.modifiedAt, metadata: obj.metadata }))
-        .sort((a, b) => a.key.localeCompare(b.key));
+        .sort(byKey);
     },
     async delete(key: string): Promise<void> {
       map.delete(key);
