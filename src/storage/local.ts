@@ -3,7 +3,7 @@
 // (or link() for exclusive puts, which fails when the key exists) and fsyncs the directory, so a
 // crash at any point leaves either nothing or a complete file under the final name.
 
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { createWriteStream, fdatasync, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -36,6 +36,26 @@ function classify(err: unknown, what: string): StorageError {
   return new StorageError(reason, `[local] ${what}: ${detail}`, { cause: err, hint });
 }
 
+/**
+ * While a large file is written, its data is flushed to disk every WRITEBACK_EVERY bytes in the
+ * background (one fdatasync at a time), so the fsync before publishing finds little left to write
+ * instead of the whole artifact. The final fsync still decides: errors here are left to it.
+ */
+const WRITEBACK_EVERY = 64 << 20;
+
+function writeback(file: ReturnType<typeof createWriteStream>): (bytes: number) => void {
+  let fd: number | undefined;
+  let syncing = false;
+  let flushedAt = 0;
+  file.once('open', (opened: number) => (fd = opened));
+  return (bytes) => {
+    if (fd === undefined || syncing || bytes - flushedAt < WRITEBACK_EVERY) return;
+    syncing = true;
+    flushedAt = bytes;
+    fdatasync(fd, () => (syncing = false));
+  };
+}
+
 async function fsyncDir(dir: string): Promise<void> {
   const handle = await fsp.open(dir, 'r');
   try {
@@ -64,13 +84,16 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     try {
       await fsp.mkdir(dir, { recursive: true });
       const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : data;
+      const file = createWriteStream(temp, { flags: 'wx', flush: true });
+      const written = writeback(file);
       const counter = async function* (chunks: AsyncIterable<Buffer>) {
         for await (const chunk of chunks) {
           size += chunk.length;
+          written(size);
           yield chunk;
         }
       };
-      await pipeline(source, counter, createWriteStream(temp, { flags: 'wx', flush: true }), {
+      await pipeline(source, counter, file, {
         signal: putOpts.signal,
       });
       if (putOpts.exclusive) {
