@@ -3,7 +3,8 @@
 // so one wrapper serves every driver. What can be retried safely:
 // - stat, list, delete (idempotent), and opening a get (the stream itself is not resumed);
 // - put of a buffer (the bytes are still at hand); a streamed put cannot be replayed, so it is
-//   passed through: drivers retry its individual requests themselves (S3 parts).
+//   passed through: drivers retry its individual requests themselves, with retryTransient() (the
+//   S3 driver's multipart parts, each re-sent from the buffer it still holds).
 
 import { StorageError } from '../core/errors.js';
 import type { PutOptions, Storage } from './storage.js';
@@ -35,23 +36,30 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export function withRetry(storage: Storage, opts: RetryOptions = {}): Storage {
+/**
+ * Runs `run` until it succeeds, fails with anything but a transient StorageError, or has been
+ * tried `attempts` times; waits an exponential, jittered delay between attempts. `run` MUST be
+ * safe to call again (idempotent, or re-sending bytes it still holds). An aborted `signal` stops
+ * the waiting and the retrying.
+ */
+export async function retryTransient<T>(operation: string, run: () => Promise<T>, opts: RetryOptions & { signal?: AbortSignal } = {}): Promise<T> {
   const attempts = opts.attempts ?? 3;
   const base = opts.baseDelayMs ?? 500;
   const max = opts.maxDelayMs ?? 8_000;
-
-  async function retrying<T>(operation: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await run();
-      } catch (err) {
-        if (!isTransient(err) || attempt >= attempts || signal?.aborted) throw err;
-        const delayMs = Math.round(Math.min(max, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
-        opts.onRetry?.({ operation, attempt, delayMs, error: err });
-        await sleep(delayMs, signal);
-      }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (err) {
+      if (!isTransient(err) || attempt >= attempts || opts.signal?.aborted) throw err;
+      const delayMs = Math.round(Math.min(max, base * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
+      opts.onRetry?.({ operation, attempt, delayMs, error: err });
+      await sleep(delayMs, opts.signal);
     }
   }
+}
+
+export function withRetry(storage: Storage, opts: RetryOptions = {}): Storage {
+  const retrying = <T>(operation: string, run: () => Promise<T>, signal?: AbortSignal) => retryTransient(operation, run, { ...opts, signal });
 
   return {
     ...storage,
