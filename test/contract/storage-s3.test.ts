@@ -1,11 +1,11 @@
 // The storage contract against the S3 driver, talking to a real S3 HTTP server (s3rver) on
-// loopback. Each test gets its own prefix in one bucket; allKeys() lists the bucket with a plain
-// SDK client, independently of the driver under test. The storage is opened by URL, as the CLI
+// loopback. Each test gets its own prefix in one bucket; allKeys() lists the bucket's objects and
+// pending multipart uploads with a plain SDK client, independently of the driver under test. The storage is opened by URL, as the CLI
 // does, so the lazy registration and the retry wrapper are part of what is tested.
 
 import { randomBytes } from 'node:crypto';
 import { after, before } from 'node:test';
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { openStorage } from '../../src/storage/index.js';
 import { startS3, type S3Server } from '../harness/s3.js';
 import { storageContract } from './storage.js';
@@ -35,16 +35,20 @@ storageContract('s3', async () => {
     region: server.region,
     accessKeyId: server.accessKeyId,
     secretAccessKey: server.secretAccessKey,
-    // Memory is bounded by queueSize × partSize (plus buffers awaiting GC); the contract's bound
-    // (a third of a 192 MiB object, s3rver's own buffers included) holds for 2 parts of 5 MiB.
+    // A streamed put holds (parallelParts + 1) part buffers; the contract's bound (a third of a
+    // 192 MiB object, s3rver's own buffers included) holds for 3 buffers of 5 MiB.
     partSizeMiB: 5,
-    queueSize: 2,
+    parallelParts: 2,
   });
   return {
     storage,
     allKeys: async () => {
-      const res = await raw.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${prefix}/` }));
-      return (res.Contents ?? []).map((o) => o.Key!.slice(prefix.length + 1)).sort();
+      const objects = await raw.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${prefix}/` }));
+      const uploads = await raw.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: `${prefix}/` }));
+      return [
+        ...(objects.Contents ?? []).map((o) => o.Key!.slice(prefix.length + 1)),
+        ...(uploads.Uploads ?? []).map((u) => `${u.Key!.slice(prefix.length + 1)} (pending multipart upload ${u.UploadId})`),
+      ].sort();
     },
     cleanup: async () => storage.close?.(),
   };

@@ -7,8 +7,16 @@
  * s3rver 3.x predates the SDK's default upload checksums: it would store a
  * streamed PutObject body with its aws-chunked framing. The server here decodes
  * that framing first, as S3 does, so clients can keep the SDK defaults.
+ *
+ * s3rver 3.x implements neither ListMultipartUploads nor AbortMultipartUpload (it answers
+ * NotImplemented and MethodNotAllowed). The server here answers both from s3rver's own record of
+ * pending uploads (a directory per upload id), so tests can see incomplete uploads and the
+ * drivers' aborts take effect. The listing is never truncated.
  */
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
 import S3rver from 's3rver';
 import { AwsChunkedDecoder } from './aws-chunked.js';
 import { removeTempDir, tempDir } from './tmp.js';
@@ -21,8 +29,22 @@ export interface S3Server {
   region: 'us-east-1';
   /** Where s3rver keeps buckets and objects on disk. */
   directory: string;
+  /**
+   * Answers the requests `when` matches with an S3 error (`status`, `code`) instead of serving
+   * them, for the first `times` matches (default: every one). Returns how many it answered.
+   */
+  failRequests(rule: FailRule): () => number;
+  /** Makes a pending multipart upload look started at `initiated` (as ListMultipartUploads reports it). */
+  backdateUpload(bucket: string, uploadId: string, initiated: Date): Promise<void>;
   /** Closes the server and removes its directory. Idempotent. */
   stop(): Promise<void>;
+}
+
+export interface FailRule {
+  when: (req: { method: string; path: string; query: Record<string, string> }) => boolean;
+  status: number;
+  code: string;
+  times?: number;
 }
 
 export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Server> {
@@ -36,6 +58,8 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
   });
   decodeAwsChunkedUploads(s3rver);
   emulateConditionalWrites(s3rver);
+  emulatePendingUploads(s3rver, directory);
+  const rules = injectFailures(s3rver);
   let port: number;
   try {
     ({ port } = await s3rver.run());
@@ -51,6 +75,14 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
     secretAccessKey: 'S3RVER',
     region: 'us-east-1',
     directory,
+    failRequests(rule) {
+      const entry = { rule, hits: 0 };
+      rules.push(entry);
+      return () => entry.hits;
+    },
+    async backdateUpload(bucket, uploadId, initiated) {
+      await utimes(path.join(uploadsDir(directory, bucket), uploadId, 'key'), initiated, initiated);
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -118,4 +150,82 @@ function decodeAwsChunkedUploads(s3rver: S3rver): void {
       else ctx.response.remove('content-encoding');
     }
   });
+}
+
+/** Where s3rver 3.x keeps a bucket's pending multipart uploads: one directory per upload id, holding `key` and the parts. */
+function uploadsDir(directory: string, bucket: string): string {
+  return path.join(directory, bucket, '._S3rver_uploads');
+}
+
+const xmlEscape = (text: string) => text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function s3ErrorBody(code: string, message: string): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${xmlEscape(message)}</Message></Error>`;
+}
+
+/**
+ * ListMultipartUploads (GET /bucket?uploads, with prefix) and AbortMultipartUpload
+ * (DELETE /bucket/key?uploadId=…), answered from s3rver's uploads directory. An upload's
+ * Initiated time is the modification time of its `key` file, written once when it started.
+ */
+function emulatePendingUploads(s3rver: S3rver, directory: string): void {
+  s3rver.middleware.unshift(async (ctx, next) => {
+    const [, bucket = '', ...rest] = ctx.path.split('/');
+    const key = decodeURIComponent(rest.join('/'));
+    const dir = uploadsDir(directory, decodeURIComponent(bucket));
+    if (ctx.method === 'GET' && !key && ctx.query.uploads !== undefined) {
+      const prefix = String(ctx.query.prefix ?? '');
+      const uploads: { key: string; id: string; initiated: Date }[] = [];
+      for (const id of existsSync(dir) ? await readdir(dir) : []) {
+        const file = path.join(dir, id, 'key');
+        if (!existsSync(file)) continue;
+        const uploadKey = await readFile(file, 'utf8');
+        if (uploadKey.startsWith(prefix)) uploads.push({ key: uploadKey, id, initiated: (await stat(file)).mtime });
+      }
+      uploads.sort((a, b) => a.key.localeCompare(b.key) || a.initiated.getTime() - b.initiated.getTime());
+      ctx.status = 200;
+      ctx.set('Content-Type', 'application/xml');
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+        `<Bucket>${xmlEscape(bucket)}</Bucket><Prefix>${xmlEscape(prefix)}</Prefix><MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>` +
+        uploads
+          .map(
+            (u) =>
+              `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${u.id}</UploadId><Initiated>${u.initiated.toISOString()}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`,
+          )
+          .join('') +
+        '</ListMultipartUploadsResult>';
+      return;
+    }
+    if (ctx.method === 'DELETE' && key && ctx.query.uploadId !== undefined) {
+      const id = String(ctx.query.uploadId);
+      const file = path.join(dir, path.basename(id), 'key');
+      if (!existsSync(file) || (await readFile(file, 'utf8')) !== key) {
+        ctx.status = 404;
+        ctx.set('Content-Type', 'application/xml');
+        ctx.body = s3ErrorBody('NoSuchUpload', 'The specified multipart upload does not exist.');
+        return;
+      }
+      await rm(path.join(dir, path.basename(id)), { recursive: true, force: true });
+      ctx.status = 204;
+      return;
+    }
+    await next();
+  });
+}
+
+/** The rules of failRequests(), checked before anything else. */
+function injectFailures(s3rver: S3rver): { rule: FailRule; hits: number }[] {
+  const rules: { rule: FailRule; hits: number }[] = [];
+  s3rver.middleware.unshift(async (ctx, next) => {
+    const req = { method: ctx.method, path: decodeURIComponent(ctx.path), query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, String(v ?? '')])) };
+    const entry = rules.find((e) => (e.rule.times === undefined || e.hits < e.rule.times) && e.rule.when(req));
+    if (!entry) return next();
+    entry.hits++;
+    ctx.req.resume();
+    ctx.status = entry.rule.status;
+    ctx.set('Content-Type', 'application/xml');
+    ctx.body = s3ErrorBody(entry.rule.code, `injected by the test harness (${entry.rule.code})`);
+  });
+  return rules;
 }
