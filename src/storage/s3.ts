@@ -6,10 +6,11 @@
 //   (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL), each
 //   overridable from the storage's config entry. For a non-AWS endpoint, integrity checksums are
 //   sent only when required and path-style addressing is the default.
-// - Streamed puts use lib-storage's multipart Upload: memory is bounded by queueSize × partSize,
-//   the part size grows with the size hint so 10,000 parts are never exceeded, every request is
-//   retried with backoff by the SDK, and on failure or abort the multipart upload is aborted: an
-//   object only becomes visible when CompleteMultipartUpload succeeds.
+// - Streamed puts go through our own multipart upload (s3-multipart.ts): memory is bounded by
+//   (parallelParts + 1) part buffers reused for the whole upload, the part size comes from the size
+//   hint so 10,000 parts are never exceeded, each part is retried with backoff, and on failure or
+//   abort the multipart upload is aborted: an object only becomes visible when
+//   CompleteMultipartUpload (or, below one part, the single PutObject) succeeds.
 // - The SHA-256 of a streamed artifact is only known at its end, after S3 has fixed the object's
 //   metadata; it lives in the manifest and every reader checks it. Buffered puts (manifests, locks,
 //   records) carry their SHA-256 as metadata, and get() checks it. After every put, the stored size
@@ -19,9 +20,10 @@
 //   ignore the header.
 
 import { createHash } from 'node:crypto';
-import { PassThrough, pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { once } from 'node:events';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline as pipelineAsync } from 'node:stream/promises';
 import {
-  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -34,13 +36,16 @@ import {
   type ServerSideEncryption,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
+import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
 import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
 
+export { choosePartSize } from './s3-multipart.js';
+
 const MiB = 1024 * 1024;
-const MAX_PARTS = 10_000;
+/** Parts in flight per streamed put by default: 5 buffers of 5 MiB at most. */
+const DEFAULT_PARALLEL_PARTS = 4;
 
 export const s3OptionsSchema = z
   .object({
@@ -61,7 +66,9 @@ export const s3OptionsSchema = z
     sessionToken: z.string().min(1).optional(),
     /** Smallest multipart part size in MiB (≥ 5); grows with the artifact's expected size. */
     partSizeMiB: z.number().int().min(5).max(5 * 1024).optional(),
-    /** Parts uploaded in parallel (memory: queueSize × part size). */
+    /** Parts uploaded in parallel; memory: (parallelParts + 1) × part size per streamed put. */
+    parallelParts: z.number().int().min(1).max(32).optional(),
+    /** The former name of parallelParts, still accepted. */
     queueSize: z.number().int().min(1).max(32).optional(),
     /** Attempts per request, with exponential backoff, before a transient error is reported. */
     maxAttempts: z.number().int().min(1).max(20).optional(),
@@ -119,12 +126,6 @@ export function isCustomEndpoint(endpoint: string | undefined): boolean {
   } catch {
     return true;
   }
-}
-
-/** Part size in bytes: at least the configured minimum, and large enough for twice the expected size. */
-export function choosePartSize(sizeHint: number | undefined, minPartSize: number): number {
-  const needed = sizeHint ? Math.ceil((2 * sizeHint) / MAX_PARTS) : 0;
-  return Math.ceil(Math.max(minPartSize, needed, 5 * MiB) / MiB) * MiB;
 }
 
 const TRANSIENT_NAMES = new Set([
@@ -240,14 +241,6 @@ class ReadCheck extends Transform {
   }
 }
 
-class ByteCounter extends PassThrough {
-  bytes = 0;
-  constructor() {
-    super({ highWaterMark: MiB });
-    this.on('data', (chunk: Buffer) => (this.bytes += chunk.length));
-  }
-}
-
 function abortError(signal: AbortSignal): Error {
   const reason = signal.reason;
   return reason instanceof Error ? reason : Object.assign(new Error('the operation was aborted'), { name: 'AbortError' });
@@ -276,7 +269,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const client = new S3Client(config);
   const minPartSize = (o.partSizeMiB ?? 5) * MiB;
-  const queueSize = o.queueSize ?? 4;
+  const parallelParts = o.parallelParts ?? o.queueSize ?? DEFAULT_PARALLEL_PARTS;
   const conditionalWrites = o.conditionalWrites ?? true;
   const Bucket = loc.bucket;
   const fullKey = (key: string) => (loc.prefix ? `${loc.prefix}/${key}` : key);
@@ -299,52 +292,32 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     }
   }
 
-  /** Uploads a stream with lib-storage; aborts the multipart upload on any failure. */
-  async function uploadStream(key: string, source: Readable, params: PutObjectCommandInput, opts: PutOptions): Promise<number> {
-    const body = new ByteCounter();
-    const requests = new AbortController();
-    let failure: unknown;
-    const fail = (err: unknown) => {
-      if (failure !== undefined) return;
-      failure = err;
-      requests.abort();
-      body.destroy(err instanceof Error ? err : new Error(String(err)));
-    };
-    source.on('error', fail);
-    source.pipe(body);
-    // Observes every request of the upload: the first failure stops feeding the other parts and
-    // cancels those in flight; AbortMultipartUpload itself is never cancelled.
-    const observed = Object.create(client) as S3Client;
-    observed.send = ((command: { constructor: unknown }) =>
-      client
-        .send(command as never, command instanceof AbortMultipartUploadCommand ? {} : { abortSignal: requests.signal as never })
-        .catch((err: unknown) => {
-          if (!(command instanceof AbortMultipartUploadCommand)) fail(err);
-          throw err;
-        })) as S3Client['send'];
-    const onAbort = () => fail(abortError(opts.signal!));
-    if (opts.signal?.aborted) onAbort();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
+  /**
+   * Streams into a multipart upload (s3-multipart.ts) and returns the bytes stored. On failure or
+   * abort the upload is aborted; if the object was published all the same (an abort that came
+   * while the last request was under way), it is deleted before the put rejects.
+   */
+  async function uploadStream(source: Readable, object: ObjectParams, opts: PutOptions): Promise<number> {
+    const upload = new MultipartUpload({
+      client,
+      object,
+      ifNoneMatch: opts.exclusive && conditionalWrites,
+      partSize: choosePartSize(opts.sizeHint, minPartSize),
+      parallelParts,
+      classify,
+    });
     try {
-      await new Upload({
-        client: observed,
-        params: { ...params, Body: body },
-        partSize: choosePartSize(opts.sizeHint, minPartSize),
-        queueSize,
-        leavePartsOnError: false,
-      }).done();
+      await pipelineAsync(source, upload, opts.signal ? { signal: opts.signal } : {});
+      if (opts.signal?.aborted) throw abortError(opts.signal);
     } catch (err) {
-      source.unpipe(body);
-      source.destroy();
-      throw failure ?? err;
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
+      // The pipeline settles as soon as a stream fails, before the upload's own cleanup (the
+      // multipart abort) has run: the put resolves only once that is done.
+      upload.destroy();
+      if (!upload.closed) await once(upload, 'close');
+      if (upload.published) await client.send(new DeleteObjectCommand({ Bucket, Key: object.Key })).catch(() => {});
+      throw opts.signal?.aborted ? abortError(opts.signal) : err;
     }
-    if (opts.signal?.aborted) {
-      await client.send(new DeleteObjectCommand({ Bucket, Key: params.Key })).catch(() => {});
-      throw abortError(opts.signal);
-    }
-    return body.bytes;
+    return upload.bytes;
   }
 
   async function put(key: string, data: Readable | Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
@@ -368,8 +341,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
         );
         size = data.length;
       } else {
-        const conditional = opts.exclusive && conditionalWrites ? { IfNoneMatch: '*' } : {};
-        size = await uploadStream(key, data, { ...objectParams, Bucket, Key, Metadata: opts.metadata, ...conditional }, opts);
+        size = await uploadStream(data, { ...objectParams, Bucket, Key, Metadata: opts.metadata }, opts);
       }
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err;

@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import { runCli, spawnCli } from '../harness/run.js';
 import { startS3, type S3Server } from '../harness/s3.js';
 import { tempDir } from '../harness/tmp.js';
-import { bucketKeys, makeSqliteDb, objectSha256, rawClient, s3Env, startCutProxy, writeConfig } from './helpers.js';
+import { bucketKeys, makeSqliteDb, objectSha256, pendingUploads, rawClient, s3Env, startCutProxy, writeConfig } from './helpers.js';
 
 const BUCKET = 'stash';
 let server: S3Server;
@@ -260,6 +260,7 @@ describe('backup to S3', () => {
         `AbortMultipartUpload was sent: ${proxy.requests().join('\n')}`,
       );
       assert.deepEqual(await bucketKeys(client, BUCKET, 'slow/'), [], 'neither artifact nor lock remains');
+      assert.deepEqual(await pendingUploads(client, BUCKET, 'slow/'), [], 'no multipart upload is left pending');
     } finally {
       await proxy.close();
     }

@@ -1,14 +1,15 @@
 // Helpers for the S3 and encryption tests: a SQLite database of incompressible rows (so its
 // artifact spans several multipart parts), a TCP proxy that "stops the server" after a number of
-// uploaded bytes, a plain SDK client to look at the bucket independently of dbstash, and config files.
+// uploaded bytes, a plain SDK client to look at the bucket (objects and pending multipart uploads)
+// independently of dbstash, deterministic test data, and config files.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { S3Server } from '../harness/s3.js';
 
 /** A SQLite file holding `mib` MiB of random bytes in 1 MiB rows, plus a small table. */
@@ -36,6 +37,38 @@ export function rawClient(server: S3Server, endpoint = server.endpoint): S3Clien
 export async function bucketKeys(client: S3Client, bucket: string, prefix = ''): Promise<string[]> {
   const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
   return (res.Contents ?? []).map((o) => o.Key!).sort();
+}
+
+/** Pending (started, neither completed nor aborted) multipart uploads under `prefix`, as "key uploadId". */
+export async function pendingUploads(client: S3Client, bucket: string, prefix = ''): Promise<string[]> {
+  const res = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+  return (res.Uploads ?? []).map((u) => `${u.Key} ${u.UploadId}`).sort();
+}
+
+/**
+ * `size` deterministic pseudo-random bytes (an AES-CTR keystream of `seed`), in chunks of `chunk`
+ * bytes; `pulled()` tells how many bytes the consumer has taken so far.
+ */
+export function pseudoRandomStream(size: number, seed = 7, chunk = 64 * 1024): Readable & { pulled(): number } {
+  const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, seed), Buffer.alloc(16, 1));
+  const zeros = Buffer.alloc(chunk);
+  let left = size;
+  let pulled = 0;
+  const stream = new Readable({
+    highWaterMark: chunk,
+    read() {
+      if (left === 0) return this.push(null);
+      const n = Math.min(chunk, left);
+      left -= n;
+      pulled += n;
+      this.push(cipher.update(zeros.subarray(0, n)));
+    },
+  });
+  return Object.assign(stream, { pulled: () => pulled });
+}
+
+export function sha256Of(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
 }
 
 export async function objectSha256(client: S3Client, bucket: string, key: string): Promise<{ sha256: string; size: number; etag: string }> {
