@@ -44,8 +44,12 @@ import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
 export { choosePartSize } from './s3-multipart.js';
 
 const MiB = 1024 * 1024;
-/** Parts in flight per streamed put by default: 5 buffers of 5 MiB at most. */
-const DEFAULT_PARALLEL_PARTS = 4;
+/**
+ * Parts in flight per streamed put by default: 3 buffers of 5 MiB. Two requests in flight keep up
+ * with what one dump produces; each more costs a part size of memory, and with 4 the process
+ * peaked at ~151 MB at pgbench scale 50, over the 150 MB target (docs/storage.md).
+ */
+const DEFAULT_PARALLEL_PARTS = 2;
 
 export const s3OptionsSchema = z
   .object({
