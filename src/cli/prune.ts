@@ -1,6 +1,6 @@
 // `dbstash prune [database]`: applies the retention policy to every storage and removes what it
-// does not keep, plus the leftovers of crashed runs. --dry-run prints every decision with its
-// reasons and the bytes that would be freed.
+// does not keep, plus the leftovers of crashed runs (and, on S3, aborts old incomplete multipart
+// uploads). --dry-run prints every decision with its reasons and the bytes that would be freed.
 
 import type { Command } from 'commander';
 import { ExitCode, StorageError, UsageError } from '../core/errors.js';
@@ -22,6 +22,7 @@ export interface PruneCliOptions extends CommonOptions {
   keepTag?: string[];
   timezone?: string;
   orphanAge?: string;
+  uploadAge?: string;
 }
 
 function count(flag: string, value: string | undefined): number | undefined {
@@ -60,9 +61,15 @@ function renderReport(r: PruneReport): string {
     lines.push(...table.split('\n').map((l) => `  ${l}`));
   }
   for (const o of r.orphans) lines.push(`  ${o.removed || r.dryRun ? 'remove' : 'FAILED'}  ${o.key}  ${formatBytes(o.bytes)}  ${o.error ?? o.reason}`);
+  for (const u of r.incompleteUploads) lines.push(`  ${u.aborted || r.dryRun ? 'abort' : 'FAILED'}  ${u.key}  upload ${u.uploadId}  ${u.error ?? u.reason}`);
   const gone = r.backups.filter((b) => !b.keep && (r.dryRun || b.removed)).length;
   const orphans = r.orphans.filter((o) => r.dryRun || o.removed).length;
-  lines.push(`  ${r.dryRun ? 'would remove' : 'removed'} ${gone} backup${gone === 1 ? '' : 's'} and ${orphans} leftover${orphans === 1 ? '' : 's'}, ${r.dryRun ? 'freeing' : 'freed'} ${formatBytes(r.bytesFreed)}`);
+  const uploads = r.incompleteUploads.filter((u) => r.dryRun || u.aborted).length;
+  lines.push(
+    `  ${r.dryRun ? 'would remove' : 'removed'} ${gone} backup${gone === 1 ? '' : 's'} and ${orphans} leftover${orphans === 1 ? '' : 's'}` +
+      (uploads > 0 ? `, ${r.dryRun ? 'would abort' : 'aborted'} ${uploads} incomplete upload${uploads === 1 ? '' : 's'}` : '') +
+      `, ${r.dryRun ? 'freeing' : 'freed'} ${formatBytes(r.bytesFreed)}`,
+  );
   return lines.join('\n');
 }
 
@@ -80,7 +87,8 @@ export function registerPrune(program: Command): void {
     .option('--keep-within <duration>', 'keep every backup within this duration of the newest (36h, 14d, 8w)')
     .option('--keep-tag <tag>', 'keep backups labelled tag or tag=value (repeatable)', collect)
     .option('--timezone <zone>', 'time zone of the periods (IANA name; default: the config, else UTC)')
-    .option('--orphan-age <duration>', 'remove files without a manifest only when older than this', '1h');
+    .option('--orphan-age <duration>', 'remove files without a manifest only when older than this', '1h')
+    .option('--upload-age <duration>', 'abort incomplete multipart uploads (S3) only when started longer ago than this', '24h');
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(
@@ -89,6 +97,9 @@ export function registerPrune(program: Command): void {
 Keep flags replace the configured policy (storages.<name>.retention, else databases.<name>.retention,
 else retention, else 7 daily, 4 weekly, 12 monthly). A backup is kept when any rule keeps it. The
 newest backup that passed verification and backups in use by a verify/restore are always kept.
+Incomplete multipart uploads (S3) older than --upload-age are aborted, except in a database folder
+whose lock is held by a running backup; a running \`dbstash copy\` takes no lock, so keep
+--upload-age above the longest upload.
 
 Examples:
   dbstash prune --dry-run
@@ -102,6 +113,8 @@ Examples:
       if (opts.timezone) assertTimezone(opts.timezone);
       const orphanMinAgeMs = parseDuration(opts.orphanAge ?? '1h');
       if (orphanMinAgeMs === undefined) throw new UsageError(`--orphan-age takes a duration, got "${opts.orphanAge}"`, { hint: 'e.g. --orphan-age 1h' });
+      const uploadMinAgeMs = parseDuration(opts.uploadAge ?? '24h');
+      if (uploadMinAgeMs === undefined) throw new UsageError(`--upload-age takes a duration, got "${opts.uploadAge}"`, { hint: 'e.g. --upload-age 24h' });
       const entry = database ? config.databases[database] : undefined;
       const folder = entry ? folderOf(entry) : database;
       const destinations = await resolveDestinations(opts, config, entry);
@@ -110,7 +123,7 @@ Examples:
         const resolve = policyResolver(config, dest.name, override);
         const policyFor = (f: string) => (opts.timezone ? { ...resolve(f), timezone: opts.timezone } : resolve(f));
         reports.push(
-          await pruneStorage(dest.storage, { dryRun: !!opts.dryRun, database: folder, policyFor, orphanMinAgeMs, warn: (m) => ctx.out.warn(m) }),
+          await pruneStorage(dest.storage, { dryRun: !!opts.dryRun, database: folder, policyFor, orphanMinAgeMs, uploadMinAgeMs, warn: (m) => ctx.out.warn(m) }),
         );
       }
       if (database && !entry && !databasesByFolder(config).has(database) && reports.every((r) => r.backups.length === 0)) {

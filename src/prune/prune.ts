@@ -8,6 +8,10 @@
 // a running verify or restore holds a lease on (checked again right before deleting), anything of
 // a backup whose manifest is unreadable, and orphans younger than orphanMinAgeMs or in a folder
 // whose lock is held (a backup may be publishing there right now).
+// Incomplete multipart uploads (S3: a backup killed mid-upload, or whose abort could not reach the
+// store) are aborted when older than uploadMinAgeMs (24 h) and not in a folder whose lock is held.
+// A running backup holds its folder's lock for the whole upload; a `dbstash copy`, which takes no
+// lock, is protected by the age alone, so the age must exceed the longest upload.
 
 import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
 import { activeLeases, parseLease } from '../catalog/lease.js';
@@ -15,10 +19,11 @@ import { isStale, lockKey, readLock } from '../catalog/lock.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import { artifactKey, manifestKey, MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
 import { formatDuration } from '../core/format.js';
-import type { ObjectInfo, Storage } from '../storage/storage.js';
+import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
 
 export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
+export const DEFAULT_UPLOAD_MIN_AGE_MS = 24 * 3600_000;
 
 export interface PruneOptions {
   dryRun: boolean;
@@ -27,6 +32,8 @@ export interface PruneOptions {
   /** The policy for a database folder in this storage. */
   policyFor(database: string): RetentionPolicy;
   orphanMinAgeMs?: number;
+  /** Incomplete multipart uploads younger than this are left alone (default 24 h). */
+  uploadMinAgeMs?: number;
   now?: Date;
   warn(message: string): void;
 }
@@ -52,6 +59,15 @@ export interface OrphanDecision {
   error?: string;
 }
 
+export interface UploadDecision {
+  key: string;
+  uploadId: string;
+  startedAt: string;
+  reason: string;
+  aborted?: boolean;
+  error?: string;
+}
+
 export interface SeriesReport {
   database: string;
   environment: string;
@@ -64,6 +80,8 @@ export interface PruneReport {
   series: SeriesReport[];
   backups: BackupDecision[];
   orphans: OrphanDecision[];
+  /** Incomplete multipart uploads to abort (their size is not known without listing their parts). */
+  incompleteUploads: UploadDecision[];
   /** Unreadable manifests: their backups are left alone. */
   problems: { key: string; message: string }[];
   bytesFreed: number;
@@ -100,7 +118,17 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
   const active = activeLeases(listing.objects, now);
   const leased = new Map(active.map((l) => [l.id, l]));
   const activeLeaseKeys = new Set(active.map((l) => l.key));
-  const report: PruneReport = { storage: storage.url, dryRun: opts.dryRun, series: [], backups: [], orphans: [], problems: listing.problems, bytesFreed: 0, failures: 0 };
+  const report: PruneReport = {
+    storage: storage.url,
+    dryRun: opts.dryRun,
+    series: [],
+    backups: [],
+    orphans: [],
+    incompleteUploads: [],
+    problems: listing.problems,
+    bytesFreed: 0,
+    failures: 0,
+  };
   for (const p of listing.problems) opts.warn(`${storage.url}: ${p.message} (left alone)`);
 
   const series = new Map<string, CatalogEntry[]>();
@@ -170,6 +198,8 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     report.orphans.push({ key: tmp.key, bytes: tmp.size, reason: `unfinished upload, ${ageText(tmp, now)}` });
   }
 
+  report.incompleteUploads = await oldUploads(storage, opts, busyFolders, now);
+
   if (opts.dryRun) {
     report.bytesFreed = [...report.backups.filter((b) => !b.keep), ...report.orphans].reduce((s, x) => s + x.bytes, 0);
     return report;
@@ -205,5 +235,39 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
       opts.warn(`could not remove ${o.key}: ${o.error}`);
     }
   }
+  for (const u of report.incompleteUploads) {
+    try {
+      await storage.abortIncompleteUpload!({ key: u.key, uploadId: u.uploadId, startedAt: new Date(u.startedAt) });
+      u.aborted = true;
+    } catch (err) {
+      u.error = (err as Error).message;
+      report.failures++;
+      opts.warn(`could not abort the multipart upload ${u.uploadId} of ${u.key}: ${u.error}`);
+    }
+  }
   return report;
+}
+
+/**
+ * The incomplete multipart uploads old enough to abort, outside folders whose lock is held. A store
+ * that cannot list them (an S3-compatible store without ListMultipartUploads) is a warning.
+ */
+async function oldUploads(storage: Storage, opts: PruneOptions, busyFolders: Set<string>, now: Date): Promise<UploadDecision[]> {
+  if (!storage.listIncompleteUploads || !storage.abortIncompleteUpload) return [];
+  const minAge = opts.uploadMinAgeMs ?? DEFAULT_UPLOAD_MIN_AGE_MS;
+  let uploads: IncompleteUpload[];
+  try {
+    uploads = await storage.listIncompleteUploads(opts.database ? `${opts.database}/` : '');
+  } catch (err) {
+    opts.warn(`${storage.url}: incomplete multipart uploads left alone: ${(err as Error).message}`);
+    return [];
+  }
+  return uploads
+    .filter((u) => !busyFolders.has(u.key.split('/')[0]) && now.getTime() - u.startedAt.getTime() >= minAge)
+    .map((u) => ({
+      key: u.key,
+      uploadId: u.uploadId,
+      startedAt: u.startedAt.toISOString(),
+      reason: `incomplete multipart upload, started ${formatDuration(now.getTime() - u.startedAt.getTime())} ago`,
+    }));
 }

@@ -1,7 +1,8 @@
 // Retry wrapper for any Storage: an operation that fails with a *transient* StorageError is tried
 // again after an exponential, jittered delay. It relies on the drivers' error classification only,
 // so one wrapper serves every driver. What can be retried safely:
-// - stat, list, delete (idempotent), and opening a get (the stream itself is not resumed);
+// - stat, list, delete, listing and aborting incomplete uploads (idempotent), and opening a get
+//   (the stream itself is not resumed);
 // - put of a buffer (the bytes are still at hand); a streamed put cannot be replayed, so it is
 //   passed through: drivers retry its individual requests themselves, with retryTransient() (the
 //   S3 driver's multipart parts, each re-sent from the buffer it still holds).
@@ -71,5 +72,11 @@ export function withRetry(storage: Storage, opts: RetryOptions = {}): Storage {
     stat: (key) => retrying(`stat ${key}`, () => storage.stat(key)),
     list: (prefix) => retrying(`list ${prefix}`, () => storage.list(prefix)),
     delete: (key) => retrying(`delete ${key}`, () => storage.delete(key)),
+    ...(storage.listIncompleteUploads && storage.abortIncompleteUpload
+      ? {
+          listIncompleteUploads: (prefix: string) => retrying(`list incomplete uploads ${prefix}`, () => storage.listIncompleteUploads!(prefix)),
+          abortIncompleteUpload: (upload) => retrying(`abort upload ${upload.uploadId}`, () => storage.abortIncompleteUpload!(upload)),
+        }
+      : {}),
   };
 }

@@ -25,8 +25,10 @@ import { pipeline, Transform, type Readable, type TransformCallback } from 'node
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import {
   DeleteObjectCommand,
+  AbortMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -39,7 +41,7 @@ import {
 import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
-import type { ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
+import type { IncompleteUpload, ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
 
 export { choosePartSize } from './s3-multipart.js';
 
@@ -176,7 +178,10 @@ export function classifyS3Error(err: unknown, what: string, loc: S3Location, end
   let reason: StorageErrorReason = 'permanent';
   let detail = e.message && e.message !== 'UnknownError' ? e.message : name;
   let hint: string | undefined;
-  if (name === 'NoSuchKey' || name === 'NotFound' || (status === 404 && name !== 'NoSuchBucket')) {
+  if (name === 'NoSuchUpload') {
+    reason = 'not-found';
+    detail = 'no such multipart upload';
+  } else if (name === 'NoSuchKey' || name === 'NotFound' || (status === 404 && name !== 'NoSuchBucket')) {
     reason = 'not-found';
     detail = 'no such object';
   } else if (name === 'PreconditionFailed' || status === 412) {
@@ -392,6 +397,34 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     return out.sort((a, b) => a.key.localeCompare(b.key));
   }
 
+  async function listIncompleteUploads(prefix: string): Promise<IncompleteUpload[]> {
+    const out: IncompleteUpload[] = [];
+    const strip = loc.prefix ? loc.prefix.length + 1 : 0;
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    try {
+      do {
+        const res = await client.send(new ListMultipartUploadsCommand({ Bucket, Prefix: fullKey(prefix), KeyMarker, UploadIdMarker }));
+        for (const u of res.Uploads ?? []) {
+          if (u.Key && u.UploadId) out.push({ key: u.Key.slice(strip), uploadId: u.UploadId, startedAt: u.Initiated ?? new Date(0) });
+        }
+        [KeyMarker, UploadIdMarker] = res.IsTruncated ? [res.NextKeyMarker, res.NextUploadIdMarker] : [undefined, undefined];
+      } while (KeyMarker);
+    } catch (err) {
+      throw classify(err, `cannot list the incomplete multipart uploads under s3://${Bucket}/${fullKey(prefix)}`);
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key) || a.startedAt.getTime() - b.startedAt.getTime());
+  }
+
+  async function abortIncompleteUpload(upload: IncompleteUpload): Promise<void> {
+    try {
+      await client.send(new AbortMultipartUploadCommand({ Bucket, Key: fullKey(upload.key), UploadId: upload.uploadId }));
+    } catch (err) {
+      const e = classify(err, `cannot abort the multipart upload ${upload.uploadId} of ${upload.key}`);
+      if (e.reason !== 'not-found') throw e;
+    }
+  }
+
   async function del(key: string): Promise<void> {
     try {
       await client.send(new DeleteObjectCommand({ Bucket, Key: fullKey(key) }));
@@ -409,6 +442,8 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     stat: head,
     list,
     delete: del,
+    listIncompleteUploads,
+    abortIncompleteUpload,
     async check() {
       try {
         // A prefix that matches nothing: proves bucket, credentials and list permission in one

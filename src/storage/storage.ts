@@ -32,6 +32,13 @@ export interface PutOptions {
   metadata?: Record<string, string>;
 }
 
+/** A multipart upload that was started and neither completed nor aborted (S3). */
+export interface IncompleteUpload {
+  key: string;
+  uploadId: string;
+  startedAt: Date;
+}
+
 export interface PutResult {
   size: number;
 }
@@ -56,6 +63,14 @@ export interface Storage {
   delete(key: string): Promise<void>;
   /** Temporaries left behind by interrupted puts (never listed by list()), so prune can sweep them with delete(). */
   listTemporaries?(prefix: string): Promise<ObjectInfo[]>;
+  /**
+   * Multipart uploads started under prefix and never completed nor aborted (a process killed
+   * mid-upload, or an abort that could not reach the store): invisible to list(), yet stored and
+   * billed. Prune aborts the old ones.
+   */
+  listIncompleteUploads?(prefix: string): Promise<IncompleteUpload[]>;
+  /** Aborts one, discarding its parts; an upload that no longer exists is not an error (idempotent). */
+  abortIncompleteUpload?(upload: IncompleteUpload): Promise<void>;
   /** Bytes free at the destination, where the driver can tell. */
   freeSpace?(): Promise<number | undefined>;
   /** Checks that the destination exists and is writable (preflight). */
