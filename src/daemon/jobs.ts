@@ -51,7 +51,12 @@ function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
         warn: (m) => ctx.out.warn(`[${key}] ${m}`),
       });
       const removed = report.backups.filter((b) => b.removed).length;
-      ctx.out.info(`[${key}] prune of ${dest.name}: removed ${removed} backups and ${report.orphans.filter((o) => o.removed).length} leftovers, freed ${formatBytes(report.bytesFreed)}`);
+      const aborted = report.incompleteUploads.filter((u) => u.aborted).length;
+      ctx.out.info(
+        `[${key}] prune of ${dest.name}: removed ${removed} backups and ${report.orphans.filter((o) => o.removed).length} leftovers` +
+          (aborted > 0 ? `, aborted ${aborted} incomplete uploads` : '') +
+          `, freed ${formatBytes(report.bytesFreed)}`,
+      );
       if (report.failures > 0) throw new Error(`prune of ${dest.name} could not remove ${report.failures} objects`);
     }
   };

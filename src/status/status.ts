@@ -121,8 +121,10 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
     const report = await pruneStorage(dest.storage, { dryRun: true, database: t.folder, policyFor: policyResolver(config, dest.name), warn: () => {} });
     const removable = report.backups.filter((b) => !b.keep).length;
     const policy = report.series.map((x) => x.policy).join('; ');
-    if (removable + report.orphans.length > 0) {
-      add('warn', 'retention', `${removable} backups beyond the policy (${policy}) and ${report.orphans.length} leftovers in ${dest.name} (${formatBytes(report.bytesFreed)}): run \`dbstash prune\``, dest.name);
+    // Leftovers include old incomplete multipart uploads (S3), which prune aborts.
+    const leftovers = report.orphans.length + report.incompleteUploads.length;
+    if (removable + leftovers > 0) {
+      add('warn', 'retention', `${removable} backups beyond the policy (${policy}) and ${leftovers} leftovers in ${dest.name} (${formatBytes(report.bytesFreed)}): run \`dbstash prune\``, dest.name);
     } else {
       add('ok', 'retention', `${dest.name} complies with the policy (${policy})`, dest.name);
     }
