@@ -20,12 +20,11 @@
 //   ignore the header.
 
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import {
-  DeleteObjectCommand,
   AbortMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
@@ -42,8 +41,6 @@ import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
 import type { IncompleteUpload, ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
-
-export { choosePartSize } from './s3-multipart.js';
 
 const MiB = 1024 * 1024;
 /**
@@ -320,9 +317,9 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
       if (opts.signal?.aborted) throw abortError(opts.signal);
     } catch (err) {
       // The pipeline settles as soon as a stream fails, before the upload's own cleanup (the
-      // multipart abort) has run: the put resolves only once that is done.
+      // multipart abort) has run: the put rejects only once that is done.
       upload.destroy();
-      if (!upload.closed) await once(upload, 'close');
+      if (!upload.closed) await new Promise((resolve) => upload.once('close', resolve));
       if (upload.published) await client.send(new DeleteObjectCommand({ Bucket, Key: object.Key })).catch(() => {});
       throw opts.signal?.aborted ? abortError(opts.signal) : err;
     }
