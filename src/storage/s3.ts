@@ -40,7 +40,7 @@ import {
 import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
-import type { IncompleteUpload, ObjectInfo, PutOptions, PutResult, Storage } from './storage.js';
+import { byKey, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 const MiB = 1024 * 1024;
 /**
@@ -410,7 +410,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     } catch (err) {
       throw classify(err, `cannot list the incomplete multipart uploads under s3://${Bucket}/${fullKey(prefix)}`);
     }
-    return out.sort((a, b) => a.key.localeCompare(b.key) || a.startedAt.getTime() - b.startedAt.getTime());
+    return out.sort((a, b) => byKey(a, b) || a.startedAt.getTime() - b.startedAt.getTime());
   }
 
   async function abortIncompleteUpload(upload: IncompleteUpload): Promise<void> {
