@@ -391,7 +391,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     } catch (err) {
       throw classify(err, `cannot list s3://${Bucket}/${fullKey(prefix)}`);
     }
-    return out.sort((a, b) => a.key.localeCompare(b.key));
+    return out.sort(byKey);
   }
 
   async function listIncompleteUploads(prefix: string): Promise<IncompleteUpload[]> {
