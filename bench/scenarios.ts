@@ -63,7 +63,10 @@ function shell(ctx: BenchContext, script: string): CommandSpec {
 }
 
 interface DbstashResult {
-  manifest: { artifacts: { role: string; size: number; rawSize: number }[]; dump: { args: string[] } };
+  manifest: {
+    artifacts: { role: string; size: number; rawSize: number; stages: { id: string; params: Record<string, unknown> }[] }[];
+    dump: { args: string[] };
+  };
 }
 
 function parseResult(stdout: string): DbstashResult {
@@ -188,6 +191,14 @@ export function scenarios(): Scenario[] {
         };
       },
     }),
+    // The same backup with the cheapest zstd level: what the pipeline costs when compression is cheap.
+    dbstashScenario('dbstash_level1', 'dbstash backup --level 1 (zstd -1)', {
+      args: async () => ['--level', '1'],
+      check: (r) => {
+        const zstd = mainArtifact(r).stages.find((st) => st.id === 'zstd');
+        return zstd?.params.level === 1 ? undefined : `--level 1 did not reach the zstd stage (${JSON.stringify(zstd?.params)})`;
+      },
+    }),
     dbstashScenario('dbstash_jobs', 'dbstash backup --jobs 2', {
       args: async () => ['--jobs', '2'],
       check: (r) =>
@@ -213,6 +224,10 @@ export function comparisons(): Comparison[] {
     // What no tool that reads the database through pg_dump can beat: the floor against (a) and (b).
     { of: 'pg_dump_floor', against: 'pg_dump_fc', metric: 'wallMs', label: 'lower bound for any pg_dump reader: (d) vs (a)' },
     { of: 'pg_dump_floor', against: 'pg_dump_gzip', metric: 'wallMs', label: 'lower bound for any pg_dump reader: (d) vs (b)' },
+    // The plain zstd -3 pipeline against (a): how far the -3 compression alone leaves from 0.35×.
+    { of: 'pg_dump_zstd', against: 'pg_dump_fc', metric: 'wallMs', label: 'the plain pipeline (c) vs (a)' },
+    { of: 'dbstash_level1', against: 'pg_dump_fc', metric: 'wallMs', label: 'dbstash --level 1 vs (a), wall time' },
+    { of: 'dbstash_level1', against: 'pg_dump_fc', metric: 'size', label: 'dbstash --level 1 vs (a), artifact size' },
     { of: 'dbstash_encrypted', against: 'dbstash', metric: 'wallMs', max: 1.1, label: 'encrypted vs unencrypted backup, wall time' },
     { of: 'dbstash_s3', against: 'dbstash', metric: 'wallMs', label: 'backup to S3 (s3rver) vs to local disk, wall time' },
     { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
