@@ -16,7 +16,20 @@
 // Manifest parameters: { recipients: ["age1…"] } (public keys only) or { scrypt: true }. Secrets
 // for decoding (identities, passphrase) come from the StageContext and are never recorded.
 
-import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, scrypt, type KeyObject } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createPublicKey,
+  createSecretKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  scrypt,
+  type KeyObject,
+} from 'node:crypto';
+import { bech32 } from '@scure/base';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Decrypter, Identity, Stanza } from 'age-encryption';
 import { ConfigError, DecryptError, IntegrityError } from '../core/errors.js';
@@ -138,31 +151,66 @@ export interface AgeHeader {
   fileKey: Uint8Array;
 }
 
-/** Builds an age header for a fresh file key, using the age-encryption package for the stanzas and MAC. */
+const X25519_LABEL = 'age-encryption.org/v1/X25519';
+const FILE_KEY = 16;
+
+/** age's base64: the standard alphabet without padding. */
+function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64').replace(/=+$/, '');
+}
+
+/** The 32-byte X25519 public key of an age1… recipient (bech32, as age-keygen prints it). */
+function recipientKey(recipient: string): KeyObject {
+  const { prefix, words } = bech32.decode(recipient as `${string}1${string}`, 90);
+  const bytes = bech32.fromWords(words);
+  if (prefix !== 'age' || bytes.length !== 32) throw new ConfigError(`"${recipient}" is not an age X25519 recipient`);
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(bytes).toString('base64url') }, format: 'jwk' });
+}
+
+/**
+ * An X25519 recipient stanza (age v1): an ephemeral key agreement with the recipient, HKDF over
+ * the shared secret, and the file key sealed with ChaCha20-Poly1305 under a zero nonce. Node's
+ * native X25519, HKDF and AEAD; nothing of it is implemented here beyond the format.
+ */
+function x25519Stanza(recipient: string, fileKey: Buffer): string {
+  const their = recipientKey(recipient);
+  const ephemeral = generateKeyPairSync('x25519');
+  const share = Buffer.from(ephemeral.publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: their });
+  if (shared.every((b) => b === 0)) throw new ConfigError(`the age recipient ${recipient} is a low-order point`);
+  const theirBytes = Buffer.from(their.export({ format: 'jwk' }).x!, 'base64url');
+  const wrapKey = Buffer.from(hkdfSync('sha256', shared, Buffer.concat([share, theirBytes]), X25519_LABEL, 32));
+  const cipher = createCipheriv('chacha20-poly1305', wrapKey, Buffer.alloc(12), { authTagLength: TAG });
+  const body = Buffer.concat([cipher.update(fileKey), cipher.final(), cipher.getAuthTag()]);
+  // A 32-byte body is 43 base64 characters: one line, shorter than the 64-column wrap.
+  return `-> X25519 ${b64(share)}\n${b64(body)}\n`;
+}
+
+/** The header for X25519 recipients, made with native crypto only (no library to load). */
+function x25519Header(recipients: string[]): AgeHeader {
+  const fileKey = randomBytes(FILE_KEY);
+  const text = `age-encryption.org/v1\n${recipients.map((r) => x25519Stanza(r, fileKey)).join('')}---`;
+  const macKey = Buffer.from(hkdfSync('sha256', fileKey, Buffer.alloc(0), 'header', 32));
+  const mac = createHmac('sha256', macKey).update(text).digest();
+  return { header: Buffer.from(`${text} ${b64(mac)}\n`), fileKey };
+}
+
+/**
+ * Builds an age header for a fresh file key. X25519 recipients (the only kind checkRecipient
+ * accepts) use native crypto, so an encrypted backup does not wait for the age-encryption package
+ * to load; a passphrase (scrypt) header is made by that package.
+ */
 export async function makeAgeHeader(recipients: string[], passphrase?: string): Promise<AgeHeader> {
+  if (passphrase === undefined) return x25519Header(recipients);
   const { Decrypter, Encrypter } = await loadAge();
   const encrypter = new Encrypter();
-  let fileKey: Uint8Array | undefined;
-  if (passphrase !== undefined) {
-    encrypter.setPassphrase(passphrase);
-  } else {
-    for (const r of recipients) encrypter.addRecipient(r);
-    // Every recipient is handed the same file key: this one keeps it and adds no stanza.
-    encrypter.addRecipient({
-      wrapFileKey: (key: Uint8Array) => {
-        fileKey = Uint8Array.from(key);
-        return [];
-      },
-    });
-  }
+  encrypter.setPassphrase(passphrase);
   const sample = Buffer.from(await encrypter.encrypt(new Uint8Array(0)));
   const header = Buffer.from(sample.subarray(0, headerLength(sample)));
-  if (passphrase !== undefined) {
-    const decrypter = new Decrypter();
-    decrypter.addIdentity(scryptIdentity(passphrase));
-    fileKey = await decrypter.decryptHeader(header);
-  }
-  return { header, fileKey: fileKey! };
+  // The package keeps the file key to itself: it is read back from the header we just made.
+  const decrypter = new Decrypter();
+  decrypter.addIdentity(scryptIdentity(passphrase));
+  return { header, fileKey: await decrypter.decryptHeader(header) };
 }
 
 /** Encrypts a stream into the age format; the header is built once, before the first output. */
@@ -342,7 +390,7 @@ const RECIPIENT_RE = /^age1[02-9ac-hj-np-z]{58}$/;
 
 export function checkRecipient(r: string, where: string): string {
   const s = r.trim();
-  if (!RECIPIENT_RE.test(s)) {
+  if (!RECIPIENT_RE.test(s) || !bech32.decodeUnsafe(s, 90)) {
     throw new ConfigError(`${where}: "${s.slice(0, 20)}${s.length > 20 ? '…' : ''}" is not an age X25519 recipient (age1… , 62 characters)`, {
       hint: 'age-keygen -y KEYFILE prints the recipient of an identity; dbstash keygen --age makes a pair',
     });

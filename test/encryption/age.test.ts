@@ -79,6 +79,24 @@ describe('age stage and the age CLI', () => {
     }
   });
 
+  it('our output for two recipients opens with either key, in `age -d` and in the age-encryption package', async () => {
+    const otherRecipient = execFileSync('age-keygen', ['-y', otherKeyFile], { encoding: 'utf8' }).trim();
+    const plain = randomBytes(200_000);
+    const sealed = await encode(ageStage({ recipients: [recipient, otherRecipient] }), plain);
+    const file = path.join(dir, 'ours-two.age');
+    writeFileSync(file, sealed);
+    for (const key of [keyFile, otherKeyFile]) {
+      assert.ok(execFileSync('age', ['-d', '-i', key, file], { maxBuffer: 1 << 26 }).equals(plain), key);
+    }
+    const { Decrypter } = await import('age-encryption');
+    const decrypter = new Decrypter();
+    decrypter.addIdentity(identityOf(otherKeyFile));
+    assert.ok(Buffer.from(await decrypter.decrypt(sealed)).equals(plain));
+    // Each backup gets its own file key and ephemeral shares: two encryptions never share a header.
+    const again = await encode(ageStage({ recipients: [recipient, otherRecipient] }), plain);
+    assert.notDeepEqual(again.subarray(0, 200), sealed.subarray(0, 200));
+  });
+
   it('files made by `age -r` (two recipients) decrypt with our decoder, byte-exact', async () => {
     const stage = ageStage({ recipients: [recipient] }, { identities: [identityOf(keyFile)] });
     const other = execFileSync('age-keygen', ['-y', otherKeyFile], { encoding: 'utf8' }).trim();
@@ -203,6 +221,12 @@ describe('encrypted backups through the CLI', () => {
     const res = await runCli(['backup', db, '--output-dir', path.join(dir, 'x'), '--recipient', 'age1notakey'], { cwd: dir });
     assert.equal(res.code, 2, res.stderr);
     assert.match(res.stderr, /--recipient: "age1notakey" is not an age X25519 recipient/);
+    // The right length and alphabet, one character mistyped: the bech32 checksum catches it.
+    const typo = recipient.slice(0, -1) + (recipient.endsWith('q') ? 'p' : 'q');
+    const typoRes = await runCli(['backup', db, '--output-dir', path.join(dir, 'x'), '--recipient', typo], { cwd: dir });
+    assert.equal(typoRes.code, 2, typoRes.stderr);
+    assert.match(typoRes.stderr, /is not an age X25519 recipient/);
+    assert.equal(existsSync(path.join(dir, 'x')), false);
   });
 });
 
