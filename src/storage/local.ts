@@ -81,10 +81,11 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     const dir = path.dirname(target);
     const temp = path.join(dir, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(6).toString('hex')}`);
     let size = 0;
+    let file: ReturnType<typeof createWriteStream> | undefined;
     try {
       await fsp.mkdir(dir, { recursive: true });
       const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : data;
-      const file = createWriteStream(temp, { flags: 'wx', flush: true });
+      file = createWriteStream(temp, { flags: 'wx', flush: true });
       const written = writeback(file);
       const counter = async function* (chunks: AsyncIterable<Buffer>) {
         for await (const chunk of chunks) {
@@ -105,6 +106,10 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
       await fsyncDir(dir);
       return { size };
     } catch (err) {
+      // An abort can fail the pipeline while the temporary's open() is still under way: removing
+      // it before the stream has closed would let that open() create it again afterwards.
+      const opened = file;
+      if (opened && !opened.closed) await new Promise<void>((resolve) => opened.once('close', () => resolve()));
       await fsp.rm(temp, { force: true }).catch(() => {});
       if ((err as Error).name === 'AbortError') throw err;
       throw classify(err, `cannot write ${key}`);

@@ -156,6 +156,20 @@ export function storageContract(name: string, makeStorage: () => Promise<Contrac
       assert.deepEqual(await everything(s), []);
     });
 
+    it('a put aborted before its first byte (SIGINT as the dump starts) leaves no temporary', async () => {
+      const s = await subject();
+      for (let i = 0; i < 20; i++) {
+        const controller = new AbortController();
+        const put = s.storage.put(`db/early-${i}.bin`, new PassThrough(), { signal: controller.signal });
+        // Aborted within the put's first steps: directory creation, opening the temporary.
+        await tick(i % 4);
+        controller.abort(new Error('stop'));
+        await assertFails(put, 10_000, 'early-aborted put');
+      }
+      await tick(50);
+      assert.deepEqual(await everything(s), []);
+    });
+
     it('a stream error from the source fails the put and leaves nothing', async () => {
       const s = await subject();
       const source = new PassThrough();
