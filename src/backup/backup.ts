@@ -67,28 +67,7 @@ export function backupCommandLine(): string {
   return ['dbstash', ...process.argv.slice(2).filter((a) => !/:\/\/[^/]*:[^@]*@/.test(a))].join(' ');
 }
 
-async function preflight(
-  plan: BackupPlan,
-  engine: Engine,
-  events: BackupEvents,
-  live: Published[],
-  failed: BackupResult['failed'],
-): Promise<{ probe: Probe; warnings: string[] }> {
-  const warnings: string[] = [];
-  const warn = (m: string) => {
-    warnings.push(m);
-    events.warn(m);
-  };
-  const probe = await engine.probe(plan.target);
-  try {
-    await checkDestinations(plan, probe, live, failed, warn);
-  } catch (err) {
-    await probe.release?.();
-    throw err;
-  }
-  return { probe, warnings };
-}
-
+/** The preflight checks after the probe: the prod warning, each destination's access and room. */
 async function checkDestinations(
   plan: BackupPlan,
   probe: Probe,
@@ -250,11 +229,17 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   const engine = await loadEngine(plan.target.engine);
   const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
   const failed: BackupResult['failed'] = [];
-  const { probe, warnings } = await preflight(plan, engine, events, live, failed);
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    events.warn(m);
+  };
+  const probe = await engine.probe(plan.target);
   try {
+    await checkDestinations(plan, probe, live, failed, warn);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
   } finally {
-    // Still held when the dump never started (lock held, interrupted, …); otherwise a no-op.
+    // Still held when the dump never started (a failed check, the lock held, …); else a no-op.
     await probe.release?.();
   }
 }

@@ -6,12 +6,11 @@
 import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { findPgTool, majorOf } from './tools.js';
+import { classifyPgError, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
 import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
-import { holdForDump, openSource, serverFacts, sourceForDump } from './source.js';
+import { holdForDump, openSource, sourceForDump } from './source.js';
 
 export const USER_TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name
@@ -101,14 +100,8 @@ export const postgresEngine: Engine = {
   },
 
   async dumpGlobals(target: Target, opts: DumpOptions): Promise<DumpSession> {
-    const client = await connect(target);
-    let facts;
-    try {
-      facts = await serverFacts(client);
-    } finally {
-      await client.end().catch(() => {});
-    }
-    const tool = await findPgTool('pg_dumpall', majorOf(facts.version), target.options.binDir);
+    const { client, facts, tool } = await openSource(target, 'pg_dumpall');
+    await client.end().catch(() => {});
     const args = ['--globals-only', '--no-password', `--database=${dbnameArg(target.database)}`];
     if (!facts.superuser) {
       args.push('--no-role-passwords');

@@ -48,7 +48,10 @@ export async function openSource(target: Target, toolName: string): Promise<Dump
   }
 }
 
-/** Keeps `source` open for the dump that follows `probe`; `probe.release()` closes it otherwise. */
+/**
+ * Keeps `source` (opened for pg_dump) for the dump that follows `probe`; `probe.release()` closes
+ * it otherwise.
+ */
 export function holdForDump(probe: Probe, source: DumpSource): Probe {
   heldForDump.set(probe, source);
   probe.release = async () => {
@@ -59,13 +62,10 @@ export function holdForDump(probe: Probe, source: DumpSource): Probe {
   return probe;
 }
 
-/** The probe's source when it holds one for pg_dump, else a fresh one. */
+/** The pg_dump source the probe holds, else a fresh one. */
 export async function sourceForDump(target: Target, probe: Probe | undefined): Promise<DumpSource> {
   const held = probe && heldForDump.get(probe);
-  if (held) {
-    heldForDump.delete(probe);
-    if (held.tool.name === 'pg_dump') return held;
-    await held.client.end().catch(() => {});
-  }
-  return openSource(target, 'pg_dump');
+  if (!held) return openSource(target, 'pg_dump');
+  heldForDump.delete(probe);
+  return held;
 }
