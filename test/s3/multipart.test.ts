@@ -49,6 +49,22 @@ function fresh(): string {
   return `t${++n}`;
 }
 
+/** A fresh prefix and a storage on it, reached through a proxy of its own; both closed after `body`. */
+async function throughProxy(
+  body: (t: { prefix: string; proxy: CutProxy; storage: Storage }) => Promise<void>,
+  bytesPerSecond?: number,
+): Promise<void> {
+  const prefix = fresh();
+  const proxy = await startCutProxy(server, Infinity, bytesPerSecond);
+  const storage = await storageAt(prefix, proxy);
+  try {
+    await body({ prefix, proxy, storage });
+  } finally {
+    await storage.close?.();
+    await proxy.close();
+  }
+}
+
 /** The Content-Length of each UploadPart request, by part number. */
 function partLengths(proxy: CutProxy): Map<number, number> {
   const lengths = new Map<number, number>();
@@ -71,10 +87,7 @@ function classify(err: unknown, what: string): StorageError {
 
 describe('S3 streaming multipart upload', () => {
   it('an artifact of several parts round-trips byte-exact: 5 MiB parts, the last one shorter, nothing pending', async () => {
-    const prefix = fresh();
-    const proxy = await startCutProxy(server);
-    const storage = await storageAt(prefix, proxy);
-    try {
+    await throughProxy(async ({ prefix, proxy, storage }) => {
       const size = 23 * MiB + 12345;
       const expected = sha256Of(await readAll(pseudoRandomStream(size)));
       const res = await storage.put('db/multi.bin', pseudoRandomStream(size), { sizeHint: 1000 });
@@ -94,17 +107,11 @@ describe('S3 streaming multipart upload', () => {
       assert.equal(proxy.requests().filter((r) => /^POST \S+\?uploads/.test(r)).length, 1, 'one multipart upload');
       assert.equal(proxy.requests().filter((r) => /^POST \S+\?uploadId=/.test(r)).length, 1, 'one CompleteMultipartUpload');
       assert.deepEqual(await pendingUploads(client, BUCKET, `${prefix}/`), []);
-    } finally {
-      await storage.close?.();
-      await proxy.close();
-    }
+    });
   });
 
   it('an artifact smaller than one part is sent as one PutObject, without a multipart upload', async () => {
-    const prefix = fresh();
-    const proxy = await startCutProxy(server);
-    const storage = await storageAt(prefix, proxy);
-    try {
+    await throughProxy(async ({ prefix, proxy, storage }) => {
       const size = 5 * MiB - 1;
       const expected = sha256Of(await readAll(pseudoRandomStream(size, 3)));
       assert.equal((await storage.put('db/small.bin', pseudoRandomStream(size, 3))).size, size);
@@ -114,10 +121,7 @@ describe('S3 streaming multipart upload', () => {
       assert.match(writes[0], new RegExp(`^PUT /${BUCKET}/${prefix}/db/small\\.bin(\\?x-id=PutObject)? `));
       assert.equal((await storage.put('db/empty.bin', pseudoRandomStream(0))).size, 0);
       assert.equal((await storage.stat('db/empty.bin'))?.size, 0);
-    } finally {
-      await storage.close?.();
-      await proxy.close();
-    }
+    });
   });
 
   it('memory is bounded: parallelParts + 1 part buffers, parallelParts requests at once, and a slow store paces the source', async () => {
@@ -171,15 +175,12 @@ describe('S3 streaming multipart upload', () => {
   });
 
   it('a part refused for good: the put fails with a StorageError, the upload is aborted, nothing remains', async () => {
-    const prefix = fresh();
-    const proxy = await startCutProxy(server);
-    const storage = await storageAt(prefix, proxy);
-    const hits = server.failRequests({
-      when: (r) => r.method === 'PUT' && r.path.startsWith(`/${BUCKET}/${prefix}/`) && r.query.partNumber === '3',
-      status: 403,
-      code: 'AccessDenied',
-    });
-    try {
+    await throughProxy(async ({ prefix, proxy, storage }) => {
+      const hits = server.failRequests({
+        when: (r) => r.method === 'PUT' && r.path.startsWith(`/${BUCKET}/${prefix}/`) && r.query.partNumber === '3',
+        status: 403,
+        code: 'AccessDenied',
+      });
       await assert.rejects(storage.put('db/refused.bin', pseudoRandomStream(30 * MiB, 11)), (err: unknown) => {
         assert.ok(err instanceof StorageError, String(err));
         assert.equal(err.reason, 'permanent');
@@ -192,32 +193,21 @@ describe('S3 streaming multipart upload', () => {
         `AbortMultipartUpload was sent: ${proxy.requests().join('\n')}`,
       );
       await assertNothingLeft(prefix);
-    } finally {
-      await storage.close?.();
-      await proxy.close();
-    }
+    });
   });
 
   it('the source failing after several parts (fault-injecting wrapper): the put fails, nothing remains', async () => {
-    const prefix = fresh();
-    const proxy = await startCutProxy(server);
-    const storage = withFaults(await storageAt(prefix, proxy), [{ method: 'put', afterBytes: 17 * MiB, error: () => new Error('the dump died') }]);
-    try {
-      await assert.rejects(storage.put('db/broken.bin', pseudoRandomStream(30 * MiB, 13)), /the dump died/);
+    await throughProxy(async ({ prefix, proxy, storage }) => {
+      const faulty = withFaults(storage, [{ method: 'put', afterBytes: 17 * MiB, error: () => new Error('the dump died') }]);
+      await assert.rejects(faulty.put('db/broken.bin', pseudoRandomStream(30 * MiB, 13)), /the dump died/);
       assert.ok(partLengths(proxy).size >= 2, `parts were uploaded before the failure: ${proxy.requests().join('\n')}`);
       assert.ok(proxy.requests().some((r) => /^DELETE \S+\?uploadId=/.test(r)), 'AbortMultipartUpload was sent');
       await assertNothingLeft(prefix);
-    } finally {
-      await storage.close?.();
-      await proxy.close();
-    }
+    });
   });
 
   it('a put aborted by its signal while parts are in flight: the upload is aborted, nothing remains', async () => {
-    const prefix = fresh();
-    const proxy = await startCutProxy(server, Infinity, 2 * MiB);
-    const storage = await storageAt(prefix, proxy);
-    try {
+    await throughProxy(async ({ prefix, proxy, storage }) => {
       const controller = new AbortController();
       const put = storage.put('db/aborted.bin', pseudoRandomStream(40 * MiB, 15), { signal: controller.signal });
       const deadline = Date.now() + 20_000;
@@ -230,10 +220,7 @@ describe('S3 streaming multipart upload', () => {
       assert.ok(proxy.requests().some((r) => /^DELETE \S+\?uploadId=/.test(r)), 'AbortMultipartUpload was sent');
       assert.ok(!proxy.requests().some((r) => /^POST \S+\?uploadId=/.test(r)), 'no CompleteMultipartUpload');
       await assertNothingLeft(prefix);
-    } finally {
-      await storage.close?.();
-      await proxy.close();
-    }
+    }, 2 * MiB);
   });
 
   it('destroying the upload stream (what a SIGINT does to the pipeline) aborts the multipart upload', async () => {
