@@ -16,7 +16,8 @@ import { isLocalHost } from '../engines/target.js';
 import { Meter } from '../pipeline/meter.js';
 import { specOf, suffixOf, type Stage } from '../pipeline/stage.js';
 import { acquireLock } from '../catalog/lock.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, totalRows, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
+import { anomalyCheck } from './anomaly.js';
 import type { Storage } from '../storage/storage.js';
 import { signatureKey, type ManifestSigner } from '../crypto/sign.js';
 
@@ -284,10 +285,8 @@ async function lockedBackup(
     };
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
     const session = await engine.dump(plan.target, { ...dumpOpts, probe });
-    // Comparing with the previous backup needs the manifest reader and its schema: they load
-    // while the dump runs, not before it starts.
-    const anomalies = import('./anomaly.js');
-    anomalies.catch(() => {});
+    // The previous backup to compare with is looked up while the dump runs.
+    const anomalies = anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
     if (plan.globals) {
@@ -323,7 +322,7 @@ async function lockedBackup(
       warnings,
       extra: { ...(plan.extra ?? {}), ...(failed.length ? { degraded: failed } : {}) },
     };
-    const anomaly = await (await anomalies).detectAnomaly(primary.storage, manifest, plan.anomalyMaxDrop, events.warn);
+    const anomaly = await anomalies.check({ rawSize: artifacts[0].rawSize, rows: totalRows(manifest) });
     if (anomaly) {
       manifest.extra.anomaly = anomaly;
       events.warn(`anomaly: ${anomaly.message}`);
