@@ -1,19 +1,20 @@
 // PostgreSQL connections for dbstash's own queries (probe, snapshot, row counts) and the
 // environment handed to libpq tools. Errors are classified here, once, for every PostgreSQL path.
 
-import pg from 'pg';
+import type { Client, ClientConfig } from 'pg';
+import pg from './driver.js';
 import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 
-export type PgClient = pg.Client;
+export type PgClient = Client;
 
-function sslOption(target: Target): pg.ClientConfig['ssl'] {
+function sslOption(target: Target): ClientConfig['ssl'] {
   const mode = target.params.sslmode;
   if (!mode || mode === 'disable' || mode === 'allow' || mode === 'prefer') return undefined;
   return { rejectUnauthorized: mode === 'verify-ca' || mode === 'verify-full' };
 }
 
-export function clientConfig(target: Target, database = target.database): pg.ClientConfig {
+export function clientConfig(target: Target, database = target.database): ClientConfig {
   return {
     host: target.host,
     port: target.port,
