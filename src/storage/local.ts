@@ -37,11 +37,13 @@ function classify(err: unknown, what: string): StorageError {
 }
 
 /**
- * While a large file is written, its data is flushed to disk every WRITEBACK_EVERY bytes in the
- * background (one fdatasync at a time), so the fsync before publishing finds little left to write
- * instead of the whole artifact. The final fsync still decides: errors here are left to it.
+ * While a file is written, its data is flushed to disk every WRITEBACK_EVERY bytes in the
+ * background (one fdatasync at a time), so the fsync before publishing finds at most that much
+ * left to write instead of the whole artifact: that fsync is on the critical path of every backup
+ * (with 64 MiB it took ~14 ms of a 20 MB artifact's tail, with 8 MiB ~8 ms). The final fsync still
+ * decides: errors here are left to it.
  */
-const WRITEBACK_EVERY = 64 << 20;
+const WRITEBACK_EVERY = 8 << 20;
 
 function writeback(file: ReturnType<typeof createWriteStream>): (bytes: number) => void {
   let fd: number | undefined;
