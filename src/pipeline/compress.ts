@@ -1,6 +1,9 @@
 // Compression stages. zstd (default) runs in libzstd's own worker thread through zstd-napi, so
-// compression overlaps with the dump and with our hashing; its jobs are 1 MiB (libzstd's default
-// at level 3 is 8 MiB), which keeps libzstd's buffers ~40 MB smaller for +0.7% artifact size.
+// compression overlaps with the dump and with our hashing. Its jobs are 2 MiB (libzstd's default at
+// level 3 is 8 MiB), which keeps libzstd's buffers ~30 MB smaller, and consecutive jobs share a
+// 32 KiB overlap (overlapLog 3) instead of the default 256 KiB, which every job would index again:
+// on the benchmark's dump (pgbench scale 100, 1.46 GB) the worker spends ~5% less CPU than with
+// 1 MiB jobs and the default overlap, and the artifact is 0.4% smaller; within 0.3% of `zstd -3`.
 // gzip uses Node's zlib thread pool.
 // Both write standard formats: `zstd -d` and `gunzip` read our artifacts.
 
@@ -43,7 +46,8 @@ class CheckedZstdDecode extends DecompressStream {
   }
 }
 
-const ZSTD_JOB_SIZE = 1 << 20;
+const ZSTD_JOB_SIZE = 2 << 20;
+const ZSTD_OVERLAP_LOG = 3;
 
 export function zstdStage(params: Record<string, unknown>): Stage {
   const level = checkLevel('zstd', params.level ?? 3);
@@ -51,7 +55,7 @@ export function zstdStage(params: Record<string, unknown>): Stage {
     id: 'zstd',
     params: { level },
     suffix: '.zst',
-    encode: () => new CompressStream({ compressionLevel: level, nbWorkers: 1, jobSize: ZSTD_JOB_SIZE, checksumFlag: true }),
+    encode: () => new CompressStream({ compressionLevel: level, nbWorkers: 1, jobSize: ZSTD_JOB_SIZE, overlapLog: ZSTD_OVERLAP_LOG, checksumFlag: true }),
     decode: () => new CheckedZstdDecode(),
   };
 }
