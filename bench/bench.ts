@@ -15,11 +15,11 @@ import { tempDir } from '../test/harness/tmp.js';
 import { buildDatabase } from './database.js';
 import { measure, type Measurement } from './measure.js';
 import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summarize, type RunRecord, type ScaleResult, type Target } from './report.js';
-import { comparisons, scenarios, type BenchContext, type Scenario } from './scenarios.js';
+import { comparisons, NODE_STARTUP_VARS, scenarios, type BenchContext, type Scenario } from './scenarios.js';
 import { runExtensions, type ExtensionResult } from './extensions.js';
 import { profileBackup, type Profile } from './profile.js';
 
-const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE]
+const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE] [--ambient-node-env]
 
   --scale N       pgbench scale of the benchmark database (default 10: ~190 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
@@ -27,7 +27,10 @@ const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [
   --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
   --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
   --json          print the full result as JSON on stdout (progress stays on stderr)
-  --save FILE     also write the full JSON result to FILE`;
+  --save FILE     also write the full JSON result to FILE
+  --ambient-node-env
+                  run dbstash with ${NODE_STARTUP_VARS.join(', ')} when set here (dropped by default;
+                  the report says what they cost at start-up)`;
 
 const CLI_PATH = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -43,6 +46,29 @@ function toolVersion(cmd: string, args: string[]): string {
   } catch {
     return 'unknown';
   }
+}
+
+/** Median wall times of `node -e 0` in each environment, alternated, over `runs` rounds. */
+async function nodeStartMs(envs: NodeJS.ProcessEnv[], runs = 7): Promise<number[]> {
+  const times: number[][] = envs.map(() => []);
+  for (let i = 0; i < runs; i++) {
+    for (const [j, env] of envs.entries()) times[j].push((await measure({ cmd: process.execPath, args: ['-e', '0'], env })).wallMs);
+  }
+  return times.map((t) => t.sort((a, b) => a - b)[Math.floor(runs / 2)]);
+}
+
+/**
+ * Which of NODE_STARTUP_VARS this machine sets, what they cost a node start (measured here), and
+ * whether the dbstash runs keep them; undefined when none is set.
+ */
+async function nodeStartupVars(keep: boolean): Promise<{ vars: string[]; kept: boolean; withMs: number; withoutMs: number; note: string } | undefined> {
+  const vars = NODE_STARTUP_VARS.filter((v) => process.env[v] !== undefined);
+  if (vars.length === 0) return undefined;
+  const without = Object.fromEntries(Object.entries(process.env).filter(([k]) => !vars.includes(k)));
+  const [withMs, withoutMs] = await nodeStartMs([process.env, without]);
+  const cost = `\`node -e 0\` takes ${withMs.toFixed(0)} ms with ${vars.join(', ')} (set on this machine), ${withoutMs.toFixed(0)} ms without`;
+  const note = keep ? `${cost}; dbstash runs with it (--ambient-node-env)` : `${cost}; dbstash runs without it, as on a default install (--ambient-node-env keeps it)`;
+  return { vars, kept: keep, withMs, withoutMs, note };
 }
 
 async function emptyDir(dir: string): Promise<void> {
@@ -124,6 +150,7 @@ async function main(): Promise<void> {
       json: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       save: { type: 'string' },
+      'ambient-node-env': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -152,13 +179,15 @@ async function main(): Promise<void> {
     gzip: toolVersion('gzip', ['--version']),
   };
   log(`${machine.cpus} CPUs (${machine.cpuModel}), load average ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')}`);
+  const nodeEnv = await nodeStartupVars(values['ambient-node-env']!);
+  if (nodeEnv) log(nodeEnv.note);
 
   const server = await startPostgres();
   let s3: S3Server | undefined;
   const results: ScaleResult[] = [];
   let extensions: ExtensionResult[] = [];
   try {
-    const ctxBase = { server, cliPath: CLI_PATH, log, s3: async () => (s3 ??= await startS3({ buckets: ['bench'] })) };
+    const ctxBase = { server, cliPath: CLI_PATH, log, ambientNodeEnv: values['ambient-node-env'], s3: async () => (s3 ??= await startS3({ buckets: ['bench'] })) };
     for (const scale of scales) results.push(await benchScale(scale, rounds, selected, values.profile!, ctxBase));
     extensions = await runExtensions(log);
   } finally {
@@ -173,7 +202,7 @@ async function main(): Promise<void> {
   const finishedAt = new Date();
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
 
-  const json = JSON.stringify({ command, startedAt, finishedAt, machine: { ...machine, loadAverageAtEnd: os.loadavg() }, scales: results, extensions, targets }, null, 2) + '\n';
+  const json = JSON.stringify({ command, startedAt, finishedAt, machine: { ...machine, loadAverageAtEnd: os.loadavg(), nodeStartupVars: nodeEnv }, scales: results, extensions, targets }, null, 2) + '\n';
   if (values.save) await fsp.writeFile(values.save, json);
   if (values.json) {
     process.stdout.write(json);
@@ -183,6 +212,7 @@ async function main(): Promise<void> {
     `dbstash benchmark: ${command}`,
     `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; load average ${machine.loadAverageAtStart[0].toFixed(2)} at start, ${os.loadavg()[0].toFixed(2)} at end`,
     `tools: node ${machine.node}, ${machine.pgDump}, ${machine.zstd}, ${machine.gzip}`,
+    ...(nodeEnv ? [`environment: ${nodeEnv.note}`] : []),
     `took ${((finishedAt.getTime() - startedAt.getTime()) / 1000).toFixed(0)} s`,
     '',
     ...results.map((r) => renderScale(r) + '\n'),

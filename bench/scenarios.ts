@@ -21,7 +21,17 @@ export interface BenchContext {
   /** Starts (once) the S3 endpoint for the S3 scenario. */
   s3(): Promise<S3Server>;
   log(message: string): void;
+  /** Keep NODE_STARTUP_VARS in dbstash's environment (--ambient-node-env). */
+  ambientNodeEnv?: boolean;
 }
+
+/**
+ * Variables that change what Node does at every start, dropped from dbstash's environment unless
+ * --ambient-node-env is given. NODE_EXTRA_CA_CERTS makes Node 20 build its whole TLS root store at
+ * start-up (Node >= 22 does it on first use): ~30 ms before the first line of dbstash runs. Some
+ * machines set it globally for other tools; a default install has none, and no bench run uses TLS.
+ */
+export const NODE_STARTUP_VARS = ['NODE_EXTRA_CA_CERTS'];
 
 export interface PreparedRun {
   spec: CommandSpec;
@@ -83,6 +93,11 @@ function mainArtifact(result: DbstashResult) {
   return main;
 }
 
+function withoutStartupVars(env: NodeJS.ProcessEnv, keep = false): NodeJS.ProcessEnv {
+  if (keep) return env;
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !NODE_STARTUP_VARS.includes(k)));
+}
+
 /**
  * `dbstash backup` as a user runs it: the built CLI, the database from DATABASE_URL (no password
  * in argv), a fresh local stash per run unless `extraArgs` names another destination.
@@ -93,7 +108,7 @@ export function dbstashSpec(ctx: BenchContext, run: number, extraArgs: string[],
   return {
     cmd: process.execPath,
     args: [ctx.cliPath, 'backup', ...destination, '--env', 'dev', '--json', ...extraArgs],
-    env: { ...pgEnv(ctx.server, ctx.db.name), DATABASE_URL: ctx.server.url(ctx.db.name), ...extraEnv },
+    env: { ...withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv), DATABASE_URL: ctx.server.url(ctx.db.name), ...extraEnv },
     cwd: ctx.workDir,
     captureStdout: true,
   };
