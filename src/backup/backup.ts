@@ -235,7 +235,7 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     warnings.push(m);
     events.warn(m);
   };
-  const probe = await engine.probe(plan.target);
+  const probe = await engine.probe(plan.target, outerSignal);
   try {
     await checkDestinations(plan, probe, live, failed, warn);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);

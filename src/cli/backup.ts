@@ -110,7 +110,7 @@ Examples:
       const plan = await planBackup(database, opts, ctx);
       if (opts.dryRun) {
         const engine = await loadEngine(plan.target.engine);
-        const probe = await engine.probe(plan.target);
+        const probe = await engine.probe(plan.target, ctx.signal);
         await probe.release?.();
         probe.warnings.forEach((w) => ctx.out.warn(w));
         const summary = {

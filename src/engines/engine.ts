@@ -118,7 +118,10 @@ export interface ScratchServer {
 
 export interface Engine {
   readonly id: EngineId;
-  /** Checks tools, connection, credentials, database existence and size. */
+  /**
+   * Checks tools, connection, credentials, database existence and size. An abort of `signal` must
+   * end it promptly (a hung connection included) and reject with the signal's reason.
+   */
   probe(target: Target, signal?: AbortSignal): Promise<Probe>;
   dump(target: Target, opts: DumpOptions): Promise<DumpSession>;
   /** Roles/users and grants, as a second artifact of the same backup. */

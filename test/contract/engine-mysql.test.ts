@@ -106,6 +106,7 @@ runEngineContract('mysql (MariaDB)', {
     badCredentials: { url: () => `mysql://root:wrong-password@127.0.0.1:${server.port}/shop`, message: /authentication failed/ },
     missingDatabase: { url: () => server.url('no_such_db'), message: /database "no_such_db" does not exist/ },
     unreachableHost: { url: () => `mysql://root:x@127.0.0.1:${deadPort}/shop`, message: /connection refused/ },
+    silentServer: (port) => `mysql://root:x@127.0.0.1:${port}/shop`,
     missingDumpTool: { url: () => server.url('shop'), args: () => ['--bin-dir', emptyBinDir], message: /mariadb-dump or mysqldump not found/ },
     dumpToolProcess: 'mariadb-dump',
   },

@@ -113,6 +113,7 @@ function adapter(backupArgs: string[]): EngineAdapter {
       badCredentials: { url: () => `postgres://postgres:wrong-password@127.0.0.1:${server!.port}/shop`, message: /authentication failed/ },
       missingDatabase: { url: () => server!.url('no_such_db'), message: /database "no_such_db" does not exist/ },
       unreachableHost: { url: () => `postgres://postgres:x@127.0.0.1:${deadPort}/shop`, message: /connection refused/ },
+      silentServer: (port) => `postgres://postgres:x@127.0.0.1:${port}/shop`,
       missingDumpTool: { url: () => server!.url('shop'), args: () => ['--pg-bin-dir', emptyBinDir], message: /pg_dump not found/ },
       dumpToolProcess: 'pg_dump',
     },

@@ -71,6 +71,7 @@ runEngineContract('sqlite', {
     badCredentials: { notApplicable: 'a SQLite database is a file; it has no credentials' },
     missingDatabase: { url: () => path.join(dir, 'no_such_db.db'), message: /no_such_db\.db does not exist/ },
     unreachableHost: { notApplicable: 'a SQLite database is a local file, there is no host' },
+    silentServer: { notApplicable: 'a SQLite database is a local file, there is no server to wait for' },
     missingDumpTool: { notApplicable: 'SQLite backups use the online backup API inside dbstash, no external dump tool' },
     dumpToolProcess: { notApplicable: 'there is no dump tool process to kill; the online backup API runs in-process' },
   },

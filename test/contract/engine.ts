@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Readable } from 'node:stream';
@@ -58,6 +59,8 @@ export interface EngineAdapter {
     badCredentials: FailureCase | NotApplicable;
     missingDatabase: FailureCase;
     unreachableHost: FailureCase | NotApplicable;
+    /** The URL of a server at 127.0.0.1:`port` that accepts connections and never answers. */
+    silentServer: ((port: number) => string) | NotApplicable;
     missingDumpTool: FailureCase | NotApplicable;
     /** Name of the dump tool's process (as in /proc/<pid>/comm), to kill it mid-way. */
     dumpToolProcess: string | NotApplicable;
@@ -310,6 +313,42 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
       failing('missing database', adapter.failures.missingDatabase, ExitCode.preflight);
       failing('unreachable host', adapter.failures.unreachableHost, ExitCode.connection);
       failing('missing dump tool', adapter.failures.missingDumpTool, ExitCode.preflight);
+
+      const silent = adapter.failures.silentServer;
+      if (isNA(silent)) {
+        test(`SIGINT while the server does not answer: not applicable — ${silent.notApplicable}`, () => assert.ok(silent.notApplicable.length > 10));
+      } else {
+        test('SIGINT while the server does not answer → exit 130 at once (not after the 15 s connect timeout), nothing in the stash', async () => {
+          // Accepts the TCP connection, then says nothing: the client waits for the server's first bytes.
+          const held: net.Socket[] = [];
+          const fake = net.createServer((socket) => held.push(socket.on('error', () => {})));
+          await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+          try {
+            const out = tempDir('dbstash-contract-silent');
+            const child = spawnCli(['backup', silent((fake.address() as net.AddressInfo).port), '--output-dir', out]);
+            let stderr = '';
+            child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+            child.stdout.resume();
+            const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+            const deadline = Date.now() + 20_000;
+            while (held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+            assert.equal(held.length, 1, 'the probe connected to the silent server');
+            await new Promise((r) => setTimeout(r, 200));
+            const signalledAt = Date.now();
+            child.kill('SIGINT');
+            const code = await exited;
+            const took = Date.now() - signalledAt;
+            assert.equal(code, ExitCode.interrupted, stderr);
+            assert.ok(took < 5_000, `exited ${took} ms after SIGINT`);
+            assert.match(stderr, /^error: interrupted by SIGINT/m);
+            assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+            assertNothingLeft(out);
+          } finally {
+            for (const socket of held) socket.destroy();
+            fake.close();
+          }
+        });
+      }
     }
 
     const tool = adapter.failures.dumpToolProcess;

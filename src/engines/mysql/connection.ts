@@ -6,7 +6,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import mysql from 'mysql2/promise';
+import { createConnection } from 'mysql2';
+import type mysql from 'mysql2/promise';
 import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 
@@ -57,20 +58,36 @@ export function classifyMyError(err: unknown, target: Target, database: string |
   }
 }
 
-/** A connection to `database` (null: no default database), utf8mb4, dates and big numbers as strings. */
-export async function connect(target: Target, database: string | null = target.database): Promise<MyConnection> {
+/**
+ * A connection to `database` (null: no default database), utf8mb4, dates and big numbers as
+ * strings. An abort of `signal` closes it at once, while connecting too (an unresponsive server
+ * would otherwise hold the run for the 15 s connect timeout), and rejects with the signal's reason.
+ */
+export async function connect(target: Target, database: string | null = target.database, signal?: AbortSignal): Promise<MyConnection> {
+  signal?.throwIfAborted();
   const socket = isSocket(target);
+  const core = createConnection({
+    ...(socket ? { socketPath: socket } : { host: target.host, port: target.port }),
+    user: target.user,
+    password: target.password,
+    database: database ?? undefined,
+    charset: 'utf8mb4_general_ci',
+    connectTimeout: 15_000,
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    dateStrings: true,
+  });
+  let abortConnecting: ((reason: unknown) => void) | undefined;
+  const close = () => {
+    core.destroy();
+    abortConnecting?.(signal?.reason);
+  };
+  signal?.addEventListener('abort', close, { once: true });
   try {
-    const conn = await mysql.createConnection({
-      ...(socket ? { socketPath: socket } : { host: target.host, port: target.port }),
-      user: target.user,
-      password: target.password,
-      database: database ?? undefined,
-      charset: 'utf8mb4_general_ci',
-      connectTimeout: 15_000,
-      supportBigNumbers: true,
-      bigNumberStrings: true,
-      dateStrings: true,
+    const conn = await new Promise<MyConnection>((resolve, reject) => {
+      abortConnecting = reject;
+      core.once('connect', () => resolve(core.promise()));
+      core.once('error', reject);
     });
     conn.on('error', () => {
       /* reported through the pending query instead */
@@ -79,8 +96,20 @@ export async function connect(target: Target, database: string | null = target.d
     await conn.query(`SET time_zone = '+00:00'`);
     return conn;
   } catch (err) {
+    core.destroy();
+    signal?.throwIfAborted();
     throw classifyMyError(err, target, database ?? undefined);
+  } finally {
+    signal?.removeEventListener('abort', close);
   }
+}
+
+/** Closes `conn` when `signal` aborts, so a query that hangs ends at once. Returns the unhook. */
+export function closeOnAbort(conn: MyConnection, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  const close = () => conn.destroy();
+  signal.addEventListener('abort', close, { once: true });
+  return () => signal.removeEventListener('abort', close);
 }
 
 /** The current user's global privileges (upper case; "ALL PRIVILEGES" as such), from SHOW GRANTS. */

@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyMyError, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { classifyMyError, closeOnAbort, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
 import { countTables } from './stats.js';
 import { DUMP_TOOLS, findMyTool, versionParts } from './tools.js';
@@ -99,16 +99,19 @@ function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean): stri
 export const mysqlEngine: Engine = {
   id: 'mysql',
 
-  async probe(target: Target): Promise<Probe> {
-    const conn = await connect(target);
+  async probe(target: Target, signal?: AbortSignal): Promise<Probe> {
+    const conn = await connect(target, target.database, signal);
+    const unhook = closeOnAbort(conn, signal);
     try {
       const facts = await serverFacts(conn, target.database);
       const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
       return { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: preflightWarnings(target, facts, tool.version) };
     } catch (err) {
+      signal?.throwIfAborted();
       if (err instanceof DbstashError) throw err;
       throw classifyMyError(err, target);
     } finally {
+      unhook();
       await conn.end().catch(() => {});
     }
   },

@@ -81,17 +81,35 @@ export function classifyPgError(err: unknown, target: Target, database = target.
   }
 }
 
-export async function connect(target: Target, database = target.database): Promise<PgClient> {
+/**
+ * Closes the client's socket when `signal` aborts, so that a connection attempt or a query that
+ * hangs (an unresponsive server, a firewall dropping packets) ends at once instead of after the
+ * 15 s connect timeout or never. Returns the function that unhooks it.
+ */
+export function closeOnAbort(client: PgClient, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  const close = () => client.connection.stream.destroy();
+  signal.addEventListener('abort', close, { once: true });
+  return () => signal.removeEventListener('abort', close);
+}
+
+/** A connected client; with `signal`, an abort while connecting rejects with the signal's reason. */
+export async function connect(target: Target, database = target.database, signal?: AbortSignal): Promise<PgClient> {
+  signal?.throwIfAborted();
   const client = new pg.Client(clientConfig(target, database));
   client.on('error', () => {
     /* reported through the pending query instead */
   });
+  const unhook = closeOnAbort(client, signal);
   try {
     await client.connect();
     return client;
   } catch (err) {
     await client.end().catch(() => {});
+    signal?.throwIfAborted();
     throw classifyPgError(err, target, database);
+  } finally {
+    unhook();
   }
 }
 

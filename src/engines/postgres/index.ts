@@ -55,16 +55,16 @@ function poolerWarning(target: Target): string | undefined {
 export const postgresEngine: Engine = {
   id: 'postgres',
 
-  async probe(target: Target): Promise<Probe> {
+  async probe(target: Target, signal?: AbortSignal): Promise<Probe> {
     const warnings: string[] = [];
     const pooler = poolerWarning(target);
     if (pooler) warnings.push(pooler);
     try {
-      const source = await openSource(target, 'pg_dump');
+      const source = await openSource(target, 'pg_dump', signal);
       const { facts, tool } = source;
       return holdForDump({ serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings }, source);
     } catch (err) {
-      if (err instanceof DbstashError) throw err;
+      if (err instanceof DbstashError || signal?.aborted) throw err;
       throw classifyPgError(err, target);
     }
   },

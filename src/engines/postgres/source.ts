@@ -4,7 +4,7 @@
 // connection then exports the snapshot). A probe whose dump never runs is released by its owner.
 
 import type { Probe, Target, ToolInfo } from '../engine.js';
-import { connect, type PgClient } from './connection.js';
+import { closeOnAbort, connect, type PgClient } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
 
 export interface ServerFacts {
@@ -32,11 +32,13 @@ const heldForDump = new WeakMap<Probe, DumpSource>();
 /**
  * Connects, reads the server's facts and finds `toolName`. The tool's --version runs while we
  * connect (its result is cached, so the lookup after the connection reuses it). On failure the
- * connection is closed and the error propagates.
+ * connection is closed and the error propagates; an abort of `signal` closes it at once and
+ * rejects with the signal's reason.
  */
-export async function openSource(target: Target, toolName: string): Promise<DumpSource> {
+export async function openSource(target: Target, toolName: string, signal?: AbortSignal): Promise<DumpSource> {
   const warming = findPgTool(toolName, 0, target.options.binDir).catch(() => undefined);
-  const client = await connect(target);
+  const client = await connect(target, target.database, signal);
+  const unhook = closeOnAbort(client, signal);
   try {
     const facts = await serverFacts(client);
     await warming;
@@ -44,7 +46,10 @@ export async function openSource(target: Target, toolName: string): Promise<Dump
     return { client, facts, tool };
   } catch (err) {
     await client.end().catch(() => {});
+    signal?.throwIfAborted();
     throw err;
+  } finally {
+    unhook();
   }
 }
 
