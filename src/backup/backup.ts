@@ -5,7 +5,7 @@
 
 import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError } from '../core/errors.js';
 import { artifactKey, makeBackupId, manifestKey } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
@@ -15,6 +15,7 @@ import type { DumpSession, Engine, Probe, TableStat, Target } from '../engines/e
 import { isLocalHost } from '../engines/target.js';
 import { Meter } from '../pipeline/meter.js';
 import { specOf, suffixOf, type Stage } from '../pipeline/stage.js';
+import { tee } from '../pipeline/tee.js';
 import { acquireLock } from '../catalog/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, totalRows, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import { anomalyCheck } from './anomaly.js';
@@ -170,8 +171,9 @@ async function writeArtifact(
   });
   const targets = live.filter((p) => !p.failed);
   let active = targets.length;
-  const puts = targets.map(async (pub) => {
-    const branch = teeBranch(stored);
+  const branches = tee(stored, targets.length);
+  const puts = targets.map(async (pub, i) => {
+    const branch = branches[i];
     try {
       await pub.dest.storage.put(key, branch, { signal: local.signal, exclusive: true, sizeHint });
       pub.keys.push(key);
@@ -200,19 +202,6 @@ async function writeArtifact(
     size: stored.bytes,
     sha256: stored.sha256(),
   };
-}
-
-/** A PassThrough fed by `source` with back-pressure shared among all branches. */
-function teeBranch(source: Readable): Readable {
-  // Readable.pipe() to several destinations pauses the source while any of them is full; a branch
-  // that is destroyed unpipes itself, so a dropped destination stops holding the others back.
-  const branch = new PassThrough({ highWaterMark: 1 << 20 });
-  source.pipe(branch);
-  source.on('error', (err) => branch.destroy(err));
-  // The source's error is reported by the pipeline; a branch whose put() has not attached its
-  // listeners yet (still creating directories) must not turn it into an uncaught 'error' event.
-  branch.on('error', () => {});
-  return branch;
 }
 
 /** Removes what this backup published in one destination (best effort). */

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createConnection } from 'mysql2';
 import type mysql from 'mysql2/promise';
+import { onAbort } from '../../core/abort.js';
 import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 
@@ -78,11 +79,10 @@ export async function connect(target: Target, database: string | null = target.d
     dateStrings: true,
   });
   let abortConnecting: ((reason: unknown) => void) | undefined;
-  const close = () => {
+  const unhook = onAbort(signal, () => {
     core.destroy();
     abortConnecting?.(signal?.reason);
-  };
-  signal?.addEventListener('abort', close, { once: true });
+  });
   try {
     const conn = await new Promise<MyConnection>((resolve, reject) => {
       abortConnecting = reject;
@@ -100,16 +100,13 @@ export async function connect(target: Target, database: string | null = target.d
     signal?.throwIfAborted();
     throw classifyMyError(err, target, database ?? undefined);
   } finally {
-    signal?.removeEventListener('abort', close);
+    unhook();
   }
 }
 
 /** Closes `conn` when `signal` aborts, so a query that hangs ends at once. Returns the unhook. */
 export function closeOnAbort(conn: MyConnection, signal: AbortSignal | undefined): () => void {
-  if (!signal) return () => {};
-  const close = () => conn.destroy();
-  signal.addEventListener('abort', close, { once: true });
-  return () => signal.removeEventListener('abort', close);
+  return onAbort(signal, () => conn.destroy());
 }
 
 /** The current user's global privileges (upper case; "ALL PRIVILEGES" as such), from SHOW GRANTS. */

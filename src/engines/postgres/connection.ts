@@ -3,6 +3,7 @@
 
 import type { Client, ClientConfig } from 'pg';
 import pg from './driver.js';
+import { onAbort } from '../../core/abort.js';
 import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 
@@ -87,10 +88,7 @@ export function classifyPgError(err: unknown, target: Target, database = target.
  * 15 s connect timeout or never. Returns the function that unhooks it.
  */
 export function closeOnAbort(client: PgClient, signal: AbortSignal | undefined): () => void {
-  if (!signal) return () => {};
-  const close = () => client.connection.stream.destroy();
-  signal.addEventListener('abort', close, { once: true });
-  return () => signal.removeEventListener('abort', close);
+  return onAbort(signal, () => client.connection.stream.destroy());
 }
 
 /** A connected client; with `signal`, an abort while connecting rejects with the signal's reason. */
