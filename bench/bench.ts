@@ -15,7 +15,7 @@ import { tempDir } from '../test/harness/tmp.js';
 import { buildDatabase } from './database.js';
 import { measure, type Measurement } from './measure.js';
 import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summarize, type RunRecord, type ScaleResult, type Target } from './report.js';
-import { comparisons, NODE_STARTUP_VARS, scenarios, type BenchContext, type Scenario } from './scenarios.js';
+import { comparisons, NODE_STARTUP_VARS, scenarios, withoutStartupVars, type BenchContext, type Scenario } from './scenarios.js';
 import { runExtensions, type ExtensionResult } from './extensions.js';
 import { profileBackup, type Profile } from './profile.js';
 
@@ -64,8 +64,7 @@ async function nodeStartMs(envs: NodeJS.ProcessEnv[], runs = 7): Promise<number[
 async function nodeStartupVars(keep: boolean): Promise<{ vars: string[]; kept: boolean; withMs: number; withoutMs: number; note: string } | undefined> {
   const vars = NODE_STARTUP_VARS.filter((v) => process.env[v] !== undefined);
   if (vars.length === 0) return undefined;
-  const without = Object.fromEntries(Object.entries(process.env).filter(([k]) => !vars.includes(k)));
-  const [withMs, withoutMs] = await nodeStartMs([process.env, without]);
+  const [withMs, withoutMs] = await nodeStartMs([process.env, withoutStartupVars(process.env)]);
   const cost = `\`node -e 0\` takes ${withMs.toFixed(0)} ms with ${vars.join(', ')} (set on this machine), ${withoutMs.toFixed(0)} ms without`;
   const note = keep ? `${cost}; dbstash runs with it (--ambient-node-env)` : `${cost}; dbstash runs without it, as on a default install (--ambient-node-env keeps it)`;
   return { vars, kept: keep, withMs, withoutMs, note };

@@ -93,7 +93,8 @@ function mainArtifact(result: DbstashResult) {
   return main;
 }
 
-function withoutStartupVars(env: NodeJS.ProcessEnv, keep = false): NodeJS.ProcessEnv {
+/** `env` without NODE_STARTUP_VARS (unless `keep`). */
+export function withoutStartupVars(env: NodeJS.ProcessEnv, keep = false): NodeJS.ProcessEnv {
   if (keep) return env;
   return Object.fromEntries(Object.entries(env).filter(([k]) => !NODE_STARTUP_VARS.includes(k)));
 }
