@@ -64,7 +64,7 @@ export const postgresEngine: Engine = {
       const { facts, tool } = source;
       return holdForDump({ serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings }, source);
     } catch (err) {
-      if (err instanceof DbstashError || signal?.aborted) throw err;
+      if (err instanceof DbstashError) throw err;
       throw classifyPgError(err, target);
     }
   },
