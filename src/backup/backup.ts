@@ -278,6 +278,7 @@ async function lockedBackup(
     const anomalies = anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
+    const properties = await session.properties;
     if (plan.globals) {
       if (!engine.dumpGlobals) throw new PreflightError(`--globals is not supported for ${plan.target.engine}`);
       const globals = await engine.dumpGlobals(plan.target, dumpOpts);
@@ -298,6 +299,7 @@ async function lockedBackup(
         user: plan.target.user,
         serverVersion: probe.serverVersion,
         sizeBytes: probe.sizeBytes,
+        ...(properties ? { properties } : {}),
       },
       environment: plan.env,
       dump: { tool: session.tool.name, version: session.tool.version, path: session.tool.path, args: session.tool.args, details: session.details },

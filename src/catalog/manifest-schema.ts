@@ -42,6 +42,8 @@ export const manifestSchema = z.object({
     user: z.string().optional(),
     serverVersion: z.string(),
     sizeBytes: z.number().optional(),
+    /** The database's own properties (encoding, collation, owner, grants, settings, …), engine-specific. */
+    properties: z.record(z.string(), z.unknown()).optional(),
   }),
   environment: z.string(),
   dump: z.object({

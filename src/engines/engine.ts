@@ -79,12 +79,22 @@ export interface DumpOptions {
   probe?: Probe;
 }
 
+/**
+ * Database-level properties, engine-specific and JSON-serialisable, recorded in the manifest so a
+ * restore into a new database carries them: PostgreSQL encoding, collation, ctype, locale
+ * provider, owner, grants (ACL), settings (ALTER DATABASE … SET), comment, connection limit;
+ * MySQL/MariaDB default character set and collation.
+ */
+export type DatabaseProperties = Record<string, unknown>;
+
 export interface DumpSession {
   /** Artifact format, used as the file extension: "dump" (pg custom), "sqlite", "sql", "tar". */
   format: string;
   stream: Readable;
   /** Row counts (and checksums) taken in the dump's snapshot. */
   tables: Promise<TableStat[]>;
+  /** The database's own properties, read while the dump runs (engines that have any). */
+  properties?: Promise<DatabaseProperties>;
   tool: ToolInfo & { args: string[] };
   /** Extra facts for the manifest (snapshot id, isolation level, …). */
   details: Record<string, unknown>;
@@ -105,6 +115,14 @@ export interface RestoreOptions {
   clean?: boolean;
   tempDir: string;
   warn: (message: string) => void;
+}
+
+export interface CreateDatabaseOptions {
+  properties?: DatabaseProperties;
+  noOwner?: boolean;
+  noPrivileges?: boolean;
+  /** Role renames (old → new) applied to the owner and grants. */
+  roleMap?: Record<string, string>;
 }
 
 /** A server dbstash started itself for a restore drill; stop() removes every trace of it. */
@@ -145,8 +163,27 @@ export interface Engine {
    */
   tableStats?(target: Target, opts: { checksums: boolean; estimate?: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
   databaseExists?(target: Target): Promise<boolean>;
-  /** Creates database `name` on target's server and returns a Target for it. */
-  createDatabase?(target: Target, name: string): Promise<Target>;
+  /**
+   * Creates database `name` on target's server and returns a Target for it. With `properties`
+   * (from the backup's manifest) the new database gets them: encoding and collation at creation,
+   * then owner (unless noOwner), grants (unless noPrivileges), settings and comment.
+   */
+  createDatabase?(target: Target, name: string, opts?: CreateDatabaseOptions): Promise<Target>;
+  /** The properties of a live database, in the shape dump() records them. */
+  databaseProperties?(target: Target): Promise<DatabaseProperties>;
+  /** How a live database's properties differ from `expected`, one line each; [] when they match. */
+  compareProperties?(target: Target, expected: DatabaseProperties, opts?: CreateDatabaseOptions): Promise<string[]>;
+  /**
+   * Replaces `target` by `restored` in one step: target is renamed to `keptName` and restored to
+   * target's name, all or nothing; on failure everything is where it was and the error says so.
+   * Returns the kept database. Engines without it get two renames.
+   */
+  swapDatabases?(target: Target, restored: Target, keptName: string): Promise<Target>;
+  /**
+   * Takes a lock on restores into target that the server (or the file system) releases when this
+   * process ends, however it ends; a RestoreError "another restore into … is running" when held.
+   */
+  lockRestoreTarget?(target: Target, signal?: AbortSignal): Promise<{ release(): Promise<void> }>;
   dropDatabase?(target: Target): Promise<void>;
   renameDatabase?(target: Target, newName: string): Promise<Target>;
   /** Other sessions connected to the target database (descriptions for the refusal message). */

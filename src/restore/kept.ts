@@ -8,6 +8,7 @@ import type { Engine, Target } from '../engines/engine.js';
 
 const MAX_NAME = 63; // PostgreSQL's identifier limit; MySQL allows 64.
 const KEPT_RE = /^(.+)_before_(\d{8})_(\d{6})$/;
+const RESTORING_RE = /^(.+)_restoring_\d{8}_\d{6}$/;
 
 function stamp(at: Date): string {
   return at.toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
@@ -44,6 +45,14 @@ export function parseKeptName(name: string): KeptDatabase | undefined {
 /** Long names were cut to fit the identifier limit, so a full-length kept name may hold a prefix. */
 function isKeptOf(kept: KeptDatabase, database: string): boolean {
   return kept.of === database || (kept.name.length === MAX_NAME && database.startsWith(kept.of));
+}
+
+/**
+ * Whether `name` is the temporary database of a restore into `database`. A name cut to the
+ * identifier limit could belong to another database with the same prefix: never taken as ours.
+ */
+export function isRestoringOf(name: string, database: string): boolean {
+  return RESTORING_RE.exec(name)?.[1] === database;
 }
 
 /**

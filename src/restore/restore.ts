@@ -19,14 +19,14 @@ import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
 import { writeRecord, type RestoreRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
-import type { Engine, RestoreOptions, Target } from '../engines/engine.js';
+import { withDatabase, type CreateDatabaseOptions, type Engine, type RestoreOptions, type Target } from '../engines/engine.js';
 import { compressionStage } from '../pipeline/compress.js';
 import type { StageContext } from '../pipeline/stage.js';
 import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems } from '../verify/compare.js';
 import { openArtifact } from '../verify/read.js';
 import { checkIntegrity } from '../verify/verify.js';
-import { keptName, restoringName } from './kept.js';
+import { isRestoringOf, keptName, restoringName } from './kept.js';
 
 export interface RestoreEvents {
   info(message: string): void;
@@ -196,25 +196,53 @@ async function restoreGlobals(req: RestoreRequest): Promise<void> {
   }
 }
 
+/**
+ * The database-level properties the new database must get: the backup's own (recorded at backup
+ * time), else — for backups made before they were recorded — those of the database it replaces.
+ */
+async function propertiesToCarry(req: RestoreRequest, plan: RestorePlan): Promise<CreateDatabaseOptions['properties']> {
+  const recorded = req.manifest.database.properties;
+  if (recorded) return recorded;
+  if (!plan.targetExists || !req.engine.databaseProperties) return undefined;
+  req.events.info(`${req.manifest.id} does not record the database's properties; carrying over those of ${req.target.displayUrl}`);
+  return req.engine.databaseProperties(req.target);
+}
+
+/** Two renames, for engines that cannot swap in one step; the first is undone if the second fails. */
+async function renamePair(req: RestoreRequest, temp: Target, keptAs: string): Promise<Target> {
+  const { engine, target } = req;
+  const kept = await engine.renameDatabase!(target, keptAs);
+  try {
+    await engine.renameDatabase!(temp, target.database);
+  } catch (err) {
+    await engine.renameDatabase!(kept, target.database).catch((e: Error) =>
+      req.events.warn(`could not rename ${kept.displayUrl} back to ${target.database}: ${e.message}`),
+    );
+    throw err;
+  }
+  return kept;
+}
+
 /** New database, restore, check, then swap names (or just rename when the target is new). */
 async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
   const { engine, target } = req;
-  const temp = await engine.createDatabase!(target, plan.temporary!);
+  const createOpts: CreateDatabaseOptions = { properties: await propertiesToCarry(req, plan), noOwner: req.noOwner, roleMap: req.roleMap };
+  const temp = await engine.createDatabase!(target, plan.temporary!, createOpts);
   req.events.info(`restoring into the new database ${temp.displayUrl}`);
   let swapped = false;
   try {
     record.rowCheck = await restoreAndCheck(req, temp, req.dest.storage, req.manifest);
+    if (createOpts.properties && engine.compareProperties) {
+      const differences = await engine.compareProperties(temp, createOpts.properties, createOpts);
+      if (differences.length > 0) {
+        throw new RestoreError(`the restored database's own properties differ from the backup's: ${differences.join('; ')}`, {
+          hint: `${target.displayUrl} was not touched; the new database was dropped`,
+        });
+      }
+    }
     if (plan.targetExists) {
       await handleSessions(req, await engine.listSessions!(target), record);
-      const kept = await engine.renameDatabase!(target, plan.keptAs!);
-      try {
-        await engine.renameDatabase!(temp, target.database);
-      } catch (err) {
-        await engine.renameDatabase!(kept, target.database).catch((e: Error) =>
-          req.events.warn(`could not rename ${kept.displayUrl} back to ${target.database}: ${e.message}`),
-        );
-        throw err;
-      }
+      const kept = engine.swapDatabases ? await engine.swapDatabases(target, temp, plan.keptAs!) : await renamePair(req, temp, plan.keptAs!);
       swapped = true;
       record.keptAs = plan.keptAs;
       req.events.info(`swapped: ${target.database} is the restored database; the old one is kept as ${plan.keptAs}`);
@@ -323,6 +351,33 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   if (!req.force) await handleSessions(req, plan.sessions);
   if (!(await confirm(plan))) return { plan, performed: false };
 
+  const targetLock = await engine.lockRestoreTarget?.(target, req.signal);
+  try {
+    await dropLeftovers(req);
+    return await performRestore(req, plan, now);
+  } finally {
+    await targetLock?.release().catch(() => {});
+  }
+}
+
+/**
+ * Temporary databases of restores into this target that were killed before they could drop them
+ * (kill -9, a power cut). With the target's restore lock held, no other restore into it runs, so
+ * every "<target>_restoring_<stamp>" on the server is such a leftover.
+ */
+async function dropLeftovers(req: RestoreRequest): Promise<void> {
+  const { engine, target } = req;
+  if (!engine.lockRestoreTarget || !engine.listDatabases || !engine.dropDatabase) return;
+  for (const name of await engine.listDatabases(target)) {
+    if (!isRestoringOf(name, target.database)) continue;
+    await engine.dropDatabase(withDatabase(target, name));
+    req.events.warn(`dropped ${name}, left by an earlier restore into ${target.database} that did not finish`);
+  }
+}
+
+async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date): Promise<RestoreOutcome> {
+  const { manifest, target } = req;
+  const storage = req.dest.storage;
   const started = Date.now();
   const record: RestoreRecord = { ...newRecord(req, now), mode: plan.mode };
   const lease = await acquireLease(storage, manifest.id, `dbstash restore → ${target.displayUrl}`).catch((err: Error) => {
