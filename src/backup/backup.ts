@@ -7,7 +7,7 @@ import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError } from '../core/errors.js';
-import { artifactKey, makeBackupId, manifestKey } from '../core/id.js';
+import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { loadEngine } from '../engines/index.js';
@@ -19,7 +19,7 @@ import { tee } from '../pipeline/tee.js';
 import { acquireLock } from '../catalog/lock.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, totalRows, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import { anomalyCheck } from './anomaly.js';
-import type { Storage } from '../storage/storage.js';
+import { putOwnBytes, type Storage } from '../storage/storage.js';
 import { signatureKey, type ManifestSigner } from '../crypto/sign.js';
 
 export interface Destination {
@@ -204,10 +204,29 @@ async function writeArtifact(
   };
 }
 
-/** Removes what this backup published in one destination (best effort). */
-async function removeFrom(pub: Published, id: string): Promise<void> {
-  for (const key of [manifestKey(id), ...pub.keys]) await pub.dest.storage.delete(key).catch(() => {});
+/**
+ * Removes what this backup published in one destination (best effort), manifest first: only keys
+ * this run wrote itself, never one that an exclusive put found already there.
+ */
+async function removeFrom(pub: Published, _id: string): Promise<void> {
+  const keys = [...pub.keys].sort((a, b) => Number(b.endsWith(MANIFEST_SUFFIX)) - Number(a.endsWith(MANIFEST_SUFFIX)));
+  for (const key of keys) await pub.dest.storage.delete(key).catch(() => {});
   pub.keys = [];
+}
+
+/**
+ * A success is only reported for a backup that exists: the manifest is read back from every
+ * destination that is to hold it, right before the run says so.
+ */
+async function confirmPublished(stored: Published[], id: string, size: number): Promise<void> {
+  for (const pub of stored) {
+    const info = await pub.dest.storage.stat(manifestKey(id));
+    if (!info || info.size !== size) {
+      throw new BackupError(`the manifest of ${id} is not in ${pub.dest.storage.url} after it was written (${info ? `${info.size} bytes, expected ${size}` : 'missing'})`, {
+        hint: 'something else removes objects from this stash while backups run; look for another prune or clean-up job',
+      });
+    }
+  }
 }
 
 async function removePublished(live: Published[], id: string): Promise<void> {
@@ -326,10 +345,11 @@ async function lockedBackup(
       holders.map(async (p) => {
         try {
           if (signature) {
-            await p.dest.storage.put(signatureKey(id), signature, { exclusive: true, signal: controller.signal });
+            await putOwnBytes(p.dest.storage, signatureKey(id), signature, { signal: controller.signal });
             p.keys.push(signatureKey(id));
           }
-          await p.dest.storage.put(manifestKey(id), body, { exclusive: true, signal: controller.signal });
+          await putOwnBytes(p.dest.storage, manifestKey(id), body, { signal: controller.signal });
+          p.keys.push(manifestKey(id));
         } catch (err) {
           if (!p.dest.optional || controller.signal.aborted) throw err;
           dropOptional(p, err, failed, events.warn);
@@ -341,6 +361,7 @@ async function lockedBackup(
     if (commitError) throw commitError.reason;
     const stored = holders.filter((p) => !p.failed);
     if (stored.length === 0) throw new BackupError('no destination holds the backup');
+    await confirmPublished(stored, id, body.length);
     return { manifest, stored: stored.map((p) => p.dest.name), failed, degraded: failed.length > 0 };
   } catch (err) {
     controller.abort(err);

@@ -19,7 +19,7 @@
 //   R2, MinIO); each is also preceded by an existence check, the only protection on stores that
 //   ignore the header.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import {
@@ -49,6 +49,9 @@ const MiB = 1024 * 1024;
  * peaked at ~151 MB at pgbench scale 50, over the 150 MB target (docs/storage.md).
  */
 const DEFAULT_PARALLEL_PARTS = 2;
+
+/** User metadata of a streamed object: a random token of the put that wrote it. */
+const UPLOAD_TOKEN = 'dbstash-upload';
 
 export const s3OptionsSchema = z
   .object({
@@ -304,6 +307,10 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
    * while the last request was under way), it is deleted before the put rejects.
    */
   async function uploadStream(source: Readable, object: ObjectParams, opts: PutOptions): Promise<number> {
+    // A publish whose answer is lost is sent again by the SDK; with If-None-Match the second try
+    // finds the object and fails. The token in the object's metadata tells our own object apart.
+    const token = randomBytes(12).toString('hex');
+    object = { ...object, Metadata: { ...object.Metadata, [UPLOAD_TOKEN]: token } };
     const upload = new MultipartUpload({
       client,
       object,
@@ -321,6 +328,10 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
       upload.destroy();
       if (!upload.closed) await new Promise((resolve) => upload.once('close', resolve));
       if (upload.published) await client.send(new DeleteObjectCommand({ Bucket, Key: object.Key })).catch(() => {});
+      if (!opts.signal?.aborted && err instanceof StorageError && err.reason === 'exists') {
+        const stored = await head(object.Key!.slice(loc.prefix ? loc.prefix.length + 1 : 0)).catch(() => undefined);
+        if (stored?.metadata?.[UPLOAD_TOKEN] === token) return upload.bytes;
+      }
       throw opts.signal?.aborted ? abortError(opts.signal) : err;
     }
     return upload.bytes;

@@ -112,3 +112,18 @@ export async function getBytes(storage: Storage, key: string): Promise<Buffer> {
 export function byKey(a: { key: string }, b: { key: string }): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
+
+/**
+ * An exclusive put of a small object that recognises its own write: when the key already holds
+ * exactly these bytes, the put succeeded before (a retry after a lost answer, on S3 inside the SDK
+ * or in the retry wrapper) and this is not a conflict. Anything else under the key is 'exists'.
+ */
+export async function putOwnBytes(storage: Storage, key: string, bytes: Uint8Array, opts: Omit<PutOptions, 'exclusive'> = {}): Promise<void> {
+  try {
+    await storage.put(key, bytes, { ...opts, exclusive: true });
+  } catch (err) {
+    if ((err as { reason?: string }).reason !== 'exists') throw err;
+    const stored = await getBytes(storage, key).catch(() => undefined);
+    if (!stored || !stored.equals(Buffer.from(bytes))) throw err;
+  }
+}

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { LockedError } from '../../src/core/errors.js';
-import { acquireLock, isStale, lockKey, readLock, type LockInfo } from '../../src/catalog/lock.js';
+import { acquireLock, isStale, lockKey, readLock, type HeldLock, type LockInfo } from '../../src/catalog/lock.js';
 import { createMemoryStorage, resetMemoryStorage } from '../../src/storage/memory.js';
 import type { Storage } from '../../src/storage/storage.js';
 
@@ -98,9 +98,79 @@ describe('lock', () => {
     assert.ok(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof LockedError));
   });
 
-  it('lives in the same stash folder as the database\'s backups, whatever the name', () => {
+  it('lives in the series folder it is given', () => {
     assert.equal(lockKey('shop'), 'shop/dbstash.lock');
-    assert.equal(lockKey('my db'), 'my-db/dbstash.lock');
-    assert.equal(lockKey('a/b'), 'a-b/dbstash.lock');
+    assert.equal(lockKey('shop~1a2b3c4d'), 'shop~1a2b3c4d/dbstash.lock');
+  });
+
+  it('a stale lock is taken over by one run only, however the runs interleave', async () => {
+    // B reads the stale lock, then stalls; A takes it over and holds a fresh lock; then B goes on.
+    // Deleting "the lock" at that point would delete A's: B must find the lock changed and stop.
+    await storage.put(lockKey('shop'), lockOf(deadPid()));
+    let stalled!: () => void;
+    const gate = new Promise<void>((resolve) => (stalled = resolve));
+    let reads = 0;
+    const slow: Storage = {
+      ...storage,
+      async get(key, opts) {
+        const stream = await storage.get(key, opts);
+        if (key === lockKey('shop') && ++reads === 1) await gate;
+        return stream;
+      },
+    };
+    const b = acquireLock(slow, 'shop', { command: 'b', warn: () => {} });
+    await new Promise((r) => setTimeout(r, 20));
+    const a = await acquireLock(storage, 'shop', { command: 'a', warn: () => {} });
+    stalled();
+    await assert.rejects(b, LockedError);
+    assert.equal((await readLock(storage, 'shop'))?.command, 'a', 'A still holds the lock');
+    await a.release();
+    assert.equal(await readLock(storage, 'shop'), undefined);
+    assert.deepEqual((await storage.list('shop/')).map((o) => o.key), [], 'no takeover marker is left');
+  });
+
+  it('of many runs over one stale lock exactly one wins, and its lock survives', async () => {
+    const pause = () => new Promise((r) => setTimeout(r, Math.random() * 5));
+    for (let round = 0; round < 20; round++) {
+      await storage.put(lockKey('shop'), lockOf(deadPid()));
+      const jittery: Storage = {
+        ...storage,
+        get: async (key, opts) => (await pause(), storage.get(key, opts)),
+        delete: async (key) => (await pause(), storage.delete(key)),
+      };
+      const results = await Promise.allSettled([1, 2, 3, 4, 5].map((n) => acquireLock(jittery, 'shop', { command: `r${n}`, warn: () => {} })));
+      const winners = results.filter((r): r is PromiseFulfilledResult<HeldLock> => r.status === 'fulfilled');
+      assert.equal(winners.length, 1, `round ${round}: ${winners.length} runs hold the lock`);
+      assert.equal((await readLock(storage, 'shop'))?.token, winners[0].value.info.token);
+      await winners[0].value.release();
+    }
+  });
+
+  it('a retried put whose first answer was lost finds its own lock and holds it', async () => {
+    let first = true;
+    const lossy: Storage = {
+      ...storage,
+      async put(key, data, opts) {
+        const result = await storage.put(key, data, opts);
+        if (first && key === lockKey('shop')) {
+          first = false;
+          // Stored, but the answer never came: the caller tries again and meets its own lock.
+          return storage.put(key, data, opts);
+        }
+        return result;
+      },
+    };
+    const held = await acquireLock(lossy, 'shop', { command: 'mine', warn: () => {} });
+    assert.equal((await readLock(storage, 'shop'))?.token, held.info.token);
+    await held.release();
+    assert.equal(await readLock(storage, 'shop'), undefined);
+  });
+
+  it('release leaves a lock that is no longer ours', async () => {
+    const held = await acquireLock(storage, 'shop', { command: 'mine', warn: () => {} });
+    const forced = await acquireLock(storage, 'shop', { command: 'forced', force: true, warn: () => {} });
+    await held.release();
+    assert.equal((await readLock(storage, 'shop'))?.command, 'forced');
+    await forced.release();
   });
 });
