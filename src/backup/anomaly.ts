@@ -69,13 +69,15 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
 
 /** Raw size and rows from manifest bytes; undefined unless they are the manifest of `id` and hold both. */
 export function readBackupSize(bytes: Buffer, id: string): BackupSize | undefined {
-  let m: { format?: unknown; id?: unknown; artifacts?: unknown; tables?: unknown };
+  let m: { format?: unknown; id?: unknown; artifacts?: unknown; tables?: unknown; kind?: unknown };
   try {
     m = JSON.parse(bytes.toString('utf8'));
   } catch {
     return undefined;
   }
   if (!m || m.format !== MANIFEST_FORMAT || m.id !== id || !Array.isArray(m.artifacts) || !Array.isArray(m.tables)) return undefined;
+  // A restore's safety backup is of the database as it was then, not a step of the series.
+  if (m.kind === 'safety') return undefined;
   const main = (m.artifacts as { role?: unknown; rawSize?: unknown }[]).find((a) => a?.role === 'main');
   if (!main || !isCount(main.rawSize)) return undefined;
   let rows = 0;

@@ -17,6 +17,7 @@ import { Meter } from '../pipeline/meter.js';
 import { specOf, suffixOf, type Stage } from '../pipeline/stage.js';
 import { tee } from '../pipeline/tee.js';
 import { acquireLock } from '../catalog/lock.js';
+import { checkSeriesFolder, seriesFileKey, seriesOf, writeSeriesFile, type Series } from '../catalog/series.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, serializeManifest, totalRows, type ArtifactEntry, type Manifest } from '../catalog/manifest.js';
 import { anomalyCheck } from './anomaly.js';
 import { putOwnBytes, type Storage } from '../storage/storage.js';
@@ -31,6 +32,10 @@ export interface Destination {
 
 export interface BackupPlan {
   target: Target;
+  /** The series the backup belongs to; default: the target's own (no config name). */
+  series?: Series;
+  /** "safety": a restore's backup of the database it is about to replace in place. */
+  kind?: 'backup' | 'safety';
   env: string;
   destinations: Destination[];
   stages: Stage[];
@@ -114,10 +119,10 @@ function dropOptional(pub: Published, err: unknown, failed: BackupResult['failed
 }
 
 /** Waits until an id is free in the primary destination (two backups within one second). */
-async function freshId(plan: BackupPlan, primary: Storage): Promise<{ id: string; takenAt: Date }> {
+async function freshId(plan: BackupPlan, series: Series, primary: Storage): Promise<{ id: string; takenAt: Date }> {
   for (;;) {
     const takenAt = new Date();
-    const id = makeBackupId(plan.target.database, plan.env, takenAt);
+    const id = makeBackupId(series.key, plan.env, takenAt);
     if (!(await primary.stat(manifestKey(id))) && (await primary.list(`${artifactKey(id, id)}`)).length === 0) {
       return { id, takenAt };
     }
@@ -131,6 +136,8 @@ interface Published {
   keys: string[];
   /** An optional destination that failed: it is skipped from then on. */
   failed?: boolean;
+  /** The series' folder there already has its series.json. */
+  seriesFileExists?: boolean;
 }
 
 /**
@@ -204,6 +211,27 @@ async function writeArtifact(
   };
 }
 
+/** "database shop on db.internal:5432" / "SQLite file /srv/app.db": how messages name a database. */
+function describeTarget(t: Target): string {
+  return t.engine === 'sqlite' ? `SQLite file ${t.path ?? t.displayUrl}` : `database "${t.database}" on ${t.host ?? 'localhost'}${t.port ? `:${t.port}` : ''}`;
+}
+
+/**
+ * Every destination's folder must stand for this series (its series.json, written with the
+ * series' first backup there). A required destination whose folder belongs to another series
+ * stops the backup before the dump; an optional one is dropped.
+ */
+async function checkFolders(live: Published[], series: Series, failed: BackupResult['failed'], warn: (m: string) => void): Promise<void> {
+  for (const pub of live.filter((p) => !p.failed)) {
+    try {
+      pub.seriesFileExists = await checkSeriesFolder(pub.dest.storage, series);
+    } catch (err) {
+      if (!pub.dest.optional) throw err;
+      dropOptional(pub, err, failed, warn);
+    }
+  }
+}
+
 /**
  * Removes what this backup published in one destination (best effort), manifest first: only keys
  * this run wrote itself, never one that an exclusive put found already there.
@@ -266,9 +294,11 @@ async function lockedBackup(
   const usable = live.filter((p) => !p.failed);
   if (usable.length === 0) throw new PreflightError('no destination is usable', { hint: failed.map((f) => `${f.name}: ${f.error}`).join('; ') });
   const primary = (usable.find((p) => !p.dest.optional) ?? usable[0]).dest;
-  const lock = await acquireLock(primary.storage, plan.target.database, {
+  const series = plan.series ?? seriesOf(plan.target);
+  const lock = await acquireLock(primary.storage, series.key, {
     command: backupCommandLine(),
     force: plan.forceUnlock,
+    what: `${describeTarget(plan.target)} (series ${series.key})`,
     warn: (m) => {
       warnings.push(m);
       events.warn(m);
@@ -282,7 +312,8 @@ async function lockedBackup(
   let id = '';
   try {
     controller.signal.throwIfAborted();
-    const fresh = await freshId(plan, primary.storage);
+    await checkFolders(live, series, failed, events.warn);
+    const fresh = await freshId(plan, series, primary.storage);
     id = fresh.id;
     const startedAt = new Date();
     events.info(`backing up ${plan.target.displayUrl} as ${id}`);
@@ -294,7 +325,7 @@ async function lockedBackup(
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
     const session = await engine.dump(plan.target, { ...dumpOpts, probe });
     // The previous backup to compare with is looked up while the dump runs.
-    const anomalies = anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);
+    const anomalies = plan.kind === 'safety' ? undefined : anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];
     const tables: TableStat[] = await session.tables;
     const properties = await session.properties;
@@ -321,6 +352,8 @@ async function lockedBackup(
         ...(properties ? { properties } : {}),
       },
       environment: plan.env,
+      series,
+      ...(plan.kind === 'safety' ? { kind: 'safety' as const } : {}),
       dump: { tool: session.tool.name, version: session.tool.version, path: session.tool.path, args: session.tool.args, details: session.details },
       artifacts,
       tables,
@@ -332,7 +365,7 @@ async function lockedBackup(
       warnings,
       extra: { ...(plan.extra ?? {}), ...(failed.length ? { degraded: failed } : {}) },
     };
-    const anomaly = await anomalies.check({ rawSize: artifacts[0].rawSize, rows: totalRows(manifest) });
+    const anomaly = await anomalies?.check({ rawSize: artifacts[0].rawSize, rows: totalRows(manifest) });
     if (anomaly) {
       manifest.extra.anomaly = anomaly;
       events.warn(`anomaly: ${anomaly.message}`);
@@ -344,6 +377,9 @@ async function lockedBackup(
     const commits = await Promise.allSettled(
       holders.map(async (p) => {
         try {
+          if (!p.seriesFileExists && (await writeSeriesFile(p.dest.storage, series, plan.target.engine, controller.signal))) {
+            p.keys.push(seriesFileKey(series));
+          }
           if (signature) {
             await putOwnBytes(p.dest.storage, signatureKey(id), signature, { signal: controller.signal });
             p.keys.push(signatureKey(id));

@@ -6,12 +6,13 @@
 
 import { pipeline } from 'node:stream';
 import { IntegrityError, isNotFound } from '../core/errors.js';
-import { artifactKey, manifestKey } from '../core/id.js';
+import { artifactKey, databaseDir, manifestKey } from '../core/id.js';
+import { checkSeriesFolder, seriesFileKey, seriesOfManifest, writeSeriesFile } from '../catalog/series.js';
 import { listBackups } from '../catalog/catalog.js';
 import type { Manifest } from '../catalog/manifest.js';
 import { parseManifest } from '../catalog/manifest-schema.js';
 import { Meter } from '../pipeline/meter.js';
-import { getBytes, type Storage } from '../storage/storage.js';
+import { getBytes, putOwnBytes, type Storage } from '../storage/storage.js';
 import { checkSignature, signatureKey, type ManifestVerifier } from '../crypto/sign.js';
 
 export interface CopyOptions {
@@ -52,6 +53,10 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
 
   const written: string[] = [];
   let bytes = 0;
+  const series = seriesOfManifest(manifest);
+  // A series' folder stands for one series in every stash (series.json); older folders have none.
+  const ownFolder = manifest.series !== undefined && databaseDir(id) === series.key;
+  if (ownFolder) await checkSeriesFolder(to, series);
   try {
     for (const artifact of manifest.artifacts) {
       const key = artifactKey(id, artifact.file);
@@ -70,11 +75,12 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
       }
       bytes += meter.bytes;
     }
+    if (ownFolder && (await writeSeriesFile(to, series, manifest.engine, opts.signal))) written.push(seriesFileKey(series));
     if (signature) {
       written.push(signatureKey(id));
-      await to.put(signatureKey(id), signature, { exclusive: true, signal: opts.signal });
+      await putOwnBytes(to, signatureKey(id), signature, { signal: opts.signal });
     }
-    await to.put(manifestKey(id), body, { exclusive: true, signal: opts.signal });
+    await putOwnBytes(to, manifestKey(id), body, { signal: opts.signal });
     return { id, result: 'copied', bytes };
   } catch (err) {
     for (const key of written) await to.delete(key).catch(() => {});
@@ -83,11 +89,11 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
 }
 
 /** Ids of the backups the source holds and the target does not (oldest first). */
-export async function missingBackups(from: Storage, to: Storage, database?: string): Promise<string[]> {
-  const [source, target] = await Promise.all([listBackups(from, database), listBackups(to, database)]);
+export async function missingBackups(from: Storage, to: Storage, identity?: string): Promise<string[]> {
+  const [source, target] = await Promise.all([listBackups(from), listBackups(to)]);
   const present = new Set(target.entries.map((e) => e.id));
   return source.entries
-    .filter((e) => !present.has(e.id))
+    .filter((e) => !present.has(e.id) && (!identity || e.series.identity === identity))
     .map((e) => e.id)
     .reverse();
 }

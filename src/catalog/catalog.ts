@@ -6,10 +6,13 @@ import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
 import { getBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
 import type { Manifest } from './manifest.js';
 import { parseManifest } from './manifest-schema.js';
+import { isSafetyBackup, seriesOfManifest, type Series, type SeriesMatch } from './series.js';
 
 export interface CatalogEntry {
   id: string;
   manifest: Manifest;
+  /** The series it belongs to (recorded, or worked out for backups made before series). */
+  series: Series;
   /** Keys of records kept beside the backup (verify-…, restore-…), oldest first. */
   records: string[];
 }
@@ -41,7 +44,7 @@ export async function listBackups(storage: Storage, database?: string): Promise<
       try {
         const manifest = parseManifest(await getBytes(storage, obj.key), obj.key);
         if (manifest.id !== id) throw new IntegrityError(`manifest ${obj.key} describes another backup (${manifest.id})`);
-        entries.push({ id, manifest, records: (records.get(id) ?? []).sort() });
+        entries.push({ id, manifest, series: seriesOfManifest(manifest), records: (records.get(id) ?? []).sort() });
       } catch (err) {
         problems.push({ key: obj.key, message: (err as Error).message });
       }
@@ -70,11 +73,25 @@ export async function readManifest(storage: Storage, id: string): Promise<Manife
   return manifest;
 }
 
-/** The newest backup (of one database, at or before a time), or undefined. */
-export function pickLatest(entries: CatalogEntry[], opts: { database?: string; at?: Date } = {}): CatalogEntry | undefined {
+/**
+ * The newest backup of one series (by identity), at or before a time, or undefined. Safety
+ * backups taken by restores are never "latest".
+ */
+export function pickLatest(entries: CatalogEntry[], opts: { identity?: string; at?: Date } = {}): CatalogEntry | undefined {
   return entries.find(
     (e) =>
-      (!opts.database || e.manifest.database.name === opts.database || parseBackupId(e.id)?.database === opts.database) &&
+      !isSafetyBackup(e.manifest) &&
+      (!opts.identity || e.series.identity === opts.identity) &&
       (!opts.at || new Date(e.manifest.startedAt).getTime() <= opts.at.getTime()),
   );
+}
+
+/** The series the entries belong to, one each, described by their newest backup. */
+export function seriesIn(entries: CatalogEntry[]): SeriesMatch[] {
+  const out = new Map<string, SeriesMatch>();
+  for (const e of entries) {
+    if (out.has(e.series.identity)) continue;
+    out.set(e.series.identity, { series: e.series, engine: e.manifest.engine, database: e.manifest.database.name, url: e.manifest.database.url });
+  }
+  return [...out.values()];
 }

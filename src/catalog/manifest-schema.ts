@@ -46,6 +46,10 @@ export const manifestSchema = z.object({
     properties: z.record(z.string(), z.unknown()).optional(),
   }),
   environment: z.string(),
+  /** The series (one database on one server) the backup belongs to; absent in backups made before series. */
+  series: z.object({ key: z.string(), name: z.string(), identity: z.string() }).optional(),
+  /** "safety": taken by a restore before it replaced a database in place; never latest, never in retention. */
+  kind: z.enum(['backup', 'safety']).optional(),
   dump: z.object({
     tool: z.string(),
     version: z.string(),

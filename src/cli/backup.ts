@@ -14,6 +14,7 @@ import type { Stage } from '../pipeline/stage.js';
 import { loadEngine } from '../engines/index.js';
 import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { totalRows } from '../catalog/manifest.js';
+import { seriesOf } from '../catalog/series.js';
 import { encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
 
 export interface BackupOptions extends CommonOptions, SecretOptions {
@@ -36,7 +37,8 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   const entry = source.entry;
   if (source.from !== 'argument') ctx.out.info(`database from ${source.from}`);
   const target = parseTarget(source.url, { binDir: opts.pgBinDir ?? opts.binDir ?? entry?.binDir, lockTables: opts.lockTables ?? entry?.lockTables });
-  if (entry?.name) target.database = entry.name;
+  // `name:` labels the series; the connection always goes to the database the URL names.
+  const series = seriesOf(target, entry?.name);
 
   const compression = {
     algorithm: (opts.compression ?? entry?.compression?.algorithm ?? config.compression?.algorithm ?? 'zstd') as CompressionAlgorithm,
@@ -58,6 +60,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
 
   return {
     target,
+    series,
     env: entry?.env ?? ctx.envName,
     destinations: await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage }, config, entry),
     stages,
@@ -116,6 +119,7 @@ Examples:
         const summary = {
           dryRun: true,
           database: plan.target.displayUrl,
+          series: plan.series,
           engine: plan.target.engine,
           serverVersion: probe.serverVersion,
           sizeBytes: probe.sizeBytes,
@@ -127,6 +131,7 @@ Examples:
         ctx.out.result(summary, () =>
           [
             `would back up ${summary.database} (${summary.engine} ${summary.serverVersion}, ${formatBytes(summary.sizeBytes)}) with ${probe.tool.name} ${probe.tool.version}`,
+            `  series: ${summary.series?.name} (folder ${summary.series?.key}, ${summary.series?.identity})`,
             `  environment: ${summary.environment}`,
             `  stages: ${summary.stages.map((s) => s.id).join(' → ') || '(none)'}`,
             ...summary.destinations.map((d) => `  destination: ${d.url}${d.optional ? ' (optional)' : ''}`),

@@ -3,6 +3,8 @@
 // size and SHA-256 against its manifest on the way.
 
 import type { Command } from 'commander';
+import { findSeries } from '../catalog/find.js';
+import { configKeys, configuredSeries } from '../retention/config.js';
 import { DbstashError, ExitCode, UsageError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
 import { parseBackupId } from '../core/id.js';
@@ -56,7 +58,18 @@ Examples:
       const verifier = verifierFor(opts, ctx.loaded.config);
       const from = await openOne(opts.from, '--from', ctx);
       const to = await openOne(opts.to, '--to', ctx);
-      const ids = id ? [id] : await missingBackups(from, to, typeof opts.missing === 'string' ? opts.missing : undefined);
+      let identity: string | undefined;
+      if (typeof opts.missing === 'string') {
+        const config = ctx.loaded.config;
+        const found = await findSeries([{ name: 'from', storage: from, optional: false }], {
+          name: opts.missing,
+          configKeys: configKeys(config),
+          configured: [...configuredSeries(config).values()].map((c) => c.match),
+        });
+        if (!found.match) throw new UsageError(`no backups of "${opts.missing}" in ${from.url}`, { hint: 'run `dbstash list --storage …` on the source to see what it holds' });
+        identity = found.match.series.identity;
+      }
+      const ids = id ? [id] : await missingBackups(from, to, identity);
       if (opts.dryRun) {
         ctx.out.result({ dryRun: true, from: from.url, to: to.url, ids }, () =>
           ids.length ? ids.map((i) => `would copy ${i}`).join('\n') : `${to.url} already holds every backup of ${from.url}`,

@@ -2,7 +2,10 @@
 
 import type { Command } from 'commander';
 import { formatBytes, formatDuration, renderTable } from '../core/format.js';
-import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
+import type { CatalogEntry } from '../catalog/catalog.js';
+import { findSeries, seriesLabels } from '../catalog/find.js';
+import { isSafetyBackup } from '../catalog/series.js';
+import { configEntryNamed, configKeys, configuredSeries } from '../retention/config.js';
 import { mainArtifact, totalRows } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import { resolveDestinations } from '../config/resolve.js';
@@ -17,22 +20,29 @@ export function registerList(program: Command): void {
   const cmd = program
     .command('list')
     .description('list backups, newest first')
-    .argument('[database]', 'only this database');
+    .argument('[database]', 'only this database (its name as listed, its real name, or its config key)');
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText('after', `\nExamples:\n  dbstash list\n  dbstash list shop --output-dir /var/backups/dbstash --json`);
   cmd.action((database: string | undefined, opts: CommonOptions) =>
     runCommand(opts, async (ctx) => {
-      const destinations = await resolveDestinations(opts, ctx.loaded.config);
+      const { config } = ctx.loaded;
+      const destinations = await resolveDestinations(opts, config, configEntryNamed(config, database));
+      const configured = [...configuredSeries(config).values()].map((c) => c.match);
+      const found = await findSeries(destinations, { name: database, configKeys: configKeys(config), configured });
+      if (database && !found.match) ctx.out.warn(`no backups of "${database}"${found.known.length ? `; the stash holds ${[...seriesLabels(found.known).values()].join(', ')}` : ''}`);
+      else if (database && found.by !== 'name' && found.by !== 'folder') ctx.out.info(`"${database}" is the ${found.by} of ${found.match!.series.name} (${found.match!.series.identity})`);
+      const labels = seriesLabels(found.known);
       const rows: { storage: string; entry: CatalogEntry; verification?: VerifyRecord }[] = [];
       const problems: { storage: string; key: string; message: string }[] = [];
       for (const dest of destinations) {
-        const listing = await listBackups(dest.storage, database);
+        const listing = found.listings.get(dest)!;
         for (const p of listing.problems) {
           problems.push({ storage: dest.name, ...p });
           ctx.out.warn(`${dest.storage.url}: ${p.message}`);
         }
         for (const entry of listing.entries) {
+          if (database && entry.series.identity !== found.match?.series.identity) continue;
           rows.push({ storage: dest.name, entry, verification: await latestRecord<VerifyRecord>(dest.storage, entry.records, 'verify') });
         }
       }
@@ -43,7 +53,9 @@ export function registerList(program: Command): void {
         return {
           id: m.id,
           storage,
-          database: m.database.name,
+          database: labels.get(entry.series.identity) ?? entry.series.name,
+          series: entry.series,
+          kind: isSafetyBackup(m) ? 'safety' : 'backup',
           engine: m.engine,
           environment: m.environment,
           takenAt: m.startedAt,
@@ -65,7 +77,7 @@ export function registerList(program: Command): void {
           rows.map(({ storage, entry, verification }, i) => {
             const j = json[i];
             return [
-              j.id + (j.degraded ? ' (degraded)' : '') + (j.anomaly ? ' (anomaly)' : ''),
+              j.id + (j.kind === 'safety' ? ' (safety backup)' : '') + (j.degraded ? ' (degraded)' : '') + (j.anomaly ? ' (anomaly)' : ''),
               ...(multi ? [storage] : []),
               j.database,
               j.environment,

@@ -98,3 +98,15 @@ export class Output {
     }
   }
 }
+
+/** Asks a yes/no question on the terminal (stderr); anything but y/yes is no. */
+export async function askYesNo(question: string, signal?: AbortSignal): Promise<boolean> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${question} [y/N] `, { signal });
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}

@@ -6,7 +6,9 @@ import type { Command } from 'commander';
 import { ExitCode, StorageError, UsageError } from '../core/errors.js';
 import { formatBytes, parseDuration, renderTable } from '../core/format.js';
 import { resolveDestinations } from '../config/resolve.js';
-import { databasesByFolder, folderOf, policyResolver } from '../retention/config.js';
+import { configKeys, configuredSeries, policyResolver } from '../retention/config.js';
+import { findSeries } from '../catalog/find.js';
+import { askYesNo } from './output.js';
 import { assertTimezone, type RetentionPolicy } from '../retention/policy.js';
 import { pruneStorage, type PruneReport } from '../prune/prune.js';
 import { collect, commonOptions, runCommand, stashOptions, type CommonOptions } from './common.js';
@@ -23,6 +25,8 @@ export interface PruneCliOptions extends CommonOptions {
   timezone?: string;
   orphanAge?: string;
   uploadAge?: string;
+  safetyAge?: string;
+  allowEmpty?: boolean;
 }
 
 function count(flag: string, value: string | undefined): number | undefined {
@@ -52,11 +56,13 @@ export function policyFromFlags(opts: PruneCliOptions): RetentionPolicy | undefi
 
 function renderReport(r: PruneReport): string {
   const lines = [`${r.storage}${r.dryRun ? ' (dry run: nothing removed)' : ''}`];
+  const cancelled = r.cancelled ? ' (cancelled: nothing removed)' : '';
+  if (cancelled) lines[0] += cancelled;
   for (const s of r.series) lines.push(`  ${s.database} (${s.environment}): keep ${s.policy}`);
   if (r.backups.length > 0) {
     const table = renderTable(
       ['', 'ID', 'SIZE', 'REASONS'],
-      r.backups.map((b) => [b.keep ? 'keep' : b.removed || r.dryRun ? 'remove' : 'FAILED', b.id, formatBytes(b.bytes), b.error ?? b.reasons.join('; ')]),
+      r.backups.map((b) => [b.keep ? 'keep' : b.removed || r.dryRun || r.cancelled ? 'remove' : 'FAILED', b.id, formatBytes(b.bytes), b.error ?? b.reasons.join('; ')]),
     );
     lines.push(...table.split('\n').map((l) => `  ${l}`));
   }
@@ -77,7 +83,7 @@ export function registerPrune(program: Command): void {
   const cmd = program
     .command('prune')
     .description('remove backups the retention policy does not keep, and leftovers of crashed runs')
-    .argument('[database]', 'only this database (config name or the database name in backup ids)')
+    .argument('[database]', 'only this database (its name as `list` shows it, its real name, or its config key)')
     .option('--keep-last <n>', 'keep the n newest backups')
     .option('--keep-hourly <n>', 'keep the newest backup of each of the last n hours that have backups')
     .option('--keep-daily <n>', 'same for days')
@@ -88,7 +94,9 @@ export function registerPrune(program: Command): void {
     .option('--keep-tag <tag>', 'keep backups labelled tag or tag=value (repeatable)', collect)
     .option('--timezone <zone>', 'time zone of the periods (IANA name; default: the config, else UTC)')
     .option('--orphan-age <duration>', 'remove files without a manifest only when older than this', '1h')
-    .option('--upload-age <duration>', 'abort incomplete multipart uploads (S3) only when started longer ago than this', '24h');
+    .option('--upload-age <duration>', 'abort incomplete multipart uploads (S3) only when started longer ago than this', '24h')
+    .option('--safety-age <duration>', 'remove safety backups taken by restores once older than this', '30d')
+    .option('--allow-empty', 'let the policy remove every backup of a series (refused otherwise)');
   stashOptions(cmd);
   commonOptions(cmd);
   cmd.addHelpText(
@@ -97,6 +105,10 @@ export function registerPrune(program: Command): void {
 Keep flags replace the configured policy (storages.<name>.retention, else databases.<name>.retention,
 else retention, else 7 daily, 4 weekly, 12 monthly). A backup is kept when any rule keeps it. The
 newest backup that passed verification and backups in use by a verify/restore are always kept.
+A rule of 0 keeps nothing by that rule; a policy that would remove every backup of a database is
+refused unless --allow-empty is given. On a terminal, prune shows its plan and asks before it
+removes anything (--yes answers for you; without a terminal it goes ahead). Safety backups taken
+by restores are outside the policy and go after --safety-age.
 Incomplete multipart uploads (S3) older than --upload-age are aborted, except in a database folder
 whose lock is held by a running backup; a running \`dbstash copy\` takes no lock, so keep
 --upload-age above the longest upload.
@@ -115,19 +127,44 @@ Examples:
       if (orphanMinAgeMs === undefined) throw new UsageError(`--orphan-age takes a duration, got "${opts.orphanAge}"`, { hint: 'e.g. --orphan-age 1h' });
       const uploadMinAgeMs = parseDuration(opts.uploadAge ?? '24h');
       if (uploadMinAgeMs === undefined) throw new UsageError(`--upload-age takes a duration, got "${opts.uploadAge}"`, { hint: 'e.g. --upload-age 24h' });
+      const safetyMinAgeMs = parseDuration(opts.safetyAge ?? '30d');
+      if (safetyMinAgeMs === undefined) throw new UsageError(`--safety-age takes a duration, got "${opts.safetyAge}"`, { hint: 'e.g. --safety-age 30d' });
+      const configured = configuredSeries(config);
       const entry = database ? config.databases[database] : undefined;
-      const folder = entry ? folderOf(entry) : database;
       const destinations = await resolveDestinations(opts, config, entry);
+      let series: string | undefined;
+      if (database) {
+        const found = await findSeries(destinations, { name: database, configKeys: configKeys(config), configured: [...configured.values()].map((c) => c.match) });
+        if (!found.match) {
+          ctx.out.warn(`no backups of "${database}" found`);
+          ctx.out.result({ dryRun: !!opts.dryRun, storages: [], bytesFreed: 0 }, () => `nothing to prune: no backups of "${database}"`);
+          return ExitCode.ok;
+        }
+        series = found.match.series.identity;
+      }
+      const confirm = opts.yes || !process.stdin.isTTY || opts.json
+        ? undefined
+        : async (r: PruneReport) => {
+            process.stderr.write(renderReport({ ...r, dryRun: true }).replace(' (dry run: nothing removed)', ' (plan)') + '\n');
+            return askYesNo(`remove what is listed above from ${r.storage}?`, ctx.signal);
+          };
       const reports: PruneReport[] = [];
       for (const dest of destinations) {
         const resolve = policyResolver(config, dest.name, override);
-        const policyFor = (f: string) => (opts.timezone ? { ...resolve(f), timezone: opts.timezone } : resolve(f));
+        const policyFor: typeof resolve = (x) => (opts.timezone ? { ...resolve(x), timezone: opts.timezone } : resolve(x));
         reports.push(
-          await pruneStorage(dest.storage, { dryRun: !!opts.dryRun, database: folder, policyFor, orphanMinAgeMs, uploadMinAgeMs, warn: (m) => ctx.out.warn(m) }),
+          await pruneStorage(dest.storage, {
+            dryRun: !!opts.dryRun,
+            series,
+            policyFor,
+            orphanMinAgeMs,
+            uploadMinAgeMs,
+            safetyMinAgeMs,
+            allowEmpty: !!opts.allowEmpty,
+            confirm,
+            warn: (m) => ctx.out.warn(m),
+          }),
         );
-      }
-      if (database && !entry && !databasesByFolder(config).has(database) && reports.every((r) => r.backups.length === 0)) {
-        ctx.out.warn(`no backups of "${database}" found`);
       }
       const failures = reports.reduce((s, r) => s + r.failures, 0);
       ctx.out.result({ dryRun: !!opts.dryRun, storages: reports, bytesFreed: reports.reduce((s, r) => s + r.bytesFreed, 0) }, () =>

@@ -12,9 +12,12 @@ import { resolveDestinations } from '../config/resolve.js';
 import { loadEngine } from '../engines/index.js';
 import { parseTarget } from '../engines/target.js';
 import { runRestore, type RestorePlan } from '../restore/restore.js';
-import { databasesIn, locateBackup, locateLatest } from '../verify/locate.js';
+import { locateBackup, locateLatest } from '../verify/locate.js';
+import { findSeries, seriesLabels } from '../catalog/find.js';
+import { seriesOfManifest } from '../catalog/series.js';
+import { configEntryInFolder, configEntryOf } from '../retention/config.js';
 import { collect, commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
-import { configEntry } from './verify.js';
+import { configEntry, seriesNamed } from './verify.js';
 import { decryptionOptions, stageContext, verifierFor, type SecretOptions } from './secrets.js';
 
 interface RestoreCliOptions extends CommonOptions, SecretOptions {
@@ -135,18 +138,22 @@ Examples:
       if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);
       const { url, binDir } = await resolveTargetUrl(opts.to, ctx);
       const target = parseTarget(url, { binDir: opts.pgBinDir ?? binDir });
-      const database = latest ? opts.database : parseBackupId(what)?.database;
-      const destinations = await resolveDestinations(opts, config, configEntry(config, database));
+      const database = latest ? opts.database : undefined;
+      const destinations = await resolveDestinations(opts, config, latest ? configEntry(config, database) : configEntryInFolder(config, parseBackupId(what)?.database));
       const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
       let located;
       if (latest) {
-        const names = database ? [] : await databasesIn(destinations);
-        if (names.length > 1) {
-          throw new UsageError(`the stash holds backups of several databases (${names.join(', ')}); say which one with --database`, {
-            hint: `e.g. dbstash restore latest --database ${names[0]} --to …`,
-          });
+        const series = await seriesNamed(destinations, database, config);
+        if (!series) {
+          const { known } = await findSeries(destinations, {});
+          if (known.length > 1) {
+            const names = [...seriesLabels(known).values()].sort();
+            throw new UsageError(`the stash holds backups of several databases (${names.join(', ')}); say which one with --database`, {
+              hint: `e.g. dbstash restore latest --database ${names[0]} --to …`,
+            });
+          }
         }
-        located = await locateLatest(destinations, { database, at: opts.at ? parseAt(opts.at) : undefined }, locate);
+        located = await locateLatest(destinations, { identity: series?.series.identity, at: opts.at ? parseAt(opts.at) : undefined }, locate);
         if (!located) {
           throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {
             hint: 'run `dbstash list` to see the backups this stash holds',
@@ -170,7 +177,7 @@ Examples:
           dropOld: opts.dropOld,
           force: opts.force,
           dryRun: opts.dryRun,
-          stageContext: stageContext(opts, config, configEntry(config, located.manifest.database.name) ?? configEntry(config, database)),
+          stageContext: stageContext(opts, config, configEntryOf(config, seriesOfManifest(located.manifest).identity) ?? configEntry(config, database)),
           tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
           signal: ctx.signal,
           events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },

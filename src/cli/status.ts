@@ -8,8 +8,9 @@ import { parseDuration } from '../core/format.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { Destination } from '../backup/backup.js';
 import { expectedMaxAgeMs } from '../daemon/cron.js';
-import { databasesByFolder, folderOf } from '../retention/config.js';
-import { collectStatus, foldersIn, type Finding, type StatusReport, type StatusTarget } from '../status/status.js';
+import { configKeys, configuredSeries } from '../retention/config.js';
+import { resolveSeries, type SeriesMatch } from '../catalog/series.js';
+import { collectStatus, seriesInStashes, type Finding, type StatusReport, type StatusTarget } from '../status/status.js';
 import { createNotifier } from '../notify/notifier.js';
 import { makeMessage } from '../notify/message.js';
 import { commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
@@ -24,7 +25,7 @@ const MARK: Record<Finding['level'], string> = { ok: 'ok     ', warn: 'warn   ',
 function render(r: StatusReport): string {
   const lines: string[] = [];
   for (const d of r.databases) {
-    lines.push(`${d.database}${d.key && d.key !== d.database ? ` (config: ${d.key})` : ''}`);
+    lines.push(`${d.database}${d.key && d.key !== d.database ? ` (config: ${d.key})` : ''} — ${d.identity}`);
     for (const f of d.findings) lines.push(`  ${MARK[f.level]}  ${f.message}`);
   }
   for (const s of r.storages) {
@@ -45,21 +46,31 @@ async function targetsFor(database: string | undefined, opts: StatusOptions, ctx
     if (maxAgeMs === undefined) throw new UsageError(`--max-age takes a duration, got "${opts.maxAge}"`, { hint: 'e.g. --max-age 26h' });
   }
   const stashGiven = Boolean(opts.outputDir || opts.storage?.length);
-  const configured = Object.entries(config.databases).filter(([key, entry]) => !database || key === database || folderOf(entry) === database);
+  const configured = configuredSeries(config);
+  const keys = configKeys(config);
+  let wanted: string | undefined;
+  if (database) {
+    // The name may be a config key, a series' name or folder, or a database's real name.
+    const stashes = await resolveDestinations(opts, config, config.databases[database]);
+    const { found } = await seriesInStashes(stashes).catch(() => ({ found: [] as SeriesMatch[] }));
+    const seen = new Set(found.map((f) => f.series.identity));
+    const hit = resolveSeries([...found, ...[...configured.values()].map((c) => c.match).filter((m) => !seen.has(m.series.identity))], database, keys);
+    if (!hit) throw new UsageError(`no database "${database}" in the config or the stash`, { hint: 'run `dbstash list` to see the names of the databases with backups' });
+    wanted = hit.match.series.identity;
+  }
   const targets: StatusTarget[] = [];
-  for (const [key, entry] of configured) {
-    const folder = folderOf(entry);
-    if (!folder) continue;
-    targets.push({ folder, key, entry, destinations: await resolveDestinations(opts, config, entry), maxAgeMs: maxAgeMs ?? expectedMaxAgeMs(entry, key) });
+  for (const c of configured.values()) {
+    if (wanted && c.series.identity !== wanted) continue;
+    targets.push({ series: c.series, label: c.series.name, key: c.key, entry: c.entry, destinations: await resolveDestinations(opts, config, c.entry), maxAgeMs: maxAgeMs ?? expectedMaxAgeMs(c.entry, c.key) });
   }
   let stashes: Destination[] = [];
   if (targets.length === 0 || (stashGiven && !database)) {
     stashes = await resolveDestinations(opts, config);
-    const known = databasesByFolder(config);
-    const found = database ? { folders: [database], unreachable: false } : await foldersIn(stashes);
-    for (const folder of found.folders) {
-      if (targets.some((t) => t.folder === folder) || known.has(folder)) continue;
-      targets.push({ folder, destinations: stashes, maxAgeMs });
+    const found = await seriesInStashes(stashes);
+    for (const m of found.found) {
+      if (wanted && m.series.identity !== wanted) continue;
+      if (configured.has(m.series.identity)) continue;
+      targets.push({ series: m.series, label: found.labels.get(m.series.identity), destinations: stashes, maxAgeMs });
     }
     if (targets.length === 0 && !found.unreachable) {
       throw new UsageError('no database to check: the config names none and the stash holds no backups', {
@@ -92,7 +103,7 @@ export function registerStatus(program: Command): void {
   const cmd = program
     .command('status')
     .description('health of the backups: age, verification, retention, locks, storages (exit 13 when unhealthy)')
-    .argument('[database]', 'only this database (config name or the database name in backup ids)')
+    .argument('[database]', 'only this database (its name as `list` shows it, its real name, or its config key)')
     .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)')
     .option('--notify', 'send a "stale" notification for each database without a recent enough backup (for cron)');
   stashOptions(cmd);

@@ -7,6 +7,10 @@ import { DbstashError, ExitCode, IntegrityError, UsageError } from '../core/erro
 import { formatDuration } from '../core/format.js';
 import { parseBackupId } from '../core/id.js';
 import { listBackups } from '../catalog/catalog.js';
+import { findSeries, seriesLabels } from '../catalog/find.js';
+import { seriesOfManifest, type SeriesMatch } from '../catalog/series.js';
+import type { Destination } from '../backup/backup.js';
+import { configEntryInFolder, configEntryNamed, configEntryOf, configKeys, configuredSeries } from '../retention/config.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { locateBackup, locateLatest, type LocatedBackup } from '../verify/locate.js';
@@ -26,10 +30,22 @@ interface VerifyCliOptions extends CommonOptions, SecretOptions {
   tempDir?: string;
 }
 
-/** The config entry of a database, by its key or its name. */
+/** The config entry of a database, by its key, its name or its real name. */
 export function configEntry(config: ConfigFile, database: string | undefined): DatabaseConfig | undefined {
-  if (!database) return undefined;
-  return config.databases[database] ?? Object.values(config.databases).find((d) => d.name === database);
+  return configEntryNamed(config, database);
+}
+
+/** Resolves "[database]" of --latest/--all/restore latest to one series over the destinations (or every series when not given). */
+export async function seriesNamed(destinations: Destination[], name: string | undefined, config: ConfigFile): Promise<SeriesMatch | undefined> {
+  if (!name) return undefined;
+  const configured = [...configuredSeries(config).values()].map((c) => c.match);
+  const found = await findSeries(destinations, { name, configKeys: configKeys(config), configured });
+  if (!found.match) {
+    throw new UsageError(`no backups of "${name}" in ${destinations.map((d) => d.storage.url).join(', ')}`, {
+      hint: `run \`dbstash list\` to see the databases with backups${found.known.length ? ` (${[...seriesLabels(found.known).values()].join(', ')})` : ''}`,
+    });
+  }
+  return found.match;
 }
 
 function describe(result: VerifyResult): string {
@@ -42,27 +58,28 @@ async function toVerify(id: string | undefined, opts: VerifyCliOptions, ctx: Con
   const modes = [id !== undefined, opts.latest !== undefined, opts.all !== undefined].filter(Boolean).length;
   if (modes !== 1) throw new UsageError('say what to verify: a backup id, --latest [database] or --all [database]');
   const pick = typeof opts.latest === 'string' ? opts.latest : typeof opts.all === 'string' ? opts.all : undefined;
-  const database = id ? parseBackupId(id)?.database : pick;
-  const destinations = await resolveDestinations(opts, ctx.loaded.config, configEntry(ctx.loaded.config, database));
-  const locate = { verifier: verifierFor(opts, ctx.loaded.config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
-  if (id) return { located: [await locateBackup(destinations, id, locate)], database };
+  const config = ctx.loaded.config;
+  const destinations = await resolveDestinations(opts, config, id ? configEntryInFolder(config, parseBackupId(id)?.database) : configEntry(config, pick));
+  const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
+  if (id) return { located: [await locateBackup(destinations, id, locate)] };
+  const series = await seriesNamed(destinations, pick, config);
   if (opts.latest !== undefined) {
-    const latest = await locateLatest(destinations, { database }, locate);
-    if (!latest) throw new UsageError(`no backups${database ? ` of ${database}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`);
-    return { located: [latest], database };
+    const latest = await locateLatest(destinations, { identity: series?.series.identity }, locate);
+    if (!latest) throw new UsageError(`no backups${pick ? ` of ${pick}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`);
+    return { located: [latest], database: pick };
   }
   const seen = new Set<string>();
   const located: LocatedBackup[] = [];
   for (const dest of destinations) {
-    const listing = await listBackups(dest.storage, database);
+    const listing = await listBackups(dest.storage);
     listing.problems.forEach((p) => ctx.out.warn(`${dest.storage.url}: ${p.message}`));
     for (const entry of listing.entries) {
-      if (seen.has(entry.id)) continue;
+      if (seen.has(entry.id) || (series && entry.series.identity !== series.series.identity)) continue;
       seen.add(entry.id);
       located.push({ dest, manifest: entry.manifest });
     }
   }
-  return { located, database };
+  return { located, database: pick };
 }
 
 export function registerVerify(program: Command): void {
@@ -102,7 +119,7 @@ Examples:
       let exitCode: number = ExitCode.ok;
       const verifier = verifierFor(opts, config);
       for (const { dest, manifest } of located) {
-        const entry = configEntry(config, manifest.database.name) ?? configEntry(config, database);
+        const entry = configEntryOf(config, seriesOfManifest(manifest).identity) ?? configEntry(config, database);
         ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
         try {
           if (verifier) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);

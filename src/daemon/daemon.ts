@@ -12,11 +12,12 @@ import { formatDuration, parseDuration } from '../core/format.js';
 import { daemonSchema, type DaemonConfig } from '../config/schema.js';
 import { resolveDestinations } from '../config/resolve.js';
 import { listBackups } from '../catalog/catalog.js';
+import { isSafetyBackup } from '../catalog/series.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import { createNotifier } from '../notify/notifier.js';
 import { makeMessage } from '../notify/message.js';
-import { folderOf } from '../retention/config.js';
+import { seriesOfEntry } from '../retention/config.js';
 import { expectedMaxAgeMs, JOB_KINDS, parseCron, type JobKind } from './cron.js';
 import { startHttp, type Health } from './http.js';
 import { jobBody, type JobContext } from './jobs.js';
@@ -62,7 +63,8 @@ async function seedMetrics(ctx: Context, metrics: DaemonMetrics): Promise<void> 
   for (const [key, entry] of Object.entries(ctx.loaded.config.databases)) {
     try {
       const [primary] = await resolveDestinations({}, ctx.loaded.config, entry);
-      const { entries } = await listBackups(primary.storage, folderOf(entry));
+      const identity = seriesOfEntry(entry)?.identity;
+      const entries = (await listBackups(primary.storage)).entries.filter((e) => e.series.identity === identity && !isSafetyBackup(e.manifest));
       const newest = entries[0];
       if (newest) {
         const main = mainArtifact(newest.manifest);

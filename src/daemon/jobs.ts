@@ -15,7 +15,7 @@ import { mainArtifact } from '../catalog/manifest.js';
 import { runNotifiedBackup, verifyFailureMessage } from '../notify/backup.js';
 import type { Notifier } from '../notify/notifier.js';
 import { pruneStorage } from '../prune/prune.js';
-import { folderOf, policyResolver } from '../retention/config.js';
+import { seriesOfEntry, policyResolver } from '../retention/config.js';
 import type { JobKind } from './cron.js';
 import type { DaemonMetrics } from './metrics.js';
 
@@ -43,10 +43,12 @@ function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
   return async () => {
     const { ctx } = jc;
     const config = ctx.loaded.config;
+    const series = seriesOfEntry(entry);
+    if (!series) throw new Error(`databases.${key}.url does not parse`);
     for (const dest of await resolveDestinations({}, config, entry)) {
       const report = await pruneStorage(dest.storage, {
         dryRun: false,
-        database: folderOf(entry),
+        series: series.identity,
         policyFor: policyResolver(config, dest.name),
         warn: (m) => ctx.out.warn(`[${key}] ${m}`),
       });
@@ -67,7 +69,9 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody 
   return async (signal) => {
     const { ctx } = jc;
     const config = ctx.loaded.config;
-    const located = await locateLatest(await resolveDestinations({}, config, entry), { database: folderOf(entry) }, { verifier: verifierFor({}, config) });
+    const series = seriesOfEntry(entry);
+    if (!series) throw new Error(`databases.${key}.url does not parse`);
+    const located = await locateLatest(await resolveDestinations({}, config, entry), { identity: series.identity }, { verifier: verifierFor({}, config) });
     if (!located) throw new Error('no backup to verify yet');
     const { manifest, dest } = located;
     const level = entry.checksums ? 'deep' : 'drill';

@@ -13,7 +13,7 @@ import type { Notifier } from './notifier.js';
 export function backupMessages(result: BackupResult): NotifyMessage[] {
   const m = result.manifest;
   const main = mainArtifact(m);
-  const base = { database: m.database.name, environment: m.environment, backupId: m.id, size: main.size, durationMs: m.durationMs, sha256: main.sha256 };
+  const base = { database: m.series?.name ?? m.database.name, environment: m.environment, backupId: m.id, size: main.size, durationMs: m.durationMs, sha256: main.sha256 };
   const messages = [makeMessage({ event: 'success', ...base })];
   if (result.degraded) {
     messages.push(
@@ -39,10 +39,10 @@ export function backupMessages(result: BackupResult): NotifyMessage[] {
   return messages;
 }
 
-export function failureMessage(plan: Pick<BackupPlan, 'target' | 'env'>, err: unknown): NotifyMessage {
+export function failureMessage(plan: Pick<BackupPlan, 'target' | 'env' | 'series'>, err: unknown): NotifyMessage {
   return makeMessage({
     event: 'failure',
-    database: plan.target.database,
+    database: plan.series?.name ?? plan.target.database,
     environment: plan.env,
     error: (err as Error).message,
     hint: err instanceof DbstashError ? err.hint : undefined,

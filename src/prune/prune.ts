@@ -1,5 +1,11 @@
-// Prune: applies the retention policy to every series (database + environment) in one storage
-// and removes what it does not keep, plus the leftovers of crashed runs.
+// Prune: applies the retention policy to every series (one database on one server, by identity)
+// and environment in one storage, and removes what it does not keep, plus the leftovers of
+// crashed runs.
+//
+// A rule set to 0 keeps nothing by that rule. A policy that would leave a series without any
+// backup is refused for the whole run (nothing is removed) unless allowEmpty is set. Safety
+// backups taken by restores are outside retention: each is kept for safetyMinAgeMs (30 days),
+// then removed.
 //
 // Order of deletion for a backup: the manifest FIRST (the backup stops existing at once), then
 // its artifacts, then its records. A crash in between leaves an artifact without a manifest — an
@@ -15,22 +21,34 @@
 
 import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
 import { activeLeases, parseLease } from '../catalog/lease.js';
-import { isStale, lockKey, readLock } from '../catalog/lock.js';
+import { isLockKey, isStale, readLock } from '../catalog/lock.js';
+import { isSafetyBackup, SERIES_FILE, type Series } from '../catalog/series.js';
+import { UsageError } from '../core/errors.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
-import { artifactKey, manifestKey, MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
+import { artifactKey, databaseDir, manifestKey, MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
 import { formatDuration } from '../core/format.js';
 import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
 
 export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
 export const DEFAULT_UPLOAD_MIN_AGE_MS = 24 * 3600_000;
+export const DEFAULT_SAFETY_MIN_AGE_MS = 30 * 24 * 3600_000;
 
 export interface PruneOptions {
   dryRun: boolean;
-  /** Only this database folder. */
-  database?: string;
-  /** The policy for a database folder in this storage. */
-  policyFor(database: string): RetentionPolicy;
+  /** Only this series (by identity). */
+  series?: string;
+  /** The policy for a series in this storage. */
+  policyFor(series: Series): RetentionPolicy;
+  /** Let the policy remove every backup of a series (refused otherwise). */
+  allowEmpty?: boolean;
+  /** Safety backups taken by restores are removed once older than this (default 30 days). */
+  safetyMinAgeMs?: number;
+  /**
+   * Called with the plan before anything is removed (not in a dry run); false cancels the run,
+   * which then reports the plan as a dry run would, with `cancelled` set.
+   */
+  confirm?(report: PruneReport): Promise<boolean>;
   orphanMinAgeMs?: number;
   /** Incomplete multipart uploads younger than this are left alone (default 24 h). */
   uploadMinAgeMs?: number;
@@ -40,7 +58,11 @@ export interface PruneOptions {
 
 export interface BackupDecision {
   id: string;
+  /** The series' name and folder. */
   database: string;
+  series: string;
+  /** "safety" for a restore's safety backup (outside retention). */
+  kind?: 'safety';
   environment: string;
   takenAt: string;
   keep: boolean;
@@ -70,6 +92,8 @@ export interface UploadDecision {
 
 export interface SeriesReport {
   database: string;
+  series: string;
+  identity: string;
   environment: string;
   policy: string;
 }
@@ -86,6 +110,8 @@ export interface PruneReport {
   problems: { key: string; message: string }[];
   bytesFreed: number;
   failures: number;
+  /** The confirmation was declined: nothing was removed. */
+  cancelled?: boolean;
 }
 
 const BACKUP_FILE_RE = /^(.+_[a-z0-9-]+_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\./;
@@ -113,7 +139,9 @@ function ageText(obj: ObjectInfo, now: Date): string {
 export async function pruneStorage(storage: Storage, opts: PruneOptions): Promise<PruneReport> {
   const now = opts.now ?? new Date();
   const minAge = opts.orphanMinAgeMs ?? DEFAULT_ORPHAN_MIN_AGE_MS;
-  const listing = await listBackups(storage, opts.database);
+  const safetyAge = opts.safetyMinAgeMs ?? DEFAULT_SAFETY_MIN_AGE_MS;
+  const listing = await listBackups(storage);
+  const mine = (e: CatalogEntry) => !opts.series || e.series.identity === opts.series;
   const sizes = new Map(listing.objects.map((o) => [o.key, o.size]));
   const active = activeLeases(listing.objects, now);
   const leased = new Map(active.map((l) => [l.id, l]));
@@ -130,45 +158,69 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     failures: 0,
   };
   for (const p of listing.problems) opts.warn(`${storage.url}: ${p.message} (left alone)`);
+  const pinnedBy = (id: string) => {
+    const lease = leased.get(id);
+    return lease ? `in use by a verify/restore (pid ${lease.pid} on ${lease.host})` : undefined;
+  };
+  const decide = (entry: CatalogEntry, keep: boolean, reasons: string[], kind?: 'safety') => {
+    const all = keysOf(entry, listing.objects);
+    all.forEach((x) => known.add(x));
+    report.backups.push({
+      id: entry.id,
+      database: entry.series.name,
+      series: entry.series.key,
+      ...(kind ? { kind } : {}),
+      environment: entry.manifest.environment,
+      takenAt: entry.manifest.startedAt,
+      keep,
+      reasons,
+      bytes: all.reduce((s, x) => s + (sizes.get(x) ?? 0), 0),
+    });
+  };
 
-  const series = new Map<string, CatalogEntry[]>();
-  for (const entry of listing.entries) {
-    const parsed = parseBackupId(entry.id)!;
-    const key = `${parsed.database}\u0000${parsed.env}`;
-    series.set(key, [...(series.get(key) ?? []), entry]);
-  }
   const known = new Set<string>();
-  for (const [key, entries] of series) {
-    const [database, environment] = key.split('\u0000');
-    const policy = opts.policyFor(database);
-    report.series.push({ database, environment, policy: describePolicy(policy) });
+  const groups = new Map<string, CatalogEntry[]>();
+  for (const entry of listing.entries) {
+    // Every backup's files are known, so nothing of a backup outside the filter counts as a leftover.
+    if (!mine(entry)) {
+      keysOf(entry, listing.objects).forEach((x) => known.add(x));
+      continue;
+    }
+    if (isSafetyBackup(entry.manifest)) {
+      const age = now.getTime() - new Date(entry.manifest.startedAt).getTime();
+      const pinned = pinnedBy(entry.id);
+      if (pinned) decide(entry, true, [pinned], 'safety');
+      else if (age < safetyAge) decide(entry, true, [`safety backup of a restore, kept ${formatDuration(safetyAge)} (${formatDuration(age)} old)`], 'safety');
+      else decide(entry, false, [`safety backup of a restore, ${formatDuration(age)} old`], 'safety');
+      continue;
+    }
+    const key = `${entry.series.identity}\u0000${entry.manifest.environment}`;
+    groups.set(key, [...(groups.get(key) ?? []), entry]);
+  }
+  const emptied: string[] = [];
+  for (const entries of groups.values()) {
+    const { series } = entries[0];
+    const environment = entries[0].manifest.environment;
+    const policy = opts.policyFor(series);
+    report.series.push({ database: series.name, series: series.key, identity: series.identity, environment, policy: describePolicy(policy) });
     const verified = await newestVerified(storage, entries);
     const decisions = applyRetention(
-      entries.map((e) => {
-        const lease = leased.get(e.id);
-        return {
-          id: e.id,
-          takenAt: new Date(e.manifest.startedAt),
-          tags: Object.entries(e.manifest.labels).map(([k, v]) => `${k}=${v}`),
-          pinned: lease ? `in use by a verify/restore (pid ${lease.pid} on ${lease.host})` : e.id === verified ? 'newest backup that passed verification' : undefined,
-        };
-      }),
+      entries.map((e) => ({
+        id: e.id,
+        takenAt: new Date(e.manifest.startedAt),
+        tags: Object.entries(e.manifest.labels).map(([k, v]) => `${k}=${v}`),
+        pinned: pinnedBy(e.id) ?? (e.id === verified ? 'newest backup that passed verification' : undefined),
+      })),
       policy,
     );
+    if (decisions.length > 0 && decisions.every((d) => !d.keep)) emptied.push(`${series.name} (${environment}, ${decisions.length} backup${decisions.length === 1 ? '' : 's'}, policy ${describePolicy(policy)})`);
     const byId = new Map(entries.map((e) => [e.id, e]));
-    for (const d of decisions) {
-      const all = keysOf(byId.get(d.id)!, listing.objects);
-      all.forEach((x) => known.add(x));
-      report.backups.push({
-        id: d.id,
-        database,
-        environment,
-        takenAt: d.takenAt.toISOString(),
-        keep: d.keep,
-        reasons: d.reasons,
-        bytes: all.reduce((s, x) => s + (sizes.get(x) ?? 0), 0),
-      });
-    }
+    for (const d of decisions) decide(byId.get(d.id)!, d.keep, d.reasons);
+  }
+  if (emptied.length > 0 && !opts.allowEmpty) {
+    const hint = 'a rule of 0 keeps nothing by that rule: keep at least one backup (e.g. --keep-last 1), or pass --allow-empty to empty the series on purpose';
+    if (!opts.dryRun) throw new UsageError(`the retention policy would remove every backup of ${emptied.join('; ')}; nothing was removed`, { hint });
+    opts.warn(`the retention policy would remove every backup of ${emptied.join('; ')}: a run without --dry-run refuses this (${hint})`);
   }
 
   // Leftovers: files named after a backup that has no (readable) manifest, and stale leases.
@@ -179,9 +231,20 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     const lock = await readLock(storage, folder).catch(() => undefined);
     if (lock && !isStale(lock)) busyFolders.add(folder);
   }
+  const inFilter = filterFolders(listing.entries, opts.series);
   for (const obj of listing.objects) {
-    if (known.has(obj.key) || obj.key === lockKey(obj.key.split('/')[0])) continue;
+    if (known.has(obj.key)) continue;
+    const folder = obj.key.split('/')[0];
+    if (inFilter && !inFilter.has(folder)) continue;
     const name = obj.key.split('/').pop()!;
+    if (name === SERIES_FILE) continue;
+    if (isLockKey(obj.key)) {
+      // A lock takeover marker whose run died between its steps: harmless, but clutter.
+      if (name !== 'dbstash.lock' && now.getTime() - obj.modifiedAt.getTime() >= minAge) {
+        report.orphans.push({ key: obj.key, bytes: obj.size, reason: `abandoned lock takeover marker, ${ageText(obj, now)}` });
+      }
+      continue;
+    }
     const lease = parseLease(obj);
     if (lease) {
       if (!activeLeaseKeys.has(obj.key)) report.orphans.push({ key: obj.key, bytes: obj.size, reason: `stale lease (pid ${lease.pid} on ${lease.host} is gone)` });
@@ -193,21 +256,29 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     if (now.getTime() - obj.modifiedAt.getTime() < minAge) continue;
     report.orphans.push({ key: obj.key, bytes: obj.size, reason: `no manifest for ${id}, ${ageText(obj, now)}` });
   }
-  for (const tmp of (await storage.listTemporaries?.(opts.database ? `${opts.database}/` : '')) ?? []) {
+  for (const tmp of (await storage.listTemporaries?.('')) ?? []) {
+    if (inFilter && !inFilter.has(tmp.key.split('/')[0])) continue;
     if (now.getTime() - tmp.modifiedAt.getTime() < minAge) continue;
     report.orphans.push({ key: tmp.key, bytes: tmp.size, reason: `unfinished upload, ${ageText(tmp, now)}` });
   }
 
-  report.incompleteUploads = await oldUploads(storage, opts, busyFolders, now);
+  report.incompleteUploads = (await oldUploads(storage, opts, busyFolders, now)).filter((u) => !inFilter || inFilter.has(u.key.split('/')[0]));
 
+  const planned = () => [...report.backups.filter((b) => !b.keep), ...report.orphans].reduce((s, x) => s + x.bytes, 0);
   if (opts.dryRun) {
-    report.bytesFreed = [...report.backups.filter((b) => !b.keep), ...report.orphans].reduce((s, x) => s + x.bytes, 0);
+    report.bytesFreed = planned();
+    return report;
+  }
+  const work = report.backups.some((b) => !b.keep) || report.orphans.length > 0 || report.incompleteUploads.length > 0;
+  if (work && opts.confirm && !(await opts.confirm(report))) {
+    report.cancelled = true;
+    report.bytesFreed = planned();
     return report;
   }
   for (const b of report.backups.filter((x) => !x.keep)) {
     const entry = listing.entries.find((e) => e.id === b.id)!;
     try {
-      const fresh = activeLeases(await storage.list(`${b.database}/${b.id}.lease-`));
+      const fresh = activeLeases(await storage.list(`${databaseDir(b.id)}/${b.id}.lease-`));
       if (fresh.length > 0) {
         b.keep = true;
         b.reasons = [`in use by a verify/restore that started meanwhile (pid ${fresh[0].pid} on ${fresh[0].host})`];
@@ -257,7 +328,7 @@ async function oldUploads(storage: Storage, opts: PruneOptions, busyFolders: Set
   const minAge = opts.uploadMinAgeMs ?? DEFAULT_UPLOAD_MIN_AGE_MS;
   let uploads: IncompleteUpload[];
   try {
-    uploads = await storage.listIncompleteUploads(opts.database ? `${opts.database}/` : '');
+    uploads = await storage.listIncompleteUploads('');
   } catch (err) {
     opts.warn(`${storage.url}: incomplete multipart uploads left alone: ${(err as Error).message}`);
     return [];
@@ -270,4 +341,11 @@ async function oldUploads(storage: Storage, opts: PruneOptions, busyFolders: Set
       startedAt: u.startedAt.toISOString(),
       reason: `incomplete multipart upload, started ${formatDuration(now.getTime() - u.startedAt.getTime())} ago`,
     }));
+}
+
+/** The folders that hold backups of one series (legacy folders included); undefined without a filter. */
+function filterFolders(entries: CatalogEntry[], identity: string | undefined): Set<string> | undefined {
+  if (!identity) return undefined;
+  const folders = new Set(entries.filter((e) => e.series.identity === identity).map((e) => databaseDir(e.id)));
+  return folders;
 }

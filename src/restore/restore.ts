@@ -281,6 +281,7 @@ async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: Re
       stages: compress ? [compress] : [],
       globals: false,
       checksums: false,
+      kind: 'safety',
       labels: { 'dbstash.safety-backup-before-restoring': req.manifest.id },
       tempDir: req.tempDir,
       space: { ratio: 1, margin: 1.1 },

@@ -6,7 +6,6 @@ import path from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import { ConfigError } from '../core/errors.js';
 import { JOB_KINDS, parseCron, type JobKind } from '../daemon/cron.js';
-import { folderOf } from '../retention/config.js';
 
 export interface ScheduleEntry {
   /** dbstash-<database>-<kind>: a unit name and a label. */
@@ -41,7 +40,7 @@ export function scheduleEntries(loaded: LoadedConfig): { configFile: string; wor
           ? ['backup', key, ...common]
           : kind === 'prune'
             ? ['prune', key, ...common]
-            : ['verify', '--latest', folderOf(entry) ?? key, entry.checksums ? '--deep' : '--drill', ...common];
+            : ['verify', '--latest', key, entry.checksums ? '--deep' : '--drill', ...common];
       entries.push({ name: `dbstash-${key.replace(/[^A-Za-z0-9_.-]/g, '-')}-${kind}`, database: key, kind, pattern, timezone: entry.schedule?.timezone, args });
     }
   }

@@ -4,7 +4,7 @@
 // and databases kept aside by restore swaps; per storage: reachability and free space.
 // Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
 
-import { listBackups, type CatalogListing } from '../catalog/catalog.js';
+import { listBackups, seriesIn, type CatalogListing } from '../catalog/catalog.js';
 import { isStale, readLock } from '../catalog/lock.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
@@ -12,7 +12,9 @@ import type { Destination } from '../backup/backup.js';
 import type { Anomaly } from '../backup/anomaly.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { formatAge, formatBytes, formatDuration } from '../core/format.js';
-import { parseBackupId } from '../core/id.js';
+import { databaseDir } from '../core/id.js';
+import { isSafetyBackup, type Series, type SeriesMatch } from '../catalog/series.js';
+import { seriesLabels } from '../catalog/find.js';
 import { loadEngine } from '../engines/index.js';
 import { parseTarget } from '../engines/target.js';
 import { pruneStorage } from '../prune/prune.js';
@@ -30,7 +32,11 @@ export interface Finding {
 }
 
 export interface DatabaseStatus {
+  /** The series' name (its folder where two series share a name). */
   database: string;
+  /** The series' folder and identity. */
+  series: string;
+  identity: string;
   /** The config key, when the database is configured. */
   key?: string;
   maxAgeSeconds?: number;
@@ -56,8 +62,9 @@ export interface StatusReport {
 }
 
 export interface StatusTarget {
-  /** The database folder in the stash. */
-  folder: string;
+  series: Series;
+  /** How status names it (the series' name, or its folder where two series share a name). */
+  label?: string;
   key?: string;
   entry?: DatabaseConfig;
   destinations: Destination[];
@@ -84,14 +91,14 @@ async function viewStorage(dest: Destination): Promise<StorageView> {
 }
 
 async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, config: ConfigFile, now: Date): Promise<DatabaseStatus> {
-  const s: DatabaseStatus = { database: t.folder, key: t.key, maxAgeSeconds: t.maxAgeMs !== undefined ? t.maxAgeMs / 1000 : undefined, keptAside: [], findings: [] };
+  const s: DatabaseStatus = { database: t.label ?? t.series.name, series: t.series.key, identity: t.series.identity, key: t.key, maxAgeSeconds: t.maxAgeMs !== undefined ? t.maxAgeMs / 1000 : undefined, keptAside: [], findings: [] };
   const add = (level: Level, check: string, message: string, storage?: string) => s.findings.push({ level, check, message, storage });
   const limit = t.maxAgeMs !== undefined ? `; at most ${formatDuration(t.maxAgeMs)} expected` : '';
   let largest = 0;
   for (const dest of t.destinations) {
     const view = views.get(dest.storage.url)!;
     if (!view.listing) continue;
-    const entries = view.listing.entries.filter((e) => parseBackupId(e.id)?.database === t.folder);
+    const entries = view.listing.entries.filter((e) => e.series.identity === t.series.identity && !isSafetyBackup(e.manifest));
     const newest = entries[0];
     const missing = dest.optional ? 'warn' : 'problem';
     if (!newest) {
@@ -118,7 +125,7 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
       break;
     }
 
-    const report = await pruneStorage(dest.storage, { dryRun: true, database: t.folder, policyFor: policyResolver(config, dest.name), warn: () => {} });
+    const report = await pruneStorage(dest.storage, { dryRun: true, series: t.series.identity, policyFor: policyResolver(config, dest.name), warn: () => {} });
     const removable = report.backups.filter((b) => !b.keep).length;
     const policy = report.series.map((x) => x.policy).join('; ');
     // Leftovers include old incomplete multipart uploads (S3), which prune aborts.
@@ -129,8 +136,10 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
       add('ok', 'retention', `${dest.name} complies with the policy (${policy})`, dest.name);
     }
 
-    const lock = await readLock(dest.storage, t.folder).catch(() => undefined);
-    if (lock) {
+    // The series' folder, and any older folder of backups made before series had their own.
+    for (const folder of new Set([t.series.key, ...entries.map((e) => databaseDir(e.id))])) {
+      const lock = await readLock(dest.storage, folder).catch(() => undefined);
+      if (!lock) continue;
       const who = `pid ${lock.pid} on ${lock.host} since ${lock.startedAt} ("${lock.command}")`;
       if (isStale(lock)) add('problem', 'lock', `stale lock in ${dest.name}: ${who} is not running any more; the next backup replaces it, or use --force-unlock`, dest.name);
       else add('ok', 'lock', `a backup holds the lock in ${dest.name}: ${who}`, dest.name);
@@ -152,7 +161,6 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
   if (t.entry) {
     try {
       const target = parseTarget(t.entry.url, { binDir: t.entry.binDir });
-      if (t.entry.name) target.database = t.entry.name;
       for (const k of await keptAside(await loadEngine(target.engine), target)) {
         s.keptAside.push({ name: k.name, keptAt: k.keptAt.toISOString() });
         add('warn', 'kept', `${k.name} was kept aside by a restore ${formatAge(k.keptAt, now)}: drop it once it is no longer needed`);
@@ -177,16 +185,17 @@ export async function collectStatus(targets: StatusTarget[], config: ConfigFile,
   return { healthy, checkedAt: now.toISOString(), databases, storages };
 }
 
-/** Database folders found in the given storages (for a stash without a config); unreachable ones are skipped. */
-export async function foldersIn(destinations: Destination[]): Promise<{ folders: string[]; unreachable: boolean }> {
-  const folders = new Set<string>();
+/** The series found in the given storages (for a stash without a config); unreachable ones are skipped. */
+export async function seriesInStashes(destinations: Destination[]): Promise<{ found: SeriesMatch[]; labels: Map<string, string>; unreachable: boolean }> {
+  const found = new Map<string, SeriesMatch>();
   let unreachable = false;
   for (const dest of destinations) {
     try {
-      for (const e of (await listBackups(dest.storage)).entries) folders.add(parseBackupId(e.id)!.database);
+      for (const m of seriesIn((await listBackups(dest.storage)).entries)) if (!found.has(m.series.identity)) found.set(m.series.identity, m);
     } catch {
       unreachable = true; // collectStatus reports it
     }
   }
-  return { folders: [...folders].sort(), unreachable };
+  const list = [...found.values()].sort((a, b) => a.series.name.localeCompare(b.series.name) || a.series.key.localeCompare(b.series.key));
+  return { found: list, labels: seriesLabels(list), unreachable };
 }

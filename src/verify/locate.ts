@@ -67,23 +67,16 @@ export async function locateBackup(destinations: Destination[], id: string, opts
   return { dest: destinations[0], manifest: await readManifest(destinations[0].storage, id) };
 }
 
-/** The newest backup (of a database, at or before a time) over all destinations, from its first intact copy. */
+/** The newest backup (of one series, at or before a time) over all destinations, from its first intact copy. */
 export async function locateLatest(
   destinations: Destination[],
-  filter: { database?: string; at?: Date },
+  filter: { identity?: string; at?: Date },
   opts: LocateOptions = {},
 ): Promise<LocatedBackup | undefined> {
   let best: Manifest | undefined;
   for (const dest of destinations) {
-    const entry = pickLatest((await listBackups(dest.storage, filter.database)).entries, filter);
+    const entry = pickLatest((await listBackups(dest.storage)).entries, filter);
     if (entry && (!best || entry.manifest.startedAt > best.startedAt)) best = entry.manifest;
   }
   return best ? locateBackup(destinations, best.id, opts) : undefined;
-}
-
-/** The databases that have backups in any of the destinations. */
-export async function databasesIn(destinations: Destination[]): Promise<string[]> {
-  const names = new Set<string>();
-  for (const dest of destinations) for (const e of (await listBackups(dest.storage)).entries) names.add(e.manifest.database.name);
-  return [...names].sort();
 }

@@ -25,6 +25,7 @@ import type { Manifest } from '../../src/catalog/manifest.js';
 import { manifestSchema } from '../../src/catalog/manifest-schema.js';
 import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
+import { folderOf } from '../harness/stash.js';
 
 /** A canonical picture of a database: schema text and, per table, its rows in a stable order. */
 export interface DbPicture {
@@ -112,7 +113,7 @@ function createHashHex(b: Buffer): string {
 
 async function readRaw(stash: string, manifest: Manifest, role: 'main' | 'globals' = 'main'): Promise<Readable> {
   const artifact = manifest.artifacts.find((a) => a.role === role)!;
-  let stream: Readable = createReadStream(path.join(stash, manifest.database.name, artifact.file));
+  let stream: Readable = createReadStream(path.join(stash, manifest.series!.key, artifact.file));
   for (const d of decoders(artifact.stages)) stream = stream.pipe(d);
   return stream;
 }
@@ -231,7 +232,7 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
       const r = await runCli(['backup', adapter.sourceUrl(), '--output-dir', stash, '--json', ...(adapter.backupArgs ?? [])], { timeoutMs: 120_000 });
       assert.equal(r.code, ExitCode.ok, r.stderr);
       const out = JSON.parse(r.stdout) as { id: string };
-      const file = path.join(stash, parseTarget(adapter.sourceUrl()).database, `${out.id}.manifest.json`);
+      const file = path.join(stash, folderOf(out.id), `${out.id}.manifest.json`);
       manifest = manifestSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
       assert.equal(manifest.engine, adapter.engine);
       assert.ok(manifest.tables.some((t) => t.name === ODD_TABLE), `the manifest lists ${ODD_TABLE}`);

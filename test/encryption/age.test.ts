@@ -164,9 +164,9 @@ describe('encrypted backups through the CLI', () => {
     assert.match(main.file, /\.sqlite\.zst\.age$/);
     assert.deepEqual(main.stages.map((s: { id: string }) => s.id), ['zstd', 'age']);
     assert.deepEqual(main.stages[1].params, { recipients: [recipient] });
-    const manifestText = readFileSync(path.join(stash, out.manifest.database.name, `${id}.manifest.json`), 'utf8');
+    const manifestText = readFileSync(path.join(stash, out.manifest.series.key, `${id}.manifest.json`), 'utf8');
     assert.doesNotMatch(manifestText, /AGE-SECRET-KEY/);
-    const artifact = path.join(stash, out.manifest.database.name, main.file);
+    const artifact = path.join(stash, out.manifest.series.key, main.file);
     const restored = path.join(dir, 'by-hand.db');
     execFileSync('bash', ['-c', `age -d -i "${keyFile}" "${artifact}" | zstd -dc > "${restored}"`]);
     const copy = new Database(restored, { readonly: true });

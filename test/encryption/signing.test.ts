@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb } from '../s3/helpers.js';
+import { seriesDir } from '../harness/stash.js';
 
 let dir: string;
 let db: string;
@@ -23,7 +24,7 @@ async function backup(stash: string, ...extra: string[]): Promise<{ id: string; 
   return JSON.parse(res.stdout);
 }
 
-const manifestPath = (stash: string, id: string) => path.join(stash, 'shop', `${id}.manifest.json`);
+const manifestPath = (stash: string, id: string) => path.join(seriesDir(stash, 'shop'), `${id}.manifest.json`);
 
 before(async () => {
   dir = tempDir('dbstash-sign');
@@ -68,7 +69,7 @@ describe('signed manifests', () => {
     const stash = path.join(dir, 'signed');
     const out = await backup(stash, '--signing-key', key);
     assert.deepEqual(out.manifest.extra.signing, { algorithm: 'ed25519', keyId });
-    assert.ok(existsSync(path.join(stash, 'shop', `${out.id}.manifest.sig`)));
+    assert.ok(existsSync(path.join(seriesDir(stash, 'shop'), `${out.id}.manifest.sig`)));
     const res = await runCli(['verify', out.id, '--output-dir', stash, '--verify-key', `${key}.pub`], { cwd: dir });
     assert.equal(res.code, 0, res.stderr);
     const list = await runCli(['list', '--output-dir', stash, '--json'], { cwd: dir });
@@ -99,7 +100,7 @@ describe('signed manifests', () => {
     handle.close();
     const b = await backup(stash, '--signing-key', key);
     assert.notEqual(readFileSync(manifestPath(stash, a.id), 'utf8'), readFileSync(manifestPath(stash, b.id), 'utf8'));
-    const folder = path.join(stash, 'shop');
+    const folder = seriesDir(stash, 'shop');
     // 1. B's artifact in A's place, A's manifest rewritten to B's size and hash.
     copyFileSync(path.join(folder, b.manifest.artifacts[0].file), path.join(folder, a.manifest.artifacts[0].file));
     const forged = JSON.parse(readFileSync(manifestPath(stash, a.id), 'utf8'));

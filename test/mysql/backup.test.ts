@@ -23,6 +23,7 @@ import '../../src/pipeline/compress.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
+import { folderOf } from '../harness/stash.js';
 
 let server: MariaServer;
 
@@ -31,12 +32,12 @@ async function backup(url: string, stash: string, ...args: string[]): Promise<{ 
   assert.equal(r.code, ExitCode.ok, r.stderr);
   const { id } = JSON.parse(r.stdout) as { id: string };
   const db = parseTarget(url).database;
-  return { manifest: manifestSchema.parse(JSON.parse(readFileSync(path.join(stash, db, `${id}.manifest.json`), 'utf8'))), stderr: r.stderr };
+  return { manifest: manifestSchema.parse(JSON.parse(readFileSync(path.join(stash, folderOf(id), `${id}.manifest.json`), 'utf8'))), stderr: r.stderr };
 }
 
 function raw(stash: string, manifest: Manifest, role: 'main' | 'globals' = 'main'): Readable {
   const artifact = manifest.artifacts.find((a) => a.role === role)!;
-  let s: Readable = createReadStream(path.join(stash, manifest.database.name, artifact.file));
+  let s: Readable = createReadStream(path.join(stash, manifest.series!.key, artifact.file));
   for (const d of decoders(artifact.stages)) s = s.pipe(d);
   return s;
 }
@@ -214,7 +215,7 @@ describe('mysql backup', { timeout: 180_000 }, () => {
     assert.equal(await closed, ExitCode.interrupted, stderr);
     assert.match(stderr, /interrupted by SIGINT/);
     assert.deepEqual(filesIn(scratch), [], 'the option file is removed');
-    assert.deepEqual(filesIn(stash).filter((f) => !f.endsWith('shop')), [], 'no artifact, manifest or lock');
+    assert.deepEqual(filesIn(stash).filter((f) => !/^shop(\.[0-9a-f]{8})?$/.test(f)), [], 'no artifact, manifest or lock');
   });
 
   test('a dump without the completion trailer fails the backup (exit 5), leaving nothing', async () => {
@@ -228,7 +229,7 @@ describe('mysql backup', { timeout: 180_000 }, () => {
     const r = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--temp-dir', scratch, '--bin-dir', bin]);
     assert.equal(r.code, ExitCode.backupFailed, r.stderr);
     assert.match(r.stderr, /^error: \[mysql\] the dump is truncated: mariadb-dump output does not end with its "-- Dump completed" trailer/m);
-    assert.deepEqual(filesIn(stash).filter((f) => !f.endsWith('shop')), [], 'no artifact, manifest or lock');
+    assert.deepEqual(filesIn(stash).filter((f) => !/^shop(\.[0-9a-f]{8})?$/.test(f)), [], 'no artifact, manifest or lock');
     assert.deepEqual(filesIn(scratch), []);
   });
 

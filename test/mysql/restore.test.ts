@@ -18,6 +18,7 @@ import { parseTarget } from '../../src/engines/target.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
+import { seriesDir } from '../harness/stash.js';
 
 let server: MariaServer;
 let engine: Engine;
@@ -145,8 +146,8 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
     assert.match(v.stdout, /2 tables match the manifest/);
     assert.deepEqual(readdirSync(scratch), [], 'the scratch server and its files are gone');
     assert.deepEqual(readdirSync(os.tmpdir()).filter((f) => f.startsWith('dbstash-scratch-mariadb-')), [], 'also where root puts it when mysql cannot reach --temp-dir');
-    const records = readdirSync(path.join(stash, 'shop')).filter((f) => f.includes('.verify-'));
+    const records = readdirSync(seriesDir(stash, 'shop')).filter((f) => f.includes('.verify-'));
     assert.equal(records.length, 1);
-    assert.equal(JSON.parse(readFileSync(path.join(stash, 'shop', records[0]), 'utf8')).result, 'passed');
+    assert.equal(JSON.parse(readFileSync(path.join(seriesDir(stash, 'shop'), records[0]), 'utf8')).result, 'passed');
   });
 });

@@ -15,6 +15,7 @@ import { startWebhookReceiver } from '../harness/receivers.js';
 import { spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
+import { seriesDir } from '../harness/stash.js';
 
 const hook = await startWebhookReceiver();
 const daemons = new Set<ChildProcessWithoutNullStreams>();
@@ -115,10 +116,10 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
     notifications: [{ type: 'webhook', url: `${hook.url}/d`, events: ['success', 'failure', 'stale'], retries: 0 }],
   });
   const d = await startDaemon(config);
-  const [, id] = await d.waitFor(/\[app\] backup (app_dev_\S+) done/);
-  const manifest = JSON.parse(readFileSync(path.join(stash, 'app', `${id}.manifest.json`), 'utf8'));
+  const [, id] = await d.waitFor(/\[app\] backup (app\.[0-9a-f]{8}_dev_\S+) done/);
+  const manifest = JSON.parse(readFileSync(path.join(seriesDir(stash, 'app'), `${id}.manifest.json`), 'utf8'));
   await d.waitFor(/\[lost\] backup failed: .*does not exist/);
-  await d.waitFor(/\[app\] app_dev_\S+: drill passed/);
+  await d.waitFor(/\[app\] app\.[0-9a-f]{8}_dev_\S+: drill passed/);
   await d.waitFor(/\[lost\] stale: no successful backup since the daemon started/);
 
   const metrics = await (await fetch(`${d.url}/metrics`)).text();
@@ -132,7 +133,7 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   assert.ok(metric(metrics, 'dbstash_backup_age_seconds', 'database="app"') < 30);
   assert.equal(metric(metrics, 'dbstash_verification_last_result', 'database="app"'), 1);
   assert.ok(metric(metrics, 'dbstash_verification_age_seconds', 'database="app"') < 30);
-  const verified = readdirSync(path.join(stash, 'app')).filter((f) => /\.verify-.*\.json$/.test(f));
+  const verified = readdirSync(seriesDir(stash, 'app')).filter((f) => /\.verify-.*\.json$/.test(f));
   assert.ok(verified.length >= 1, 'the drill left its record beside the backup');
 
   const health = await fetch(`${d.url}/healthz`);
@@ -151,7 +152,7 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
       if (found) return found;
     }
   };
-  assert.equal((await event('app', 'success')).backupId.startsWith('app_dev_'), true);
+  assert.equal((await event('app', 'success')).backupId.startsWith('app.'), true);
   assert.match((await event('lost', 'failure')).error, /does not exist/);
   assert.match((await event('lost', 'stale')).detail, /no successful backup since the daemon started .* ago; at most 2\.0s expected/);
 
@@ -176,12 +177,12 @@ test('a run missed while the daemon was down runs at start; SIGTERM past the gra
   writeFileSync(path.join(dir, '.dbstash-daemon.json'), JSON.stringify({ jobs: { 'big:backup': { lastRun: yesterday, result: 'succeeded' } } }));
   const d = await startDaemon(config);
   await d.waitFor(/\[big\] backup started \(catching up on the run due at .*T\d\d:00:00\.000Z\)/);
-  const [, id] = await d.waitFor(/backing up \S+ as (big_dev_\S+)/);
+  const [, id] = await d.waitFor(/backing up \S+ as (big\.[0-9a-f]{8}_dev_\S+)/);
   assert.equal(await d.stop(), 0);
   assert.match(d.stderr(), /aborting backup of big: the grace period is over/);
   assert.match(d.stderr(), /\[big\] backup aborted: interrupted by SIGTERM/);
   assert.match(d.stderr(), /0 jobs finished, 1 aborted/);
-  const files = existsSync(path.join(stash, 'big')) ? readdirSync(path.join(stash, 'big')) : [];
+  const files = existsSync(seriesDir(stash, 'big')) ? readdirSync(seriesDir(stash, 'big')) : [];
   assert.deepEqual(files.filter((f) => f.startsWith(id)), [], 'no artifact, no manifest');
   assert.deepEqual(leftovers(stash), [], 'no temporary, no lock');
   const state = JSON.parse(readFileSync(path.join(dir, '.dbstash-daemon.json'), 'utf8'));
@@ -210,11 +211,11 @@ test('within the grace period a running backup finishes; without catch-up nothin
     daemon: { listen: '127.0.0.1:0', gracePeriod: '2m' },
   });
   const d = await startDaemon(config);
-  const [, id] = await d.waitFor(/backing up \S+ as (big_dev_\S+)/);
+  const [, id] = await d.waitFor(/backing up \S+ as (big\.[0-9a-f]{8}_dev_\S+)/);
   assert.equal(await d.stop(), 0);
   assert.match(d.stderr(), /waiting up to 120s for backup of big/);
   assert.match(d.stderr(), /1 job finished, 0 aborted/);
-  assert.ok(existsSync(path.join(stash, 'big', `${id}.manifest.json`)), 'the backup was completed and published');
+  assert.ok(existsSync(path.join(seriesDir(stash, 'big'), `${id}.manifest.json`)), 'the backup was completed and published');
   assert.deepEqual(leftovers(stash), []);
 });
 

@@ -5,6 +5,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { makeBackupId } from '../../src/core/id.js';
+import { folderOf } from '../harness/stash.js';
 
 /** A SQLite database with one table of `rows` rows of some text (about 100 bytes each). */
 export function makeSqliteDb(file: string, rows: number): string {
@@ -31,10 +32,10 @@ export function writeConfig(dir: string, config: unknown, name = 'dbstash.yaml')
  * test can build a stash spanning weeks from one real backup. Returns the new id.
  */
 export function cloneBackup(stash: string, sourceId: string, at: Date, labels: Record<string, string> = {}): string {
-  const [database] = sourceId.split('_');
-  const dir = path.join(stash, database);
+  const folder = folderOf(sourceId);
+  const dir = path.join(stash, folder);
   const manifest = JSON.parse(readFileSync(path.join(dir, `${sourceId}.manifest.json`), 'utf8'));
-  const id = makeBackupId(manifest.database.name, manifest.environment, at);
+  const id = makeBackupId(folder, manifest.environment, at);
   for (const a of manifest.artifacts) {
     const file = a.file.replace(sourceId, id);
     copyFileSync(path.join(dir, a.file), path.join(dir, file));

@@ -13,6 +13,7 @@ import { notificationSchema } from '../../src/config/schema.js';
 import { createNotifier } from '../../src/notify/notifier.js';
 import { makeMessage } from '../../src/notify/message.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
+import { seriesDir } from '../harness/stash.js';
 
 let hook: WebhookReceiver;
 let smtp: SmtpReceiver;
@@ -126,7 +127,7 @@ test('dbstash backup notifies success and anomaly; a dead channel only warns; a 
   assert.equal(first.code, 0, first.stderr);
   assert.match(first.stderr, /warning: notification success to webhook#2 .* failed after 1 attempts/);
   const firstId = JSON.parse(first.stdout).id as string;
-  const manifest = JSON.parse(readFileSync(path.join(stash, 'app', `${firstId}.manifest.json`), 'utf8'));
+  const manifest = JSON.parse(readFileSync(path.join(seriesDir(stash, 'app'), `${firstId}.manifest.json`), 'utf8'));
   let got = (await hook.waitFor(start + 1)).slice(start);
   const success = JSON.parse(got[0].body);
   assert.equal(success.event, 'success');
@@ -162,7 +163,7 @@ test('dbstash backup notifies success and anomaly; a dead channel only warns; a 
   assert.equal(failure.database, 'gone');
   assert.match(failure.error, /does not exist/);
   assert.match(failure.hint, /check the path/);
-  assert.deepEqual(readdirSync(path.join(stash)).sort(), ['app']);
+  assert.deepEqual(readdirSync(path.join(stash)).map((d) => d.replace(/\.[0-9a-f]{8}$/, '')).sort(), ['app'], 'the failed backup left no folder of its own');
 });
 
 test('a drop within the allowed share is no anomaly', async () => {
@@ -188,7 +189,7 @@ test('a failed verification notifies verify-failed; status --notify sends stale 
   const backup = await runCli(['backup', 'app', '--config', config, '--json']);
   assert.equal(backup.code, 0, backup.stderr);
   const { id, manifest } = JSON.parse(backup.stdout);
-  const artifact = path.join(stash, 'app', manifest.artifacts[0].file);
+  const artifact = path.join(seriesDir(stash, 'app'), manifest.artifacts[0].file);
   const bytes = readFileSync(artifact);
   bytes[Math.floor(bytes.length / 2)] ^= 0xff;
   writeFileSync(artifact, bytes);

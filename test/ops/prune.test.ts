@@ -16,13 +16,16 @@ import { getBytes, type Storage } from '../../src/storage/storage.js';
 import { openStorage } from '../../src/storage/index.js';
 import { pruneStorage } from '../../src/prune/prune.js';
 import { age, cloneBackup, makeSqliteDb, writeConfig } from './helpers.js';
+import { folderOf, seriesDir } from '../harness/stash.js';
 
 let base: string;
 let sourceId: string;
+let sourceDb: string;
 
 before(async () => {
   const dir = tempDir('prune-base');
   const db = makeSqliteDb(path.join(dir, 'shop.db'), 200);
+  sourceDb = db;
   base = path.join(dir, 'stash');
   const r = await runCli(['backup', db, '--output-dir', base, '--env', 'prod', '--json']);
   assert.equal(r.code, 0, r.stderr);
@@ -34,22 +37,22 @@ function tenDays(labels: Record<number, Record<string, string>> = {}): { stash: 
   const stash = path.join(tempDir('prune'), 'stash');
   cpSync(base, stash, { recursive: true });
   const ids = Array.from({ length: 10 }, (_, i) => cloneBackup(stash, sourceId, new Date(Date.UTC(2026, 0, i + 1, 12)), labels[i + 1] ?? {}));
-  for (const f of readdirSync(path.join(stash, 'shop'))) if (f.startsWith(sourceId)) spawnSync('rm', [path.join(stash, 'shop', f)]);
+  for (const f of readdirSync(seriesDir(stash, 'shop'))) if (f.startsWith(sourceId)) spawnSync('rm', [path.join(seriesDir(stash, 'shop'), f)]);
   return { stash, ids };
 }
 
 function record(stash: string, id: string, kind: 'verify' | 'restore', result: string, at: string): string {
-  const file = path.join(stash, 'shop', `${id}.${kind}-${at}.json`);
+  const file = path.join(seriesDir(stash, 'shop'), `${id}.${kind}-${at}.json`);
   writeFileSync(file, JSON.stringify({ kind, id, level: 'integrity', result, at: new Date().toISOString(), durationMs: 1, toolVersion: 'test' }));
   return file;
 }
 
 function filesOf(stash: string, id: string): string[] {
-  return readdirSync(path.join(stash, 'shop')).filter((f) => f.startsWith(`${id}.`));
+  return readdirSync(seriesDir(stash, 'shop')).filter((f) => f.startsWith(`${id}.`));
 }
 
 function bytesOf(stash: string, id: string): number {
-  return filesOf(stash, id).reduce((s, f) => s + statSync(path.join(stash, 'shop', f)).size, 0);
+  return filesOf(stash, id).reduce((s, f) => s + statSync(path.join(seriesDir(stash, 'shop'), f)).size, 0);
 }
 
 test('dry run explains every decision; the real run removes exactly those backups with their records and stale leases', async () => {
@@ -59,16 +62,16 @@ test('dry run explains every decision; the real run removes exactly those backup
   record(stash, day(7), 'verify', 'failed', '2026-01-08T00-00-00.000Z');
   record(stash, day(8), 'restore', 'succeeded', '2026-01-09T00-00-00.000Z');
   const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '-');
-  writeFileSync(path.join(stash, 'shop', `${day(5)}.lease-${host}-${process.pid}.json`), '{}');
+  writeFileSync(path.join(seriesDir(stash, 'shop'), `${day(5)}.lease-${host}-${process.pid}.json`), '{}');
   const deadPid = spawnSync('true').pid!;
-  writeFileSync(path.join(stash, 'shop', `${day(6)}.lease-${host}-${deadPid}.json`), '{}');
+  writeFileSync(path.join(seriesDir(stash, 'shop'), `${day(6)}.lease-${host}-${deadPid}.json`), '{}');
 
   const flags = ['--output-dir', stash, '--keep-last', '2', '--keep-tag', 'release'];
-  const before = readdirSync(path.join(stash, 'shop')).sort();
+  const before = readdirSync(seriesDir(stash, 'shop')).sort();
   const dry = await runCli(['prune', ...flags, '--dry-run', '--json']);
   assert.equal(dry.code, 0, dry.stderr);
   const report = JSON.parse(dry.stdout);
-  assert.deepEqual(readdirSync(path.join(stash, 'shop')).sort(), before, 'a dry run changes nothing');
+  assert.deepEqual(readdirSync(seriesDir(stash, 'shop')).sort(), before, 'a dry run changes nothing');
   const decisions = Object.fromEntries(report.storages[0].backups.map((b: { id: string; keep: boolean; reasons: string[] }) => [b.id, [b.keep, b.reasons.join('; ')]]));
   assert.deepEqual(decisions, {
     [day(10)]: [true, 'last 1 of 2'],
@@ -94,14 +97,14 @@ test('dry run explains every decision; the real run removes exactly those backup
   assert.match(real.stdout, /removed 5 backups and 0 leftovers, freed /);
   for (const id of removed) assert.deepEqual(filesOf(stash, id), [], `${id} is gone with its records and stale lease`);
   for (const id of [day(10), day(9), day(5), day(3), day(1)]) assert.ok(filesOf(stash, id).some((f) => f.endsWith('.manifest.json')), `${id} kept`);
-  assert.ok(existsSync(path.join(stash, 'shop', `${day(5)}.lease-${host}-${process.pid}.json`)), 'the active lease stays');
+  assert.ok(existsSync(path.join(seriesDir(stash, 'shop'), `${day(5)}.lease-${host}-${process.pid}.json`)), 'the active lease stays');
   const list = await runCli(['list', '--output-dir', stash, '--json']);
   assert.deepEqual(JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id), [day(10), day(9), day(5), day(3), day(1)]);
 });
 
 test('leftovers: old orphan artifacts, records and temporaries go; fresh ones, unreadable backups, a held lock and other files stay', async () => {
   const { stash, ids } = tenDays();
-  const dir = path.join(stash, 'shop');
+  const dir = seriesDir(stash, 'shop');
   const artifact = readdirSync(dir).find((f) => f.startsWith(ids[0]) && !f.endsWith('.json'))!;
   const put = (name: string, ageMs: number, from?: string) => {
     const file = path.join(dir, name);
@@ -130,7 +133,7 @@ test('leftovers: old orphan artifacts, records and temporaries go; fresh ones, u
   assert.match(held.stderr, /warning: .*shop_prod_2025-11-01T00-00-00Z\.manifest\.json is not valid JSON.*\(left alone\)/);
   assert.deepEqual(
     JSON.parse(held.stdout).storages[0].orphans.map((o: { key: string }) => o.key),
-    [`shop/${oldTemp}`],
+    [`${path.basename(dir)}/${oldTemp}`],
     'while a backup holds the lock, only old temporaries go',
   );
 
@@ -138,7 +141,7 @@ test('leftovers: old orphan artifacts, records and temporaries go; fresh ones, u
   const r = await runCli(['prune', ...flags, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const orphans = JSON.parse(r.stdout).storages[0].orphans;
-  assert.deepEqual(orphans.map((o: { key: string }) => o.key).sort(), [`shop/${oldOrphan}`, `shop/${oldRecord}`].sort());
+  assert.deepEqual(orphans.map((o: { key: string }) => o.key).sort(), [`${path.basename(dir)}/${oldOrphan}`, `${path.basename(dir)}/${oldRecord}`].sort());
   assert.match(orphans[0].reason, /no manifest for shop_prod_2025-12-01T00-00-00Z, 2h0\dm old/);
   const left = readdirSync(dir);
   for (const gone of [oldOrphan, oldRecord, oldTemp]) assert.ok(!left.includes(gone), `${gone} removed`);
@@ -146,7 +149,7 @@ test('leftovers: old orphan artifacts, records and temporaries go; fresh ones, u
   assert.equal(left.filter((f) => f.endsWith('.manifest.json')).length, 11, 'no backup was touched');
 
   const soon = await runCli(['prune', ...flags, '--orphan-age', '0s', '--json']);
-  assert.deepEqual(JSON.parse(soon.stdout).storages[0].orphans.map((o: { key: string }) => o.key).sort(), [`shop/${freshOrphan}`, `shop/${freshTemp}`].sort());
+  assert.deepEqual(JSON.parse(soon.stdout).storages[0].orphans.map((o: { key: string }) => o.key).sort(), [`${path.basename(dir)}/${freshOrphan}`, `${path.basename(dir)}/${freshTemp}`].sort());
 });
 
 test('each storage applies its own policy, over the database and global ones', async () => {
@@ -160,7 +163,7 @@ test('each storage applies its own policy, over the database and global ones', a
   const config = writeConfig(dir, {
     retention: { keepLast: 3 },
     storages: { a: { url: a, retention: { keepLast: 1 } }, b: { url: b } },
-    databases: { main: { url: path.join(dir, 'shop.db'), storages: ['a', 'b'] } },
+    databases: { main: { url: sourceDb, storages: ['a', 'b'] } },
   });
   const r = await runCli(['prune', 'main', '--config', config, '--json']);
   assert.equal(r.code, 0, r.stderr);
@@ -169,13 +172,13 @@ test('each storage applies its own policy, over the database and global ones', a
   assert.equal(rb.series[0].policy, 'last 3 (UTC)');
   assert.equal(ra.backups.filter((x: { keep: boolean }) => x.keep).length, 1);
   assert.equal(rb.backups.filter((x: { keep: boolean }) => x.keep).length, 3);
-  assert.equal(readdirSync(path.join(a, 'shop')).filter((f) => f.endsWith('.manifest.json')).length, 1);
-  assert.equal(readdirSync(path.join(b, 'shop')).filter((f) => f.endsWith('.manifest.json')).length, 3);
+  assert.equal(readdirSync(seriesDir(a, 'shop')).filter((f) => f.endsWith('.manifest.json')).length, 1);
+  assert.equal(readdirSync(seriesDir(b, 'shop')).filter((f) => f.endsWith('.manifest.json')).length, 3);
 });
 
 test('bad flags fail with a usage error and a hint, and remove nothing', async () => {
   const { stash } = tenDays();
-  const before = readdirSync(path.join(stash, 'shop')).length;
+  const before = readdirSync(seriesDir(stash, 'shop')).length;
   for (const [flags, message] of [
     [['--keep-daily', 'many'], /--keep-daily takes a whole number/],
     [['--keep-within', 'forever'], /--keep-within takes a duration/],
@@ -188,15 +191,16 @@ test('bad flags fail with a usage error and a hint, and remove nothing', async (
     assert.match(r.stderr, /\nhint: /);
     assert.doesNotMatch(r.stderr, /    at /);
   }
-  assert.equal(readdirSync(path.join(stash, 'shop')).length, before);
+  assert.equal(readdirSync(seriesDir(stash, 'shop')).length, before);
 });
 
 test('the manifest is deleted first: a failure after it leaves an orphan artifact, which the next prune removes', async () => {
   const { stash, ids } = tenDays();
   const memory = createMemoryStorage(`prune-order-${process.pid}`);
   const local = await openStorage(stash);
+  const folder = folderOf(ids[0]);
   for (const id of ids.slice(0, 2)) {
-    for (const f of filesOf(stash, id)) await memory.put(`shop/${f}`, await getBytes(local, `shop/${f}`));
+    for (const f of filesOf(stash, id)) await memory.put(`${folder}/${f}`, await getBytes(local, `${folder}/${f}`));
   }
   const deletes: string[] = [];
   let failArtifacts = true;
@@ -214,13 +218,13 @@ test('the manifest is deleted first: a failure after it leaves an orphan artifac
   assert.equal(first.failures, 1);
   assert.deepEqual(deletes.map((k) => k.split('/').pop()!.replace(ids[0], 'ID')), ['ID.manifest.json', 'ID.sqlite.zst']);
   assert.match(warnings[0], /could not remove .*disk went read-only/);
-  const keys = (await memory.list('shop/')).map((o) => o.key);
-  assert.ok(!keys.includes(`shop/${ids[0]}.manifest.json`), 'manifest gone');
-  assert.ok(keys.some((k) => k.startsWith(`shop/${ids[0]}.`)), 'artifact left as an orphan');
+  const keys = (await memory.list(`${folder}/`)).map((o) => o.key);
+  assert.ok(!keys.includes(`${folder}/${ids[0]}.manifest.json`), 'manifest gone');
+  assert.ok(keys.some((k) => k.startsWith(`${folder}/${ids[0]}.`)), 'artifact left as an orphan');
 
   failArtifacts = false;
   const second = await pruneStorage(flaky, { ...opts, orphanMinAgeMs: 0 });
   assert.equal(second.failures, 0);
-  assert.deepEqual(second.orphans.map((o) => o.key), keys.filter((k) => k.startsWith(`shop/${ids[0]}.`)));
-  assert.deepEqual((await memory.list('shop/')).map((o) => o.key).filter((k) => k.startsWith(`shop/${ids[0]}`)), []);
+  assert.deepEqual(second.orphans.map((o) => o.key), keys.filter((k) => k.startsWith(`${folder}/${ids[0]}.`)));
+  assert.deepEqual((await memory.list(`${folder}/`)).map((o) => o.key).filter((k) => k.startsWith(`${folder}/${ids[0]}`)), []);
 });

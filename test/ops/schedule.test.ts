@@ -12,6 +12,7 @@ import { Cron } from 'croner';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
+import { seriesDir } from '../harness/stash.js';
 
 function setup(schedules: Record<string, Record<string, string>>) {
   const dir = tempDir('schedule');
@@ -64,7 +65,7 @@ test('cron: install keeps other lines and is idempotent; status and uninstall; t
   const command = line.split(' ').slice(5).join(' ');
   const ran = spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8' });
   assert.equal(ran.status, 0, ran.stderr);
-  assert.equal(readdirSync(path.join(dir, 'stash', 'app')).filter((f) => f.endsWith('.manifest.json')).length, 1);
+  assert.equal(readdirSync(seriesDir(path.join(dir, 'stash'), 'app')).filter((f) => f.endsWith('.manifest.json')).length, 1);
 
   const removed = await runCli(['schedule', 'uninstall', ...flags]);
   assert.match(removed.stdout, /^removed: /);

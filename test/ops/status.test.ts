@@ -11,6 +11,7 @@ import path from 'node:path';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
+import { seriesDir } from '../harness/stash.js';
 
 interface Finding {
   level: string;
@@ -53,7 +54,7 @@ test('a backed-up, verified database within its policy is healthy; the text outp
   assert.ok(r.report.storages[0].freeBytes! > 0);
   const text = await runCli(['status', '--config', config]);
   assert.equal(text.code, 0);
-  assert.match(text.stdout, /^app\n  ok +newest backup app_dev_\S+ in local finished .* ago; at most 1h00m expected$/m);
+  assert.match(text.stdout, /^app — sqlite:\S+\n  ok +newest backup app\.[0-9a-f]{8}_dev_\S+ in local finished .* ago; at most 1h00m expected$/m);
   assert.match(text.stdout, /integrity passed/);
   assert.match(text.stdout, /\nhealthy\n$/);
 });
@@ -73,9 +74,9 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   makeSqliteDb(db, 100);
   const second = await runCli(['backup', 'app', '--config', config, '--json']);
   const id = JSON.parse(second.stdout).id as string;
-  writeFileSync(path.join(stash, 'app', `${id}.verify-2026-11-23T09-00-00.000Z.json`), JSON.stringify({ kind: 'verify', id, level: 'drill', result: 'failed', error: 'table main.items: 90 rows, manifest says 100', at: new Date().toISOString(), durationMs: 5, toolVersion: 't' }));
+  writeFileSync(path.join(seriesDir(stash, 'app'), `${id}.verify-2026-11-23T09-00-00.000Z.json`), JSON.stringify({ kind: 'verify', id, level: 'drill', result: 'failed', error: 'table main.items: 90 rows, manifest says 100', at: new Date().toISOString(), durationMs: 5, toolVersion: 't' }));
   const deadPid = spawnSync('true').pid!;
-  writeFileSync(path.join(stash, 'app', 'dbstash.lock'), JSON.stringify({ owner: 'x', pid: deadPid, host: os.hostname(), startedAt: '2026-11-23T01:00:00Z', command: 'dbstash backup app' }));
+  writeFileSync(path.join(seriesDir(stash, 'app'), 'dbstash.lock'), JSON.stringify({ owner: 'x', pid: deadPid, host: os.hostname(), startedAt: '2026-11-23T01:00:00Z', command: 'dbstash backup app' }));
   copyFileSync(db, path.join(dir, 'app_before_20261101_000000.db'));
 
   const r = await status(['--config', config]);
@@ -94,10 +95,10 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   await new Promise((resolve) => setTimeout(resolve, 1100)); // the newest backup is now over 1s old
   const text = await runCli(['status', 'app', '--config', config, '--max-age', '1s']);
   assert.equal(text.code, 13);
-  assert.match(text.stdout, /PROBLEM  newest backup app_dev_\S+ in local is too old: finished .* ago; at most 1\.0s expected/);
+  assert.match(text.stdout, /PROBLEM  newest backup app\.[0-9a-f]{8}_dev_\S+ in local is too old: finished .* ago; at most 1\.0s expected/);
   assert.match(text.stdout, /UNHEALTHY: 4 problems\n$/);
   assert.doesNotMatch(text.stdout, /^never/m, 'only the database asked for');
-  assert.equal(JSON.parse(readFileSync(path.join(stash, 'app', 'dbstash.lock'), 'utf8')).pid, deadPid, 'status changes nothing');
+  assert.equal(JSON.parse(readFileSync(path.join(seriesDir(stash, 'app'), 'dbstash.lock'), 'utf8')).pid, deadPid, 'status changes nothing');
 });
 
 test('a stash that cannot be read is a problem; bad flags are usage errors', async () => {

@@ -15,6 +15,7 @@ import { runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { childrenOf, cmdlineOf, filesUnder, onlyBackup, PG_BIN, readManifestFile, sh, shellQuote } from './helpers.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
+import { seriesDir, folderOf } from '../harness/stash.js';
 
 let server: PgServer;
 let work: string;
@@ -111,7 +112,7 @@ describe('postgres backup of pg-rich', () => {
         const argv = cmdlineOf(pid);
         if (argv.length > 0) seenArgv.push(argv);
       }
-      const lock = path.join(stash, 'rich', 'dbstash.lock');
+      const lock = path.join(seriesDir(stash, 'rich'), 'dbstash.lock');
       if (!lockText && existsSync(lock)) lockText = readFileSync(lock, 'utf8');
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -121,8 +122,8 @@ describe('postgres backup of pg-rich', () => {
   it('succeeds and publishes one artifact plus its manifest, nothing else', () => {
     assert.equal(result.code, 0, result.stderr);
     const { manifest } = onlyBackup(stash);
-    assert.match(manifest.id, /^rich_dev_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$/);
-    assert.deepEqual(filesUnder(stash), [`rich/${manifest.id}.dump.zst`, `rich/${manifest.id}.manifest.json`]);
+    assert.match(manifest.id, /^rich\.[0-9a-f]{8}_dev_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$/);
+    assert.deepEqual(filesUnder(stash), [`${folderOf(manifest.id)}/${manifest.id}.dump.zst`, `${folderOf(manifest.id)}/${manifest.id}.manifest.json`, `${folderOf(manifest.id)}/series.json`].sort());
     assert.match(result.stdout, new RegExp(`^${manifest.id}: `));
   });
 
@@ -295,7 +296,7 @@ describe('postgres backup variants', () => {
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stderr, /^warning: a prod backup of a database on 127\.0\.0\.1: is this the production server\?/m);
     const out = JSON.parse(res.stdout);
-    assert.match(out.id, /^tiny_prod_/);
+    assert.match(out.id, /^tiny\.[0-9a-f]{8}_prod_/);
     assert.equal(out.manifest.environment, 'prod');
     assert.ok(out.manifest.warnings.some((w: string) => w.includes('is this the production server')));
   });
@@ -330,7 +331,7 @@ describe('postgres backup variants', () => {
     const res = await runCli(['backup', '--config', file, '--json'], { cwd, env: { DATABASE_URL: server.url('tiny') }, timeoutMs: 60_000 });
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
-    assert.match(out.id, /^tiny_dev_/);
-    assert.ok(existsSync(path.join(cwd, 'backups', 'tiny', `${out.id}.manifest.json`)), filesUnder(cwd).join(', '));
+    assert.match(out.id, /^tiny\.[0-9a-f]{8}_dev_/);
+    assert.ok(existsSync(path.join(cwd, 'backups', folderOf(out.id), `${out.id}.manifest.json`)), filesUnder(cwd).join(', '));
   });
 });

@@ -13,6 +13,7 @@ import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { assertCleanFailure, childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor } from './helpers.js';
+import { folderOf } from '../harness/stash.js';
 
 let server: PgServer;
 let work: string;
@@ -163,7 +164,7 @@ describe('interrupted backups', () => {
     let peakKiB = 0;
     const sampler = setInterval(() => (peakKiB = Math.max(peakKiB, peakRssKiB(first.pid))), 20);
     void first.done.finally(() => clearInterval(sampler));
-    await waitFor('the first backup to hold the lock', () => filesUnder(stash).includes('big/dbstash.lock'));
+    await waitFor('the first backup to hold the lock', () => filesUnder(stash).some((f) => f.endsWith('/dbstash.lock')));
     const second = await runCli(['backup', server.url('big'), '--output-dir', stash]);
     assert.equal(second.code, 6, second.stderr);
     assert.match(second.stderr, new RegExp(`^error: another dbstash is working on database "big" .*pid ${first.pid}`, 'm'));
@@ -171,7 +172,7 @@ describe('interrupted backups', () => {
     const res = await first.done;
     assert.equal(res.code, 0, res.stderr);
     const id = JSON.parse(res.stdout).id;
-    assert.deepEqual(filesUnder(stash), [`big/${id}.dump.zst`, `big/${id}.manifest.json`]);
+    assert.deepEqual(filesUnder(stash), [`${folderOf(id)}/${id}.dump.zst`, `${folderOf(id)}/${id}.manifest.json`, `${folderOf(id)}/series.json`].sort());
     const raw = JSON.parse(res.stdout).manifest.artifacts[0].rawSize;
     assert.ok(peakKiB > 0 && peakKiB < 150 * 1024, `peak RSS ${Math.round(peakKiB / 1024)} MiB while streaming ${Math.round(raw / 2 ** 20)} MiB`);
   });

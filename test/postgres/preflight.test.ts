@@ -12,6 +12,7 @@ import { freePort } from '../harness/proc.js';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { assertCleanFailure, filesUnder } from './helpers.js';
+import { folderFor, folderOf } from '../harness/stash.js';
 
 let server: PgServer;
 let work: string;
@@ -107,21 +108,21 @@ describe('postgres preflight failures', () => {
     const stash = freshStash();
     const holder = spawn('sleep', ['60']);
     try {
-      const lock = path.join(stash, 'shop', 'dbstash.lock');
+      const lock = path.join(folderFor(stash, server.url('shop')), 'dbstash.lock');
       mkdirSync(path.dirname(lock), { recursive: true });
       const body = JSON.stringify({ owner: 'ops', pid: holder.pid, host: os.hostname(), startedAt: new Date().toISOString(), command: 'dbstash backup shop' });
       writeFileSync(lock, body);
       const res = await runCli(['backup', server.url('shop'), '--output-dir', stash]);
       assertCleanFailure(res, 6, new RegExp(`another dbstash is working on database "shop" .*pid ${holder.pid}`));
       assert.match(res.stderr, /hint: .*--force-unlock/);
-      assert.deepEqual(filesUnder(stash), ['shop/dbstash.lock']);
+      assert.deepEqual(filesUnder(stash), [path.relative(stash, lock)]);
       assert.equal(readFileSync(lock, 'utf8'), body);
       // --force-unlock takes over and the backup goes through; its own lock is gone afterwards.
       const forced = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--force-unlock', '--json']);
       assert.equal(forced.code, 0, forced.stderr);
       assert.match(forced.stderr, /warning: removing the lock held by pid \d+/);
       const id = JSON.parse(forced.stdout).id;
-      assert.deepEqual(filesUnder(stash), [`shop/${id}.dump.zst`, `shop/${id}.manifest.json`]);
+      assert.deepEqual(filesUnder(stash), [`${folderOf(id)}/${id}.dump.zst`, `${folderOf(id)}/${id}.manifest.json`, `${folderOf(id)}/series.json`].sort());
     } finally {
       holder.kill();
     }
@@ -129,7 +130,7 @@ describe('postgres preflight failures', () => {
 
   it('a stale lock (its process is gone) is replaced with a warning, recorded in the manifest', async () => {
     const stash = freshStash();
-    const lock = path.join(stash, 'shop', 'dbstash.lock');
+    const lock = path.join(folderFor(stash, server.url('shop')), 'dbstash.lock');
     mkdirSync(path.dirname(lock), { recursive: true });
     const gone = spawn('true');
     await new Promise((r) => gone.on('close', r));
@@ -139,7 +140,7 @@ describe('postgres preflight failures', () => {
     assert.match(res.stderr, new RegExp(`warning: replacing a stale lock: pid ${gone.pid} .* no longer running`));
     const out = JSON.parse(res.stdout);
     assert.ok(out.manifest.warnings.some((w: string) => w.includes('stale lock')));
-    assert.ok(!filesUnder(stash).includes('shop/dbstash.lock'));
+    assert.ok(!filesUnder(stash).some((f) => f.endsWith('/dbstash.lock')));
   });
 
   it('--dry-run checks and prints the plan, and writes nothing', async () => {
@@ -159,7 +160,7 @@ describe('postgres preflight failures', () => {
     const res = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--quiet']);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(res.stdout + res.stderr, '');
-    assert.equal(filesUnder(stash).length, 2);
+    assert.equal(filesUnder(stash).length, 3, 'artifact, manifest and series.json');
   });
 
   it('a dump the server refuses (no read permission): exit 5 with pg_dump\'s reason, nothing published', async () => {

@@ -20,6 +20,7 @@ import { keptAside, keptName, parseKeptName, restoringName } from '../../src/res
 import { loadEngine } from '../../src/engines/index.js';
 import { parseTarget } from '../../src/engines/target.js';
 import { mapRolesInLine } from '../../src/engines/postgres/roles.js';
+import { seriesDir, folderOf } from '../harness/stash.js';
 
 let server: PgServer;
 let stash: string;
@@ -108,12 +109,12 @@ describe('restore PostgreSQL', () => {
     assert.equal(pgDump('rich_copy', '--schema-only'), pgDump('rich', '--schema-only'));
     assert.deepEqual(await contents('rich_copy'), await contents('rich'));
     assert.ok(!(await databases()).some((d) => d.includes('_restoring_')));
-    const recordFile = readdirSync(path.join(stash, 'rich')).find((f) => f.startsWith(`${richId}.restore-`));
-    const record = JSON.parse(readFileSync(path.join(stash, 'rich', recordFile!), 'utf8'));
+    const recordFile = readdirSync(seriesDir(stash, 'rich')).find((f) => f.startsWith(`${richId}.restore-`));
+    const record = JSON.parse(readFileSync(path.join(seriesDir(stash, 'rich'), recordFile!), 'utf8'));
     assert.equal(record.result, 'succeeded');
     assert.equal(record.mode, 'new');
     assert.ok(!record.target.includes(server.password), 'no password in the record');
-    const manifest = JSON.parse(readFileSync(path.join(stash, 'rich', `${richId}.manifest.json`), 'utf8')) as Manifest;
+    const manifest = JSON.parse(readFileSync(path.join(seriesDir(stash, 'rich'), `${richId}.manifest.json`), 'utf8')) as Manifest;
     assert.equal(record.rowCheck.rows, manifest.tables.reduce((n, t) => n + t.rows, 0));
     assert.ok(record.rowCheck.rows > 100000);
   });
@@ -165,7 +166,7 @@ describe('restore PostgreSQL', () => {
 
   test('a corrupted backup is refused before the target is touched', async () => {
     const dir = copyOfStash();
-    const file = path.join(dir, 'rich', `${richId}.dump.zst`);
+    const file = path.join(dir, folderOf(richId), `${richId}.dump.zst`);
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(1);
     const at = Math.floor(statSync(file).size / 3);
@@ -177,8 +178,8 @@ describe('restore PostgreSQL', () => {
     const r = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']);
     expectExit(r, 7, /error: checksum mismatch/);
     assert.doesNotMatch(r.stderr, /restoring into/);
-    const recordFile = readdirSync(path.join(dir, 'rich')).filter((f) => f.startsWith(`${richId}.restore-`)).sort().at(-1)!;
-    const record = JSON.parse(readFileSync(path.join(dir, 'rich', recordFile), 'utf8'));
+    const recordFile = readdirSync(path.join(dir, folderOf(richId))).filter((f) => f.startsWith(`${richId}.restore-`)).sort().at(-1)!;
+    const record = JSON.parse(readFileSync(path.join(dir, folderOf(richId), recordFile), 'utf8'));
     assert.equal(record.result, 'failed');
     assert.match(record.error, /^refused before touching the target: checksum mismatch/);
     assert.deepEqual(await databases(), before);
@@ -221,7 +222,7 @@ describe('restore PostgreSQL', () => {
     await new Promise((r) => setTimeout(r, 1100));
     await server.query('INSERT INTO item VALUES (2, $$two$$)'.replace('$$two$$', "'two'"), 'timed');
     const second = await backup(server.url('timed'), dir);
-    const secondAt = (JSON.parse(readFileSync(path.join(dir, 'timed', `${second}.manifest.json`), 'utf8')) as Manifest).startedAt;
+    const secondAt = (JSON.parse(readFileSync(path.join(dir, folderOf(second), `${second}.manifest.json`), 'utf8')) as Manifest).startedAt;
     const justBefore = new Date(new Date(secondAt).getTime() - 1).toISOString();
     const plan = async (...at: string[]) => {
       const r = await runCli(['restore', 'latest', '--database', 'timed', ...at, '--to', server.url('timed_copy'), '--output-dir', dir, '--dry-run', '--json']);
@@ -232,7 +233,7 @@ describe('restore PostgreSQL', () => {
     assert.equal(await plan('--at', justBefore), first);
     assert.equal(await plan('--at', secondAt), second);
     expectExit(await runCli(['restore', 'latest', '--database', 'timed', '--at', '2000-01-01T00:00Z', '--to', server.url('x'), '--output-dir', dir, '--yes']), 2, /no backup of timed at or before/);
-    cpSync(path.join(stash, 'rich'), path.join(dir, 'rich'), { recursive: true });
+    cpSync(seriesDir(stash, 'rich'), path.join(dir, folderOf(richId)), { recursive: true });
     expectExit(
       await runCli(['restore', 'latest', '--to', server.url('timed_copy'), '--output-dir', dir, '--yes']),
       2,
@@ -263,13 +264,13 @@ describe('restore PostgreSQL', () => {
     expectExit(r, 0, /a swap is impossible \(user "bob" has no CREATEDB privilege\)/);
     const record = JSON.parse(r.stdout).record;
     assert.equal(record.mode, 'in-place');
-    assert.match(record.safetyBackup, /^bobs_prod_/);
-    assert.ok(existsSync(path.join(dir, 'bobs', `${record.safetyBackup}.manifest.json`)), 'the safety backup is a normal backup in the stash');
+    assert.match(record.safetyBackup, /^bobs\.[0-9a-f]{8}_prod_/);
+    assert.ok(existsSync(path.join(dir, folderOf(record.safetyBackup), `${record.safetyBackup}.manifest.json`)), 'the safety backup is in the stash');
     assert.equal(await count('bobs', 'note'), 40);
     const owner = await server.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'note'`, 'bobs');
     assert.equal(owner.rows[0].tableowner, 'bob');
     // A backup that does not hold what its manifest says: restored in place, found wrong, rolled back.
-    const manifestFile = path.join(dir, 'owned', `${ownedId}.manifest.json`);
+    const manifestFile = path.join(dir, folderOf(ownedId), `${ownedId}.manifest.json`);
     const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
     manifest.tables[0].rows = 41;
     writeFileSync(manifestFile, JSON.stringify(manifest));
@@ -278,9 +279,9 @@ describe('restore PostgreSQL', () => {
     expectExit(failed, 9, /error: restore failed: the restored data does not match the manifest: table public\.note: 40 rows, manifest says 41; rolled back/);
     assert.equal(await count('bobs', 'old_stuff'), 3);
     assert.equal(await count('bobs', 'note'), 40);
-    const last = readdirSync(path.join(dir, 'owned')).filter((f) => f.startsWith(`${ownedId}.restore-`)).sort().at(-1)!;
+    const last = readdirSync(path.join(dir, folderOf(ownedId))).filter((f) => f.startsWith(`${ownedId}.restore-`)).sort().at(-1)!;
     assert.deepEqual(
-      (({ result, rollback, mode }) => ({ result, rollback, mode }))(JSON.parse(readFileSync(path.join(dir, 'owned', last), 'utf8'))),
+      (({ result, rollback, mode }) => ({ result, rollback, mode }))(JSON.parse(readFileSync(path.join(dir, folderOf(ownedId), last), 'utf8'))),
       { result: 'rolled-back', rollback: 'succeeded', mode: 'in-place' },
     );
     assert.equal(mapRolesInLine('GRANT SELECT ON TABLE public.alice TO alice;', { alice: 'carol' }), 'GRANT SELECT ON TABLE public.alice TO carol;');
@@ -392,20 +393,20 @@ describe('restore SQLite', () => {
       expectExit(inPlace, 0, new RegExp(`a swap is impossible \\(${busy.replace(/[.]/g, '\\.')} is in use by pid ${process.pid}`));
       const record = JSON.parse(inPlace.stdout).record;
       assert.equal(record.mode, 'in-place');
-      assert.match(record.safetyBackup, /^busy_prod_/);
+      assert.match(record.safetyBackup, /^busy\.[0-9a-f]{8}_prod_/);
       assert.equal((held.prepare('SELECT count(*) AS n FROM entry').get() as { n: number }).n, 500);
 
       // A backup whose manifest promises other counts: restored in place, found wrong, rolled back.
       held.exec('DELETE FROM entry WHERE id > 9');
-      const manifestFile = path.join(sqliteStash, 'app', `${id}.manifest.json`);
+      const manifestFile = path.join(seriesDir(sqliteStash, 'app'), `${id}.manifest.json`);
       const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
       manifest.tables[0].rows = 501;
       writeFileSync(manifestFile, JSON.stringify(manifest));
       const failed = await runCli(['restore', id, '--to', busy, '--output-dir', sqliteStash, '--yes']);
       expectExit(failed, 9, /error: restore failed: the restored data does not match the manifest: table main\.entry: 500 rows, manifest says 501; rolled back/);
       assert.equal((held.prepare('SELECT count(*) AS n FROM entry').get() as { n: number }).n, 9, 'the safety backup was restored');
-      const records = readdirSync(path.join(sqliteStash, 'app')).filter((f) => f.startsWith(`${id}.restore-`)).sort();
-      const last = JSON.parse(readFileSync(path.join(sqliteStash, 'app', records.at(-1)!), 'utf8'));
+      const records = readdirSync(seriesDir(sqliteStash, 'app')).filter((f) => f.startsWith(`${id}.restore-`)).sort();
+      const last = JSON.parse(readFileSync(path.join(seriesDir(sqliteStash, 'app'), records.at(-1)!), 'utf8'));
       assert.equal(last.result, 'rolled-back');
       assert.equal(last.rollback, 'succeeded');
     } finally {

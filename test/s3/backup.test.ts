@@ -64,14 +64,14 @@ describe('backup to S3', () => {
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
     const main = out.manifest.artifacts[0];
-    const key = `dbs/${out.manifest.database.name}/${main.file}`;
+    const key = `dbs/${out.manifest.series.key}/${main.file}`;
     const stored = await objectSha256(client, BUCKET, key);
     assert.equal(stored.size, main.size);
     assert.equal(stored.sha256, main.sha256);
     const parts = proxy.requests().filter((r) => r.startsWith(`PUT /${BUCKET}/${key}?partNumber=`));
     assert.equal(parts.length, 3, `three 5 MiB parts for ${main.size} bytes: ${parts.join(', ')}`);
     const keys = await bucketKeys(client, BUCKET, 'dbs/');
-    assert.ok(keys.includes(`dbs/${out.manifest.database.name}/${out.id}.manifest.json`));
+    assert.ok(keys.includes(`dbs/${out.manifest.series.key}/${out.id}.manifest.json`));
     assert.ok(!keys.some((k) => k.endsWith('dbstash.lock')), 'the lock was released');
 
     const list = await runCli(['list', '--storage', 's3main', '--config', cfg, '--json'], { env: s3Env(server), cwd: dir });
@@ -89,7 +89,7 @@ describe('backup to S3', () => {
     const out = JSON.parse(res.stdout);
     assert.deepEqual(out.stored, ['local', 's3main']);
     const main = out.manifest.artifacts[0];
-    const name = out.manifest.database.name;
+    const name = out.manifest.series.key;
     assert.equal(sha256File(path.join(local, name, main.file)), main.sha256);
     assert.equal((await objectSha256(client, BUCKET, `dbs/${name}/${main.file}`)).sha256, main.sha256);
   });
@@ -116,7 +116,7 @@ describe('backup to S3', () => {
       assert.deepEqual(out.stored, ['local']);
       assert.equal(out.manifest.extra.degraded[0].name, 'flaky');
       const main = out.manifest.artifacts[0];
-      assert.equal(sha256File(path.join(local, out.manifest.database.name, main.file)), main.sha256);
+      assert.equal(sha256File(path.join(local, out.manifest.series.key, main.file)), main.sha256);
       assert.deepEqual(await bucketKeys(client, BUCKET, 'flaky/'), [], 'nothing visible in the failed destination');
 
       const list = await runCli(['list', '--output-dir', local, '--config', cfg], { env: s3Env(server), cwd: dir });
@@ -138,7 +138,7 @@ describe('backup to S3', () => {
     assert.equal(res.code, 12, res.stderr);
     assert.match(res.stderr, /bucket "no-such-bucket" does not exist/);
     const out = JSON.parse(res.stdout);
-    assert.equal(sha256File(path.join(local, out.manifest.database.name, out.manifest.artifacts[0].file)), out.manifest.artifacts[0].sha256);
+    assert.equal(sha256File(path.join(local, out.manifest.series.key, out.manifest.artifacts[0].file)), out.manifest.artifacts[0].sha256);
   });
 
   it('the server going away mid-upload to a required destination: clean failure, no object, lock released, local stash unaffected', async () => {
@@ -146,7 +146,7 @@ describe('backup to S3', () => {
     const first = await runCli(['backup', db, '--output-dir', local, '--json'], { env: s3Env(server), cwd: dir });
     assert.equal(first.code, 0, first.stderr);
     const earlier = JSON.parse(first.stdout);
-    const name = earlier.manifest.database.name;
+    const name = earlier.manifest.series.key;
     const before = readdirSync(path.join(local, name)).sort();
 
     const proxy = await startCutProxy(server, 7 * 2 ** 20);
@@ -228,7 +228,7 @@ describe('backup to S3', () => {
     } finally {
       await proxy.close();
     }
-    assert.deepEqual(await bucketKeys(client, BUCKET, 'stale/'), ['stale/shop/dbstash.lock'], 'only the lock remains, no artifact');
+    assert.deepEqual((await bucketKeys(client, BUCKET, 'stale/')).map((k) => k.replace(/\/shop\.[0-9a-f]{8}\//, '/shop/')), ['stale/shop/dbstash.lock'], 'only the lock remains, no artifact');
     const next = await runCli(['backup', db, '--storage', 'direct', '--config', cfg], { env: s3Env(server), cwd: dir });
     assert.equal(next.code, 0, next.stderr);
     assert.match(next.stderr, /replacing a stale lock/);
@@ -256,7 +256,7 @@ describe('backup to S3', () => {
       assert.equal(code, 130, stderr);
       assert.match(stderr, /interrupted by SIGINT/);
       assert.ok(
-        proxy.requests().some((r) => /^DELETE \/stash\/slow\/shop\/\S+\?uploadId=/.test(r)),
+        proxy.requests().some((r) => /^DELETE \/stash\/slow\/shop\.[0-9a-f]{8}\/\S+\?uploadId=/.test(r)),
         `AbortMultipartUpload was sent: ${proxy.requests().join('\n')}`,
       );
       assert.deepEqual(await bucketKeys(client, BUCKET, 'slow/'), [], 'neither artifact nor lock remains');
@@ -280,7 +280,7 @@ describe('backup to S3', () => {
     assert.equal(list.code, 11, list.stderr);
     assert.match(list.stderr, /^error: \[s3\] .*the access key is not known/m);
     assert.match(list.stderr, /^hint: .*AWS_ACCESS_KEY_ID/m);
-    assert.deepEqual(await bucketKeys(client, BUCKET, 'dbs/shop/dbstash.lock'), []);
+    assert.deepEqual((await bucketKeys(client, BUCKET, 'dbs/')).filter((k) => k.endsWith('/dbstash.lock')), []);
   });
 
   it('sends storage class and server-side encryption, and for a custom endpoint no streamed checksums', async () => {
@@ -317,7 +317,7 @@ describe('backup to S3', () => {
     const res = await runCli(['backup', db, '--storage', `s3://${BUCKET}/from-env`, '--json'], { env, cwd: dir });
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
-    assert.ok((await bucketKeys(client, BUCKET, 'from-env/')).includes(`from-env/${out.manifest.database.name}/${out.id}.manifest.json`));
+    assert.ok((await bucketKeys(client, BUCKET, 'from-env/')).includes(`from-env/${out.manifest.series.key}/${out.id}.manifest.json`));
     const list = await runCli(['list', '--storage', `s3://${BUCKET}/from-env`, '--json'], { env, cwd: dir });
     assert.deepEqual(JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id), [out.id]);
   });

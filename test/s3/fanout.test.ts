@@ -61,7 +61,7 @@ describe('fan-out', () => {
     assert.deepEqual(result.failed.map((f) => f.name), ['flaky']);
     assert.deepEqual(result.manifest.extra.degraded, result.failed);
     const main = result.manifest.artifacts[0];
-    const bytes = await getBytes(required, `shop/${main.file}`);
+    const bytes = await getBytes(required, `${result.manifest.series!.key}/${main.file}`);
     assert.equal(createHash('sha256').update(bytes).digest('hex'), main.sha256);
     assert.deepEqual(await flaky.list(''), []);
   });

@@ -13,6 +13,7 @@ import { runCli } from '../harness/run.js';
 import { startS3, type S3Server } from '../harness/s3.js';
 import { tempDir } from '../harness/tmp.js';
 import { bucketKeys, makeSqliteDb, objectSha256, rawClient, s3Env, writeConfig } from './helpers.js';
+import { seriesDir, folderOf } from '../harness/stash.js';
 
 const BUCKET = 'stash';
 let server: S3Server;
@@ -63,6 +64,7 @@ after(async () => {
 describe('verify, restore and copy with S3', () => {
   let id: string;
   let artifactFile: string;
+  let folder: string;
   const local = () => path.join(dir, 'local');
 
   it('an encrypted backup in S3 verifies and restores from S3', async () => {
@@ -71,10 +73,11 @@ describe('verify, restore and copy with S3', () => {
     const out = JSON.parse(res.stdout);
     id = out.id;
     artifactFile = out.manifest.artifacts[0].file;
+    folder = out.manifest.series.key;
 
     const verify = await runCli(['verify', id, '--storage', 's3main', '--config', cfg, '--identity', keyFile, '--json'], { env, cwd: dir });
     assert.equal(verify.code, 0, verify.stderr);
-    assert.ok((await bucketKeys(client, BUCKET, `dbs/shop/${id}.verify-`)).length === 1, 'the verification record was written to S3');
+    assert.ok((await bucketKeys(client, BUCKET, `dbs/${folderOf(id)}/${id}.verify-`)).length === 1, 'the verification record was written to S3');
 
     const target = path.join(dir, 'from-s3.db');
     const restore = await runCli(['restore', id, '--storage', 's3main', '--config', cfg, '--identity', keyFile, '--to', target, '--yes'], { env, cwd: dir });
@@ -84,7 +87,7 @@ describe('verify, restore and copy with S3', () => {
   });
 
   it('takes the first storage holding an intact copy: a truncated local copy is passed over for S3', async () => {
-    const localArtifact = path.join(local(), 'shop', artifactFile);
+    const localArtifact = path.join(seriesDir(local(), 'shop'), artifactFile);
     truncateSync(localArtifact, 1000);
     const both = await runCli(['verify', id, '--output-dir', local(), '--storage', 's3main', '--config', cfg, '--identity', keyFile], { env, cwd: dir });
     assert.equal(both.code, 0, both.stderr);
@@ -97,8 +100,8 @@ describe('verify, restore and copy with S3', () => {
   it('copy <id> from S3 to another prefix checks hashes and publishes the manifest last', async () => {
     const res = await runCli(['copy', id, '--from', 's3main', '--to', 'copied', '--config', cfg, '--json'], { env, cwd: dir });
     assert.equal(res.code, 0, res.stderr);
-    const original = await objectSha256(client, BUCKET, `dbs/shop/${artifactFile}`);
-    const copy = await objectSha256(client, BUCKET, `copied/shop/${artifactFile}`);
+    const original = await objectSha256(client, BUCKET, `dbs/${folder}/${artifactFile}`);
+    const copy = await objectSha256(client, BUCKET, `copied/${folder}/${artifactFile}`);
     assert.equal(copy.sha256, original.sha256);
     const verify = await runCli(['verify', id, '--storage', 'copied', '--config', cfg, '--identity', keyFile], { env, cwd: dir });
     assert.equal(verify.code, 0, verify.stderr);
@@ -124,14 +127,14 @@ describe('verify, restore and copy with S3', () => {
 
     const third = await runCli(['backup', db, '--output-dir', seed, '--json'], { env, cwd: dir });
     const bad = JSON.parse(third.stdout);
-    const artifact = path.join(seed, 'shop', bad.manifest.artifacts[0].file);
+    const artifact = path.join(seriesDir(seed, 'shop'), bad.manifest.artifacts[0].file);
     const bytes = readFileSync(artifact);
     bytes[bytes.length >> 1] ^= 0xff;
     writeFileSync(artifact, bytes);
     const failed = await runCli(['copy', bad.id, '--from', seed, '--to', 'copied', '--config', cfg], { env, cwd: dir });
     assert.equal(failed.code, 7, failed.stderr);
     assert.match(failed.stderr, /^error: .* does not match its manifest/m);
-    assert.deepEqual(await bucketKeys(client, BUCKET, `copied/shop/${bad.id}`), [], 'nothing of the damaged backup reached the target');
+    assert.deepEqual(await bucketKeys(client, BUCKET, `copied/${folderOf(bad.id)}/${bad.id}`), [], 'nothing of the damaged backup reached the target');
     assert.ok(existsSync(artifact));
   });
 
@@ -144,8 +147,8 @@ describe('verify, restore and copy with S3', () => {
     const after = await runCli(['list', '--storage', 'copied', '--config', cfg, '--json'], { env, cwd: dir });
     const kept: string[] = JSON.parse(after.stdout).backups.map((b: { id: string }) => b.id);
     assert.ok(kept.length < ids.length && kept.includes(ids[0]), `the newest is kept and something was removed: ${kept.join(', ')}`);
-    const keys = await bucketKeys(client, BUCKET, 'copied/shop/');
-    for (const key of keys) assert.ok(kept.some((k) => key.includes(k)), `${key} belongs to a kept backup`);
+    const keys = await bucketKeys(client, BUCKET, 'copied/');
+    for (const key of keys.filter((k) => !k.endsWith('/series.json'))) assert.ok(kept.some((k) => key.includes(k)), `${key} belongs to a kept backup`);
     const status = await runCli(['status', '--storage', 'copied', '--config', cfg], { env, cwd: dir });
     assert.match(status.stdout, /s3:\/\/stash\/copied.*reachable/);
   });

@@ -18,6 +18,7 @@ import { parseTarget } from '../../src/engines/target.js';
 import { createLocalStorage } from '../../src/storage/local.js';
 import { zstdStage } from '../../src/pipeline/compress.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
+import { seriesDir, folderOf } from '../harness/stash.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../../examples/shop.db', import.meta.url));
 let work: string;
@@ -104,7 +105,7 @@ describe('sqlite backup under a WAL writer', () => {
         src.close();
       }
     });
-    assert.deepEqual(filesUnder(stash), [`app/${manifest.id}.manifest.json`, `app/${manifest.id}.sqlite.zst`]);
+    assert.deepEqual(filesUnder(stash), [`${folderOf(manifest.id)}/${manifest.id}.manifest.json`, `${folderOf(manifest.id)}/${manifest.id}.sqlite.zst`, `${folderOf(manifest.id)}/series.json`]);
   });
 
   it('SIGINT mid-backup: exit 130, nothing in the stash, the scratch copy removed', async () => {
@@ -152,8 +153,8 @@ describe('the README default', () => {
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stderr, /database from the bundled example database/);
     const { manifest, artifact } = onlyBackup(path.join(cwd, 'backups'));
-    assert.match(manifest.id, /^shop_dev_/);
-    assert.ok(artifact.startsWith(path.join(cwd, 'backups', 'shop') + path.sep));
+    assert.match(manifest.id, /^shop\.[0-9a-f]{8}_dev_/);
+    assert.ok(artifact.startsWith(path.join(cwd, 'backups', folderOf(manifest.id)) + path.sep));
     assert.deepEqual(manifestCounts(manifest), { customers: 200, order_items: 2000, orders: 1000, products: 50 });
     const copy = await restored(artifact, path.join(work, 'shop-copy.db'));
     assert.deepEqual(countsOf(copy), manifestCounts(manifest));
@@ -178,7 +179,7 @@ describe('output', () => {
     const piped = await runCli(['backup', EXAMPLE, '--output-dir', stash]);
     assert.equal(piped.code, 0, piped.stderr);
     assert.doesNotMatch(piped.stderr, /\r|\x1b/);
-    assert.match(piped.stderr, /^backing up .*shop\.db as shop_dev_/m);
+    assert.match(piped.stderr, /^backing up .*shop\.db as shop\.[0-9a-f]{8}_dev_/m);
   });
 
   it('list: an empty stash says so; a damaged manifest is reported, not hidden', async () => {
@@ -189,13 +190,13 @@ describe('output', () => {
     const a = await runCli(['backup', EXAMPLE, '--output-dir', stash, '--json']);
     const b = await runCli(['backup', EXAMPLE, '--output-dir', stash, '--json']);
     const [idA, idB] = [JSON.parse(a.stdout).id, JSON.parse(b.stdout).id];
-    writeFileSync(path.join(stash, 'shop', `${idA}.manifest.json`), '{"format": "dbstash.manifest", "version": 1, "id": "trunc');
+    writeFileSync(path.join(seriesDir(stash, 'shop'), `${idA}.manifest.json`), '{"format": "dbstash.manifest", "version": 1, "id": "trunc');
     const res = await runCli(['list', '--output-dir', stash, '--json']);
     assert.equal(res.code, 0, res.stderr);
     const listed = JSON.parse(res.stdout);
     assert.deepEqual(listed.backups.map((x: { id: string }) => x.id), [idB]);
     assert.equal(listed.problems.length, 1);
-    assert.equal(listed.problems[0].key, `shop/${idA}.manifest.json`);
+    assert.equal(listed.problems[0].key, `${folderOf(idA)}/${idA}.manifest.json`);
     assert.match(listed.problems[0].message, /not valid JSON/);
     assert.match(res.stderr, new RegExp(`^warning: .*${idA}\\.manifest\\.json is not valid JSON`, 'm'));
   });

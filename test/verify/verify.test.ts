@@ -19,6 +19,7 @@ import { openArtifact } from '../../src/verify/read.js';
 import { gzipStage } from '../../src/pipeline/compress.js';
 import { readAll } from '../../src/storage/storage.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
+import { seriesDir, folderOf } from '../harness/stash.js';
 
 let server: PgServer;
 let stash: string;
@@ -41,7 +42,7 @@ function copyOf(backupId: string): { dir: string; file: (suffix: string) => stri
   const dir = tempDir('dbstash-verify-damaged');
   cpSync(stash, dir, { recursive: true, filter: (src) => !/\.(verify|restore)-/.test(src) });
   const db = backupId.split('_')[0];
-  return { dir, file: (suffix) => path.join(dir, db, `${backupId}${suffix}`) };
+  return { dir, file: (suffix) => path.join(dir, folderOf(backupId), `${backupId}${suffix}`) };
 }
 
 function readManifest(file: string): Manifest {
@@ -77,7 +78,7 @@ describe('verify a good PostgreSQL backup', () => {
     const recs = records(stash, id);
     assert.equal(recs.at(-1)?.result, 'passed');
     assert.equal(recs.at(-1)?.level, 'integrity');
-    assert.ok(!readdirSync(path.join(stash, 'shop')).some((f) => f.includes('.lease-')), 'lease removed');
+    assert.ok(!readdirSync(seriesDir(stash, 'shop')).some((f) => f.includes('.lease-')), 'lease removed');
     expectExit(await runCli(['verify', id, '--output-dir', stash, '--dry-run']), 0, /integrity passed/);
     assert.equal(records(stash, id).length, recs.length, '--dry-run leaves no record');
     const list = await runCli(['list', '--output-dir', stash, '--json']);
@@ -121,7 +122,7 @@ describe('verify a good PostgreSQL backup', () => {
 
   test('a lease exists while verify runs, and activeLeases ignores stale ones', async () => {
     const child = spawnCli(['verify', id, '--drill', '--output-dir', stash]);
-    const dbDir = path.join(stash, 'shop');
+    const dbDir = seriesDir(stash, 'shop');
     let seen: string | undefined;
     for (let i = 0; i < 200 && !seen; i++) {
       seen = readdirSync(dbDir).find((f) => f.startsWith(`${id}.lease-`));
@@ -313,12 +314,12 @@ describe('verify a SQLite backup', () => {
 
     // Damage an index page inside the stored file and doctor the manifest to match: only the
     // engine's own structure check can notice.
-    const artifact = path.join(sqliteStash, 'notes', `${sqliteId}.sqlite`);
+    const artifact = path.join(seriesDir(sqliteStash, 'notes'), `${sqliteId}.sqlite`);
     const bytes = readFileSync(artifact);
     const pageSize = bytes.readUInt16BE(16);
     bytes.fill(0x55, bytes.length - pageSize + 8, bytes.length - pageSize + 200);
     writeFileSync(artifact, bytes);
-    const manifestFile = path.join(sqliteStash, 'notes', `${sqliteId}.manifest.json`);
+    const manifestFile = path.join(seriesDir(sqliteStash, 'notes'), `${sqliteId}.manifest.json`);
     const manifest = readManifest(manifestFile);
     manifest.artifacts[0].sha256 = createHash('sha256').update(bytes).digest('hex');
     writeFileSync(manifestFile, JSON.stringify(manifest));
