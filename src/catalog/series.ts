@@ -184,7 +184,7 @@ export function resolveSeries(known: SeriesMatch[], query: string, configKeys: M
     const by = seriesMatches(m, query, configKeys);
     if (by && !byIdentity.has(m.series.identity)) byIdentity.set(m.series.identity, { match: m, by });
   }
-  const found = [...byIdentity.values()];
+  const found = [...byIdentity.values()].sort((a, b) => (a.match.series.key < b.match.series.key ? -1 : 1));
   if (found.length <= 1) return found[0];
   // An exact folder or config-key match is unambiguous by itself.
   const exact = found.filter((f) => f.by === 'folder' || f.by === 'config key');
