@@ -1,8 +1,9 @@
 // The verify/restore half of the PostgreSQL engine: structure checks with pg_restore, restores
 // with pg_restore --exit-on-error (streamed into its stdin, or from a temp file for --jobs), the
-// globals artifact with psql, and the database-level operations a restore swap needs, among them
-// creating the new database with the backup's own properties (properties.ts). dbstash's own
-// queries run on the server's maintenance database, never inside the database they change.
+// globals artifact with psql, and the database-level operations a restore swap needs: creating
+// the new database with the backup's own properties (properties.ts), and swapping names in one
+// transaction. dbstash's own queries run on the server's maintenance database, never inside the
+// database they change.
 
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -359,6 +360,32 @@ export const postgresRestoreMethods: Partial<Engine> = {
   async compareProperties(target: Target, expected: DatabaseProperties, opts: CreateDatabaseOptions = {}): Promise<string[]> {
     const actual = (await postgresRestoreMethods.databaseProperties!(target)) as unknown as PgDatabaseProperties;
     return differences(asPgProperties(expected), actual, opts);
+  },
+
+  /** Both renames in one transaction on one connection: either both happen or neither. */
+  async swapDatabases(target: Target, restored: Target, keptName: string): Promise<Target> {
+    await onServer(target, async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query(`ALTER DATABASE ${quoteIdent(target.database)} RENAME TO ${quoteIdent(keptName)}`);
+        await c.query(`ALTER DATABASE ${quoteIdent(restored.database)} RENAME TO ${quoteIdent(target.database)}`);
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw new RestoreError(`[postgres] the swap was rolled back, ${target.database} and ${restored.database} keep their names: ${(err as Error).message}`, {
+          hint: `${target.database} is as it was; remove the cause (a session connected to either database?) and run the restore again`,
+          cause: err,
+        });
+      }
+      try {
+        await c.query('COMMIT');
+      } catch (err) {
+        throw new RestoreError(`[postgres] the swap's commit failed, so whether ${target.database} is the restored database is unknown: ${(err as Error).message}`, {
+          hint: `look at the database names on the server: ${keptName} exists only if the swap happened`,
+          cause: err,
+        });
+      }
+    });
+    return withDatabase(target, keptName);
   },
 
   async dropDatabase(target: Target): Promise<void> {
