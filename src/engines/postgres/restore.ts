@@ -1,9 +1,10 @@
 // The verify/restore half of the PostgreSQL engine: structure checks with pg_restore, restores
 // with pg_restore --exit-on-error (streamed into its stdin, or from a temp file for --jobs), the
 // globals artifact with psql, and the database-level operations a restore swap needs: creating
-// the new database with the backup's own properties (properties.ts), and swapping names in one
-// transaction. dbstash's own queries run on the server's maintenance database, never inside the
-// database they change.
+// the new database with the backup's own properties (properties.ts), swapping names in one
+// transaction, and the restore-target lock (a session-level advisory lock that the server releases
+// when the holding connection ends, however dbstash ends). dbstash's own queries run on the
+// server's maintenance database, never inside the database they change.
 
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -22,12 +23,16 @@ import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
 
-/** A connection to the server's maintenance database ("postgres", else "template1"). */
-async function maintenance(target: Target): Promise<PgClient> {
+/**
+ * A connection to the server's maintenance database: "postgres", else "template1"; "template1"
+ * also when the target is "postgres" itself, which cannot be renamed from inside.
+ */
+async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClient> {
+  if (target.database === 'postgres') return connect(target, 'template1', signal);
   try {
-    return await connect(target, 'postgres');
+    return await connect(target, 'postgres', signal);
   } catch (err) {
-    if (err instanceof PreflightError) return connect(target, 'template1');
+    if (err instanceof PreflightError) return connect(target, 'template1', signal);
     throw err;
   }
 }
@@ -312,6 +317,9 @@ async function sessions(client: PgClient, database: string) {
   ).rows;
 }
 
+/** The advisory lock's first key: "dbst", so dbstash's restore locks stay apart from other users' advisory locks. */
+const RESTORE_LOCK_CLASS = 0x64627374;
+
 export const postgresRestoreMethods: Partial<Engine> = {
   checkStructure,
   restore,
@@ -386,6 +394,44 @@ export const postgresRestoreMethods: Partial<Engine> = {
       }
     });
     return withDatabase(target, keptName);
+  },
+
+  /**
+   * pg_try_advisory_lock on a connection to the maintenance database, held until release(): the
+   * server drops the lock with the connection, so a restore killed with SIGKILL holds nothing.
+   * Advisory locks belong to one database; every dbstash takes this one in the same maintenance
+   * database, keyed by the target's name.
+   */
+  async lockRestoreTarget(target: Target, signal?: AbortSignal): Promise<{ release(): Promise<void> }> {
+    const client = await maintenance(target, signal);
+    const key = [RESTORE_LOCK_CLASS, target.database];
+    try {
+      const r = await client.query<{ got: boolean; version: string }>(
+        `SELECT pg_try_advisory_lock($1, hashtext($2)) AS got, current_setting('server_version_num') AS version`,
+        key,
+      );
+      if (!r.rows[0].got) {
+        const holder = await client.query<{ pid: number; since: string; client_addr: string | null }>(
+          `SELECT a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since, host(a.client_addr) AS client_addr
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::oid
+             AND l.objid::bigint = (hashtext($2)::bigint + 4294967296) % 4294967296`,
+          key,
+        );
+        const h = holder.rows[0];
+        const by = h ? ` (server session pid ${h.pid}${h.client_addr ? ` from ${h.client_addr}` : ''}, connected since ${h.since} UTC)` : '';
+        throw new RestoreError(`[postgres] another restore into ${target.database} is running${by}`, {
+          hint: 'wait for it to finish, then run again; the lock goes with that restore\'s connection, so a killed restore holds nothing',
+        });
+      }
+      // The connection idles for the whole restore; a server-wide idle timeout must not end it.
+      if (Number(r.rows[0].version) >= 140000) await client.query('SET idle_session_timeout = 0');
+    } catch (err) {
+      await client.end().catch(() => {});
+      if (err instanceof RestoreError) throw err;
+      throw classifyPgError(err, target);
+    }
+    return { release: () => client.end().catch(() => {}) };
   },
 
   async dropDatabase(target: Target): Promise<void> {
