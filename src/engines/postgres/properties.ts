@@ -233,7 +233,14 @@ export function setClause(setting: string): string {
 
 // ---- create ----
 
-const LOCALE_HINT = "the target server's system must have the backup's locale (locale -a lists them; install it and restart the server)";
+function createHint(err: { code?: string; message?: string }, name: string, owner: string): string {
+  if (err.code === '42501') return `the restoring user must be a member of role "${owner}" (or a superuser), or restore with --no-owner`;
+  if (err.code === '42P04') return `drop or rename the database ${name} first`;
+  if (/locale|encoding|collat|ctype/i.test(err.message ?? '')) {
+    return "the target server's system must have the backup's locale (locale -a lists them; install it and restart the server)";
+  }
+  return 'the message above is the server\'s reason; nothing was restored';
+}
 
 /**
  * Creates `name` with the recorded properties. The owner is the backup's (renamed by --role-map);
@@ -263,7 +270,7 @@ export async function createWithProperties(client: PgClient, name: string, p: Pg
     const e = err as { code?: string; message?: string };
     const locale = `encoding ${p.encoding}, LC_COLLATE ${p.collate}, LC_CTYPE ${p.ctype}${p.locale ? `, ${p.localeProvider} locale ${p.locale}` : ''}`;
     throw new RestoreError(`[postgres] cannot create ${name} like the backup's database (${locale}, owner ${owner}): ${e.message}`, {
-      hint: e.code === '42501' ? `the restoring user must be a member of role "${owner}", or restore with --no-owner` : LOCALE_HINT,
+      hint: createHint(e, name, owner),
       cause: err,
     });
   }
