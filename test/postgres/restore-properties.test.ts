@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { loadEngine } from '../../src/engines/index.js';
 import { parseTarget } from '../../src/engines/target.js';
+import { asPgProperties, setClause, splitSettingList } from '../../src/engines/postgres/properties.js';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { backupId as backup, expectExit, runCli, spawnCli, type CliResult } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
@@ -217,6 +218,24 @@ describe('the database-level properties of a PostgreSQL restore', () => {
     const got = await props('lost');
     assert.equal(got.owner, 'postgres', 'with --no-owner and nothing replaced, the restoring user owns it');
     assert.deepEqual(got.acl, ['app_reader=CONNECT/postgres', 'postgres=CONNECT/postgres', 'postgres=CREATE/postgres', 'postgres=TEMPORARY/postgres', 'PUBLIC=TEMPORARY/postgres'].sort());
+  });
+
+  test('settings are quoted back as the server stored them; a manifest cannot smuggle SQL in', async () => {
+    assert.deepEqual(splitSettingList('app, "$user", "My ""odd"" one",public'), ['app', '$user', 'My "odd" one', 'public']);
+    assert.deepEqual(splitSettingList('""'), ['']);
+    assert.equal(setClause('search_path=app, "My ""odd"" one"'), `SET "search_path" TO 'app', 'My "odd" one'`);
+    assert.equal(setClause(`DateStyle=ISO, DMY`), `SET "DateStyle" TO 'ISO, DMY'`);
+    assert.equal(setClause(`app.note=it's a\\b`), `SET "app.note" TO E'it''s a\\\\b'`);
+    // The server reads the statements back to the stored values.
+    await server.createDatabase('quoting');
+    await server.query(`CREATE SCHEMA "My ""odd"" one"`, 'quoting');
+    await server.query(`ALTER DATABASE quoting ${setClause('search_path=app, "My ""odd"" one"')}; ALTER DATABASE quoting ${setClause(`app.note=it's a\\b`)}`);
+    assert.deepEqual((await props('quoting')).settings, ['*: app.note=it\'s a\\b', '*: search_path=app, "My ""odd"" one"']);
+    const recorded = readManifestFile(stash, propsId).database.properties!;
+    assert.doesNotThrow(() => asPgProperties(recorded));
+    for (const bad of [{ localeProvider: 'libc; DROP DATABASE x' }, { acl: [{ grantee: 'x', grantor: 'y', privileges: ['ALL; DROP DATABASE x'] }] }, { settings: ['no equals sign'] }, { connectionLimit: '7' }]) {
+      assert.throws(() => asPgProperties({ ...recorded, ...bad }), /the manifest's database properties are not in the shape this dbstash reads/);
+    }
   });
 
   test('compareProperties names each difference and nothing else', async () => {

@@ -113,13 +113,26 @@ export async function readProperties(client: PgClient, database: string): Promis
   return r.rows[0] ? fromRow(r.rows[0]) : undefined;
 }
 
-/** The recorded properties, checked for the fields a restore relies on (a manifest is input). */
+const PRIVILEGES = new Set(['CREATE', 'CONNECT', 'TEMPORARY']);
+const isSetting = (s: unknown) => typeof s === 'string' && s.indexOf('=') > 0;
+
+/**
+ * The recorded properties, checked for the fields a restore relies on: a manifest is input, and
+ * what goes into SQL unquoted (provider, privileges, the limit) must be one of the known values.
+ */
 export function asPgProperties(recorded: DatabaseProperties): PgDatabaseProperties {
   const p = recorded as Partial<PgDatabaseProperties>;
   const ok =
     typeof p.encoding === 'string' && typeof p.collate === 'string' && typeof p.ctype === 'string' && typeof p.owner === 'string' &&
-    typeof p.connectionLimit === 'number' && (p.acl === null || Array.isArray(p.acl)) && Array.isArray(p.settings) &&
-    typeof p.roleSettings === 'object' && p.roleSettings !== null && (p.comment === null || typeof p.comment === 'string');
+    Number.isInteger(p.connectionLimit) &&
+    (p.localeProvider === undefined || Object.values(PROVIDERS).includes(p.localeProvider)) &&
+    (p.acl === null ||
+      (Array.isArray(p.acl) &&
+        p.acl.every((e) => typeof e.grantee === 'string' && typeof e.grantor === 'string' && Array.isArray(e.privileges) &&
+          [...e.privileges, ...(e.grantable ?? [])].every((priv) => PRIVILEGES.has(priv))))) &&
+    Array.isArray(p.settings) && p.settings.every(isSetting) &&
+    typeof p.roleSettings === 'object' && p.roleSettings !== null && Object.values(p.roleSettings).every((l) => Array.isArray(l) && l.every(isSetting)) &&
+    (p.comment === null || typeof p.comment === 'string');
   if (!ok) {
     throw new RestoreError('[postgres] the manifest\'s database properties are not in the shape this dbstash reads', {
       hint: 'the manifest was changed or written by an incompatible version; restore with the dbstash version that took the backup',
@@ -285,7 +298,7 @@ export async function createWithProperties(client: PgClient, name: string, p: Pg
     await client.query('RESET ROLE').catch(() => {});
     await client.query(`DROP DATABASE IF EXISTS ${db}`).catch(() => {});
     throw new RestoreError(`[postgres] cannot give ${name} the backup's database properties: ${(err as Error).message}; nothing was restored`, {
-      hint: 'the restoring user needs the rights to set them (a superuser has them all), or restore with --no-owner',
+      hint: 'the restoring user needs the right to set each of them (a superuser has them all; ALTER ROLE … IN DATABASE needs CREATEROLE)',
       cause: err,
     });
   }
@@ -314,7 +327,8 @@ async function applyAcl(client: PgClient, db: string, acl: AclEntry[], owner: st
 // ---- compare ----
 
 function sameList(a: string[], b: string[]): boolean {
-  return a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+  const [x, y] = [[...a].sort(), [...b].sort()];
+  return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
 const show = (v: unknown) => (v === undefined || v === null ? 'none' : JSON.stringify(v));
