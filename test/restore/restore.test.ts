@@ -130,7 +130,7 @@ describe('restore PostgreSQL', () => {
     assert.equal(await count(kept[0], 'item'), 10, 'the old data is kept aside');
     assert.equal(await count('shop', 'public.big'), 100000);
     const owner = await server.query(`SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = 'shop'`);
-    assert.equal(owner.rows[0].owner, 'shop_owner', 'the restored database keeps the owner of the one it replaced');
+    assert.equal(owner.rows[0].owner, 'postgres', 'the restored database has the owner the backup recorded (rich\'s), not that of the one it replaced');
     const second = await runCli(['restore', richId, '--to', server.url('shop'), '--output-dir', stash, '--yes', '--drop-old', '--json']);
     expectExit(second, 0);
     assert.equal(JSON.parse(second.stdout).record.droppedOld, true);

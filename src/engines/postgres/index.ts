@@ -1,7 +1,9 @@
 // PostgreSQL engine. A backup is pg_dump's custom format with pg_dump's own compression off
 // (compression happens in our pipeline). For exact row counts we open a REPEATABLE READ
 // transaction, export its snapshot, start pg_dump with --snapshot, and count every table inside
-// that same transaction while pg_dump runs: the counts describe exactly what the dump holds.
+// that same transaction while pg_dump runs: the counts describe exactly what the dump holds. The
+// database's own properties (encoding, owner, grants, settings, …; see properties.ts), which the
+// archive leaves out, are read in that transaction too and recorded in the manifest.
 
 import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
@@ -9,7 +11,7 @@ import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
-import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
+import { countWhileDumping, exportSnapshot, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { holdForDump, openSource, sourceForDump } from './source.js';
 
 export const USER_TABLES_SQL = `
@@ -78,6 +80,7 @@ export const postgresEngine: Engine = {
     try {
       const snapshot = await exportSnapshot(client);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
+      const properties = propertiesInSnapshot(client);
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });
       const { tables, finished } = countWhileDumping(client, running, opts.checksums ?? false, release);
       const stream = gateOnExit(running.stdout, () => finished);
@@ -89,6 +92,7 @@ export const postgresEngine: Engine = {
         format: 'dump',
         stream,
         tables,
+        properties,
         tool: { ...tool, args },
         details: { snapshot, isolation: 'repeatable read', serverVersion: facts.version },
       };

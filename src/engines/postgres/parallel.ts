@@ -15,7 +15,7 @@ import { DbstashError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Target } from '../engine.js';
 import { gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
-import { countWhileDumping, exportSnapshot, snapshotReleaser } from './snapshot.js';
+import { countWhileDumping, exportSnapshot, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { packDirectory, unpackTar } from './tar.js';
 import { sourceForDump } from './source.js';
 
@@ -34,6 +34,7 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
   try {
     const snapshot = await exportSnapshot(client);
     const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${dbnameArg(target.database)}`];
+    const properties = propertiesInSnapshot(client);
     const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
     running.stdout.resume();
     // The snapshot must outlive pg_dump: commit only after it exited and counting is done.
@@ -53,6 +54,7 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
       format: DIRECTORY_FORMAT,
       stream,
       tables,
+      properties,
       tool: { ...tool, args: args.map((a) => (a.startsWith('--file=') ? '--file=<temporary directory>' : a)) },
       details: { snapshot, isolation: 'repeatable read', serverVersion: version, jobs: opts.jobs, container: 'ustar of pg_dump --format=directory' },
     };

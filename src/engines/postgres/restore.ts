@@ -1,7 +1,10 @@
 // The verify/restore half of the PostgreSQL engine: structure checks with pg_restore, restores
 // with pg_restore --exit-on-error (streamed into its stdin, or from a temp file for --jobs), the
-// globals artifact with psql, and the database-level operations a restore swap needs. dbstash's
-// own queries run on the server's maintenance database, never inside the database they change.
+// globals artifact with psql, and the database-level operations a restore swap needs: creating
+// the new database with the backup's own properties (properties.ts), swapping names in one
+// transaction, and the restore-target lock (a session-level advisory lock that the server releases
+// when the holding connection ends, however dbstash ends). dbstash's own queries run on the
+// server's maintenance database, never inside the database they change.
 
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -9,24 +12,33 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
-import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
 import { countTables, USER_TABLES_SQL } from './index.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
+import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
 
-/** A connection to the server's maintenance database ("postgres", else "template1"). */
-async function maintenance(target: Target): Promise<PgClient> {
+/**
+ * A connection to the server's maintenance database: "postgres", else "template1"; "template1"
+ * also when the target is "postgres" itself, which cannot be renamed from inside.
+ */
+async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClient> {
+  if (target.database === 'postgres') return connect(target, 'template1', signal);
   try {
-    return await connect(target, 'postgres');
+    return await connect(target, 'postgres', signal);
   } catch (err) {
-    if (err instanceof PreflightError) return connect(target, 'template1');
+    if (err instanceof PreflightError) return connect(target, 'template1', signal);
     throw err;
   }
+}
+
+function where(target: Target): string {
+  return `${target.host ?? 'localhost'}:${target.port ?? 5432}`;
 }
 
 async function onServer<T>(target: Target, work: (client: PgClient) => Promise<T>): Promise<T> {
@@ -149,6 +161,17 @@ async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<stri
   return count(toc);
 }
 
+/**
+ * The environment pg_restore and psql restore with. The database may carry the backup's
+ * `ALTER DATABASE … SET default_transaction_read_only = on` already; the restoring session
+ * overrides it (as pg_dumpall's scripts do), since a client's options outrank database settings.
+ */
+function restoreEnv(target: Target): NodeJS.ProcessEnv {
+  const env = libpqEnv(target);
+  env.PGOPTIONS = [env.PGOPTIONS, '-c default_transaction_read_only=off'].filter(Boolean).join(' ');
+  return env;
+}
+
 function restoreArgs(target: Target, opts: RestoreOptions): string[] {
   const args = ['--no-password', '--exit-on-error', `--dbname=${dbnameArg(target.database)}`];
   if (opts.noOwner) args.push('--no-owner');
@@ -168,10 +191,10 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
     if (roleMap) return await restoreWithRoleMap(bin, target, input.path ? undefined : raw, input.path, roleMap, opts);
     const args = restoreArgs(target, opts);
     if (!input.path) {
-      await runFed(bin, args, raw, libpqEnv(target), opts, 'pg_restore');
+      await runFed(bin, args, raw, restoreEnv(target), opts, 'pg_restore');
       return;
     }
-    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: libpqEnv(target), signal: opts.signal });
+    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal });
     tool.stdout.resume();
     const exit = await tool.exit;
     if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', exit)}`);
@@ -197,7 +220,7 @@ async function restoreWithRoleMap(
   const scriptArgs = [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'];
   const script = startTool(bin, inputPath ? [...scriptArgs, inputPath] : scriptArgs, { signal: opts.signal, stdin: raw ? 'pipe' : 'ignore', bulkOutput: true });
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...(opts.clean ? ['--single-transaction'] : []), '--no-password', '-f', '-'];
-  const apply = startTool(psql, args, { env: libpqEnv(target), signal: opts.signal, stdin: 'pipe' });
+  const apply = startTool(psql, args, { env: restoreEnv(target), signal: opts.signal, stdin: 'pipe' });
   apply.stdout.resume();
   const rewritten = pipeline(script.stdout, rewriteRoles(roleMap), apply.child.stdin).catch(() => {});
   if (raw) {
@@ -294,6 +317,9 @@ async function sessions(client: PgClient, database: string) {
   ).rows;
 }
 
+/** The advisory lock's first key: "dbst", so dbstash's restore locks stay apart from other users' advisory locks. */
+const RESTORE_LOCK_CLASS = 0x64627374;
+
 export const postgresRestoreMethods: Partial<Engine> = {
   checkStructure,
   restore,
@@ -308,17 +334,104 @@ export const postgresRestoreMethods: Partial<Engine> = {
     return onServer(target, async (c) => (await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1')).rows.map((r) => r.datname));
   },
 
-  /** A database that will replace target gets target's owner, where this user may give it. */
-  async createDatabase(target: Target, name: string): Promise<Target> {
+  /**
+   * With `properties` (the backup's), the new database gets them all: encoding and locale,
+   * owner, settings, grants, comment, connection limit (see properties.ts). The owner is that
+   * of the database it replaces, where this user may give it, when there are no properties or
+   * with --no-owner; otherwise the restoring user.
+   */
+  async createDatabase(target: Target, name: string, opts: CreateDatabaseOptions = {}): Promise<Target> {
     await onServer(target, async (c) => {
       const current = await c.query<{ owner: string; may: boolean }>(
         `SELECT pg_get_userbyid(datdba) AS owner, pg_has_role(current_user, datdba, 'MEMBER') AS may FROM pg_database WHERE datname = $1`,
         [target.database],
       );
-      const owner = current.rows[0]?.may ? ` OWNER ${quoteIdent(current.rows[0].owner)}` : '';
-      await c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0${owner}`);
+      const replacedOwner = current.rows[0]?.may ? current.rows[0].owner : undefined;
+      if (opts.properties) {
+        const fallback = replacedOwner ?? (await c.query<{ u: string }>('SELECT current_user AS u')).rows[0].u;
+        await createWithProperties(c, name, asPgProperties(opts.properties), opts, fallback, where(target));
+        return;
+      }
+      await c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0${replacedOwner ? ` OWNER ${quoteIdent(replacedOwner)}` : ''}`);
     });
     return withDatabase(target, name);
+  },
+
+  async databaseProperties(target: Target): Promise<DatabaseProperties> {
+    return onServer(target, async (c) => {
+      const properties = await readProperties(c, target.database);
+      if (!properties) throw new RestoreError(`[postgres] database "${target.database}" does not exist at ${where(target)}`);
+      return properties as unknown as DatabaseProperties;
+    });
+  },
+
+  async compareProperties(target: Target, expected: DatabaseProperties, opts: CreateDatabaseOptions = {}): Promise<string[]> {
+    const actual = (await postgresRestoreMethods.databaseProperties!(target)) as unknown as PgDatabaseProperties;
+    return differences(asPgProperties(expected), actual, opts);
+  },
+
+  /** Both renames in one transaction on one connection: either both happen or neither. */
+  async swapDatabases(target: Target, restored: Target, keptName: string): Promise<Target> {
+    await onServer(target, async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query(`ALTER DATABASE ${quoteIdent(target.database)} RENAME TO ${quoteIdent(keptName)}`);
+        await c.query(`ALTER DATABASE ${quoteIdent(restored.database)} RENAME TO ${quoteIdent(target.database)}`);
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw new RestoreError(`[postgres] the swap was rolled back, ${target.database} and ${restored.database} keep their names: ${(err as Error).message}`, {
+          hint: `${target.database} is as it was; remove the cause (a session connected to either database?) and run the restore again`,
+          cause: err,
+        });
+      }
+      try {
+        await c.query('COMMIT');
+      } catch (err) {
+        throw new RestoreError(`[postgres] the swap's commit failed, so whether ${target.database} is the restored database is unknown: ${(err as Error).message}`, {
+          hint: `look at the database names on the server: ${keptName} exists only if the swap happened`,
+          cause: err,
+        });
+      }
+    });
+    return withDatabase(target, keptName);
+  },
+
+  /**
+   * pg_try_advisory_lock on a connection to the maintenance database, held until release(): the
+   * server drops the lock with the connection, so a restore killed with SIGKILL holds nothing.
+   * Advisory locks belong to one database; every dbstash takes this one in the same maintenance
+   * database, keyed by the target's name.
+   */
+  async lockRestoreTarget(target: Target, signal?: AbortSignal): Promise<{ release(): Promise<void> }> {
+    const client = await maintenance(target, signal);
+    const key = [RESTORE_LOCK_CLASS, target.database];
+    try {
+      const r = await client.query<{ got: boolean; version: string }>(
+        `SELECT pg_try_advisory_lock($1, hashtext($2)) AS got, current_setting('server_version_num') AS version`,
+        key,
+      );
+      if (!r.rows[0].got) {
+        const holder = await client.query<{ pid: number; since: string; client_addr: string | null }>(
+          `SELECT a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since, host(a.client_addr) AS client_addr
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::oid
+             AND l.objid::bigint = (hashtext($2)::bigint + 4294967296) % 4294967296`,
+          key,
+        );
+        const h = holder.rows[0];
+        const by = h ? ` (server session pid ${h.pid}${h.client_addr ? ` from ${h.client_addr}` : ''}, connected since ${h.since} UTC)` : '';
+        throw new RestoreError(`[postgres] another restore into ${target.database} is running${by}`, {
+          hint: 'wait for it to finish, then run again; the lock goes with that restore\'s connection, so a killed restore holds nothing',
+        });
+      }
+      // The connection idles for the whole restore; a server-wide idle timeout must not end it.
+      if (Number(r.rows[0].version) >= 140000) await client.query('SET idle_session_timeout = 0');
+    } catch (err) {
+      await client.end().catch(() => {});
+      if (err instanceof RestoreError) throw err;
+      throw classifyPgError(err, target);
+    }
+    return { release: () => client.end().catch(() => {}) };
   },
 
   async dropDatabase(target: Target): Promise<void> {

@@ -1,12 +1,14 @@
 // The exported snapshot both dump paths (custom format, and directory format with --jobs) run
-// under: our own REPEATABLE READ transaction exports it, pg_dump imports it, and every table is
-// counted inside it while pg_dump runs. The transaction stays open until pg_dump has exited.
+// under: our own REPEATABLE READ transaction exports it, pg_dump imports it, and the database's
+// own properties are read and every table is counted inside it while pg_dump runs. The
+// transaction stays open until pg_dump has exited.
 
 import { BackupError } from '../../core/errors.js';
-import type { TableStat } from '../engine.js';
+import type { DatabaseProperties, TableStat } from '../engine.js';
 import { describeExit, type RunningTool } from '../process.js';
 import type { PgClient } from './connection.js';
 import { countTables } from './index.js';
+import { readOwnProperties } from './properties.js';
 
 export interface DumpSnapshot {
   id: string;
@@ -31,6 +33,21 @@ export async function exportSnapshot(client: PgClient): Promise<string> {
   // backend (a parallel count of 10M rows costs more CPU in total than a serial one).
   await client.query('SET LOCAL max_parallel_workers_per_gather = 0');
   return (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id;
+}
+
+/**
+ * The database's own properties as of the snapshot (queued on its connection before the counts).
+ * A failure fails the counts too (the transaction is aborted), and with them the dump.
+ */
+export function propertiesInSnapshot(client: PgClient): Promise<DatabaseProperties> {
+  const read = readOwnProperties(client).then(
+    (p) => p as unknown as DatabaseProperties,
+    (err: unknown) => {
+      throw new BackupError(`[postgres] reading the database's properties in the dump's snapshot failed: ${(err as Error).message}`, { cause: err });
+    },
+  );
+  read.catch(() => {});
+  return read;
 }
 
 /**
