@@ -371,8 +371,12 @@ async function dropLeftovers(req: RestoreRequest): Promise<void> {
   if (!engine.lockRestoreTarget || !engine.listDatabases || !engine.dropDatabase) return;
   for (const name of await engine.listDatabases(target)) {
     if (!isRestoringOf(name, target.database)) continue;
-    await engine.dropDatabase(withDatabase(target, name));
-    req.events.warn(`dropped ${name}, left by an earlier restore into ${target.database} that did not finish`);
+    try {
+      await engine.dropDatabase(withDatabase(target, name));
+      req.events.warn(`dropped ${name}, left by an earlier restore into ${target.database} that did not finish`);
+    } catch (err) {
+      req.events.warn(`${name} was left by an earlier restore into ${target.database} that did not finish, and could not be dropped: ${(err as Error).message}; drop it by hand`);
+    }
   }
 }
 
