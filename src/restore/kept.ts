@@ -67,3 +67,9 @@ export async function keptAside(engine: Engine, target: Target, opts: { all?: bo
     .filter((k): k is KeptDatabase => k !== undefined && (opts.all || isKeptOf(k, target.database)))
     .sort((a, b) => a.keptAt.getTime() - b.keptAt.getTime());
 }
+
+/** Temporary databases of restores into target that never finished (a killed restore leaves one). */
+export async function unfinishedRestores(engine: Engine, target: Target): Promise<string[]> {
+  if (!engine.listDatabases) return [];
+  return (await engine.listDatabases(target)).filter((name) => isRestoringOf(name, target.database)).sort();
+}

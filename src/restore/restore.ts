@@ -26,7 +26,7 @@ import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems } from '../verify/compare.js';
 import { openArtifact } from '../verify/read.js';
 import { checkIntegrity } from '../verify/verify.js';
-import { isRestoringOf, keptName, restoringName } from './kept.js';
+import { keptName, restoringName, unfinishedRestores } from './kept.js';
 
 export interface RestoreEvents {
   info(message: string): void;
@@ -368,9 +368,8 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
  */
 async function dropLeftovers(req: RestoreRequest): Promise<void> {
   const { engine, target } = req;
-  if (!engine.lockRestoreTarget || !engine.listDatabases || !engine.dropDatabase) return;
-  for (const name of await engine.listDatabases(target)) {
-    if (!isRestoringOf(name, target.database)) continue;
+  if (!engine.lockRestoreTarget || !engine.dropDatabase) return;
+  for (const name of await unfinishedRestores(engine, target)) {
     try {
       await engine.dropDatabase(withDatabase(target, name));
       req.events.warn(`dropped ${name}, left by an earlier restore into ${target.database} that did not finish`);

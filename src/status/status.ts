@@ -18,7 +18,7 @@ import { seriesLabels } from '../catalog/find.js';
 import { loadEngine } from '../engines/index.js';
 import { parseTarget } from '../engines/target.js';
 import { pruneStorage } from '../prune/prune.js';
-import { keptAside } from '../restore/kept.js';
+import { keptAside, unfinishedRestores } from '../restore/kept.js';
 import { policyResolver } from '../retention/config.js';
 
 export type Level = 'ok' | 'warn' | 'problem';
@@ -161,9 +161,13 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
   if (t.entry) {
     try {
       const target = parseTarget(t.entry.url, { binDir: t.entry.binDir });
-      for (const k of await keptAside(await loadEngine(target.engine), target)) {
+      const engine = await loadEngine(target.engine);
+      for (const k of await keptAside(engine, target)) {
         s.keptAside.push({ name: k.name, keptAt: k.keptAt.toISOString() });
         add('warn', 'kept', `${k.name} was kept aside by a restore ${formatAge(k.keptAt, now)}: drop it once it is no longer needed`);
+      }
+      for (const name of await unfinishedRestores(engine, target)) {
+        add('warn', 'kept', `${name} was left by a restore into ${target.database} that did not finish; the next restore into it drops it, or drop it by hand`);
       }
     } catch (err) {
       add('warn', 'kept', `could not look for databases kept aside by restores: ${(err as Error).message}`);

@@ -7,6 +7,8 @@
 // the next one. Properties are read here with the test's own SQL, not with dbstash's code.
 
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { loadEngine } from '../../src/engines/index.js';
@@ -333,6 +335,11 @@ describe('the swap and concurrent restores (PostgreSQL)', () => {
       const r = await server.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'dbstash' OR datname = '${temp}'`);
       return r.rows[0].n === 0;
     });
+    // status names what the killed restore left on the server.
+    const config = path.join(tempDir('dbstash-crashy-status'), 'dbstash.yaml');
+    writeFileSync(config, `stash: ${stash}\ndatabases:\n  crashy:\n    url: ${server.url('crashy')}\n`);
+    const status = await runCli(['status', 'crashy', '--config', config]);
+    assert.match(status.stdout, new RegExp(`warn +${temp} was left by a restore into crashy that did not finish; the next restore into it drops it`), status.stdout);
     const next = await runCli(['restore', id, '--to', server.url('crashy'), '--output-dir', stash, '--yes', '--drop-old']);
     expectExit(next, 0, new RegExp(`warning: dropped ${temp}, left by an earlier restore into crashy that did not finish`));
     assert.deepEqual((await databases()).filter((d) => d.startsWith('crashy')), ['crashy']);
