@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError } from '../core/errors.js';
 import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
+import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { loadEngine } from '../engines/index.js';
 import type { DumpSession, Engine, Probe, TableStat, Target } from '../engines/engine.js';
@@ -71,7 +72,7 @@ export interface BackupResult {
 }
 
 export function backupCommandLine(): string {
-  return ['dbstash', ...process.argv.slice(2).filter((a) => !/:\/\/[^/]*:[^@]*@/.test(a))].join(' ');
+  return maskSecrets(['dbstash', ...process.argv.slice(2)].join(' '));
 }
 
 /** The preflight checks after the probe: the prod warning, each destination's access and room. */

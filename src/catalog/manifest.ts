@@ -8,6 +8,7 @@
 
 import type { z } from 'zod';
 import { IntegrityError } from '../core/errors.js';
+import { maskDeep, maskUrlCredentials } from '../core/secrets.js';
 import type { artifactSchema, manifestSchema, tableSchema } from './manifest-schema.js';
 
 export const MANIFEST_FORMAT = 'dbstash.manifest';
@@ -17,8 +18,9 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export type ArtifactEntry = z.infer<typeof artifactSchema>;
 export type TableEntry = z.infer<typeof tableSchema>;
 
+/** The manifest's bytes; a URL password that slipped into a warning or a label is masked on the way. */
 export function serializeManifest(m: Manifest): Buffer {
-  return Buffer.from(JSON.stringify(m, null, 2) + '\n');
+  return Buffer.from(JSON.stringify(maskDeep(m, maskUrlCredentials), null, 2) + '\n');
 }
 
 export function mainArtifact(m: Manifest): ArtifactEntry {

@@ -4,6 +4,7 @@
 
 import { formatStamp, databaseDir } from '../core/id.js';
 import { getBytes, type Storage } from '../storage/storage.js';
+import { maskDeep, maskUrlCredentials } from '../core/secrets.js';
 
 export interface VerifyRecord {
   kind: 'verify';
@@ -43,7 +44,7 @@ export function recordKey(id: string, kind: BackupRecord['kind'], at: Date): str
 
 export async function writeRecord(storage: Storage, record: BackupRecord): Promise<string> {
   const key = recordKey(record.id, record.kind, new Date(record.at));
-  await storage.put(key, Buffer.from(JSON.stringify(record, null, 2) + '\n'));
+  await storage.put(key, Buffer.from(JSON.stringify(maskDeep(record, maskUrlCredentials), null, 2) + '\n'));
   return key;
 }
 

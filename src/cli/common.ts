@@ -6,6 +6,7 @@ import { DbstashError, ExitCode, InterruptedError } from '../core/errors.js';
 import { loadConfig, loadDotenv, type LoadedConfig } from '../config/load.js';
 import { resolveEnvName } from '../config/resolve.js';
 import { Output } from './output.js';
+import { maskSecrets } from '../core/secrets.js';
 
 export interface CommonOptions {
   config?: string;
@@ -80,10 +81,10 @@ export function reportError(out: Output, err: unknown): number {
     out.error(`internal error: ${(err as Error)?.message ?? String(err)}`, 'run again with --debug for the stack trace, and report it');
   }
   if (out.debugEnabled && err instanceof Error && err.stack) {
-    process.stderr.write(err.stack + '\n');
+    process.stderr.write(maskSecrets(err.stack) + '\n');
     let cause = (err as { cause?: unknown }).cause;
     while (cause instanceof Error) {
-      process.stderr.write(`caused by: ${cause.stack ?? cause.message}\n`);
+      process.stderr.write(maskSecrets(`caused by: ${cause.stack ?? cause.message}`) + '\n');
       cause = (cause as { cause?: unknown }).cause;
     }
   }

@@ -8,6 +8,7 @@ import { TOOL_VERSION } from '../core/version.js';
 import '../pipeline/compress.js';
 import '../pipeline/age.js';
 import { EXIT_CODES_HELP } from './common.js';
+import { hasUrlPassword, maskUrlCredentials } from '../core/secrets.js';
 
 type Register = (program: Command) => void;
 
@@ -45,7 +46,24 @@ export async function buildProgram(only?: string): Promise<Command> {
   return program;
 }
 
+/**
+ * A password in a URL on dbstash's own command line can be read by every user of the machine (ps,
+ * /proc/<pid>/cmdline). The process title is rewritten without it at once (Linux shows the new
+ * title), and a warning says where the password belongs instead.
+ */
+function guardCommandLine(): void {
+  const args = process.argv.slice(2);
+  if (!args.some(hasUrlPassword)) return;
+  process.title = ['dbstash', ...args.map(maskUrlCredentials)].join(' ');
+  if (args.includes('--quiet')) return;
+  process.stderr.write(
+    'warning: a password in a URL on the command line is visible to every user of this machine (ps); ' +
+      'put it in the environment (PGPASSWORD, DATABASE_URL), ~/.pgpass or the config file instead\n',
+  );
+}
+
 async function main(): Promise<void> {
+  guardCommandLine();
   // `dbstash list | head`: a reader that went away is no error worth a stack trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);

@@ -1,9 +1,11 @@
 // How commands talk to people and scripts: one line per event on stderr (warnings and progress
 // never pollute stdout), results on stdout as text or --json, a live progress line on a TTY,
-// JSON lines in --log-file for cron, silence with --quiet (errors still print).
+// JSON lines in --log-file for cron, silence with --quiet (errors still print). Everything that
+// leaves through here is masked (src/core/secrets.ts): no password reaches a terminal, a pipe or a log.
 
 import { appendFileSync } from 'node:fs';
 import { formatBytes, formatDuration } from '../core/format.js';
+import { maskDeep, maskSecrets } from '../core/secrets.js';
 
 export interface OutputOptions {
   json?: boolean;
@@ -34,7 +36,7 @@ export class Output {
 
   private log(level: Level, message: string, fields?: Record<string, unknown>): void {
     if (this.logFile) {
-      const line = JSON.stringify({ time: new Date().toISOString(), level, message, ...fields });
+      const line = JSON.stringify(maskDeep({ time: new Date().toISOString(), level, message, ...fields }));
       try {
         appendFileSync(this.logFile, line + '\n');
       } catch {
@@ -45,7 +47,7 @@ export class Output {
 
   private line(text: string): void {
     this.clearProgress();
-    this.stderr.write(text + '\n');
+    this.stderr.write(maskSecrets(text) + '\n');
   }
 
   info(message: string, fields?: Record<string, unknown>): void {
@@ -91,10 +93,10 @@ export class Output {
   /** The command's result: JSON on stdout with --json, else the text (unless --quiet). */
   result(value: unknown, text: () => string): void {
     this.clearProgress();
-    if (this.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+    if (this.json) process.stdout.write(JSON.stringify(maskDeep(value), null, 2) + '\n');
     else if (!this.quiet) {
       const t = text();
-      if (t) process.stdout.write(t + '\n');
+      if (t) process.stdout.write(maskSecrets(t) + '\n');
     }
   }
 }

@@ -11,6 +11,7 @@ import { cronBlock, crontabFile, splitBlock, userCrontab, withBlock } from '../s
 import { defaultProgram, scheduleEntries } from '../schedule/entries.js';
 import { defaultUnitDir, installedUnits, units } from '../schedule/systemd.js';
 import { commonOptions, runCommand, type CommonOptions, type Context } from './common.js';
+import { makeDirs } from '../core/fs.js';
 
 interface ScheduleOptions extends CommonOptions {
   cron?: boolean;
@@ -63,7 +64,7 @@ async function systemd(action: Action, opts: ScheduleOptions, ctx: Context): Pro
   const writes = action === 'install' ? [...wanted].filter(([name, text]) => installed.get(name) !== text) : [];
   const removals = [...installed.keys()].filter((n) => action === 'uninstall' || !wanted.has(n));
   if (!opts.dryRun) {
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     for (const [name, text] of writes) {
       const temp = path.join(dir, `.${name}.dbstash-${process.pid}`);
       await fsp.writeFile(temp, text, { mode: 0o644 });

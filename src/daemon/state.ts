@@ -3,6 +3,7 @@
 
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from '../core/fs.js';
 
 export interface JobState {
   /** When the last run started (ISO). */
@@ -28,7 +29,7 @@ export async function readState(file: string): Promise<DaemonState> {
 }
 
 export async function writeState(file: string, state: DaemonState): Promise<void> {
-  await fsp.mkdir(path.dirname(file), { recursive: true });
+  await makeDirs(path.dirname(file));
   const temp = `${file}.${process.pid}.tmp`;
   await fsp.writeFile(temp, JSON.stringify(state, null, 2) + '\n');
   await fsp.rename(temp, file);

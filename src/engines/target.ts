@@ -3,6 +3,7 @@
 
 import path from 'node:path';
 import { ConfigError } from '../core/errors.js';
+import { maskUrlCredentials, registerSecret, userinfoEnd } from '../core/secrets.js';
 import type { EngineId, EngineOptions, Target } from './engine.js';
 
 const SCHEMES: Record<string, EngineId> = {
@@ -16,17 +17,43 @@ const SCHEMES: Record<string, EngineId> = {
 
 const DEFAULT_PORT: Partial<Record<EngineId, number>> = { postgres: 5432, mysql: 3306 };
 
-/** Removes the password from a URL, for display. */
+/**
+ * Splits user and password off a URL as typed, encoded or not, and returns the URL with them
+ * percent-encoded, so the URL parser sees one host and one path whatever the password holds.
+ */
+function encodeUserinfo(url: string): { url: string; user?: string; password?: string } {
+  const scheme = url.indexOf('://');
+  if (scheme < 0) return { url };
+  const start = scheme + 3;
+  const at = userinfoEnd(url, start);
+  if (at < 0) return { url };
+  const userinfo = url.slice(start, at);
+  const colon = userinfo.indexOf(':');
+  const decode = (text: string) => {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return text; // a "%" that is not an escape: take the text as typed
+    }
+  };
+  const user = decode(colon < 0 ? userinfo : userinfo.slice(0, colon));
+  const password = colon < 0 ? undefined : decode(userinfo.slice(colon + 1));
+  const auth = encodeURIComponent(user) + (password !== undefined ? `:${encodeURIComponent(password)}` : '');
+  return { url: `${url.slice(0, start)}${auth}${url.slice(at)}`, user, password };
+}
+
+/** Removes the password from a URL, for display; whatever the password holds, no piece of it stays. */
 export function redactUrl(url: string): string {
+  const masked = maskUrlCredentials(url);
   try {
-    const u = new URL(url);
+    const u = new URL(encodeUserinfo(url).url);
     if (u.password) u.password = '***';
     for (const key of [...u.searchParams.keys()]) {
       if (/pass|secret|token|key/i.test(key)) u.searchParams.set(key, '***');
     }
-    return u.toString();
+    return u.toString().replace(':%2A%2A%2A@', ':***@');
   } catch {
-    return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+    return masked;
   }
 }
 
@@ -46,12 +73,14 @@ export function parseTarget(input: string, options: EngineOptions = {}): Target 
     return { engine: 'sqlite', database: base, displayUrl: file, path: file, params: {}, options };
   }
 
+  const typed = encodeUserinfo(trimmed);
+  registerSecret(typed.password);
   let url: URL;
   try {
-    url = new URL(trimmed);
+    url = new URL(typed.url);
   } catch {
     throw new ConfigError(`"${redactUrl(trimmed)}" is not a database URL`, {
-      hint: 'use postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db, or a SQLite file path',
+      hint: 'use postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db, or a SQLite file path; a password with characters such as @ # / ? : % is best percent-encoded (@ → %40, # → %23, / → %2F, ? → %3F, : → %3A, % → %25)',
     });
   }
   const engine = SCHEMES[url.protocol];
@@ -74,8 +103,8 @@ export function parseTarget(input: string, options: EngineOptions = {}): Target 
     displayUrl: redactUrl(trimmed),
     host,
     port,
-    user: url.username ? decodeURIComponent(url.username) : undefined,
-    password: url.password ? decodeURIComponent(url.password) : undefined,
+    user: typed.user ? typed.user : undefined,
+    password: typed.password ? typed.password : undefined,
     params,
     options,
   };

@@ -6,6 +6,7 @@ import { parseDuration } from '../core/format.js';
 import type { NotificationConfig, NotifyEventKind } from '../config/schema.js';
 import { channelFor, describeChannel, type Send } from './channels.js';
 import type { NotifyMessage } from './message.js';
+import { maskDeep } from '../core/secrets.js';
 
 export interface Delivery {
   channel: string;
@@ -66,7 +67,8 @@ export function createNotifier(configs: NotificationConfig[], log: { warn(messag
   return {
     channels: channels.length,
     async notify(message) {
-      return Promise.all(channels.filter((ch) => ch.events.includes(message.event)).map((ch) => deliver(ch, message)));
+      const masked = maskDeep(message);
+      return Promise.all(channels.filter((ch) => ch.events.includes(masked.event)).map((ch) => deliver(ch, masked)));
     },
   };
 }

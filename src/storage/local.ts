@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { describeFsError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { TEMP_PREFIX } from '../core/id.js';
 import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
+import { makeDirs } from '../core/fs.js';
 
 export interface LocalStorageOptions {
   /** The stash root directory; created on first write. */
@@ -85,7 +86,7 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     let size = 0;
     let file: ReturnType<typeof createWriteStream> | undefined;
     try {
-      await fsp.mkdir(dir, { recursive: true });
+      await makeDirs(dir);
       const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : data;
       file = createWriteStream(temp, { flags: 'wx', flush: true });
       const written = writeback(file);
@@ -202,9 +203,16 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     },
     async check() {
       try {
-        await fsp.mkdir(root, { recursive: true });
+        await makeDirs(root);
         await fsp.access(root, 2 /* W_OK */);
       } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          // The parent exists, yet the directory cannot be made in it (/proc, /sys, a vanished mount).
+          throw new StorageError('permanent', `[local] cannot create the stash directory ${root}: this file system refuses it`, {
+            cause: err,
+            hint: 'choose a directory on a writable disk with --output-dir',
+          });
+        }
         throw classify(err, `stash directory ${root} is not writable`);
       }
     },
