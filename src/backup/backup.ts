@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
-import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError } from '../core/errors.js';
+import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError, withOutcome } from '../core/errors.js';
 import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
 import { maskSecrets } from '../core/secrets.js';
@@ -311,6 +311,7 @@ async function lockedBackup(
   // A signal that arrived during preflight or while waiting for the lock fired no event.
   if (outerSignal?.aborted) onOuterAbort();
   let id = '';
+  let failure: DbstashError | undefined;
   try {
     controller.signal.throwIfAborted();
     await checkFolders(live, series, failed, events.warn);
@@ -405,15 +406,25 @@ async function lockedBackup(
     if (id) await removePublished(live, id);
     if (outerSignal?.aborted) {
       const reason = outerSignal.reason;
-      throw reason instanceof InterruptedError ? reason : new InterruptedError(String(reason ?? 'abort'));
-    }
-    if (err instanceof DbstashError) throw err;
-    if ((err as Error).name === 'AbortError') throw new BackupError('the backup was aborted', { cause: err });
-    throw new BackupError(`backup failed: ${(err as Error).message}`, { cause: err });
+      failure = reason instanceof InterruptedError ? reason : new InterruptedError(String(reason ?? 'abort'));
+    } else if (err instanceof DbstashError) failure = err;
+    else if ((err as Error).name === 'AbortError') failure = new BackupError('the backup was aborted', { cause: err });
+    else failure = new BackupError(`backup failed: ${(err as Error).message}`, { cause: err });
   } finally {
     outerSignal?.removeEventListener('abort', onOuterAbort);
-    await lock.release().catch((err: unknown) => {
-      if (!(err instanceof StorageError && err.reason === 'not-found')) events.warn(`could not release the lock: ${(err as Error).message}`);
-    });
+    const released = await lock.release().then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof StorageError && err.reason === 'not-found') return true;
+        events.warn(`could not release the lock: ${(err as Error).message}`);
+        return false;
+      },
+    );
+    if (failure) {
+      // Every way to fail says what became of this run, however it failed.
+      // eslint-disable-next-line no-unsafe-finally
+      throw withOutcome(failure, released ? 'nothing was published and the lock was released' : 'nothing was published');
+    }
   }
+  throw new BackupError('the backup ended without a result'); // not reached: the try returns or fails
 }

@@ -142,9 +142,17 @@ export class StorageError extends DbstashError {
 
 export class InterruptedError extends DbstashError {
   readonly signal: string;
-  constructor(signal: string) {
-    super('interrupted', `interrupted by ${signal}; nothing was published and the lock was released`);
+  /** What the interrupted command did about it ("nothing was published and the lock was released"). */
+  readonly outcome?: string;
+  constructor(signal: string, outcome?: string) {
+    super('interrupted', `interrupted by ${signal}${outcome ? `; ${outcome}` : ''}`);
     this.signal = signal;
+    this.outcome = outcome;
+  }
+
+  /** The same interruption, with what this command did about it. */
+  withOutcome(outcome: string): InterruptedError {
+    return new InterruptedError(this.signal, outcome);
   }
   override get exitCode(): number {
     return this.signal === 'SIGTERM' ? 143 : ExitCode.interrupted;
@@ -153,6 +161,16 @@ export class InterruptedError extends DbstashError {
 
 export function isNotFound(err: unknown): boolean {
   return err instanceof StorageError && err.reason === 'not-found';
+}
+
+/**
+ * Appends what a failed command did about its failure to the error's message ("nothing was
+ * published and the lock was released"), once, so every way to fail says it.
+ */
+export function withOutcome<E extends Error>(err: E, outcome: string): E {
+  if (err instanceof InterruptedError) return err.withOutcome(outcome) as unknown as E;
+  if (!err.message.endsWith(outcome)) err.message = `${err.message}; ${outcome}`;
+  return err;
 }
 
 /** Node's errno codes that mean "the disk is full" or "not allowed". */

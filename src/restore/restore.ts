@@ -13,7 +13,7 @@
 //      restores the safety backup (rollback); both outcomes are reported.
 // Every run that got past the verification leaves a restore record beside the backup.
 
-import { DbstashError, IntegrityError, RestoreError, UsageError } from '../core/errors.js';
+import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
@@ -177,7 +177,7 @@ async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Stora
   if (extra.clean) extras.forEach((e) => req.events.warn(`left in place: ${e.replace(/ rows restored, but the manifest does not list it$/, ' rows, not in the backup')}`));
   else problems.push(...extras);
   if (problems.length > 0) {
-    throw new IntegrityError(`the restored data does not match the manifest: ${summarizeProblems(problems)}`, {
+    throw new RestoreError(`the restored data does not match the manifest: ${summarizeProblems(problems)}`, {
       hint: 'the backup holds other data than its manifest says; try an older backup',
     });
   }
@@ -231,7 +231,16 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
   req.events.info(`restoring into the new database ${temp.displayUrl}`);
   let swapped = false;
   try {
-    record.rowCheck = await restoreAndCheck(req, temp, req.dest.storage, req.manifest);
+    try {
+      record.rowCheck = await restoreAndCheck(req, temp, req.dest.storage, req.manifest);
+    } catch (err) {
+      // A damaged artifact stays a verification failure (7); anything else that stops the restore
+      // into the new database is a failed restore (9) that left the target as it was.
+      if (err instanceof RestoreError && !req.signal.aborted) {
+        throw new RestoreError(`restore failed: ${err.message}; ${target.displayUrl} was not touched`, { hint: err.hint, cause: err });
+      }
+      throw err;
+    }
     if (createOpts.properties && engine.compareProperties) {
       const differences = await engine.compareProperties(temp, createOpts.properties, createOpts);
       if (differences.length > 0) {
@@ -295,14 +304,24 @@ async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: Re
   try {
     record.rowCheck = await restoreAndCheck(req, target, req.dest.storage, req.manifest, { clean: true });
   } catch (err) {
-    if (req.signal.aborted) throw err;
-    const reason = (err as Error).message;
-    req.events.warn(`restore in place failed (${reason}); restoring the safety backup ${safety.manifest.id}`);
+    // Interrupted or failed, the target may be half-restored (MySQL DDL is not transactional):
+    // it gets the safety backup back either way. The rollback is not tied to the interrupted
+    // signal; a second interrupt from the user ends the process.
+    const interrupted = req.signal.aborted;
+    const reason = interrupted ? 'interrupted' : (err as Error).message;
+    req.events.warn(`restore in place ${interrupted ? 'interrupted' : `failed (${reason})`}; restoring the safety backup ${safety.manifest.id}`);
+    const rollback: RestoreRequest = { ...req, signal: new AbortController().signal };
     try {
-      await restoreAndCheck(req, target, req.dest.storage, safety.manifest, { clean: true, roleMap: undefined });
+      await restoreAndCheck(rollback, target, req.dest.storage, safety.manifest, { clean: true, roleMap: undefined });
+      if (interrupted) {
+        record.rollback = 'succeeded';
+        const why = req.signal.reason;
+        throw why instanceof InterruptedError ? why.withOutcome(`rolled back: ${target.displayUrl} holds the safety backup ${safety.manifest.id} again`) : err;
+      }
       record.rollback = 'succeeded';
       record.result = 'rolled-back';
     } catch (rollbackErr) {
+      if (rollbackErr instanceof InterruptedError) throw rollbackErr;
       record.rollback = `failed: ${(rollbackErr as Error).message}`;
       throw new RestoreError(`restore failed: ${reason}; the rollback failed too: ${(rollbackErr as Error).message}`, {
         hint: `the safety backup ${safety.manifest.id} holds the database as it was; restore it by hand (see docs/restoring.md)`,
@@ -395,7 +414,14 @@ async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date)
     else await restoreBySwap(req, plan, record);
     record.result = 'succeeded';
   } catch (err) {
-    const e = req.signal.aborted ? (req.signal.reason ?? err) : err;
+    let e = req.signal.aborted && !(err instanceof InterruptedError) ? (req.signal.reason ?? err) : err;
+    if (e instanceof InterruptedError && !e.outcome) {
+      e = e.withOutcome(
+        record.keptAs
+          ? `the swap had already happened: ${target.displayUrl} is the restored database, the old one is kept as ${record.keptAs}`
+          : `${target.displayUrl} was not touched`,
+      );
+    }
     record.error = (e as Error).message;
     throw e instanceof DbstashError ? e : new RestoreError(`restore failed: ${(e as Error).message}`, { cause: e });
   } finally {

@@ -158,7 +158,7 @@ describe('restore PostgreSQL', () => {
     const code = child.exitCode ?? (await new Promise<number | null>((r) => child.once('exit', r)));
     assert.ok(killed, `pg_restore was found and killed\n${stderr}`);
     assert.equal(code, 9, stderr);
-    assert.match(stderr, /error: \[postgres\] pg_restore was killed by SIGKILL/);
+    assert.match(stderr, /error: restore failed: \[postgres\] pg_restore was killed by SIGKILL; postgres:\/\/\S+\/victim was not touched/);
     assert.deepEqual(await databases(), before, 'no temporary database left, nothing renamed');
     assert.equal(await count('victim', 'item'), 25);
     await server.query('INSERT INTO item VALUES (26, $$still writable$$)'.replace('$$still writable$$', "'still writable'"), 'victim');
