@@ -406,7 +406,8 @@ async function lockedBackup(
     if (id) await removePublished(live, id);
     if (outerSignal?.aborted) {
       const reason = outerSignal.reason;
-      failure = reason instanceof InterruptedError ? reason : new InterruptedError(String(reason ?? 'abort'));
+      // An interrupt, or another reason to stop (a daemon job past its maximum run time).
+      failure = reason instanceof DbstashError ? reason : new InterruptedError(String(reason ?? 'abort'));
     } else if (err instanceof DbstashError) failure = err;
     else if ((err as Error).name === 'AbortError') failure = new BackupError('the backup was aborted', { cause: err });
     else failure = new BackupError(`backup failed: ${(err as Error).message}`, { cause: err });

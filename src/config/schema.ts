@@ -54,7 +54,7 @@ export const scheduleSchema = z
 /** A backup whose raw size or total rows dropped by more than maxDrop (a share) is flagged. */
 export const anomalySchema = z.object({ maxDrop: z.number().min(0).max(1).default(0.5) }).strict();
 
-export const NOTIFY_EVENTS = ['success', 'failure', 'verify-failed', 'degraded', 'stale', 'anomaly'] as const;
+export const NOTIFY_EVENTS = ['success', 'failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped'] as const;
 
 const notifierCommon = {
   /** Name in logs and reports (default: the type and position). */
@@ -117,6 +117,14 @@ export const daemonSchema = z
     stateFile: z.string().optional(),
     /** How often to look for stale databases (no successful backup within the expected period). */
     staleCheck: z.string().default('5m'),
+    /**
+     * Longest a job may run before the daemon aborts it (cleanly: the dump is stopped, nothing is
+     * published, the lock released) and reports it as failed; per kind.
+     */
+    maxRunTime: z
+      .object({ backup: z.string().optional(), verify: z.string().optional(), prune: z.string().optional() })
+      .strict()
+      .default({}),
   })
   .strict();
 

@@ -163,6 +163,13 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof StorageError && err.reason === 'not-found';
 }
 
+/** A daemon job that ran longer than its maximum run time and was aborted. */
+export class JobTimeoutError extends DbstashError {
+  constructor(message: string, opts?: ErrorOptions) {
+    super('backup', message, opts);
+  }
+}
+
 /**
  * Appends what a failed command did about its failure to the error's message ("nothing was
  * published and the lock was released"), once, so every way to fail says it.

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { Cron } from 'croner';
 import type { Context } from '../cli/common.js';
-import { ConfigError, InterruptedError } from '../core/errors.js';
+import { ConfigError, InterruptedError, JobTimeoutError } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/format.js';
 import { daemonSchema, type DaemonConfig } from '../config/schema.js';
 import { resolveDestinations } from '../config/resolve.js';
@@ -18,7 +18,7 @@ import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import { createNotifier } from '../notify/notifier.js';
 import { makeMessage } from '../notify/message.js';
 import { seriesOfEntry } from '../retention/config.js';
-import { expectedMaxAgeMs, JOB_KINDS, parseCron, type JobKind } from './cron.js';
+import { expectedMaxAgeMs, JOB_KINDS, parseCron, scheduleIntervalMs, type JobKind } from './cron.js';
 import { startHttp, type Health } from './http.js';
 import { jobBody, type JobContext } from './jobs.js';
 import { DaemonMetrics } from './metrics.js';
@@ -52,6 +52,21 @@ export function scheduledJobs(ctx: Context): ScheduledJob[] {
     }
   }
   return jobs;
+}
+
+/**
+ * A job's maximum run time: daemon.maxRunTime.<kind>, else twice its schedule's interval (a job
+ * still running when two more should have started is stuck), at least an hour.
+ */
+export function maxRunMs(job: ScheduledJob, settings: DaemonConfig): number {
+  const configured = settings.maxRunTime?.[job.kind as 'backup' | 'verify' | 'prune'];
+  if (configured !== undefined) {
+    const ms = parseDuration(configured);
+    if (ms === undefined || ms <= 0) throw new ConfigError(`daemon.maxRunTime.${job.kind}: "${configured}" is not a duration`, { hint: 'e.g. 6h, 90m' });
+    return ms;
+  }
+  const interval = scheduleIntervalMs(job.pattern, job.timezone, `databases.${job.database}.schedule.${job.kind}`) ?? 0;
+  return Math.max(2 * interval, 3600_000);
 }
 
 export function defaultStateFile(ctx: Context): string {
@@ -113,11 +128,13 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   await save();
 
   const bodies = new Map(jobs.map((job) => [job.id, jobBody(job.kind, job.database, config.databases[job.database], jc)]));
+  const maxRuns = new Map(jobs.map((job) => [job.id, maxRunMs(job, settings)]));
   const submit = (job: ScheduledJob, why: string) => {
     const body = bodies.get(job.id)!;
-    runner.submit({
+    const submitted = runner.submit({
       database: job.database,
       kind: job.kind,
+      maxRunMs: maxRuns.get(job.id),
       run: async (signal) => {
         const began = new Date();
         ctx.out.info(`[${job.database}] ${job.kind} started (${why})`);
@@ -127,7 +144,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
         try {
           await body(signal);
         } catch (err) {
-          result = err instanceof InterruptedError || signal.aborted ? 'aborted' : 'failed';
+          result = signal.reason instanceof JobTimeoutError || !(err instanceof InterruptedError || signal.aborted) ? 'failed' : 'aborted';
           error = (err as Error).message;
           ctx.out.warn(`[${job.database}] ${job.kind} ${result}: ${error}`);
         } finally {
@@ -139,6 +156,17 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
         }
       },
     });
+    if (submitted === 'busy') {
+      metrics.jobEnded(job.database, job.kind, 'skipped');
+      void notifier.notify(
+        makeMessage({
+          event: 'skipped',
+          database: job.database,
+          detail: `the ${job.kind} due now did not start: the previous one is still queued or running`,
+          hint: `a job that never ends is aborted after daemon.maxRunTime.${job.kind} (${formatDuration(maxRuns.get(job.id)!)}); check what holds it up`,
+        }),
+      );
+    }
   };
 
   const staleNotified = new Set<string>();

@@ -70,7 +70,7 @@ export class DaemonMetrics {
     this.verifyResult.set({ database }, passed ? 1 : 0);
   }
 
-  jobEnded(database: string, job: string, result: 'succeeded' | 'failed' | 'aborted'): void {
+  jobEnded(database: string, job: string, result: 'succeeded' | 'failed' | 'aborted' | 'skipped'): void {
     this.runs.inc({ database, job, result });
     if (result === 'failed') this.failures.inc({ database, job });
   }

@@ -33,6 +33,7 @@ const HEADLINES: Record<NotifyEventKind, string> = {
   degraded: 'backup DEGRADED',
   stale: 'backups are STALE',
   anomaly: 'backup ANOMALY',
+  skipped: 'scheduled run SKIPPED',
 };
 
 export function subjectOf(m: NotifyMessage): string {

@@ -20,7 +20,7 @@ export interface Notifier {
   readonly channels: number;
 }
 
-const DEFAULT_EVENTS: NotifyEventKind[] = ['failure', 'verify-failed', 'degraded', 'stale', 'anomaly'];
+const DEFAULT_EVENTS: NotifyEventKind[] = ['failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped'];
 
 export function eventsOf(config: NotificationConfig): NotifyEventKind[] {
   if (config.events) return config.events;

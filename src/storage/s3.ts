@@ -39,6 +39,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
+import { formatDuration, parseDuration } from '../core/format.js';
 import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
 import { byKey, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
@@ -78,6 +79,10 @@ export const s3OptionsSchema = z
     queueSize: z.number().int().min(1).max(32).optional(),
     /** Attempts per request, with exponential backoff, before a transient error is reported. */
     maxAttempts: z.number().int().min(1).max(20).optional(),
+    /** Longest wait for a connection to the endpoint (a duration: "10s"); default 10s. */
+    connectTimeout: z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 10s').optional(),
+    /** Longest silence of a connection in the middle of a request or answer; default 30s. */
+    idleTimeout: z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 30s').optional(),
     /** Send If-None-Match: * on exclusive puts (set false for a store that rejects the header). */
     conditionalWrites: z.boolean().optional(),
     acl: z.string().min(1).optional(),
@@ -166,7 +171,7 @@ function errorCode(err: SdkError): string | undefined {
 }
 
 /** Maps an SDK or network error to a StorageError whose hint names the fix. */
-export function classifyS3Error(err: unknown, what: string, loc: S3Location, endpoint: string | undefined): StorageError {
+export function classifyS3Error(err: unknown, what: string, loc: S3Location, endpoint: string | undefined, timeouts?: { connectMs: number; idleMs: number }): StorageError {
   if (err instanceof StorageError) return err;
   const e = err as SdkError;
   const name = e.name ?? 'Error';
@@ -208,6 +213,12 @@ export function classifyS3Error(err: unknown, what: string, loc: S3Location, end
   } else if (code === 'ENOTFOUND') {
     detail = `cannot resolve the S3 endpoint host${where}`;
     hint = 'check the endpoint (AWS_ENDPOINT_URL_S3 or endpoint: in the config) and the bucket name';
+  } else if (name === 'TimeoutError' && timeouts) {
+    // Already tried as often as the store allows (maxAttempts): more retries would only multiply the wait.
+    detail = /connect/i.test(e.message ?? '')
+      ? `could not connect${where} within ${formatDuration(timeouts.connectMs)} (connectTimeout)`
+      : `no answer${where} for ${formatDuration(timeouts.idleMs)} (idleTimeout)`;
+    hint = 'the store is unreachable or hung; if it is only slow, raise connectTimeout/idleTimeout in the storage\'s config entry';
   } else if (TRANSIENT_NAMES.has(name) || (status !== undefined && status >= 500) || (code && TRANSIENT_CODES.has(code)) || e.$fault === 'server') {
     reason = 'transient';
     if (code && TRANSIENT_CODES.has(code)) detail = `${code}: cannot reach the S3 endpoint${where}`;
@@ -260,8 +271,15 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   const o = parseS3Options(rawOptions);
   const endpoint = o.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const custom = isCustomEndpoint(endpoint);
+  const timeouts = {
+    connectMs: parseDuration(o.connectTimeout ?? '10s')!,
+    idleMs: parseDuration(o.idleTimeout ?? '30s')!,
+  };
   const config: S3ClientConfig = {
-    maxAttempts: o.maxAttempts ?? 4,
+    maxAttempts: o.maxAttempts ?? 3,
+    // Every request has a connect and an idle timeout: an endpoint that accepts and never answers
+    // fails the request instead of holding the backup (and a Ctrl-C) for ever.
+    requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.idleMs },
     forcePathStyle: o.forcePathStyle ?? custom,
   };
   if (o.endpoint) config.endpoint = o.endpoint;
@@ -282,7 +300,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   const conditionalWrites = o.conditionalWrites ?? true;
   const Bucket = loc.bucket;
   const fullKey = (key: string) => (loc.prefix ? `${loc.prefix}/${key}` : key);
-  const classify = (err: unknown, what: string) => classifyS3Error(err, what, loc, endpoint);
+  const classify = (err: unknown, what: string) => classifyS3Error(err, what, loc, endpoint, timeouts);
   const objectParams: Partial<PutObjectCommandInput> = {
     ...(o.storageClass ? { StorageClass: o.storageClass as StorageClass } : {}),
     ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
@@ -453,11 +471,19 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     listIncompleteUploads,
     abortIncompleteUpload,
     async check() {
+      const deadline = AbortSignal.timeout(timeouts.connectMs + timeouts.idleMs);
       try {
         // A prefix that matches nothing: proves bucket, credentials and list permission in one
-        // small request, whatever the bucket holds.
-        await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey('.dbstash-check/'), MaxKeys: 1 }));
+        // small request, whatever the bucket holds. Bounded as a whole: a preflight that waited
+        // out every retry of a hung endpoint would hold up the backup it is meant to protect.
+        await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey('.dbstash-check/'), MaxKeys: 1 }), { abortSignal: deadline as never });
       } catch (err) {
+        if (deadline.aborted) {
+          throw new StorageError('permanent', `[s3] no answer${endpoint ? ` at ${endpoint}` : ''} for s3://${Bucket}/${loc.prefix} within ${formatDuration(timeouts.connectMs + timeouts.idleMs)}`, {
+            cause: err,
+            hint: 'the store is unreachable or hung; if it is only slow, raise connectTimeout/idleTimeout in the storage\'s config entry',
+          });
+        }
         throw classify(err, `cannot use s3://${Bucket}/${loc.prefix}`);
       }
     },
