@@ -82,6 +82,7 @@ async function checkDestinations(
   live: Published[],
   failed: BackupResult['failed'],
   warn: (m: string) => void,
+  signal?: AbortSignal,
 ): Promise<void> {
   probe.warnings.forEach(warn);
   if (plan.env === 'prod' && plan.target.engine !== 'sqlite' && isLocalHost(plan.target.host)) {
@@ -92,7 +93,7 @@ async function checkDestinations(
     const dest = pub.dest;
     try {
       try {
-        await dest.storage.check?.();
+        await dest.storage.check?.(signal);
       } catch (err) {
         const e = err as DbstashError;
         throw new PreflightError(`destination ${dest.name} (${dest.storage.url}) is not usable: ${e.message}`, { hint: e.hint, cause: err });
@@ -105,7 +106,7 @@ async function checkDestinations(
         );
       }
     } catch (err) {
-      if (!dest.optional) throw err;
+      if (!dest.optional || signal?.aborted) throw signal?.aborted ? signal.reason : err;
       dropOptional(pub, err, failed, (m) => warn(m));
     }
   }
@@ -274,7 +275,7 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   };
   const probe = await engine.probe(plan.target, outerSignal);
   try {
-    await checkDestinations(plan, probe, live, failed, warn);
+    await checkDestinations(plan, probe, live, failed, warn, outerSignal);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
   } finally {
     // Still held when the dump never started (a failed check, the lock held, …); else a no-op.

@@ -3,7 +3,7 @@
 
 import { IntegrityError } from '../core/errors.js';
 import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
-import { getBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
+import { getBytes, readAll, type ObjectInfo, type Storage } from '../storage/storage.js';
 import type { Manifest } from './manifest.js';
 import { parseManifest } from './manifest-schema.js';
 import { isSafetyBackup, seriesOfManifest, type Series, type SeriesMatch } from './series.js';
@@ -27,8 +27,8 @@ export interface CatalogListing {
 
 const RECORD_RE = /^(.*)\.(verify|restore)-[^/]+\.json$/;
 
-export async function listBackups(storage: Storage, database?: string): Promise<CatalogListing> {
-  const objects = await storage.list(database ? `${database}/` : '');
+export async function listBackups(storage: Storage, database?: string, opts: { signal?: AbortSignal } = {}): Promise<CatalogListing> {
+  const objects = await storage.list(database ? `${database}/` : '', opts);
   const records = new Map<string, string[]>();
   for (const obj of objects) {
     const m = RECORD_RE.exec(obj.key.split('/').pop() ?? '');
@@ -42,7 +42,7 @@ export async function listBackups(storage: Storage, database?: string): Promise<
       const id = obj.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length);
       if (!parseBackupId(id)) return;
       try {
-        const manifest = parseManifest(await getBytes(storage, obj.key), obj.key);
+        const manifest = parseManifest(await readAll(await storage.get(obj.key, opts)), obj.key);
         if (manifest.id !== id) throw new IntegrityError(`manifest ${obj.key} describes another backup (${manifest.id})`);
         entries.push({ id, manifest, series: seriesOfManifest(manifest), records: (records.get(id) ?? []).sort() });
       } catch (err) {

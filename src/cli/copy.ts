@@ -23,8 +23,9 @@ interface CopyCliOptions extends CommonOptions, SecretOptions {
 async function openOne(what: string, flag: string, ctx: Context): Promise<Storage> {
   const [dest] = await resolveDestinations({ storage: [what] }, ctx.loaded.config);
   try {
-    await dest.storage.check?.();
+    await dest.storage.check?.(ctx.signal);
   } catch (err) {
+    if (ctx.signal.aborted) throw ctx.signal.reason;
     const e = err as DbstashError;
     throw new UsageError(`${flag} ${what}: ${e.message}`, { hint: e.hint, cause: err });
   }

@@ -74,12 +74,12 @@ export function defaultStateFile(ctx: Context): string {
 }
 
 /** Newest backup and verification per database from the stash, so metrics survive restarts. */
-async function seedMetrics(ctx: Context, metrics: DaemonMetrics): Promise<void> {
+async function seedMetrics(ctx: Context, metrics: DaemonMetrics, signal: AbortSignal): Promise<void> {
   for (const [key, entry] of Object.entries(ctx.loaded.config.databases)) {
     try {
       const [primary] = await resolveDestinations({}, ctx.loaded.config, entry);
       const identity = seriesOfEntry(entry)?.identity;
-      const entries = (await listBackups(primary.storage)).entries.filter((e) => e.series.identity === identity && !isSafetyBackup(e.manifest));
+      const entries = (await listBackups(primary.storage, undefined, { signal })).entries.filter((e) => e.series.identity === identity && !isSafetyBackup(e.manifest));
       const newest = entries[0];
       if (newest) {
         const main = mainArtifact(newest.manifest);
@@ -93,6 +93,7 @@ async function seedMetrics(ctx: Context, metrics: DaemonMetrics): Promise<void> 
         }
       }
     } catch (err) {
+      if (signal.aborted) return;
       ctx.out.warn(`[${key}] could not read the stash at start: ${(err as Error).message}`);
     }
   }
@@ -121,7 +122,9 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const notifier = createNotifier(config.notifications, ctx.out);
   const jc: JobContext = { ctx, notifier, metrics };
   const runner = new JobRunner(settings.concurrency, ctx.out);
-  await seedMetrics(ctx, metrics);
+  // In the background: a storage that is slow or hung must not keep the schedules from starting.
+  const seeding = new AbortController();
+  void seedMetrics(ctx, metrics, seeding.signal);
 
   let saving = Promise.resolve();
   const save = () => (saving = saving.then(() => writeState(stateFile, state)).catch((err: Error) => ctx.out.warn(`could not write ${stateFile}: ${err.message}`)));
@@ -243,6 +246,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
     if (ctx.signal.aborted) return resolve();
     ctx.signal.addEventListener('abort', () => resolve(), { once: true });
   });
+  seeding.abort(new InterruptedError('SIGTERM'));
   crons.forEach((c) => c.stop());
   jitterTimers.forEach((t) => clearTimeout(t));
   clearInterval(staleTimer);

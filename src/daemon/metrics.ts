@@ -57,7 +57,9 @@ export class DaemonMetrics {
     this.running = new Gauge({ name: 'dbstash_jobs_running', help: 'Jobs running now', registers });
   }
 
+  /** A successful backup; an older one than already known (the start-up seed, late) changes nothing. */
   backupSucceeded(database: string, facts: BackupFacts): void {
+    if ((this.lastSuccess.get(database) ?? -Infinity) > facts.finishedAt.getTime()) return;
     this.lastSuccess.set(database, facts.finishedAt.getTime());
     this.successTs.set({ database }, facts.finishedAt.getTime() / 1000);
     this.duration.set({ database }, facts.durationMs / 1000);
@@ -66,6 +68,7 @@ export class DaemonMetrics {
   }
 
   verified(database: string, passed: boolean, at: Date): void {
+    if ((this.lastVerify.get(database) ?? -Infinity) > at.getTime()) return;
     this.lastVerify.set(database, at.getTime());
     this.verifyResult.set({ database }, passed ? 1 : 0);
   }

@@ -69,8 +69,8 @@ export function withRetry(storage: Storage, opts: RetryOptions = {}): Storage {
     put: (key, data, putOpts: PutOptions = {}) =>
       data instanceof Uint8Array ? retrying(`put ${key}`, () => storage.put(key, data, putOpts), putOpts.signal) : storage.put(key, data, putOpts),
     get: (key, getOpts) => retrying(`get ${key}`, () => storage.get(key, getOpts), getOpts?.signal),
-    stat: (key) => retrying(`stat ${key}`, () => storage.stat(key)),
-    list: (prefix) => retrying(`list ${prefix}`, () => storage.list(prefix)),
+    stat: (key, o) => retrying(`stat ${key}`, () => storage.stat(key, o), o?.signal),
+    list: (prefix, o) => retrying(`list ${prefix}`, () => storage.list(prefix, o), o?.signal),
     delete: (key) => retrying(`delete ${key}`, () => storage.delete(key)),
     ...(storage.listIncompleteUploads && storage.abortIncompleteUpload
       ? {

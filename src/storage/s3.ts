@@ -308,11 +308,12 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     ...(o.acl ? { ACL: o.acl as ObjectCannedACL } : {}),
   };
 
-  async function head(key: string): Promise<ObjectInfo | undefined> {
+  async function head(key: string, opts: { signal?: AbortSignal } = {}): Promise<ObjectInfo | undefined> {
     try {
-      const res = await client.send(new HeadObjectCommand({ Bucket, Key: fullKey(key) }));
+      const res = await client.send(new HeadObjectCommand({ Bucket, Key: fullKey(key) }), { abortSignal: opts.signal as never });
       return { key, size: res.ContentLength ?? 0, modifiedAt: res.LastModified ?? new Date(0), metadata: res.Metadata ?? {} };
     } catch (err) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
       const e = classify(err, `cannot stat ${key}`);
       if (e.reason === 'not-found') return undefined;
       throw e;
@@ -404,13 +405,13 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     }
   }
 
-  async function list(prefix: string): Promise<ObjectInfo[]> {
+  async function list(prefix: string, opts: { signal?: AbortSignal } = {}): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     const strip = loc.prefix ? loc.prefix.length + 1 : 0;
     let ContinuationToken: string | undefined;
     try {
       do {
-        const res = await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey(prefix), ContinuationToken }));
+        const res = await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey(prefix), ContinuationToken }), { abortSignal: opts.signal as never });
         for (const obj of res.Contents ?? []) {
           if (!obj.Key) continue;
           out.push({ key: obj.Key.slice(strip), size: obj.Size ?? 0, modifiedAt: obj.LastModified ?? new Date(0) });
@@ -418,6 +419,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
         ContinuationToken = res.IsTruncated ? res.NextContinuationToken : undefined;
       } while (ContinuationToken);
     } catch (err) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
       throw classify(err, `cannot list s3://${Bucket}/${fullKey(prefix)}`);
     }
     return out.sort(byKey);
@@ -470,14 +472,15 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     delete: del,
     listIncompleteUploads,
     abortIncompleteUpload,
-    async check() {
+    async check(signal?: AbortSignal) {
       const deadline = AbortSignal.timeout(timeouts.connectMs + timeouts.idleMs);
       try {
         // A prefix that matches nothing: proves bucket, credentials and list permission in one
         // small request, whatever the bucket holds. Bounded as a whole: a preflight that waited
         // out every retry of a hung endpoint would hold up the backup it is meant to protect.
-        await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey('.dbstash-check/'), MaxKeys: 1 }), { abortSignal: deadline as never });
+        await client.send(new ListObjectsV2Command({ Bucket, Prefix: fullKey('.dbstash-check/'), MaxKeys: 1 }), { abortSignal: (signal ? AbortSignal.any([deadline, signal]) : deadline) as never });
       } catch (err) {
+        if (signal?.aborted) throw signal.reason;
         if (deadline.aborted) {
           throw new StorageError('permanent', `[s3] no answer${endpoint ? ` at ${endpoint}` : ''} for s3://${Bucket}/${loc.prefix} within ${formatDuration(timeouts.connectMs + timeouts.idleMs)}`, {
             cause: err,

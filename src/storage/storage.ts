@@ -58,8 +58,9 @@ export interface Storage {
   readonly properties: StorageProperties;
   put(key: string, data: Readable | Uint8Array, opts?: PutOptions): Promise<PutResult>;
   get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
-  stat(key: string): Promise<ObjectInfo | undefined>;
-  list(prefix: string): Promise<ObjectInfo[]>;
+  /** An abort of `signal` ends a request in flight at once (drivers that make requests). */
+  stat(key: string, opts?: { signal?: AbortSignal }): Promise<ObjectInfo | undefined>;
+  list(prefix: string, opts?: { signal?: AbortSignal }): Promise<ObjectInfo[]>;
   delete(key: string): Promise<void>;
   /** Temporaries left behind by interrupted puts (never listed by list()), so prune can sweep them with delete(). */
   listTemporaries?(prefix: string): Promise<ObjectInfo[]>;
@@ -73,8 +74,8 @@ export interface Storage {
   abortIncompleteUpload?(upload: IncompleteUpload): Promise<void>;
   /** Bytes free at the destination, where the driver can tell. */
   freeSpace?(): Promise<number | undefined>;
-  /** Checks that the destination exists and is writable (preflight). */
-  check?(): Promise<void>;
+  /** Checks that the destination exists and is writable (preflight); an abort of `signal` ends it at once. */
+  check?(signal?: AbortSignal): Promise<void>;
   close?(): Promise<void>;
 }
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
+import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -246,5 +247,53 @@ test('a config the daemon cannot run is refused at start with exit 2: nothing sc
     }
   } finally {
     busy.close();
+  }
+});
+
+test('a stuck job is aborted past its maximum run time and reported; a run it keeps from starting is a warning and a notification', async () => {
+  const dir = tempDir('daemon-stuck');
+  // A storage that accepts connections and never answers: the backup hangs in its preflight.
+  const silent = net.createServer(() => {});
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    const start = hook.requests.length;
+    const config = writeConfig(dir, {
+      storages: {
+        hung: { url: 's3://stash/p', endpoint: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`, forcePathStyle: true, connectTimeout: '60s', idleTimeout: '60s' },
+      },
+      databases: { stuck: { url: makeSqliteDb(path.join(dir, 'stuck.db'), 10), storages: ['hung'], schedule: { backup: '* * * * * *' } } },
+      daemon: { listen: '127.0.0.1:0', catchUp: false, gracePeriod: '0s', maxRunTime: { backup: '3s' } },
+      notifications: [{ type: 'webhook', url: `${hook.url}/stuck`, events: ['failure', 'skipped'], retries: 0 }],
+    });
+    const child = spawnCli(['daemon', '--config', config], { cwd: dir, env: { AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', AWS_REGION: 'us-east-1' } });
+    daemons.add(child);
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+    const until = async (re: RegExp, what: string) => {
+      const deadline = Date.now() + 20_000;
+      while (!re.test(err)) {
+        assert.ok(Date.now() < deadline, `${what}:\n${err}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await until(/warning: backup of stuck is running for \S+: this run is skipped/, 'a skipped run is a warning');
+    await until(/warning: backup of stuck has run for 3\.0s, its maximum run time: aborting it/, 'the stuck backup is aborted');
+    await until(/\[stuck\] backup failed: backup ran longer than its maximum run time \(3\.0s\) and was aborted/, 'and reported as failed');
+    const events = await hook.waitFor(start + 2);
+    const bodies = events.slice(start).map((r) => JSON.parse(r.body) as { event: string; database: string; error?: string; detail?: string });
+    assert.ok(bodies.some((b) => b.event === 'skipped' && b.database === 'stuck' && /did not start: the previous one is still queued or running/.test(b.detail ?? '')), JSON.stringify(bodies));
+    const failed = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const hit = hook.requests.slice(start).map((r) => JSON.parse(r.body)).find((b) => b.event === 'failure');
+        if (hit) return hit;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return undefined;
+    })();
+    assert.match(failed?.error ?? '', /maximum run time/, 'the failure is notified');
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  } finally {
+    silent.close();
   }
 });
