@@ -16,7 +16,7 @@ import { startTool } from '../process.js';
 import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
-import { countTables } from './stats.js';
+import { countTables, ROWLESS_TYPES } from './stats.js';
 import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
@@ -146,16 +146,24 @@ async function recreateObjects(conn: MyConnection, objects: Recreate[]): Promise
   }
 }
 
-/** Drops every table, view, sequence, routine and event of `database` (triggers go with their tables). */
+/** Drops every table (of every type), view, routine and event of `database` (triggers go with their tables). */
 async function emptyDatabase(conn: MyConnection, database: string): Promise<void> {
-  const q = async (sql: string) => (await conn.query(sql, [database]))[0] as Record<string, string>[];
+  const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, [database, ...params]))[0] as Record<string, string>[];
   await conn.query('SET SESSION FOREIGN_KEY_CHECKS = 0');
   for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`)) await conn.query(`DROP EVENT ${quoteIdent(r.name)}`);
-  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`)) {
-    await conn.query(`DROP ${r.type === 'FUNCTION' ? 'FUNCTION' : 'PROCEDURE'} ${quoteIdent(r.name)}`);
+  // A package body goes with its package; before MariaDB 11.4 packages exist only in Oracle mode.
+  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? AND ROUTINE_TYPE <> 'PACKAGE BODY'`)) {
+    if (r.type !== 'PACKAGE') {
+      await conn.query(`DROP ${r.type} ${quoteIdent(r.name)}`);
+      continue;
+    }
+    await conn.query(`SET @dbstash_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = 'ORACLE'`);
+    await conn.query(`DROP PACKAGE ${quoteIdent(r.name)}`);
+    await conn.query(`SET SESSION sql_mode = @dbstash_sql_mode`);
   }
   for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`)) await conn.query(`DROP VIEW ${quoteIdent(r.name)}`);
-  for (const r of await q(`SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`)) {
+  const rowless = ROWLESS_TYPES.filter((t) => t !== 'SEQUENCE');
+  for (const r of await q(`SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE NOT IN (?)`, [rowless])) {
     await conn.query(`DROP ${r.type === 'SEQUENCE' ? 'SEQUENCE' : 'TABLE'} ${quoteIdent(r.name)}`);
   }
 }
