@@ -12,16 +12,18 @@
 // Every table type is dumped and counted; MariaDB's system-versioned tables with their history
 // (--dump-history) where the tool can (mariadb-dump 10.11+, and no table versioned by
 // transaction id, whose history it refuses): otherwise with their current rows and a warning, and
-// the counts say the same.
+// the counts say the same. The database's default character set and collation are recorded, so a
+// restore creates the new database with them.
 
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import type { DatabaseProperties, DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyMyError, closeOnAbort, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
+import { readProperties, type MyDatabaseProperties } from './properties.js';
 import { countTables, dataTables, type DataTable } from './stats.js';
 import { DUMP_TOOLS, findMyTool, versionParts } from './tools.js';
 import { verifyRestoreHalf } from './restore.js';
@@ -36,6 +38,7 @@ interface ServerFacts {
   privileges: Set<string>;
   nonTransactional: { name: string; engine: string }[];
   systemVersioned: DataTable[];
+  properties?: MyDatabaseProperties;
 }
 
 function has(facts: ServerFacts, privilege: string): boolean {
@@ -57,6 +60,7 @@ async function serverFacts(conn: MyConnection, database: string): Promise<Server
     privileges,
     nonTransactional,
     systemVersioned: tables.filter((t) => t.versioning),
+    properties: await readProperties(conn, database),
   };
 }
 
@@ -232,6 +236,7 @@ export const mysqlEngine: Engine = {
         format: 'sql',
         stream,
         tables,
+        ...(facts.properties ? { properties: Promise.resolve<DatabaseProperties>(facts.properties) } : {}),
         tool: { ...tool, args: recordedArgs(args) },
         details: {
           serverVersion: facts.version,

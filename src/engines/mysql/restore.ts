@@ -1,6 +1,7 @@
 // The verify/restore half of the MySQL/MariaDB engine: structure check of a SQL dump, restore
 // through the mariadb/mysql client (stops at the first error and names the failing statement),
-// row counts of a live database, scratch databases, and renaming a database.
+// row counts of a live database, scratch databases with the backup's database properties, and
+// renaming a database.
 //
 // MySQL has no RENAME DATABASE. renameDatabase() creates the new database, moves every base table
 // and sequence there with one atomic RENAME TABLE, and re-creates triggers, views, routines and
@@ -11,9 +12,10 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
-import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
 import { countTables, ROWLESS_TYPES } from './stats.js';
@@ -176,6 +178,8 @@ export const verifyRestoreHalf: Pick<
   | 'tableStats'
   | 'databaseExists'
   | 'createDatabase'
+  | 'databaseProperties'
+  | 'compareProperties'
   | 'dropDatabase'
   | 'renameDatabase'
   | 'listSessions'
@@ -220,9 +224,28 @@ export const verifyRestoreHalf: Pick<
     });
   },
 
-  async createDatabase(target: Target, name: string): Promise<Target> {
-    await withConnection(target, null, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)} CHARACTER SET utf8mb4`));
+  /** With the backup's properties: its default character set, collation and comment; else utf8mb4. */
+  async createDatabase(target: Target, name: string, opts: CreateDatabaseOptions = {}): Promise<Target> {
+    const props = myProperties(opts.properties);
+    const clauses = props.characterSet || props.collation ? propertyClauses(props) : propertyClauses({ ...props, characterSet: 'utf8mb4' });
+    await withConnection(target, null, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)}${clauses}`));
     return withDatabase(target, name);
+  },
+
+  async databaseProperties(target: Target): Promise<DatabaseProperties> {
+    return withConnection(target, null, async (conn) => {
+      const props = await readProperties(conn, target.database);
+      if (!props) throw new RestoreError(`[mysql] database ${target.database} does not exist`);
+      return props;
+    });
+  },
+
+  async compareProperties(target: Target, expected: DatabaseProperties): Promise<string[]> {
+    return withConnection(target, null, async (conn) => {
+      const props = await readProperties(conn, target.database);
+      if (!props) return [`database ${target.database} does not exist`];
+      return propertyDifferences(props, myProperties(expected));
+    });
   },
 
   async dropDatabase(target: Target): Promise<void> {
