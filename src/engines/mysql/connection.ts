@@ -104,6 +104,20 @@ export async function connect(target: Target, database: string | null = target.d
   }
 }
 
+/**
+ * Ends `conn` and waits until the server has closed it: the driver's end() returns before it has
+ * even sent its goodbye, and a connection the server still lists would count as another session
+ * of the database (a restore would refuse because of its own connection). Never throws.
+ */
+export async function closeConnection(conn: MyConnection): Promise<void> {
+  const socket = (conn as unknown as { connection: { stream?: NodeJS.EventEmitter & { destroyed?: boolean } } }).connection.stream;
+  const closed = socket && !socket.destroyed ? new Promise<void>((resolve) => socket.once('close', () => resolve())) : Promise.resolve();
+  await conn.end().catch(() => conn.destroy());
+  const timer = setTimeout(() => conn.destroy(), 5_000);
+  await closed;
+  clearTimeout(timer);
+}
+
 /** Closes `conn` when `signal` aborts, so a query that hangs ends at once. Returns the unhook. */
 export function closeOnAbort(conn: MyConnection, signal: AbortSignal | undefined): () => void {
   return onAbort(signal, () => conn.destroy());

@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
 import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
-import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
@@ -49,7 +49,7 @@ async function withConnection<T>(target: Target, database: string | null, fn: (c
     if (err instanceof DbstashError) throw err;
     throw classifyMyError(err, target, database ?? undefined);
   } finally {
-    await conn.end().catch(() => {});
+    await closeConnection(conn);
   }
 }
 
@@ -285,7 +285,9 @@ export const verifyRestoreHalf: Pick<
   async listSessions(target: Target): Promise<string[]> {
     return withConnection(target, null, async (conn) => {
       const [rows] = await conn.query(
-        `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() ORDER BY ID`,
+        // A connection in the "Killed" state is already going away (a client that just disconnected).
+        `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST
+         WHERE DB = ? AND ID <> CONNECTION_ID() AND COMMAND <> 'Killed' ORDER BY ID`,
         [target.database],
       );
       return (rows as { id: number; user: string; host: string; command: string; time: number }[]).map(
@@ -296,7 +298,7 @@ export const verifyRestoreHalf: Pick<
 
   async terminateSessions(target: Target): Promise<number> {
     return withConnection(target, null, async (conn) => {
-      const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()`, [target.database]);
+      const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() AND COMMAND <> 'Killed'`, [target.database]);
       let n = 0;
       for (const r of rows as { id: number }[]) {
         await conn.query(`KILL ${Number(r.id)}`).then(() => n++, () => {});
