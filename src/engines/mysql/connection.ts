@@ -63,8 +63,11 @@ export function classifyMyError(err: unknown, target: Target, database: string |
  * A connection to `database` (null: no default database), utf8mb4, dates and big numbers as
  * strings. An abort of `signal` closes it at once, while connecting too (an unresponsive server
  * would otherwise hold the run for the 15 s connect timeout), and rejects with the signal's reason.
+ * `raw`: the driver sends every query string as bytes, one per character code (binary character
+ * set, and no session tracking, which would make the driver follow SET character_set_client) —
+ * for statements that must reach the server in the bytes of another character set.
  */
-export async function connect(target: Target, database: string | null = target.database, signal?: AbortSignal): Promise<MyConnection> {
+export async function connect(target: Target, database: string | null = target.database, signal?: AbortSignal, opts: { raw?: boolean } = {}): Promise<MyConnection> {
   signal?.throwIfAborted();
   const socket = isSocket(target);
   const core = createConnection({
@@ -72,7 +75,8 @@ export async function connect(target: Target, database: string | null = target.d
     user: target.user,
     password: target.password,
     database: database ?? undefined,
-    charset: 'utf8mb4_general_ci',
+    charset: opts.raw ? 'BINARY' : 'utf8mb4_general_ci',
+    ...(opts.raw ? { flags: ['-SESSION_TRACK'] } : {}),
     connectTimeout: 15_000,
     supportBigNumbers: true,
     bigNumberStrings: true,

@@ -1,13 +1,10 @@
 // The verify/restore half of the MySQL/MariaDB engine: structure check of a SQL dump, restore
 // through the mariadb/mysql client (stops at the first error and names the failing statement),
 // row counts of a live database, scratch databases with the backup's database properties, and
-// renaming a database.
-//
-// MySQL has no RENAME DATABASE. renameDatabase() creates the new database, moves every base table
-// and sequence there with one atomic RENAME TABLE, and re-creates triggers, views, routines and
-// events from their SHOW CREATE output; the old database is then dropped. Limits (docs/mysql.md):
-// routines or views that name the old database explicitly still point at it; grants given on the
-// old database name (db.*) are not moved.
+// renaming and swapping databases (move.ts: MySQL has no RENAME DATABASE, so tables are moved and
+// views, triggers and routines re-created, all or nothing).
+// Limits (docs/mysql.md): routines or views that name the old database explicitly still point
+// at it; grants given on the old database name (db.*) are not moved.
 
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,6 +12,7 @@ import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } fr
 import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
 import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
@@ -23,7 +21,6 @@ import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
 const REMEMBERED_STATEMENTS = 4096;
-const SWAP_PRIVILEGES = ['CREATE', 'DROP', 'ALTER', 'INSERT', 'CREATE VIEW', 'TRIGGER', 'CREATE ROUTINE', 'ALTER ROUTINE', 'EVENT'];
 
 async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary> {
   for await (const chunk of raw) scanner.push(chunk as Buffer);
@@ -97,57 +94,6 @@ async function runSql(target: Target, database: string | undefined, raw: Readabl
   }
 }
 
-interface Recreate {
-  kind: string;
-  name: string;
-  sql: string;
-  sqlMode?: string;
-}
-
-/** SHOW CREATE output of every trigger, view, routine and event of the database `conn` uses. */
-async function captureObjects(conn: MyConnection, database: string): Promise<Recreate[]> {
-  const out: Recreate[] = [];
-  const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, params))[0] as Record<string, string>[];
-  for (const r of await q(`SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY ACTION_ORDER`, [database])) {
-    const row = (await q(`SHOW CREATE TRIGGER ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'TRIGGER', name: r.name, sql: row['SQL Original Statement'], sqlMode: row.sql_mode });
-  }
-  for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE VIEW ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'VIEW', name: r.name, sql: row['Create View'] });
-  }
-  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE ${r.type} ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: r.type, name: r.name, sql: row[`Create ${r.type === 'FUNCTION' ? 'Function' : 'Procedure'}`], sqlMode: row.sql_mode });
-  }
-  for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE EVENT ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'EVENT', name: r.name, sql: row['Create Event'], sqlMode: row.sql_mode });
-  }
-  return out;
-}
-
-async function recreateObjects(conn: MyConnection, objects: Recreate[]): Promise<void> {
-  // Views may depend on views: retry the ones that failed until no progress is made.
-  let pending = objects;
-  while (pending.length > 0) {
-    const failed: { obj: Recreate; err: Error }[] = [];
-    for (const obj of pending) {
-      try {
-        if (obj.sqlMode !== undefined) await conn.query(`SET SESSION sql_mode = ?`, [obj.sqlMode]);
-        await conn.query(obj.sql);
-      } catch (err) {
-        failed.push({ obj, err: err as Error });
-      }
-    }
-    if (failed.length === pending.length) {
-      const f = failed[0];
-      throw new RestoreError(`[mysql] re-creating ${f.obj.kind} ${f.obj.name} in the renamed database failed: ${f.err.message}`);
-    }
-    pending = failed.map((f) => f.obj);
-  }
-}
-
 /** Drops every table (of every type), view, routine and event of `database` (triggers go with their tables). */
 async function emptyDatabase(conn: MyConnection, database: string): Promise<void> {
   const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, [database, ...params]))[0] as Record<string, string>[];
@@ -180,6 +126,7 @@ export const verifyRestoreHalf: Pick<
   | 'createDatabase'
   | 'databaseProperties'
   | 'compareProperties'
+  | 'swapDatabases'
   | 'dropDatabase'
   | 'renameDatabase'
   | 'listSessions'
@@ -248,38 +195,16 @@ export const verifyRestoreHalf: Pick<
     });
   },
 
+  async swapDatabases(target: Target, restored: Target, keptName: string): Promise<Target> {
+    return swapMyDatabases(target, restored, keptName);
+  },
+
   async dropDatabase(target: Target): Promise<void> {
     await withConnection(target, null, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
   },
 
   async renameDatabase(target: Target, newName: string): Promise<Target> {
-    const from = target.database;
-    await withConnection(target, from, async (conn) => {
-      const [charset] = await conn.query(
-        `SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?`,
-        [from],
-      );
-      const { cs, co } = (charset as { cs: string; co: string }[])[0];
-      const [tables] = await conn.query(
-        `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`,
-        [from],
-      );
-      const objects = await captureObjects(conn, from);
-      await conn.query(`CREATE DATABASE ${quoteIdent(newName)} CHARACTER SET ${cs} COLLATE ${co}`);
-      for (const t of objects.filter((o) => o.kind === 'TRIGGER')) await conn.query(`DROP TRIGGER ${quoteIdent(t.name)}`);
-      const moves = (tables as { name: string }[]).map((t) => `${quoteIdent(from)}.${quoteIdent(t.name)} TO ${quoteIdent(newName)}.${quoteIdent(t.name)}`);
-      try {
-        if (moves.length > 0) await conn.query(`RENAME TABLE ${moves.join(', ')}`);
-      } catch (err) {
-        await recreateObjects(conn, objects.filter((o) => o.kind === 'TRIGGER')).catch(() => {});
-        await conn.query(`DROP DATABASE ${quoteIdent(newName)}`).catch(() => {});
-        throw new RestoreError(`[mysql] moving the tables of ${from} to ${newName} failed: ${(err as Error).message}`, { cause: err });
-      }
-      await conn.query(`USE ${quoteIdent(newName)}`);
-      await recreateObjects(conn, objects);
-      await conn.query(`DROP DATABASE ${quoteIdent(from)}`);
-    });
-    return withDatabase(target, newName);
+    return renameMyDatabase(target, newName);
   },
 
   async listSessions(target: Target): Promise<string[]> {
@@ -314,12 +239,12 @@ export const verifyRestoreHalf: Pick<
     });
   },
 
-  /** renameDatabase() creates a database and moves tables: it needs CREATE, DROP, ALTER and INSERT on *.*. */
+  /** Swapping creates a database, moves tables and re-creates views, triggers and routines: it needs MOVE_PRIVILEGES on *.*. */
   async swapBlocker(target: Target): Promise<string | undefined> {
     return withConnection(target, null, async (conn) => {
       const privileges = await globalPrivileges(conn);
       if (privileges.has('ALL PRIVILEGES')) return undefined;
-      const missing = SWAP_PRIVILEGES.filter((p) => !privileges.has(p));
+      const missing = MOVE_PRIVILEGES.filter((p) => !privileges.has(p));
       if (missing.length === 0) return undefined;
       return `user "${target.user ?? 'current'}" lacks ${missing.join(', ')} on *.* (needed to create a database and move the tables into it; MySQL has no RENAME DATABASE)`;
     });
