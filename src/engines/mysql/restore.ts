@@ -1,8 +1,8 @@
 // The verify/restore half of the MySQL/MariaDB engine: structure check of a SQL dump, restore
 // through the mariadb/mysql client (stops at the first error and names the failing statement),
-// row counts of a live database, scratch databases with the backup's database properties, and
-// renaming and swapping databases (move.ts: MySQL has no RENAME DATABASE, so tables are moved and
-// views, triggers and routines re-created, all or nothing).
+// row counts of a live database, scratch databases with the backup's database properties, the
+// restore lock (lock.ts), and renaming and swapping databases (move.ts: MySQL has no RENAME
+// DATABASE, so tables are moved and views, triggers and routines re-created, all or nothing).
 // Limits (docs/mysql.md): routines or views that name the old database explicitly still point
 // at it; grants given on the old database name (db.*) are not moved.
 
@@ -12,6 +12,7 @@ import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } fr
 import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { lockRestoreTarget } from './lock.js';
 import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
 import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
@@ -127,6 +128,7 @@ export const verifyRestoreHalf: Pick<
   | 'databaseProperties'
   | 'compareProperties'
   | 'swapDatabases'
+  | 'lockRestoreTarget'
   | 'dropDatabase'
   | 'renameDatabase'
   | 'listSessions'
@@ -198,6 +200,8 @@ export const verifyRestoreHalf: Pick<
   async swapDatabases(target: Target, restored: Target, keptName: string): Promise<Target> {
     return swapMyDatabases(target, restored, keptName);
   },
+
+  lockRestoreTarget,
 
   async dropDatabase(target: Target): Promise<void> {
     await withConnection(target, null, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
