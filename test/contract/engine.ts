@@ -7,6 +7,10 @@
  * one gives a typed error with its documented exit code and leaves nothing in the stash. A
  * failure mode that cannot exist for an engine (SQLite has no credentials) is declared by the
  * adapter as not applicable, with the reason, and the test says so; it is never skipped silently.
+ * Two optional hooks deepen the round trip where an adapter gives them: metadata() (what the
+ * engine must carry besides schema text and rows: object settings, database properties) is
+ * compared after every restore, and restoreUrl() adds `dbstash restore` into a new database and
+ * over it; without them the test reports itself skipped, with the reason.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
