@@ -292,7 +292,8 @@ describe('mysql restores that keep everything', { timeout: 300_000 }, () => {
     await server.query(`CREATE TABLE old (x INT); INSERT INTO old VALUES (1);`, 'race');
     const stash = tempDir('dbstash-my-race');
     const id = await backupId(server.url('race_source'), stash);
-    const args = ['restore', id, '--output-dir', stash, '--to', server.url('race'), '--yes'];
+    // Its own temp dir: a restore killed with -9 cannot remove its client's option file.
+    const args = ['restore', id, '--output-dir', stash, '--to', server.url('race'), '--yes', '--temp-dir', tempDir('dbstash-my-race-tmp')];
 
     /** Starts a restore and waits until it is restoring into its temporary database. */
     const startRestore = async () => {
