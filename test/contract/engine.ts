@@ -7,6 +7,10 @@
  * one gives a typed error with its documented exit code and leaves nothing in the stash. A
  * failure mode that cannot exist for an engine (SQLite has no credentials) is declared by the
  * adapter as not applicable, with the reason, and the test says so; it is never skipped silently.
+ * Two optional hooks deepen the round trip where an adapter gives them: metadata() (what the
+ * engine must carry besides schema text and rows: object settings, database properties) is
+ * compared after every restore, and restoreUrl() adds `dbstash restore` into a new database and
+ * over it; without them the test reports itself skipped, with the reason.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -51,9 +55,26 @@ export interface EngineAdapter {
   tearDown(): Promise<void>;
   /** URL or path of the source database, as given to `dbstash backup`. */
   sourceUrl(): string;
-  /** A fresh, empty restore target (an empty database; for SQLite a file path that does not exist). */
-  scratchTarget(name: string): Promise<Target>;
+  /**
+   * A fresh, empty restore target (an empty database; for SQLite a file path that does not exist),
+   * created with `properties` — the database properties the backup's manifest recorded — where the
+   * engine has any.
+   */
+  scratchTarget(name: string, properties?: Record<string, unknown>): Promise<Target>;
   picture(target: Target): Promise<DbPicture>;
+  /**
+   * Optional: what the engine must carry besides schema text and rows, canonical and read straight
+   * from the server's catalog — per object the session settings it was created with (character
+   * set, collation, sql_mode, definer, security type), the database's own properties. When given,
+   * every restore in the suite must reproduce the source's exactly.
+   */
+  metadata?(target: Target): Promise<Record<string, unknown>>;
+  /**
+   * Optional: the URL (password included) of database `name` on the source's server, as given to
+   * `dbstash restore --to`. When given, the suite restores with the real CLI into a new database
+   * and then over it (the swap that keeps the old one aside), and compares both with the source.
+   */
+  restoreUrl?(name: string): string;
   /** Extra `dbstash backup` arguments for this run (e.g. --jobs 2). */
   backupArgs?: string[];
   failures: {
@@ -248,7 +269,7 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
     test('restore into a scratch database gives the same schema and contents', async () => {
       assert.ok(manifest, 'backup ran');
       assert.ok(engine.restore, `${adapter.engine} implements restore()`);
-      restored = await adapter.scratchTarget(`contract_restored_${process.pid}`);
+      restored = await adapter.scratchTarget(`contract_restored_${process.pid}`, manifest.database.properties);
       const raw = await readRaw(stash, manifest);
       await engine.restore(restored, raw, {
         signal: new AbortController().signal,
@@ -267,7 +288,39 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
       for (const needle of [JSON.stringify(HOSTILE_TEXT), `bytes:${ALL_BYTES.toString('hex')}`, `bytes:${BIG_SIZE}:`, '""', 'NULL']) {
         assert.ok(odd.includes(needle), `the source holds ${needle.slice(0, 40)}`);
       }
+      if (adapter.metadata) assert.deepEqual(await adapter.metadata(restored), await adapter.metadata(parseTarget(adapter.sourceUrl())), 'object settings and database properties');
     });
+
+    const restoreUrl = adapter.restoreUrl?.bind(adapter);
+    test(
+      'dbstash restore into a new database, then over it: both times the source again, and the replaced one kept as it was',
+      { skip: restoreUrl ? false : 'the adapter gives no restoreUrl' },
+      async () => {
+        assert.ok(manifest, 'backup ran');
+        const name = `contract_cli_${process.pid}`;
+        const url = restoreUrl!(name);
+        const source = parseTarget(adapter.sourceUrl());
+        const expectSource = async (target: Target, what: string) => {
+          const want = await adapter.picture(source);
+          const got = await adapter.picture(target);
+          assert.equal(got.schema, want.schema, `${what}: schema`);
+          assert.deepEqual(got.tables, want.tables, `${what}: contents`);
+          if (adapter.metadata) assert.deepEqual(await adapter.metadata(target), await adapter.metadata(source), `${what}: object settings and database properties`);
+        };
+        const restore = async () => {
+          const r = await runCli(['restore', manifest.id, '--output-dir', stash, '--to', url, '--yes'], { timeoutMs: 120_000 });
+          assert.equal(r.code, ExitCode.ok, `${r.stdout}\n${r.stderr}`);
+          return r.stdout + r.stderr;
+        };
+        await restore();
+        await expectSource(parseTarget(url), 'restored into a new database');
+        const out = await restore();
+        const kept = /kept as ([^\s;]+)/.exec(out)?.[1];
+        assert.ok(kept, `the replaced database is kept: ${out}`);
+        await expectSource(parseTarget(url), 'restored over it');
+        await expectSource(parseTarget(restoreUrl!(kept)), `the kept ${kept}`);
+      },
+    );
 
     test('manifest row counts equal the restored tables (tableStats)', async () => {
       assert.ok(restored, 'restore ran');

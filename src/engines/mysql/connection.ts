@@ -63,8 +63,11 @@ export function classifyMyError(err: unknown, target: Target, database: string |
  * A connection to `database` (null: no default database), utf8mb4, dates and big numbers as
  * strings. An abort of `signal` closes it at once, while connecting too (an unresponsive server
  * would otherwise hold the run for the 15 s connect timeout), and rejects with the signal's reason.
+ * `raw`: the driver sends every query string as bytes, one per character code (binary character
+ * set, and no session tracking, which would make the driver follow SET character_set_client) —
+ * for statements that must reach the server in the bytes of another character set.
  */
-export async function connect(target: Target, database: string | null = target.database, signal?: AbortSignal): Promise<MyConnection> {
+export async function connect(target: Target, database: string | null = target.database, signal?: AbortSignal, opts: { raw?: boolean } = {}): Promise<MyConnection> {
   signal?.throwIfAborted();
   const socket = isSocket(target);
   const core = createConnection({
@@ -72,7 +75,8 @@ export async function connect(target: Target, database: string | null = target.d
     user: target.user,
     password: target.password,
     database: database ?? undefined,
-    charset: 'utf8mb4_general_ci',
+    charset: opts.raw ? 'BINARY' : 'utf8mb4_general_ci',
+    ...(opts.raw ? { flags: ['-SESSION_TRACK'] } : {}),
     connectTimeout: 15_000,
     supportBigNumbers: true,
     bigNumberStrings: true,
@@ -102,6 +106,20 @@ export async function connect(target: Target, database: string | null = target.d
   } finally {
     unhook();
   }
+}
+
+/**
+ * Ends `conn` and waits until the server has closed it: the driver's end() returns before it has
+ * even sent its goodbye, and a connection the server still lists would count as another session
+ * of the database (a restore would refuse because of its own connection). Never throws.
+ */
+export async function closeConnection(conn: MyConnection): Promise<void> {
+  const socket = (conn as unknown as { connection: { stream?: NodeJS.EventEmitter & { destroyed?: boolean } } }).connection.stream;
+  const closed = socket && !socket.destroyed ? new Promise<void>((resolve) => socket.once('close', () => resolve())) : Promise.resolve();
+  await conn.end().catch(() => conn.destroy());
+  const timer = setTimeout(() => conn.destroy(), 5_000);
+  await closed;
+  clearTimeout(timer);
 }
 
 /** Closes `conn` when `signal` aborts, so a query that hangs ends at once. Returns the unhook. */

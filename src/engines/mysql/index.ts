@@ -8,16 +8,23 @@
 // data ("aligned"). Without RELOAD the two snapshots are taken back to back ("separate") and the
 // counts may differ from the dump by what writers committed in between (docs/mysql.md).
 // A dump that lacks the tool's "-- Dump completed" trailer is truncated and fails the backup.
+//
+// Every table type is dumped and counted; MariaDB's system-versioned tables with their history
+// (--dump-history) where the tool can (mariadb-dump 10.11+, and no table versioned by
+// transaction id, whose history it refuses): otherwise with their current rows and a warning, and
+// the counts say the same. The database's default character set and collation are recorded, so a
+// restore creates the new database with them.
 
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import type { DatabaseProperties, DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyMyError, closeOnAbort, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
-import { countTables } from './stats.js';
+import { readProperties, type MyDatabaseProperties } from './properties.js';
+import { countTables, dataTables, type DataTable } from './stats.js';
 import { DUMP_TOOLS, findMyTool, versionParts } from './tools.js';
 import { verifyRestoreHalf } from './restore.js';
 
@@ -30,6 +37,8 @@ interface ServerFacts {
   /** Global privileges of the current user (upper case), "ALL PRIVILEGES" included as is. */
   privileges: Set<string>;
   nonTransactional: { name: string; engine: string }[];
+  systemVersioned: DataTable[];
+  properties?: MyDatabaseProperties;
 }
 
 function has(facts: ServerFacts, privilege: string): boolean {
@@ -43,15 +52,34 @@ async function serverFacts(conn: MyConnection, database: string): Promise<Server
     [database],
   );
   const privileges = await globalPrivileges(conn);
-  const [tables] = await conn.query(
-    `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES
-     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME`,
-    [database],
-  );
-  const nonTransactional = (tables as { name: string; engine: string | null }[])
-    .filter((t) => t.engine && !TRANSACTIONAL.has(t.engine.toLowerCase()))
-    .map((t) => ({ name: t.name, engine: t.engine! }));
-  return { version: (v as { version: string }[])[0].version, sizeBytes: Number((size as { size: string }[])[0].size), privileges, nonTransactional };
+  const tables = await dataTables(conn, database);
+  const nonTransactional = tables.filter((t) => t.engine && !TRANSACTIONAL.has(t.engine.toLowerCase())).map((t) => ({ name: t.name, engine: t.engine! }));
+  return {
+    version: (v as { version: string }[])[0].version,
+    sizeBytes: Number((size as { size: string }[])[0].size),
+    privileges,
+    nonTransactional,
+    systemVersioned: tables.filter((t) => t.versioning),
+    properties: await readProperties(conn, database),
+  };
+}
+
+/** Whether the dump holds the history of system-versioned tables, and why not when it does not. */
+function historyPlan(facts: ServerFacts, toolVersion: string): { dump: boolean; warning?: string } {
+  if (facts.systemVersioned.length === 0) return { dump: false };
+  const names = facts.systemVersioned.map((t) => t.name).join(', ');
+  const tool = versionParts(toolVersion);
+  if (!tool.mariadb || tool.major * 1000 + tool.minor < 10_011) {
+    return { dump: false, warning: `[mysql] the history of the system-versioned tables ${names} is not dumped: the dump tool (${toolVersion}) cannot (mariadb-dump 10.11 or later can); their current rows are` };
+  }
+  const byTransaction = facts.systemVersioned.filter((t) => t.versioning === 'transaction').map((t) => t.name);
+  if (byTransaction.length > 0) {
+    return {
+      dump: false,
+      warning: `[mysql] the history of the system-versioned tables ${names} is not dumped: mariadb-dump cannot dump the history of tables versioned by transaction id (${byTransaction.join(', ')}), and then dumps none; their current rows are`,
+    };
+  }
+  return { dump: true };
 }
 
 function lockTablesWanted(target: Target): boolean {
@@ -70,6 +98,8 @@ function preflightWarnings(target: Target, facts: ServerFacts, toolVersion: stri
   if (!has(facts, 'PROCESS')) {
     warnings.push('[mysql] the user lacks the PROCESS privilege: tablespaces are not dumped (--no-tablespaces)');
   }
+  const history = historyPlan(facts, toolVersion);
+  if (history.warning) warnings.push(history.warning);
   const tool = versionParts(toolVersion);
   const server = versionParts(facts.version);
   if (tool.major * 1000 + tool.minor < server.major * 1000 + server.minor && tool.mariadb === server.mariadb) {
@@ -80,7 +110,7 @@ function preflightWarnings(target: Target, facts: ServerFacts, toolVersion: stri
   return warnings;
 }
 
-function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean): string[] {
+function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean, history: boolean): string[] {
   const args = [
     lockTables ? '--lock-tables' : '--single-transaction',
     ...(lockTables ? ['--skip-single-transaction'] : ['--skip-lock-tables']),
@@ -92,6 +122,7 @@ function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean): stri
     '--max-allowed-packet=1G',
   ];
   if (!has(facts, 'PROCESS')) args.push('--no-tablespaces');
+  if (history) args.push('--dump-history');
   args.push(target.database);
   return args;
 }
@@ -147,7 +178,8 @@ export const mysqlEngine: Engine = {
       }
       if (counts !== 'locked') await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
 
-      const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables)];
+      const history = historyPlan(facts, tool.version).dump;
+      const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables, history)];
       const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: true });
       running = dumping;
       // Attached at once: Node discards a child's unread output when the child exits.
@@ -195,7 +227,7 @@ export const mysqlEngine: Engine = {
         }
       }
       counted(
-        countTables(conn, target.database, opts.checksums ?? false).catch((err) => {
+        countTables(conn, target.database, opts.checksums ?? false, { history }).catch((err) => {
           dumping.child.kill('SIGTERM');
           throw new BackupError(`[mysql] counting rows failed: ${(err as Error).message}`, { cause: err });
         }),
@@ -204,12 +236,14 @@ export const mysqlEngine: Engine = {
         format: 'sql',
         stream,
         tables,
+        ...(facts.properties ? { properties: Promise.resolve<DatabaseProperties>(facts.properties) } : {}),
         tool: { ...tool, args: recordedArgs(args) },
         details: {
           serverVersion: facts.version,
           consistency: lockTables ? 'lock-tables' : 'single-transaction',
           counts,
           nonTransactionalTables: facts.nonTransactional.map((t) => `${t.name} (${t.engine})`),
+          ...(facts.systemVersioned.length > 0 ? { systemVersionedHistory: history ? 'dumped' : 'current rows only' } : {}),
         },
       };
     } catch (err) {

@@ -1,27 +1,27 @@
 // The verify/restore half of the MySQL/MariaDB engine: structure check of a SQL dump, restore
 // through the mariadb/mysql client (stops at the first error and names the failing statement),
-// row counts of a live database, scratch databases, and renaming a database.
-//
-// MySQL has no RENAME DATABASE. renameDatabase() creates the new database, moves every base table
-// and sequence there with one atomic RENAME TABLE, and re-creates triggers, views, routines and
-// events from their SHOW CREATE output; the old database is then dropped. Limits (docs/mysql.md):
-// routines or views that name the old database explicitly still point at it; grants given on the
-// old database name (db.*) are not moved.
+// row counts of a live database, scratch databases with the backup's database properties, the
+// restore lock (lock.ts), and renaming and swapping databases (move.ts: MySQL has no RENAME
+// DATABASE, so tables are moved and views, triggers and routines re-created, all or nothing).
+// Limits (docs/mysql.md): routines or views that name the old database explicitly still point
+// at it; grants given on the old database name (db.*) are not moved.
 
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
-import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
-import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { lockRestoreTarget } from './lock.js';
+import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
+import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
 import { SqlScanner, type ScanSummary } from './sqlscan.js';
-import { countTables } from './stats.js';
+import { countTables, ROWLESS_TYPES } from './stats.js';
 import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
 const REMEMBERED_STATEMENTS = 4096;
-const SWAP_PRIVILEGES = ['CREATE', 'DROP', 'ALTER', 'INSERT', 'CREATE VIEW', 'TRIGGER', 'CREATE ROUTINE', 'ALTER ROUTINE', 'EVENT'];
 
 async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary> {
   for await (const chunk of raw) scanner.push(chunk as Buffer);
@@ -47,7 +47,7 @@ async function withConnection<T>(target: Target, database: string | null, fn: (c
     if (err instanceof DbstashError) throw err;
     throw classifyMyError(err, target, database ?? undefined);
   } finally {
-    await conn.end().catch(() => {});
+    await closeConnection(conn);
   }
 }
 
@@ -95,67 +95,24 @@ async function runSql(target: Target, database: string | undefined, raw: Readabl
   }
 }
 
-interface Recreate {
-  kind: string;
-  name: string;
-  sql: string;
-  sqlMode?: string;
-}
-
-/** SHOW CREATE output of every trigger, view, routine and event of the database `conn` uses. */
-async function captureObjects(conn: MyConnection, database: string): Promise<Recreate[]> {
-  const out: Recreate[] = [];
-  const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, params))[0] as Record<string, string>[];
-  for (const r of await q(`SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY ACTION_ORDER`, [database])) {
-    const row = (await q(`SHOW CREATE TRIGGER ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'TRIGGER', name: r.name, sql: row['SQL Original Statement'], sqlMode: row.sql_mode });
-  }
-  for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE VIEW ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'VIEW', name: r.name, sql: row['Create View'] });
-  }
-  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE ${r.type} ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: r.type, name: r.name, sql: row[`Create ${r.type === 'FUNCTION' ? 'Function' : 'Procedure'}`], sqlMode: row.sql_mode });
-  }
-  for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`, [database])) {
-    const row = (await q(`SHOW CREATE EVENT ${quoteIdent(r.name)}`))[0];
-    out.push({ kind: 'EVENT', name: r.name, sql: row['Create Event'], sqlMode: row.sql_mode });
-  }
-  return out;
-}
-
-async function recreateObjects(conn: MyConnection, objects: Recreate[]): Promise<void> {
-  // Views may depend on views: retry the ones that failed until no progress is made.
-  let pending = objects;
-  while (pending.length > 0) {
-    const failed: { obj: Recreate; err: Error }[] = [];
-    for (const obj of pending) {
-      try {
-        if (obj.sqlMode !== undefined) await conn.query(`SET SESSION sql_mode = ?`, [obj.sqlMode]);
-        await conn.query(obj.sql);
-      } catch (err) {
-        failed.push({ obj, err: err as Error });
-      }
-    }
-    if (failed.length === pending.length) {
-      const f = failed[0];
-      throw new RestoreError(`[mysql] re-creating ${f.obj.kind} ${f.obj.name} in the renamed database failed: ${f.err.message}`);
-    }
-    pending = failed.map((f) => f.obj);
-  }
-}
-
-/** Drops every table, view, sequence, routine and event of `database` (triggers go with their tables). */
+/** Drops every table (of every type), view, routine and event of `database` (triggers go with their tables). */
 async function emptyDatabase(conn: MyConnection, database: string): Promise<void> {
-  const q = async (sql: string) => (await conn.query(sql, [database]))[0] as Record<string, string>[];
+  const q = async (sql: string, params: unknown[] = []) => (await conn.query(sql, [database, ...params]))[0] as Record<string, string>[];
   await conn.query('SET SESSION FOREIGN_KEY_CHECKS = 0');
   for (const r of await q(`SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?`)) await conn.query(`DROP EVENT ${quoteIdent(r.name)}`);
-  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?`)) {
-    await conn.query(`DROP ${r.type === 'FUNCTION' ? 'FUNCTION' : 'PROCEDURE'} ${quoteIdent(r.name)}`);
+  // A package body goes with its package; before MariaDB 11.4 packages exist only in Oracle mode.
+  for (const r of await q(`SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? AND ROUTINE_TYPE <> 'PACKAGE BODY'`)) {
+    if (r.type !== 'PACKAGE') {
+      await conn.query(`DROP ${r.type} ${quoteIdent(r.name)}`);
+      continue;
+    }
+    await conn.query(`SET @dbstash_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = 'ORACLE'`);
+    await conn.query(`DROP PACKAGE ${quoteIdent(r.name)}`);
+    await conn.query(`SET SESSION sql_mode = @dbstash_sql_mode`);
   }
   for (const r of await q(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?`)) await conn.query(`DROP VIEW ${quoteIdent(r.name)}`);
-  for (const r of await q(`SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`)) {
+  const rowless = ROWLESS_TYPES.filter((t) => t !== 'SEQUENCE');
+  for (const r of await q(`SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE NOT IN (?)`, [rowless])) {
     await conn.query(`DROP ${r.type === 'SEQUENCE' ? 'SEQUENCE' : 'TABLE'} ${quoteIdent(r.name)}`);
   }
 }
@@ -168,6 +125,10 @@ export const verifyRestoreHalf: Pick<
   | 'tableStats'
   | 'databaseExists'
   | 'createDatabase'
+  | 'databaseProperties'
+  | 'compareProperties'
+  | 'swapDatabases'
+  | 'lockRestoreTarget'
   | 'dropDatabase'
   | 'renameDatabase'
   | 'listSessions'
@@ -212,49 +173,50 @@ export const verifyRestoreHalf: Pick<
     });
   },
 
-  async createDatabase(target: Target, name: string): Promise<Target> {
-    await withConnection(target, null, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)} CHARACTER SET utf8mb4`));
+  /** With the backup's properties: its default character set, collation and comment; else utf8mb4. */
+  async createDatabase(target: Target, name: string, opts: CreateDatabaseOptions = {}): Promise<Target> {
+    const props = myProperties(opts.properties);
+    const clauses = props.characterSet || props.collation ? propertyClauses(props) : propertyClauses({ ...props, characterSet: 'utf8mb4' });
+    await withConnection(target, null, (conn) => conn.query(`CREATE DATABASE ${quoteIdent(name)}${clauses}`));
     return withDatabase(target, name);
   },
+
+  async databaseProperties(target: Target): Promise<DatabaseProperties> {
+    return withConnection(target, null, async (conn) => {
+      const props = await readProperties(conn, target.database);
+      if (!props) throw new RestoreError(`[mysql] database ${target.database} does not exist`);
+      return props;
+    });
+  },
+
+  async compareProperties(target: Target, expected: DatabaseProperties): Promise<string[]> {
+    return withConnection(target, null, async (conn) => {
+      const props = await readProperties(conn, target.database);
+      if (!props) return [`database ${target.database} does not exist`];
+      return propertyDifferences(props, myProperties(expected));
+    });
+  },
+
+  async swapDatabases(target: Target, restored: Target, keptName: string): Promise<Target> {
+    return swapMyDatabases(target, restored, keptName);
+  },
+
+  lockRestoreTarget,
 
   async dropDatabase(target: Target): Promise<void> {
     await withConnection(target, null, (conn) => conn.query(`DROP DATABASE ${quoteIdent(target.database)}`));
   },
 
   async renameDatabase(target: Target, newName: string): Promise<Target> {
-    const from = target.database;
-    await withConnection(target, from, async (conn) => {
-      const [charset] = await conn.query(
-        `SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?`,
-        [from],
-      );
-      const { cs, co } = (charset as { cs: string; co: string }[])[0];
-      const [tables] = await conn.query(
-        `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')`,
-        [from],
-      );
-      const objects = await captureObjects(conn, from);
-      await conn.query(`CREATE DATABASE ${quoteIdent(newName)} CHARACTER SET ${cs} COLLATE ${co}`);
-      for (const t of objects.filter((o) => o.kind === 'TRIGGER')) await conn.query(`DROP TRIGGER ${quoteIdent(t.name)}`);
-      const moves = (tables as { name: string }[]).map((t) => `${quoteIdent(from)}.${quoteIdent(t.name)} TO ${quoteIdent(newName)}.${quoteIdent(t.name)}`);
-      try {
-        if (moves.length > 0) await conn.query(`RENAME TABLE ${moves.join(', ')}`);
-      } catch (err) {
-        await recreateObjects(conn, objects.filter((o) => o.kind === 'TRIGGER')).catch(() => {});
-        await conn.query(`DROP DATABASE ${quoteIdent(newName)}`).catch(() => {});
-        throw new RestoreError(`[mysql] moving the tables of ${from} to ${newName} failed: ${(err as Error).message}`, { cause: err });
-      }
-      await conn.query(`USE ${quoteIdent(newName)}`);
-      await recreateObjects(conn, objects);
-      await conn.query(`DROP DATABASE ${quoteIdent(from)}`);
-    });
-    return withDatabase(target, newName);
+    return renameMyDatabase(target, newName);
   },
 
   async listSessions(target: Target): Promise<string[]> {
     return withConnection(target, null, async (conn) => {
       const [rows] = await conn.query(
-        `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() ORDER BY ID`,
+        // A connection in the "Killed" state is already going away (a client that just disconnected).
+        `SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time FROM information_schema.PROCESSLIST
+         WHERE DB = ? AND ID <> CONNECTION_ID() AND COMMAND <> 'Killed' ORDER BY ID`,
         [target.database],
       );
       return (rows as { id: number; user: string; host: string; command: string; time: number }[]).map(
@@ -265,7 +227,7 @@ export const verifyRestoreHalf: Pick<
 
   async terminateSessions(target: Target): Promise<number> {
     return withConnection(target, null, async (conn) => {
-      const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()`, [target.database]);
+      const [rows] = await conn.query(`SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID() AND COMMAND <> 'Killed'`, [target.database]);
       let n = 0;
       for (const r of rows as { id: number }[]) {
         await conn.query(`KILL ${Number(r.id)}`).then(() => n++, () => {});
@@ -281,12 +243,12 @@ export const verifyRestoreHalf: Pick<
     });
   },
 
-  /** renameDatabase() creates a database and moves tables: it needs CREATE, DROP, ALTER and INSERT on *.*. */
+  /** Swapping creates a database, moves tables and re-creates views, triggers and routines: it needs MOVE_PRIVILEGES on *.*. */
   async swapBlocker(target: Target): Promise<string | undefined> {
     return withConnection(target, null, async (conn) => {
       const privileges = await globalPrivileges(conn);
       if (privileges.has('ALL PRIVILEGES')) return undefined;
-      const missing = SWAP_PRIVILEGES.filter((p) => !privileges.has(p));
+      const missing = MOVE_PRIVILEGES.filter((p) => !privileges.has(p));
       if (missing.length === 0) return undefined;
       return `user "${target.user ?? 'current'}" lacks ${missing.join(', ')} on *.* (needed to create a database and move the tables into it; MySQL has no RENAME DATABASE)`;
     });

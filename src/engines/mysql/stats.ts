@@ -1,42 +1,78 @@
 // Row counts (and optional content checksums) of a MySQL/MariaDB database. Tables are recorded
 // under the schema "main": a MySQL database has no schemas of its own, and a restore may use
 // another database name, so the database name cannot be part of a table's identity.
+//
+// Every table type that holds rows is counted — base tables and MariaDB's system-versioned tables
+// alike, and whatever type a newer server adds — only views and sequences (one row: their state)
+// are not. A system-versioned table's count includes its history rows when the dump holds them
+// (a live or restored database is always counted with its history: a restore of a dump without
+// history has none). Its ROW START/ROW END columns are not part of the checksum: a restore
+// without history, or of transaction-precise versioning, cannot keep their values.
 
 import type { TableStat } from '../engine.js';
 import { quoteIdent, type MyConnection } from './connection.js';
 
 export const MYSQL_SCHEMA = 'main';
 
-export async function baseTables(conn: MyConnection, database: string): Promise<string[]> {
+/** Table types that hold no rows of their own (TEMPORARY: the session's own temporary tables). */
+export const ROWLESS_TYPES = ['VIEW', 'SYSTEM VIEW', 'SEQUENCE', 'TEMPORARY'];
+
+export interface DataTable {
+  name: string;
+  /** TABLE_TYPE as the server reports it ("BASE TABLE", "SYSTEM VERSIONED", …). */
+  type: string;
+  engine: string | null;
+  /** System-versioned: by timestamp (its history can be dumped) or by transaction id (it cannot). */
+  versioning?: 'timestamp' | 'transaction';
+}
+
+export async function dataTables(conn: MyConnection, database: string): Promise<DataTable[]> {
   const [rows] = await conn.query(
-    `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY BINARY TABLE_NAME`,
-    [database],
+    `SELECT t.TABLE_NAME AS name, t.TABLE_TYPE AS type, t.ENGINE AS engine,
+       (SELECT MAX(c.DATA_TYPE) FROM information_schema.COLUMNS c
+        WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.GENERATION_EXPRESSION = 'ROW START') AS startType
+     FROM information_schema.TABLES t
+     WHERE t.TABLE_SCHEMA = ? AND t.TABLE_TYPE NOT IN (${ROWLESS_TYPES.map(() => '?').join(', ')})
+     ORDER BY BINARY t.TABLE_NAME`,
+    [database, ...ROWLESS_TYPES],
   );
-  return (rows as { name: string }[]).map((r) => r.name);
+  return (rows as { name: string; type: string; engine: string | null; startType: string | null }[]).map((r) => ({
+    name: r.name,
+    type: r.type,
+    engine: r.engine,
+    ...(r.type === 'SYSTEM VERSIONED' ? { versioning: r.startType?.toLowerCase() === 'bigint' ? ('transaction' as const) : ('timestamp' as const) } : {}),
+  }));
 }
 
 /** Order-independent checksum: the sum of the first 64 bits of each row's MD5 over every column's bytes. */
-async function checksumSql(conn: MyConnection, database: string, table: string): Promise<string> {
+async function checksumSql(conn: MyConnection, database: string, table: string, from: string): Promise<string> {
   const [cols] = await conn.query(
-    `SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+    `SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS
+     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COALESCE(GENERATION_EXPRESSION, '') NOT IN ('ROW START', 'ROW END')
+     ORDER BY ORDINAL_POSITION`,
     [database, table],
   );
   const parts = (cols as { name: string }[]).map((c) => `IFNULL(MD5(CAST(${quoteIdent(c.name)} AS BINARY)), 'n')`);
   const row = `MD5(CONCAT(${parts.join(', ') || "''"}))`;
-  return `SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(${row}, 1, 16), 16, 10) AS UNSIGNED)), 0) AS CHAR) AS checksum
-    FROM ${quoteIdent(database)}.${quoteIdent(table)}`;
+  return `SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(${row}, 1, 16), 16, 10) AS UNSIGNED)), 0) AS CHAR) AS checksum FROM ${from}`;
 }
 
-export async function countTables(conn: MyConnection, database: string, checksums: boolean): Promise<TableStat[]> {
+/**
+ * Counts every table that holds rows. `history`: whether the rows of system-versioned tables
+ * include their history (true unless the dump being counted for leaves it out).
+ */
+export async function countTables(conn: MyConnection, database: string, checksums: boolean, opts: { history?: boolean } = {}): Promise<TableStat[]> {
+  const history = opts.history ?? true;
   const stats: TableStat[] = [];
-  for (const name of await baseTables(conn, database)) {
+  for (const table of await dataTables(conn, database)) {
+    const from = `${quoteIdent(database)}.${quoteIdent(table.name)}${table.versioning && history ? ' FOR SYSTEM_TIME ALL' : ''}`;
     if (checksums) {
-      const [rows] = await conn.query(await checksumSql(conn, database, name));
+      const [rows] = await conn.query(await checksumSql(conn, database, table.name, from));
       const r = (rows as { n: string; checksum: string }[])[0];
-      stats.push({ schema: MYSQL_SCHEMA, name, rows: Number(r.n), checksum: r.checksum });
+      stats.push({ schema: MYSQL_SCHEMA, name: table.name, rows: Number(r.n), checksum: r.checksum });
     } else {
-      const [rows] = await conn.query(`SELECT COUNT(*) AS n FROM ${quoteIdent(database)}.${quoteIdent(name)}`);
-      stats.push({ schema: MYSQL_SCHEMA, name, rows: Number((rows as { n: string }[])[0].n) });
+      const [rows] = await conn.query(`SELECT COUNT(*) AS n FROM ${from}`);
+      stats.push({ schema: MYSQL_SCHEMA, name: table.name, rows: Number((rows as { n: string }[])[0].n) });
     }
   }
   return stats;
