@@ -13,7 +13,7 @@
 //      restores the safety backup (rollback); both outcomes are reported.
 // Every run that got past the verification leaves a restore record beside the backup.
 
-import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError } from '../core/errors.js';
+import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError, withOutcome } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
@@ -269,10 +269,13 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
       await engine.renameDatabase!(temp, target.database);
       swapped = true;
     }
-  } finally {
-    if (!swapped) {
-      await engine.dropDatabase!(temp).catch((e: Error) => req.events.warn(`could not drop the temporary database ${temp.displayUrl}: ${e.message}`));
-    }
+  } catch (err) {
+    if (swapped) throw err;
+    const dropped = await engine.dropDatabase!(temp).then(
+      () => true,
+      (e: Error) => (req.events.warn(`could not drop the temporary database ${temp.displayUrl}: ${e.message}`), false),
+    );
+    throw dropped && err instanceof Error && !(err instanceof InterruptedError) ? withOutcome(err, `the new database ${temp.database} was dropped`) : err;
   }
 }
 

@@ -280,7 +280,7 @@ describe('mysql restores that keep everything', { timeout: 300_000 }, () => {
     // The view's DEFINER is root, which "owner" may not set: the restore fails half-way.
     const r = await runCli(['restore', id, '--output-dir', stash, '--to', `mysql://owner:owner-pw@127.0.0.1:${server.port}/owned`, '--yes']);
     expectExit(r, ExitCode.restoreFailed, /a swap is impossible \(user "owner" lacks/);
-    assert.match(r.stderr, /rolled back: mysql:\/\/owner:\*\*\*@127\.0\.0\.1:\d+\/owned holds the safety backup owned_prod_\S+ again/);
+    assert.match(r.stderr, /rolled back: mysql:\/\/owner:\*\*\*@127\.0\.0\.1:\d+\/owned holds the safety backup owned\.[0-9a-f]{8}_prod_\S+ again/);
     assert.deepEqual(await snapshot('owned'), before, 'the database is as it was, history, sequence state and object settings included');
   });
 
