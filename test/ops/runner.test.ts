@@ -38,12 +38,12 @@ test('at most `concurrency` jobs run, one per database, and a queued or running 
   const a2 = controllable(log, 'a:prune');
   const b = controllable(log, 'b:backup');
   const c = controllable(log, 'c:backup');
-  assert.equal(runner.submit({ database: 'a', kind: 'backup', run: a1.run }), true);
-  assert.equal(runner.submit({ database: 'a', kind: 'prune', run: a2.run }), true);
-  assert.equal(runner.submit({ database: 'b', kind: 'backup', run: b.run }), true);
-  assert.equal(runner.submit({ database: 'c', kind: 'backup', run: c.run }), true);
-  assert.equal(runner.submit({ database: 'a', kind: 'backup', run: a1.run }), false, 'a:backup is running');
-  assert.equal(runner.submit({ database: 'c', kind: 'backup', run: c.run }), false, 'c:backup is queued');
+  assert.equal(runner.submit({ database: 'a', kind: 'backup', run: a1.run }), 'queued');
+  assert.equal(runner.submit({ database: 'a', kind: 'prune', run: a2.run }), 'queued');
+  assert.equal(runner.submit({ database: 'b', kind: 'backup', run: b.run }), 'queued');
+  assert.equal(runner.submit({ database: 'c', kind: 'backup', run: c.run }), 'queued');
+  assert.equal(runner.submit({ database: 'a', kind: 'backup', run: a1.run }), 'busy', 'a:backup is running');
+  assert.equal(runner.submit({ database: 'c', kind: 'backup', run: c.run }), 'busy', 'c:backup is queued');
   await tick();
   assert.deepEqual(log, ['start a:backup', 'start b:backup'], 'a:prune waits for a:backup, c waits for a slot');
   assert.equal(runner.runningCount, 2);
@@ -59,7 +59,8 @@ test('at most `concurrency` jobs run, one per database, and a queued or running 
   c.release();
   await runner.shutdown(1000, new Error('stop'));
   assert.deepEqual(log.slice(6).sort(), ['end a:prune', 'end c:backup']);
-  assert.ok(out.lines.some((l) => /backup of a is still queued or running: this run is skipped/.test(l)));
+  assert.ok(out.lines.some((l) => /^warn: backup of a is running for \S+: this run is skipped/.test(l)), out.lines.join("\n"));
+  assert.ok(out.lines.some((l) => /^warn: backup of c is still queued: this run is skipped/.test(l)), out.lines.join("\n"));
 });
 
 test('shutdown lets jobs finish within the grace period, then aborts the rest and waits for their cleanup', async () => {
@@ -92,5 +93,5 @@ test('shutdown lets jobs finish within the grace period, then aborts the rest an
   assert.ok(cleanedUp, 'shutdown returned only after the aborted job cleaned up');
   assert.ok(!log.includes('never'), 'queued jobs are dropped');
   assert.ok(log.includes('end quick') && !log.includes('end slow'));
-  assert.equal(runner.submit({ database: 'q', kind: 'backup', run: quick.run }), false, 'no jobs after shutdown');
+  assert.equal(runner.submit({ database: 'q', kind: 'backup', run: quick.run }), 'closed', 'no jobs after shutdown');
 });
