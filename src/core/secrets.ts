@@ -38,11 +38,11 @@ export function userinfoEnd(url: string, start: number): number {
 
 /**
  * Finds "scheme://user:password@" in text and masks the password. The user-info is taken to run
- * from "://" to the LAST "@" of the word (whitespace or a quote ends it), which can hide more
+ * from "://" to the LAST "@" of the word (only whitespace ends it: a password may hold quotes), which can hide more
  * than the password (an "@" in a query) but never less.
  */
 export function maskUrlCredentials(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^\s"'<>`]*)/gi, (whole, scheme: string, rest: string) => {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^\s<>`]*)/gi, (whole, scheme: string, rest: string) => {
     const last = rest.lastIndexOf('@');
     if (last < 0) return whole;
     const userinfo = rest.slice(0, last);

@@ -89,13 +89,20 @@ export function parseTarget(input: string, options: EngineOptions = {}): Target 
       hint: `valid schemes: ${Object.keys(SCHEMES).map((s) => s.replace(':', '')).join(', ')}`,
     });
   }
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  const decoded = (part: string, what: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      throw new ConfigError(`the ${what} in ${redactUrl(trimmed)} is not valid percent-encoding`, { hint: 'a "%" must be followed by two hex digits; write a literal % as %25' });
+    }
+  };
+  const database = decoded(url.pathname.replace(/^\//, ''), 'database name');
   if (!database) {
     throw new ConfigError(`the URL ${redactUrl(trimmed)} names no database`, { hint: 'append the database name: …:5432/mydb' });
   }
   const params: Record<string, string> = {};
   for (const [k, v] of url.searchParams) params[k] = v;
-  const host = decodeURIComponent(url.hostname) || params.host || 'localhost';
+  const host = decoded(url.hostname, 'host name') || params.host || 'localhost';
   const port = url.port ? Number(url.port) : params.port ? Number(params.port) : DEFAULT_PORT[engine];
   return {
     engine,

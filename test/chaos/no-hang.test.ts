@@ -142,7 +142,7 @@ describe('no secret in any output', () => {
       'postgres://app:Zs3%%cretZZ@h/db%zz',
       'postgres://app:Zs3cretZZ@[::1/db',
       `postgres://app:Zs3cretZZ@${'h'.repeat(300)}/db`,
-      '\u0000postgres://app:Zs3cretZZ@h/db',
+      '\u0001postgres://app:Zs3cretZZ@h/db',
       'postgres://app:Zs3cretZZ@h/db?sslmode=\u0007',
     ];
     for (const arg of hostile) {
