@@ -89,8 +89,10 @@ async function checkDestinations(
     warn(`a prod backup of a database on ${plan.target.host ?? 'localhost'}: is this the production server? (--env dev for a local database)`);
   }
   const estimate = Math.ceil(probe.sizeBytes * plan.space.ratio * plan.space.margin);
+  const series = plan.series ?? seriesOf(plan.target);
   for (const pub of live) {
     const dest = pub.dest;
+    for (const problem of (await dest.storage.permissionProblems?.(series.key).catch(() => [])) ?? []) warn(problem);
     try {
       try {
         await dest.storage.check?.(signal);

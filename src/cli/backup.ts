@@ -62,7 +62,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     target,
     series,
     env: entry?.env ?? ctx.envName,
-    destinations: await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage }, config, entry),
+    destinations: await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage, allowWorldReadable: opts.allowWorldReadable }, config, entry),
     stages,
     globals: opts.globals ?? entry?.globals ?? false,
     checksums: opts.checksums ?? entry?.checksums ?? false,

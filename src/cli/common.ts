@@ -19,6 +19,7 @@ export interface CommonOptions {
   dryRun?: boolean;
   outputDir?: string;
   storage?: string[];
+  allowWorldReadable?: boolean;
 }
 
 export interface Context {
@@ -53,7 +54,8 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 export function stashOptions(cmd: Command): Command {
   return cmd
     .option('--output-dir <dir>', 'local stash directory (default: ./backups or the config\'s stash)')
-    .option('--storage <url>', 'storage URL or configured storage name (repeatable)', collect);
+    .option('--storage <url>', 'storage URL or configured storage name (repeatable)', collect)
+    .option('--allow-world-readable', 'let a local stash\'s fileMode/dirMode be wider than 0640/0750');
 }
 
 export function commonOptions(cmd: Command): Command {

@@ -38,7 +38,7 @@ export class Output {
     if (this.logFile) {
       const line = JSON.stringify(maskDeep({ time: new Date().toISOString(), level, message, ...fields }));
       try {
-        appendFileSync(this.logFile, line + '\n');
+        appendFileSync(this.logFile, line + '\n', { mode: 0o600 });
       } catch {
         /* a broken log file must not break the backup */
       }

@@ -15,6 +15,7 @@ import { ageStage, checkRecipient } from '../pipeline/age.js';
 import type { Stage, StageContext } from '../pipeline/stage.js';
 import { loadSigner, loadVerifier, type ManifestSigner, type ManifestVerifier } from '../crypto/sign.js';
 import { collect } from './common.js';
+import { secretFileProblem } from '../core/fs.js';
 
 export interface SecretOptions {
   recipient?: string[];
@@ -46,7 +47,10 @@ export function decryptionOptions(cmd: Command): Command {
     .option('--allow-unsigned', 'with a verify key, accept backups that carry no signature');
 }
 
-function readSecretFile(file: string, flag: string): string {
+function readSecretFile(file: string, flag: string, secret = true): string {
+  // As ssh refuses a private key others can read: the key is as good as public already.
+  const problem = secret ? secretFileProblem(file) : undefined;
+  if (problem) throw new UsageError(`${flag}: ${problem}`, { hint: `then run the command again; if others may have read it, consider the key compromised` });
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
@@ -63,7 +67,7 @@ function keyLines(text: string): { line: number; value: string }[] {
 }
 
 export function readRecipientsFile(file: string): string[] {
-  const lines = keyLines(readSecretFile(file, '--recipients-file'));
+  const lines = keyLines(readSecretFile(file, '--recipients-file', false));
   if (lines.length === 0) throw new UsageError(`--recipients-file ${file} holds no recipient`);
   return lines.map((l) => checkRecipient(l.value, `${file}:${l.line}`));
 }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../core/errors.js';
 import type { EngineId } from '../engines/engine.js';
 import { urlFromParts } from '../engines/target.js';
-import { openStorage } from '../storage/index.js';
+import { openStorage, storageScheme } from '../storage/index.js';
 import type { Destination } from '../backup/backup.js';
 import type { ConfigFile, DatabaseConfig } from './schema.js';
 
@@ -90,7 +90,7 @@ export function resolveSource(
 
 /** Where backups go: --output-dir and --storage (names from the config or URLs), else the config's. */
 export async function resolveDestinations(
-  opts: { outputDir?: string; storage?: string[] },
+  opts: { outputDir?: string; storage?: string[]; allowWorldReadable?: boolean },
   config: ConfigFile,
   entry?: DatabaseConfig,
 ): Promise<Destination[]> {
@@ -119,5 +119,6 @@ export async function resolveDestinations(
     if (all.length > 0) all.forEach((n) => wanted.push(named(n)!));
     else wanted.push({ name: 'local', url: config.stash ?? DEFAULT_STASH, optional: false, options: {} });
   }
+  for (const w of wanted) if (opts.allowWorldReadable && storageScheme(w.url) === 'file') w.options = { ...w.options, allowWorldReadable: true };
   return Promise.all(wanted.map(async (w) => ({ name: w.name, optional: w.optional, storage: await openStorage(w.url, w.options) })));
 }

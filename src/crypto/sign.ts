@@ -13,6 +13,7 @@ import { ConfigError, IntegrityError, isNotFound } from '../core/errors.js';
 import { databaseDir, manifestKey } from '../core/id.js';
 import type { Manifest } from '../catalog/manifest.js';
 import { getBytes, type Storage } from '../storage/storage.js';
+import { secretFileProblem } from '../core/fs.js';
 
 export const SIGNATURE_SUFFIX = '.manifest.sig';
 const SIGNATURE_RE = /^dbstash-signature v1 ed25519 ([0-9a-f]{16}) ([A-Za-z0-9+/=]+)\s*$/;
@@ -52,6 +53,8 @@ function requireEd25519(key: KeyObject, file: string): void {
 
 export function loadSigner(file: string): ManifestSigner {
   let key: KeyObject;
+  const problem = secretFileProblem(file);
+  if (problem) throw new ConfigError(`signing key: ${problem}`, { hint: 'then run the command again; if others may have read it, make a new key with `dbstash keygen`' });
   try {
     key = createPrivateKey(readKeyFile(file, 'signing key'));
   } catch (err) {

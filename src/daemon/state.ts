@@ -31,6 +31,6 @@ export async function readState(file: string): Promise<DaemonState> {
 export async function writeState(file: string, state: DaemonState): Promise<void> {
   await makeDirs(path.dirname(file));
   const temp = `${file}.${process.pid}.tmp`;
-  await fsp.writeFile(temp, JSON.stringify(state, null, 2) + '\n');
+  await fsp.writeFile(temp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
   await fsp.rename(temp, file);
 }

@@ -158,6 +158,7 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     failures: 0,
   };
   for (const p of listing.problems) opts.warn(`${storage.url}: ${p.message} (left alone)`);
+  for (const problem of (await storage.permissionProblems?.().catch(() => [])) ?? []) opts.warn(problem);
   const pinnedBy = (id: string) => {
     const lease = leased.get(id);
     return lease ? `in use by a verify/restore (pid ${lease.pid} on ${lease.host})` : undefined;

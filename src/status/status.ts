@@ -83,6 +83,9 @@ async function viewStorage(dest: Destination): Promise<StorageView> {
     status.reachable = true;
     for (const p of listing.problems) status.findings.push({ level: 'problem', check: 'storage', message: p.message, storage: dest.name });
     status.freeBytes = await dest.storage.freeSpace?.().catch(() => undefined);
+    for (const problem of (await dest.storage.permissionProblems?.().catch(() => [])) ?? []) {
+      status.findings.push({ level: 'problem', check: 'permissions', message: problem, storage: dest.name });
+    }
     return { status, listing };
   } catch (err) {
     status.findings.push({ level: dest.optional ? 'warn' : 'problem', check: 'storage', message: `${dest.storage.url} is not reachable: ${(err as Error).message}`, storage: dest.name });

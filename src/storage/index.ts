@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../core/errors.js';
-import { createLocalStorage } from './local.js';
+import { createLocalStorage, localOptions } from './local.js';
 import { createMemoryStorage } from './memory.js';
 import { registerStorage, storageFactory, storageSchemes, type Storage } from './storage.js';
 import { withRetry } from './retry.js';
@@ -25,7 +25,7 @@ export async function openStorage(url: string, options: Record<string, unknown> 
   const scheme = storageScheme(url);
   switch (scheme) {
     case 'file':
-      return createLocalStorage({ root: url.startsWith('file://') ? fileURLToPath(url) : path.resolve(url) });
+      return createLocalStorage(localOptions(url.startsWith('file://') ? fileURLToPath(url) : path.resolve(url), options));
     case 'memory':
       return createMemoryStorage(url.slice('memory://'.length) || 'default');
     default: {

@@ -8,14 +8,49 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { describeFsError, StorageError, type StorageErrorReason } from '../core/errors.js';
+import { ConfigError, describeFsError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { TEMP_PREFIX } from '../core/id.js';
 import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
-import { makeDirs } from '../core/fs.js';
+import { makeDirs, modeText } from '../core/fs.js';
 
 export interface LocalStorageOptions {
   /** The stash root directory; created on first write. */
   root: string;
+  /** Mode of every file written (default 0600: a backup is as private as the database). */
+  fileMode?: number;
+  /** Mode of every directory made (default 0700). */
+  dirMode?: number;
+}
+
+export const DEFAULT_FILE_MODE = 0o600;
+export const DEFAULT_DIR_MODE = 0o700;
+/** The widest modes a stash may have without allowWorldReadable: a group of operators, no one else. */
+const MAX_FILE_MODE = 0o640;
+const MAX_DIR_MODE = 0o750;
+
+function parseMode(value: unknown, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  const text = typeof value === 'number' ? value.toString(8) : String(value);
+  if (!/^0?[0-7]{3}$/.test(text)) throw new ConfigError(`[local] option "${what}": "${value}" is not a mode`, { hint: `write it in octal as a string, e.g. ${what}: "0640"` });
+  return parseInt(text, 8);
+}
+
+/** Local storage options from a config entry (fileMode, dirMode, allowWorldReadable); anything else is an error. */
+export function localOptions(root: string, options: Record<string, unknown>): LocalStorageOptions {
+  const { fileMode, dirMode, allowWorldReadable, ...rest } = options;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) {
+    throw new ConfigError(`[local] option "${unknown[0]}" is not known for a local directory`, { hint: 'valid options: fileMode, dirMode, allowWorldReadable (docs/security.md)' });
+  }
+  const file = parseMode(fileMode, 'fileMode') ?? DEFAULT_FILE_MODE;
+  const dir = parseMode(dirMode, 'dirMode') ?? DEFAULT_DIR_MODE;
+  if (file & 0o111) throw new ConfigError(`[local] option "fileMode": ${modeText(file)} makes backups executable`, { hint: 'e.g. fileMode: "0640"' });
+  if (!allowWorldReadable && ((file & ~MAX_FILE_MODE) !== 0 || (dir & ~MAX_DIR_MODE) !== 0)) {
+    throw new ConfigError(`[local] fileMode ${modeText(file)} / dirMode ${modeText(dir)} would let others read the stash (at most ${modeText(MAX_FILE_MODE)} / ${modeText(MAX_DIR_MODE)})`, {
+      hint: 'a backup holds the whole database; for a group of operators use fileMode "0640" and dirMode "0750"; wider only with --allow-world-readable (or allowWorldReadable: true)',
+    });
+  }
+  return { root, fileMode: file, dirMode: dir };
 }
 
 function classify(err: unknown, what: string): StorageError {
@@ -70,6 +105,8 @@ async function fsyncDir(dir: string): Promise<void> {
 
 export function createLocalStorage(opts: LocalStorageOptions): Storage {
   const root = path.resolve(opts.root);
+  const fileMode = opts.fileMode ?? DEFAULT_FILE_MODE;
+  const dirMode = opts.dirMode ?? DEFAULT_DIR_MODE;
 
   const resolveKey = (key: string): string => {
     const full = path.resolve(root, key);
@@ -86,9 +123,9 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     let size = 0;
     let file: ReturnType<typeof createWriteStream> | undefined;
     try {
-      await makeDirs(dir);
+      await makeDirs(dir, dirMode);
       const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data)]) : data;
-      file = createWriteStream(temp, { flags: 'wx', flush: true });
+      file = createWriteStream(temp, { flags: 'wx', flush: true, mode: fileMode });
       const written = writeback(file);
       const counter = async function* (chunks: AsyncIterable<Buffer>) {
         for await (const chunk of chunks) {
@@ -100,6 +137,8 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
       await pipeline(source, counter, file, {
         signal: putOpts.signal,
       });
+      // The umask can only take bits away from the mode asked for: set exactly that mode.
+      if (fileMode !== DEFAULT_FILE_MODE) await fsp.chmod(temp, fileMode);
       if (putOpts.exclusive) {
         await fsp.link(temp, target);
         await fsp.unlink(temp);
@@ -188,9 +227,49 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     }
   }
 
+  /**
+   * What others may read in the stash beyond the configured modes: the root, and below it every
+   * folder and file (or one folder's). Group or other bits the modes do not grant are a problem.
+   */
+  async function permissionProblems(folder?: string): Promise<string[]> {
+    const tooWide = { dirs: [] as string[], files: [] as string[] };
+    const look = async (p: string, depth: number): Promise<void> => {
+      let st;
+      try {
+        st = await fsp.lstat(p);
+      } catch {
+        return;
+      }
+      if (st.isDirectory()) {
+        if (st.mode & 0o077 & ~dirMode) tooWide.dirs.push(`${p} (${modeText(st.mode)})`);
+        if (depth === 0) return;
+        let names: string[] = [];
+        try {
+          names = await fsp.readdir(p);
+        } catch {
+          return;
+        }
+        for (const name of names) await look(path.join(p, name), depth - 1);
+      } else if (st.isFile() && st.mode & 0o077 & ~fileMode) {
+        tooWide.files.push(`${p} (${modeText(st.mode)})`);
+      }
+    };
+    await look(root, 0);
+    if (folder) await look(resolveKey(folder), 1);
+    else await look(root, 2);
+    const count = tooWide.dirs.length + tooWide.files.length;
+    if (count === 0) return [];
+    const fix = (dirMode & 0o070) !== 0 ? 'chmod -R g-w,o-rwx' : 'chmod -R go-rwx';
+    const examples = [...tooWide.dirs, ...tooWide.files].slice(0, 3).join(', ');
+    return [
+      `${count} item${count === 1 ? '' : 's'} of the stash ${root} can be read by other users (${examples}${count > 3 ? ', …' : ''}): every backup holds a whole database; to fix: ${fix} ${root}`,
+    ];
+  }
+
   return {
     url: root,
     properties: { kind: 'local', local: true, maxParallelism: 4 },
+    permissionProblems,
     put,
     get,
     stat,
@@ -203,7 +282,7 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     },
     async check() {
       try {
-        await makeDirs(root);
+        await makeDirs(root, dirMode);
         await fsp.access(root, 2 /* W_OK */);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {

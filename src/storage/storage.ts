@@ -74,6 +74,11 @@ export interface Storage {
   abortIncompleteUpload?(upload: IncompleteUpload): Promise<void>;
   /** Bytes free at the destination, where the driver can tell. */
   freeSpace?(): Promise<number | undefined>;
+  /**
+   * Files and folders of the stash (of one folder, or all) that others may read although the
+   * stash's modes say they may not, each with the command that fixes it (local storage).
+   */
+  permissionProblems?(folder?: string): Promise<string[]>;
   /** Checks that the destination exists and is writable (preflight); an abort of `signal` ends it at once. */
   check?(signal?: AbortSignal): Promise<void>;
   close?(): Promise<void>;

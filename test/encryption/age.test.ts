@@ -6,7 +6,7 @@ import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -209,8 +209,13 @@ describe('encrypted backups through the CLI', () => {
     assert.doesNotMatch(JSON.stringify(out.manifest), /tr0ub4dor/);
     const right = path.join(dir, 'pass.txt');
     writeFileSync(right, 'tr0ub4dor&3-long-enough\n');
+    // A passphrase file others can read is refused, as ssh refuses such keys; 0600 is accepted.
+    const open = await runCli(['verify', out.id, '--output-dir', passStash, '--passphrase-file', right], { cwd: dir, env: { DBSTASH_PASSPHRASE: undefined } });
+    assert.equal(open.code, 2, open.stderr);
+    assert.match(open.stderr, /--passphrase-file: \S+pass\.txt can be read or written by other users \(mode 0644\); a secret must be private: chmod 600 /);
+    chmodSync(right, 0o600);
     const wrong = path.join(dir, 'wrong-pass.txt');
-    writeFileSync(wrong, 'not it\n');
+    writeFileSync(wrong, 'not it\n', { mode: 0o600 });
     const ok = await runCli(['verify', out.id, '--output-dir', passStash, '--passphrase-file', right], { cwd: dir, env: { DBSTASH_PASSPHRASE: undefined } });
     assert.equal(ok.code, 0, ok.stderr);
     const bad = await runCli(['verify', out.id, '--output-dir', passStash, '--passphrase-file', wrong], { cwd: dir, env: { DBSTASH_PASSPHRASE: undefined } });
