@@ -15,7 +15,7 @@ import { loadEngine } from '../engines/index.js';
 import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { totalRows } from '../catalog/manifest.js';
 import { seriesOf } from '../catalog/series.js';
-import { encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
+import { encryptionDeclinedInConfig, encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
 
 export interface BackupOptions extends CommonOptions, SecretOptions {
   compression?: string;
@@ -52,6 +52,15 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   if (compress) stages.push(compress);
   const encrypt = encryptionStage(opts, config, entry);
   if (encrypt) stages.push(encrypt);
+  const destinations = await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage, allowWorldReadable: opts.allowWorldReadable }, config, entry);
+  const offsite = destinations.filter((d) => !d.storage.properties.local);
+  if (!encrypt && offsite.length > 0 && !encryptionDeclinedInConfig(config, entry)) {
+    // Whoever can read the bucket, or the provider, can read the database: say so once per run.
+    ctx.out.warn(
+      `backups to ${offsite.map((d) => d.storage.url).join(', ')} are not encrypted: anyone who can read that storage can read the database; ` +
+        'encrypt to an age recipient (dbstash keygen --age; encryption.recipients in the config), or say encryption: none in the config to keep them as they are',
+    );
+  }
   const extra: Record<string, unknown> = {};
   const signer = signerFor(opts, config);
   if (signer) extra.signing = { algorithm: 'ed25519', keyId: signer.keyId };
@@ -62,7 +71,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     target,
     series,
     env: entry?.env ?? ctx.envName,
-    destinations: await resolveDestinations({ outputDir: opts.outputDir, storage: opts.storage, allowWorldReadable: opts.allowWorldReadable }, config, entry),
+    destinations,
     stages,
     globals: opts.globals ?? entry?.globals ?? false,
     checksums: opts.checksums ?? entry?.checksums ?? false,

@@ -28,7 +28,7 @@ space:
 databases:
   app:
     url: \${DATABASE_URL}
-    # name: app                 # name used in backup ids (default: the database name in the URL)
+    # name: app                 # the series' name in lists and ids (default: the database name); never changes what is backed up
     # globals: true             # also capture roles (PostgreSQL) or users and grants (MySQL)
     # checksums: true           # per-table content checksums (enables verify --deep)
     # binDir: /usr/lib/postgresql/16/bin
@@ -43,11 +43,18 @@ databases:
 
 # storages:
 #   local:
-#     url: ./backups
+#     url: ./backups            # files 0600, folders 0700; fileMode: "0640", dirMode: "0750" for a group
 #   offsite:
 #     url: s3://my-bucket/dbstash
 #     optional: true            # a failure here makes the backup "degraded", not failed
 #     retention: { keepDaily: 30, keepMonthly: 24 }   # this storage keeps more
+#     objectLock: { mode: governance, days: 30 }      # S3 Object Lock on every object written
+
+# Encryption: off-site copies should be encrypted. Make a key pair with \`dbstash keygen --age\`,
+# keep the identity (private key) away from the backup host, and put the recipient here:
+# encryption:
+#   recipients: [age1...]
+# encryption: none              # or say on purpose that backups stay unencrypted (no warning)
 
 # Retention for \`dbstash prune\` (restic-style; default 7 daily, 4 weekly, 12 monthly).
 # retention: { keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12, timezone: UTC }

@@ -91,8 +91,19 @@ function readPassphrase(file: string | undefined, env: NodeJS.ProcessEnv): strin
   return passphrase;
 }
 
-function encryptionConfig(config: ConfigFile, entry?: DatabaseConfig) {
-  return { ...config.encryption, ...entry?.encryption };
+type EncryptionSettings = Exclude<NonNullable<ConfigFile['encryption']>, 'none'> & { none?: boolean };
+
+/** The database's encryption settings over the global ones; `none` when the config says "none" for it. */
+function encryptionConfig(config: ConfigFile, entry?: DatabaseConfig): Partial<EncryptionSettings> {
+  const own = entry?.encryption;
+  const global = config.encryption;
+  if (own === 'none') return { none: true };
+  return { ...(global === 'none' ? { none: own === undefined } : global), ...(own ?? {}) };
+}
+
+/** Whether the config says on purpose that this database's backups stay unencrypted. */
+export function encryptionDeclinedInConfig(config: ConfigFile, entry?: DatabaseConfig): boolean {
+  return encryptionConfig(config, entry).none === true;
 }
 
 /** The age stage for a backup, or undefined when nothing asks for encryption. */

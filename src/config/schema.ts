@@ -136,7 +136,8 @@ export const databaseSchema = z
     env: z.string().optional(),
     storages: z.array(z.string()).optional(),
     compression: compressionSchema.optional(),
-    encryption: encryptionSchema.optional(),
+    /** Recipients or a passphrase; "none" says on purpose that backups stay unencrypted (no warning). */
+    encryption: z.union([z.literal('none'), encryptionSchema]).optional(),
     retention: retentionSchema.optional(),
     schedule: scheduleSchema.optional(),
     globals: z.boolean().optional(),
@@ -159,7 +160,8 @@ export const configSchema = z
     stash: z.string().optional(),
     tempDir: z.string().optional(),
     compression: compressionSchema.optional(),
-    encryption: encryptionSchema.optional(),
+    /** Recipients or a passphrase; "none" says on purpose that backups stay unencrypted (no warning). */
+    encryption: z.union([z.literal('none'), encryptionSchema]).optional(),
     /** Ed25519 manifest signatures: the private key signs backups, the public key checks them. */
     signing: z.object({ keyFile: z.string().optional(), publicKeyFile: z.string().optional() }).strict().optional(),
     retention: retentionSchema.optional(),
