@@ -186,7 +186,7 @@ async function writeArtifact(
   const puts = targets.map(async (pub, i) => {
     const branch = branches[i];
     try {
-      await pub.dest.storage.put(key, branch, { signal: local.signal, exclusive: true, sizeHint });
+      await pub.dest.storage.put(key, branch, { signal: local.signal, exclusive: true, sizeHint, retain: true });
       pub.keys.push(key);
     } catch (err) {
       branch.destroy();
@@ -386,10 +386,10 @@ async function lockedBackup(
             p.keys.push(seriesFileKey(series));
           }
           if (signature) {
-            await putOwnBytes(p.dest.storage, signatureKey(id), signature, { signal: controller.signal });
+            await putOwnBytes(p.dest.storage, signatureKey(id), signature, { signal: controller.signal, retain: true });
             p.keys.push(signatureKey(id));
           }
-          await putOwnBytes(p.dest.storage, manifestKey(id), body, { signal: controller.signal });
+          await putOwnBytes(p.dest.storage, manifestKey(id), body, { signal: controller.signal, retain: true });
           p.keys.push(manifestKey(id));
         } catch (err) {
           if (!p.dest.optional || controller.signal.aborted) throw err;

@@ -66,7 +66,7 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
       written.push(key);
       // Not exclusive: without a manifest in the target, an object under this key is the leftover of
       // an interrupted copy or backup, not a backup.
-      await to.put(key, meter, { signal: opts.signal, sizeHint: artifact.size });
+      await to.put(key, meter, { signal: opts.signal, sizeHint: artifact.size, retain: true });
       if (meter.bytes !== artifact.size || meter.sha256() !== artifact.sha256) {
         throw new IntegrityError(
           `${artifact.file} in ${from.url} does not match its manifest (${meter.bytes} bytes, sha256 ${meter.sha256()}; manifest: ${artifact.size} bytes, ${artifact.sha256})`,
@@ -78,9 +78,9 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
     if (ownFolder && (await writeSeriesFile(to, series, manifest.engine, opts.signal))) written.push(seriesFileKey(series));
     if (signature) {
       written.push(signatureKey(id));
-      await putOwnBytes(to, signatureKey(id), signature, { signal: opts.signal });
+      await putOwnBytes(to, signatureKey(id), signature, { signal: opts.signal, retain: true });
     }
-    await putOwnBytes(to, manifestKey(id), body, { signal: opts.signal });
+    await putOwnBytes(to, manifestKey(id), body, { signal: opts.signal, retain: true });
     return { id, result: 'copied', bytes };
   } catch (err) {
     for (const key of written) await to.delete(key).catch(() => {});

@@ -71,6 +71,8 @@ export interface BackupDecision {
   bytes: number;
   removed?: boolean;
   error?: string;
+  /** Kept because the store will not delete it before this time (S3 Object Lock). */
+  lockedUntil?: string;
 }
 
 export interface OrphanDecision {
@@ -217,6 +219,17 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     if (decisions.length > 0 && decisions.every((d) => !d.keep)) emptied.push(`${series.name} (${environment}, ${decisions.length} backup${decisions.length === 1 ? '' : 's'}, policy ${describePolicy(policy)})`);
     const byId = new Map(entries.map((e) => [e.id, e]));
     for (const d of decisions) decide(byId.get(d.id)!, d.keep, d.reasons);
+  }
+  // Objects the store keeps immutable (S3 Object Lock) cannot go yet: kept, with the day they can.
+  for (const b of report.backups.filter((x) => !x.keep)) {
+    const entry = listing.entries.find((e) => e.id === b.id)!;
+    const infos = await Promise.all(keysOf(entry, listing.objects).map((k) => storage.stat(k).catch(() => undefined)));
+    const until = infos.map((i) => i?.retainUntil).filter((d): d is Date => d !== undefined && d.getTime() > now.getTime());
+    if (until.length === 0) continue;
+    const last = new Date(Math.max(...until.map((d) => d.getTime())));
+    b.keep = true;
+    b.lockedUntil = last.toISOString();
+    b.reasons = [`locked until ${last.toISOString()} (${infos.find((i) => i?.retentionMode)?.retentionMode ?? 'object lock'}); prune removes it after that`];
   }
   if (emptied.length > 0 && !opts.allowEmpty) {
     const hint = 'a rule of 0 keeps nothing by that rule: keep at least one backup (e.g. --keep-last 1), or pass --allow-empty to empty the series on purpose';

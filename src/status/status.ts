@@ -83,6 +83,9 @@ async function viewStorage(dest: Destination): Promise<StorageView> {
     status.reachable = true;
     for (const p of listing.problems) status.findings.push({ level: 'problem', check: 'storage', message: p.message, storage: dest.name });
     status.freeBytes = await dest.storage.freeSpace?.().catch(() => undefined);
+    if (dest.storage.properties.immutable) {
+      status.findings.push({ level: 'ok', check: 'immutable', message: `new backups are immutable: ${dest.storage.properties.immutable}`, storage: dest.name });
+    }
     for (const problem of (await dest.storage.permissionProblems?.().catch(() => [])) ?? []) {
       status.findings.push({ level: 'problem', check: 'permissions', message: problem, storage: dest.name });
     }

@@ -68,7 +68,10 @@ export function partSizeFor(n: number, initial: number): number {
 }
 
 /** What the object is: S3's name for it and the attributes given at creation. */
-export type ObjectParams = Pick<PutObjectCommandInput, 'Bucket' | 'Key' | 'Metadata' | 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId' | 'ACL'> & {
+export type ObjectParams = Pick<
+  PutObjectCommandInput,
+  'Bucket' | 'Key' | 'Metadata' | 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId' | 'ACL' | 'ObjectLockMode' | 'ObjectLockRetainUntilDate'
+> & {
   Bucket: string;
   Key: string;
 };

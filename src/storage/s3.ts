@@ -83,6 +83,13 @@ export const s3OptionsSchema = z
     connectTimeout: z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 10s').optional(),
     /** Longest silence of a connection in the middle of a request or answer; default 30s. */
     idleTimeout: z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 30s').optional(),
+    /**
+     * S3 Object Lock on every object a backup writes (artifacts, signatures, manifests; never
+     * locks or records): the store refuses to delete or overwrite it for `days`. The bucket must
+     * have Object Lock enabled. governance: users with s3:BypassGovernanceRetention may still
+     * remove it; compliance: nobody, not even the account's root user.
+     */
+    objectLock: z.object({ mode: z.enum(['governance', 'compliance']), days: z.number().int().positive().max(36500) }).strict().optional(),
     /** Send If-None-Match: * on exclusive puts (set false for a store that rejects the header). */
     conditionalWrites: z.boolean().optional(),
     acl: z.string().min(1).optional(),
@@ -285,7 +292,8 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   if (o.endpoint) config.endpoint = o.endpoint;
   if (o.region) config.region = o.region;
   else if (custom && !env.AWS_REGION && !env.AWS_DEFAULT_REGION) config.region = 'us-east-1';
-  if (custom) {
+  if (custom && !o.objectLock) {
+    // With Object Lock, S3 requires a checksum on every write: keep the SDK's default then.
     config.requestChecksumCalculation = 'WHEN_REQUIRED';
     config.responseChecksumValidation = 'WHEN_REQUIRED';
   }
@@ -311,7 +319,13 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   async function head(key: string, opts: { signal?: AbortSignal } = {}): Promise<ObjectInfo | undefined> {
     try {
       const res = await client.send(new HeadObjectCommand({ Bucket, Key: fullKey(key) }), { abortSignal: opts.signal as never });
-      return { key, size: res.ContentLength ?? 0, modifiedAt: res.LastModified ?? new Date(0), metadata: res.Metadata ?? {} };
+      return {
+        key,
+        size: res.ContentLength ?? 0,
+        modifiedAt: res.LastModified ?? new Date(0),
+        metadata: res.Metadata ?? {},
+        ...(res.ObjectLockRetainUntilDate ? { retainUntil: new Date(res.ObjectLockRetainUntilDate), retentionMode: String(res.ObjectLockMode ?? '').toLowerCase() } : {}),
+      };
     } catch (err) {
       if (opts.signal?.aborted) throw opts.signal.reason;
       const e = classify(err, `cannot stat ${key}`);
@@ -356,6 +370,12 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     return upload.bytes;
   }
 
+  /** Object Lock headers for a part of a backup (retain), when the storage has objectLock. */
+  const lockParams = (opts: PutOptions): Partial<ObjectParams> =>
+    o.objectLock && opts.retain
+      ? { ObjectLockMode: o.objectLock.mode.toUpperCase() as 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(Date.now() + o.objectLock.days * 86400_000) }
+      : {};
+
   async function put(key: string, data: Readable | Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
     const Key = fullKey(key);
     const what = `cannot write ${key} to s3://${Bucket}/${loc.prefix}`;
@@ -367,6 +387,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
         await client.send(
           new PutObjectCommand({
             ...objectParams,
+            ...lockParams(opts),
             Bucket,
             Key,
             Body: data,
@@ -377,7 +398,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
         );
         size = data.length;
       } else {
-        size = await uploadStream(data, { ...objectParams, Bucket, Key, Metadata: opts.metadata }, opts);
+        size = await uploadStream(data, { ...objectParams, ...lockParams(opts), Bucket, Key, Metadata: opts.metadata }, opts);
       }
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err;
@@ -464,7 +485,7 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
 
   return {
     url: `s3://${Bucket}${loc.prefix ? `/${loc.prefix}` : ''}`,
-    properties: { kind: 's3', local: false, maxParallelism: 8 },
+    properties: { kind: 's3', local: false, maxParallelism: 8, ...(o.objectLock ? { immutable: `S3 Object Lock, ${o.objectLock.mode}, ${o.objectLock.days} days` } : {}) },
     put,
     get,
     stat: head,

@@ -21,6 +21,10 @@ export interface ObjectInfo {
   modifiedAt: Date;
   /** Driver metadata (S3 user metadata, e.g. sha256); may be empty. */
   metadata?: Record<string, string>;
+  /** Until when the store refuses to delete or overwrite it (S3 Object Lock), when stat() knows. */
+  retainUntil?: Date;
+  /** The kind of that retention ("governance", "compliance"). */
+  retentionMode?: string;
 }
 
 export interface PutOptions {
@@ -30,6 +34,11 @@ export interface PutOptions {
   /** Expected size, when known, so a driver can size multipart parts. */
   sizeHint?: number;
   metadata?: Record<string, string>;
+  /**
+   * A part of a backup (artifact, signature, manifest): a driver that can make objects immutable
+   * (S3 Object Lock) does so for these, never for locks, leases or records.
+   */
+  retain?: boolean;
 }
 
 /** A multipart upload that was started and neither completed nor aborted (S3). */
@@ -46,6 +55,8 @@ export interface PutResult {
 export interface StorageProperties {
   /** Human-readable kind: "local", "s3", "memory". */
   kind: string;
+  /** Objects written for backups are made immutable for a while (S3 Object Lock): "governance, 30 days". */
+  immutable?: string;
   /** A local file system: free space can be checked before a backup. */
   local: boolean;
   /** Concurrent puts the driver copes with well. */

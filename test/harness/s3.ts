@@ -36,6 +36,12 @@ export interface S3Server {
   failRequests(rule: FailRule): () => number;
   /** Makes a pending multipart upload look started at `initiated` (as ListMultipartUploads reports it). */
   backdateUpload(bucket: string, uploadId: string, initiated: Date): Promise<void>;
+  /**
+   * Object Lock as S3 keeps it, which s3rver 3.x does not: the mode and retain-until date sent
+   * with a PutObject or CreateMultipartUpload are kept per key, HEAD reports them, and a DELETE of
+   * a key still retained is refused with AccessDenied. Returns every write that carried them.
+   */
+  objectLocks(): { method: string; key: string; mode: string; until: string }[];
   /** Closes the server and removes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -58,6 +64,7 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
   });
   decodeAwsChunkedUploads(s3rver);
   emulateConditionalWrites(s3rver);
+  const locks = emulateObjectLock(s3rver);
   emulatePendingUploads(s3rver, directory);
   const rules = injectFailures(s3rver);
   let port: number;
@@ -80,6 +87,7 @@ export async function startS3(opts: { buckets?: string[] } = {}): Promise<S3Serv
       rules.push(entry);
       return () => entry.hits;
     },
+    objectLocks: () => [...locks.seen],
     async backdateUpload(bucket, uploadId, initiated) {
       await utimes(path.join(uploadsDir(directory, bucket), uploadId, 'key'), initiated, initiated);
     },
@@ -132,6 +140,41 @@ function emulateConditionalWrites(s3rver: S3rver): void {
       if (busy.get(id) === chained) busy.delete(id);
     }
   });
+}
+
+function emulateObjectLock(s3rver: S3rver): { seen: { method: string; key: string; mode: string; until: string }[] } {
+  const retained = new Map<string, { mode: string; until: string }>();
+  const seen: { method: string; key: string; mode: string; until: string }[] = [];
+  s3rver.middleware.unshift(async (ctx, next) => {
+    const [, bucket = '', ...rest] = ctx.path.split('/');
+    const key = decodeURIComponent(rest.join('/'));
+    const id = `${decodeURIComponent(bucket)}/${key}`;
+    const mode = ctx.get('x-amz-object-lock-mode');
+    const until = ctx.get('x-amz-object-lock-retain-until-date');
+    const held = retained.get(id);
+    if (ctx.method === 'DELETE' && ctx.query.uploadId === undefined && held && Date.parse(held.until) > Date.now()) {
+      const bypass = held.mode === 'GOVERNANCE' && ctx.get('x-amz-bypass-governance-retention') === 'true';
+      if (!bypass) {
+        ctx.req.resume();
+        ctx.status = 403;
+        ctx.set('Content-Type', 'application/xml');
+        ctx.body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied because object protected by object lock.</Message></Error>';
+        return;
+      }
+    }
+    await next();
+    const creating = (ctx.method === 'PUT' && !ctx.query.partNumber) || (ctx.method === 'POST' && ctx.query.uploads !== undefined);
+    if (creating && mode && until && ctx.status < 300) {
+      retained.set(id, { mode, until });
+      seen.push({ method: ctx.method, key, mode, until });
+    }
+    if (ctx.method === 'HEAD' && ctx.status === 200 && held) {
+      ctx.set('x-amz-object-lock-mode', held.mode);
+      ctx.set('x-amz-object-lock-retain-until-date', held.until);
+    }
+    if (ctx.method === 'DELETE' && ctx.status < 300 && ctx.query.uploadId === undefined) retained.delete(id);
+  });
+  return { seen };
 }
 
 /** Stores aws-chunked uploads decoded and never reports `aws-chunked` as an object's Content-Encoding. */
