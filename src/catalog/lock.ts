@@ -1,25 +1,29 @@
-// One backup of a series into a stash at a time. The lock is an object "<series>/dbstash.lock"
-// created exclusively in the stash, holding who took it and a random token of that run.
+// One backup of a series into a stash at a time, with nothing but creating objects: taking,
+// releasing and overriding the lock never needs to delete or overwrite anything, so a backup host
+// with append-only credentials (S3 put without delete, a rest-server in append-only mode) can
+// lock, and a lock left by a crash never needs a delete to get past.
 //
-// Taking the lock: an exclusive put. When the key exists and its holder is a process that is gone
-// (same host, pid no longer alive), the lock is stale and is taken over; --force-unlock takes over
-// any lock. Taking over must be atomic on every storage, with nothing but exclusive puts: a
-// run that reads lock T and then deletes "the lock" may delete a fresh lock another run has just
-// taken after T was removed. So only the run that wins a takeover marker for T may delete T:
-//   1. read the lock: T (its token, or its SHA-256 for a lock without one);
-//   2. create "<series>/dbstash.lock.takeover-<T>.<n>" exclusively: of all runs that saw T, one wins;
-//   3. the winner reads the lock again and deletes it only if it is still T (T can never come back:
-//      tokens are random), then removes its marker and tries the exclusive put again.
-// A marker whose owner died between 2 and 3 blocks nobody: the next run creates marker n+1.
-// Markers are tiny and short-lived; prune removes abandoned ones.
-//
-// An exclusive put whose response was lost (S3) and that was retried reports "exists" for our own
-// lock: a holder with our token is us. Release deletes the lock only while it still holds our token.
+// A run's lock is an object of its own, created exclusively:
+//   <series>/locks/<YYYYMMDDTHHMMSSmmmZ>-<token>.lock      who holds it (owner, pid, host, command)
+//   <series>/locks/<same>.released                         written when the run ends (or is overridden)
+// Taking the lock:
+//   1. create my lock object;
+//   2. list the locks: every other lock without its ".released" is active, unless its process is
+//      known to be gone (same host, dead pid: stale, and ignored with a warning);
+//   3. no other active lock: I hold it. Another active lock: I write my ".released", look again a
+//      moment later, and report who holds it if its lock is still there; if it was released, it
+//      was a run that arrived with me and stepped back too: try again.
+// At most one run holds the lock: of two runs that both hold, the one that listed first did so
+// before the other created its lock — whose later listing then saw the first lock. Two runs that
+// arrive together may both back off; they retry after a random delay.
+// --force-unlock writes ".released" for the locks that block it (and tidies them away where it may). Released and stale locks are
+// clutter, not state: the run that releases deletes its two objects when it may (append-only
+// credentials may not), and prune removes old ones.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { LockedError, StorageError } from '../core/errors.js';
-import { getBytes, type Storage } from '../storage/storage.js';
+import { getBytes, putOwnBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
 
 export interface LockInfo {
   owner: string;
@@ -27,7 +31,7 @@ export interface LockInfo {
   host: string;
   startedAt: string;
   command: string;
-  /** Random, per run: tells this run's lock from any other (locks of older versions have none). */
+  /** Random, per run. */
   token?: string;
 }
 
@@ -37,19 +41,19 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
-export const LOCK_FILE = 'dbstash.lock';
-const TAKEOVER_INFIX = '.takeover-';
-/** A takeover takes milliseconds; a marker this old was abandoned, whatever host left it. */
-const MARKER_MAX_AGE_MS = 60_000;
+export const LOCKS_DIR = 'locks';
+const LOCK_SUFFIX = '.lock';
+const RELEASED_SUFFIX = '.released';
+/** The pre-series lock file, still honoured as a lock when an older version holds it. */
+const LEGACY_LOCK = 'dbstash.lock';
 
-export function lockKey(folder: string): string {
-  return `${folder}/${LOCK_FILE}`;
+export function locksPrefix(folder: string): string {
+  return `${folder}/${LOCKS_DIR}/`;
 }
 
-/** Whether a key is a lock or a takeover marker (not a leftover of a backup). */
+/** Whether a key belongs to the locking (a lock, its release, or an old-style lock file). */
 export function isLockKey(key: string): boolean {
-  const name = key.split('/').pop() ?? '';
-  return name === LOCK_FILE || name.startsWith(LOCK_FILE + TAKEOVER_INFIX);
+  return key.includes(`/${LOCKS_DIR}/`) || key.endsWith(`/${LEGACY_LOCK}`);
 }
 
 export function processAlive(pid: number): boolean {
@@ -61,123 +65,136 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-interface ReadLock {
-  info: LockInfo;
-  /** The lock's token, or the SHA-256 of its bytes for a lock without one. */
-  token: string;
-}
-
-async function readRaw(storage: Storage, key: string): Promise<ReadLock | undefined> {
-  let bytes: Buffer;
-  try {
-    bytes = await getBytes(storage, key);
-  } catch (err) {
-    if (err instanceof StorageError && err.reason === 'not-found') return undefined;
-    throw err;
-  }
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  try {
-    const info = JSON.parse(bytes.toString()) as LockInfo;
-    return { info, token: typeof info.token === 'string' && /^[0-9a-f]{16,64}$/.test(info.token) ? info.token : digest };
-  } catch {
-    return { info: { owner: '?', pid: 0, host: '?', startedAt: '?', command: 'unreadable lock' }, token: digest };
-  }
-}
-
-export async function readLock(storage: Storage, folder: string): Promise<LockInfo | undefined> {
-  return (await readRaw(storage, lockKey(folder)))?.info;
-}
-
 export function isStale(info: LockInfo): boolean {
   return info.host === os.hostname() && info.pid > 0 && !processAlive(info.pid);
+}
+
+function stamp(at: Date): string {
+  return at.toISOString().replace(/[-:]/g, '').replace('.', '');
+}
+
+function body(info: LockInfo): Buffer {
+  return Buffer.from(JSON.stringify(info, null, 2) + '\n');
+}
+
+async function readInfo(storage: Storage, key: string): Promise<LockInfo | undefined> {
+  try {
+    const parsed = JSON.parse((await getBytes(storage, key)).toString()) as Partial<LockInfo>;
+    return { owner: '?', pid: 0, host: '?', startedAt: '?', command: '?', ...parsed };
+  } catch (err) {
+    if (err instanceof StorageError && err.reason === 'not-found') return undefined;
+    if (err instanceof SyntaxError) return { owner: '?', pid: 0, host: '?', startedAt: '?', command: 'unreadable lock' };
+    throw err;
+  }
+}
+
+export interface ActiveLock {
+  key: string;
+  info: LockInfo;
+  stale: boolean;
+}
+
+/** The locks of a folder that have not been released (stale ones included, marked). */
+export async function activeLocks(storage: Storage, folder: string, objects?: ObjectInfo[]): Promise<ActiveLock[]> {
+  const listed = objects?.filter((o) => o.key.startsWith(locksPrefix(folder))) ?? (await storage.list(locksPrefix(folder)));
+  const keys = new Set(listed.map((o) => o.key));
+  const out: ActiveLock[] = [];
+  for (const key of [...keys].filter((k) => k.endsWith(LOCK_SUFFIX)).sort()) {
+    if (keys.has(key.slice(0, -LOCK_SUFFIX.length) + RELEASED_SUFFIX)) continue;
+    const info = await readInfo(storage, key);
+    if (info) out.push({ key, info, stale: isStale(info) });
+  }
+  const legacy = `${folder}/${LEGACY_LOCK}`;
+  if (!objects || objects.some((o) => o.key === legacy)) {
+    const info = await readInfo(storage, legacy);
+    if (info) out.push({ key: legacy, info, stale: isStale(info) });
+  }
+  return out;
+}
+
+/** The lock that holds a folder now (the oldest active one that is not stale), if any. */
+export async function readLock(storage: Storage, folder: string): Promise<LockInfo | undefined> {
+  const active = await activeLocks(storage, folder);
+  return (active.find((l) => !l.stale) ?? active[0])?.info;
 }
 
 function describeHolder(h: LockInfo): string {
   return `pid ${h.pid} on ${h.host} (${h.owner}) since ${h.startedAt}, running "${h.command}"`;
 }
 
-function lockBody(info: LockInfo): Buffer {
-  return Buffer.from(JSON.stringify(info, null, 2) + '\n');
-}
+const releasedKey = (lockKey: string) => lockKey.slice(0, -LOCK_SUFFIX.length) + RELEASED_SUFFIX;
 
-/**
- * Deletes the lock with token `stale` if, and only if, this run wins the takeover of that token.
- * Returns false when another run is taking it over right now.
- */
-async function takeOver(storage: Storage, key: string, stale: string, me: LockInfo): Promise<boolean> {
-  const prefix = `${key}${TAKEOVER_INFIX}${stale}.`;
-  const markers = (await storage.list(prefix)).map((o) => ({ ...o, n: Number(o.key.slice(prefix.length)) })).filter((m) => Number.isInteger(m.n));
-  const last = markers.sort((a, b) => b.n - a.n)[0];
-  if (last) {
-    const holder = await readRaw(storage, last.key);
-    const abandoned = !holder || isStale(holder.info) || Date.now() - last.modifiedAt.getTime() > MARKER_MAX_AGE_MS;
-    if (!abandoned) return false;
-  }
-  const marker = `${prefix}${(last?.n ?? 0) + 1}`;
+/** Marks a lock released (a new object), then tidies both away where deleting is allowed. */
+async function releaseLock(storage: Storage, key: string, tidy: boolean): Promise<void> {
   try {
-    await storage.put(marker, lockBody(me), { exclusive: true });
+    await putOwnBytes(storage, releasedKey(key), Buffer.from(`${new Date().toISOString()}\n`));
   } catch (err) {
-    if (err instanceof StorageError && err.reason === 'exists') return false;
-    throw err;
+    // Released already (by --force-unlock elsewhere): so much the better.
+    if (!(err instanceof StorageError && err.reason === 'exists')) throw err;
   }
-  try {
-    const current = await readRaw(storage, key);
-    if (current?.token === stale) await storage.delete(key);
-  } finally {
-    for (const m of [...markers.map((x) => x.key), marker]) await storage.delete(m).catch(() => {});
-  }
-  return true;
+  if (!tidy) return;
+  // Append-only credentials refuse deletes: the released pair stays for prune.
+  await storage.delete(key).catch(() => {});
+  await storage.delete(releasedKey(key)).catch(() => {});
 }
 
 export async function acquireLock(
   storage: Storage,
   folder: string,
-  opts: { command: string; force?: boolean; warn: (msg: string) => void; what?: string },
+  opts: { command: string; force?: boolean; warn: (msg: string) => void; what?: string; attempts?: number },
 ): Promise<HeldLock> {
-  const key = lockKey(folder);
-  const info: LockInfo = {
-    owner: os.userInfo().username,
-    pid: process.pid,
-    host: os.hostname(),
-    startedAt: new Date().toISOString(),
-    command: opts.command,
-    token: randomBytes(16).toString('hex'),
-  };
-  const held: HeldLock = {
-    key,
-    info,
-    async release() {
-      const current = await readRaw(storage, key);
-      if (current?.token === info.token) await storage.delete(key);
-    },
-  };
   const what = opts.what ?? `"${folder}"`;
-  let warned = false;
-  for (let attempt = 0; attempt < 20; attempt++) {
-    try {
-      await storage.put(key, lockBody(info), { exclusive: true });
-      return held;
-    } catch (err) {
-      if (!(err instanceof StorageError && err.reason === 'exists')) throw err;
+  const warned = new Set<string>();
+  const attempts = opts.attempts ?? 8;
+  for (let attempt = 1; ; attempt++) {
+    const info: LockInfo = {
+      owner: os.userInfo().username,
+      pid: process.pid,
+      host: os.hostname(),
+      startedAt: new Date().toISOString(),
+      command: opts.command,
+      token: randomBytes(16).toString('hex'),
+    };
+    const key = `${locksPrefix(folder)}${stamp(new Date())}-${info.token}${LOCK_SUFFIX}`;
+    await putOwnBytes(storage, key, body(info));
+    const others = (await activeLocks(storage, folder)).filter((l) => l.key !== key);
+    for (const l of others.filter((x) => x.stale && !warned.has(x.key))) {
+      warned.add(l.key);
+      opts.warn(`ignoring a stale lock: ${describeHolder(l.info)} is no longer running`);
     }
-    const holder = await readRaw(storage, key);
-    if (!holder) continue; // released meanwhile: try again
-    if (holder.token === info.token) return held; // our own put, whose answer was lost and retried
-    const who = describeHolder(holder.info);
-    if (!opts.force && !isStale(holder.info)) {
-      throw new LockedError(`another dbstash is working on ${what} in ${storage.url}: ${who}`, {
-        hint: 'wait for it to finish; if it is not running any more, run again with --force-unlock',
-      });
+    const blocking = others.filter((l) => !l.stale);
+    if (blocking.length > 0 && opts.force) {
+      for (const l of blocking) {
+        if (l.key.endsWith(LEGACY_LOCK)) await storage.delete(l.key);
+        else await releaseLock(storage, l.key, true);
+        opts.warn(`removing the lock held by ${describeHolder(l.info)} (--force-unlock)`);
+      }
+    } else if (blocking.length > 0) {
+      await releaseLock(storage, key, true);
+      // The other lock may be a run that arrived with us and stepped back too: look again a
+      // moment later. A lock still there then is held; one that was released was such a run.
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200 * attempt));
+      const still = new Set((await activeLocks(storage, folder)).map((l) => l.key));
+      const held = blocking.filter((l) => still.has(l.key));
+      if (held.length > 0 || attempt >= attempts) {
+        const holder = (held[0] ?? blocking[0]).info;
+        throw new LockedError(`another dbstash is working on ${what} in ${storage.url}: ${describeHolder(holder)}`, {
+          hint: 'wait for it to finish; if it is not running any more, run again with --force-unlock',
+        });
+      }
+      continue;
     }
-    if (await takeOver(storage, key, holder.token, info)) {
-      if (!warned) opts.warn(opts.force ? `removing the lock held by ${who} (--force-unlock)` : `replacing a stale lock: ${who} is no longer running`);
-      warned = true;
-    } else {
-      // Another run is taking the same stale lock over: give it a moment, then look again.
-      await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
-    }
+    // Locks of runs that died are clutter now that this run holds the folder: mark them released.
+    for (const l of others.filter((x) => x.stale && !x.key.endsWith(LEGACY_LOCK))) await releaseLock(storage, l.key, true).catch(() => {});
+    let released = false;
+    return {
+      key,
+      info,
+      async release() {
+        if (released) return;
+        released = true;
+        await releaseLock(storage, key, true);
+      },
+    };
   }
-  throw new LockedError(`could not take the lock for ${what} in ${storage.url}`, {
-    hint: 'other runs keep taking it; retry later',
-  });
 }

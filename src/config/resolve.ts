@@ -98,7 +98,8 @@ export async function resolveDestinations(
   const named = (name: string) => {
     const s = config.storages[name];
     if (!s) return undefined;
-    const { url, optional, ...options } = s;
+    // Retention belongs to prune, not to the driver.
+    const { url, optional, retention: _retention, ...options } = s;
     return { name, url, optional, options };
   };
   if (opts.outputDir) wanted.push({ name: 'local', url: opts.outputDir, optional: false, options: {} });

@@ -21,7 +21,7 @@
 
 import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
 import { activeLeases, parseLease } from '../catalog/lease.js';
-import { isLockKey, isStale, readLock } from '../catalog/lock.js';
+import { activeLocks, isLockKey } from '../catalog/lock.js';
 import { isSafetyBackup, SERIES_FILE, type Series } from '../catalog/series.js';
 import { UsageError } from '../core/errors.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
@@ -241,9 +241,11 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
   const unreadable = new Set(listing.problems.map((p) => p.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length)));
   const cataloged = new Set(listing.entries.map((e) => e.id));
   const busyFolders = new Set<string>();
+  const staleLocks = new Set<string>();
   for (const folder of new Set(listing.objects.map((o) => o.key.split('/')[0]))) {
-    const lock = await readLock(storage, folder).catch(() => undefined);
-    if (lock && !isStale(lock)) busyFolders.add(folder);
+    const locks = await activeLocks(storage, folder, listing.objects).catch(() => []);
+    if (locks.some((l) => !l.stale)) busyFolders.add(folder);
+    for (const l of locks.filter((x) => x.stale && !x.key.endsWith('/dbstash.lock'))) staleLocks.add(l.key);
   }
   const inFilter = filterFolders(listing.entries, opts.series);
   for (const obj of listing.objects) {
@@ -253,10 +255,11 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     const name = obj.key.split('/').pop()!;
     if (name === SERIES_FILE) continue;
     if (isLockKey(obj.key)) {
-      // A lock takeover marker whose run died between its steps: harmless, but clutter.
-      if (name !== 'dbstash.lock' && now.getTime() - obj.modifiedAt.getTime() >= minAge) {
-        report.orphans.push({ key: obj.key, bytes: obj.size, reason: `abandoned lock takeover marker, ${ageText(obj, now)}` });
-      }
+      // Released locks (and the locks of runs that died) are clutter; active ones stay.
+      const released = name.endsWith('.released') || listing.objects.some((o) => o.key === obj.key.replace(/\.lock$/, '.released'));
+      if (now.getTime() - obj.modifiedAt.getTime() < minAge) continue;
+      if (released) report.orphans.push({ key: obj.key, bytes: obj.size, reason: `released lock, ${ageText(obj, now)}` });
+      else if (staleLocks.has(obj.key)) report.orphans.push({ key: obj.key, bytes: obj.size, reason: `lock of a run that is gone, ${ageText(obj, now)}` });
       continue;
     }
     const lease = parseLease(obj);

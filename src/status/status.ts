@@ -5,7 +5,7 @@
 // Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
 
 import { listBackups, seriesIn, type CatalogListing } from '../catalog/catalog.js';
-import { isStale, readLock } from '../catalog/lock.js';
+import { activeLocks } from '../catalog/lock.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import type { Destination } from '../backup/backup.js';
@@ -144,11 +144,11 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
 
     // The series' folder, and any older folder of backups made before series had their own.
     for (const folder of new Set([t.series.key, ...entries.map((e) => databaseDir(e.id))])) {
-      const lock = await readLock(dest.storage, folder).catch(() => undefined);
-      if (!lock) continue;
-      const who = `pid ${lock.pid} on ${lock.host} since ${lock.startedAt} ("${lock.command}")`;
-      if (isStale(lock)) add('problem', 'lock', `stale lock in ${dest.name}: ${who} is not running any more; the next backup replaces it, or use --force-unlock`, dest.name);
-      else add('ok', 'lock', `a backup holds the lock in ${dest.name}: ${who}`, dest.name);
+      for (const lock of await activeLocks(dest.storage, folder).catch(() => [])) {
+        const who = `pid ${lock.info.pid} on ${lock.info.host} since ${lock.info.startedAt} ("${lock.info.command}")`;
+        if (lock.stale) add('warn', 'lock', `stale lock in ${dest.name}: ${who} is not running any more; it blocks nothing, and the next backup or prune clears it`, dest.name);
+        else add('ok', 'lock', `a backup holds the lock in ${dest.name}: ${who}`, dest.name);
+      }
     }
   }
   if (s.verification) {

@@ -26,7 +26,7 @@ import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { CLI_PATH, expectExit, runCli, type CliResult } from '../harness/run.js';
 import { startS3, type S3Server } from '../harness/s3.js';
-import { folderFor, folderOf } from '../harness/stash.js';
+import { folderFor, folderOf, writeLock } from '../harness/stash.js';
 import { tempDir } from '../harness/tmp.js';
 import { bucketKeys, rawClient, s3Env } from '../s3/helpers.js';
 
@@ -49,9 +49,7 @@ function deadPid(): number {
 }
 
 function staleLock(folder: string): void {
-  mkdirSync(folder, { recursive: true });
-  const info = { owner: 'ops', pid: deadPid(), host: os.hostname(), startedAt: '2026-01-01T00:00:00Z', command: 'dbstash backup (killed)' };
-  writeFileSync(path.join(folder, 'dbstash.lock'), JSON.stringify(info));
+  writeLock(folder, { owner: 'ops', pid: deadPid(), host: os.hostname(), startedAt: '2026-01-01T00:00:00Z', command: 'dbstash backup (killed)' });
 }
 
 function json(r: CliResult): Record<string, unknown> {
@@ -132,7 +130,7 @@ describe('S3 answers lost after the write', () => {
   });
 
   for (const [what, when] of [
-    ['the lock', (r: { method: string; path: string }) => r.method === 'PUT' && r.path.endsWith('/dbstash.lock')],
+    ['the lock', (r: { method: string; path: string }) => r.method === 'PUT' && /\/locks\/[^/]+\.lock$/.test(r.path)],
     ['the artifact', (r: { method: string; path: string }) => r.method === 'PUT' && r.path.endsWith('.sqlite.zst')],
     ['the manifest', (r: { method: string; path: string }) => r.method === 'PUT' && r.path.endsWith('.manifest.json')],
   ] as const) {
@@ -150,7 +148,7 @@ describe('S3 answers lost after the write', () => {
         const id = json(r).id as string;
         const keys = await bucketKeys(rawClient(s3), 'stash', `${prefix}/`);
         assert.ok(keys.includes(`${prefix}/${folderOf(id)}/${id}.manifest.json`), keys.join('\n'));
-        assert.ok(!keys.some((k) => k.endsWith('/dbstash.lock')), `the lock was released: ${keys.join(', ')}`);
+        assert.ok(!keys.some((k) => k.includes('/locks/')), `the lock was released: ${keys.join(', ')}`);
         writeFileSync(config, `storages:\n  direct:\n    url: s3://stash/${prefix}\n    endpoint: ${s3.endpoint}\n    forcePathStyle: true\n`);
         expectExit(await runCli(['verify', id, '--storage', 'direct', '--config', config], { env: s3Env(s3), cwd: dir }), 0, /integrity passed/);
       } finally {

@@ -2,7 +2,8 @@
 // A series' folder is "<name>.<8 hex digits>" (src/catalog/series.ts); backups made before series
 // live in "<name>". Tests name the series as people do and let these find the folder.
 
-import { existsSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseBackupId } from '../../src/core/id.js';
 import { seriesOf } from '../../src/catalog/series.js';
@@ -32,4 +33,13 @@ export function withoutSeriesFiles(keys: string[]): string[] {
 /** The folder in `stash` where backups of the database at `url` (a URL or SQLite path) go. */
 export function folderFor(stash: string, url: string, label?: string): string {
   return path.join(stash, seriesOf(parseTarget(url), label).key);
+}
+
+/** Places a lock in a local stash folder as a run of dbstash would hold it (for lock scenarios). */
+export function writeLock(folder: string, info: { owner: string; pid: number; host: string; startedAt: string; command: string }): string {
+  const dir = path.join(folder, 'locks');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${info.startedAt.replace(/[-:.]/g, '')}-${randomBytes(8).toString('hex')}.lock`);
+  writeFileSync(file, JSON.stringify(info));
+  return file;
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
-import { seriesDir } from '../harness/stash.js';
+import { seriesDir, writeLock } from '../harness/stash.js';
 
 interface Finding {
   level: string;
@@ -59,7 +59,7 @@ test('a backed-up, verified database within its policy is healthy; the text outp
   assert.match(text.stdout, /\nhealthy\n$/);
 });
 
-test('problems exit 13 and are named: never backed up, too old, failed verification, anomaly, stale lock; warnings do not', async () => {
+test('problems exit 13 and are named: never backed up, too old, failed verification, anomaly; a stale lock and kept databases are warnings', async () => {
   const dir = tempDir('status-bad');
   const stash = path.join(dir, 'stash');
   const db = makeSqliteDb(path.join(dir, 'app.db'), 1000);
@@ -76,7 +76,7 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   const id = JSON.parse(second.stdout).id as string;
   writeFileSync(path.join(seriesDir(stash, 'app'), `${id}.verify-2026-11-23T09-00-00.000Z.json`), JSON.stringify({ kind: 'verify', id, level: 'drill', result: 'failed', error: 'table main.items: 90 rows, manifest says 100', at: new Date().toISOString(), durationMs: 5, toolVersion: 't' }));
   const deadPid = spawnSync('true').pid!;
-  writeFileSync(path.join(seriesDir(stash, 'app'), 'dbstash.lock'), JSON.stringify({ owner: 'x', pid: deadPid, host: os.hostname(), startedAt: '2026-11-23T01:00:00Z', command: 'dbstash backup app' }));
+  const lock = writeLock(seriesDir(stash, 'app'), { owner: 'x', pid: deadPid, host: os.hostname(), startedAt: '2026-11-23T01:00:00Z', command: 'dbstash backup app' });
   copyFileSync(db, path.join(dir, 'app_before_20261101_000000.db'));
 
   const r = await status(['--config', config]);
@@ -85,8 +85,8 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   const problems = findings(r.report, 'app', 'problem').map((f) => `${f.check}: ${f.message}`);
   assert.ok(problems.some((p) => /^anomaly: .*shrank by more than 50%/.test(p)), problems.join('\n'));
   assert.ok(problems.some((p) => /^verification: .*drill FAILED .*90 rows, manifest says 100/.test(p)), problems.join('\n'));
-  assert.ok(problems.some((p) => new RegExp(`^lock: stale lock in local: pid ${deadPid} .* is not running any more`).test(p)), problems.join('\n'));
   const warns = findings(r.report, 'app', 'warn').map((f) => `${f.check}: ${f.message}`);
+  assert.ok(warns.some((p) => new RegExp(`^lock: stale lock in local: pid ${deadPid} .* is not running any more; it blocks nothing`).test(p)), warns.join('\n'));
   assert.ok(warns.some((w) => /^retention: 1 backups beyond the policy \(last 1 \(UTC\)\)/.test(w)), warns.join('\n'));
   assert.ok(warns.some((w) => /^kept: app_before_20261101_000000 was kept aside by a restore/.test(w)), warns.join('\n'));
   assert.deepEqual(r.report.databases.find((d) => d.key === 'app')!.keptAside.map((k) => k.name), ['app_before_20261101_000000']);
@@ -98,7 +98,7 @@ test('problems exit 13 and are named: never backed up, too old, failed verificat
   assert.match(text.stdout, /PROBLEM  newest backup app\.[0-9a-f]{8}_dev_\S+ in local is too old: finished .* ago; at most 1\.0s expected/);
   assert.match(text.stdout, /UNHEALTHY: 4 problems\n$/);
   assert.doesNotMatch(text.stdout, /^never/m, 'only the database asked for');
-  assert.equal(JSON.parse(readFileSync(path.join(seriesDir(stash, 'app'), 'dbstash.lock'), 'utf8')).pid, deadPid, 'status changes nothing');
+  assert.equal(JSON.parse(readFileSync(lock, 'utf8')).pid, deadPid, 'status changes nothing');
 });
 
 test('a stash that cannot be read is a problem; bad flags are usage errors', async () => {

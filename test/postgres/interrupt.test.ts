@@ -164,7 +164,7 @@ describe('interrupted backups', () => {
     let peakKiB = 0;
     const sampler = setInterval(() => (peakKiB = Math.max(peakKiB, peakRssKiB(first.pid))), 20);
     void first.done.finally(() => clearInterval(sampler));
-    await waitFor('the first backup to hold the lock', () => filesUnder(stash).some((f) => f.endsWith('/dbstash.lock')));
+    await waitFor('the first backup to hold the lock', () => filesUnder(stash).some((f) => /\/locks\/[^/]+\.lock$/.test(f)));
     const second = await runCli(['backup', server.url('big'), '--output-dir', stash]);
     assert.equal(second.code, 6, second.stderr);
     assert.match(second.stderr, new RegExp(`^error: another dbstash is working on database "big" .*pid ${first.pid}`, 'm'));

@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { once } from 'node:events';
@@ -72,7 +72,7 @@ describe('backup to S3', () => {
     assert.equal(parts.length, 3, `three 5 MiB parts for ${main.size} bytes: ${parts.join(', ')}`);
     const keys = await bucketKeys(client, BUCKET, 'dbs/');
     assert.ok(keys.includes(`dbs/${out.manifest.series.key}/${out.id}.manifest.json`));
-    assert.ok(!keys.some((k) => k.endsWith('dbstash.lock')), 'the lock was released');
+    assert.ok(!keys.some((k) => k.includes('/locks/')), 'the lock was released');
 
     const list = await runCli(['list', '--storage', 's3main', '--config', cfg, '--json'], { env: s3Env(server), cwd: dir });
     assert.equal(list.code, 0, list.stderr);
@@ -171,7 +171,7 @@ describe('backup to S3', () => {
     }
     assert.deepEqual(await bucketKeys(client, BUCKET, 'cut/'), [], 'no object became visible');
     assert.deepEqual(readdirSync(path.join(local, name)).sort(), before, 'the local stash holds exactly what it held before');
-    assert.ok(!existsSync(path.join(local, name, 'dbstash.lock')), 'the lock was released');
+    assert.ok(!existsSync(path.join(local, name, 'locks')) || readdirSync(path.join(local, name, 'locks')).length === 0, 'the lock was released');
     const list = await runCli(['list', '--output-dir', local, '--json'], { cwd: dir });
     assert.deepEqual(
       JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id),
@@ -208,7 +208,8 @@ describe('backup to S3', () => {
       await doomed.stop();
     }
     const name = readdirSync(local)[0];
-    assert.deepEqual(readdirSync(path.join(local, name)), [], 'no artifact, manifest or lock left in the local destination');
+    const files = (readdirSync(path.join(local, name), { recursive: true }) as string[]).filter((f) => statSync(path.join(local, name, f)).isFile());
+    assert.deepEqual(files, [], 'no artifact, manifest or lock left in the local destination');
   });
 
   it('the server going away when S3 holds the lock: the lock left behind is recognised as stale by the next run', async () => {
@@ -228,10 +229,13 @@ describe('backup to S3', () => {
     } finally {
       await proxy.close();
     }
-    assert.deepEqual((await bucketKeys(client, BUCKET, 'stale/')).map((k) => k.replace(/\/shop\.[0-9a-f]{8}\//, '/shop/')), ['stale/shop/dbstash.lock'], 'only the lock remains, no artifact');
+    const left = await bucketKeys(client, BUCKET, 'stale/');
+    assert.equal(left.length, 1, `only the lock remains, no artifact: ${left.join(', ')}`);
+    assert.match(left[0], /^stale\/shop\.[0-9a-f]{8}\/locks\/\S+\.lock$/);
     const next = await runCli(['backup', db, '--storage', 'direct', '--config', cfg], { env: s3Env(server), cwd: dir });
     assert.equal(next.code, 0, next.stderr);
-    assert.match(next.stderr, /replacing a stale lock/);
+    assert.match(next.stderr, /ignoring a stale lock/);
+    assert.ok(!(await bucketKeys(client, BUCKET, 'stale/')).some((k) => k.includes('/locks/')), 'the stale lock is cleared by the next run');
   });
 
   it('SIGINT mid-upload: exit 130, the multipart upload is aborted, nothing is left in the bucket', async () => {
@@ -280,7 +284,7 @@ describe('backup to S3', () => {
     assert.equal(list.code, 11, list.stderr);
     assert.match(list.stderr, /^error: \[s3\] .*the access key is not known/m);
     assert.match(list.stderr, /^hint: .*AWS_ACCESS_KEY_ID/m);
-    assert.deepEqual((await bucketKeys(client, BUCKET, 'dbs/')).filter((k) => k.endsWith('/dbstash.lock')), []);
+    assert.deepEqual((await bucketKeys(client, BUCKET, 'dbs/')).filter((k) => k.includes('/locks/')), []);
   });
 
   it('sends storage class and server-side encryption, and for a custom endpoint no streamed checksums', async () => {

@@ -1,11 +1,13 @@
-// The per-database lock in the stash: exclusive, stale locks replaced with a warning, --force-unlock.
+// The per-series lock in a stash: one holder at a time, taken, released and overridden by
+// creating objects only (append-only credentials can lock), stale locks ignored with a warning,
+// --force-unlock, and runs that interleave in every way still never hold it together.
 
 import { describe, it, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
-import { LockedError } from '../../src/core/errors.js';
-import { acquireLock, isStale, lockKey, readLock, type HeldLock, type LockInfo } from '../../src/catalog/lock.js';
+import { LockedError, StorageError } from '../../src/core/errors.js';
+import { acquireLock, activeLocks, locksPrefix, readLock, type HeldLock, type LockInfo } from '../../src/catalog/lock.js';
 import { createMemoryStorage, resetMemoryStorage } from '../../src/storage/memory.js';
 import type { Storage } from '../../src/storage/storage.js';
 
@@ -15,11 +17,19 @@ function deadPid(): number {
   return r.pid;
 }
 
-function lockOf(pid: number, host = os.hostname()): Buffer {
-  const info: LockInfo = { owner: 'someone', pid, host, startedAt: '2026-11-23T08:00:00.000Z', command: 'dbstash backup shop' };
+function lockOf(pid: number, host = os.hostname(), startedAt = '2026-11-23T08:00:00.000Z'): Buffer {
+  const info: LockInfo = { owner: 'someone', pid, host, startedAt, command: 'dbstash backup shop' };
   return Buffer.from(JSON.stringify(info));
 }
 
+/** A lock object as another run would have left it. */
+async function placeLock(storage: Storage, body: Buffer, name = `20261123T080000000Z-${Math.random().toString(16).slice(2)}`): Promise<string> {
+  const key = `${locksPrefix('shop')}${name}.lock`;
+  await storage.put(key, body, { exclusive: true });
+  return key;
+}
+
+const quiet = { warn: () => {} };
 let storage: Storage;
 beforeEach(() => {
   resetMemoryStorage('lock-test');
@@ -34,7 +44,7 @@ describe('lock', () => {
     assert.equal(info?.pid, process.pid);
     assert.equal(info?.host, os.hostname());
     assert.equal(info?.command, 'first');
-    await assert.rejects(acquireLock(storage, 'shop', { command: 'second', warn: (m) => warnings.push(m) }), (err: unknown) => {
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'second', warn: (m) => warnings.push(m), attempts: 2 }), (err: unknown) => {
       assert.ok(err instanceof LockedError);
       assert.equal(err.exitCode, 6);
       assert.match(err.message, new RegExp(`pid ${process.pid}`));
@@ -45,105 +55,97 @@ describe('lock', () => {
     await held.release();
     await held.release();
     assert.equal(await readLock(storage, 'shop'), undefined);
-    const again = await acquireLock(storage, 'shop', { command: 'third', warn: () => {} });
+    assert.deepEqual(await storage.list('shop/'), [], 'released locks are tidied away where deleting is allowed');
+    const again = await acquireLock(storage, 'shop', { command: 'third', ...quiet });
     await again.release();
   });
 
-  it('locks databases independently', async () => {
-    const a = await acquireLock(storage, 'shop', { command: 'a', warn: () => {} });
-    const b = await acquireLock(storage, 'crm', { command: 'b', warn: () => {} });
+  it('locks series independently', async () => {
+    const a = await acquireLock(storage, 'shop', { command: 'a', ...quiet });
+    const b = await acquireLock(storage, 'crm', { command: 'b', ...quiet });
     await a.release();
     await b.release();
   });
 
-  it('replaces a stale lock (same host, process gone) with a warning', async () => {
+  it('ignores a stale lock (same host, process gone) with a warning, and clears it once it holds', async () => {
     const pid = deadPid();
-    await storage.put(lockKey('shop'), lockOf(pid));
-    assert.equal(isStale(JSON.parse(lockOf(pid).toString())), true);
+    await placeLock(storage, lockOf(pid));
     const warnings: string[] = [];
     const held = await acquireLock(storage, 'shop', { command: 'mine', warn: (m) => warnings.push(m) });
     assert.equal(warnings.length, 1);
-    assert.match(warnings[0], new RegExp(`stale lock: pid ${pid} .* no longer running`));
+    assert.match(warnings[0], new RegExp(`ignoring a stale lock: pid ${pid} .* no longer running`));
     assert.equal((await readLock(storage, 'shop'))?.pid, process.pid);
+    assert.deepEqual((await activeLocks(storage, 'shop')).map((l) => l.info.command), ['mine'], 'the stale lock is released');
     await held.release();
   });
 
   it('does not treat a live process or another host\'s lock as stale', async () => {
-    await storage.put(lockKey('shop'), lockOf(1));
-    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', warn: () => {} }), LockedError);
-    await storage.put(lockKey('shop'), lockOf(deadPid(), 'some-other-host'));
-    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', warn: () => {} }), LockedError);
+    await placeLock(storage, lockOf(1));
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', ...quiet, attempts: 1 }), LockedError);
+    resetMemoryStorage('lock-test');
+    await placeLock(storage, lockOf(deadPid(), 'some-other-host'));
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', ...quiet, attempts: 1 }), LockedError);
   });
 
-  it('--force-unlock removes a live lock with a warning', async () => {
-    await storage.put(lockKey('shop'), lockOf(1, 'some-other-host'));
+  it('--force-unlock releases a live lock with a warning; the overridden run\'s own release does no harm', async () => {
+    const theirs = await acquireLock(storage, 'shop', { command: 'theirs', ...quiet });
     const warnings: string[] = [];
     const held = await acquireLock(storage, 'shop', { command: 'forced', force: true, warn: (m) => warnings.push(m) });
     assert.equal(warnings.length, 1);
-    assert.match(warnings[0], /removing the lock held by pid 1 on some-other-host .*--force-unlock/);
+    assert.match(warnings[0], /removing the lock held by pid \d+ .*--force-unlock/);
     assert.equal((await readLock(storage, 'shop'))?.command, 'forced');
+    await theirs.release();
+    assert.equal((await readLock(storage, 'shop'))?.command, 'forced', 'the other run releasing its own lock leaves ours');
     await held.release();
   });
 
   it('an unreadable lock blocks until forced', async () => {
-    await storage.put(lockKey('shop'), Buffer.from('{ not json'));
-    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', warn: () => {} }), LockedError);
-    const held = await acquireLock(storage, 'shop', { command: 'x', force: true, warn: () => {} });
+    await placeLock(storage, Buffer.from('{ not json'));
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'x', ...quiet, attempts: 1 }), LockedError);
+    const held = await acquireLock(storage, 'shop', { command: 'x', force: true, ...quiet });
     await held.release();
   });
 
-  it('of concurrent acquires exactly one wins', async () => {
-    const results = await Promise.allSettled([1, 2, 3, 4].map((n) => acquireLock(storage, 'shop', { command: `c${n}`, warn: () => {} })));
-    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
-    assert.ok(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof LockedError));
+  it('of runs that arrive together, one holds at a time and one of them gets it', async () => {
+    for (let round = 0; round < 10; round++) {
+      let holding = 0;
+      let most = 0;
+      const run = async (n: number) => {
+        const held = await acquireLock(storage, 'shop', { command: `c${n}`, ...quiet, attempts: 8 });
+        most = Math.max(most, ++holding);
+        await new Promise((r) => setTimeout(r, 5));
+        holding--;
+        await held.release();
+        return held;
+      };
+      const results = await Promise.allSettled([1, 2, 3, 4, 5].map(run));
+      assert.ok(results.some((r) => r.status === 'fulfilled'), `round ${round}: nobody got the lock`);
+      assert.ok(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof LockedError));
+      assert.equal(most, 1, `round ${round}: ${most} runs held the lock at once`);
+    }
   });
 
-  it('lives in the series folder it is given', () => {
-    assert.equal(lockKey('shop'), 'shop/dbstash.lock');
-    assert.equal(lockKey('shop~1a2b3c4d'), 'shop~1a2b3c4d/dbstash.lock');
-  });
-
-  it('a stale lock is taken over by one run only, however the runs interleave', async () => {
-    // B reads the stale lock, then stalls; A takes it over and holds a fresh lock; then B goes on.
-    // Deleting "the lock" at that point would delete A's: B must find the lock changed and stop.
-    await storage.put(lockKey('shop'), lockOf(deadPid()));
+  it('never two holders, however the runs interleave (one stalls between creating its lock and looking)', async () => {
+    // B creates its lock and stalls before listing; A arrives, sees B and steps back; B goes on.
     let stalled!: () => void;
     const gate = new Promise<void>((resolve) => (stalled = resolve));
-    let reads = 0;
+    let lists = 0;
     const slow: Storage = {
       ...storage,
-      async get(key, opts) {
-        const stream = await storage.get(key, opts);
-        if (key === lockKey('shop') && ++reads === 1) await gate;
-        return stream;
+      async list(prefix, o) {
+        if (prefix === locksPrefix('shop') && ++lists === 1) await gate;
+        return storage.list(prefix, o);
       },
     };
-    const b = acquireLock(slow, 'shop', { command: 'b', warn: () => {} });
+    const b = acquireLock(slow, 'shop', { command: 'b', ...quiet, attempts: 1 });
     await new Promise((r) => setTimeout(r, 20));
-    const a = await acquireLock(storage, 'shop', { command: 'a', warn: () => {} });
+    const a = acquireLock(storage, 'shop', { command: 'a', ...quiet, attempts: 1 });
+    const [ra] = await Promise.allSettled([a]);
     stalled();
-    await assert.rejects(b, LockedError);
-    assert.equal((await readLock(storage, 'shop'))?.command, 'a', 'A still holds the lock');
-    await a.release();
-    assert.equal(await readLock(storage, 'shop'), undefined);
-    assert.deepEqual((await storage.list('shop/')).map((o) => o.key), [], 'no takeover marker is left');
-  });
-
-  it('of many runs over one stale lock exactly one wins, and its lock survives', async () => {
-    const pause = () => new Promise((r) => setTimeout(r, Math.random() * 5));
-    for (let round = 0; round < 20; round++) {
-      await storage.put(lockKey('shop'), lockOf(deadPid()));
-      const jittery: Storage = {
-        ...storage,
-        get: async (key, opts) => (await pause(), storage.get(key, opts)),
-        delete: async (key) => (await pause(), storage.delete(key)),
-      };
-      const results = await Promise.allSettled([1, 2, 3, 4, 5].map((n) => acquireLock(jittery, 'shop', { command: `r${n}`, warn: () => {} })));
-      const winners = results.filter((r): r is PromiseFulfilledResult<HeldLock> => r.status === 'fulfilled');
-      assert.equal(winners.length, 1, `round ${round}: ${winners.length} runs hold the lock`);
-      assert.equal((await readLock(storage, 'shop'))?.token, winners[0].value.info.token);
-      await winners[0].value.release();
-    }
+    const [rb] = await Promise.allSettled([b]);
+    const holders = [ra, rb].filter((r): r is PromiseFulfilledResult<HeldLock> => r.status === 'fulfilled');
+    assert.ok(holders.length <= 1, 'at most one holds');
+    for (const h of holders) await h.value.release();
   });
 
   it('a retried put whose first answer was lost finds its own lock and holds it', async () => {
@@ -152,25 +154,33 @@ describe('lock', () => {
       ...storage,
       async put(key, data, opts) {
         const result = await storage.put(key, data, opts);
-        if (first && key === lockKey('shop')) {
+        if (first && key.endsWith('.lock')) {
           first = false;
-          // Stored, but the answer never came: the caller tries again and meets its own lock.
-          return storage.put(key, data, opts);
+          return storage.put(key, data, opts); // stored, but the answer never came: the retry meets it
         }
         return result;
       },
     };
-    const held = await acquireLock(lossy, 'shop', { command: 'mine', warn: () => {} });
+    const held = await acquireLock(lossy, 'shop', { command: 'mine', ...quiet });
     assert.equal((await readLock(storage, 'shop'))?.token, held.info.token);
     await held.release();
     assert.equal(await readLock(storage, 'shop'), undefined);
   });
 
-  it('release leaves a lock that is no longer ours', async () => {
-    const held = await acquireLock(storage, 'shop', { command: 'mine', warn: () => {} });
-    const forced = await acquireLock(storage, 'shop', { command: 'forced', force: true, warn: () => {} });
+  it('append-only credentials: taking, releasing and getting past a stale lock never need a delete', async () => {
+    const appendOnly: Storage = {
+      ...storage,
+      async delete(key) {
+        throw new StorageError('permanent', `[memory] AccessDenied: delete ${key}`);
+      },
+    };
+    await placeLock(storage, lockOf(deadPid()));
+    const held = await acquireLock(appendOnly, 'shop', { command: 'one', ...quiet });
     await held.release();
-    assert.equal((await readLock(storage, 'shop'))?.command, 'forced');
-    await forced.release();
+    assert.equal(await readLock(storage, 'shop'), undefined, 'released without deleting anything');
+    const again = await acquireLock(appendOnly, 'shop', { command: 'two', ...quiet });
+    assert.equal((await readLock(storage, 'shop'))?.command, 'two');
+    await again.release();
+    assert.ok((await storage.list('shop/')).length >= 4, 'the released pairs stay for prune');
   });
 });
