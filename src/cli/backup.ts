@@ -134,7 +134,9 @@ Examples:
           sizeBytes: probe.sizeBytes,
           tool: probe.tool,
           environment: plan.env,
-          destinations: plan.destinations.map((d) => ({ name: d.name, url: d.storage.url, optional: d.optional })),
+          destinations: plan.destinations.map((d) => ({ name: d.name, url: d.storage.url, optional: d.optional, immutable: d.storage.properties.immutable })),
+          // What the credentials must allow: a backup only ever creates new objects.
+          permissions: 'create new objects, read and list; never overwrite, never delete (append-only credentials suffice)',
           stages: plan.stages.map((s) => ({ id: s.id, params: s.params })),
         };
         ctx.out.result(summary, () =>
@@ -143,7 +145,8 @@ Examples:
             `  series: ${summary.series?.name} (folder ${summary.series?.key}, ${summary.series?.identity})`,
             `  environment: ${summary.environment}`,
             `  stages: ${summary.stages.map((s) => s.id).join(' → ') || '(none)'}`,
-            ...summary.destinations.map((d) => `  destination: ${d.url}${d.optional ? ' (optional)' : ''}`),
+            ...summary.destinations.map((d) => `  destination: ${d.url}${d.optional ? ' (optional)' : ''}${d.immutable ? ` (${d.immutable})` : ''}`),
+            `  needs: ${summary.permissions}`,
           ].join('\n'),
         );
         return ExitCode.ok;

@@ -16,6 +16,8 @@ export interface CliOptions {
   /** Merged over the test process's environment; an undefined value removes that variable. */
   env?: Record<string, string | undefined>;
   cwd?: string;
+  /** Runs the CLI under this umask (as a shell would set it before starting it). */
+  umask?: number;
 }
 
 export interface RunCliOptions extends CliOptions {
@@ -33,7 +35,10 @@ export interface CliResult {
 }
 
 export function spawnCli(args: string[], opts: CliOptions = {}): ChildProcessWithoutNullStreams {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { cwd: opts.cwd, env: mergeEnv(opts.env) });
+  const child =
+    opts.umask === undefined
+      ? spawn(process.execPath, [CLI_PATH, ...args], { cwd: opts.cwd, env: mergeEnv(opts.env) })
+      : spawn('/bin/sh', ['-c', `umask ${opts.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`, process.execPath, CLI_PATH, ...args], { cwd: opts.cwd, env: mergeEnv(opts.env) });
   const unregister = atExit(() => child.kill('SIGKILL'));
   child.once('exit', unregister);
   return child;
