@@ -105,6 +105,8 @@ export const daemonSchema = z
   .object({
     /** host:port for /healthz and /metrics; port 0 picks a free one. */
     listen: z.string().default('127.0.0.1:9877'),
+    /** Serve /healthz and /metrics on an address other machines reach (listen), on purpose. */
+    exposeEndpoints: z.boolean().default(false),
     /** Jobs running at once across all databases (one per database at most). */
     concurrency: z.number().int().positive().default(2),
     /** Random delay before each scheduled run, up to this duration. */

@@ -183,7 +183,13 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
         ageSeconds: last ? Math.round((Date.now() - last) / 1000) : undefined,
         maxAgeSeconds: maxAge !== undefined ? maxAge / 1000 : undefined,
         stale: maxAge !== undefined && age > maxAge,
-        lastJobs: Object.fromEntries(JOB_KINDS.filter((k) => state.jobs[`${key}:${k}`]).map((k) => [k, state.jobs[`${key}:${k}`]])),
+        // Results and times only: an error text can hold a host, a path or a URL.
+        lastJobs: Object.fromEntries(
+          JOB_KINDS.filter((k) => state.jobs[`${key}:${k}`]).map((k) => {
+            const { lastRun, result } = state.jobs[`${key}:${k}`];
+            return [k, { lastRun, result }];
+          }),
+        ),
       };
     }
     return out;
@@ -214,7 +220,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
     }
     return { healthy: problems.length === 0, problems, startedAt: startedAt.toISOString(), running: runner.runningCount, databases };
   };
-  const server = await startHttp(settings.listen, health, metrics.registry);
+  const server = await startHttp(settings.listen, health, metrics.registry, { expose: settings.exposeEndpoints, warn: (m) => ctx.out.warn(m) });
   const jitterTimers = new Set<NodeJS.Timeout>();
   const crons: Cron[] = [];
   for (const job of jobs) {

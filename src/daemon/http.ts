@@ -1,6 +1,8 @@
 // The daemon's HTTP endpoints: GET /healthz (200 when healthy, 503 with the problems otherwise,
-// JSON either way) and GET /metrics (Prometheus text format). Bound to 127.0.0.1 unless the
-// config says otherwise: metrics name databases and hosts.
+// JSON either way) and GET /metrics (Prometheus text format). What they show: database names as
+// the config keys them, backup and job times, results, sizes and counts — never a URL, a host
+// name, credentials or a file path (error texts, which may hold those, stay in the log). Bound to
+// loopback unless daemon.exposeEndpoints says otherwise (a network address is refused without it).
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,8 +23,27 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-export async function startHttp(listen: string, health: () => Promise<Health>, registry: Registry): Promise<{ url: string; close(): Promise<void> }> {
+const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|localhost)$/i;
+
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.test(host);
+}
+
+export async function startHttp(
+  listen: string,
+  health: () => Promise<Health>,
+  registry: Registry,
+  opts: { expose?: boolean; warn?: (m: string) => void } = {},
+): Promise<{ url: string; close(): Promise<void> }> {
   const { host, port } = parseListen(listen);
+  if (!isLoopback(host)) {
+    if (!opts.expose) {
+      throw new ConfigError(`daemon.listen: ${listen} is reachable from other machines`, {
+        hint: '/healthz and /metrics show database names, backup ages, sizes and job results; set daemon.exposeEndpoints: true to serve them there, or listen on 127.0.0.1',
+      });
+    }
+    opts.warn?.(`/healthz and /metrics are served on ${listen} (daemon.exposeEndpoints): anyone who reaches it sees database names, backup ages, sizes and job results`);
+  }
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const reply = async () => {

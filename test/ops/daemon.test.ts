@@ -13,7 +13,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { startWebhookReceiver } from '../harness/receivers.js';
-import { spawnCli } from '../harness/run.js';
+import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
 import { seriesDir } from '../harness/stash.js';
@@ -145,6 +145,10 @@ test('scheduled backups, /healthz, /metrics, stale and failure reporting, and a 
   assert.equal(body.databases.app.lastJobs.backup.result, 'succeeded');
   assert.equal(body.databases.lost.stale, true);
   assert.ok(body.problems.includes('lost: last backup failed'), JSON.stringify(body.problems));
+  // The failure's text names a file path: the log has it, the endpoints never show it.
+  assert.match(d.stderr(), new RegExp(`${dir.replace(/[.]/g, '\\.')}/lost\\.db`));
+  const exposed = JSON.stringify(body) + (await (await fetch(`${d.url}/metrics`)).text());
+  assert.ok(!exposed.includes(dir) && !/:\/\//.test(exposed.replace(/http:\/\/127\.0\.0\.1:\d+/g, '')), 'no path or URL in /healthz or /metrics');
   assert.equal((await fetch(`${d.url}/nothing`)).status, 404);
 
   const event = async (db: string, kind: string) => {
@@ -296,4 +300,27 @@ test('a stuck job is aborted past its maximum run time and reported; a run it ke
   } finally {
     silent.close();
   }
+});
+
+test('the endpoints stay on loopback unless exposeEndpoints says otherwise, and then it is said what they show', async () => {
+  const dir = tempDir('daemon-listen');
+  const databases = { app: { url: makeSqliteDb(path.join(dir, 'app.db'), 10), schedule: { backup: '0 3 * * *' } } };
+  const refused = writeConfig(dir, { stash: path.join(dir, 'stash'), databases, daemon: { listen: '0.0.0.0:0' } }, 'refused.yaml');
+  const r = await runCli(['daemon', '--config', refused], { cwd: dir, timeoutMs: 20_000 });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /error: daemon.listen: 0\.0\.0\.0:0 is reachable from other machines/);
+  assert.match(r.stderr, /hint: .*daemon\.exposeEndpoints: true/);
+  const exposed = writeConfig(dir, { stash: path.join(dir, 'stash'), databases, daemon: { listen: '0.0.0.0:0', exposeEndpoints: true } }, 'exposed.yaml');
+  const child = spawnCli(['daemon', '--config', exposed], { cwd: dir });
+  daemons.add(child);
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+  const deadline = Date.now() + 20_000;
+  while (!/listening on/.test(err)) {
+    assert.ok(Date.now() < deadline, err);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.match(err, /warning: \/healthz and \/metrics are served on 0\.0\.0\.0:0 \(daemon\.exposeEndpoints\): anyone who reaches it sees database names/);
+  child.kill('SIGTERM');
+  await once(child, 'exit');
 });
