@@ -46,6 +46,9 @@ export function registerCopy(program: Command): void {
   cmd.addHelpText(
     'after',
     `
+Needs list and read on --from, and list, read and create on --to (never overwrite, never delete:
+append-only credentials on the target suffice; docs/security.md).
+
 Examples:
   dbstash copy shop_prod_2026-11-23T08-07-00Z --from ./backups --to s3://offsite/dbstash
   dbstash copy --missing --from local --to offsite          # names from the config's storages

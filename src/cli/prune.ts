@@ -108,7 +108,8 @@ newest backup that passed verification and backups in use by a verify/restore ar
 A rule of 0 keeps nothing by that rule; a policy that would remove every backup of a database is
 refused unless --allow-empty is given. On a terminal, prune shows its plan and asks before it
 removes anything (--yes answers for you; without a terminal it goes ahead). Safety backups taken
-by restores are outside the policy and go after --safety-age.
+by restores are outside the policy and go after --safety-age. Prune is the one command that deletes:
+its credentials need list, read and delete (docs/security.md); backups need none of that.
 Incomplete multipart uploads (S3) older than --upload-age are aborted, except in a database folder
 whose lock is held by a running backup; a running \`dbstash copy\` takes no lock, so keep
 --upload-age above the longest upload.
