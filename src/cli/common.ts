@@ -3,7 +3,7 @@
 
 import { Command, Option } from 'commander';
 import { DbstashError, ExitCode, InterruptedError } from '../core/errors.js';
-import { loadConfig, loadDotenv, type LoadedConfig } from '../config/load.js';
+import { emptyConfig, loadConfig, loadDotenv, type LoadedConfig } from '../config/load.js';
 import { resolveEnvName } from '../config/resolve.js';
 import { Output } from './output.js';
 import { maskSecrets } from '../core/secrets.js';
@@ -76,12 +76,15 @@ function exitCodeFor(err: unknown): number {
   return ExitCode.internal;
 }
 
-export function reportError(out: Output, err: unknown): number {
-  if (err instanceof DbstashError) {
-    out.error(err.message, err.hint, { kind: err.kind });
-  } else {
-    out.error(`internal error: ${(err as Error)?.message ?? String(err)}`, 'run again with --debug for the stack trace, and report it');
-  }
+export function reportError(out: Output, err: unknown, opts: { stdout?: boolean } = {}): number {
+  const code = exitCodeFor(err);
+  const [message, hint, kind] =
+    err instanceof DbstashError
+      ? [err.message, err.hint, err.kind]
+      : [`internal error: ${(err as Error)?.message ?? String(err)}`, 'run again with --debug for the stack trace, and report it', 'internal'];
+  out.error(message, hint, { kind });
+  // Scripts read --json from stdout: a failure is a JSON object there too, never only stderr.
+  if (out.json && opts.stdout !== false) out.result({ ok: false, exitCode: code, kind, error: message, ...(hint ? { hint } : {}) }, () => '');
   if (out.debugEnabled && err instanceof Error && err.stack) {
     process.stderr.write(maskSecrets(err.stack) + '\n');
     let cause = (err as { cause?: unknown }).cause;
@@ -90,7 +93,7 @@ export function reportError(out: Output, err: unknown): number {
       cause = (cause as { cause?: unknown }).cause;
     }
   }
-  return exitCodeFor(err);
+  return code;
 }
 
 /**
@@ -98,7 +101,7 @@ export function reportError(out: Output, err: unknown): number {
  * clean up (kill children, remove temporaries, release locks) before the process exits; a second
  * signal exits at once.
  */
-export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Promise<number | void>): Promise<void> {
+export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Promise<number | void>, settings: { config?: boolean } = {}): Promise<void> {
   const out = new Output({ json: opts.json, quiet: opts.quiet, debug: opts.debug, logFile: opts.logFile });
   const controller = new AbortController();
   let signalled = 0;
@@ -112,7 +115,8 @@ export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Pr
   process.on('SIGTERM', onSignal);
   try {
     loadDotenv();
-    const loaded = await loadConfig(opts.config);
+    // A command that writes a config (init) must not trip over the one it may replace.
+    const loaded = settings.config === false ? { config: emptyConfig() } : await loadConfig(opts.config);
     const envName = resolveEnvName(opts.env, loaded.config);
     const code = await body({ out, loaded, envName, signal: controller.signal });
     process.exitCode = code ?? 0;

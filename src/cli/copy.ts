@@ -91,7 +91,7 @@ Examples:
         } catch (err) {
           if (ids.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
           results.push({ id: each, result: 'failed', error: err.message });
-          reportError(ctx.out, err);
+          reportError(ctx.out, err, { stdout: false });
           if (exitCode === ExitCode.ok) exitCode = err.exitCode;
         }
       }

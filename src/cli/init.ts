@@ -77,7 +77,9 @@ export function registerInit(program: Command): void {
     .argument('[file]', 'where to write it', 'dbstash.yaml');
   commonOptions(cmd);
   cmd.action((file: string, opts: CommonOptions) =>
-    runCommand({ ...opts, config: undefined }, async (ctx) => {
+    runCommand(
+      { ...opts, config: undefined },
+      async (ctx) => {
       const target = path.resolve(file);
       if (opts.dryRun) {
         ctx.out.result({ file: target, written: false, content: STARTER_CONFIG }, () => STARTER_CONFIG);
@@ -88,6 +90,8 @@ export function registerInit(program: Command): void {
       }
       writeFileSync(target, STARTER_CONFIG, { mode: 0o600 });
       ctx.out.result({ file: target, written: true }, () => `wrote ${target}; edit it, then run \`dbstash backup\``);
-    }),
+      },
+      { config: false },
+    ),
   );
 }

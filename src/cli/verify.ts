@@ -140,7 +140,7 @@ Examples:
           if (located.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
           const failed = err instanceof IntegrityError;
           results.push({ id: manifest.id, result: failed ? 'failed' : 'not verified', level, error: err.message, kind: err.kind });
-          reportError(ctx.out, err);
+          reportError(ctx.out, err, { stdout: false });
           if (failed) exitCode = ExitCode.verifyFailed;
           else if (exitCode === ExitCode.ok) exitCode = err.exitCode;
         }

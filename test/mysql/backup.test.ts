@@ -49,7 +49,7 @@ async function text(stream: Readable): Promise<string> {
 }
 
 function filesIn(dir: string): string[] {
-  return readdirSync(dir, { recursive: true }) as string[];
+  return (readdirSync(dir, { recursive: true }) as string[]).filter((f) => statSync(path.join(dir, f)).isFile());
 }
 
 describe('mysql backup', { timeout: 180_000 }, () => {

@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
@@ -112,8 +112,9 @@ describe('postgres backup of pg-rich', () => {
         const argv = cmdlineOf(pid);
         if (argv.length > 0) seenArgv.push(argv);
       }
-      const lock = path.join(seriesDir(stash, 'rich'), 'dbstash.lock');
-      if (!lockText && existsSync(lock)) lockText = readFileSync(lock, 'utf8');
+      const locks = path.join(seriesDir(stash, 'rich'), 'locks');
+      const lock = existsSync(locks) ? readdirSync(locks).find((f) => f.endsWith('.lock')) : undefined;
+      if (!lockText && lock) lockText = readFileSync(path.join(locks, lock), 'utf8');
       await new Promise((r) => setTimeout(r, 5));
     }
     result = await closed;

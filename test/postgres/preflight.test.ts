@@ -175,7 +175,7 @@ describe('postgres preflight failures', () => {
     const config = path.join(work, 'bad.yaml');
     writeFileSync(config, 'compression:\n  algorithm: lz4\n');
     const res = await runCli(['backup', server.url('shop'), '--output-dir', freshStash(), '--config', config]);
-    assertCleanFailure(res, 2, /compression\.algorithm: invalid value; valid values: zstd, gzip, none/);
+    assertCleanFailure(res, 2, /bad\.yaml:2: compression\.algorithm: invalid value "lz4"; valid values: zstd, gzip, none/);
   });
 
   it('--help documents the exit codes used above', async () => {

@@ -44,25 +44,33 @@ describe('config file', () => {
 
   it('a missing variable names the key and the variable, and says how to fix it', () => {
     const err = configError(() => parseConfig('databases:\n  app:\n    url: ${DATABASE_URL}\n', 'dbstash.yaml', {}));
-    assert.equal(err.message, 'config key databases.app.url uses ${DATABASE_URL}, which is not set');
+    assert.equal(err.message, 'dbstash.yaml:3: config key databases.app.url uses ${DATABASE_URL}, which is not set');
     assert.match(err.hint ?? '', /export DATABASE_URL/);
   });
 
   it('a bad enumeration names the key and the valid values', () => {
     const err = configError(() => parseConfig('compression:\n  algorithm: lz4\n', 'my.yaml', {}));
-    assert.match(err.message, /^my\.yaml: compression\.algorithm: invalid value; valid values: zstd, gzip, none$/);
+    assert.match(err.message, /^my\.yaml:2: compression\.algorithm: invalid value "lz4"; valid values: zstd, gzip, none$/);
     const nested = configError(() => parseConfig('databases:\n  app:\n    url: x\n    compression: { algorithm: brotli }\n', 'c.yaml', {}));
-    assert.match(nested.message, /databases\.app\.compression\.algorithm: invalid value; valid values: zstd, gzip, none/);
+    assert.match(nested.message, /^c\.yaml:4: databases\.app\.compression\.algorithm: invalid value "brotli"; valid values: zstd, gzip, none$/);
   });
 
-  it('unknown keys and wrong types name the key', () => {
-    assert.match(configError(() => parseConfig('databses: {}\n', 'c.yaml', {})).message, /unknown key databses/);
-    assert.match(configError(() => parseConfig('databases:\n  app:\n    url: x\n    jobs: two\n', 'c.yaml', {})).message, /databases\.app\.jobs/);
-    assert.match(configError(() => parseConfig('databases:\n  app: {}\n', 'c.yaml', {})).message, /databases\.app\.url/);
+  it('unknown keys and wrong types name the key, its line, the valid keys and the type in words', () => {
+    assert.match(configError(() => parseConfig('env: dev\ndatabses: {}\n', 'c.yaml', {})).message, /^c\.yaml:2: \(root\): unknown key databses \(valid keys: env, stash, .*databases, storages/);
+    assert.equal(
+      configError(() => parseConfig('databases:\n  app:\n    url: x\n    jobs: two\n', 'c.yaml', {})).message,
+      'c.yaml:4: databases.app.jobs: expected a number, got "two"',
+    );
+    assert.match(configError(() => parseConfig('databases:\n  app:\n    url: x\n    prot: 5432\n', 'c.yaml', {})).message, /^c\.yaml:4: databases\.app: unknown key prot \(valid keys: url, name, env, /);
+    assert.equal(configError(() => parseConfig('databases:\n  app: {}\n', 'c.yaml', {})).message, 'c.yaml:2: databases.app.url: missing, expected text');
   });
 
-  it('invalid YAML is a ConfigError naming the file', () => {
-    assert.match(configError(() => parseConfig('a: [1, 2\n', 'broken.yaml', {})).message, /^broken\.yaml is not valid YAML/);
+  it('invalid YAML is a ConfigError naming the file, the line and the text there', () => {
+    assert.match(configError(() => parseConfig('a: [1, 2\n', 'broken.yaml', {})).message, /^broken\.yaml:\d+: not valid YAML: /);
+    // A missing colon on line 4 is reported on line 4, with the line's text and no dangling ":".
+    const missing = configError(() => parseConfig('databases:\n  app:\n    url: x\n    checksums true\n', 'c.yaml', {}));
+    assert.equal(missing.message, 'c.yaml:4: not valid YAML: Implicit map keys need to be followed by map values ("checksums true")');
+    assert.match(missing.hint ?? '', /"key: value"/);
   });
 
   it('the starter config from `dbstash init` is valid once DATABASE_URL is set', () => {
