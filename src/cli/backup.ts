@@ -7,7 +7,7 @@ import { formatBytes, formatDuration } from '../core/format.js';
 import type { BackupPlan } from '../backup/backup.js';
 import { runNotifiedBackup } from '../notify/backup.js';
 import { createNotifier } from '../notify/notifier.js';
-import { resolveDestinations, resolveSource } from '../config/resolve.js';
+import { resolveDestinations, resolveEnvName, resolveSource } from '../config/resolve.js';
 import { parseTarget } from '../engines/target.js';
 import { compressionStage, type CompressionAlgorithm } from '../pipeline/compress.js';
 import type { Stage } from '../pipeline/stage.js';
@@ -70,7 +70,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   return {
     target,
     series,
-    env: entry?.env ?? ctx.envName,
+    env: entry?.env !== undefined && opts.env === undefined ? resolveEnvName(entry.env, config) : ctx.envName,
     destinations,
     stages,
     globals: opts.globals ?? entry?.globals ?? false,

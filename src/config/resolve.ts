@@ -2,6 +2,7 @@
 // DATABASE_URL, DB_* (prod) / DEV_DB_* (dev), libpq's PG* variables and, when nothing at all is
 // configured outside prod, the bundled example SQLite database.
 
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../core/errors.js';
 import type { EngineId } from '../engines/engine.js';
@@ -13,13 +14,42 @@ import type { ConfigFile, DatabaseConfig } from './schema.js';
 export const DEFAULT_STASH = 'backups';
 export const EXAMPLE_DATABASE = fileURLToPath(new URL('../../../examples/shop.db', import.meta.url));
 
+/** The environments every backup id may carry without further ado. */
+export const KNOWN_ENVIRONMENTS = ['dev', 'test', 'ci', 'staging', 'preview', 'qa', 'demo', 'prod'];
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * The environment recorded in backup ids: --env, else the config's env, else auto (ENV_MODE, then
+ * NODE_ENV, then dev). It must be one of KNOWN_ENVIRONMENTS or of the config's `environments:`:
+ * a typo ("prdo") would otherwise start a series of its own, silently.
+ */
 export function resolveEnvName(flag: string | undefined, config: ConfigFile, env: NodeJS.ProcessEnv = process.env): string {
   let value = (flag ?? config.env ?? 'auto').trim().toLowerCase();
+  const from = flag !== undefined ? '--env' : config.env !== undefined ? 'the config\'s env' : env.ENV_MODE ? 'ENV_MODE' : env.NODE_ENV ? 'NODE_ENV' : 'the default';
   if (value === 'auto') value = (env.ENV_MODE || env.NODE_ENV || 'dev').trim().toLowerCase();
   if (value === 'production') value = 'prod';
   if (value === 'development') value = 'dev';
   if (!/^[a-z0-9-]{1,32}$/.test(value)) {
-    throw new ConfigError(`environment "${value}" is not a valid name`, { hint: 'use --env dev|prod|auto, or a short lowercase name such as staging' });
+    throw new ConfigError(`environment "${value}" (${from}) is not a valid name`, { hint: 'use --env dev|prod|auto, or a short lowercase name such as staging' });
+  }
+  const allowed = [...KNOWN_ENVIRONMENTS, ...(config.environments ?? []).map((e) => e.toLowerCase())];
+  if (!allowed.includes(value)) {
+    const near = allowed.map((a) => ({ a, d: distance(value, a) })).sort((x, y) => x.d - y.d)[0];
+    const suggestion = near && near.d <= 2 ? `did you mean ${near.a}? ` : '';
+    throw new ConfigError(`environment "${value}" (${from}) is not one dbstash knows: ${suggestion}known: ${allowed.join(', ')}`, {
+      hint: 'a name of your own goes into the config: environments: [' + value + ']',
+    });
   }
   return value;
 }
@@ -83,6 +113,15 @@ export function resolveSource(
   if (envName === 'prod') {
     throw new ConfigError('no database configured', {
       hint: 'give a URL (dbstash backup postgres://…), set DATABASE_URL or DB_HOST/DB_NAME, or write a config with `dbstash init`',
+    });
+  }
+  // The example is for `npm start` in dbstash's own checkout; anywhere else a forgotten
+  // DATABASE_URL must not turn into a green backup of the wrong database.
+  const checkout = path.dirname(path.dirname(EXAMPLE_DATABASE));
+  const cwd = path.resolve(process.cwd());
+  if (cwd !== checkout && !cwd.startsWith(checkout + path.sep)) {
+    throw new ConfigError('no database to back up: none was named, and nothing is configured', {
+      hint: 'name one (dbstash backup postgres://app@db:5432/shop, or a SQLite file), set DATABASE_URL, or write a config with `dbstash init`',
     });
   }
   return { url: EXAMPLE_DATABASE, from: 'the bundled example database (nothing else is configured)' };

@@ -158,6 +158,8 @@ export const databaseSchema = z
 export const configSchema = z
   .object({
     env: z.string().optional(),
+    /** Environment names of your own, besides dev, test, ci, staging, preview, qa, demo and prod. */
+    environments: z.array(z.string().regex(/^[a-z0-9-]{1,32}$/, 'a short lowercase name: letters, digits, "-"')).optional(),
     /** Default local stash directory (what --output-dir sets). */
     stash: z.string().optional(),
     tempDir: z.string().optional(),

@@ -146,19 +146,28 @@ describe('sqlite preflight', () => {
 });
 
 describe('the README default', () => {
-  it('`dbstash backup` with no arguments and no config backs up the bundled example into ./backups', async () => {
-    const cwd = path.join(work, 'fresh');
-    mkdirSync(cwd);
-    const res = await runCli(['backup'], { cwd, env: noDatabaseEnv });
+  it('`dbstash backup` with no arguments and no config, in dbstash\'s checkout, backs up the bundled example', async () => {
+    const checkout = path.dirname(path.dirname(EXAMPLE));
+    const stash = path.join(work, 'example-stash');
+    const res = await runCli(['backup', '--output-dir', stash], { cwd: checkout, env: noDatabaseEnv });
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stderr, /database from the bundled example database/);
-    const { manifest, artifact } = onlyBackup(path.join(cwd, 'backups'));
+    const { manifest, artifact } = onlyBackup(stash);
     assert.match(manifest.id, /^shop\.[0-9a-f]{8}_dev_/);
-    assert.ok(artifact.startsWith(path.join(cwd, 'backups', folderOf(manifest.id)) + path.sep));
+    assert.ok(artifact.startsWith(path.join(stash, folderOf(manifest.id)) + path.sep));
     assert.deepEqual(manifestCounts(manifest), { customers: 200, order_items: 2000, orders: 1000, products: 50 });
     const copy = await restored(artifact, path.join(work, 'shop-copy.db'));
     assert.deepEqual(countsOf(copy), manifestCounts(manifest));
     copy.close();
+  });
+
+  it('anywhere else, no database named is an error that says how to name one, and nothing is written', async () => {
+    const cwd = path.join(work, 'fresh');
+    mkdirSync(cwd);
+    const res = await runCli(['backup'], { cwd, env: noDatabaseEnv });
+    assertCleanFailure(res, 2, /no database to back up: none was named, and nothing is configured/);
+    assert.match(res.stderr, /hint: name one \(dbstash backup postgres:\/\/.*DATABASE_URL.*dbstash init/);
+    assert.deepEqual(filesUnder(cwd), []);
   });
 
   it('in prod the same command refuses instead of backing up the example', async () => {
