@@ -171,6 +171,15 @@ describe('postgres preflight failures', () => {
     assert.deepEqual(filesUnder(stash), []);
   });
 
+  it('a role the server does not know is named as such, not as a password problem', async () => {
+    // Over the socket (trust), the server says exactly that; over TCP (scram) it would not tell.
+    const url = `postgres://nosuchrole@${encodeURIComponent(server.socketDir)}:${server.port}/shop`;
+    const res = await runCli(['backup', url, '--output-dir', freshStash()]);
+    assertCleanFailure(res, 3, /\[postgres\] role "nosuchrole" does not exist at /);
+    assert.match(res.stderr, /hint: check the user name in the URL \(or PGUSER\), or create the role/);
+    assert.doesNotMatch(res.stderr, /password/);
+  });
+
   it('a config error is exit 2 with the key named', async () => {
     const config = path.join(work, 'bad.yaml');
     writeFileSync(config, 'compression:\n  algorithm: lz4\n');

@@ -48,11 +48,25 @@ export function classifyPgError(err: unknown, target: Target, database = target.
   const msg = e.message ?? String(err);
   switch (e.code) {
     case '28P01':
-    case '28000':
+    case '28000': {
+      const role = /role "((?:[^"]|"")*)" does not exist/.exec(msg)?.[1];
+      if (role !== undefined) {
+        return new ConnectionError(`[postgres] role "${role}" does not exist at ${where(target)}`, {
+          hint: 'check the user name in the URL (or PGUSER), or create the role on the server (CREATE ROLE … LOGIN)',
+          cause: err,
+        });
+      }
+      if (/no pg_hba\.conf entry/.test(msg)) {
+        return new ConnectionError(`[postgres] the server at ${where(target)} does not let user "${target.user ?? process.env.PGUSER ?? 'default'}" connect to "${database}" from here (pg_hba.conf)`, {
+          hint: 'add a pg_hba.conf line for this user, database and address on the server, then reload it',
+          cause: err,
+        });
+      }
       return new ConnectionError(`[postgres] authentication failed for user "${target.user ?? process.env.PGUSER ?? 'default'}" at ${where(target)}`, {
         hint: 'check the password in the URL, DATABASE_URL or PGPASSWORD',
         cause: err,
       });
+    }
     case '3D000':
       return new PreflightError(`[postgres] database "${database}" does not exist at ${where(target)}`, {
         hint: 'check the database name, or create it first (createdb)',
