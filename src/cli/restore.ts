@@ -60,7 +60,7 @@ export function parseRoleMap(pairs: string[] | undefined): Record<string, string
 function renderPlan(plan: RestorePlan, dryRun: boolean): string {
   const b = plan.backup;
   const target = plan.targetExists
-    ? `exists, ${plan.targetTables} tables, ${plan.targetRows ? `about ${plan.targetRows} rows (holds data)` : 'no rows'}`
+    ? `exists, ${plan.targetTables} tables, ${plan.targetRows === undefined ? 'rows unknown (large tables without statistics)' : plan.targetRows ? `about ${plan.targetRows} rows (holds data)` : 'no rows'}`
     : 'does not exist: it will be created';
   const steps: Record<RestorePlan['mode'], string> = {
     new: `restore into ${plan.temporary}, check row counts, rename it to the target`,

@@ -64,6 +64,8 @@ export interface TableStat {
   rows: number;
   /** Order-independent content checksum taken in the dump's snapshot (with --checksums). */
   checksum?: string;
+  /** An estimate that could not be made (a large table never analyzed): rows means nothing. */
+  rowsUnknown?: boolean;
 }
 
 export interface DumpOptions {

@@ -66,7 +66,7 @@ export interface RestorePlan {
   database: string;
   engine: string;
   targetExists: boolean;
-  /** Tables and rows in the target now (when it exists); rows may be an estimate. */
+  /** Tables and rows in the target now (when it exists); rows may be an estimate, undefined when unknown. */
   targetTables?: number;
   targetRows?: number;
   sessions: string[];
@@ -123,7 +123,7 @@ async function makePlan(req: RestoreRequest, structure: string, now: Date): Prom
   if (!exists) return plan;
   const stats = await engine.tableStats!(target, { checksums: false, estimate: true, signal: req.signal });
   plan.targetTables = stats.length;
-  plan.targetRows = stats.reduce((s, t) => s + t.rows, 0);
+  plan.targetRows = stats.some((t) => t.rowsUnknown) ? undefined : stats.reduce((s, t) => s + t.rows, 0);
   plan.sessions = engine.listSessions ? await engine.listSessions(target) : [];
   plan.swapBlocker = engine.swapBlocker ? await engine.swapBlocker(target) : undefined;
   if (plan.swapBlocker) {

@@ -103,6 +103,20 @@ before(async () => {
 after(() => server?.stop());
 
 describe('restore PostgreSQL', () => {
+  test('the plan tells the target\'s real row count, also for tables never analyzed', async () => {
+    await makeSmall('planned', 10);
+    const planStash = tempDir('dbstash-restore-plan');
+    const id = await backup(server.url('planned'), planStash);
+    await server.createDatabase('unanalyzed');
+    // Created, filled and never analyzed: the planner's statistics know nothing of these rows.
+    await server.query(`CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 25252);`, 'unanalyzed');
+    const r = await runCli(['restore', id, '--to', server.url('unanalyzed'), '--output-dir', planStash, '--dry-run', '--json']);
+    expectExit(r, 0);
+    assert.equal(JSON.parse(r.stdout).plan.targetRows, 25252);
+    const text = await runCli(['restore', id, '--to', server.url('unanalyzed'), '--output-dir', planStash, '--dry-run']);
+    assert.match(text.stdout, /target: .* exists, 1 tables, about 25252 rows \(holds data\)/);
+  });
+
   test('into a new database: equal schema and contents, a record beside the backup', async () => {
     const r = await runCli(['restore', richId, '--to', server.url('rich_copy'), '--output-dir', stash, '--yes']);
     expectExit(r, 0, /row counts match the manifest/);

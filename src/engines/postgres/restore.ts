@@ -278,20 +278,32 @@ async function restoreGlobals(target: Target, raw: Readable, opts: RestoreOption
   if (errors.length > 0) opts.warn(`[postgres] globals: ${errors.length} statement(s) failed, e.g. ${errors[0].trim()}`);
 }
 
-/** Planner statistics instead of count(*); a table without statistics is probed for one row. */
+/** Tables up to this size are counted exactly for a plan: cheaper than being wrong. */
+const EXACT_COUNT_BYTES = 64 << 20;
+
+/**
+ * Rows per table for a restore plan, cheaply but never wildly wrong: small tables are counted;
+ * larger ones are estimated from the planner's rows per page times the table's pages now (as the
+ * planner itself scales), and a large table never analyzed is marked unknown rather than guessed.
+ */
 async function estimateTables(client: PgClient): Promise<TableStat[]> {
-  const { rows } = await client.query<{ schema: string; name: string; estimate: string }>(
-    `SELECT t.schema, t.name, c.reltuples::bigint AS estimate FROM (${USER_TABLES_SQL}) t
+  const { rows } = await client.query<{ schema: string; name: string; tuples: string; pages: string; bytes: string; blocksize: string }>(
+    `SELECT t.schema, t.name, c.reltuples::bigint AS tuples, c.relpages AS pages, pg_relation_size(c.oid) AS bytes,
+            current_setting('block_size') AS blocksize
+     FROM (${USER_TABLES_SQL}) t
      JOIN pg_namespace n ON n.nspname = t.schema JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name`,
   );
   const stats: TableStat[] = [];
-  for (const { schema, name, estimate } of rows) {
-    let n = Number(estimate);
-    if (n <= 0) {
-      const probe = await client.query(`SELECT 1 FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)} LIMIT 1`);
-      n = probe.rowCount ?? 0;
+  for (const { schema, name, tuples, pages, bytes, blocksize } of rows) {
+    const size = Number(bytes);
+    if (size <= EXACT_COUNT_BYTES) {
+      const r = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
+      stats.push({ schema, name, rows: Number(r.rows[0].n) });
+    } else if (Number(tuples) >= 0 && Number(pages) > 0) {
+      stats.push({ schema, name, rows: Math.round((Number(tuples) / Number(pages)) * (size / Number(blocksize))) });
+    } else {
+      stats.push({ schema, name, rows: 0, rowsUnknown: true });
     }
-    stats.push({ schema, name, rows: n });
   }
   return stats;
 }
