@@ -107,7 +107,7 @@ export function registerBackup(program: Command): void {
     .option('--pg-bin-dir <dir>', 'directory holding pg_dump/pg_dumpall (default: newest in /usr/lib/postgresql, then PATH)');
   encryptionOptions(cmd);
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: true, codes: [3, 4, 5, 6, 11, 12, 130] });
   cmd.addHelpText(
     'after',
     `

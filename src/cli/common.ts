@@ -30,23 +30,31 @@ export interface Context {
   signal: AbortSignal;
 }
 
-export const EXIT_CODES_HELP = `
-Exit codes:
-  0    success
-  1    internal error (a bug: please report it with the --debug output)
-  2    usage or configuration error
-  3    connection or authentication failure
-  4    preflight failure (missing or too old tool, missing database, no space, unwritable destination)
-  5    backup failed
-  6    lock held by another dbstash run
-  7    verification failed (the backup is damaged or incomplete)
-  8    could not verify (missing tools, no scratch server)
-  9    restore failed
-  10   decryption failed (wrong key or passphrase)
-  11   storage error (unreachable bucket, missing object)
-  12   degraded (an optional destination failed)
-  13   unhealthy (status found a problem)
-  130  interrupted (SIGINT); 143 terminated (SIGTERM)`;
+const EXIT_CODES: [number, string][] = [
+  [0, 'success'],
+  [1, 'internal error (a bug: please report it with the --debug output)'],
+  [2, 'usage or configuration error'],
+  [3, 'connection or authentication failure'],
+  [4, 'preflight failure (missing or too old tool, missing database, no space, unwritable destination)'],
+  [5, 'backup failed'],
+  [6, 'lock held by another dbstash run'],
+  [7, 'verification failed (the backup is damaged or incomplete)'],
+  [8, 'could not verify (missing tools, no scratch server)'],
+  [9, 'restore failed'],
+  [10, 'decryption failed (wrong key or passphrase)'],
+  [11, 'storage error (unreachable bucket, missing object)'],
+  [12, 'degraded (an optional destination failed)'],
+  [13, 'unhealthy (status found a problem)'],
+  [130, 'interrupted (SIGINT); 143 terminated (SIGTERM)'],
+];
+
+/** The exit-code table, whole (top-level help) or with the codes one command can return. */
+export function exitCodesHelp(codes?: number[]): string {
+  const rows = EXIT_CODES.filter(([code]) => !codes || codes.includes(code) || code <= 2);
+  return `\nExit codes:\n${rows.map(([code, text]) => `  ${String(code).padEnd(4)} ${text}`).join('\n')}`;
+}
+
+export const EXIT_CODES_HELP = exitCodesHelp();
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -58,17 +66,22 @@ export function stashOptions(cmd: Command): Command {
     .option('--allow-world-readable', 'let a local stash\'s fileMode/dirMode be wider than 0640/0750');
 }
 
-export function commonOptions(cmd: Command): Command {
-  return cmd
+/**
+ * The flags every command shares, and those only some take: --yes where there is something to
+ * confirm, --dry-run where there is something to change. `codes`: the exit codes it can return.
+ */
+export function commonOptions(cmd: Command, opts: { yes?: boolean; dryRun?: boolean | string; codes?: number[] } = {}): Command {
+  cmd
     .option('--config <file>', 'config file (default: ./dbstash.yaml when present)')
-    .addOption(new Option('--env <name>', 'environment: dev, prod, or auto (ENV_MODE, then NODE_ENV)'))
-    .option('--json', 'machine-readable output on stdout')
-    .option('--quiet', 'print nothing but errors')
-    .option('--yes', 'answer yes to confirmations (needed without a TTY)')
-    .option('--dry-run', 'check everything and print the plan; change nothing')
+    .addOption(new Option('--env <name>', 'environment: dev, prod, staging, … or auto (ENV_MODE, then NODE_ENV)'))
+    .option('--json', 'machine-readable output on stdout (failures too)')
+    .option('--quiet', 'print nothing but errors');
+  if (opts.yes) cmd.option('--yes', 'answer yes to confirmations (needed without a TTY)');
+  if (opts.dryRun) cmd.option('--dry-run', typeof opts.dryRun === 'string' ? opts.dryRun : 'check everything and print the plan; change nothing');
+  return cmd
     .option('--debug', 'show stack traces and debug lines')
     .option('--log-file <file>', 'append JSON lines of every event to this file')
-    .addHelpText('after', EXIT_CODES_HELP);
+    .addHelpText('after', exitCodesHelp(opts.codes));
 }
 
 function exitCodeFor(err: unknown): number {

@@ -42,7 +42,7 @@ export function registerCopy(program: Command): void {
     .option('--missing [database]', 'copy every backup (of one database) that the target lacks')
     .option('--verify-key <file>', 'copy only backups whose manifests this Ed25519 public key signed')
     .option('--allow-unsigned', 'with --verify-key, copy unsigned backups too');
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: 'list what would be copied; copy nothing', codes: [7, 11, 130] });
   cmd.addHelpText(
     'after',
     `

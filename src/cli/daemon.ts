@@ -8,7 +8,7 @@ export function registerDaemon(program: Command): void {
     .command('daemon')
     .description('run the configured schedules (backup, verify drill, prune), serve /healthz and /metrics')
     .option('--state-file <file>', 'where the daemon remembers its last runs (default: .dbstash-daemon.json beside the config)');
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: 'check the config and the schedules, print them, and exit', codes: [130] });
   cmd.addHelpText(
     'after',
     `
@@ -23,11 +23,22 @@ SIGTERM lets running jobs finish within daemon.gracePeriod, then aborts them cle
 See docs/operations.md.
 
 Examples:
+  dbstash daemon --config /etc/dbstash/dbstash.yaml --dry-run     # check the config and schedules, then exit
   dbstash daemon --config /etc/dbstash/dbstash.yaml --log-file /var/log/dbstash.jsonl
   curl -s 127.0.0.1:9877/healthz`,
   );
   // The daemon (and prom-client with it) is loaded only by this command, not by every other one.
   cmd.action((opts: CommonOptions & { stateFile?: string }) =>
-    runCommand(opts, async (ctx) => (await import('../daemon/daemon.js')).runDaemon(ctx, { stateFile: opts.stateFile })),
+    runCommand(opts, async (ctx) => {
+      const daemon = await import('../daemon/daemon.js');
+      if (!opts.dryRun) return daemon.runDaemon(ctx, { stateFile: opts.stateFile });
+      const plan = daemon.checkDaemon(ctx);
+      ctx.out.result({ dryRun: true, ...plan }, () =>
+        [
+          `the config and its ${plan.jobs.length} schedule${plan.jobs.length === 1 ? '' : 's'} are valid; the daemon would listen on ${plan.listen}${plan.exposed ? ' (exposed)' : ''}:`,
+          ...plan.jobs.map((j) => `  ${j.id.padEnd(24)} "${j.pattern}"${j.timezone ? ` ${j.timezone}` : ''}  next ${j.next}  at most ${j.maxRunSeconds}s`),
+        ].join('\n'),
+      );
+    }),
   );
 }

@@ -74,8 +74,16 @@ export function registerInit(program: Command): void {
   const cmd = program
     .command('init')
     .description('write a commented starter config file (dbstash.yaml)')
-    .argument('[file]', 'where to write it', 'dbstash.yaml');
-  commonOptions(cmd);
+    .argument('[file]', 'where to write it', 'dbstash.yaml')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  dbstash init                          # ./dbstash.yaml, refused when it exists
+  dbstash init /etc/dbstash/dbstash.yaml
+  dbstash init --dry-run                # print it instead`,
+    );
+  commonOptions(cmd, { yes: true, dryRun: 'print the config instead of writing it', codes: [] });
   cmd.action((file: string, opts: CommonOptions) =>
     runCommand(
       { ...opts, config: undefined },

@@ -31,7 +31,7 @@ export function registerKeygen(program: Command): void {
     .description('make an Ed25519 key pair for signed manifests, or with --age an age identity for encryption')
     .option('--out <file>', 'private key file (default: dbstash-signing.key, or dbstash-age.key with --age)')
     .option('--age', 'make an age X25519 identity (for --recipient / --identity) instead of a signing key');
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: 'say which files would be written; write nothing', codes: [] });
   cmd.addHelpText(
     'after',
     `

@@ -22,7 +22,7 @@ export function registerList(program: Command): void {
     .description('list backups, newest first')
     .argument('[database]', 'only this database (its name as listed, its real name, or its config key)');
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { codes: [11] });
   cmd.addHelpText('after', `\nExamples:\n  dbstash list\n  dbstash list shop --output-dir /var/backups/dbstash --json`);
   cmd.action((database: string | undefined, opts: CommonOptions) =>
     runCommand(opts, async (ctx) => {

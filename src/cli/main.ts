@@ -39,7 +39,17 @@ export async function buildProgram(only?: string): Promise<Command> {
     .version(TOOL_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .addHelpText('after', EXIT_CODES_HELP);
+    .addHelpText(
+      'after',
+      `
+Examples:
+  dbstash backup postgres://app@db.internal:5432/shop --env prod   # one backup into ./backups
+  dbstash list                                                      # what the stash holds
+  dbstash verify --latest shop --drill                              # prove the newest one restores
+  dbstash restore latest --database shop --to postgres://app@db.internal:5432/shop --dry-run
+  dbstash init && dbstash daemon                                    # a config, then its schedules
+${EXIT_CODES_HELP}`,
+    );
   const names = only !== undefined && Object.hasOwn(COMMANDS, only) ? [only] : Object.keys(COMMANDS);
   for (const register of await Promise.all(names.map((n) => COMMANDS[n]()))) register(program);
   for (const cmd of program.commands) cmd.exitOverride();

@@ -98,7 +98,7 @@ export function registerPrune(program: Command): void {
     .option('--safety-age <duration>', 'remove safety backups taken by restores once older than this', '30d')
     .option('--allow-empty', 'let the policy remove every backup of a series (refused otherwise)');
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { yes: true, dryRun: 'print every decision with its reasons; remove nothing', codes: [11, 130] });
   cmd.addHelpText(
     'after',
     `

@@ -113,7 +113,7 @@ export function registerRestore(program: Command): void {
     .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
   decryptionOptions(cmd);
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { yes: true, dryRun: true, codes: [3, 4, 7, 8, 9, 10, 11, 130] });
   cmd.addHelpText(
     'after',
     `

@@ -96,7 +96,7 @@ export function registerSchedule(program: Command): void {
     .option('--crontab-file <file>', 'manage this file instead of the user\'s crontab')
     .option('--unit-dir <dir>', 'where unit files go (default: /etc/systemd/system as root, else ~/.config/systemd/user)')
     .option('--program <path>', 'the dbstash executable to run (default: this one)');
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: 'print what would be installed; change nothing', codes: [] });
   cmd.addHelpText(
     'after',
     `

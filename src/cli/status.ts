@@ -107,7 +107,7 @@ export function registerStatus(program: Command): void {
     .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)')
     .option('--notify', 'send a "stale" notification for each database without a recent enough backup (for cron)');
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { codes: [11, 13] });
   cmd.addHelpText(
     'after',
     `

@@ -95,7 +95,7 @@ export function registerVerify(program: Command): void {
     .option('--temp-dir <dir>', 'directory for scratch files and the throwaway server (default: the system temp dir)');
   decryptionOptions(cmd);
   stashOptions(cmd);
-  commonOptions(cmd);
+  commonOptions(cmd, { dryRun: 'verify without recording the result or notifying', codes: [3, 7, 8, 10, 11, 130] });
   cmd.addHelpText(
     'after',
     `

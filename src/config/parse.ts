@@ -112,7 +112,13 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       cause: syntax,
     });
   }
-  const raw = (doc.toJS() as unknown) ?? {};
+  let raw: unknown;
+  try {
+    raw = (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
+  } catch (err) {
+    // An alias to no anchor, or aliases that multiply into a huge document.
+    throw new ConfigError(`${file}: not valid YAML: ${(err as Error).message}`, { hint: 'check the file\'s &anchors and *aliases', cause: err });
+  }
   let interpolated: unknown;
   try {
     interpolated = interpolate(raw, env);

@@ -19,7 +19,7 @@ import { createNotifier } from '../notify/notifier.js';
 import { makeMessage } from '../notify/message.js';
 import { seriesOfEntry } from '../retention/config.js';
 import { expectedMaxAgeMs, JOB_KINDS, parseCron, scheduleIntervalMs, type JobKind } from './cron.js';
-import { startHttp, type Health } from './http.js';
+import { isLoopback, parseListen, startHttp, type Health } from './http.js';
 import { jobBody, type JobContext } from './jobs.js';
 import { DaemonMetrics } from './metrics.js';
 import { JobRunner } from './runner.js';
@@ -97,6 +97,37 @@ async function seedMetrics(ctx: Context, metrics: DaemonMetrics, signal: AbortSi
       ctx.out.warn(`[${key}] could not read the stash at start: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * daemon --dry-run: everything the daemon would check at start — the config, every schedule and
+ * time zone, the maximum run times, the listen address — and the plan, without starting anything.
+ */
+export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; jobs: (ScheduledJob & { next: string; maxRunSeconds: number })[] } {
+  const settings: DaemonConfig = daemonSchema.parse(ctx.loaded.config.daemon ?? {});
+  for (const key of ['gracePeriod', 'staleCheck', 'jitter'] as const) if (settings[key] !== undefined) duration(settings[key], key);
+  const { host } = parseListen(settings.listen);
+  if (!isLoopback(host) && !settings.exposeEndpoints) {
+    throw new ConfigError(`daemon.listen: ${settings.listen} is reachable from other machines`, {
+      hint: '/healthz and /metrics show database names, backup ages, sizes and job results; set daemon.exposeEndpoints: true to serve them there, or listen on 127.0.0.1',
+    });
+  }
+  const jobs = scheduledJobs(ctx);
+  if (jobs.length === 0) {
+    throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
+      hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
+    });
+  }
+  return {
+    listen: settings.listen,
+    exposed: !isLoopback(host),
+    jobs: jobs.map((job) => {
+      const cron = parseCron(job.pattern, job.timezone, `databases.${job.database}.schedule.${job.kind}`);
+      const next = cron.nextRun()!.toISOString();
+      cron.stop();
+      return { ...job, next, maxRunSeconds: Math.round(maxRunMs(job, settings) / 1000) };
+    }),
+  };
 }
 
 export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {}): Promise<number> {

@@ -56,7 +56,7 @@ describe('config file', () => {
   });
 
   it('unknown keys and wrong types name the key, its line, the valid keys and the type in words', () => {
-    assert.match(configError(() => parseConfig('env: dev\ndatabses: {}\n', 'c.yaml', {})).message, /^c\.yaml:2: \(root\): unknown key databses \(valid keys: env, stash, .*databases, storages/);
+    assert.match(configError(() => parseConfig('env: dev\ndatabses: {}\n', 'c.yaml', {})).message, /^c\.yaml:2: \(root\): unknown key databses \(valid keys: env, environments, stash, .*databases, storages/);
     assert.equal(
       configError(() => parseConfig('databases:\n  app:\n    url: x\n    jobs: two\n', 'c.yaml', {})).message,
       'c.yaml:4: databases.app.jobs: expected a number, got "two"',
@@ -126,7 +126,15 @@ describe('environment name', () => {
   });
 
   it('refuses names that cannot be part of an id', () => {
-    assert.match(configError(() => resolveEnvName('pro d', empty, {})).message, /"pro d" is not a valid name/);
+    assert.match(configError(() => resolveEnvName('pro d', empty, {})).message, /"pro d" \(--env\) is not a valid name/);
+  });
+
+  it('refuses an environment nobody declared, with the near miss; the config can declare its own', () => {
+    const typo = configError(() => resolveEnvName('prdo', empty, {}));
+    assert.match(typo.message, /^environment "prdo" \(--env\) is not one dbstash knows: did you mean prod\? known: dev, /);
+    assert.match(typo.hint ?? '', /environments: \[prdo\]/);
+    assert.match(configError(() => resolveEnvName(undefined, empty, { NODE_ENV: 'tset' })).message, /\(NODE_ENV\) .*did you mean test\?/);
+    assert.equal(resolveEnvName('eu-west', { ...empty, environments: ['eu-west'] }, {}), 'eu-west');
   });
 });
 
