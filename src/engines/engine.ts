@@ -77,7 +77,16 @@ export interface DumpOptions {
   warn: (message: string) => void;
   /** The probe of this same backup, whose connection the dump may take over. */
   probe?: Probe;
+  /**
+   * How long the dump and the row counts may wait for a lock on one table, in ms, before the
+   * backup fails naming the table and the session holding it; 0 waits for ever. Default
+   * DEFAULT_LOCK_WAIT_TIMEOUT_MS (engines whose dump tool can bound its lock waits).
+   */
+  lockWaitTimeout?: number;
 }
+
+/** A minute: a DDL statement or a migration rarely holds a table longer; a backup must not stall for ever. */
+export const DEFAULT_LOCK_WAIT_TIMEOUT_MS = 60_000;
 
 /**
  * Database-level properties, engine-specific and JSON-serialisable, recorded in the manifest so a

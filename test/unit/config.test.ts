@@ -61,6 +61,16 @@ describe('config file', () => {
     assert.match(configError(() => parseConfig('databases:\n  app: {}\n', 'c.yaml', {})).message, /databases\.app\.url/);
   });
 
+  it('lockWaitTimeout is a duration or "0"', () => {
+    const ok = parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: 30s\n', 'c.yaml', {});
+    assert.equal(ok.databases.app.lockWaitTimeout, '30s');
+    assert.equal(parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: "0"\n', 'c.yaml', {}).databases.app.lockWaitTimeout, '0');
+    assert.match(
+      configError(() => parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: soon\n', 'c.yaml', {})).message,
+      /databases\.app\.lockWaitTimeout: must be a duration such as 30s, 2m or 500ms/,
+    );
+  });
+
   it('invalid YAML is a ConfigError naming the file', () => {
     assert.match(configError(() => parseConfig('a: [1, 2\n', 'broken.yaml', {})).message, /^broken\.yaml is not valid YAML/);
   });

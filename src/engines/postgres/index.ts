@@ -3,15 +3,17 @@
 // transaction, export its snapshot, start pg_dump with --snapshot, and count every table inside
 // that same transaction while pg_dump runs: the counts describe exactly what the dump holds. The
 // database's own properties (encoding, owner, grants, settings, …; see properties.ts), which the
-// archive leaves out, are read in that transaction too and recorded in the manifest.
+// archive leaves out, are read in that transaction too and recorded in the manifest. Waits for
+// table locks are bounded on both sides by the backup's lock-wait timeout (snapshot.ts, locks.ts).
 
 import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import { DEFAULT_LOCK_WAIT_TIMEOUT_MS, type DumpOptions, type DumpSession, type Engine, type Probe, type TableStat, type Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { CountLockTimeout, isLockTimeout } from './locks.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
-import { countWhileDumping, exportSnapshot, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
+import { countWhileDumping, exportSnapshot, lockWaitArgs, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { holdForDump, openSource, sourceForDump } from './source.js';
 
 export const USER_TABLES_SQL = `
@@ -31,16 +33,26 @@ export function tableChecksumSql(schema: string, name: string): string {
     FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)} t`;
 }
 
-export async function countTables(client: PgClient, checksums: boolean): Promise<TableStat[]> {
+/**
+ * Counts (and with `checksums`, checksums) every user table on `client`. A count that gives up
+ * waiting for its table's lock (lock_timeout) throws CountLockTimeout naming the table; once
+ * `stopped()` says so, no further table is started.
+ */
+export async function countTables(client: PgClient, checksums: boolean, stopped: () => boolean = () => false): Promise<TableStat[]> {
   const { rows } = await client.query<{ schema: string; name: string }>(USER_TABLES_SQL);
   const stats: TableStat[] = [];
   for (const { schema, name } of rows) {
-    if (checksums) {
-      const r = await client.query<{ rows: string; checksum: string }>(tableChecksumSql(schema, name));
-      stats.push({ schema, name, rows: Number(r.rows[0].rows), checksum: r.rows[0].checksum });
-    } else {
-      const r = await client.query<{ rows: string }>(`SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
-      stats.push({ schema, name, rows: Number(r.rows[0].rows) });
+    if (stopped()) throw new Error('the row counts were stopped');
+    try {
+      if (checksums) {
+        const r = await client.query<{ rows: string; checksum: string }>(tableChecksumSql(schema, name));
+        stats.push({ schema, name, rows: Number(r.rows[0].rows), checksum: r.rows[0].checksum });
+      } else {
+        const r = await client.query<{ rows: string }>(`SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
+        stats.push({ schema, name, rows: Number(r.rows[0].rows) });
+      }
+    } catch (err) {
+      throw isLockTimeout(err) ? new CountLockTimeout({ schema, name }, err) : err;
     }
   }
   return stats;
@@ -78,11 +90,12 @@ export const postgresEngine: Engine = {
     });
     const release = snapshotReleaser(client);
     try {
-      const snapshot = await exportSnapshot(client);
-      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
+      const lockWaitTimeout = opts.lockWaitTimeout ?? DEFAULT_LOCK_WAIT_TIMEOUT_MS;
+      const snapshot = await exportSnapshot(client, lockWaitTimeout);
+      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, ...lockWaitArgs(lockWaitTimeout), '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const properties = propertiesInSnapshot(client);
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });
-      const { tables, finished } = countWhileDumping(client, running, opts.checksums ?? false, release);
+      const { tables, finished } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });
       const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
       stream.on('close', () => {
