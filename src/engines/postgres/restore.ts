@@ -16,7 +16,7 @@ import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { countTables, USER_TABLES_SQL } from './index.js';
+import { countTables, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
 import { rewriteRoles } from './roles.js';

@@ -14,7 +14,7 @@ import { BackupError } from '../../core/errors.js';
 import type { DatabaseProperties, TableStat, Target } from '../engine.js';
 import { describeExit, type RunningTool } from '../process.js';
 import { cancelRunningQuery, type PgClient } from './connection.js';
-import { countTables } from './index.js';
+import { countTables } from './counts.js';
 import { CountLockTimeout, lockTimeoutSetting, lockWaitFailure, pgDumpLockTimeout } from './locks.js';
 import { readOwnProperties } from './properties.js';
 
