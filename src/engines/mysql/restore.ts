@@ -11,7 +11,7 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
-import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { withDatabase, type Engine, type RestoreOptions, type StructureReport, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { classifyMyError, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { startScratchServer } from './scratch.js';
@@ -176,7 +176,7 @@ export const verifyRestoreHalf: Pick<
   | 'swapBlocker'
   | 'startScratchServer'
 > = {
-  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const s = await scanAll(raw, new SqlScanner());
     if (!DUMP_HEADER.test(s.firstLine)) {
       throw new IntegrityError(`[mysql] the ${opts.format} artifact is not a mariadb-dump/mysqldump file (it starts with ${JSON.stringify(s.firstLine.slice(0, 60))})`);
@@ -187,7 +187,7 @@ export const verifyRestoreHalf: Pick<
     if (s.unterminated) {
       throw new IntegrityError(`[mysql] the dump ends inside the statement that starts at line ${s.unterminated.line}: ${s.unterminated.text.slice(0, 80)}`);
     }
-    return `${s.statements} statements, ${s.tables} tables`;
+    return { summary: `${s.statements} statements, ${s.tables} tables` };
   },
 
   async restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
