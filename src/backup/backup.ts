@@ -43,6 +43,8 @@ export interface BackupPlan {
   globals: boolean;
   checksums: boolean;
   jobs?: number;
+  /** ms the dump may wait for a table's lock (0: for ever); default: the engine's (60 s). */
+  lockWaitTimeout?: number;
   labels: Record<string, string>;
   tempDir: string;
   /** Expected artifact size as a share of the database size, and the safety margin on top. */
@@ -327,7 +329,7 @@ async function lockedBackup(
       warnings.push(m);
       events.warn(m);
     };
-    const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, tempDir: plan.tempDir, warn };
+    const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, lockWaitTimeout: plan.lockWaitTimeout, tempDir: plan.tempDir, warn };
     const session = await engine.dump(plan.target, { ...dumpOpts, probe });
     // The previous backup to compare with is looked up while the dump runs.
     const anomalies = plan.kind === 'safety' ? undefined : anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);

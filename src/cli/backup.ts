@@ -3,8 +3,10 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
-import { formatBytes, formatDuration } from '../core/format.js';
+import { formatBytes, formatDuration, parseTimeout } from '../core/format.js';
 import type { BackupPlan } from '../backup/backup.js';
+import type { DatabaseConfig } from '../config/schema.js';
+import { DEFAULT_LOCK_WAIT_TIMEOUT_MS } from '../engines/engine.js';
 import { runNotifiedBackup } from '../notify/backup.js';
 import { createNotifier } from '../notify/notifier.js';
 import { resolveDestinations, resolveEnvName, resolveSource } from '../config/resolve.js';
@@ -29,6 +31,18 @@ export interface BackupOptions extends CommonOptions, SecretOptions {
   binDir?: string;
   jobs?: string;
   lockTables?: boolean;
+  lockWaitTimeout?: string;
+}
+
+function lockWaitTimeoutOf(flag: string | undefined, entry: DatabaseConfig | undefined): number {
+  if (flag === undefined) return entry?.lockWaitTimeout !== undefined ? parseTimeout(entry.lockWaitTimeout)! : DEFAULT_LOCK_WAIT_TIMEOUT_MS;
+  const ms = parseTimeout(flag);
+  if (ms === undefined) {
+    throw new UsageError(`--lock-wait-timeout must be a duration such as 30s, 2m or 500ms (0 waits for ever), got "${flag}"`, {
+      hint: 'how long the dump may wait for a lock on one table before the backup fails; default 60s',
+    });
+  }
+  return ms;
 }
 
 export async function planBackup(database: string | undefined, opts: BackupOptions, ctx: Context): Promise<BackupPlan> {
@@ -76,6 +90,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     globals: opts.globals ?? entry?.globals ?? false,
     checksums: opts.checksums ?? entry?.checksums ?? false,
     jobs,
+    lockWaitTimeout: lockWaitTimeoutOf(opts.lockWaitTimeout, entry),
     labels: { ...(entry?.labels ?? {}), ...parseLabels(opts.label) },
     tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
     space: {
@@ -102,6 +117,7 @@ export function registerBackup(program: Command): void {
     .option('--label <key=value>', 'label stored in the manifest (repeatable)', collect)
     .option('--force-unlock', 'remove a lock left by another run before starting')
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
+    .option('--lock-wait-timeout <duration>', 'PostgreSQL: how long the dump may wait for a lock on one table before failing (default 60s; 0 waits for ever)')
     .option('--lock-tables', 'MySQL: lock the tables while dumping instead of --single-transaction (for MyISAM/Aria/MEMORY tables)')
     .option('--bin-dir <dir>', 'directory holding the dump tools (mariadb-dump, pg_dump); default: looked up')
     .option('--pg-bin-dir <dir>', 'directory holding pg_dump/pg_dumpall (default: newest in /usr/lib/postgresql, then PATH)');

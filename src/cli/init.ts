@@ -32,6 +32,7 @@ databases:
     # globals: true             # also capture roles (PostgreSQL) or users and grants (MySQL)
     # checksums: true           # per-table content checksums (enables verify --deep)
     # binDir: /usr/lib/postgresql/16/bin
+    # lockWaitTimeout: 60s      # PostgreSQL: fail when a table stays locked this long ("0": wait for ever)
     # storages: [local]         # names from the storages section below
     # labels: { team: backend }
     # schedule:                 # for \`dbstash daemon\` or \`dbstash schedule install --systemd|--cron\`

@@ -3,6 +3,7 @@
 // environment before validation, so secrets stay out of the file.
 
 import { z } from 'zod';
+import { parseTimeout } from '../core/format.js';
 
 export const compressionSchema = z
   .object({
@@ -148,6 +149,11 @@ export const databaseSchema = z
     binDir: z.string().optional(),
     /** MySQL: lock tables instead of --single-transaction (non-transactional tables). */
     lockTables: z.boolean().optional(),
+    /** PostgreSQL: how long the dump and the row counts wait for a table's lock ("60s" by default; "0": for ever). */
+    lockWaitTimeout: z
+      .string()
+      .refine((v) => parseTimeout(v) !== undefined, { message: 'must be a duration such as 30s, 2m or 500ms ("0" waits for ever)' })
+      .optional(),
     scratchUrl: z.string().optional(),
     maxAge: z.string().optional(),
     anomaly: anomalySchema.optional(),

@@ -123,6 +123,12 @@ export class RestoreError extends DbstashError {
     super('restore', message, opts);
   }
 }
+/**
+ * A restore that failed because of the server it restores into (a role, extension, library or
+ * permission it lacks, a full disk, a lost connection), not because of the dump: for a restore
+ * drill, "could not verify" rather than "damaged".
+ */
+export class RestoreEnvironmentError extends RestoreError {}
 export class DecryptError extends DbstashError {
   constructor(message: string, opts?: ErrorOptions) {
     super('decrypt', message, opts);

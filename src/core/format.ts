@@ -35,6 +35,13 @@ export function parseDuration(text: string): number | undefined {
   return Number(m[1]) * unit;
 }
 
+/** A timeout: a duration as parseDuration reads it, or "0" (no limit); whole milliseconds. */
+export function parseTimeout(text: string): number | undefined {
+  if (text.trim() === '0') return 0;
+  const ms = parseDuration(text);
+  return ms === undefined ? undefined : Math.round(ms);
+}
+
 /** A plain text table: columns padded to the widest cell. */
 export function renderTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

@@ -79,7 +79,16 @@ export interface DumpOptions {
   warn: (message: string) => void;
   /** The probe of this same backup, whose connection the dump may take over. */
   probe?: Probe;
+  /**
+   * How long the dump and the row counts may wait for a lock on one table, in ms, before the
+   * backup fails naming the table and the session holding it; 0 waits for ever. Default
+   * DEFAULT_LOCK_WAIT_TIMEOUT_MS (engines whose dump tool can bound its lock waits).
+   */
+  lockWaitTimeout?: number;
 }
+
+/** A minute: a DDL statement or a migration rarely holds a table longer; a backup must not stall for ever. */
+export const DEFAULT_LOCK_WAIT_TIMEOUT_MS = 60_000;
 
 /**
  * Database-level properties, engine-specific and JSON-serialisable, recorded in the manifest so a
@@ -113,6 +122,8 @@ export interface RestoreOptions {
   roleMap?: Record<string, string>;
   /** Do not restore grants (restore drills on a server without the backup's roles). */
   noPrivileges?: boolean;
+  /** Create everything in the default tablespace (restore drills: the backup's tablespaces are not there). */
+  noTablespaces?: boolean;
   /** The target exists and holds data: replace it in place, all or nothing where the engine can. */
   clean?: boolean;
   tempDir: string;
@@ -125,6 +136,33 @@ export interface CreateDatabaseOptions {
   noPrivileges?: boolean;
   /** Role renames (old → new) applied to the owner and grants. */
   roleMap?: Record<string, string>;
+}
+
+/** What reading a dump's structure found. */
+export interface StructureReport {
+  /** One line, e.g. "pg_restore read 412 TOC entries and every data block". */
+  summary: string;
+  /** What the dump needs from the server it is restored into, where the engine can tell. */
+  needs?: DumpNeeds;
+}
+
+/** What a dump refers to without creating it: a restore drill's server must have these. */
+export interface DumpNeeds {
+  /** Every role the dump names (owners, grantees, policy roles, …). */
+  roles: string[];
+  /** The roles it needs even when ownership and grants are not restored (policies, user mappings). */
+  rolesWithoutOwnership: string[];
+  /** Extensions it installs. */
+  extensions: string[];
+}
+
+/** A drill's server made ready for one dump (see Engine.prepareDrill). */
+export interface DrillEnvironment {
+  /** Roles created for the drill (cleanup() removes them). */
+  created: string[];
+  /** Whether ownership and grants can be restored there (else the drill skips them). */
+  ownership: boolean;
+  cleanup(): Promise<void>;
 }
 
 /** A server dbstash started itself for a restore drill; stop() removes every trace of it. */
@@ -151,10 +189,17 @@ export interface Engine {
   /**
    * Reads a whole raw dump (after the stages are decoded) and checks its own structure
    * (pg_restore --list, SQLite integrity_check, the SQL dump's completion trailer). Throws
-   * IntegrityError naming what is broken. Returns a one-line summary (e.g. "412 TOC entries").
+   * IntegrityError naming what is broken. Returns a one-line summary (e.g. "412 TOC entries"),
+   * and what the dump needs from the server it is restored into where the engine can tell.
    */
-  checkStructure?(raw: Readable, opts: RestoreOptions): Promise<string>;
-  /** Restores a raw dump into `target`, which exists and is empty (SQLite: a file path that does not exist yet). */
+  checkStructure?(raw: Readable, opts: RestoreOptions): Promise<StructureReport>;
+  /** Reads a globals artifact to its end: IntegrityError when it is incomplete; `needs.roles` are the roles it creates. */
+  checkGlobals?(raw: Readable, opts: RestoreOptions): Promise<StructureReport>;
+  /**
+   * Restores a raw dump into `target`, which exists and is empty (SQLite: a file path that does not
+   * exist yet). A failure the target server causes (a role, extension, library or permission it
+   * lacks, a full disk, a lost connection) is a RestoreEnvironmentError; any other a RestoreError.
+   */
   restore?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
   /** Restores the globals artifact (roles/users); idempotent where the engine allows. */
   restoreGlobals?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
@@ -195,6 +240,12 @@ export interface Engine {
   listDatabases?(target: Target): Promise<string[]>;
   /** Why restore-then-rename is impossible for this target (no CREATEDB, file in use), or undefined. */
   swapBlocker?(target: Target): Promise<string | undefined>;
+  /**
+   * Makes a drill's server ready for a dump with `needs` (creates the roles it lacks, checks the
+   * extensions); throws VerifyUnavailableError when it cannot. The drill restores ownership and
+   * grants only where the result says it can.
+   */
+  prepareDrill?(server: Target, needs: DumpNeeds, signal?: AbortSignal): Promise<DrillEnvironment>;
   /** Starts a throwaway local server with the installed binaries (restore drills). */
   startScratchServer?(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer>;
 }

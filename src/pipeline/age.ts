@@ -284,6 +284,8 @@ export class AgeDecryptStream extends Transform {
   constructor(
     private readonly decrypter: () => Promise<Decrypter>,
     private readonly describeRecipients: string,
+    /** The recipient (of those the artifact was encrypted to) whose identity was given, if any. */
+    private readonly givenRecipient: () => Promise<string | undefined> = async () => undefined,
   ) {
     super({ highWaterMark: 1 << 20 });
   }
@@ -298,11 +300,17 @@ export class AgeDecryptStream extends Transform {
     try {
       decipher.final();
     } catch {
-      const at = this.consumed;
+      // A chunk authenticates its own bytes only, under the payload key, which the nonce before
+      // the first chunk feeds: damage there fails chunk 0 (later chunks are read after chunk 0
+      // has authenticated, so the key was right). Offsets count the age file's bytes.
+      const where =
+        this.counter === 0
+          ? `bytes ${this.consumed - NONCE}-${this.consumed + size - 1} (the payload nonce and the chunk)`
+          : `bytes ${this.consumed}-${this.consumed + size - 1}`;
       throw new IntegrityError(
         last
-          ? `age payload chunk ${this.counter} (at byte ${at}) does not authenticate as the last chunk: the artifact is truncated or damaged`
-          : `age payload chunk ${this.counter} (at byte ${at}) does not authenticate: the artifact is damaged`,
+          ? `age payload chunk ${this.counter} does not authenticate as the last chunk: the artifact is truncated there, or damaged in ${where}`
+          : `age payload chunk ${this.counter} does not authenticate: the artifact is damaged in ${where}`,
       );
     }
     this.counter++;
@@ -333,12 +341,18 @@ export class AgeDecryptStream extends Transform {
       const message = (err as Error).message;
       if (err instanceof DecryptError) throw err;
       if (/no identity matched/i.test(message)) {
+        // The identity of one of the artifact's recipients was given, yet nothing unwraps: the
+        // header is damaged, not the key wrong.
+        const recipient = await this.givenRecipient().catch(() => undefined);
+        if (recipient) {
+          throw new IntegrityError(`the age header (bytes 0-${length - 1}) does not unwrap with the identity of ${recipient}, one of the recipients it was encrypted to: the header is damaged`);
+        }
         throw new DecryptError(`none of the given identities or passphrases can decrypt this backup (${this.describeRecipients})`, {
           hint: 'pass the matching --identity FILE, or the passphrase with --passphrase-file FILE or DBSTASH_PASSPHRASE',
         });
       }
-      if (/HMAC/i.test(message)) throw new IntegrityError('the age header MAC does not match: the header was altered');
-      throw new IntegrityError(`the age header is malformed: ${message}`);
+      if (/HMAC/i.test(message)) throw new IntegrityError(`the age header MAC does not match: the header (bytes 0-${length - 1}) was altered`);
+      throw new IntegrityError(`the age header (bytes 0-${length - 1}) is malformed: ${message}`);
     }
     this.key = payloadKey(fileKey, nonce);
     this.consumed = length + NONCE;
@@ -427,7 +441,15 @@ export function ageStage(params: Record<string, unknown>, context: StageContext 
         for (const id of identities) decrypter.addIdentity(id);
         if (context.passphrase !== undefined) decrypter.addIdentity(scryptIdentity(context.passphrase));
         return decrypter;
-      }, describe),
+      }, describe, async () => {
+        if (recipients.length === 0 || !context.identities?.length) return undefined;
+        const { identityToRecipient } = await loadAge();
+        for (const id of context.identities) {
+          const recipient = await identityToRecipient(id).catch(() => undefined);
+          if (recipient && recipients.includes(recipient)) return recipient;
+        }
+        return undefined;
+      }),
   };
 }
 

@@ -38,22 +38,36 @@ function checkLevel(algorithm: 'zstd' | 'gzip', level: unknown): number {
 
 let CheckedZstdDecode: (new () => Duplex) | undefined;
 
-/** A zstd decoder whose errors are IntegrityErrors that say where the artifact broke. */
+/**
+ * A zstd decoder whose errors are IntegrityErrors that say only what is known for sure. The
+ * decoder notices damage where the data stops making sense, which may be far after the damaged
+ * byte: a flipped bit in a literal decodes to wrong bytes without complaint, and only the frame's
+ * checksum at its very end tells. So an error names how much compressed data the decoder had been
+ * given and how much it had decoded, never a range as the place of the damage.
+ */
 function checkedZstdDecoder(): Duplex {
   CheckedZstdDecode ??= class extends zstd().DecompressStream {
     private consumed = 0;
+    private decoded = 0;
+
+    override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+      if (chunk) this.decoded += (chunk as Buffer).length;
+      return super.push(chunk, encoding);
+    }
 
     override _transform(chunk: Buffer, enc: BufferEncoding, done: TransformCallback): void {
       super._transform(chunk, enc, (err?: Error | null) => {
-        if (err) return done(new IntegrityError(`zstd data corrupt within bytes ${this.consumed}-${this.consumed + chunk.length}: ${err.message}`));
         this.consumed += chunk.length;
+        if (err) {
+          return done(new IntegrityError(`zstd data corrupt (${err.message}): the decoder stopped after reading ${this.consumed} bytes of compressed data, having decoded ${this.decoded} bytes`));
+        }
         done();
       });
     }
 
     override _flush(done: TransformCallback): void {
       super._flush((err?: Error | null) => {
-        if (err) return done(new IntegrityError(`zstd frame truncated at byte ${this.consumed}`));
+        if (err) return done(new IntegrityError(`zstd frame truncated: the compressed data ends inside a frame after ${this.consumed} bytes (${this.decoded} bytes decoded)`));
         done();
       });
     }

@@ -361,7 +361,7 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   req.events.info(`verifying ${manifest.id} before touching anything`);
   let structure: string;
   try {
-    structure = await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
+    structure = (await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn })).structure;
   } catch (err) {
     // A refused restore is recorded too: the record says which backup was found damaged, and when.
     if (err instanceof IntegrityError && !req.dryRun && !req.signal.aborted) {

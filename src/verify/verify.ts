@@ -4,21 +4,38 @@
 //     own structure back (pg_restore, PRAGMA integrity_check, …).
 //   Level 2 (drill): the dump is restored into a scratch database that is always dropped, and
 //     every table's row count is compared with the manifest; "deep" also compares the content
-//     checksums the backup took in its snapshot.
-// Each run that judged the backup leaves a record beside it. "Could not verify" (missing tools,
-// no scratch server) is a VerifyUnavailableError and leaves no record: it says nothing about the
-// backup.
+//     checksums the backup took in its snapshot. The drill's server is first given what the dump
+//     needs and does not create itself (roles, read by level 1 from the dump and the globals
+//     artifact; extensions are checked), and ownership and grants are restored where its user can.
+// Each run that judged the backup leaves a record beside it.
+//
+// The line between the two verdicts: IntegrityError ("the backup is damaged", exit 7) only for
+// what the backup's own bytes show — a size or SHA-256 that differs from the manifest, a stage that
+// does not decode, a structure that does not read back, a dump whose statements the server rejects
+// for what they say, tables that differ from the manifest. VerifyUnavailableError ("could not
+// verify", exit 8, no record) for everything the environment causes — missing tools, no scratch
+// server, a role or extension the drill's server lacks and cannot get, a restore that fails for a
+// reason of the server's (a RestoreEnvironmentError): it says nothing about the backup.
 
 import { randomBytes } from 'node:crypto';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DbstashError, IntegrityError, InterruptedError, PreflightError, RestoreError, UsageError, VerifyUnavailableError } from '../core/errors.js';
+import {
+  DbstashError,
+  IntegrityError,
+  InterruptedError,
+  PreflightError,
+  RestoreEnvironmentError,
+  RestoreError,
+  UsageError,
+  VerifyUnavailableError,
+} from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { mainArtifact, type Manifest } from '../catalog/manifest.js';
 import { writeRecord, type VerifyRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
 import { loadEngine } from '../engines/index.js';
-import type { Engine, ScratchServer, Target } from '../engines/engine.js';
+import type { DrillEnvironment, DumpNeeds, Engine, ScratchServer, Target } from '../engines/engine.js';
 import { parseTarget } from '../engines/target.js';
 import type { StageContext } from '../pipeline/stage.js';
 import type { Storage } from '../storage/storage.js';
@@ -64,23 +81,41 @@ function unavailable(err: unknown): unknown {
   return err;
 }
 
+export interface IntegrityReport {
+  /** The engine's summary of the main dump's structure. */
+  structure: string;
+  /** What the dump needs from a server it is restored into (main dump and globals artifact together). */
+  needs?: DumpNeeds;
+}
+
+function mergeNeeds(a: DumpNeeds | undefined, b: DumpNeeds | undefined): DumpNeeds | undefined {
+  if (!a || !b) return a ?? b;
+  const union = (x: string[], y: string[]) => [...new Set([...x, ...y])].sort();
+  return { roles: union(a.roles, b.roles), rolesWithoutOwnership: union(a.rolesWithoutOwnership, b.rolesWithoutOwnership), extensions: union(a.extensions, b.extensions) };
+}
+
 /**
  * Level 1 for every artifact of a backup. Returns the engine's summary of the main dump's
- * structure. Throws IntegrityError naming the first broken thing.
+ * structure and the dump's needs. Throws IntegrityError naming the first broken thing.
  */
 export async function checkIntegrity(
   storage: Storage,
   manifest: Manifest,
   engine: Engine,
   opts: { stageContext: StageContext; tempDir: string; signal: AbortSignal; warn: (m: string) => void },
-): Promise<string> {
+): Promise<IntegrityReport> {
   if (!engine.checkStructure) throw new VerifyUnavailableError(`the ${engine.id} engine cannot check a dump's structure yet`);
-  let structure = '';
+  const report: IntegrityReport = { structure: '' };
   for (const artifact of manifest.artifacts) {
     const raw: Readable = await openArtifact(storage, manifest, artifact, opts.stageContext, { signal: opts.signal });
+    const restoreOpts = { signal: opts.signal, format: artifact.format, tempDir: opts.tempDir, warn: opts.warn };
     try {
       if (artifact.role === 'main') {
-        structure = await engine.checkStructure(raw, { signal: opts.signal, format: artifact.format, tempDir: opts.tempDir, warn: opts.warn });
+        const main = await engine.checkStructure(raw, restoreOpts);
+        report.structure = main.summary;
+        report.needs = mergeNeeds(report.needs, main.needs);
+      } else if (artifact.role === 'globals' && engine.checkGlobals) {
+        report.needs = mergeNeeds(report.needs, (await engine.checkGlobals(raw, restoreOpts)).needs);
       } else {
         await pipeline(raw, devNull(), { signal: opts.signal });
       }
@@ -89,7 +124,7 @@ export async function checkIntegrity(
       throw unavailable(err);
     }
   }
-  return structure;
+  return report;
 }
 
 async function scratchServer(engine: Engine, manifest: Manifest, opts: VerifyOptions): Promise<{ server: Target; scratch?: ScratchServer }> {
@@ -115,8 +150,31 @@ async function scratchServer(engine: Engine, manifest: Manifest, opts: VerifyOpt
   return { server: scratch.target, scratch };
 }
 
+/** Gives the drill's server what the dump needs; anything that fails here is the environment's. */
+async function prepare(engine: Engine, server: Target, needs: DumpNeeds | undefined, opts: VerifyOptions): Promise<DrillEnvironment | undefined> {
+  if (!engine.prepareDrill || !needs) return undefined;
+  let env: DrillEnvironment;
+  try {
+    env = await engine.prepareDrill(server, needs, opts.signal);
+  } catch (err) {
+    if (err instanceof DbstashError && !(err instanceof VerifyUnavailableError) && !(err instanceof InterruptedError)) {
+      throw new VerifyUnavailableError(`cannot prepare the drill's server ${server.displayUrl}: ${err.message}`, { hint: err.hint, cause: err });
+    }
+    throw err;
+  }
+  if (env.created.length > 0) opts.events.info(`drill: created the roles the dump refers to (NOLOGIN, removed afterwards): ${env.created.join(', ')}`);
+  if (!env.ownership) opts.events.info('drill: the scratch server\'s user is not a superuser there, so ownership and grants are not restored');
+  return env;
+}
+
 /** Level 2: restore into a scratch database that is always dropped, and compare its tables. */
-async function drill(storage: Storage, manifest: Manifest, engine: Engine, opts: VerifyOptions): Promise<{ tables: TableComparison[]; scratch: string }> {
+async function drill(
+  storage: Storage,
+  manifest: Manifest,
+  engine: Engine,
+  needs: DumpNeeds | undefined,
+  opts: VerifyOptions,
+): Promise<{ tables: TableComparison[]; scratch: string }> {
   const deep = opts.level === 'deep';
   if (deep && manifest.tables.some((t) => t.checksum === undefined)) {
     throw new VerifyUnavailableError(`${manifest.id} was taken without --checksums, so --deep has nothing to compare`, {
@@ -138,19 +196,28 @@ async function drill(storage: Storage, manifest: Manifest, engine: Engine, opts:
       }
       throw err;
     }
+    let env: DrillEnvironment | undefined;
     try {
+      env = await prepare(engine, server, needs, opts);
       const raw = await openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal });
       try {
         await restore.call(engine, db, raw, {
           signal: opts.signal,
           format: mainArtifact(manifest).format,
-          noOwner: true,
-          noPrivileges: true,
+          noOwner: !env?.ownership,
+          noPrivileges: !env?.ownership,
+          noTablespaces: true,
           tempDir: opts.tempDir,
           warn: opts.events.warn,
         });
       } catch (err) {
         raw.destroy();
+        if (err instanceof RestoreEnvironmentError) {
+          throw new VerifyUnavailableError(`the drill's server could not restore the dump, which says nothing about the backup: ${err.message}`, {
+            hint: 'give a scratch server that has what the dump needs with --scratch-url (a superuser; the extensions, libraries and collations of the source server)',
+            cause: err,
+          });
+        }
         if (err instanceof RestoreError) throw new IntegrityError(`the dump does not restore: ${err.message}`, { cause: err });
         throw unavailable(err);
       }
@@ -164,6 +231,7 @@ async function drill(storage: Storage, manifest: Manifest, engine: Engine, opts:
       return { tables: comparison.tables, scratch: scratch ? 'throwaway local server' : server.displayUrl };
     } finally {
       await dropDatabase.call(engine, db).catch((err: Error) => opts.events.warn(`could not drop the scratch database ${name}: ${err.message}`));
+      await env?.cleanup().catch((err: Error) => opts.events.warn(`could not remove the roles the drill created (${env?.created.join(', ')}): ${err.message}`));
     }
   } finally {
     await scratch?.stop();
@@ -199,10 +267,10 @@ export async function verifyBackup(storage: Storage, manifest: Manifest, opts: V
     });
   };
   try {
-    const structure = await checkIntegrity(storage, manifest, engine, { ...opts, warn: opts.events.warn });
+    const { structure, needs } = await checkIntegrity(storage, manifest, engine, { ...opts, warn: opts.events.warn });
     record.structure = structure;
     if (opts.level !== 'integrity') {
-      const result = await drill(storage, manifest, engine, opts);
+      const result = await drill(storage, manifest, engine, needs, opts);
       record.tables = result.tables;
       record.scratch = result.scratch;
     }

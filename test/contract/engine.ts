@@ -262,7 +262,7 @@ export function runEngineContract(label: string, adapter: EngineAdapter, opts: {
 
     test('checkStructure accepts the raw dump', async () => {
       assert.ok(manifest, 'backup ran');
-      const summary = await engine.checkStructure!(await readRaw(stash, manifest), { signal: new AbortController().signal, format: manifest.artifacts[0].format, tempDir: stash, warn: () => {} });
+      const { summary } = await engine.checkStructure!(await readRaw(stash, manifest), { signal: new AbortController().signal, format: manifest.artifacts[0].format, tempDir: stash, warn: () => {} });
       assert.match(summary, /\d/);
     });
 

@@ -55,7 +55,7 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
 
   test('checkStructure: a truncated dump, a dump cut inside a statement, and a non-dump are IntegrityErrors', async () => {
     const good = `${HEADER}CREATE TABLE t (a int);\nINSERT INTO t VALUES\n(1),\n(2);\n-- Dump completed on 2026-11-23  8:00:00\n`;
-    assert.equal(await engine.checkStructure!(sql(good), opts()), '2 statements, 1 tables');
+    assert.equal((await engine.checkStructure!(sql(good), opts())).summary, '2 statements, 1 tables');
     await assert.rejects(engine.checkStructure!(sql(good.slice(0, good.indexOf('-- Dump completed'))), opts()), (e: Error) => e instanceof IntegrityError && /truncated: no "-- Dump completed" trailer/.test(e.message));
     await assert.rejects(
       engine.checkStructure!(sql(`${HEADER}CREATE TABLE t (a int);\nINSERT INTO t VALUES\n(1),\n-- Dump completed\n`), opts()),

@@ -65,6 +65,16 @@ describe('config file', () => {
     assert.equal(configError(() => parseConfig('databases:\n  app: {}\n', 'c.yaml', {})).message, 'c.yaml:2: databases.app.url: missing, expected text');
   });
 
+  it('lockWaitTimeout is a duration or "0"', () => {
+    const ok = parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: 30s\n', 'c.yaml', {});
+    assert.equal(ok.databases.app.lockWaitTimeout, '30s');
+    assert.equal(parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: "0"\n', 'c.yaml', {}).databases.app.lockWaitTimeout, '0');
+    assert.match(
+      configError(() => parseConfig('databases:\n  app:\n    url: x\n    lockWaitTimeout: soon\n', 'c.yaml', {})).message,
+      /databases\.app\.lockWaitTimeout: must be a duration such as 30s, 2m or 500ms/,
+    );
+  });
+
   it('invalid YAML is a ConfigError naming the file, the line and the text there', () => {
     assert.match(configError(() => parseConfig('a: [1, 2\n', 'broken.yaml', {})).message, /^broken\.yaml:\d+: not valid YAML: /);
     // A missing colon on line 4 is reported on line 4, with the line's text and no dangling ":".

@@ -9,7 +9,7 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
-import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type StructureReport, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { lockRestoreTarget } from './lock.js';
@@ -137,7 +137,7 @@ export const verifyRestoreHalf: Pick<
   | 'swapBlocker'
   | 'startScratchServer'
 > = {
-  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const s = await scanAll(raw, new SqlScanner());
     if (!DUMP_HEADER.test(s.firstLine)) {
       throw new IntegrityError(`[mysql] the ${opts.format} artifact is not a mariadb-dump/mysqldump file (it starts with ${JSON.stringify(s.firstLine.slice(0, 60))})`);
@@ -148,7 +148,7 @@ export const verifyRestoreHalf: Pick<
     if (s.unterminated) {
       throw new IntegrityError(`[mysql] the dump ends inside the statement that starts at line ${s.unterminated.line}: ${s.unterminated.text.slice(0, 80)}`);
     }
-    return `${s.statements} statements, ${s.tables} tables`;
+    return { summary: `${s.statements} statements, ${s.tables} tables` };
   },
 
   async restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {

@@ -1,6 +1,9 @@
-// PostgreSQL connections for dbstash's own queries (probe, snapshot, row counts) and the
-// environment handed to libpq tools. Errors are classified here, once, for every PostgreSQL path.
+// PostgreSQL connections for dbstash's own queries (probe, snapshot, row counts), cancelling what
+// they run on the server, and the environment handed to libpq tools. Errors are classified here,
+// once, for every PostgreSQL path.
 
+import net from 'node:net';
+import path from 'node:path';
 import type { Client, ClientConfig } from 'pg';
 import pg from './driver.js';
 import { onAbort } from '../../core/abort.js';
@@ -103,6 +106,41 @@ export function classifyPgError(err: unknown, target: Target, database = target.
  */
 export function closeOnAbort(client: PgClient, signal: AbortSignal | undefined): () => void {
   return onAbort(signal, () => client.connection.stream.destroy());
+}
+
+/** The protocol's CancelRequest code (1234 << 16 | 5678). */
+const CANCEL_REQUEST_CODE = 80877102;
+
+/**
+ * Asks the server to cancel whatever `client`'s backend is running, as libpq's PQcancel does: a
+ * CancelRequest with the backend's pid and secret key over a connection of its own, which needs
+ * no authentication. A backend waiting for a lock or counting rows does not notice that its client
+ * went away, so closing our socket alone would leave the query running on the server. Resolves
+ * once the server has taken the request (it closes that connection), or after `timeoutMs`;
+ * never rejects: a cancel that could not be delivered leaves the server-side timeouts to end it.
+ */
+export function cancelRunningQuery(client: PgClient, timeoutMs = 2000): Promise<void> {
+  const { processID, secretKey, host, port } = client as PgClient & { processID: number | null; secretKey: number | null };
+  if (processID === null || processID === undefined || secretKey === null || secretKey === undefined) return Promise.resolve();
+  return new Promise((resolve) => {
+    const socket = host?.startsWith('/') ? net.connect(path.join(host, `.s.PGSQL.${port}`)) : net.connect(port, host || 'localhost');
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.once('connect', () => {
+      const request = Buffer.alloc(16);
+      request.writeInt32BE(16, 0);
+      request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+      request.writeInt32BE(processID | 0, 8);
+      request.writeInt32BE(secretKey | 0, 12);
+      socket.end(request);
+    });
+    socket.once('close', done);
+    socket.once('error', done);
+  });
 }
 
 /** A connected client; with `signal`, an abort while connecting rejects with the signal's reason. */

@@ -3,48 +3,17 @@
 // transaction, export its snapshot, start pg_dump with --snapshot, and count every table inside
 // that same transaction while pg_dump runs: the counts describe exactly what the dump holds. The
 // database's own properties (encoding, owner, grants, settings, …; see properties.ts), which the
-// archive leaves out, are read in that transaction too and recorded in the manifest.
+// archive leaves out, are read in that transaction too and recorded in the manifest. Waits for
+// table locks are bounded on both sides by the backup's lock-wait timeout (snapshot.ts, locks.ts).
 
 import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import { DEFAULT_LOCK_WAIT_TIMEOUT_MS, type DumpOptions, type DumpSession, type Engine, type Probe, type Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
-import { classifyPgError, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
-import { countWhileDumping, exportSnapshot, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
+import { countWhileDumping, exportSnapshot, lockWaitArgs, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { holdForDump, openSource, sourceForDump } from './source.js';
-
-export const USER_TABLES_SQL = `
-SELECT n.nspname AS schema, c.relname AS name
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2`;
-
-/** Order-independent checksum of a table's rows: the sum of 64-bit prefixes of each row's md5. */
-export function tableChecksumSql(schema: string, name: string): string {
-  return `SELECT count(*)::bigint AS rows,
-    coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum
-    FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)} t`;
-}
-
-export async function countTables(client: PgClient, checksums: boolean): Promise<TableStat[]> {
-  const { rows } = await client.query<{ schema: string; name: string }>(USER_TABLES_SQL);
-  const stats: TableStat[] = [];
-  for (const { schema, name } of rows) {
-    if (checksums) {
-      const r = await client.query<{ rows: string; checksum: string }>(tableChecksumSql(schema, name));
-      stats.push({ schema, name, rows: Number(r.rows[0].rows), checksum: r.rows[0].checksum });
-    } else {
-      const r = await client.query<{ rows: string }>(`SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
-      stats.push({ schema, name, rows: Number(r.rows[0].rows) });
-    }
-  }
-  return stats;
-}
 
 function poolerWarning(target: Target): string | undefined {
   const host = target.host ?? '';
@@ -78,11 +47,12 @@ export const postgresEngine: Engine = {
     });
     const release = snapshotReleaser(client);
     try {
-      const snapshot = await exportSnapshot(client);
-      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--dbname=${dbnameArg(target.database)}`];
+      const lockWaitTimeout = opts.lockWaitTimeout ?? DEFAULT_LOCK_WAIT_TIMEOUT_MS;
+      const snapshot = await exportSnapshot(client, lockWaitTimeout);
+      const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, ...lockWaitArgs(lockWaitTimeout), '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const properties = propertiesInSnapshot(client);
       const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });
-      const { tables, finished } = countWhileDumping(client, running, opts.checksums ?? false, release);
+      const { tables, finished } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });
       const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
       stream.on('close', () => {

@@ -12,10 +12,10 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DbstashError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Target } from '../engine.js';
+import { DEFAULT_LOCK_WAIT_TIMEOUT_MS, type DumpOptions, type DumpSession, type Target } from '../engine.js';
 import { gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
-import { countWhileDumping, exportSnapshot, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
+import { countWhileDumping, exportSnapshot, lockWaitArgs, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { packDirectory, unpackTar } from './tar.js';
 import { sourceForDump } from './source.js';
 
@@ -32,13 +32,23 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
   const release = snapshotReleaser(client);
   const cleanup = () => rm(work, { recursive: true, force: true }).catch(() => {});
   try {
-    const snapshot = await exportSnapshot(client);
-    const args = ['--format=directory', `--jobs=${opts.jobs}`, '--compress=0', `--snapshot=${snapshot}`, '--no-password', `--file=${dir}`, `--dbname=${dbnameArg(target.database)}`];
+    const lockWaitTimeout = opts.lockWaitTimeout ?? DEFAULT_LOCK_WAIT_TIMEOUT_MS;
+    const snapshot = await exportSnapshot(client, lockWaitTimeout);
+    const args = [
+      '--format=directory',
+      `--jobs=${opts.jobs}`,
+      '--compress=0',
+      `--snapshot=${snapshot}`,
+      ...lockWaitArgs(lockWaitTimeout),
+      '--no-password',
+      `--file=${dir}`,
+      `--dbname=${dbnameArg(target.database)}`,
+    ];
     const properties = propertiesInSnapshot(client);
     const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
     running.stdout.resume();
     // The snapshot must outlive pg_dump: commit only after it exited and counting is done.
-    const { tables, finished: dumped } = countWhileDumping(client, running, opts.checksums ?? false, release);
+    const { tables, finished: dumped } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });
     const packed = (async function* () {
       await dumped;
       yield* packDirectory(dir);

@@ -1,6 +1,7 @@
-// The verify/restore half of the PostgreSQL engine: structure checks with pg_restore, restores
-// with pg_restore --exit-on-error (streamed into its stdin, or from a temp file for --jobs), the
-// globals artifact with psql, and the database-level operations a restore swap needs: creating
+// The verify/restore half of the PostgreSQL engine: structure checks with pg_restore (which also
+// read what the dump needs from the server it goes into; drill.ts), restores with pg_restore
+// --exit-on-error (streamed into its stdin, or from a temp file for --jobs) whose failures tell the
+// server's fault (RestoreEnvironmentError) from the dump's, the globals artifact with psql, and the database-level operations a restore swap needs: creating
 // the new database with the backup's own properties (properties.ts), swapping names in one
 // transaction, and the restore-target lock (a session-level advisory lock that the server releases
 // when the holding connection ends, however dbstash ends). dbstash's own queries run on the
@@ -11,14 +12,25 @@ import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
-import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
+import { IntegrityError, PreflightError, RestoreEnvironmentError, RestoreError } from '../../core/errors.js';
+import {
+  withDatabase,
+  type CreateDatabaseOptions,
+  type DatabaseProperties,
+  type DumpNeeds,
+  type Engine,
+  type RestoreOptions,
+  type StructureReport,
+  type TableStat,
+  type Target,
+} from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { countTables, USER_TABLES_SQL } from './index.js';
+import { countTables, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
+import { globalsReader, prepareDrill, scriptReader } from './drill.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
@@ -67,6 +79,46 @@ async function pgTool(name: string, target: Target | undefined): Promise<string>
 }
 
 /**
+ * Server errors that come from the server restored into rather than from the dump: what it lacks
+ * (a role, an extension, a C library, a tablespace, a collation or locale, an encoding able to
+ * hold the data), what its user may not do, and the server itself failing (disk, memory,
+ * connection). pg_restore and psql print the server's message text only, in the server's
+ * lc_messages: these are PostgreSQL's English messages, which the drill's own server uses.
+ */
+const ENVIRONMENT_CAUSES = [
+  /role "[^"]*" does not exist/,
+  /extension "[^"]*" is not available|could not open extension control file|extension "[^"]*" does not exist/,
+  /could not (?:access|load) (?:file|library)/,
+  /tablespace "[^"]*" does not exist|invalid value for parameter "default_tablespace"/,
+  /collation "[^"]*" for encoding "[^"]*" does not exist|could not create locale|ICU is not supported/,
+  /invalid byte sequence for encoding|has no equivalent in encoding/,
+  /permission denied|must be (?:superuser|owner|a member|member)|must have (?:CREATEROLE|admin|privileges)/,
+  /No space left on device|could not extend file|out of memory|too many connections/,
+  /server closed the connection unexpectedly|terminating connection|connection to server .* failed|could not connect to server|the database system is (?:shutting down|starting up|in recovery mode)/,
+];
+
+/** The server's own message and the statement it failed on, from a pg_restore or psql stderr. */
+function serverError(stderr: string): string | undefined {
+  const error = /ERROR:\s+(.+)/.exec(stderr) ?? /FATAL:\s+(.+)/.exec(stderr) ?? /(?:^|\n)pg_restore: error: (.+)/.exec(stderr);
+  if (!error) return undefined;
+  const command = /Command was: (.+)/.exec(stderr)?.[1];
+  const context = /CONTEXT:\s+(.+)/.exec(stderr)?.[1];
+  const cut = (text: string) => (text.length > 100 ? `${text.slice(0, 100)}…` : text);
+  return `${error[1].trim()}${command ? ` (while running: ${cut(command)})` : context ? ` (${cut(context.trim())})` : ''}`;
+}
+
+/** A failed pg_restore/psql: a RestoreEnvironmentError when the server restored into caused it. */
+export function restoreFailure(what: string, exit: ToolExit): RestoreError {
+  const error = serverError(exit.stderr);
+  const message = error ? `[postgres] ${what} ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}: ${error}` : `[postgres] ${describeExit(what, exit)}`;
+  const cause = ENVIRONMENT_CAUSES.find((re) => re.test(exit.stderr));
+  if (!cause) return new RestoreError(message);
+  return new RestoreEnvironmentError(message, {
+    hint: 'the server restored into lacks something the dump needs, or failed itself; the dump was read completely before it was restored',
+  });
+}
+
+/**
  * Feeds `raw` to a tool's stdin; a tool that exits non-zero is a RestoreError. On an input error
  * the tool is killed before its input is closed, so it never mistakes damaged input for a clean end.
  */
@@ -81,7 +133,7 @@ async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.Pr
     throw err;
   }
   const exit = await tool.exit;
-  if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit(what, exit)}`);
+  if (exit.code !== 0) throw restoreFailure(what, exit);
   return exit;
 }
 
@@ -126,7 +178,12 @@ function notReadable(exit: { code: number | null; stderr: string }): IntegrityEr
   return new IntegrityError(`[postgres] the dump does not read back: pg_restore: ${stderrSummary(exit.stderr) || `exit code ${exit.code}`}`);
 }
 
-async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+/**
+ * Reads the dump's whole structure back, and what it needs from the server it is restored into
+ * (drill.ts): pg_restore --list reads the table of contents, --file=/dev/null every data block, and
+ * --schema-only writes the DDL that the needs are read from (from the table of contents alone).
+ */
+async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
   checkFormat(opts.format);
   const bin = await pgTool('pg_restore', undefined);
   const count = (toc: string) => `pg_restore read ${toc.split('\n').filter((l) => tocEntry.test(l)).length} TOC entries and every data block`;
@@ -137,7 +194,12 @@ async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<stri
       if (list.code !== 0) throw notReadable(list);
       const full = await runTool(bin, ['--file=/dev/null', input.path!], { signal: opts.signal });
       if (full.code !== 0) throw notReadable(full);
-      return count(list.stdout);
+      const script = scriptReader();
+      const schema = startTool(bin, ['--schema-only', '--file=-', input.path!], { signal: opts.signal, bulkOutput: true });
+      const scanned = pipeline(schema.stdout, script.sink);
+      const [schemaExit] = await Promise.all([schema.exit, scanned]);
+      if (schemaExit.code !== 0) throw notReadable(schemaExit);
+      return { summary: count(list.stdout), needs: script.needs() };
     } finally {
       await input.cleanup();
     }
@@ -145,20 +207,35 @@ async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<stri
   // --list reads the table of contents; --file=/dev/null reads every data block to the end.
   const list = startTool(bin, ['--list'], { signal: opts.signal, stdin: 'pipe' });
   const full = startTool(bin, ['--file=/dev/null'], { signal: opts.signal, stdin: 'pipe' });
+  const schema = startTool(bin, ['--schema-only', '--file=-'], { signal: opts.signal, stdin: 'pipe', bulkOutput: true });
+  const tools = [list, full, schema];
   let toc = '';
   list.stdout.setEncoding('utf8').on('data', (d: string) => (toc += d));
   full.stdout.resume();
+  const script = scriptReader();
+  const scanned = pipeline(schema.stdout, script.sink).catch(() => {});
   try {
-    await feed(raw, [list.child.stdin, full.child.stdin]);
+    await feed(raw, tools.map((t) => t.child.stdin));
   } catch (err) {
-    list.child.kill('SIGKILL');
-    full.child.kill('SIGKILL');
-    await Promise.all([list.exit, full.exit]);
+    for (const t of tools) t.child.kill('SIGKILL');
+    await Promise.all(tools.map((t) => t.exit));
     throw err;
   }
-  const [listExit, fullExit] = await Promise.all([list.exit, full.exit]);
-  for (const exit of [listExit, fullExit]) if (exit.code !== 0) throw notReadable(exit);
-  return count(toc);
+  const exits = await Promise.all(tools.map((t) => t.exit));
+  for (const exit of exits) if (exit.code !== 0) throw notReadable(exit);
+  await scanned;
+  return { summary: count(toc), needs: script.needs() };
+}
+
+/** A globals artifact (pg_dumpall --globals-only) is complete, and creates these roles. */
+async function checkGlobals(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
+  const reader = globalsReader();
+  await pipeline(raw, reader.sink, { signal: opts.signal });
+  if (!reader.complete()) {
+    throw new IntegrityError('[postgres] the globals artifact is incomplete: pg_dumpall\'s closing line "PostgreSQL database cluster dump complete" is missing');
+  }
+  const roles = reader.roles();
+  return { summary: `${roles.length} roles`, needs: { roles, rolesWithoutOwnership: [], extensions: [] } satisfies DumpNeeds };
 }
 
 /**
@@ -176,6 +253,7 @@ function restoreArgs(target: Target, opts: RestoreOptions): string[] {
   const args = ['--no-password', '--exit-on-error', `--dbname=${dbnameArg(target.database)}`];
   if (opts.noOwner) args.push('--no-owner');
   if (opts.noPrivileges) args.push('--no-privileges');
+  if (opts.noTablespaces) args.push('--no-tablespaces');
   if (opts.clean) args.push('--clean', '--if-exists', '--single-transaction');
   return args;
 }
@@ -197,7 +275,7 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
     const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal });
     tool.stdout.resume();
     const exit = await tool.exit;
-    if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', exit)}`);
+    if (exit.code !== 0) throw restoreFailure('pg_restore', exit);
   } finally {
     await input.cleanup();
   }
@@ -217,7 +295,13 @@ async function restoreWithRoleMap(
   opts: RestoreOptions,
 ): Promise<void> {
   const psql = await pgTool('psql', target);
-  const scriptArgs = [...(opts.noOwner ? ['--no-owner'] : []), ...(opts.noPrivileges ? ['--no-privileges'] : []), ...(opts.clean ? ['--clean', '--if-exists'] : []), '--file=-'];
+  const scriptArgs = [
+    ...(opts.noOwner ? ['--no-owner'] : []),
+    ...(opts.noPrivileges ? ['--no-privileges'] : []),
+    ...(opts.noTablespaces ? ['--no-tablespaces'] : []),
+    ...(opts.clean ? ['--clean', '--if-exists'] : []),
+    '--file=-',
+  ];
   const script = startTool(bin, inputPath ? [...scriptArgs, inputPath] : scriptArgs, { signal: opts.signal, stdin: raw ? 'pipe' : 'ignore', bulkOutput: true });
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...(opts.clean ? ['--single-transaction'] : []), '--no-password', '-f', '-'];
   const apply = startTool(psql, args, { env: restoreEnv(target), signal: opts.signal, stdin: 'pipe' });
@@ -234,8 +318,8 @@ async function restoreWithRoleMap(
     }
   }
   const [scriptExit, applyExit] = await Promise.all([script.exit, apply.exit, rewritten]);
-  if (scriptExit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', scriptExit)}`);
-  if (applyExit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('psql', applyExit)}`);
+  if (scriptExit.code !== 0) throw restoreFailure('pg_restore', scriptExit);
+  if (applyExit.code !== 0) throw restoreFailure('psql', applyExit);
 }
 
 /** Drops CREATE/ALTER ROLE statements for roles that already exist, so existing roles keep their passwords. */
@@ -334,6 +418,8 @@ const RESTORE_LOCK_CLASS = 0x64627374;
 
 export const postgresRestoreMethods: Partial<Engine> = {
   checkStructure,
+  checkGlobals,
+  prepareDrill,
   restore,
   restoreGlobals,
   tableStats,

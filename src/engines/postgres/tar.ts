@@ -148,7 +148,7 @@ export async function unpackTar(raw: Readable, dir: string): Promise<{ files: nu
           continue;
         }
         const stored = parseInt(readString(header, 148, 8).trim(), 8);
-        if (stored !== checksum(header)) throw new IntegrityError(`tar: damaged header at byte ${offset - BLOCK} (checksum mismatch)`);
+        if (stored !== checksum(header)) throw new IntegrityError(`tar: the header at bytes ${offset - BLOCK}-${offset - 1} of the archive is damaged (checksum mismatch)`);
         const prefix = readString(header, 345, 155);
         const name = (prefix ? prefix + '/' : '') + readString(header, 0, 100);
         const type = String.fromCharCode(header[156] || 0x30);

@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Database from 'better-sqlite3';
 import { IntegrityError, RestoreError } from '../../core/errors.js';
-import type { Engine, RestoreOptions, ScratchServer, TableStat, Target } from '../engine.js';
+import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
 import { sqliteTableStats } from './index.js';
 
 function sibling(target: Target, name: string): Target {
@@ -111,11 +111,11 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
 }
 
 export const sqliteRestoreMethods: Partial<Engine> = {
-  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<string> {
+  async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const temp = await writeTemp(raw, opts.tempDir, 'verify', opts.signal);
     try {
       const tables = checkFile(temp);
-      return `integrity_check ok, ${tables.length} tables`;
+      return { summary: `integrity_check ok, ${tables.length} tables` };
     } finally {
       await fsp.rm(temp, { force: true });
     }
