@@ -9,6 +9,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreError } from '../../core/errors.js';
+import { makeScratchDir } from '../../core/scratch.js';
 import { withDatabase, type Engine, type RestoreOptions, type TableStat, type Target } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
@@ -89,7 +90,7 @@ interface Materialized {
  */
 async function materialize(raw: Readable, opts: RestoreOptions, parallel: boolean): Promise<Materialized> {
   if (opts.format !== DIRECTORY_FORMAT && !(opts.format === 'dump' && parallel)) return { cleanup: async () => {} };
-  const work = await fsp.mkdtemp(path.join(opts.tempDir, '.dbstash-restore-'));
+  const work = await makeScratchDir(opts.tempDir, 'pgrestore');
   const cleanup = () => fsp.rm(work, { recursive: true, force: true });
   try {
     if (opts.format === DIRECTORY_FORMAT) {
@@ -171,7 +172,7 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
       await runFed(bin, args, raw, libpqEnv(target), opts, 'pg_restore');
       return;
     }
-    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: libpqEnv(target), signal: opts.signal });
+    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: libpqEnv(target), signal: opts.signal, workers: jobs > 1 });
     tool.stdout.resume();
     const exit = await tool.exit;
     if (exit.code !== 0) throw new RestoreError(`[postgres] ${describeExit('pg_restore', exit)}`);
