@@ -4,6 +4,7 @@
 
 import os from 'node:os';
 import { LockedError, StorageError } from '../core/errors.js';
+import { onForcedExit } from '../core/forced-exit.js';
 import { safeName } from '../core/id.js';
 import { getBytes, type Storage } from '../storage/storage.js';
 
@@ -66,15 +67,14 @@ export async function acquireLock(
     try {
       await storage.put(key, body, { exclusive: true });
       let released = false;
-      return {
-        key,
-        info,
-        async release() {
-          if (released) return;
-          released = true;
-          await storage.delete(key);
-        },
+      const release = async () => {
+        if (released) return;
+        released = true;
+        unregister();
+        await storage.delete(key);
       };
+      const unregister = onForcedExit(release);
+      return { key, info, release };
     } catch (err) {
       if (!(err instanceof StorageError && err.reason === 'exists')) throw err;
     }
