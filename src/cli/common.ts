@@ -134,8 +134,12 @@ export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Pr
   } catch (err) {
     process.exitCode = reportError(out, controller.signal.aborted ? (controller.signal.reason ?? err) : err);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    // After an interruption the process may still take a moment to exit (connections closing,
+    // children being reaped): the duplicate of the first signal must not kill it meanwhile.
+    if (firstAt === undefined) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
   }
 }
 
