@@ -1,7 +1,8 @@
 // Backup orchestration: preflight → lock → dump → stages → publish → manifest. It knows the
 // Engine, Stage and Storage interfaces only. Every failure path aborts the dump, removes what was
 // published of this backup, and releases the lock; the manifest is written last, so a backup that
-// did not finish never appears in the catalog.
+// did not finish never appears in the catalog. A backup starts by removing what dead dbstash runs
+// left in the temp dir (core/scratch.ts).
 
 import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
@@ -11,7 +12,9 @@ import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey } from '../core
 import { formatBytes } from '../core/format.js';
 import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';
+import { removeLeftovers } from '../core/scratch.js';
 import { loadEngine } from '../engines/index.js';
+import { childGuard } from '../engines/process.js';
 import type { DumpSession, Engine, Probe, TableStat, Target } from '../engines/engine.js';
 import { isLocalHost } from '../engines/target.js';
 import { Meter } from '../pipeline/meter.js';
@@ -267,8 +270,24 @@ async function removePublished(live: Published[], id: string): Promise<void> {
   await Promise.all(live.map((pub) => removeFrom(pub, id)));
 }
 
+/**
+ * Removes what dead dbstash runs left in the temp dir (a --jobs directory dump of a run killed
+ * with -9, a SQLite snapshot copy, …) and says so. Never fails the backup.
+ */
+async function removeDeadRunsLeftovers(tempDir: string, warn: (m: string) => void): Promise<void> {
+  const guard = childGuard();
+  if (!guard.active && process.platform === 'linux') warn(`the tools dbstash starts may outlive it if it is killed: ${guard.reason}`);
+  const { removed, kept } = await removeLeftovers(tempDir).catch((err: Error) => {
+    warn(`could not look for leftovers of earlier runs in ${tempDir}: ${err.message}`);
+    return { removed: [], kept: [] };
+  });
+  for (const l of removed) warn(`removed ${l.path} (${formatBytes(l.size)}), left in the temp dir by dbstash pid ${l.pid}, which did not finish`);
+  for (const l of kept) warn(`did not remove ${l.path} (${formatBytes(l.size)}), left by dbstash pid ${l.pid}, which did not finish: ${l.reason}`);
+}
+
 export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSignal?: AbortSignal): Promise<BackupResult> {
   if (plan.destinations.length === 0) throw new PreflightError('no destination to write the backup to');
+  await removeDeadRunsLeftovers(plan.tempDir, events.warn);
   const engine = await loadEngine(plan.target.engine);
   const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
   const failed: BackupResult['failed'] = [];

@@ -5,6 +5,7 @@
 // stale once it is older than FOREIGN_LEASE_MAX_AGE_MS.
 
 import os from 'node:os';
+import { onForcedExit } from '../core/forced-exit.js';
 import { databaseDir } from '../core/id.js';
 import type { ObjectInfo, Storage } from '../storage/storage.js';
 import { processAlive } from './lock.js';
@@ -54,12 +55,12 @@ export async function acquireLease(storage: Storage, id: string, command: string
   const body = { id, host: os.hostname(), pid: process.pid, startedAt: new Date().toISOString(), command };
   await storage.put(key, Buffer.from(JSON.stringify(body, null, 2) + '\n'));
   let released = false;
-  return {
-    key,
-    async release() {
-      if (released) return;
-      released = true;
-      await storage.delete(key);
-    },
+  const release = async () => {
+    if (released) return;
+    released = true;
+    unregister();
+    await storage.delete(key);
   };
+  const unregister = onForcedExit(release);
+  return { key, release };
 }

@@ -23,6 +23,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { LockedError, StorageError } from '../core/errors.js';
+import { onForcedExit } from '../core/forced-exit.js';
 import { getBytes, putOwnBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
 
 export interface LockInfo {
@@ -187,14 +188,14 @@ export async function acquireLock(
     // Locks of runs that died are clutter now that this run holds the folder: mark them released.
     for (const l of others.filter((x) => x.stale && !x.key.endsWith(LEGACY_LOCK))) await releaseLock(storage, l.key, true).catch(() => {});
     let released = false;
-    return {
-      key,
-      info,
-      async release() {
-        if (released) return;
-        released = true;
-        await releaseLock(storage, key, true);
-      },
+    const release = async () => {
+      if (released) return;
+      released = true;
+      unregister();
+      await releaseLock(storage, key, true);
     };
+    // A person's second Ctrl-C exits without the clean-up, but the lock still goes.
+    const unregister = onForcedExit(release);
+    return { key, info, release };
   }
 }

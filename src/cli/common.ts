@@ -3,6 +3,7 @@
 
 import { Command, Option } from 'commander';
 import { DbstashError, ExitCode, InterruptedError } from '../core/errors.js';
+import { runForcedExitActions } from '../core/forced-exit.js';
 import { emptyConfig, loadConfig, loadDotenv, type LoadedConfig } from '../config/load.js';
 import { resolveEnvName } from '../config/resolve.js';
 import { Output } from './output.js';
@@ -110,19 +111,36 @@ export function reportError(out: Output, err: unknown, opts: { stdout?: boolean 
 }
 
 /**
+ * A second signal this soon after the first is the same request delivered twice: GNU timeout, for
+ * one, signals the command and then its whole process group, a few milliseconds apart.
+ */
+export const DUPLICATE_SIGNAL_MS = 1000;
+/** How long a forced exit waits for the locks to be released. */
+const FORCED_EXIT_GRACE_MS = 2000;
+
+/**
  * Runs a command body with its context. SIGINT/SIGTERM abort the context's signal so the body can
- * clean up (kill children, remove temporaries, release locks) before the process exits; a second
- * signal exits at once.
+ * clean up (kill children, remove temporaries, release locks) before the process exits. A second
+ * signal within DUPLICATE_SIGNAL_MS of the first is ignored; a later one (a person pressing
+ * Ctrl-C again) exits without waiting for the clean-up, after releasing the locks if it can.
  */
 export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Promise<number | void>, settings: { config?: boolean } = {}): Promise<void> {
   const out = new Output({ json: opts.json, quiet: opts.quiet, debug: opts.debug, logFile: opts.logFile });
   const controller = new AbortController();
-  let signalled = 0;
+  let firstAt: number | undefined;
+  let forcing = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    signalled++;
-    if (signalled > 1) process.exit(sig === 'SIGTERM' ? 143 : 130);
-    out.warn(`${sig} received: stopping and cleaning up`);
-    controller.abort(new InterruptedError(sig));
+    const now = Date.now();
+    if (firstAt === undefined) {
+      firstAt = now;
+      out.warn(`${sig} received: stopping and cleaning up`);
+      controller.abort(new InterruptedError(sig));
+      return;
+    }
+    if (now - firstAt < DUPLICATE_SIGNAL_MS || forcing) return;
+    forcing = true;
+    out.warn(`${sig} received again: exiting now, without finishing the clean-up (locks are released; the next backup removes what is left in the temp dir)`);
+    void runForcedExitActions(FORCED_EXIT_GRACE_MS).finally(() => process.exit(new InterruptedError(sig).exitCode));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -136,8 +154,12 @@ export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Pr
   } catch (err) {
     process.exitCode = reportError(out, controller.signal.aborted ? (controller.signal.reason ?? err) : err);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    // After an interruption the process may still take a moment to exit (connections closing,
+    // children being reaped): the duplicate of the first signal must not kill it meanwhile.
+    if (firstAt === undefined) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
   }
 }
 

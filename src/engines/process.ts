@@ -1,7 +1,17 @@
 // Child processes for dump and restore tools: spawned without a shell, secrets only in the
 // environment, stderr kept (bounded) for the error message, killed when the signal aborts.
+//
+// Children die with dbstash, also when dbstash itself is killed (kill -9, the OOM killer). On
+// Linux every child is started through util-linux's setpriv with --pdeathsig KILL: setpriv sets
+// PR_SET_PDEATHSIG and execs the tool in place (same pid), so the kernel kills the tool when its
+// parent goes. The death signal fires when the parent *thread* exits; Node spawns from its main
+// thread, which lives as long as the process. A tool that forks workers of its own (pg_dump and
+// pg_restore with --jobs) runs in a process group of its own, watched by a small shell that kills
+// the whole group once dbstash's end of its stdin closes, because the death signal is not
+// inherited by the tool's own children. Where setpriv is missing (not Linux, util-linux before
+// 2.33) children are spawned plainly and may outlive a killed dbstash: childGuard() says so.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
@@ -33,18 +43,96 @@ let stdbufPath: string | null | undefined;
 
 function findStdbuf(): string | null {
   if (stdbufPath !== undefined) return stdbufPath;
-  stdbufPath = null;
-  if (process.platform !== 'linux' || process.env.DBSTASH_NO_STDBUF) return stdbufPath;
+  stdbufPath = process.platform !== 'linux' || process.env.DBSTASH_NO_STDBUF ? null : findOnPath('stdbuf');
+  return stdbufPath;
+}
+
+function findOnPath(name: string): string | null {
   for (const dir of pathDirs()) {
     try {
-      accessSync(path.join(dir, 'stdbuf'), fsConstants.X_OK);
-      stdbufPath = path.join(dir, 'stdbuf');
-      break;
+      accessSync(path.join(dir, name), fsConstants.X_OK);
+      return path.join(dir, name);
     } catch {
       /* try the next */
     }
   }
-  return stdbufPath;
+  return null;
+}
+
+/** Another OS user to run a tool as (the scratch servers of drills, when dbstash runs as root). */
+export interface RunAs {
+  user: string;
+  uid: number;
+  gid: number;
+}
+
+export async function lookupUser(user: string): Promise<RunAs | undefined> {
+  const [uid, gid] = await Promise.all([runTool('id', ['-u', user]), runTool('id', ['-g', user])]);
+  if (uid.code !== 0 || gid.code !== 0) return undefined;
+  return { user, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+let guard: { setpriv: string | null; reason?: string } | undefined;
+
+function findSetpriv(): { setpriv: string | null; reason?: string } {
+  if (guard) return guard;
+  if (process.platform !== 'linux') return (guard = { setpriv: null, reason: 'the parent-death signal exists on Linux only' });
+  if (process.env.DBSTASH_NO_SETPRIV) return (guard = { setpriv: null, reason: 'DBSTASH_NO_SETPRIV is set' });
+  const setpriv = findOnPath('setpriv');
+  if (!setpriv) return (guard = { setpriv: null, reason: 'setpriv (util-linux) is not installed' });
+  // setpriv of util-linux before 2.33 has no --pdeathsig; it would refuse every tool.
+  const probe = spawnSync(setpriv, ['--pdeathsig', 'KILL', '--', 'true'], { stdio: 'ignore' });
+  if (probe.status !== 0) return (guard = { setpriv: null, reason: `${setpriv} has no --pdeathsig (util-linux 2.33 or later needed)` });
+  return (guard = { setpriv });
+}
+
+/**
+ * Whether the children dbstash starts here die with it (also on kill -9 of dbstash); when they do
+ * not, `reason` says why, for a warning.
+ */
+export function childGuard(): { active: boolean; reason?: string } {
+  const { setpriv, reason } = findSetpriv();
+  return setpriv ? { active: true } : { active: false, reason };
+}
+
+/**
+ * The command that runs `bin args` as a child that dies with dbstash, as `runAs` when given:
+ * `setpriv [--reuid --regid --init-groups] --pdeathsig KILL -- bin args`. setpriv sets the death
+ * signal after switching users (a switch afterwards would clear it). Without setpriv: the tool
+ * itself, or `runuser -u <user> --` for another user. The one place every child is started from.
+ */
+export function guardedCommand(bin: string, args: string[], opts: { runAs?: RunAs } = {}): [string, string[]] {
+  const { setpriv } = findSetpriv();
+  if (setpriv) {
+    const user = opts.runAs ? [`--reuid=${opts.runAs.uid}`, `--regid=${opts.runAs.gid}`, '--init-groups'] : [];
+    return [setpriv, [...user, '--pdeathsig', 'KILL', '--', bin, ...args]];
+  }
+  if (opts.runAs) return ['runuser', ['-u', opts.runAs.user, '--', bin, ...args]];
+  return [bin, args];
+}
+
+/** A shell that kills process group $1 once its stdin closes without a line (dbstash is gone). */
+const GROUP_WATCH = `trap '' INT TERM HUP; read -r _ || kill -s KILL -- "-$1" 2>/dev/null`;
+
+/**
+ * Ties a tool that leads its own process group, workers included, to dbstash's life: a watcher
+ * (not tied itself, so that it outlives dbstash) kills the group when dbstash dies; when the tool
+ * exits, whatever is left of its group is killed and the watcher is told to stand down.
+ */
+function tieGroup(child: ChildProcessWithoutNullStreams): void {
+  const pgid = child.pid;
+  if (pgid === undefined) return;
+  const watcher = spawn('/bin/sh', ['-c', GROUP_WATCH, 'dbstash-group-watch', String(pgid)], { stdio: ['pipe', 'ignore', 'ignore'] });
+  watcher.on('error', () => {});
+  watcher.stdin!.on('error', () => {});
+  child.once('exit', () => {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      /* the group is empty */
+    }
+    watcher.stdin!.end('\n');
+  });
 }
 
 export function startTool(
@@ -57,16 +145,25 @@ export function startTool(
     stdin?: 'pipe' | 'ignore';
     /** The tool streams bulk output on stdout: give it a larger stdio buffer where we can. */
     bulkOutput?: boolean;
+    /** The tool forks worker processes (pg_dump/pg_restore --jobs): they must die with it. */
+    workers?: boolean;
+    runAs?: RunAs;
   } = {},
 ): RunningTool {
   const stdbuf = opts.bulkOutput ? findStdbuf() : null;
-  // stdbuf execs the tool in place: the child's pid, signals and exit status are the tool's own.
-  const [file, argv] = stdbuf ? [stdbuf, [`--output=${OUTPUT_BUFFER}`, bin, ...args]] : [bin, args];
-  const child = spawn(file, argv, {
+  // setpriv and stdbuf exec the tool in place: the child's pid, signals and exit status are the
+  // tool's own.
+  const [tool, toolArgs] = stdbuf ? [stdbuf, [`--output=${OUTPUT_BUFFER}`, bin, ...args]] : [bin, args];
+  const [file, argv] = guardedCommand(tool, toolArgs, { runAs: opts.runAs });
+  const group = !!opts.workers && process.platform !== 'win32';
+  const spawnOptions: SpawnOptions = {
     env: opts.env ?? process.env,
     cwd: opts.cwd,
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
-  }) as ChildProcessWithoutNullStreams;
+    detached: group,
+  };
+  const child = spawn(file, argv, spawnOptions) as ChildProcessWithoutNullStreams;
+  if (group) tieGroup(child);
   let stderr = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (d: string) => {
@@ -90,7 +187,11 @@ export function startTool(
 }
 
 /** Runs a tool to completion and returns its stdout as text (for --version, --list, …). */
-export async function runTool(bin: string, args: string[], opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<ToolExit & { stdout: string }> {
+export async function runTool(
+  bin: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; runAs?: RunAs; workers?: boolean } = {},
+): Promise<ToolExit & { stdout: string }> {
   const tool = startTool(bin, args, opts);
   let stdout = '';
   tool.stdout.setEncoding('utf8');

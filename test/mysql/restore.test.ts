@@ -145,7 +145,7 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
     assert.match(v.stdout, /drill passed/);
     assert.match(v.stdout, /2 tables match the manifest/);
     assert.deepEqual(readdirSync(scratch), [], 'the scratch server and its files are gone');
-    assert.deepEqual(readdirSync(os.tmpdir()).filter((f) => f.startsWith('dbstash-scratch-mariadb-')), [], 'also where root puts it when mysql cannot reach --temp-dir');
+    assert.deepEqual(readdirSync(os.tmpdir()).filter((f) => f.startsWith('.dbstash-mydrill_')), [], 'also where root puts it when mysql cannot reach --temp-dir');
     const records = readdirSync(seriesDir(stash, 'shop')).filter((f) => f.includes('.verify-'));
     assert.equal(records.length, 1);
     assert.equal(JSON.parse(readFileSync(path.join(seriesDir(stash, 'shop'), records[0]), 'utf8')).result, 'passed');

@@ -157,7 +157,7 @@ describe('interrupted drill', () => {
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     for (let i = 0; i < 500 && !stderr.includes('drill: restoring'); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(readdirSync(scratchRoot).filter((f) => f.startsWith('dbstash-scratch-')).length, 1, 'the scratch server lives in --temp-dir');
+    assert.equal(readdirSync(scratchRoot).filter((f) => f.startsWith('.dbstash-pgdrill_')).length, 1, 'the scratch server lives in --temp-dir');
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     assert.equal(code, 130, stderr);

@@ -3,13 +3,14 @@
 // MySQL path. The password never reaches a command line: the tools read it from a 0600 option
 // file in a private directory that is removed when the tool is done (also on failure).
 
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createConnection } from 'mysql2';
 import type mysql from 'mysql2/promise';
 import { onAbort } from '../../core/abort.js';
 import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
+import { makeScratchDir } from '../../core/scratch.js';
 import type { Target } from '../engine.js';
 
 export type MyConnection = mysql.Connection;
@@ -153,7 +154,7 @@ export interface OptionFile {
 }
 
 export async function writeOptionFile(target: Target, tempDir: string = os.tmpdir()): Promise<OptionFile> {
-  const dir = await mkdtemp(path.join(tempDir, '.dbstash-my-'));
+  const dir = await makeScratchDir(tempDir, 'mycnf');
   const file = path.join(dir, 'client.cnf');
   const lines = ['[client]'];
   if (target.password !== undefined) lines.push(`password=${optionValue(target.password)}`);

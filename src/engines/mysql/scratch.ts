@@ -1,31 +1,27 @@
 // A throwaway local MariaDB server for restore drills: mariadb-install-db into a private temp
 // directory, mariadbd on its own socket with networking off (no port to collide with), root
 // without a password over that socket. When dbstash runs as root the server runs as the OS user
-// "mysql" (mariadbd refuses root). stop() kills the server and removes the directory; so does a
-// failed start.
+// "mysql" (mariadbd refuses root). mariadbd is started like every tool, so it dies with dbstash,
+// also on kill -9 (as root it is switched to "mysql" by setpriv, not by its own --user, which
+// would clear the parent-death signal). stop() kills the server and removes the directory; so
+// does a failed start.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chown, mkdtemp, rm, stat } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { chown, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { VerifyUnavailableError } from '../../core/errors.js';
+import { makeScratchDir } from '../../core/scratch.js';
 import type { ScratchServer, Target } from '../engine.js';
-import { findExecutable, pathDirs, runTool } from '../process.js';
+import { childGuard, findExecutable, lookupUser, pathDirs, runTool, startTool, type RunAs } from '../process.js';
 import { findMyTool, INSTALL_DB_TOOLS, SERVER_TOOLS } from './tools.js';
 
 const STARTUP_TIMEOUT_MS = 60_000;
 const SETTINGS = ['--skip-log-bin', '--character-set-server=utf8mb4', '--innodb-buffer-pool-size=64M', '--max-allowed-packet=1G'];
 const isRoot = process.getuid?.() === 0;
-
-async function mysqlUid(): Promise<{ uid: number; gid: number } | undefined> {
-  const out = await runTool('id', ['-u', 'mysql']);
-  const gid = await runTool('id', ['-g', 'mysql']);
-  if (out.code !== 0 || gid.code !== 0) return undefined;
-  return { uid: Number(out.stdout.trim()), gid: Number(gid.stdout.trim()) };
-}
 
 /** Every directory from `dir` up to / lets other users through (mariadbd runs as "mysql"). */
 async function traversable(dir: string): Promise<boolean> {
@@ -61,10 +57,11 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
   const server = await findMyTool(SERVER_TOOLS, undefined, sbin).catch(() => {
     throw unavailable('mariadbd not found', 'install mariadb-server, or give a scratch server in the config (scratchUrl)');
   });
-  const dir = await mkdtemp(path.join(await scratchParent(opts.tempDir || os.tmpdir()), 'dbstash-scratch-mariadb-'));
+  const dir = await makeScratchDir(await scratchParent(opts.tempDir || os.tmpdir()), 'mydrill');
   const dataDir = path.join(dir, 'data');
   const socket = path.join(dir, 'mysqld.sock');
   const userArgs: string[] = [];
+  let runAs: RunAs | undefined;
   let child: ChildProcess | undefined;
   const fail = async (err: Error): Promise<never> => {
     await stopProcess(child);
@@ -73,24 +70,25 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
   };
   try {
     if (isRoot) {
-      const ids = await mysqlUid();
-      if (!ids) throw unavailable('running as root and there is no "mysql" OS user for mariadbd', 'run as another user or create the mysql user');
-      await chown(dir, ids.uid, ids.gid);
+      const mysqlUser = await lookupUser('mysql');
+      if (!mysqlUser) throw unavailable('running as root and there is no "mysql" OS user for mariadbd', 'run as another user or create the mysql user');
+      await chown(dir, mysqlUser.uid, mysqlUser.gid);
       userArgs.push('--user=mysql');
+      if (childGuard().active) runAs = mysqlUser;
     }
     const installed = await runTool(
       installPath,
       ['--no-defaults', `--datadir=${dataDir}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...SETTINGS, ...userArgs],
-      { signal: opts.signal },
+      // A script that runs mariadbd --bootstrap: its group goes when it goes.
+      { signal: opts.signal, workers: true },
     );
     if (installed.code !== 0) throw unavailable(`mariadb-install-db failed: ${installed.stderr.trim().split('\n').slice(-2).join(' / ')}`);
     let log = '';
-    child = spawn(
-      server.path,
-      ['--no-defaults', `--datadir=${dataDir}`, `--socket=${socket}`, '--skip-networking', `--pid-file=${path.join(dir, 'mariadbd.pid')}`, ...SETTINGS, ...userArgs],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-4096)));
+    const serverArgs = ['--no-defaults', `--datadir=${dataDir}`, `--socket=${socket}`, '--skip-networking', `--pid-file=${path.join(dir, 'mariadbd.pid')}`, ...SETTINGS];
+    const running = startTool(server.path, runAs ? serverArgs : [...serverArgs, ...userArgs], { runAs });
+    running.stdout.resume();
+    child = running.child;
+    child.stderr!.on('data', (d: string) => (log = (log + d).slice(-4096)));
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw unavailable(`mariadbd exited during startup: ${log.trim().split('\n').slice(-3).join(' / ')}`);

@@ -8,10 +8,11 @@
 // Restore side: unpackDirectoryDump() turns the raw "tar" artifact back into the directory, which
 // `pg_restore -j N <dir>` reads.
 
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DbstashError } from '../../core/errors.js';
+import { makeScratchDir } from '../../core/scratch.js';
 import { DEFAULT_LOCK_WAIT_TIMEOUT_MS, type DumpOptions, type DumpSession, type Target } from '../engine.js';
 import { gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
@@ -22,7 +23,7 @@ import { sourceForDump } from './source.js';
 export const DIRECTORY_FORMAT = 'tar';
 
 export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: number }): Promise<DumpSession> {
-  const work = await mkdtemp(path.join(opts.tempDir, '.dbstash-pgdir-'));
+  const work = await makeScratchDir(opts.tempDir, 'pgdir');
   const dir = path.join(work, 'dump');
   const { client, facts, tool } = await sourceForDump(target, opts.probe).catch(async (err: unknown) => {
     await rm(work, { recursive: true, force: true });
@@ -45,7 +46,7 @@ export async function dumpDirectory(target: Target, opts: DumpOptions & { jobs: 
       `--dbname=${dbnameArg(target.database)}`,
     ];
     const properties = propertiesInSnapshot(client);
-    const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal });
+    const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, workers: true });
     running.stdout.resume();
     // The snapshot must outlive pg_dump: commit only after it exited and counting is done.
     const { tables, finished: dumped } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });

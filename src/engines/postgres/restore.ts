@@ -13,6 +13,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreEnvironmentError, RestoreError } from '../../core/errors.js';
+import { makeScratchDir } from '../../core/scratch.js';
 import {
   withDatabase,
   type CreateDatabaseOptions,
@@ -153,7 +154,7 @@ interface Materialized {
  */
 async function materialize(raw: Readable, opts: RestoreOptions, parallel: boolean): Promise<Materialized> {
   if (opts.format !== DIRECTORY_FORMAT && !(opts.format === 'dump' && parallel)) return { cleanup: async () => {} };
-  const work = await fsp.mkdtemp(path.join(opts.tempDir, '.dbstash-restore-'));
+  const work = await makeScratchDir(opts.tempDir, 'pgrestore');
   const cleanup = () => fsp.rm(work, { recursive: true, force: true });
   try {
     if (opts.format === DIRECTORY_FORMAT) {
@@ -272,7 +273,7 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
       await runFed(bin, args, raw, restoreEnv(target), opts, 'pg_restore');
       return;
     }
-    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal });
+    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal, workers: jobs > 1 });
     tool.stdout.resume();
     const exit = await tool.exit;
     if (exit.code !== 0) throw restoreFailure('pg_restore', exit);

@@ -1,14 +1,16 @@
 // SQLite engine. A backup is a consistent copy made with SQLite's online backup API (never a file
 // copy, which tears under WAL), checked with PRAGMA integrity_check and counted, then streamed
 // through the same stages as any dump. The copy is a scratch file that is always removed.
+// Every connection dbstash opens on a database is closed the way SQLite cleans up after itself
+// (see openForReading): dbstash leaves no -wal or -shm file that would look like another user.
 
 import { createReadStream, promises as fsp } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BackupError, ConnectionError, PreflightError } from '../../core/errors.js';
+import { scratchFile } from '../../core/scratch.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { gateOnExit } from '../process.js';
+import { openForReading, SIDECARS, sqliteTableStats } from './db.js';
 import { sqliteRestoreMethods } from './restore.js';
 
 const TOOL = { name: 'sqlite-backup-api', path: 'better-sqlite3' };
@@ -22,36 +24,9 @@ function sqliteVersion(): string {
   }
 }
 
-function quote(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-export function sqliteTableStats(db: Database.Database, checksums: boolean): TableStat[] {
-  const tables = db
-    .prepare(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`)
-    .all() as { name: string }[];
-  return tables.map(({ name }) => {
-    const rows = Number((db.prepare(`SELECT count(*) AS n FROM ${quote(name)}`).get() as { n: number }).n);
-    const stat: TableStat = { schema: 'main', name, rows };
-    if (checksums) stat.checksum = sqliteChecksum(db, name);
-    return stat;
-  });
-}
-
-/** Order-independent checksum: sum of the first 8 bytes of each row's SHA-256, modulo 2^64. */
-function sqliteChecksum(db: Database.Database, table: string): string {
-  const cols = (db.prepare(`PRAGMA table_info(${quote(table)})`).all() as { name: string }[]).map((c) => quote(c.name));
-  let sum = 0n;
-  for (const row of db.prepare(`SELECT ${cols.join(', ') || '1'} FROM ${quote(table)}`).raw().iterate() as Iterable<unknown[]>) {
-    const h = createHash('sha256').update(JSON.stringify(row, (_k, v) => (typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('base64') : v))).digest();
-    sum = (sum + h.readBigUInt64BE(0)) & 0xffffffffffffffffn;
-  }
-  return sum.toString();
-}
-
 function openSource(target: Target): Database.Database {
   try {
-    return new Database(target.path!, { readonly: true, fileMustExist: true });
+    return openForReading(target.path!);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'SQLITE_CANTOPEN' || /does not exist|unable to open/i.test((err as Error).message)) {
@@ -90,9 +65,9 @@ export const sqliteEngine: Engine = {
   },
 
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
-    const copy = path.join(opts.tempDir, `.dbstash-${path.basename(target.path!)}-${randomBytes(6).toString('hex')}.sqlite`);
-    // The copy keeps the source's journal mode: opening a WAL copy leaves -wal and -shm beside it.
-    const removeCopy = () => Promise.all(['', '-wal', '-shm'].map((suffix) => fsp.rm(copy + suffix, { force: true })));
+    const copy = scratchFile(opts.tempDir, 'sqlite', '.sqlite');
+    // The copy keeps the source's journal mode: a WAL copy may get -wal and -shm beside it.
+    const removeCopy = () => Promise.all(['', ...SIDECARS].map((suffix) => fsp.rm(copy + suffix, { force: true })));
     const source = openSource(target);
     let tables: TableStat[];
     try {
@@ -100,6 +75,8 @@ export const sqliteEngine: Engine = {
       // so under a busy writer it would never finish. A read transaction held on the source pins
       // one snapshot (WAL: writers go on; rollback journal: writers wait, as with sqlite3's
       // .backup), and the copy is that snapshot. The progress callback makes it abortable.
+      // Private to this run (0600); the backup API writes into the empty file.
+      await (await fsp.open(copy, 'wx', 0o600)).close();
       source.exec('BEGIN');
       source.prepare('SELECT count(*) FROM sqlite_schema').get();
       await source.backup(copy, {
@@ -109,7 +86,7 @@ export const sqliteEngine: Engine = {
         },
       });
       source.exec('COMMIT');
-      const db = new Database(copy, { readonly: true });
+      const db = openForReading(copy);
       try {
         const check = db.prepare('PRAGMA integrity_check').all() as { integrity_check: string }[];
         if (check.length !== 1 || check[0].integrity_check !== 'ok') {

@@ -4,29 +4,35 @@
 // PRAGMA integrity_check, and publishes it under the final name only if that name is free. An
 // in-place restore (the target is in use) copies the checked file into the live database with
 // SQLite's online backup API, which takes the database's own locks.
+//
+// "In use" is the operating system's view, not the presence of -wal/-shm files (which a crashed
+// writer or a read-only reader leaves behind): a process with the file open (/proc/<pid>/fd), or
+// holding a lock on it or its -shm (/proc/locks; a WAL connection holds one on -shm for its whole
+// life, for any user). A database merely left with -wal/-shm files is swapped, and its files
+// move with it.
 
 import { createWriteStream, promises as fsp } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Database from 'better-sqlite3';
 import { IntegrityError, RestoreError } from '../../core/errors.js';
+import { makeScratchDir, scratchFile } from '../../core/scratch.js';
 import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
-import { sqliteTableStats } from './index.js';
+import { openForReading, SIDECARS, sqliteTableStats } from './db.js';
 
 function sibling(target: Target, name: string): Target {
   const file = path.join(path.dirname(target.path!), name + path.extname(target.path!));
   return { ...target, database: name, displayUrl: file, path: file };
 }
 
-async function writeTemp(raw: Readable, dir: string, base: string, signal: AbortSignal): Promise<string> {
-  const file = path.join(dir, `.dbstash-${base}-${randomBytes(6).toString('hex')}.sqlite`);
+async function writeTemp(raw: Readable, dir: string, signal: AbortSignal): Promise<string> {
+  const file = scratchFile(dir, 'sqlite', '.sqlite');
   try {
     await pipeline(raw, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal });
     return file;
   } catch (err) {
-    await fsp.rm(file, { force: true });
+    await removeDatabaseFiles(file);
     throw err;
   }
 }
@@ -35,7 +41,7 @@ async function writeTemp(raw: Readable, dir: string, base: string, signal: Abort
 function checkFile(file: string): TableStat[] {
   let db: Database.Database;
   try {
-    db = new Database(file, { readonly: true, fileMustExist: true });
+    db = openForReading(file);
   } catch (err) {
     throw new IntegrityError(`[sqlite] the artifact is not a SQLite database: ${(err as Error).message}`);
   }
@@ -54,7 +60,7 @@ function checkFile(file: string): TableStat[] {
 }
 
 async function removeDatabaseFiles(file: string): Promise<void> {
-  for (const suffix of ['', '-wal', '-shm', '-journal']) await fsp.rm(file + suffix, { force: true });
+  for (const suffix of ['', ...SIDECARS]) await fsp.rm(file + suffix, { force: true });
 }
 
 async function exists(file: string): Promise<boolean> {
@@ -66,7 +72,7 @@ async function exists(file: string): Promise<boolean> {
 
 /** Processes (other than this one) holding the file or its WAL open, from /proc on Linux. */
 async function openers(file: string): Promise<string[]> {
-  const wanted = new Set([file, `${file}-wal`, `${file}-journal`]);
+  const wanted = new Set([file, ...SIDECARS.map((s) => file + s)]);
   const found: string[] = [];
   const pids = await fsp.readdir('/proc').catch(() => [] as string[]);
   for (const pid of pids) {
@@ -84,13 +90,59 @@ async function openers(file: string): Promise<string[]> {
   return found;
 }
 
+/** The device numbers /proc/locks prints for a st_dev (glibc's encoding of dev_t). */
+function majorMinor(dev: bigint): string {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+const LOCK_LINE = /^\d+:\s+(?:->\s+)?\S+\s+\S+\s+\S+\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/;
+
+/**
+ * Processes (other than this one) holding a lock on the database or one of its side files, from
+ * /proc/locks on Linux, which shows every user's locks. A WAL connection holds a shared lock on
+ * the -shm file as long as it is open; any connection holds one on the database file while it
+ * reads or writes.
+ */
+export async function lockHolders(file: string): Promise<string[]> {
+  const text = await fsp.readFile('/proc/locks', 'utf8').catch(() => '');
+  if (!text) return [];
+  const ids = new Set<string>();
+  for (const name of [file, ...SIDECARS.map((s) => file + s)]) {
+    const st = await fsp.stat(name, { bigint: true }).catch(() => undefined);
+    if (st) ids.add(`${majorMinor(st.dev)}:${st.ino}`);
+  }
+  const holders = new Set<string>();
+  for (const line of text.split('\n')) {
+    const m = LOCK_LINE.exec(line);
+    if (!m || !ids.has(`${parseInt(m[2], 16)}:${parseInt(m[3], 16)}:${m[4]}`)) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    // An open file description lock (OFD) has no owning process: pid -1.
+    if (pid <= 0) {
+      holders.add('a process holding an open-file-description lock');
+      continue;
+    }
+    const comm = (await fsp.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+    holders.add(`pid ${pid} (${comm})`);
+  }
+  return [...holders];
+}
+
+/** Who has the database open or locked, as the operating system sees it (Linux). */
+async function users(file: string): Promise<string[]> {
+  const [open, locking] = await Promise.all([openers(file), lockHolders(file)]);
+  return [...new Set([...open, ...locking])];
+}
+
 async function restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
   const file = target.path!;
-  const temp = await writeTemp(raw, path.dirname(file), path.basename(file), opts.signal);
+  const temp = await writeTemp(raw, path.dirname(file), opts.signal);
   try {
     checkFile(temp);
     if (opts.clean) {
-      const source = new Database(temp, { readonly: true });
+      const source = openForReading(temp);
       try {
         await source.backup(file);
       } catch (err) {
@@ -106,25 +158,25 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
       throw new RestoreError(`[sqlite] cannot create ${file}: ${(err as NodeJS.ErrnoException).code === 'EEXIST' ? 'it already exists' : (err as Error).message}`, { cause: err });
     }
   } finally {
-    await fsp.rm(temp, { force: true });
+    await removeDatabaseFiles(temp);
   }
 }
 
 export const sqliteRestoreMethods: Partial<Engine> = {
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
-    const temp = await writeTemp(raw, opts.tempDir, 'verify', opts.signal);
+    const temp = await writeTemp(raw, opts.tempDir, opts.signal);
     try {
       const tables = checkFile(temp);
       return { summary: `integrity_check ok, ${tables.length} tables` };
     } finally {
-      await fsp.rm(temp, { force: true });
+      await removeDatabaseFiles(temp);
     }
   },
 
   restore,
 
   async tableStats(target: Target, opts: { checksums: boolean }): Promise<TableStat[]> {
-    const db = new Database(target.path!, { readonly: true, fileMustExist: true });
+    const db = openForReading(target.path!);
     try {
       return sqliteTableStats(db, opts.checksums);
     } finally {
@@ -156,19 +208,29 @@ export const sqliteRestoreMethods: Partial<Engine> = {
     const renamed = sibling(target, newName);
     if (await exists(renamed.path!)) throw new RestoreError(`[sqlite] cannot rename ${target.path}: ${renamed.path} exists`);
     await fsp.rename(target.path!, renamed.path!);
+    // A -wal or -journal left beside the old name belongs to the old file: left there, SQLite
+    // would apply it to whatever file takes that name next.
+    for (const side of SIDECARS) {
+      await fsp.rename(target.path! + side, renamed.path! + side).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw new RestoreError(`[sqlite] renamed ${target.path} but not its ${side} file: ${err.message}`, { cause: err });
+      });
+    }
     return renamed;
   },
 
   async listSessions(target: Target): Promise<string[]> {
-    return openers(target.path!);
+    return users(target.path!);
   },
 
   async swapBlocker(target: Target): Promise<string | undefined> {
     const file = target.path!;
-    const users = await openers(file);
-    if (users.length > 0) return `${file} is in use by ${users.join(', ')}`;
-    for (const side of ['-wal', '-journal']) {
-      if (await exists(file + side)) return `${file}${side} exists (the database is open or was not closed cleanly)`;
+    const using = await users(file);
+    if (using.length > 0) return `${file} is in use by ${using.join(', ')}`;
+    // Without /proc there is no telling who has it open: side files are taken as a sign of use.
+    if (process.platform !== 'linux') {
+      for (const side of ['-wal', '-journal']) {
+        if (await exists(file + side)) return `${file}${side} exists (the database is open or was not closed cleanly)`;
+      }
     }
     try {
       await fsp.access(path.dirname(file), 2 /* W_OK */);
@@ -180,7 +242,7 @@ export const sqliteRestoreMethods: Partial<Engine> = {
 
   /** No server needed: a scratch "server" is a private temp directory. */
   async startScratchServer(opts: { tempDir: string }): Promise<ScratchServer> {
-    const dir = await fsp.mkdtemp(path.join(opts.tempDir, 'dbstash-scratch-'));
+    const dir = await makeScratchDir(opts.tempDir, 'sqlitedrill');
     const file = path.join(dir, 'scratch.sqlite');
     return {
       target: { engine: 'sqlite', database: 'scratch', displayUrl: file, path: file, params: {}, options: {} },
