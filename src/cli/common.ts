@@ -152,7 +152,8 @@ export async function runCommand(opts: CommonOptions, body: (ctx: Context) => Pr
     const code = await body({ out, loaded, envName, signal: controller.signal });
     process.exitCode = code ?? 0;
   } catch (err) {
-    process.exitCode = reportError(out, controller.signal.aborted ? (controller.signal.reason ?? err) : err);
+    // The command's own interruption error says what it did about it; prefer it to the bare signal.
+    process.exitCode = reportError(out, controller.signal.aborted && !(err instanceof InterruptedError) ? (controller.signal.reason ?? err) : err);
   } finally {
     // After an interruption the process may still take a moment to exit (connections closing,
     // children being reaped): the duplicate of the first signal must not kill it meanwhile.

@@ -2,7 +2,9 @@
 // does not keep, plus the leftovers of crashed runs (and, on S3, aborts old incomplete multipart
 // uploads). --dry-run prints every decision with its reasons and the bytes that would be freed.
 
+import os from 'node:os';
 import type { Command } from 'commander';
+import { findLeftovers, removeLeftovers } from '../core/scratch.js';
 import { ExitCode, StorageError, UsageError } from '../core/errors.js';
 import { formatBytes, parseDuration, renderTable } from '../core/format.js';
 import { resolveDestinations } from '../config/resolve.js';
@@ -167,9 +169,22 @@ Examples:
           }),
         );
       }
+      // What dead runs of this host left in the temp dir goes too (a live run's is never touched).
+      const tempDir = config.tempDir ?? os.tmpdir();
+      const temp = opts.dryRun
+        ? { removed: [], kept: [], wouldRemove: await findLeftovers(tempDir).catch(() => []) }
+        : { ...(await removeLeftovers(tempDir)), wouldRemove: [] };
+      for (const l of temp.kept) ctx.out.warn(`left ${l.path} in place: ${l.reason}`);
       const failures = reports.reduce((s, r) => s + r.failures, 0);
-      ctx.out.result({ dryRun: !!opts.dryRun, storages: reports, bytesFreed: reports.reduce((s, r) => s + r.bytesFreed, 0) }, () =>
-        reports.map(renderReport).join('\n'),
+      const tempLines = [...temp.wouldRemove.map((l) => `  remove  ${l.path}  ${formatBytes(l.size)}  left by dbstash pid ${l.pid}, which is gone`), ...temp.removed.map((l) => `  removed  ${l.path}  ${formatBytes(l.size)}  left by dbstash pid ${l.pid}, which is gone`)];
+      ctx.out.result(
+        {
+          dryRun: !!opts.dryRun,
+          storages: reports,
+          bytesFreed: reports.reduce((s, r) => s + r.bytesFreed, 0),
+          tempLeftovers: { dir: tempDir, removed: temp.removed.map((l) => l.path), wouldRemove: temp.wouldRemove.map((l) => l.path), kept: temp.kept.map((l) => ({ path: l.path, reason: l.reason })) },
+        },
+        () => [...reports.map(renderReport), ...(tempLines.length ? [`temp dir ${tempDir}`, ...tempLines] : [])].join('\n'),
       );
       if (failures > 0) {
         throw new StorageError('permanent', `prune could not remove ${failures} object${failures === 1 ? '' : 's'}`, {

@@ -33,6 +33,10 @@ function render(r: StatusReport): string {
     lines.push(`storage ${s.name} (${s.url}): ${s.reachable ? 'reachable' : 'NOT REACHABLE'}${free}`);
     for (const f of s.findings) lines.push(`  ${MARK[f.level]}  ${f.message}`);
   }
+  if (r.temp.findings.length > 0) {
+    lines.push(`temp dir ${r.temp.dir}`);
+    for (const f of r.temp.findings) lines.push(`  ${MARK[f.level]}  ${f.message}`);
+  }
   const problems = [...r.databases.flatMap((d) => d.findings), ...r.storages.flatMap((s) => s.findings)].filter((f) => f.level === 'problem').length;
   lines.push(r.healthy ? 'healthy' : `UNHEALTHY: ${problems} problem${problems === 1 ? '' : 's'}`);
   return lines.join('\n');

@@ -4,6 +4,8 @@
 // and databases kept aside by restore swaps; per storage: reachability and free space.
 // Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
 
+import os from 'node:os';
+import { findLeftovers } from '../core/scratch.js';
 import { listBackups, seriesIn, type CatalogListing } from '../catalog/catalog.js';
 import { activeLocks } from '../catalog/lock.js';
 import { mainArtifact } from '../catalog/manifest.js';
@@ -59,6 +61,8 @@ export interface StatusReport {
   checkedAt: string;
   databases: DatabaseStatus[];
   storages: StorageStatus[];
+  /** What dead dbstash runs of this host left in the temp dir (prune removes it). */
+  temp: { dir: string; leftovers: { path: string; kind: string; pid: number; size: number }[]; findings: Finding[] };
 }
 
 export interface StatusTarget {
@@ -191,8 +195,19 @@ export async function collectStatus(targets: StatusTarget[], config: ConfigFile,
   const databases: DatabaseStatus[] = [];
   for (const t of targets) databases.push(await checkDatabase(t, views, config, now));
   const storages = [...views.values()].map((v) => v.status);
+  const tempDir = config.tempDir ?? os.tmpdir();
+  const leftovers = await findLeftovers(tempDir).catch(() => []);
+  const temp: StatusReport['temp'] = { dir: tempDir, leftovers: leftovers.map(({ path, kind, pid, size }) => ({ path, kind, pid, size })), findings: [] };
+  if (leftovers.length > 0) {
+    const bytes = leftovers.reduce((s, l) => s + l.size, 0);
+    temp.findings.push({
+      level: 'warn',
+      check: 'leftovers',
+      message: `${leftovers.length} leftover${leftovers.length === 1 ? '' : 's'} of dbstash runs that died (${formatBytes(bytes)}, e.g. ${leftovers[0].path}): the next backup or \`dbstash prune\` removes them`,
+    });
+  }
   const healthy = [...databases.flatMap((d) => d.findings), ...storages.flatMap((s) => s.findings)].every((f) => f.level !== 'problem');
-  return { healthy, checkedAt: now.toISOString(), databases, storages };
+  return { healthy, checkedAt: now.toISOString(), databases, storages, temp };
 }
 
 /** The series found in the given storages (for a stash without a config); unreachable ones are skipped. */

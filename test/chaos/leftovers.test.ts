@@ -13,7 +13,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -166,7 +166,7 @@ describe('kill -9 of dbstash', () => {
     assert.deepEqual(readdirSync(temp), []);
   });
 
-  it('mid drill: the scratch server dies with it; the next backup removes its data directory', async () => {
+  it('mid drill: the scratch server dies with it; status reports its data directory and prune removes it', async () => {
     const stash = tempDir('dbstash-chaos-drill-stash');
     const backup = await runCli(['backup', server.url('bench'), '--output-dir', stash]);
     assert.equal(backup.code, 0, backup.stderr);
@@ -187,9 +187,17 @@ describe('kill -9 of dbstash', () => {
     const [drillDir] = scratchIn(temp, 'pgdrill');
     assert.ok(drillDir, 'the killed run left its data directory');
 
-    const next = await runCli(['backup', server.url('postgres'), '--output-dir', tempDir('dbstash-chaos-stash'), '--temp-dir', temp]);
-    assert.equal(next.code, 0, next.stderr);
-    assert.match(next.stderr, new RegExp(`^warning: removed ${path.join(temp, drillDir).replace(/[.]/g, '\\.')} \\(.+\\), left in the temp dir by dbstash pid ${cli.pid}`, 'm'));
+    const config = path.join(tempDir('dbstash-chaos-drill-config'), 'dbstash.yaml');
+    writeFileSync(config, `tempDir: ${temp}\n`);
+    const left = path.join(temp, drillDir).replace(/[.]/g, '\\.');
+    const status = await runCli(['status', '--output-dir', stash, '--config', config]);
+    assert.match(status.stdout, new RegExp(`temp dir ${temp}\\n  warn +1 leftover of dbstash runs that died \\(.+, e\\.g\\. ${left}\\): the next backup or \`dbstash prune\` removes them`), status.stdout);
+    const dry = await runCli(['prune', '--output-dir', stash, '--config', config, '--dry-run']);
+    assert.match(dry.stdout, new RegExp(`remove  ${left}  .* left by dbstash pid ${cli.pid}, which is gone`), dry.stdout);
+    assert.ok(readdirSync(temp).includes(drillDir), 'a dry run removes nothing');
+    const prune = await runCli(['prune', '--output-dir', stash, '--config', config, '--json']);
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.deepEqual(JSON.parse(prune.stdout).tempLeftovers.removed, [path.join(temp, drillDir)]);
     assert.deepEqual(readdirSync(temp), []);
   });
 });
@@ -204,7 +212,7 @@ describe('a second signal', () => {
     const pgDump = await waitFor('pg_dump to start', () => childrenOf(cli.pid, 'pg_dump').find((pid) => cmdlineOf(pid).some((a) => a.startsWith('--snapshot='))));
     await waitFor('bytes in a temporary file and the lock', () => {
       const files = filesUnder(stash);
-      return files.includes('bench/dbstash.lock') && files.some((f) => path.basename(f).startsWith('.tmp-') && statSync(path.join(stash, f)).size > 256 << 10);
+      return files.some((f) => /\/locks\/[^/]+\.lock$/.test(f)) && files.some((f) => path.basename(f).startsWith('.tmp-') && statSync(path.join(stash, f)).size > 256 << 10);
     });
     cli.child.kill('SIGTERM');
     await sleep(5);
