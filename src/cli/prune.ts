@@ -144,6 +144,7 @@ Examples:
           return ExitCode.ok;
         }
         series = found.match.series.identity;
+        if (found.by !== 'name' && found.by !== 'folder') ctx.out.info(`"${database}" is the ${found.by} of ${found.match.series.name} (${series})`);
       }
       const confirm = opts.yes || !process.stdin.isTTY || opts.json
         ? undefined

@@ -143,7 +143,7 @@ Examples:
       const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
       let located;
       if (latest) {
-        const series = await seriesNamed(destinations, database, config);
+        const series = await seriesNamed(destinations, database, config, (m) => ctx.out.info(m));
         if (!series) {
           const { known } = await findSeries(destinations, {});
           if (known.length > 1) {

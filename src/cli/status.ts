@@ -61,6 +61,7 @@ async function targetsFor(database: string | undefined, opts: StatusOptions, ctx
     const hit = resolveSeries([...found, ...[...configured.values()].map((c) => c.match).filter((m) => !seen.has(m.series.identity))], database, keys);
     if (!hit) throw new UsageError(`no database "${database}" in the config or the stash`, { hint: 'run `dbstash list` to see the names of the databases with backups' });
     wanted = hit.match.series.identity;
+    if (hit.by !== 'name' && hit.by !== 'folder' && hit.by !== 'config key') ctx.out.info(`"${database}" is the ${hit.by} of ${hit.match.series.name} (${wanted})`);
   }
   const targets: StatusTarget[] = [];
   for (const c of configured.values()) {

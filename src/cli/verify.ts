@@ -36,7 +36,7 @@ export function configEntry(config: ConfigFile, database: string | undefined): D
 }
 
 /** Resolves "[database]" of --latest/--all/restore latest to one series over the destinations (or every series when not given). */
-export async function seriesNamed(destinations: Destination[], name: string | undefined, config: ConfigFile): Promise<SeriesMatch | undefined> {
+export async function seriesNamed(destinations: Destination[], name: string | undefined, config: ConfigFile, info?: (m: string) => void): Promise<SeriesMatch | undefined> {
   if (!name) return undefined;
   const configured = [...configuredSeries(config).values()].map((c) => c.match);
   const found = await findSeries(destinations, { name, configKeys: configKeys(config), configured });
@@ -45,6 +45,7 @@ export async function seriesNamed(destinations: Destination[], name: string | un
       hint: `run \`dbstash list\` to see the databases with backups${found.known.length ? ` (${[...seriesLabels(found.known).values()].join(', ')})` : ''}`,
     });
   }
+  if (found.by !== 'name' && found.by !== 'folder') info?.(`"${name}" is the ${found.by} of ${found.match.series.name} (${found.match.series.identity})`);
   return found.match;
 }
 
@@ -62,7 +63,7 @@ async function toVerify(id: string | undefined, opts: VerifyCliOptions, ctx: Con
   const destinations = await resolveDestinations(opts, config, id ? configEntryInFolder(config, parseBackupId(id)?.database) : configEntry(config, pick));
   const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
   if (id) return { located: [await locateBackup(destinations, id, locate)] };
-  const series = await seriesNamed(destinations, pick, config);
+  const series = await seriesNamed(destinations, pick, config, (m) => ctx.out.info(m));
   if (opts.latest !== undefined) {
     const latest = await locateLatest(destinations, { identity: series?.series.identity }, locate);
     if (!latest) throw new UsageError(`no backups${pick ? ` of ${pick}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`);

@@ -109,6 +109,7 @@ function adapter(backupArgs: string[]): EngineAdapter {
       return engine.createDatabase!(parseTarget(server!.url('shop')), `${name}_${backupArgs.length ? 'jobs' : 'single'}`);
     },
     picture,
+    restoreUrl: (name) => server!.url(name.includes('_before_') ? name : `${name}_${backupArgs.length ? 'jobs' : 'single'}_cli`),
     failures: {
       badCredentials: { url: () => `postgres://postgres:wrong-password@127.0.0.1:${server!.port}/shop`, message: /authentication failed/ },
       missingDatabase: { url: () => server!.url('no_such_db'), message: /database "no_such_db" does not exist/ },

@@ -67,6 +67,7 @@ runEngineContract('sqlite', {
     return parseTarget(path.join(dir, `${name}.db`));
   },
   picture: async (target) => picture(target),
+  restoreUrl: (name) => path.join(dir, `${name}.db`),
   failures: {
     badCredentials: { notApplicable: 'a SQLite database is a file; it has no credentials' },
     missingDatabase: { url: () => path.join(dir, 'no_such_db.db'), message: /no_such_db\.db does not exist/ },
