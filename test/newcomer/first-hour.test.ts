@@ -76,12 +76,12 @@ describe('the README, as written, in a fresh clone', () => {
       assert.equal(series.length, 1);
       assert.ok(readdirSync(path.join(clone, 'backups', series[0])).some((f) => f.endsWith('.manifest.json')));
 
-      // The install line of the README and of docs/github-actions.md, into a prefix of the test's.
+      // The install line of the README and of docs/github-actions.md, as written, into a prefix of the test's.
       const prefix = tempDir('newcomer-prefix');
       const docs = readFileSync(path.join(REPO, 'docs', 'github-actions.md'), 'utf8');
-      assert.match(docs, /run: cd dbstash && npm install -g \.$/m);
-      assert.match(README, /`npm run setup && npm install -g \.`/);
-      const global = sh('npm install -g .', clone, { ...env, npm_config_prefix: prefix });
+      const line = /`(npm run setup && npm install -g [^`]+)`/.exec(README)![1];
+      assert.ok(docs.includes(`run: cd dbstash && ${line.replace('npm run setup && ', '')}`), 'the docs install as the README does');
+      const global = sh(line, clone, { ...env, npm_config_prefix: prefix });
       assert.equal(global.code, 0, global.out);
       assert.doesNotMatch(global.out, /npm warn/i);
       const installed = sh('dbstash --version && dbstash list --output-dir backups', clone, { ...env, PATH: `${path.join(prefix, 'bin')}:${env.PATH ?? process.env.PATH}` });
@@ -91,16 +91,17 @@ describe('the README, as written, in a fresh clone', () => {
     });
   }
 
-  test('the release tarball (npm pack) installs with npm install -g ./dbstash-<version>.tgz', { timeout: 900_000 }, async () => {
+  test('the release tarball (npm pack) installs with the README\'s line, without a warning, and backs up', { timeout: 900_000 }, async () => {
     const clone = freshClone();
-    assert.equal(sh('npm ci --ignore-scripts && npx tsc -p tsconfig.json', clone).code, 0);
-    const pack = sh('npm pack --ignore-scripts', clone);
+    assert.equal(sh('npm ci', clone).code, 0);
+    const pack = sh('npm pack', clone);
     assert.equal(pack.code, 0, pack.out);
+    assert.equal(readFileSync(path.join(clone, 'package.json'), 'utf8'), readFileSync(path.join(REPO, 'package.json'), 'utf8'), 'package.json is put back after packing');
+    const line = /`(npm install -g [^`]*\.\/dbstash-[\d.]+\.tgz)`/.exec(README)![1];
     const version = JSON.parse(readFileSync(path.join(clone, 'package.json'), 'utf8')).version as string;
-    assert.match(README, /npm install -g \.\/dbstash-0\.1\.0\.tgz/);
+    assert.ok(line.endsWith(`./dbstash-${version}.tgz`), `${line} names this version's tarball`);
     const elsewhere = tempDir('newcomer-tarball');
     const prefix = tempDir('newcomer-tarball-prefix');
-    const line = `npm install -g ./dbstash-${version}.tgz`;
     const install = sh(`cp ${path.join(clone, `dbstash-${version}.tgz`)} . && ${line}`, elsewhere, { npm_config_prefix: prefix });
     assert.equal(install.code, 0, install.out);
     assert.doesNotMatch(install.out, /npm warn/i);
