@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { LockedError, StorageError } from '../core/errors.js';
 import { onForcedExit } from '../core/forced-exit.js';
+import { processAlive } from '../core/scratch.js';
 import { getBytes, putOwnBytes, type ObjectInfo, type Storage } from '../storage/storage.js';
 
 export interface LockInfo {
@@ -57,14 +58,7 @@ export function isLockKey(key: string): boolean {
   return key.includes(`/${LOCKS_DIR}/`) || key.endsWith(`/${LEGACY_LOCK}`);
 }
 
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { processAlive };
 
 export function isStale(info: LockInfo): boolean {
   return info.host === os.hostname() && info.pid > 0 && !processAlive(info.pid);

@@ -98,7 +98,8 @@ export function scratchFile(parent: string, kind: string, ext = ''): string {
   return path.join(parent, scratchName(kind, ext));
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process of this machine still runs (EPERM: it does, as another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
