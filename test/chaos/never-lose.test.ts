@@ -334,3 +334,22 @@ describe('a safety backup is its own kind', () => {
     }
   });
 });
+
+describe('one restore into a SQLite file at a time', () => {
+  test('a restore finds the target locked by a live restore and says so; a lock whose process is gone is taken over', { timeout: 60_000 }, async () => {
+    const dir = tempDir('chaos-sqlite-lock');
+    const db = sqliteDb(path.join(dir, 'app.db'), 30);
+    const stash = path.join(dir, 'stash');
+    const id = json(await runCli(['backup', db, '--output-dir', stash, '--json'])).id as string;
+    const target = path.join(dir, 'target.db');
+    const lock = path.join(dir, '.target.db.dbstash-restore');
+    writeFileSync(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() }));
+    const busy = await runCli(['restore', id, '--to', target, '--output-dir', stash, '--yes']);
+    expectExit(busy, 9, new RegExp(`error: another restore into ${target.replace(/[.]/g, '\\.')} is running \\(pid ${process.pid} on `));
+    assert.ok(!existsSync(target), 'the target was not touched');
+    writeFileSync(lock, JSON.stringify({ pid: deadPid(), host: os.hostname(), startedAt: '2026-01-01T00:00:00Z' }));
+    expectExit(await runCli(['restore', id, '--to', target, '--output-dir', stash, '--yes']), 0);
+    assert.ok(existsSync(target));
+    assert.ok(!existsSync(lock), 'the lock goes with the restore');
+  });
+});

@@ -17,7 +17,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Database from 'better-sqlite3';
 import { IntegrityError, RestoreError } from '../../core/errors.js';
-import { makeScratchDir, scratchFile } from '../../core/scratch.js';
+import os from 'node:os';
+import { onForcedExit } from '../../core/forced-exit.js';
+import { makeScratchDir, processAlive, scratchFile } from '../../core/scratch.js';
 import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
 import { openForReading, SIDECARS, sqliteTableStats } from './db.js';
 
@@ -162,7 +164,49 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
   }
 }
 
+/**
+ * One restore into a SQLite file at a time: a lock file beside it, created exclusively and holding
+ * the pid and host. A lock whose process is gone (kill -9) is taken over; the lock goes with a
+ * forced exit too.
+ */
+async function lockRestoreTarget(target: Target): Promise<{ release(): Promise<void> }> {
+  const file = target.path!;
+  const lock = path.join(path.dirname(file), `.${path.basename(file)}.dbstash-restore`);
+  const me = JSON.stringify({ pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await fsp.writeFile(lock, me, { flag: 'wx', mode: 0o600 });
+      let released = false;
+      const release = async () => {
+        if (released) return;
+        released = true;
+        unregister();
+        await fsp.rm(lock, { force: true });
+      };
+      const unregister = onForcedExit(release);
+      return { release };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder: { pid?: number; host?: string; startedAt?: string } = {};
+    try {
+      holder = JSON.parse(await fsp.readFile(lock, 'utf8'));
+    } catch {
+      /* unreadable: treated as held */
+    }
+    const gone = holder.host === os.hostname() && typeof holder.pid === 'number' && !processAlive(holder.pid);
+    if (!gone) {
+      throw new RestoreError(`another restore into ${file} is running (pid ${holder.pid ?? '?'} on ${holder.host ?? '?'} since ${holder.startedAt ?? '?'})`, {
+        hint: `wait for it to finish; if it is not running any more, remove ${lock}`,
+      });
+    }
+    await fsp.rm(lock, { force: true });
+  }
+  throw new RestoreError(`could not take the restore lock of ${file}`, { hint: 'another restore keeps taking it; retry later' });
+}
+
 export const sqliteRestoreMethods: Partial<Engine> = {
+  lockRestoreTarget,
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const temp = await writeTemp(raw, opts.tempDir, opts.signal);
     try {
