@@ -5,8 +5,7 @@
  * and `dbstash verify --drill` into a throwaway MariaDB that dbstash starts and removes.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -139,13 +138,17 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
     const b = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--json']);
     assert.equal(b.code, ExitCode.ok, b.stderr);
     const { id } = JSON.parse(b.stdout) as { id: string };
-    const v = await runCli(['verify', id, '--output-dir', stash, '--drill', '--temp-dir', scratch], { timeoutMs: 120_000 });
+    // Its own system temp dir, one the OS user "mysql" can traverse: where root puts the scratch server when
+    // "mysql" cannot reach --temp-dir (tempDir is 0700), and where no other test file's drill lands.
+    const sysTmp = tempDir('dbstash-my-drill-systmp');
+    chmodSync(sysTmp, 0o711);
+    const v = await runCli(['verify', id, '--output-dir', stash, '--drill', '--temp-dir', scratch], { timeoutMs: 120_000, env: { TMPDIR: sysTmp } });
     assert.equal(v.code, ExitCode.ok, v.stderr);
     assert.match(v.stdout + v.stderr, /throwaway scratch instance/);
     assert.match(v.stdout, /drill passed/);
     assert.match(v.stdout, /2 tables match the manifest/);
     assert.deepEqual(readdirSync(scratch), [], 'the scratch server and its files are gone');
-    assert.deepEqual(readdirSync(os.tmpdir()).filter((f) => f.startsWith('.dbstash-mydrill_')), [], 'also where root puts it when mysql cannot reach --temp-dir');
+    assert.deepEqual(readdirSync(sysTmp), [], 'also where root puts it when mysql cannot reach --temp-dir');
     const records = readdirSync(seriesDir(stash, 'shop')).filter((f) => f.includes('.verify-'));
     assert.equal(records.length, 1);
     assert.equal(JSON.parse(readFileSync(path.join(seriesDir(stash, 'shop'), records[0]), 'utf8')).result, 'passed');
