@@ -159,9 +159,22 @@ describe('mysql backup', { timeout: 180_000 }, () => {
     assert.ok(dumps.length > 0, 'mariadb-dump was seen running');
     for (const argv of dumps) {
       assert.ok(!argv.includes(server.password), 'no password on the command line');
-      assert.match(argv, /^[^\0]*mariadb-dump\0--defaults-extra-file=/, 'the option file comes first');
+      assert.match(argv, /^[^\0]*mariadb-dump\0--defaults-file=/, 'the option file comes first');
     }
     assert.deepEqual(filesIn(scratch), [], 'the option file and its directory are gone');
+  });
+
+  test('a ~/.my.cnf with another password and [mysqldump] settings changes neither who connects nor what the dump holds', async () => {
+    await server.createDatabase('mycnf');
+    await server.query(`CREATE TABLE t (id INT PRIMARY KEY); CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW SET NEW.id = NEW.id;`, 'mycnf');
+    const home = tempDir('dbstash-my-home');
+    writeFileSync(path.join(home, '.my.cnf'), `[client]\npassword=not-the-one-in-the-url\n[mysqldump]\nskip-triggers\n`, { mode: 0o600 });
+    const stash = tempDir('dbstash-my-mycnf');
+    const r = await runCli(['backup', server.url('mycnf'), '--output-dir', stash, '--json'], { env: { HOME: home }, timeoutMs: 120_000 });
+    assert.equal(r.code, ExitCode.ok, r.stderr);
+    const { id } = JSON.parse(r.stdout) as { id: string };
+    const manifest = manifestSchema.parse(JSON.parse(readFileSync(path.join(stash, folderOf(id), `${id}.manifest.json`), 'utf8')));
+    assert.match(await text(raw(stash, manifest)), /CREATE\*\/ \/\*!50017 DEFINER=`root`@`[^`]+`\*\/ \/\*!50003 TRIGGER `?t_bi`?/, 'the trigger is in the dump');
   });
 
   test('the option file: 0600 in a private 0700 directory, the password escaped, removed without a trace', async () => {

@@ -172,10 +172,13 @@ export async function writeOptionFile(target: Target, tempDir: string = os.tmpdi
 
 /**
  * Command-line arguments for mariadb/mysql/mariadb-dump: the option file first (the tools insist),
- * then where to connect. Nothing secret: safe to record in the manifest.
+ * then where to connect. Nothing secret: safe to record in the manifest. --defaults-file, not
+ * --defaults-extra-file: the tools then read no other option file, so a ~/.my.cnf (often root's,
+ * with its own password, or [mysqldump] settings such as skip-triggers) can neither replace the
+ * URL's password nor change what the dump holds.
  */
 export function toolConnectionArgs(target: Target, optionFile: string): string[] {
-  const args = [`--defaults-extra-file=${optionFile}`];
+  const args = [`--defaults-file=${optionFile}`];
   const socket = isSocket(target);
   if (socket) args.push('--protocol=SOCKET', `--socket=${socket}`);
   else args.push('--protocol=TCP', `--host=${target.host ?? 'localhost'}`, `--port=${target.port ?? 3306}`);
@@ -185,5 +188,5 @@ export function toolConnectionArgs(target: Target, optionFile: string): string[]
 
 /** The arguments as recorded: the option file's temporary path is replaced by a placeholder. */
 export function recordedArgs(args: string[]): string[] {
-  return args.map((a) => (a.startsWith('--defaults-extra-file=') ? '--defaults-extra-file=<temporary 0600 file>' : a));
+  return args.map((a) => (a.startsWith('--defaults-file=') ? '--defaults-file=<temporary 0600 file>' : a));
 }
