@@ -2,6 +2,7 @@
 // DATABASE_URL, DB_* (prod) / DEV_DB_* (dev), libpq's PG* variables and, when nothing at all is
 // configured outside prod, the bundled example SQLite database.
 
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../core/errors.js';
@@ -83,6 +84,15 @@ export function resolveSource(
   if (arg) {
     const entry = config.databases[arg];
     if (entry) return { url: entry.url, from: `config databases.${arg}`, entry, key: arg };
+    // A bare name that is no configured database, and no file here: say what the config has.
+    if (configured.length > 0 && /^[A-Za-z0-9_-]+$/.test(arg) && !existsSync(arg)) {
+      const keys = configured.map(([k]) => k);
+      const near = keys.map((k) => ({ k, d: distance(arg, k) })).sort((x, y) => x.d - y.d)[0];
+      throw new ConfigError(
+        `"${arg}" is not a database in the config (${near.d <= 2 ? `did you mean ${near.k}? ` : ''}it has: ${keys.join(', ')}), nor a database URL or SQLite file`,
+        { hint: `name a configured database (dbstash backup ${keys[0]}), or give the database's URL` },
+      );
+    }
     return { url: arg, from: 'argument' };
   }
   if (configured.length === 1) {
