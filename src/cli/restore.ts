@@ -140,7 +140,7 @@ Examples:
       const target = parseTarget(url, { binDir: opts.pgBinDir ?? binDir });
       const database = latest ? opts.database : undefined;
       const destinations = await resolveDestinations(opts, config, latest ? configEntry(config, database) : configEntryInFolder(config, parseBackupId(what)?.database));
-      const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
+      const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m), info: (m: string) => ctx.out.info(m) };
       let located;
       if (latest) {
         const series = await seriesNamed(destinations, database, config, (m) => ctx.out.info(m));

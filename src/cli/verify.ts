@@ -61,7 +61,7 @@ async function toVerify(id: string | undefined, opts: VerifyCliOptions, ctx: Con
   const pick = typeof opts.latest === 'string' ? opts.latest : typeof opts.all === 'string' ? opts.all : undefined;
   const config = ctx.loaded.config;
   const destinations = await resolveDestinations(opts, config, id ? configEntryInFolder(config, parseBackupId(id)?.database) : configEntry(config, pick));
-  const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m) };
+  const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m), info: (m: string) => ctx.out.info(m) };
   if (id) return { located: [await locateBackup(destinations, id, locate)] };
   const series = await seriesNamed(destinations, pick, config, (m) => ctx.out.info(m));
   if (opts.latest !== undefined) {

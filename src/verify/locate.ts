@@ -21,11 +21,13 @@ export interface LocateOptions {
   verifier?: ManifestVerifier;
   allowUnsigned?: boolean;
   warn?: (message: string) => void;
+  info?: (message: string) => void;
 }
 
 async function readCopy(dest: Destination, id: string, opts: LocateOptions): Promise<LocatedBackup> {
   const { manifest, signature } = await readCheckedManifest(dest.storage, id, opts.verifier, opts);
   if (signature === 'unsigned') opts.warn?.(`backup ${id} in ${dest.storage.url} is unsigned (accepted: --allow-unsigned)`);
+  if (signature === 'valid') opts.info?.(`manifest of ${id} signed by key ${opts.verifier!.keyId}: signature good`);
   return { dest, manifest };
 }
 

@@ -12,13 +12,14 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Command, Option } from 'commander';
 import { buildProgram } from '../../src/cli/program.js';
+import { parseConfig, validKeysAt } from '../../src/config/parse.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { startPostgres, PG_BIN_DIR, type PgServer } from '../harness/postgres.js';
 import { CLI_PATH } from '../harness/run.js';
@@ -205,6 +206,22 @@ describe('every dbstash command in the docs is one the CLI takes', () => {
     assert.deepEqual(wrong, []);
   });
 
+  test('every YAML block that is (part of) a dbstash config loads as one', () => {
+    const top = validKeysAt([])!;
+    // Each ${VAR} a reader sets: a URL where a URL goes, a word elsewhere.
+    const env = new Proxy({} as NodeJS.ProcessEnv, { get: (_, key) => (key === 'DATABASE_URL' ? 'postgres://app@db.internal:5432/shop' : typeof key !== 'string' ? undefined : key.endsWith('_URL') ? 'https://hooks.example.com/x' : 'set'), has: () => true });
+    let configs = 0;
+    for (const file of DOCS) {
+      for (const block of codeBlocks(file).filter((b) => b.lang === 'yaml')) {
+        const keys = block.lines.filter((l) => /^[A-Za-z]\w*:/.test(l)).map((l) => l.slice(0, l.indexOf(':')));
+        if (keys.length === 0 || !keys.every((k) => top.includes(k))) continue;
+        configs++;
+        assert.doesNotThrow(() => parseConfig(block.lines.join('\n'), `${file}:${block.line}`, env), `${file}:${block.line}`);
+      }
+    }
+    assert.ok(configs >= 6, `${configs} config blocks`);
+  });
+
   test('the checker itself catches what it is for', async () => {
     const program = await buildProgram();
     assert.deepEqual(problems(program, ['backup', 'shop', '--enviroment', 'prod']), ['--enviroment is not a flag of dbstash backup']);
@@ -226,7 +243,7 @@ describe('every dbstash command in the docs is one the CLI takes', () => {
   });
 });
 
-describe('the README, run as written against real servers', () => {
+describe('the README and docs/, run as written against real servers', () => {
   let pg: PgServer;
   let my: MariaServer;
   let s3: S3Server;
@@ -235,6 +252,7 @@ describe('the README, run as written against real servers', () => {
   let env: NodeJS.ProcessEnv;
   const readme = codeBlocks('README.md').filter((b) => b.lang === 'sh');
   const ran = new Set<Block>();
+  const ranDocs = new Set<string>();
 
   /** The README's shell block under this heading (the nth, from 0). */
   function block(heading: string, nth = 0): Block {
@@ -244,37 +262,51 @@ describe('the README, run as written against real servers', () => {
     return b;
   }
 
+  /** The line run at a terminal (a pty from util-linux's script), where a person types the answers. */
+  const atTerminal = (line: string) => `script -qec ${JSON.stringify(line)} /dev/null`;
+
+  /** A shell block of a file of docs/, under this heading. */
+  function docBlock(file: string, heading: string): Block {
+    const b = codeBlocks(file).find((x) => x.lang === 'sh' && x.heading === heading);
+    assert.ok(b, `${file} has a shell block under "${heading}"`);
+    ranDocs.add(`${file}:${b.line}`);
+    return b;
+  }
+
   /** Lines of a block without comment lines and blank ones. */
   const commandLines = (b: Block) => b.lines.filter((l) => l.trim() && !l.trim().startsWith('#'));
 
+  /** Values of the reader's own, e.g. their age public key in place of the docs' example. */
+  const theirs: [string, string][] = [];
+
   /** The reader's machine, replaced by the test's. */
   function here(line: string): string {
-    return line
+    const url = `postgres://app@127.0.0.1:${pg.port}/shop`;
+    return theirs
+      .reduce((l, [example, real]) => l.replaceAll(example, real), line)
+      .replaceAll('postgres://…', url)
+      .replaceAll('--to …', `--to ${url}`)
+      .replaceAll('@db/shop', `@127.0.0.1:${pg.port}/shop`)
       .replaceAll('db.internal:5432', `127.0.0.1:${pg.port}`)
       .replaceAll('@db:5432', `@127.0.0.1:${pg.port}`)
       .replaceAll('@localhost/', `@127.0.0.1:${pg.port}/`)
       .replaceAll('db.internal:3306', `127.0.0.1:${my.port}`)
-      .replaceAll('/var/backups/', `${box}/var/backups/`)
-      .replaceAll('/etc/dbstash/', `${box}/etc/dbstash/`);
+      // Not where it was replaced already (here() may see a line twice).
+      .replace(/(?<![\w.-])\/var\/backups\//g, `${box}/var/backups/`)
+      .replace(/(?<![\w.-])\/etc\/dbstash\//g, `${box}/etc/dbstash/`);
   }
 
   async function run(line: string, opts: { cwd?: string; input?: string; codes?: number[]; env?: NodeJS.ProcessEnv } = {}) {
     const r = await sh(here(line), opts.cwd ?? work, { ...env, ...opts.env }, opts.input);
-    assert.ok((opts.codes ?? [0]).includes(r.code ?? -1), `README: ${line}\nexited ${r.code}:\n${r.out}`);
+    assert.ok((opts.codes ?? [0]).includes(r.code ?? -1), `${line}\nexited ${r.code}:\n${r.out}`);
     assert.doesNotMatch(r.out, /secret/, `no password in the output of ${line}`);
     return r;
   }
 
-  before(async () => {
-    [pg, my, s3] = await Promise.all([startPostgres(), startMariadb(), startS3({ buckets: ['acme-backups'] })]);
-    await pg.query(`CREATE ROLE app LOGIN PASSWORD 'secret' CREATEDB`);
-    await pg.query(`CREATE DATABASE shop OWNER app`);
-    await pg.query(`SET ROLE app; CREATE TABLE customers (id int PRIMARY KEY, name text); INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 250) g;
-      CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers, total numeric); INSERT INTO orders SELECT g, 1 + g % 250, g * 1.5 FROM generate_series(1, 1000) g;`, 'shop');
-    await my.query(`CREATE DATABASE shop; CREATE USER 'app'@'%' IDENTIFIED BY 'secret'; GRANT ALL ON shop.* TO 'app'@'%';
-      CREATE TABLE shop.items (id INT PRIMARY KEY, label VARCHAR(20)); INSERT INTO shop.items VALUES (1, 'one'), (2, 'two'), (3, 'three');`);
-
-    box = tempDir('readme');
+  /** A reader's machine of its own: bin/dbstash on the PATH, a HOME, /etc/dbstash and /var/backups under the box, data/app.db. */
+  function newReader(name: string): void {
+    box = tempDir(name);
+    theirs.length = 0;
     work = path.join(box, 'work');
     const bin = path.join(box, 'bin');
     const home = path.join(box, 'home');
@@ -300,6 +332,50 @@ describe('the README, run as written against real servers', () => {
       AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
       AWS_REGION: s3.region,
     };
+  }
+
+  let handCount = 0;
+  /** Every series folder of the reader's stashes. */
+  const seriesFolders = () =>
+    [path.join(work, 'backups'), path.join(box, 'mysql-reader', 'backups'), path.join(box, 'var', 'backups', 'dbstash')]
+      .filter((root) => existsSync(root))
+      .flatMap((root) => readdirSync(root).map((f) => path.join(root, f)));
+  /** The newest real file of this series name, engine and kind (`.dump.zst`, `.globals.sql.zst`, …). */
+  function newest(name: string, ext: string, engine: string): { dir: string; file: string; id: string } {
+    const candidates = seriesFolders().flatMap((dir) =>
+      readdirSync(dir)
+        .filter((f) => f.startsWith(`${name}.`) && f.endsWith(ext) && (ext.startsWith('.globals') || !f.endsWith(`.globals${ext}`)))
+        .map((f) => ({ dir, file: f, id: f.slice(0, -ext.length).replace(/\.globals$/, '') }))
+        .filter((c) => JSON.parse(readFileSync(path.join(dir, `${c.id}.manifest.json`), 'utf8')).engine === engine),
+    );
+    const chosen = candidates.sort((a, b) => a.file.localeCompare(b.file)).at(-1);
+    assert.ok(chosen, `a ${engine} backup of ${name} with a ${ext} artifact`);
+    return chosen;
+  }
+  const realFile = (line: string) => {
+    const m = /\b([a-z]+)\.[0-9a-f]{8}_prod_(?:\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ|…)(\.[a-z.]+[a-z])/.exec(line);
+    assert.ok(m, `a file name in ${line}`);
+    const [example, name, ext] = m;
+    // The MariaDB example is the one piped into mariadb.
+    const engine = line.includes('mariadb') ? 'mysql' : line.includes('sqlite') ? 'sqlite' : 'postgres';
+    const chosen = newest(name, ext, engine);
+    // The reader's copy of the file, in a folder of its own: the stash stays as dbstash keeps it.
+    const copy = path.join(box, 'hand', `${++handCount}`);
+    mkdirSync(copy, { recursive: true });
+    copyFileSync(path.join(chosen.dir, chosen.file), path.join(copy, chosen.file));
+    return { line: line.replace(example, chosen.file), dir: copy, stashDir: chosen.dir, file: chosen.file };
+  };
+
+  before(async () => {
+    [pg, my, s3] = await Promise.all([startPostgres(), startMariadb(), startS3({ buckets: ['acme-backups'] })]);
+    await pg.query(`CREATE ROLE app LOGIN PASSWORD 'secret' CREATEDB`);
+    await pg.query(`CREATE DATABASE shop OWNER app`);
+    await pg.query(`SET ROLE app; CREATE TABLE customers (id int PRIMARY KEY, name text); INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 250) g;
+      CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers, total numeric); INSERT INTO orders SELECT g, 1 + g % 250, g * 1.5 FROM generate_series(1, 1000) g;`, 'shop');
+    await my.query(`CREATE DATABASE shop; CREATE USER 'app'@'%' IDENTIFIED BY 'secret'; GRANT ALL ON shop.* TO 'app'@'%';
+      CREATE TABLE shop.items (id INT PRIMARY KEY, label VARCHAR(20)); INSERT INTO shop.items VALUES (1, 'one'), (2, 'two'), (3, 'three');`);
+
+    newReader('readme');
   });
   after(async () => {
     await Promise.all([pg?.stop(), my?.stop(), s3?.stop()]);
@@ -367,7 +443,7 @@ describe('the README, run as written against real servers', () => {
     const noTty = await sh(here(checklist[3]), work, env);
     assert.equal(noTty.code, 2, noTty.out);
     assert.match(noTty.out, /--yes/);
-    const restored = await run(`script -qec ${JSON.stringify(here(checklist[3]))} /dev/null`, { input: 'shop\n' });
+    const restored = await run(atTerminal(checklist[3]), { input: 'shop\n' });
     assert.match(restored.out, /kept as shop_before_/);
     assert.equal((await pg.query(`SELECT count(*)::int AS n FROM orders`, 'shop')).rows[0].n, 1000, 'the deleted rows are back');
 
@@ -375,34 +451,7 @@ describe('the README, run as written against real servers', () => {
     await run('dbstash backup shop --env prod --compression gzip');
     await run('dbstash backup shop --env prod');
     await run('dbstash backup shop --env prod --jobs 2');
-    const folders = [path.join(work, 'backups'), path.join(mysqlReader, 'backups'), path.join(box, 'var', 'backups', 'dbstash')].flatMap((root) =>
-      readdirSync(root).map((f) => path.join(root, f)),
-    );
     /** The example file name (`shop.3df1452e_prod_2026-…`, `…`) → the newest real file of that series and kind, and its folder. */
-    let handCount = 0;
-    const realFile = (line: string) => {
-      const m = /\b([a-z]+)\.[0-9a-f]{8}_prod_(?:\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ|…)(\.[a-z.]+[a-z])/.exec(line);
-      assert.ok(m, `a file name in ${line}`);
-      const [example, name, ext] = m;
-      // The MariaDB example is the one piped into mariadb.
-      const engine = line.includes('mariadb') ? 'mysql' : line.includes('sqlite') ? 'sqlite' : 'postgres';
-      const candidates = folders.flatMap((dir) =>
-        readdirSync(dir)
-          .filter((f) => f.startsWith(`${name}.`) && f.endsWith(ext) && (ext.startsWith('.globals') || !f.endsWith(`.globals${ext}`)))
-          .filter((f) => {
-            const id = f.slice(0, -ext.length).replace(/\.globals$/, '');
-            return JSON.parse(readFileSync(path.join(dir, `${id}.manifest.json`), 'utf8')).engine === engine;
-          })
-          .map((f) => ({ dir, f })),
-      );
-      const chosen = candidates.sort((a, b) => a.f.localeCompare(b.f)).at(-1);
-      assert.ok(chosen, `a ${engine} backup with a ${ext} artifact for ${example}`);
-      // The reader's copy of the file, in a folder of its own: the stash stays as dbstash keeps it.
-      const copy = path.join(box, 'hand', `${++handCount}`);
-      mkdirSync(copy, { recursive: true });
-      copyFileSync(path.join(chosen.dir, chosen.f), path.join(copy, chosen.f));
-      return { line: line.replace(example, chosen.f), dir: copy, stashDir: chosen.dir, file: chosen.f };
-    };
     const byHand = block('Restoring by hand, without dbstash');
     const sections = new Map<string, string[]>();
     let section = '';
@@ -470,7 +519,7 @@ describe('the README, run as written against real servers', () => {
       .filter((l) => l.startsWith('<root>/'))
       .map((l) => l.split(/\s+/)[0].replace('<root>/<series>/', ''))
       .map(pictureRegex);
-    for (const dir of folders) {
+    for (const dir of seriesFolders()) {
       const walk = (d: string, rel = ''): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name), `${rel}${e.name}/`) : [`${rel}${e.name}`]));
       for (const f of walk(dir)) assert.ok(patterns.some((p) => p.test(f)), `${path.basename(dir)}/${f} is in the README's picture of the stash`);
     }
@@ -479,6 +528,177 @@ describe('the README, run as written against real servers', () => {
     const notRun = new Map<string, string>([['dbstash', 'the set-up commands: run in fresh clones by first-hour.test.ts']]);
     for (const b of readme) {
       if (!ran.has(b)) assert.ok(notRun.has(b.heading), `README.md:${b.line} (under "${b.heading}") is neither run nor named`);
+    }
+  });
+
+  test('docs/: encryption and signing, the restore checklist and restoring by hand, storage, MySQL', { timeout: 600_000 }, async () => {
+    newReader('docs');
+    const yaml = codeBlocks('README.md').find((b) => b.lang === 'yaml' && b.heading === 'Configuration')!;
+    writeFileSync(path.join(work, 'dbstash.yaml'), yaml.lines.join('\n'));
+    env.DATABASE_URL = `postgres://app:secret@127.0.0.1:${pg.port}/shop`;
+    const orders = async (db: string) => (await pg.query(`SELECT count(*)::int AS n FROM orders`, db)).rows[0].n as number;
+
+    // docs/encryption.md: a key pair; the backup host has only the public key; verify and restore with the identity.
+    const age = commandLines(docBlock('docs/encryption.md', 'Encrypting backups (age)'));
+    assert.equal(age.length, 4);
+    const keygen = await run(age[0]);
+    const recipient = /Public key: (age1\w+)/.exec(keygen.out)?.[1];
+    assert.ok(recipient, keygen.out);
+    theirs.push([/age1\w+/.exec(age[1])![0], recipient]);
+    await run(age[1]);
+    assert.match((await run(age[2])).out, /passed/);
+    await pg.query(`DELETE FROM orders WHERE id > 500`, 'shop');
+    assert.match((await run(atTerminal(age[3]), { input: 'shop\n' })).out, /kept as shop_before_/);
+    assert.equal(await orders('shop'), 1000);
+
+    // … and by hand, with age; the second line's backup encrypted with a passphrase, which age asks for at the terminal.
+    const ageByHand = commandLines(docBlock('docs/encryption.md', 'By hand'));
+    assert.equal(ageByHand.length, 2);
+    await run('dropdb --if-exists shop_restored && createdb shop_restored');
+    const enc = realFile(ageByHand[0]);
+    assert.match(enc.file, /\.dump\.zst\.age$/);
+    copyFileSync(path.join(work, 'backup-reader.key'), path.join(enc.dir, 'backup-reader.key'));
+    await run(enc.line, { cwd: enc.dir });
+    assert.equal(await orders('shop_restored'), 1000);
+    const passphrase = 'correct horse battery staple, and a long one';
+    await run('dbstash backup ./data/app.db', { env: { DBSTASH_PASSPHRASE: passphrase } });
+    const sq = realFile(ageByHand[1]);
+    assert.match(sq.file, /\.sqlite\.zst\.age$/);
+    await run(atTerminal(sq.line), { cwd: sq.dir, input: `${passphrase}\n` });
+    const copy = new Database(path.join(sq.dir, 'app.db'), { readonly: true });
+    assert.deepEqual(copy.prepare('SELECT body FROM notes ORDER BY id').all(), [{ body: 'a' }, { body: 'b' }]);
+    copy.close();
+
+    // Signed manifests: the public key where verify and restore run.
+    const signing = commandLines(docBlock('docs/encryption.md', 'Signed manifests'));
+    assert.equal(signing.length, 4);
+    await run(signing[0]);
+    await run(signing[1]);
+    copyFileSync(path.join(box, 'etc', 'dbstash', 'signing.key.pub'), path.join(work, 'signing.key.pub'));
+    assert.match((await run(signing[2])).out, /signed by key \S+: signature good/);
+    assert.match((await run(atTerminal(signing[3]), { input: 'shop\n' })).out, /kept as shop_before_/);
+
+    // docs/restoring.md: the 3 a.m. checklist against the stash in /var/backups/dbstash.
+    await run('dbstash backup shop --output-dir /var/backups/dbstash');
+    const checklist = commandLines(docBlock('docs/restoring.md', 'The 3 a.m. checklist'));
+    assert.equal(checklist.length, 4);
+    assert.match((await run(checklist[0])).out, /shop\.[0-9a-f]{8}_dev_/);
+    assert.match((await run(checklist[1])).out, /drill passed/);
+    assert.match((await run(checklist[2])).out, /dry run/i);
+    await pg.query(`DELETE FROM orders WHERE id > 10`, 'shop');
+    assert.match((await run(atTerminal(checklist[3]), { input: 'shop\n' })).out, /kept as shop_before_/);
+    assert.equal(await orders('shop'), 1000);
+
+    // … and by hand: each part after the first is one way, run with the first part's S and ID set to a real
+    // backup of the kind it restores (made here: --jobs, gzip; --globals comes from the config; SQLite).
+    await run('dbstash backup shop --output-dir /var/backups/dbstash --jobs 2');
+    await run('dbstash backup shop --output-dir /var/backups/dbstash --compression gzip');
+    await run('dbstash backup ./data/app.db --output-dir /var/backups/dbstash');
+    const parts = docBlock('docs/restoring.md', 'By hand, with standard tools')
+      .lines.join('\n')
+      .split(/\n\s*\n/)
+      .map((p) => p.trim());
+    assert.equal(parts.length, 6);
+    const [prelude, ...ways] = parts;
+    assert.match(prelude, /^S=\S+ .*\nID=\S+\n/);
+    const script = (way: string) => {
+      const ext = [...way.matchAll(/\$ID(\.[a-z.]+[a-z])/g)].map((m) => m[1]).find((e) => e !== '.manifest.json')!;
+      const real = newest(ext === '.sqlite.zst' ? 'app' : 'shop', ext, ext === '.sqlite.zst' ? 'sqlite' : 'postgres');
+      return `set -e\n${prelude.replace(/^S=\S+/m, `S=${real.dir}`).replace(/^ID=\S+/m, `ID=${real.id}`)}\n${way}`;
+    };
+    const scratch = (n: string) => {
+      const d = path.join(box, 'by-hand', n);
+      mkdirSync(d, { recursive: true });
+      return d;
+    };
+    const [custom, parallel, gzip, roles, sqlite] = ways;
+    assert.match(custom, /^# PostgreSQL, custom format/);
+    await run('dropdb --if-exists shop_restoring && dropdb --if-exists shop_before');
+    await pg.query(`DELETE FROM orders WHERE id > 10`, 'shop');
+    const c = await run(script(custom), { cwd: scratch('custom') });
+    assert.match(c.out, /: OK$/m, 'sha256sum -c checks every artifact');
+    assert.match(c.out, /"encoding": "UTF8"/);
+    assert.equal(await orders('shop'), 1000, 'the restored database is shop now');
+    assert.equal(await orders('shop_before'), 10, 'and the one it replaced is kept');
+    for (const [way, name] of [[parallel, 'parallel'], [gzip, 'gzip']] as const) {
+      await run('dropdb --if-exists shop_restoring && createdb -O app shop_restoring');
+      await run(script(way), { cwd: scratch(name) });
+      assert.equal(await orders('shop_restoring'), 1000, name);
+    }
+    assert.match((await run(script(roles), { cwd: scratch('roles'), env: { PGUSER: 'postgres', PGPASSWORD: pg.password } })).out, /role "app" already exists/);
+    const data = path.join(work, 'data');
+    await run(script(sqlite), { cwd: data });
+    assert.ok(existsSync(path.join(data, 'app.before.db')));
+    const restoredApp = new Database(path.join(data, 'app.db'), { readonly: true });
+    assert.equal((restoredApp.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 2);
+    restoredApp.close();
+
+    // docs/storage.md: S3 with the SDK's variables; several destinations and copies with its config.
+    const creds = (l: string) => l.replace('AWS_ACCESS_KEY_ID=…', `AWS_ACCESS_KEY_ID=${s3.accessKeyId}`).replace('AWS_SECRET_ACCESS_KEY=…', `AWS_SECRET_ACCESS_KEY=${s3.secretAccessKey}`);
+    const s3Block = docBlock('docs/storage.md', 'S3 and S3-compatible stores');
+    assert.match((await run(`set -e\n${creds(s3Block.lines.join('\n'))}`, { env: { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_REGION: undefined } })).out, /shop\.[0-9a-f]{8}_dev_/);
+    const storageDir = path.join(box, 'storage-reader');
+    mkdirSync(storageDir);
+    const storageYaml = codeBlocks('docs/storage.md').find((b) => b.lang === 'yaml' && b.lines.some((l) => l.startsWith('databases:')))!;
+    writeFileSync(path.join(storageDir, 'dbstash.yaml'), here(storageYaml.lines.join('\n')));
+    const [destinations] = commandLines(docBlock('docs/storage.md', 'Several destinations (3-2-1)'));
+    await run(destinations, { cwd: storageDir });
+    const copies = commandLines(docBlock('docs/storage.md', 'Copying between storages'));
+    assert.equal(copies.length, 2);
+    const oldest = readdirSync(newest('shop', '.dump.gz', 'postgres').dir).find((f) => f.endsWith('.dump.gz'))!.replace('.dump.gz', '');
+    theirs.push([/shop\.[0-9a-f]{8}_prod_\S+/.exec(copies[0])![0], oldest]);
+    assert.match((await run(copies[0], { cwd: storageDir })).out, new RegExp(oldest));
+    await run(copies[1], { cwd: storageDir });
+
+    // docs/mysql.md: the URL and the DB_* variables; by hand, the dump and the users and grants.
+    const myReader = path.join(box, 'mysql-reader');
+    mkdirSync(myReader);
+    const myLines = commandLines(docBlock('docs/mysql.md', 'MySQL and MariaDB'));
+    assert.equal(myLines.length, 3);
+    await run(myLines[0], { cwd: myReader, env: { DATABASE_URL: undefined } });
+    await run(myLines[1].replace('DB_HOST=db.internal', `DB_HOST=127.0.0.1 DB_PORT=${my.port}`).replace('DB_PASSWORD=…', 'DB_PASSWORD=secret'), { cwd: myReader, env: { DATABASE_URL: undefined } });
+    // (the third connects through the server's socket as an OS user of that host: test/mysql covers sockets)
+    await run(`dbstash backup mysql://root:${my.password}@127.0.0.1:${my.port}/shop --globals --env prod`, { cwd: myReader, env: { DATABASE_URL: undefined } });
+    const myByHand = commandLines(docBlock('docs/mysql.md', 'By hand, without dbstash'));
+    assert.equal(myByHand.length, 3);
+    await run(`mariadb -e 'DROP DATABASE IF EXISTS shop_restored'`);
+    await run(myByHand[0]);
+    const dump = realFile(myByHand[1]);
+    await run(dump.line, { cwd: dump.dir });
+    assert.deepEqual(await my.query(`SELECT label FROM shop_restored.items ORDER BY id`), [{ label: 'one' }, { label: 'two' }, { label: 'three' }]);
+    const grants = realFile(myByHand[2]);
+    assert.match(grants.file, /\.globals\.sql\.zst$/);
+    await run(grants.line, { cwd: grants.dir });
+
+    // docs/operations.md: prune and status with its config (notifications pointed nowhere: neither sends any).
+    const opsDir = path.join(box, 'ops-reader');
+    mkdirSync(opsDir);
+    const opsYaml = codeBlocks('docs/operations.md').find((b) => b.lang === 'yaml' && b.lines.some((l) => l.startsWith('databases:')))!;
+    writeFileSync(path.join(opsDir, 'dbstash.yaml'), here(opsYaml.lines.join('\n')));
+    const quiet = { SLACK_WEBHOOK_URL: 'http://127.0.0.1:9/slack', HC_UUID: 'none', SMTP_PASSWORD: 'none' };
+    const prune = commandLines(docBlock('docs/operations.md', 'Prune'));
+    assert.equal(prune.length, 3);
+    assert.match((await run(prune[0], { cwd: opsDir, env: quiet })).out, /keep/);
+    await run(prune[1], { cwd: opsDir, env: quiet });
+    await run(prune[2], { cwd: opsDir, env: quiet });
+    const status = commandLines(docBlock('docs/operations.md', 'Status'));
+    assert.equal(status.length, 3);
+    assert.match((await run(status[0], { cwd: opsDir, env: quiet, codes: [0, 13] })).out, /^shop — postgres:\/\/(localhost|127\.0\.0\.1):\d+\/shop$/m);
+    const json = await run(status[1], { cwd: opsDir, env: quiet, codes: [0, 13] });
+    assert.ok(JSON.parse(json.stdout), 'status --json prints JSON');
+    assert.match((await run(status[2], { cwd: opsDir, env: quiet, codes: [0, 13] })).out, /app\./);
+
+    // Every shell block of docs/ was run, or is named here with the reason it is not.
+    const notRun = new Map<string, string>([
+      ['docs/operations.md:Cron and systemd timers instead of the daemon', 'writes the system\'s units and runs systemctl: test/ops/schedule.test.ts runs these with --unit-dir'],
+      ['docs/operations.md:Status', 'the second block: a crontab line mailing `dbstash status` when unhealthy (its status command runs above; no cron or mail here)'],
+      ['docs/performance.md', 'the benchmark (minutes on end) and the commands that made the figures shown: npm run bench'],
+    ]);
+    for (const file of DOCS.filter((f) => f.startsWith('docs/'))) {
+      for (const b of codeBlocks(file).filter((x) => x.lang === 'sh')) {
+        if (ranDocs.has(`${file}:${b.line}`)) continue;
+        assert.ok(notRun.has(`${file}:${b.heading}`) || notRun.has(file), `${file}:${b.line} (under "${b.heading}") is neither run nor named`);
+      }
     }
   });
 });
