@@ -1,14 +1,17 @@
-// The docs, as written. The shell code blocks are read out of README.md and docs/*.md, so the
-// docs cannot drift from the code:
-//  - every `dbstash …` line in any code block of the docs, and every example of every command's
-//    --help, names a command that exists, only flags that command takes, and as many arguments
-//    as it takes;
+// The docs, as written. The code blocks are read out of README.md and docs/*.md, so the docs
+// cannot drift from the code:
+//  - every `dbstash …` line in any shell, workflow or unit-file block of the docs, and every
+//    example of every command's --help, names a command that exists, only flags that command
+//    takes, and as many arguments as it takes; every YAML block that is a dbstash config loads;
 //  - the README's stories (quick start, off-site, the 3 a.m. checklist, restoring by hand, the
-//    unattended commands) run line by line against real servers: a PostgreSQL and a MariaDB
-//    started here, and an S3 server for the bucket. Only what names a machine of the reader's
-//    is replaced (db.internal, localhost, /var/backups, /etc/dbstash, the example ids and
-//    folder hash); the rest runs as printed. Every shell block of the README is either run or
-//    named below with the reason it is not.
+//    unattended commands, init) and those of docs/ (encryption and signing, the restore
+//    checklist and every by-hand way, storage, MySQL, prune and status) run line by line
+//    against real servers: a PostgreSQL and a MariaDB started here, and an S3 server for the
+//    bucket. Only what names the reader's machine is replaced (db.internal, localhost,
+//    /var/backups, /etc/dbstash, the example ids and folder hashes, their own age key); the
+//    rest runs as printed, prompts answered at a pty as a person would. Every shell block is
+//    run or named below with the reason it is not, and the stash left behind must match the
+//    README's picture of it.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
