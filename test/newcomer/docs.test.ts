@@ -23,6 +23,7 @@ import Database from 'better-sqlite3';
 import type { Command, Option } from 'commander';
 import { buildProgram } from '../../src/cli/program.js';
 import { parseConfig, validKeysAt } from '../../src/config/parse.js';
+import { manifestSchema } from '../../src/catalog/manifest-schema.js';
 import { startMariadb, type MariaServer } from '../harness/mariadb.js';
 import { startPostgres, PG_BIN_DIR, type PgServer } from '../harness/postgres.js';
 import { CLI_PATH } from '../harness/run.js';
@@ -223,6 +224,15 @@ describe('every dbstash command in the docs is one the CLI takes', () => {
       }
     }
     assert.ok(configs >= 6, `${configs} config blocks`);
+  });
+
+  test('the manifest example of docs/manifest.md is one the schema accepts', () => {
+    const example = codeBlocks('docs/manifest.md').find((b) => b.lang === 'json')!;
+    // The example shortens the checksum; everything else is as a backup writes it.
+    const manifest = JSON.parse(example.lines.join('\n').replace(/"([0-9a-f]{8})…"/, (_, head: string) => `"${head}${'0'.repeat(56)}"`));
+    const parsed = manifestSchema.safeParse(manifest);
+    assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+    assert.equal(parsed.data.artifacts[0].file.startsWith(`${parsed.data.series?.key}_`), true, 'the artifact is named after the id, and the id after the series');
   });
 
   test('the checker itself catches what it is for', async () => {
