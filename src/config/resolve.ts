@@ -30,6 +30,12 @@ function distance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
+/** The name among `names` closest to `typed`, when it is a likely typo of it (at most 2 edits). */
+function nearMiss(typed: string, names: string[]): string | undefined {
+  const near = names.map((name) => ({ name, d: distance(typed, name) })).sort((x, y) => x.d - y.d)[0];
+  return near && near.d <= 2 ? near.name : undefined;
+}
+
 /**
  * The environment recorded in backup ids: --env, else the config's env, else auto (ENV_MODE, then
  * NODE_ENV, then dev). It must be one of KNOWN_ENVIRONMENTS or of the config's `environments:`:
@@ -46,8 +52,8 @@ export function resolveEnvName(flag: string | undefined, config: ConfigFile, env
   }
   const allowed = [...KNOWN_ENVIRONMENTS, ...(config.environments ?? []).map((e) => e.toLowerCase())];
   if (!allowed.includes(value)) {
-    const near = allowed.map((a) => ({ a, d: distance(value, a) })).sort((x, y) => x.d - y.d)[0];
-    const suggestion = near && near.d <= 2 ? `did you mean ${near.a}? ` : '';
+    const near = nearMiss(value, allowed);
+    const suggestion = near ? `did you mean ${near}? ` : '';
     throw new ConfigError(`environment "${value}" (${from}) is not one dbstash knows: ${suggestion}known: ${allowed.join(', ')}`, {
       hint: 'a name of your own goes into the config: environments: [' + value + ']',
     });
@@ -87,9 +93,9 @@ export function resolveSource(
     // A bare name that is no configured database, and no file here: say what the config has.
     if (configured.length > 0 && /^[A-Za-z0-9_-]+$/.test(arg) && !existsSync(arg)) {
       const keys = configured.map(([k]) => k);
-      const near = keys.map((k) => ({ k, d: distance(arg, k) })).sort((x, y) => x.d - y.d)[0];
+      const near = nearMiss(arg, keys);
       throw new ConfigError(
-        `"${arg}" is not a database in the config (${near.d <= 2 ? `did you mean ${near.k}? ` : ''}it has: ${keys.join(', ')}), nor a database URL or SQLite file`,
+        `"${arg}" is not a database in the config (${near ? `did you mean ${near}? ` : ''}it has: ${keys.join(', ')}), nor a database URL or SQLite file`,
         { hint: `name a configured database (dbstash backup ${keys[0]}), or give the database's URL` },
       );
     }

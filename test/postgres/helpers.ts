@@ -6,10 +6,18 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { CliResult } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
 import { parseManifest } from '../../src/catalog/manifest-schema.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+/** A test file's work directory, and fresh stash paths in it that do not exist yet. */
+export function workDir(prefix: string): { work: string; freshStash: () => string } {
+  const work = tempDir(prefix);
+  let n = 0;
+  return { work, freshStash: () => path.join(work, `stash-${++n}`) };
+}
 
 /** Every file below dir (hidden temporaries included), relative and sorted; [] when dir is absent. */
 export function filesUnder(dir: string): string[] {

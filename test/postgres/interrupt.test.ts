@@ -11,18 +11,14 @@ import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli, type CliResult } from '../harness/run.js';
-import { tempDir } from '../harness/tmp.js';
-import { assertCleanFailure, childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor } from './helpers.js';
+import { assertCleanFailure, childrenOf, cmdlineOf, filesUnder, isAlive, onlyBackup, PG_BIN, sh, shellQuote, waitFor, workDir } from './helpers.js';
 import { folderOf } from '../harness/stash.js';
 
 let server: PgServer;
-let work: string;
-let n = 0;
-const freshStash = () => path.join(work, `stash-${++n}`);
+const { work, freshStash } = workDir('dbstash-interrupt');
 
 before(async () => {
   server = await startPostgres();
-  work = tempDir('dbstash-interrupt');
   await server.createDatabase('big');
   // ~120 MB of rows that zstd cannot shrink to nothing: the dump streams for a few seconds.
   await server.query(

@@ -10,17 +10,13 @@ import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli, type CliResult } from '../harness/run.js';
-import { tempDir } from '../harness/tmp.js';
-import { assertCleanFailure, filesUnder, onlyBackup, waitFor } from './helpers.js';
+import { assertCleanFailure, filesUnder, onlyBackup, waitFor, workDir } from './helpers.js';
 
 let server: PgServer;
-let work: string;
-let n = 0;
-const freshStash = () => path.join(work, `stash-${++n}`);
+const { work, freshStash } = workDir('dbstash-lock-wait');
 
 before(async () => {
   server = await startPostgres();
-  work = tempDir('dbstash-lock-wait');
   await server.createDatabase('shop');
   await server.query(
     `CREATE TABLE customer AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 5000) g;

@@ -10,20 +10,14 @@ import path from 'node:path';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { freePort } from '../harness/proc.js';
 import { runCli } from '../harness/run.js';
-import { tempDir } from '../harness/tmp.js';
-import { assertCleanFailure, filesUnder } from './helpers.js';
+import { assertCleanFailure, filesUnder, workDir } from './helpers.js';
 import { folderFor, folderOf, writeLock } from '../harness/stash.js';
 
 let server: PgServer;
-let work: string;
-let n = 0;
-
-/** A fresh stash path that does not exist yet. */
-const freshStash = () => path.join(work, `stash-${++n}`);
+const { work, freshStash } = workDir('dbstash-preflight');
 
 before(async () => {
   server = await startPostgres();
-  work = tempDir('dbstash-preflight');
   await server.createDatabase('shop');
   await server.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'shop');
 });

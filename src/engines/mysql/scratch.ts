@@ -63,6 +63,7 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
   // The server's own temp files stay in the scratch dir: the system temp dir ($TMPDIR) may be one
   // the "mysql" OS user cannot write, and InnoDB then refuses to start.
   const serverTmp = path.join(dir, 'tmp');
+  const settings = [`--tmpdir=${serverTmp}`, ...SETTINGS];
   const userArgs: string[] = [];
   let runAs: RunAs | undefined;
   let child: ChildProcess | undefined;
@@ -72,25 +73,24 @@ export async function startScratchServer(opts: { tempDir: string; signal?: Abort
     throw err;
   };
   try {
-    if (!isRoot) await mkdir(serverTmp, { mode: 0o700 });
+    await mkdir(serverTmp, { mode: 0o700 });
     if (isRoot) {
       const mysqlUser = await lookupUser('mysql');
       if (!mysqlUser) throw unavailable('running as root and there is no "mysql" OS user for mariadbd', 'run as another user or create the mysql user');
       await chown(dir, mysqlUser.uid, mysqlUser.gid);
-      await mkdir(serverTmp, { mode: 0o700 });
       await chown(serverTmp, mysqlUser.uid, mysqlUser.gid);
       userArgs.push('--user=mysql');
       if (childGuard().active) runAs = mysqlUser;
     }
     const installed = await runTool(
       installPath,
-      ['--no-defaults', `--datadir=${dataDir}`, '--auth-root-authentication-method=normal', '--skip-test-db', `--tmpdir=${serverTmp}`, ...SETTINGS, ...userArgs],
+      ['--no-defaults', `--datadir=${dataDir}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...settings, ...userArgs],
       // A script that runs mariadbd --bootstrap: its group goes when it goes.
       { signal: opts.signal, workers: true },
     );
     if (installed.code !== 0) throw unavailable(`mariadb-install-db failed: ${installed.stderr.trim().split('\n').slice(-2).join(' / ')}`);
     let log = '';
-    const serverArgs = ['--no-defaults', `--datadir=${dataDir}`, `--socket=${socket}`, '--skip-networking', `--pid-file=${path.join(dir, 'mariadbd.pid')}`, `--tmpdir=${serverTmp}`, ...SETTINGS];
+    const serverArgs = ['--no-defaults', `--datadir=${dataDir}`, `--socket=${socket}`, '--skip-networking', `--pid-file=${path.join(dir, 'mariadbd.pid')}`, ...settings];
     const running = startTool(server.path, runAs ? serverArgs : [...serverArgs, ...userArgs], { runAs });
     running.stdout.resume();
     child = running.child;

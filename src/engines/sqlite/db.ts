@@ -2,11 +2,22 @@
 // checksumming) its tables. Shared by the backup and the restore half of the engine.
 
 import { createHash } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import type { TableStat } from '../engine.js';
 
 /** The files SQLite keeps beside a database while it is open (or after a crash). */
 export const SIDECARS = ['-wal', '-shm', '-journal'] as const;
+
+/** A database file and the side files SQLite may keep beside it. */
+export function databaseFiles(file: string): string[] {
+  return [file, ...SIDECARS.map((suffix) => file + suffix)];
+}
+
+/** Removes a database file and its side files (those that exist). */
+export async function removeDatabaseFiles(file: string): Promise<void> {
+  for (const name of databaseFiles(file)) await rm(name, { force: true });
+}
 
 /**
  * Opens an existing database that dbstash only reads. Read-write with query_only on, because only

@@ -10,7 +10,7 @@ import { BackupError, ConnectionError, PreflightError } from '../../core/errors.
 import { scratchFile } from '../../core/scratch.js';
 import type { DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
 import { gateOnExit } from '../process.js';
-import { openForReading, SIDECARS, sqliteTableStats } from './db.js';
+import { openForReading, removeDatabaseFiles, sqliteTableStats } from './db.js';
 import { sqliteRestoreMethods } from './restore.js';
 
 const TOOL = { name: 'sqlite-backup-api', path: 'better-sqlite3' };
@@ -67,7 +67,7 @@ export const sqliteEngine: Engine = {
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
     const copy = scratchFile(opts.tempDir, 'sqlite', '.sqlite');
     // The copy keeps the source's journal mode: a WAL copy may get -wal and -shm beside it.
-    const removeCopy = () => Promise.all(['', ...SIDECARS].map((suffix) => fsp.rm(copy + suffix, { force: true })));
+    const removeCopy = () => removeDatabaseFiles(copy);
     const source = openSource(target);
     let tables: TableStat[];
     try {

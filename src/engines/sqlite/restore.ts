@@ -21,7 +21,7 @@ import os from 'node:os';
 import { onForcedExit } from '../../core/forced-exit.js';
 import { makeScratchDir, processAlive, scratchFile } from '../../core/scratch.js';
 import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
-import { openForReading, SIDECARS, sqliteTableStats } from './db.js';
+import { databaseFiles, openForReading, removeDatabaseFiles, SIDECARS, sqliteTableStats } from './db.js';
 
 function sibling(target: Target, name: string): Target {
   const file = path.join(path.dirname(target.path!), name + path.extname(target.path!));
@@ -61,10 +61,6 @@ function checkFile(file: string): TableStat[] {
   }
 }
 
-async function removeDatabaseFiles(file: string): Promise<void> {
-  for (const suffix of ['', ...SIDECARS]) await fsp.rm(file + suffix, { force: true });
-}
-
 async function exists(file: string): Promise<boolean> {
   return fsp.stat(file).then(
     () => true,
@@ -74,7 +70,7 @@ async function exists(file: string): Promise<boolean> {
 
 /** Processes (other than this one) holding the file or its WAL open, from /proc on Linux. */
 async function openers(file: string): Promise<string[]> {
-  const wanted = new Set([file, ...SIDECARS.map((s) => file + s)]);
+  const wanted = new Set(databaseFiles(file));
   const found: string[] = [];
   const pids = await fsp.readdir('/proc').catch(() => [] as string[]);
   for (const pid of pids) {
@@ -111,7 +107,7 @@ export async function lockHolders(file: string): Promise<string[]> {
   const text = await fsp.readFile('/proc/locks', 'utf8').catch(() => '');
   if (!text) return [];
   const ids = new Set<string>();
-  for (const name of [file, ...SIDECARS.map((s) => file + s)]) {
+  for (const name of databaseFiles(file)) {
     const st = await fsp.stat(name, { bigint: true }).catch(() => undefined);
     if (st) ids.add(`${majorMinor(st.dev)}:${st.ino}`);
   }
