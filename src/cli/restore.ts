@@ -98,7 +98,7 @@ async function resolveTargetUrl(to: string | undefined, ctx: Context): Promise<{
 export function registerRestore(program: Command): void {
   const cmd = program
     .command('restore')
-    .description('restore a backup into a database, safely: verify first, restore into a new database, then swap')
+    .description('restore a backup into a database, safely: into a new database, checked as it streams, then swapped')
     .argument('<backup>', 'backup id, or "latest"')
     .option('--to <target>', 'target database URL, SQLite file path, or a database named in the config (created when missing)')
     .option('--database <name>', 'with "latest": the database whose newest backup to restore')
@@ -117,11 +117,12 @@ export function registerRestore(program: Command): void {
   cmd.addHelpText(
     'after',
     `
-Safety: the backup is verified (size, SHA-256, structure) before anything is touched; the plan is
-printed; on a TTY you confirm by typing the database name, without a TTY --yes is required;
---dry-run stops after the plan. The data is restored into <name>_restoring_<stamp>, its row counts
-are checked against the manifest, and only then the current database is renamed to
-<name>_before_<stamp> and the new one takes its name.
+Safety: the plan is printed; on a TTY you confirm by typing the database name, without a TTY
+--yes is required; --dry-run verifies the whole backup and stops after the plan. The data is
+restored into <name>_restoring_<stamp> while the backup's size, SHA-256 and decoding are checked
+as it streams; its row counts are checked against the manifest, and only then the current
+database is renamed to <name>_before_<stamp> and the new one takes its name. Where no swap is
+possible (restore in place), the whole backup is verified before the target is touched.
 
 Examples:
   dbstash restore latest --database shop --to postgres://app@localhost:5432/shop --dry-run

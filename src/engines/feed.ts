@@ -5,9 +5,9 @@
 // On a source error nothing is ended: the caller must kill the children first, so that a tool
 // never sees a clean end of input after damaged data.
 
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 
-export async function feed(source: Readable, sinks: Writable[]): Promise<void> {
+export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[]): Promise<void> {
   const live = new Set(sinks);
   for (const sink of sinks) {
     const drop = () => live.delete(sink);

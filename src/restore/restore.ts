@@ -1,20 +1,27 @@
 // Restore orchestration, engine- and storage-agnostic. Safety comes first, in this order:
-//   1. level-1 verification of the backup before anything is touched (a damaged backup never
-//      reaches the target);
+//   1. the backup is checked before the target is touched. A restore into a NEW database (the
+//      target does not exist, or a swap is possible) checks in one pass: every artifact is present
+//      with the manifest's size, the small ones (globals) are verified completely, and the main
+//      dump's size, SHA-256, decoding and raw size are checked while it streams into the new
+//      database; anything that fails drops the new database before the swap could happen. A
+//      restore that must touch the target in place (step 4) and a dry run verify the whole backup
+//      (level 1) first, as `dbstash verify` does; the plan says which path is taken;
 //   2. the plan (backup, age, size, target, whether it exists and holds data, sessions), then the
 //      caller's confirmation; --dry-run stops here;
 //   3. restore into a NEW database "<name>_restoring_<stamp>", check its row counts against the
 //      manifest, and only then swap names: the old database is kept as "<name>_before_<stamp>"
 //      (dropped with --drop-old). A failed or interrupted restore drops the new database and
 //      leaves the original untouched: even a checksum mismatch found only at the stream's end
-//      never reaches the target.
+//      never reaches the target, and a restore tool that stops on damaged bytes is reported as
+//      the damage it is (the artifact is still read to its end), not as a failed restore.
 //   4. where a swap is impossible (no CREATEDB, SQLite file in use), a safety backup of the
 //      target is taken with dbstash's own backup, the backup is restored in place, and a failure
 //      restores the safety backup (rollback); both outcomes are reported.
-// Every run that got past the verification leaves a restore record beside the backup.
+// Every run that got past the check of step 1 leaves a restore record beside the backup.
 
 import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError, withOutcome } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
+import { artifactKey } from '../core/id.js';
 import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
 import { writeRecord, type RestoreRecord } from '../catalog/records.js';
@@ -58,9 +65,17 @@ export interface RestoreRequest {
 
 export type RestoreMode = 'new' | 'swap' | 'in-place';
 
+/**
+ * When the main dump is checked: "streaming" — while it is restored into the new database, before
+ * the swap (one read); "before" — completely, before the target is touched (in place).
+ */
+export type RestoreCheck = 'streaming' | 'before';
+
 export interface RestorePlan {
   backup: { id: string; takenAt: string; ageMs: number; size: number; rawSize: number; tables: number; rows: number; storage: string };
+  /** What was checked before the plan: the engine's summary of the dump, or what the one-pass check covers. */
   structure: string;
+  check: RestoreCheck;
   target: string;
   /** The target's database name (SQLite: its file name without the extension). */
   database: string;
@@ -94,7 +109,7 @@ function required<K extends keyof Engine>(engine: Engine, ...names: K[]): void {
   if (missing.length > 0) throw new RestoreError(`the ${engine.id} engine cannot restore yet (missing ${missing.join(', ')})`);
 }
 
-async function makePlan(req: RestoreRequest, structure: string, now: Date): Promise<RestorePlan> {
+async function makePlan(req: RestoreRequest, now: Date): Promise<RestorePlan> {
   const { engine, target, manifest } = req;
   const main = mainArtifact(manifest);
   const exists = await engine.databaseExists!(target);
@@ -109,7 +124,8 @@ async function makePlan(req: RestoreRequest, structure: string, now: Date): Prom
       rows: totalRows(manifest),
       storage: req.dest.storage.url,
     },
-    structure,
+    structure: '',
+    check: 'streaming',
     target: target.displayUrl,
     database: target.database,
     engine: engine.id,
@@ -128,6 +144,7 @@ async function makePlan(req: RestoreRequest, structure: string, now: Date): Prom
   plan.swapBlocker = engine.swapBlocker ? await engine.swapBlocker(target) : undefined;
   if (plan.swapBlocker) {
     plan.mode = 'in-place';
+    plan.check = 'before';
     plan.temporary = undefined;
   } else {
     plan.mode = 'swap';
@@ -162,7 +179,12 @@ function restoreOptions(req: RestoreRequest, extra: Partial<RestoreOptions> = {}
   };
 }
 
-/** Restores the main artifact into `into` and checks its row counts against the manifest. */
+/**
+ * Restores the main artifact into `into` and checks its row counts against the manifest. The
+ * engines feed the artifact to their tool to its very end even when the tool stops early, so a
+ * damaged artifact always ends the restore with the stream's IntegrityError (exit 7), whatever
+ * the tool tripped on first.
+ */
 async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Storage, manifest: Manifest, extra: Partial<RestoreOptions> = {}): Promise<{ tables: number; rows: number }> {
   const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal, onBytes: req.events.progress });
   try {
@@ -239,6 +261,7 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
       if (err instanceof RestoreError && !req.signal.aborted) {
         throw new RestoreError(`restore failed: ${err.message}; ${target.displayUrl} was not touched`, { hint: err.hint, cause: err });
       }
+      if (err instanceof IntegrityError && !req.signal.aborted) throw withOutcome(err, `${target.displayUrl} was not touched`);
       throw err;
     }
     if (createOpts.properties && engine.compareProperties) {
@@ -358,10 +381,9 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   }
   required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
   const storage = req.dest.storage;
-  req.events.info(`verifying ${manifest.id} before touching anything`);
-  let structure: string;
+  const plan = await makePlan(req, now);
   try {
-    structure = (await checkIntegrity(storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn })).structure;
+    plan.structure = await checkBackup(req, plan);
   } catch (err) {
     // A refused restore is recorded too: the record says which backup was found damaged, and when.
     if (err instanceof IntegrityError && !req.dryRun && !req.signal.aborted) {
@@ -369,7 +391,6 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
     }
     throw err;
   }
-  const plan = await makePlan(req, structure, now);
   if (req.withGlobals && !plan.globals) req.events.warn(`${manifest.id} holds no globals (it was taken without --globals); roles are not restored`);
   if (!req.force) await handleSessions(req, plan.sessions);
   if (!(await confirm(plan))) return { plan, performed: false };
@@ -380,6 +401,45 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
     return await performRestore(req, plan, now);
   } finally {
     await targetLock?.release().catch(() => {});
+  }
+}
+
+/**
+ * Step 1: what is checked before the plan is shown. Verifying everything first costs a whole read
+ * of the backup; a restore into a new database does not need it (the swap waits for the stream's
+ * checks), so it checks here only what is cheap: every artifact is there with its size, and the
+ * small artifacts (globals, applied to the server before the main dump) are verified whole. A dry
+ * run verifies everything, so that it answers "would this restore work" in full.
+ */
+async function checkBackup(req: RestoreRequest, plan: RestorePlan): Promise<string> {
+  const { manifest, engine } = req;
+  const storage = req.dest.storage;
+  const opts = { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn };
+  if (plan.check === 'before' || req.dryRun) {
+    req.events.info(`verifying ${manifest.id} before touching anything`);
+    const { structure } = await checkIntegrity(storage, manifest, engine, opts);
+    return plan.check === 'before' ? structure : `${structure} (the restore itself checks while streaming into ${plan.temporary}, before the swap)`;
+  }
+  await checkPresence(storage, manifest, req.signal);
+  const small = manifest.artifacts.filter((a) => a.role !== 'main');
+  if (small.length > 0) await checkIntegrity(storage, { ...manifest, artifacts: small }, engine, opts);
+  return `${manifest.artifacts.length === 1 ? 'the artifact is' : `all ${manifest.artifacts.length} artifacts are`} present with the manifest's sizes; size, SHA-256 and decoding are checked while streaming into ${plan.temporary}, before the swap`;
+}
+
+/** Every artifact is stored, with the size the manifest gives. */
+async function checkPresence(storage: Storage, manifest: Manifest, signal: AbortSignal): Promise<void> {
+  for (const artifact of manifest.artifacts) {
+    const info = await storage.stat(artifactKey(manifest.id, artifact.file), { signal });
+    if (!info) {
+      throw new IntegrityError(`artifact ${artifact.file} is missing from ${storage.url}`, {
+        hint: 'the manifest exists but its data does not; use another copy of this backup, or an older backup',
+      });
+    }
+    if (info.size !== artifact.size) {
+      throw new IntegrityError(`artifact ${artifact.file} is ${info.size} bytes, manifest says ${artifact.size}`, {
+        hint: 'the stored file was truncated or replaced; use another copy of this backup, or an older backup',
+      });
+    }
   }
 }
 

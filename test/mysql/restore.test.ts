@@ -5,7 +5,7 @@
  * and `dbstash verify --drill` into a throwaway MariaDB that dbstash starts and removes.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -101,6 +101,26 @@ describe('mysql verify and restore', { timeout: 180_000 }, () => {
 
     assert.deepEqual(await rows(`SELECT x FROM old_stuff`, kept), [{ x: 42 }], 'the old database and its data are intact');
     assert.equal((await rows(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'live_restoring%'`)).length, 0, 'no temporary database left');
+  });
+
+  test('a dump damaged mid-file: the client stops on it, the stream\'s checksum names it (exit 7), nothing is swapped', async () => {
+    const stash = tempDir('dbstash-my-damaged');
+    const b = await runCli(['backup', server.url('shop'), '--output-dir', stash, '--json', '--compression', 'none']);
+    assert.equal(b.code, ExitCode.ok, b.stderr);
+    const { id } = JSON.parse(b.stdout) as { id: string };
+    const file = path.join(seriesDir(stash, 'shop'), readdirSync(seriesDir(stash, 'shop')).find((f) => f.startsWith(`${id}.`) && f.endsWith('.sql'))!);
+    const dump = readFileSync(file);
+    const at = dump.indexOf('INSERT INTO `orders`');
+    assert.ok(at > 0, 'the dump inserts into orders');
+    dump[at] ^= 0x40; // "INSERT" becomes "\tNSERT": the server rejects the statement
+    writeFileSync(file, dump);
+    await server.createDatabase('guarded');
+    await server.query(`CREATE TABLE keep (x INT); INSERT INTO keep VALUES (7);`, 'guarded');
+    const r = await runCli(['restore', id, '--output-dir', stash, '--to', server.url('guarded'), '--yes']);
+    assert.equal(r.code, ExitCode.verifyFailed, r.stderr);
+    assert.match(r.stderr, /error: checksum mismatch: \S+\.sql has sha256 [0-9a-f]{64}, manifest says [0-9a-f]{64}; \S+\/guarded was not touched; the new database guarded_restoring_\d{8}_\d{6} was dropped/);
+    assert.deepEqual(await rows(`SELECT x FROM keep`, 'guarded'), [{ x: 7 }]);
+    assert.equal((await rows(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'guarded\\_%'`)).length, 0, 'no temporary or kept database');
   });
 
   test('without the privileges to swap: in place after a safety backup, and a failed restore rolls back', async () => {

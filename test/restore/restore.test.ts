@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
+import { cpSync, existsSync, rmSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -178,24 +178,72 @@ describe('restore PostgreSQL', () => {
     await server.query('INSERT INTO item VALUES (26, $$still writable$$)'.replace('$$still writable$$', "'still writable'"), 'victim');
   });
 
-  test('a corrupted backup is refused before the target is touched', async () => {
-    const dir = copyOfStash();
-    const file = path.join(dir, folderOf(richId), `${richId}.dump.zst`);
+  /** Flips one bit of the byte at `at` (default: a third into the file). */
+  function flipByte(file: string, at = Math.floor(statSync(file).size / 3)): void {
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(1);
-    const at = Math.floor(statSync(file).size / 3);
     readSync(fd, b, 0, 1, at);
     b[0] ^= 0x40;
     writeSync(fd, b, 0, 1, at);
     closeSync(fd);
+  }
+
+  function lastRecord(dir: string, id: string): { result: string; error?: string; mode?: string } {
+    const recordFile = readdirSync(path.join(dir, folderOf(id))).filter((f) => f.startsWith(`${id}.restore-`)).sort().at(-1)!;
+    return JSON.parse(readFileSync(path.join(dir, folderOf(id), recordFile), 'utf8'));
+  }
+
+  test('a backup damaged mid-file is caught while it streams into the new database: dropped before any swap, target untouched, exit 7', async () => {
+    const dir = copyOfStash();
+    flipByte(path.join(dir, folderOf(richId), `${richId}.dump.zst`));
     const before = await databases();
     const r = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']);
-    expectExit(r, 7, /error: checksum mismatch/);
-    assert.doesNotMatch(r.stderr, /restoring into/);
-    const recordFile = readdirSync(path.join(dir, folderOf(richId))).filter((f) => f.startsWith(`${richId}.restore-`)).sort().at(-1)!;
-    const record = JSON.parse(readFileSync(path.join(dir, folderOf(richId), recordFile), 'utf8'));
+    expectExit(r, 7, /error: checksum mismatch: \S+\.dump\.zst has sha256 [0-9a-f]{64}, manifest says [0-9a-f]{64}/);
+    // One pass: no separate verification read; the damage is found in the stream into the new database.
+    assert.doesNotMatch(r.stderr, /verifying .* before touching anything/);
+    assert.match(r.stderr, /checked: the artifact is present with the manifest's sizes; size, SHA-256 and decoding are checked while streaming into victim_restoring_\d{8}_\d{6}, before the swap/);
+    assert.match(r.stderr, /restoring into the new database/);
+    assert.match(r.stderr, /victim was not touched; the new database victim_restoring_\d{8}_\d{6} was dropped/);
+    const record = lastRecord(dir, richId);
     assert.equal(record.result, 'failed');
-    assert.match(record.error, /^refused before touching the target: checksum mismatch/);
+    assert.match(record.error!, /^checksum mismatch/);
+    assert.deepEqual(await databases(), before, 'no temporary database left, nothing renamed');
+    assert.equal(await count('victim', 'item'), 26);
+  });
+
+  test('an uncompressed dump that pg_restore gives up on at its first bytes is reported as the damage it is (exit 7), not as a failed restore', async () => {
+    const dir = tempDir('dbstash-restore-plain');
+    const id = await backup(server.url('rich'), dir, '--compression', 'none');
+    const file = readdirSync(path.join(dir, folderOf(id))).find((f) => f.startsWith(`${id}.dump`))!;
+    // The archive header: pg_restore gives up at once, long before the stream's SHA-256 is known.
+    flipByte(path.join(dir, folderOf(id), file), 1);
+    const before = await databases();
+    const r = await runCli(['restore', id, '--to', server.url('victim'), '--output-dir', dir, '--yes']);
+    expectExit(r, 7, /error: checksum mismatch: \S+\.dump has sha256/);
+    assert.doesNotMatch(r.stderr, /restore failed/);
+    assert.match(r.stderr, /the new database victim_restoring_\d{8}_\d{6} was dropped/);
+    assert.deepEqual(await databases(), before);
+    assert.equal(await count('victim', 'item'), 26);
+  });
+
+  test('a truncated or missing artifact is refused before anything is created; a dry run verifies the whole backup', async () => {
+    const dir = copyOfStash();
+    const file = path.join(dir, folderOf(richId), `${richId}.dump.zst`);
+    const before = await databases();
+    const dry = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', stash, '--dry-run', '--json']);
+    expectExit(dry, 0);
+    assert.equal(JSON.parse(dry.stdout).plan.check, 'streaming');
+    assert.match(JSON.parse(dry.stdout).plan.structure, /^pg_restore read \d+ TOC entries and every data block \(the restore itself checks while streaming/);
+    flipByte(file);
+    expectExit(await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--dry-run']), 7, /error: checksum mismatch/);
+    const size = statSync(file).size;
+    writeFileSync(file, readFileSync(file).subarray(0, size - 100));
+    const r = await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']);
+    expectExit(r, 7, new RegExp(`error: artifact \\S+ is ${size - 100} bytes, manifest says ${size}`));
+    assert.doesNotMatch(r.stderr, /restoring into/);
+    assert.match(lastRecord(dir, richId).error!, /^refused before touching the target: artifact \S+ is \d+ bytes/);
+    rmSync(file);
+    expectExit(await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']), 7, /error: artifact \S+ is missing from/);
     assert.deepEqual(await databases(), before);
     assert.equal(await count('victim', 'item'), 26);
   });
@@ -298,6 +346,15 @@ describe('restore PostgreSQL', () => {
       (({ result, rollback, mode }) => ({ result, rollback, mode }))(JSON.parse(readFileSync(path.join(dir, folderOf(ownedId), last), 'utf8'))),
       { result: 'rolled-back', rollback: 'succeeded', mode: 'in-place' },
     );
+    // In place the target is touched at once: the whole backup is verified first, and a damaged
+    // one is refused before the safety backup or anything else.
+    flipByte(path.join(dir, folderOf(ownedId), `${ownedId}.dump.zst`));
+    const damaged = await runCli(['restore', ownedId, '--to', bobUrl, '--output-dir', dir, '--yes', '--role-map', 'alice=bob']);
+    expectExit(damaged, 7, /error: checksum mismatch/);
+    assert.match(damaged.stderr, /verifying \S+ before touching anything/);
+    assert.doesNotMatch(damaged.stderr, /safety backup/);
+    assert.match(lastRecord(dir, ownedId).error!, /^refused before touching the target: checksum mismatch/);
+    assert.equal(await count('bobs', 'old_stuff'), 3);
     assert.equal(mapRolesInLine('GRANT SELECT ON TABLE public.alice TO alice;', { alice: 'carol' }), 'GRANT SELECT ON TABLE public.alice TO carol;');
     assert.equal(mapRolesInLine('ALTER TABLE "Alice"."T" OWNER TO "Alice";', { Alice: 'bob' }), 'ALTER TABLE "Alice"."T" OWNER TO bob;');
   });

@@ -6,11 +6,11 @@
 // Limits (docs/mysql.md): routines or views that name the old database explicitly still point
 // at it; grants given on the old database name (db.*) are not moved.
 
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } from '../../core/errors.js';
 import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type StructureReport, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
+import { feed } from '../feed.js';
 import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { lockRestoreTarget } from './lock.js';
 import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
@@ -28,15 +28,15 @@ async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary>
   return scanner.finish();
 }
 
-/** Passes the SQL to the client while the scanner notes where each statement starts. */
-function scanning(scanner: SqlScanner): Transform {
-  return new Transform({
-    highWaterMark: 1 << 20,
-    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      scanner.push(chunk);
-      done(null, chunk);
-    },
-  });
+/**
+ * The SQL for the client, while the scanner notes where each statement starts. An async
+ * iteration, not pipe(): it also sees an error the artifact's stream had before the client started.
+ */
+async function* scanning(raw: Readable, scanner: SqlScanner): AsyncGenerator<Buffer> {
+  for await (const chunk of raw) {
+    scanner.push(chunk as Buffer);
+    yield chunk as Buffer;
+  }
 }
 
 async function withConnection<T>(target: Target, database: string | null, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
@@ -71,11 +71,17 @@ async function runSql(target: Target, database: string | undefined, raw: Readabl
     running.child.stderr.on('data', (d: string) => (stderrTail = (stderrTail + d).slice(-4096)));
     const scanner = new SqlScanner(REMEMBERED_STATEMENTS);
     // When the client stops at an error it closes its input: the exit status tells what happened.
-    const fed = pipeline(raw, scanning(scanner), running.child.stdin).catch((err: Error) => err);
+    // When the input fails (a damaged artifact, found at the latest at its end), the client is
+    // killed before its input is closed, so it never takes the cut for the dump's clean end.
+    const fed = feed(scanning(raw, scanner), [running.child.stdin]).catch((err: Error) => {
+      running.child.kill('SIGKILL');
+      return err;
+    });
     const exit = await running.exit;
     const feedError = await fed;
     if (exit.code === 0 && !(feedError instanceof Error)) return;
     if (opts.signal.aborted) throw new RestoreError(`[mysql] ${what} was interrupted`);
+    if (feedError instanceof DbstashError) throw feedError;
     const m = /ERROR (\d+) \(([\w]+)\)(?: at line (\d+))?: ([^\n]*)/.exec(stderrTail);
     if (m && m[3]) {
       const line = Number(m[3]);
