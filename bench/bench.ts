@@ -18,13 +18,15 @@ import { compare, flatnessTarget, renderScale, renderTargets, scaleTargets, summ
 import { comparisons, NODE_STARTUP_VARS, scenarios, withoutStartupVars, type BenchContext, type Scenario } from './scenarios.js';
 import { runExtensions, type ExtensionResult } from './extensions.js';
 import { profileBackup, type Profile } from './profile.js';
+import { PAIR_IDS, runPairs } from './pairs.js';
 
 const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE] [--ambient-node-env]
 
   --scale N       pgbench scale of the benchmark database (default 10: ~190 MB)
   --scales N,M    several databases, one after the other (peak RSS flatness: --scales 10,100)
   --rounds N      rounds of alternated commands (default 3)
-  --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')})
+  --only ids      run only these scenarios (ids: ${scenarios().map((s) => s.id).join(', ')};
+                  restores, MariaDB and fixed costs: ${PAIR_IDS.join(', ')})
   --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
   --json          print the full result as JSON on stdout (progress stays on stderr)
   --save FILE     also write the full JSON result to FILE
@@ -161,9 +163,10 @@ async function main(): Promise<void> {
   const [rounds] = positiveInts(values.rounds!, '--rounds');
   const all = scenarios();
   const only = values.only?.split(',').map((s) => s.trim());
-  const unknown = only?.filter((id) => !all.some((s) => s.id === id)) ?? [];
-  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${all.map((s) => s.id).join(', ')}`);
+  const unknown = only?.filter((id) => !all.some((s) => s.id === id) && !PAIR_IDS.includes(id)) ?? [];
+  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${[...all.map((s) => s.id), ...PAIR_IDS].join(', ')}`);
   const selected = only ? all.filter((s) => only.includes(s.id)) : all;
+  const pairsWanted = !only || only.some((id) => PAIR_IDS.includes(id));
   const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 
   const startedAt = new Date();
@@ -187,8 +190,12 @@ async function main(): Promise<void> {
   let extensions: ExtensionResult[] = [];
   try {
     const ctxBase = { server, cliPath: CLI_PATH, log, ambientNodeEnv: values['ambient-node-env'], s3: async () => (s3 ??= await startS3({ buckets: ['bench'] })) };
-    for (const scale of scales) results.push(await benchScale(scale, rounds, selected, values.profile!, ctxBase));
-    extensions = await runExtensions(log);
+    if (selected.length > 0) for (const scale of scales) results.push(await benchScale(scale, rounds, selected, values.profile!, ctxBase));
+    if (pairsWanted) {
+      // Pairs of short commands: more rounds than the database scenarios, whose runs take seconds.
+      extensions.push(await runPairs({ pg: server, cliPath: CLI_PATH, ambientNodeEnv: values['ambient-node-env'], rounds: Math.max(rounds, 7), log }, only ? (id) => only.includes(id) : undefined));
+    }
+    if (!only) extensions.push(...(await runExtensions(log)));
   } finally {
     await s3?.stop();
     await server.stop();

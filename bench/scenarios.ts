@@ -5,6 +5,7 @@
 // held to a target, a new entry in comparisons().
 
 import { promises as fsp } from 'node:fs';
+import { tempDir } from '../test/harness/tmp.js';
 import path from 'node:path';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import type { PgServer } from '../test/harness/postgres.js';
@@ -158,6 +159,94 @@ function dbstashScenario(id: string, label: string, variant?: DbstashVariant): S
   return scenario;
 }
 
+/**
+ * The backup every restore scenario of one database restores: one dbstash backup (zstd -3, local
+ * stash), made once per database, untimed, outside the work dir that is emptied after each run.
+ * Both sides restore the very same dump: dbstash from its stash, the plain pipeline from the
+ * stored artifact file.
+ */
+interface RestoreSource {
+  stash: string;
+  id: string;
+  artifact: string;
+}
+
+const restoreSources = new Map<string, Promise<RestoreSource>>();
+
+function restoreSource(ctx: BenchContext): Promise<RestoreSource> {
+  let source = restoreSources.get(ctx.db.name);
+  if (!source) {
+    source = (async () => {
+      const stash = tempDir(`dbstash-bench-restore-${ctx.db.name}`);
+      const spec = dbstashSpec(ctx, 0, []);
+      const result = await measure({ ...spec, args: spec.args.map((a) => (a.startsWith(path.join(ctx.workDir, 'stash-')) ? stash : a)) });
+      const { id } = JSON.parse(result.stdout) as { id: string };
+      const files: string[] = [];
+      for (const dir of await fsp.readdir(stash)) {
+        const inner = await fsp.readdir(path.join(stash, dir)).catch(() => [] as string[]);
+        files.push(...inner.filter((f) => f.startsWith(`${id}.dump`)).map((f) => path.join(stash, dir, f)));
+      }
+      if (files.length !== 1) throw new Error(`the restore source ${id} has ${files.length} main artifacts in ${stash}`);
+      return { stash, id, artifact: files[0] };
+    })();
+    restoreSources.set(ctx.db.name, source);
+  }
+  return source;
+}
+
+/** A fresh target name per scenario; it is dropped before each run (untimed), so every run creates it. */
+async function freshTarget(ctx: BenchContext, suffix: string): Promise<string> {
+  const name = `${ctx.db.name}_${suffix}`;
+  await ctx.server.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  return name;
+}
+
+function restoreScenarios(): Scenario[] {
+  const dbstashRestore = (id: string, label: string, extra: string[]): Scenario => ({
+    id,
+    label,
+    async setup(ctx) {
+      await restoreSource(ctx);
+      return undefined;
+    },
+    async prepare(ctx) {
+      const source = await restoreSource(ctx);
+      const target = await freshTarget(ctx, id);
+      return {
+        spec: {
+          cmd: process.execPath,
+          // The password comes from PGPASSWORD, as pg_restore's does: none in argv.
+          args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json', ...extra],
+          env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+          cwd: ctx.workDir,
+          captureStdout: true,
+        },
+        outputSize: async () => undefined,
+      };
+    },
+  });
+  return [
+    dbstashRestore('dbstash_restore', 'dbstash restore --to <new database> (one pass, row counts, rename)', []),
+    {
+      id: 'pg_restore_zstd',
+      label: '(r) createdb + zstd -dc artifact | pg_restore -d',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx);
+        const target = await freshTarget(ctx, 'pg_restore_zstd');
+        const bin = (t: string) => shellQuote(pgTool(ctx, t));
+        return {
+          spec: shell(ctx, `${bin('createdb')} ${target} && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${target}`),
+          outputSize: async () => undefined,
+        };
+      },
+    },
+  ];
+}
+
 export function scenarios(): Scenario[] {
   return [
     dbstashScenario('dbstash', 'dbstash backup (zstd -3, local stash)'),
@@ -222,6 +311,7 @@ export function scenarios(): Scenario[] {
           ? undefined
           : `--jobs is accepted but the dump is not parallel yet (pg_dump ran with ${r.manifest.dump.args.filter((a) => !a.startsWith('--snapshot')).join(' ')})`,
     }),
+    ...restoreScenarios(),
   ];
 }
 
@@ -247,5 +337,7 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_encrypted', against: 'dbstash', metric: 'wallMs', max: 1.1, label: 'encrypted vs unencrypted backup, wall time' },
     { of: 'dbstash_s3', against: 'dbstash', metric: 'wallMs', label: 'backup to S3 (s3rver) vs to local disk, wall time' },
     { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
+    { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'wallMs', max: 1.1, label: 'restore, wall time vs (r) createdb + zstd -dc | pg_restore' },
+    { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
   ];
 }

@@ -128,6 +128,13 @@ export interface RestoreOptions {
   clean?: boolean;
   tempDir: string;
   warn: (message: string) => void;
+  /**
+   * Told, while the restore goes on, that a table's data is in (committed), so the caller can
+   * count it beside the rest of the restore; by qualified name as the tool printed it
+   * ("schema.table"), or by table name alone where the tool prints no schema. A hint only: a
+   * count taken on it that does not match is taken again after the restore.
+   */
+  dataLoaded?: (table: { qualified?: string; name: string }) => void;
 }
 
 export interface CreateDatabaseOptions {
@@ -209,6 +216,10 @@ export interface Engine {
    * that holds rows never reports 0) — for plans, never for checks.
    */
   tableStats?(target: Target, opts: { checksums: boolean; estimate?: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
+  /** The user tables of a live database (those tableStats counts), without counting them. */
+  listTables?(target: Target, signal?: AbortSignal): Promise<{ schema: string; name: string }[]>;
+  /** Exact row counts of these tables of a live database, on one connection. */
+  countRows?(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal): Promise<TableStat[]>;
   databaseExists?(target: Target): Promise<boolean>;
   /**
    * Creates database `name` on target's server and returns a Target for it. With `properties`

@@ -148,6 +148,8 @@ export function startTool(
     /** The tool forks worker processes (pg_dump/pg_restore --jobs): they must die with it. */
     workers?: boolean;
     runAs?: RunAs;
+    /** Sees each line of stderr as it comes; lines it returns true for are not kept in `stderr`. */
+    stderrLine?: (line: string) => boolean;
   } = {},
 ): RunningTool {
   const stdbuf = opts.bulkOutput ? findStdbuf() : null;
@@ -166,9 +168,23 @@ export function startTool(
   if (group) tieGroup(child);
   let stderr = '';
   child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => {
+  const keep = (d: string) => {
     if (stderr.length < STDERR_LIMIT) stderr += d;
-  });
+  };
+  if (opts.stderrLine) {
+    const onLine = opts.stderrLine;
+    let partial = '';
+    child.stderr.on('data', (d: string) => {
+      const lines = (partial + d).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) if (!onLine(line)) keep(`${line}\n`);
+    });
+    child.stderr.on('end', () => {
+      if (partial && !onLine(partial)) keep(partial);
+    });
+  } else {
+    child.stderr.on('data', keep);
+  }
   const onAbort = () => child.kill('SIGTERM');
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   if (opts.signal?.aborted) onAbort();

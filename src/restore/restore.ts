@@ -34,6 +34,7 @@ import { compareTables, summarizeProblems } from '../verify/compare.js';
 import { openArtifact } from '../verify/read.js';
 import { checkIntegrity } from '../verify/verify.js';
 import { keptName, restoringName, unfinishedRestores } from './kept.js';
+import { RowCounter } from './counts.js';
 
 export interface RestoreEvents {
   info(message: string): void;
@@ -186,13 +187,20 @@ function restoreOptions(req: RestoreRequest, extra: Partial<RestoreOptions> = {}
  * the tool tripped on first.
  */
 async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Storage, manifest: Manifest, extra: Partial<RestoreOptions> = {}): Promise<{ tables: number; rows: number }> {
+  const counter = new RowCounter(req.engine, into, manifest.tables, req.signal);
   const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal, onBytes: req.events.progress });
   try {
-    await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: mainArtifact(manifest).format });
+    // In place the restore is one transaction (or a copy): nothing is committed before its end.
+    const dataLoaded = extra.clean ? undefined : counter.loaded;
+    await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: mainArtifact(manifest).format, dataLoaded });
+  } catch (err) {
+    // The new database is dropped next: no count may still be connected to it.
+    await counter.stop();
+    throw err;
   } finally {
     raw.destroy();
   }
-  const stats = await req.engine.tableStats!(into, { checksums: false, signal: req.signal });
+  const stats = await counter.finish();
   const { problems, extras } = compareTables(manifest.tables, stats, { checksums: false });
   // In place, tables the backup does not know were there before and are left alone; in a new
   // database they can only come from the dump, which then does not match its manifest.

@@ -16,6 +16,11 @@ WHERE c.relkind = 'r'
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2`;
 
+/** The exact row count of one table (its partitions and children not included). */
+export function rowCountSql(schema: string, name: string): string {
+  return `SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
 /** Order-independent checksum of a table's rows: the sum of 64-bit prefixes of each row's md5. */
 export function tableChecksumSql(schema: string, name: string): string {
   return `SELECT count(*)::bigint AS rows,
@@ -38,7 +43,7 @@ export async function countTables(client: PgClient, checksums: boolean, stopped:
         const r = await client.query<{ rows: string; checksum: string }>(tableChecksumSql(schema, name));
         stats.push({ schema, name, rows: Number(r.rows[0].rows), checksum: r.rows[0].checksum });
       } else {
-        const r = await client.query<{ rows: string }>(`SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`);
+        const r = await client.query<{ rows: string }>(rowCountSql(schema, name));
         stats.push({ schema, name, rows: Number(r.rows[0].rows) });
       }
     } catch (err) {

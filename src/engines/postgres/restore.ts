@@ -28,7 +28,7 @@ import {
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { countTables, USER_TABLES_SQL } from './counts.js';
+import { countTables, rowCountSql, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
 import { globalsReader, prepareDrill, scriptReader } from './drill.js';
@@ -123,8 +123,16 @@ export function restoreFailure(what: string, exit: ToolExit): RestoreError {
  * Feeds `raw` to a tool's stdin; a tool that exits non-zero is a RestoreError. On an input error
  * the tool is killed before its input is closed, so it never mistakes damaged input for a clean end.
  */
-async function runFed(bin: string, args: string[], raw: Readable, env: NodeJS.ProcessEnv, opts: RestoreOptions, what: string): Promise<ToolExit> {
-  const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe' });
+async function runFed(
+  bin: string,
+  args: string[],
+  raw: Readable,
+  env: NodeJS.ProcessEnv,
+  opts: RestoreOptions,
+  what: string,
+  stderrLine?: (line: string) => boolean,
+): Promise<ToolExit> {
+  const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe', stderrLine });
   tool.stdout.resume();
   try {
     await feed(raw, [tool.child.stdin]);
@@ -259,6 +267,36 @@ function restoreArgs(target: Target, opts: RestoreOptions): string[] {
   return args;
 }
 
+/**
+ * Reads pg_restore --verbose's progress lines (dropped from the kept stderr, which keeps the
+ * errors) and tells `dataLoaded` of each table whose data is in. One job: "processing data for
+ * table "s.t"" starts a table's COPY, and the next progress line means it has ended (pg_restore
+ * commits each COPY on its own outside --single-transaction). Parallel jobs: "finished item N
+ * TABLE DATA t" (the table name alone).
+ */
+function progressReader(dataLoaded: NonNullable<RestoreOptions['dataLoaded']>): { line(line: string): boolean; end(): void } {
+  let loading: string | undefined;
+  const done = () => {
+    if (loading === undefined) return;
+    const qualified = loading;
+    loading = undefined;
+    dataLoaded({ qualified, name: qualified.slice(qualified.lastIndexOf('.') + 1) });
+  };
+  return {
+    line(line: string): boolean {
+      if (!line.startsWith('pg_restore: ') || /^pg_restore: (error|warning|detail|hint):/.test(line)) return false;
+      done();
+      const data = /^pg_restore: processing data for table "(.*)"$/.exec(line);
+      if (data) loading = data[1];
+      const finished = /^pg_restore: finished item \d+ TABLE DATA (.*)$/.exec(line);
+      if (finished) dataLoaded({ name: finished[1] });
+      return true;
+    },
+    // At a clean exit only: a table whose COPY failed is not "loaded".
+    end: () => done(),
+  };
+}
+
 async function restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
   checkFormat(opts.format);
   const bin = await pgTool('pg_restore', target);
@@ -268,15 +306,18 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
   const input = await materialize(raw, opts, jobs > 1);
   try {
     if (roleMap) return await restoreWithRoleMap(bin, target, input.path ? undefined : raw, input.path, roleMap, opts);
-    const args = restoreArgs(target, opts);
+    const progress = opts.dataLoaded ? progressReader(opts.dataLoaded) : undefined;
+    const args = [...restoreArgs(target, opts), ...(progress ? ['--verbose'] : [])];
     if (!input.path) {
-      await runFed(bin, args, raw, restoreEnv(target), opts, 'pg_restore');
+      await runFed(bin, args, raw, restoreEnv(target), opts, 'pg_restore', progress?.line);
+      progress?.end();
       return;
     }
-    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal, workers: jobs > 1 });
+    const tool = startTool(bin, [...args, ...(jobs > 1 ? [`--jobs=${jobs}`] : []), input.path], { env: restoreEnv(target), signal: opts.signal, workers: jobs > 1, stderrLine: progress?.line });
     tool.stdout.resume();
     const exit = await tool.exit;
     if (exit.code !== 0) throw restoreFailure('pg_restore', exit);
+    progress?.end();
   } finally {
     await input.cleanup();
   }
@@ -393,15 +434,35 @@ async function estimateTables(client: PgClient): Promise<TableStat[]> {
   return stats;
 }
 
-async function tableStats(target: Target, opts: { checksums: boolean; estimate?: boolean }): Promise<TableStat[]> {
+async function withClient<T>(target: Target, work: (client: PgClient) => Promise<T>): Promise<T> {
   const client = await connect(target);
   try {
-    return opts.estimate && !opts.checksums ? await estimateTables(client) : await countTables(client, opts.checksums);
+    return await work(client);
   } catch (err) {
     throw classifyPgError(err, target);
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+async function listTables(target: Target): Promise<{ schema: string; name: string }[]> {
+  return withClient(target, async (c) => (await c.query<{ schema: string; name: string }>(USER_TABLES_SQL)).rows);
+}
+
+async function countRows(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal): Promise<TableStat[]> {
+  return withClient(target, async (c) => {
+    const stats: TableStat[] = [];
+    for (const { schema, name } of tables) {
+      if (signal?.aborted) throw signal.reason;
+      const r = await c.query<{ rows: string }>(rowCountSql(schema, name));
+      stats.push({ schema, name, rows: Number(r.rows[0].rows) });
+    }
+    return stats;
+  });
+}
+
+async function tableStats(target: Target, opts: { checksums: boolean; estimate?: boolean }): Promise<TableStat[]> {
+  return withClient(target, (c) => (opts.estimate && !opts.checksums ? estimateTables(c) : countTables(c, opts.checksums)));
 }
 
 async function sessions(client: PgClient, database: string) {
@@ -424,6 +485,8 @@ export const postgresRestoreMethods: Partial<Engine> = {
   restore,
   restoreGlobals,
   tableStats,
+  listTables,
+  countRows,
 
   async databaseExists(target: Target): Promise<boolean> {
     return onServer(target, async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [target.database])).rowCount === 1);

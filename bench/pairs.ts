@@ -1,0 +1,244 @@
+// Restores, MariaDB and fixed costs, each measured as a pair: the dbstash command and the plain
+// tools doing the same job, alternated over the rounds (dbstash, plain, dbstash, plain, …).
+//   - fixed cost: backup and restore of an EMPTY database, PostgreSQL and MariaDB; the target is
+//     the difference of the medians (dbstash − plain), ≤ 0.15 s;
+//   - MariaDB: backup and restore of a small database (16 tables with triggers, views and
+//     routines, ~50k rows) and of a larger one, against `mariadb-dump … | zstd -3` and
+//     `zstd -dc | mariadb`; target ratio ≤ 1.15.
+// Every restore goes into a database that does not exist (dropped, untimed, before each run):
+// both sides create it. Both sides restore the same artifact (the dbstash backup's own file).
+
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { PgServer } from '../test/harness/postgres.js';
+import { MARIADBD, startMariadb, type MariaServer } from '../test/harness/mariadb.js';
+import { tempDir } from '../test/harness/tmp.js';
+import { pgEnv } from './database.js';
+import type { ExtensionResult } from './extensions.js';
+import { measure, median, type CommandSpec } from './measure.js';
+import type { Target } from './report.js';
+import { withoutStartupVars } from './scenarios.js';
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+interface Side {
+  /** Untimed work before each run (dropping the restore target). */
+  before?: () => Promise<void>;
+  spec: () => CommandSpec;
+}
+
+interface Pair {
+  id: string;
+  label: string;
+  dbstash: Side;
+  plain: Side & { label: string };
+  /** 'difference': dbstash − plain ≤ max seconds; 'ratio': dbstash / plain ≤ max. */
+  target: { kind: 'difference' | 'ratio'; max: number };
+}
+
+interface PairResult {
+  id: string;
+  label: string;
+  plainLabel: string;
+  dbstashMs: number[];
+  plainMs: number[];
+  dbstashRss: number;
+  target: Target;
+}
+
+export interface PairContext {
+  pg: PgServer;
+  cliPath: string;
+  ambientNodeEnv?: boolean;
+  rounds: number;
+  log(message: string): void;
+}
+
+/** The single artifact of backup `id` in a local stash (main dump, not globals). */
+async function artifactOf(stash: string, id: string): Promise<string> {
+  for (const dir of await fsp.readdir(stash)) {
+    const files = await fsp.readdir(path.join(stash, dir)).catch(() => [] as string[]);
+    const main = files.find((f) => f.startsWith(`${id}.`) && /\.(dump|sql)(\.zst)?$/.test(f));
+    if (main) return path.join(stash, dir, main);
+  }
+  throw new Error(`no artifact of ${id} in ${stash}`);
+}
+
+function dbstash(ctx: PairContext, args: string[], env: NodeJS.ProcessEnv, cwd: string): CommandSpec {
+  return { cmd: process.execPath, args: [ctx.cliPath, ...args], env: withoutStartupVars(env, ctx.ambientNodeEnv), cwd, captureStdout: true };
+}
+
+function shell(script: string, env: NodeJS.ProcessEnv, cwd: string): CommandSpec {
+  return { cmd: 'bash', args: ['-o', 'pipefail', '-c', script], env, cwd };
+}
+
+/** Backs up `db` once with dbstash (untimed); the restore pairs restore this backup. */
+async function sourceBackup(ctx: PairContext, env: NodeJS.ProcessEnv, work: string): Promise<{ stash: string; id: string; artifact: string }> {
+  const stash = path.join(work, 'source');
+  const m = await measure(dbstash(ctx, ['backup', '--output-dir', stash, '--env', 'dev', '--json'], env, work));
+  const { id } = JSON.parse(m.stdout) as { id: string };
+  return { stash, id, artifact: await artifactOf(stash, id) };
+}
+
+async function postgresPairs(ctx: PairContext, work: string): Promise<Pair[]> {
+  const pg = ctx.pg;
+  const db = 'bench_empty';
+  await pg.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await pg.createDatabase(db);
+  const env = { ...pgEnv(pg, db), DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/${db}` };
+  const source = await sourceBackup(ctx, env, work);
+  const bin = (t: string) => shellQuote(path.join(pg.binDir, t));
+  const drop = (name: string) => async () => void (await pg.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  let run = 0;
+  return [
+    {
+      id: 'pg_empty_backup',
+      label: 'PostgreSQL, empty database: dbstash backup (fixed cost)',
+      dbstash: { spec: () => dbstash(ctx, ['backup', '--output-dir', path.join(work, `stash-${++run}`), '--env', 'dev', '--json'], env, work) },
+      plain: { label: 'pg_dump -Fc -f file', spec: () => shell(`${bin('pg_dump')} -Fc -f ${shellQuote(path.join(work, `plain-${++run}.dump`))}`, env, work) },
+      target: { kind: 'difference', max: 0.15 },
+    },
+    {
+      id: 'pg_empty_restore',
+      label: 'PostgreSQL, empty database: dbstash restore --to <new> (fixed cost)',
+      dbstash: {
+        before: drop('bench_empty_r1'),
+        spec: () => dbstash(ctx, ['restore', source.id, '--output-dir', source.stash, '--to', `postgres://${pg.user}@${pg.host}:${pg.port}/bench_empty_r1`, '--yes', '--json'], env, work),
+      },
+      plain: {
+        label: 'createdb + zstd -dc | pg_restore -d',
+        before: drop('bench_empty_r2'),
+        spec: () => shell(`${bin('createdb')} bench_empty_r2 && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d bench_empty_r2`, env, work),
+      },
+      target: { kind: 'difference', max: 0.15 },
+    },
+  ];
+}
+
+/** 16 tables (with foreign keys, a trigger, views and routines), ~50k rows in all. */
+function smallMysqlSql(scale: number): string {
+  const tables: string[] = [];
+  for (let i = 1; i <= 16; i++) {
+    const rows = Math.round((i <= 4 ? 10_000 : 800) * scale);
+    tables.push(
+      `CREATE TABLE t${i} (id INT PRIMARY KEY, ref INT, label VARCHAR(80), amount DECIMAL(12,2), body TEXT, at DATETIME, KEY (ref)) ENGINE=InnoDB;`,
+      `INSERT INTO t${i} SELECT seq, seq % 97, CONCAT('label ', seq), seq * 1.25, REPEAT(MD5(seq), 1 + seq % 4), '2026-01-01' + INTERVAL seq MINUTE FROM seq_1_to_${rows};`,
+    );
+  }
+  return [
+    ...tables,
+    'CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, t1_id INT, at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;',
+    'CREATE TRIGGER t1_ai AFTER INSERT ON t1 FOR EACH ROW INSERT INTO audit (t1_id) VALUES (NEW.id);',
+    'CREATE VIEW v_big AS SELECT id, amount FROM t1 WHERE amount > 100;',
+    'CREATE VIEW v_join AS SELECT a.id, b.label FROM t1 a JOIN t2 b ON b.id = a.id;',
+    'CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;',
+    'CREATE PROCEDURE count_t1() SELECT COUNT(*) FROM t1;',
+  ].join('\n');
+}
+
+async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: string, scale: number, target: Pair['target']): Promise<Pair[]> {
+  await my.query(`DROP DATABASE IF EXISTS ${db}`);
+  if (scale > 0) {
+    await my.createDatabase(db);
+    await my.query(smallMysqlSql(scale), db);
+  } else {
+    await my.createDatabase(db);
+  }
+  // The password goes in a config file (0600), as in a real set-up: none in argv.
+  const config = path.join(work, `${db}.dbstash.yaml`);
+  await fsp.writeFile(config, `databases:\n  ${db}_r1:\n    url: mysql://${my.user}:${my.password}@${my.host}:${my.port}/${db}_r1\n`, { mode: 0o600 });
+  const env = { ...process.env, DATABASE_URL: `mysql://${my.user}:${my.password}@${my.host}:${my.port}/${db}`, MYSQL_PWD: my.password };
+  const source = await sourceBackup(ctx, env, work);
+  const conn = `--host=${my.host} --port=${my.port} --user=${my.user}`;
+  const drop = (name: string) => async () => void (await my.query(`DROP DATABASE IF EXISTS ${name}`));
+  let run = 0;
+  const what = scale > 0 ? `MariaDB, ${db}` : 'MariaDB, empty database';
+  return [
+    {
+      id: `${db}_backup`,
+      label: `${what}: dbstash backup${scale > 0 ? '' : ' (fixed cost)'}`,
+      dbstash: { spec: () => dbstash(ctx, ['backup', '--output-dir', path.join(work, `stash-${++run}`), '--env', 'dev', '--json'], env, work) },
+      plain: {
+        label: 'mariadb-dump --single-transaction --routines --triggers --events | zstd -3',
+        spec: () => shell(`mariadb-dump ${conn} --single-transaction --routines --triggers --events ${db} | zstd -3 -q > ${shellQuote(path.join(work, `plain-${++run}.sql.zst`))}`, env, work),
+      },
+      target,
+    },
+    {
+      id: `${db}_restore`,
+      label: `${what}: dbstash restore --to <new>${scale > 0 ? '' : ' (fixed cost)'}`,
+      dbstash: { before: drop(`${db}_r1`), spec: () => dbstash(ctx, ['restore', source.id, '--output-dir', source.stash, '--config', config, '--to', `${db}_r1`, '--yes', '--json'], env, work) },
+      plain: {
+        label: 'mariadb -e CREATE DATABASE + zstd -dc | mariadb',
+        before: drop(`${db}_r2`),
+        spec: () => shell(`mariadb ${conn} -e 'CREATE DATABASE ${db}_r2' && zstd -dc -q ${shellQuote(source.artifact)} | mariadb ${conn} ${db}_r2`, env, work),
+      },
+      target,
+    },
+  ];
+}
+
+async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
+  const dbstashMs: number[] = [];
+  const plainMs: number[] = [];
+  let rss = 0;
+  // One untimed run of each side first (page cache, the server's own caches).
+  for (let round = 0; round <= ctx.rounds; round++) {
+    for (const [side, times] of [[pair.dbstash, dbstashMs], [pair.plain, plainMs]] as const) {
+      await side.before?.();
+      const m = await measure(side.spec());
+      if (round === 0) continue;
+      times.push(m.wallMs);
+      if (side === pair.dbstash) rss = Math.max(rss, m.rootPeakRss);
+    }
+  }
+  const d = median(dbstashMs);
+  const p = median(plainMs);
+  const value = pair.target.kind === 'difference' ? (d - p) / 1000 : d / p;
+  const shown = pair.target.kind === 'difference' ? `${value >= 0 ? '+' : ''}${value.toFixed(3)} s` : `${value.toFixed(3)}×`;
+  const limit = pair.target.kind === 'difference' ? `≤ +${pair.target.max.toFixed(2)} s` : `≤ ${pair.target.max}×`;
+  ctx.log(`${pair.id}: dbstash ${(d / 1000).toFixed(3)} s, plain ${(p / 1000).toFixed(3)} s → ${shown}`);
+  return {
+    id: pair.id,
+    label: pair.label,
+    plainLabel: pair.plain.label,
+    dbstashMs,
+    plainMs,
+    dbstashRss: rss,
+    target: { name: `${pair.label} vs ${pair.plain.label}`, value: shown, limit, pass: value <= pair.target.max },
+  };
+}
+
+/** The ids of every pair, for --only. */
+export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', ...['bench_my_empty', 'bench_my_small'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
+
+export async function runPairs(ctx: PairContext, only?: (id: string) => boolean): Promise<ExtensionResult> {
+  const work = tempDir('dbstash-bench-pairs');
+  const pairs: Pair[] = [];
+  const skipped: string[] = [];
+  let my: MariaServer | undefined;
+  try {
+    const wanted = (prefix: string) => !only || PAIR_IDS.some((id) => id.startsWith(prefix) && only(id));
+    if (wanted('pg_')) pairs.push(...(await postgresPairs(ctx, work)));
+    if (!wanted('bench_my')) {
+      // no MariaDB pair asked for
+    } else if (existsSync(MARIADBD)) {
+      my = await startMariadb();
+      if (wanted('bench_my_empty')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_empty', 0, { kind: 'difference', max: 0.15 })));
+      if (wanted('bench_my_small')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_small', 1, { kind: 'ratio', max: 1.15 })));
+    } else {
+      skipped.push(`MariaDB pairs: ${MARIADBD} not found`);
+    }
+    const results: PairResult[] = [];
+    for (const pair of pairs.filter((p) => !only || only(p.id))) results.push(await runPair(ctx, pair));
+    const s = (ms: number[]) => `${(median(ms) / 1000).toFixed(3)} s (${(Math.min(...ms) / 1000).toFixed(3)}–${(Math.max(...ms) / 1000).toFixed(3)})`;
+    const text = [
+      `restores, MariaDB and fixed costs: pairs alternated over ${ctx.rounds} rounds (median, min–max wall time)`,
+      ...results.map((r) => `  ${r.label}: ${s(r.dbstashMs)}, peak RSS ${(r.dbstashRss / 2 ** 20).toFixed(1)} MB\n    ${r.plainLabel}: ${s(r.plainMs)} → ${r.target.value}`),
+      ...skipped.map((x) => `  skipped: ${x}`),
+    ].join('\n');
+    return { id: 'pairs', text, data: { results, skipped }, targets: results.map((r) => r.target) };
+  } finally {
+    await my?.stop();
+  }
+}

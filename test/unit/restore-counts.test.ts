@@ -1,0 +1,85 @@
+// The restore's row counts (src/restore/counts.ts) against an in-memory engine: tables are counted
+// as soon as the engine says their data is in, an early count that does not match the manifest is
+// taken again after the restore (never reported from the early count alone), tables the engine
+// said nothing of are counted after, and the final counts are spread over connections by size.
+// The real thing runs in test/restore and test/postgres against PostgreSQL.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { balance, FINAL_COUNT_CONNECTIONS, RowCounter } from '../../src/restore/counts.js';
+import type { Engine, TableStat, Target } from '../../src/engines/engine.js';
+import type { TableEntry } from '../../src/catalog/manifest.js';
+
+const into = { engine: 'postgres', database: 'x_restoring', displayUrl: 'postgres://h/x_restoring' } as unknown as Target;
+
+/** A database whose rows change as the test says; every countRows call is logged. */
+function fakeEngine(rows: Map<string, number>) {
+  const calls: string[][] = [];
+  const engine = {
+    id: 'postgres',
+    async listTables() {
+      return [...rows.keys()].map((q) => ({ schema: q.split('.')[0], name: q.split('.')[1] }));
+    },
+    async countRows(_t: Target, tables: { schema: string; name: string }[]): Promise<TableStat[]> {
+      calls.push(tables.map((t) => `${t.schema}.${t.name}`));
+      return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
+    },
+  } as unknown as Engine;
+  return { engine, calls };
+}
+
+const entry = (q: string, rows: number) => ({ schema: q.split('.')[0], name: q.split('.')[1], rows }) as TableEntry;
+
+describe('restore row counts', () => {
+  it('counts a table when its data is in, recounts one whose early count is short, and counts the rest after', async () => {
+    const rows = new Map([
+      ['public.orders', 500],
+      ['public.items', 3],
+      ['audit.orders', 7],
+      ['public.empty', 0],
+    ]);
+    const { engine, calls } = fakeEngine(rows);
+    const manifest = [entry('public.orders', 900), entry('public.items', 3), entry('audit.orders', 7), entry('public.empty', 0)];
+    const counter = new RowCounter(engine, into, manifest, new AbortController().signal);
+    counter.loaded({ qualified: 'public.orders', name: 'orders' }); // told too early: 500 of 900 rows
+    counter.loaded({ name: 'items' }); // a name alone: unique in the manifest
+    counter.loaded({ name: 'orders' }); // a name alone, but two schemas have it: ignored
+    counter.loaded({ qualified: 'public.items', name: 'items' }); // already queued: not counted twice
+    await new Promise((r) => setImmediate(r));
+    rows.set('public.orders', 900); // the rest of its data lands
+    const stats = await counter.finish();
+    assert.deepEqual(
+      stats.map((s) => `${s.schema}.${s.name}=${s.rows}`),
+      ['public.orders=900', 'public.items=3', 'audit.orders=7', 'public.empty=0'],
+    );
+    const early = calls.slice(0, calls.length - 2).flat();
+    assert.deepEqual(early.sort(), ['public.items', 'public.orders']);
+    // After the restore: orders again (its early count was short), and the two never counted; not items.
+    const after = calls.slice(-2);
+    assert.deepEqual(after.flat().sort(), ['audit.orders', 'public.empty', 'public.orders']);
+    assert.equal(after.length, FINAL_COUNT_CONNECTIONS);
+  });
+
+  it('balance: the largest tables first, spread so that each connection counts about as many rows', () => {
+    const t = (name: string, rows: number) => ({ schema: 's', name, rows });
+    const lists = balance([t('a', 10), t('b', 1000), t('c', 600), t('d', 500), t('e', 1)], (x) => x.rows, 2);
+    assert.deepEqual(
+      lists.map((l) => l.map((x) => x.name)),
+      [['b', 'a', 'e'], ['c', 'd']],
+    );
+    assert.deepEqual(balance([t('a', 1)], (x) => x.rows, 2), [[t('a', 1)]]);
+    assert.deepEqual(balance([], (x: { rows: number }) => x.rows, 2), []);
+  });
+
+  it('an engine that cannot count chosen tables counts them all after the restore', async () => {
+    const engine = {
+      id: 'sqlite',
+      async tableStats() {
+        return [{ schema: 'main', name: 't', rows: 2 }];
+      },
+    } as unknown as Engine;
+    const counter = new RowCounter(engine, into, [entry('main.t', 2)], new AbortController().signal);
+    counter.loaded({ name: 't' });
+    assert.deepEqual(await counter.finish(), [{ schema: 'main', name: 't', rows: 2 }]);
+  });
+});
