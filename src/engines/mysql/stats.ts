@@ -26,21 +26,33 @@ export interface DataTable {
   versioning?: 'timestamp' | 'transaction';
 }
 
+/**
+ * The tables of `database` that hold rows. Two plain queries joined here: a subquery on
+ * information_schema.COLUMNS per table makes MariaDB open every table of the server for each one
+ * (a quarter of a second for 16 tables), a filtered COLUMNS query alone takes a millisecond.
+ */
 export async function dataTables(conn: MyConnection, database: string): Promise<DataTable[]> {
   const [rows] = await conn.query(
-    `SELECT t.TABLE_NAME AS name, t.TABLE_TYPE AS type, t.ENGINE AS engine,
-       (SELECT MAX(c.DATA_TYPE) FROM information_schema.COLUMNS c
-        WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.GENERATION_EXPRESSION = 'ROW START') AS startType
-     FROM information_schema.TABLES t
-     WHERE t.TABLE_SCHEMA = ? AND t.TABLE_TYPE NOT IN (${ROWLESS_TYPES.map(() => '?').join(', ')})
-     ORDER BY BINARY t.TABLE_NAME`,
+    `SELECT TABLE_NAME AS name, TABLE_TYPE AS type, ENGINE AS engine FROM information_schema.TABLES
+     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE NOT IN (${ROWLESS_TYPES.map(() => '?').join(', ')})
+     ORDER BY BINARY TABLE_NAME`,
     [database, ...ROWLESS_TYPES],
   );
-  return (rows as { name: string; type: string; engine: string | null; startType: string | null }[]).map((r) => ({
+  const tables = rows as { name: string; type: string; engine: string | null }[];
+  const versioned = tables.filter((t) => t.type === 'SYSTEM VERSIONED');
+  const startTypes = new Map<string, string>();
+  if (versioned.length > 0) {
+    const [cols] = await conn.query(
+      `SELECT TABLE_NAME AS name, DATA_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND GENERATION_EXPRESSION = 'ROW START'`,
+      [database],
+    );
+    for (const c of cols as { name: string; type: string }[]) startTypes.set(c.name, c.type);
+  }
+  return tables.map((r) => ({
     name: r.name,
     type: r.type,
     engine: r.engine,
-    ...(r.type === 'SYSTEM VERSIONED' ? { versioning: r.startType?.toLowerCase() === 'bigint' ? ('transaction' as const) : ('timestamp' as const) } : {}),
+    ...(r.type === 'SYSTEM VERSIONED' ? { versioning: startTypes.get(r.name)?.toLowerCase() === 'bigint' ? ('transaction' as const) : ('timestamp' as const) } : {}),
   }));
 }
 
