@@ -138,11 +138,17 @@ async function makePlan(req: RestoreRequest, now: Date): Promise<RestorePlan> {
     globals: !!req.withGlobals && manifest.artifacts.some((a) => a.role === 'globals'),
   };
   if (!exists) return plan;
+  // The row estimate connects to the target itself, so it is done before the sessions on the
+  // target are listed; the swap question (asked of the server) goes beside them.
   const stats = await engine.tableStats!(target, { checksums: false, estimate: true, signal: req.signal });
+  const [sessions, swapBlocker] = await Promise.all([
+    engine.listSessions ? engine.listSessions(target) : [],
+    engine.swapBlocker ? engine.swapBlocker(target) : undefined,
+  ]);
   plan.targetTables = stats.length;
   plan.targetRows = stats.some((t) => t.rowsUnknown) ? undefined : stats.reduce((s, t) => s + t.rows, 0);
-  plan.sessions = engine.listSessions ? await engine.listSessions(target) : [];
-  plan.swapBlocker = engine.swapBlocker ? await engine.swapBlocker(target) : undefined;
+  plan.sessions = sessions;
+  plan.swapBlocker = swapBlocker;
   if (plan.swapBlocker) {
     plan.mode = 'in-place';
     plan.check = 'before';
@@ -200,7 +206,7 @@ async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Stora
   } finally {
     raw.destroy();
   }
-  const stats = await counter.finish();
+  tm('restored'); const stats = await counter.finish(); tm('counted');
   const { problems, extras } = compareTables(manifest.tables, stats, { checksums: false });
   // In place, tables the backup does not know were there before and are left alone; in a new
   // database they can only come from the dump, which then does not match its manifest.
@@ -257,7 +263,7 @@ async function renamePair(req: RestoreRequest, temp: Target, keptAs: string): Pr
 async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
   const { engine, target } = req;
   const createOpts: CreateDatabaseOptions = { properties: await propertiesToCarry(req, plan), noOwner: req.noOwner, roleMap: req.roleMap };
-  const temp = await engine.createDatabase!(target, plan.temporary!, createOpts);
+  tm('lease+props'); const temp = await engine.createDatabase!(target, plan.temporary!, createOpts); tm('created');
   req.events.info(`restoring into the new database ${temp.displayUrl}`);
   let swapped = false;
   try {
@@ -280,6 +286,7 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
         });
       }
     }
+    tm('compared-props');
     if (plan.targetExists) {
       await handleSessions(req, await engine.listSessions!(target), record);
       const kept = engine.swapDatabases ? await engine.swapDatabases(target, temp, plan.keptAs!) : await renamePair(req, temp, plan.keptAs!);
@@ -381,7 +388,9 @@ function newRecord(req: RestoreRequest, now: Date): RestoreRecord {
   };
 }
 
+const tm=(l:string)=>{ if(process.env.DBSTASH_T) process.stderr.write(`T ${l} ${performance.now().toFixed(0)}\n`); };
 export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise<RestoreOutcome> {
+  tm('start');
   const { engine, manifest, target } = req;
   const now = req.now ?? new Date();
   if (target.engine !== manifest.engine) {
@@ -390,6 +399,7 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
   const storage = req.dest.storage;
   const plan = await makePlan(req, now);
+  tm('planned');
   try {
     plan.structure = await checkBackup(req, plan);
   } catch (err) {
@@ -401,11 +411,12 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   }
   if (req.withGlobals && !plan.globals) req.events.warn(`${manifest.id} holds no globals (it was taken without --globals); roles are not restored`);
   if (!req.force) await handleSessions(req, plan.sessions);
+  tm('checked');
   if (!(await confirm(plan))) return { plan, performed: false };
 
   const targetLock = await engine.lockRestoreTarget?.(target, req.signal);
   try {
-    await dropLeftovers(req);
+    tm('locked'); await dropLeftovers(req); tm('leftovers');
     return await performRestore(req, plan, now);
   } finally {
     await targetLock?.release().catch(() => {});
@@ -483,7 +494,7 @@ async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date)
     if (plan.globals) await restoreGlobals(req);
     if (plan.mode === 'in-place') await restoreInPlace(req, plan, record);
     else await restoreBySwap(req, plan, record);
-    record.result = 'succeeded';
+    record.result = 'succeeded'; tm('done');
   } catch (err) {
     let e = req.signal.aborted && !(err instanceof InterruptedError) ? (req.signal.reason ?? err) : err;
     if (e instanceof InterruptedError && !e.outcome) {
@@ -501,7 +512,7 @@ async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date)
       req.events.warn(`could not write the restore record: ${err.message}`);
       return undefined;
     });
-    await lease?.release().catch(() => {});
+    await lease?.release().catch(() => {}); tm('recorded');
   }
   return { plan, performed: true, record, recordKey };
 }

@@ -21,7 +21,27 @@ export function versionParts(version: string): { major: number; minor: number; m
   return { major: Number(m?.[1] ?? 0), minor: Number(m?.[2] ?? 0), mariadb: /mariadb/i.test(version) };
 }
 
-export async function findMyTool(candidates: string[], binDir?: string, extraDirs: string[] = []): Promise<ToolInfo> {
+/**
+ * Lookups this process made in the last minute: the preflight and the dump ask for the same tool
+ * within one run; a long-running daemon looks again later (the tool may have been upgraded).
+ */
+const found = new Map<string, Promise<ToolInfo>>();
+const REMEMBER_MS = 60_000;
+
+export function findMyTool(candidates: string[], binDir?: string, extraDirs: string[] = []): Promise<ToolInfo> {
+  const key = JSON.stringify([candidates, binDir ?? null, extraDirs]);
+  let lookup = found.get(key);
+  if (!lookup) {
+    lookup = lookUp(candidates, binDir, extraDirs);
+    found.set(key, lookup);
+    setTimeout(() => found.delete(key), REMEMBER_MS).unref();
+    // A tool that was not found may be installed before the next attempt (the daemon runs on).
+    lookup.catch(() => found.delete(key));
+  }
+  return lookup;
+}
+
+async function lookUp(candidates: string[], binDir?: string, extraDirs: string[] = []): Promise<ToolInfo> {
   const dirs = binDir ? [binDir] : [...pathDirs(), ...extraDirs];
   for (const name of candidates) {
     const found = await findExecutable(name, dirs);
