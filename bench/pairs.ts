@@ -9,6 +9,7 @@
 // both sides create it. Both sides restore the same artifact (the dbstash backup's own file).
 
 import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { PgServer } from '../test/harness/postgres.js';
 import { MARIADBD, startMariadb, type MariaServer } from '../test/harness/mariadb.js';
@@ -178,6 +179,35 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
   ];
 }
 
+/**
+ * The floor under any fixed cost of a Node.js command line: starting Node and loading the
+ * libraries the command needs, nothing else; alternated with a bare `node -e 0`.
+ */
+async function floor(ctx: PairContext): Promise<{ label: string; bareMs: number[]; loadMs: Record<string, number[]> }> {
+  const sets: Record<string, string[]> = {
+    'commander + zod + pg + zstd-napi (a PostgreSQL backup or restore)': ['commander', 'zod', 'pg', 'zstd-napi'],
+    'commander + zod + mysql2 + zstd-napi (a MariaDB backup or restore)': ['commander', 'zod', 'mysql2/promise', 'zstd-napi'],
+  };
+  const root = path.resolve(path.dirname(ctx.cliPath), '../../..');
+  const bareMs: number[] = [];
+  const loadMs: Record<string, number[]> = Object.fromEntries(Object.keys(sets).map((k) => [k, []]));
+  const spec = (modules: string[]): CommandSpec => ({
+    cmd: process.execPath,
+    args: ['--input-type=module', '-e', modules.map((m) => `await import(${JSON.stringify(m)});`).join(' ') || '0'],
+    env: withoutStartupVars(process.env, ctx.ambientNodeEnv),
+    cwd: root,
+  });
+  for (let round = 0; round <= ctx.rounds; round++) {
+    const bare = await measure(spec([]));
+    if (round > 0) bareMs.push(bare.wallMs);
+    for (const [label, modules] of Object.entries(sets)) {
+      const m = await measure(spec(modules));
+      if (round > 0) loadMs[label].push(m.wallMs);
+    }
+  }
+  return { label: 'node start + libraries', bareMs, loadMs };
+}
+
 async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
   const dbstashMs: number[] = [];
   const plainMs: number[] = [];
@@ -210,7 +240,52 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
 }
 
 /** The ids of every pair, for --only. */
-export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', ...['bench_my_empty', 'bench_my_small'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
+export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', 'pg_small_drill', ...['bench_my_empty', 'bench_my_small'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
+
+/**
+ * Restore drills of a small PostgreSQL database (4 tables, 20k rows) as the daemon runs them: in
+ * one process, with warm scratch servers (src/verify/warm.ts). The first drill starts the server;
+ * the target holds for the others. A throwaway server per drill (the default of a single
+ * `dbstash verify --drill`) is the first drill's figure.
+ */
+async function drills(ctx: PairContext, work: string): Promise<{ coldMs: number; warmMs: number[]; target: Target }> {
+  const pg = ctx.pg;
+  const db = 'bench_small_pg';
+  await pg.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await pg.createDatabase(db);
+  await pg.query(
+    Array.from({ length: 4 }, (_, i) => `CREATE TABLE t${i} (id int PRIMARY KEY, label text, at timestamptz DEFAULT now()); INSERT INTO t${i} (id, label) SELECT g, md5(g::text) FROM generate_series(1, 5000) g;`).join('\n'),
+    db,
+  );
+  const env = { ...pgEnv(pg, db), DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/${db}` };
+  await fsp.mkdir(path.join(work, 'drill'), { recursive: true });
+  const source = await sourceBackup(ctx, env, path.join(work, 'drill'));
+  const [{ openStorage }, { locateBackup }, { verifyBackup }, { WarmScratch }] = await Promise.all([
+    import('../src/storage/index.js'),
+    import('../src/verify/locate.js'),
+    import('../src/verify/verify.js'),
+    import('../src/verify/warm.js'),
+    import('../src/pipeline/compress.js'),
+  ]);
+  const storage = await openStorage(source.stash);
+  const { manifest } = await locateBackup([{ name: 'local', storage, optional: false }], source.id);
+  // The scratch server runs as the "postgres" OS user: its data directory goes in the system temp dir.
+  const warm = new WarmScratch(os.tmpdir());
+  const times: number[] = [];
+  try {
+    for (let i = 0; i <= ctx.rounds; i++) {
+      const started = performance.now();
+      await verifyBackup(storage, manifest, { level: 'drill', stageContext: {}, tempDir: os.tmpdir(), dryRun: true, warm, signal: new AbortController().signal, events: { info: () => {}, warn: ctx.log } });
+      times.push(performance.now() - started);
+    }
+  } finally {
+    await warm.close();
+  }
+  const [coldMs, ...warmMs] = times;
+  const m = median(warmMs) / 1000;
+  ctx.log(`drills: first (starts the server) ${(coldMs / 1000).toFixed(3)} s, warm median ${m.toFixed(3)} s`);
+  return { coldMs, warmMs, target: { name: 'restore drill of a small PostgreSQL database, warm scratch server (daemon)', value: `${m.toFixed(3)} s`, limit: '≤ 1.50 s', pass: m <= 1.5 } };
+}
 
 export async function runPairs(ctx: PairContext, only?: (id: string) => boolean): Promise<ExtensionResult> {
   const work = tempDir('dbstash-bench-pairs');
@@ -232,12 +307,25 @@ export async function runPairs(ctx: PairContext, only?: (id: string) => boolean)
     const results: PairResult[] = [];
     for (const pair of pairs.filter((p) => !only || only(p.id))) results.push(await runPair(ctx, pair));
     const s = (ms: number[]) => `${(median(ms) / 1000).toFixed(3)} s (${(Math.min(...ms) / 1000).toFixed(3)}–${(Math.max(...ms) / 1000).toFixed(3)})`;
+    const floorMs = results.length > 0 ? await floor(ctx) : undefined;
+    const drilled = !only || only('pg_small_drill') ? await drills(ctx, work) : undefined;
     const text = [
       `restores, MariaDB and fixed costs: pairs alternated over ${ctx.rounds} rounds (median, min–max wall time)`,
       ...results.map((r) => `  ${r.label}: ${s(r.dbstashMs)}, peak RSS ${(r.dbstashRss / 2 ** 20).toFixed(1)} MB\n    ${r.plainLabel}: ${s(r.plainMs)} → ${r.target.value}`),
+      ...(floorMs
+        ? [
+            `  the floor of a Node.js command line, alternated: \`node -e 0\` ${s(floorMs.bareMs)}`,
+            ...Object.entries(floorMs.loadMs).map(([label, ms]) => `    node, loading ${label}: ${s(ms)}`),
+          ]
+        : []),
+      ...(drilled
+        ? [
+            `  restore drill of a small PostgreSQL database (4 tables, 20k rows), in one process as the daemon runs it: first drill, starting the scratch server ${(drilled.coldMs / 1000).toFixed(3)} s; with the server warm ${s(drilled.warmMs)}`,
+          ]
+        : []),
       ...skipped.map((x) => `  skipped: ${x}`),
     ].join('\n');
-    return { id: 'pairs', text, data: { results, skipped }, targets: results.map((r) => r.target) };
+    return { id: 'pairs', text, data: { results, floor: floorMs, drills: drilled, skipped }, targets: [...results.map((r) => r.target), ...(drilled ? [drilled.target] : [])] };
   } finally {
     await my?.stop();
   }

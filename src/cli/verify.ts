@@ -15,6 +15,7 @@ import { resolveDestinations } from '../config/resolve.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { locateBackup, locateLatest, type LocatedBackup } from '../verify/locate.js';
 import { verifyBackup, type VerifyLevel, type VerifyResult } from '../verify/verify.js';
+import { WarmScratch } from '../verify/warm.js';
 import { createNotifier } from '../notify/notifier.js';
 import { verifyFailureMessage } from '../notify/backup.js';
 import { commonOptions, reportError, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
@@ -119,32 +120,39 @@ Examples:
       const results: { id: string; result: string; level: VerifyLevel; error?: string; kind?: string; record?: string; tables?: unknown }[] = [];
       let exitCode: number = ExitCode.ok;
       const verifier = verifierFor(opts, config);
-      for (const { dest, manifest } of located) {
-        const entry = configEntryOf(config, seriesOfManifest(manifest).identity) ?? configEntry(config, database);
-        ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
-        try {
-          if (verifier) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);
-          const result = await verifyBackup(dest.storage, manifest, {
-            level,
-            stageContext: stageContext(opts, config, entry),
-            tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
-            scratchUrl: opts.scratchUrl ?? entry?.scratchUrl,
-            dryRun: opts.dryRun,
-            signal: ctx.signal,
-            events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
-          });
-          results.push({ id: manifest.id, result: 'passed', level, record: result.recordKey, tables: result.record.tables });
-          if (located.length > 1) ctx.out.info(describe(result));
-          else ctx.out.result({ results }, () => describe(result));
-        } catch (err) {
-          if (!opts.dryRun && !ctx.signal.aborted) await createNotifier(config.notifications, ctx.out).notify(verifyFailureMessage(manifest, level, err));
-          if (located.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
-          const failed = err instanceof IntegrityError;
-          results.push({ id: manifest.id, result: failed ? 'failed' : 'not verified', level, error: err.message, kind: err.kind });
-          reportError(ctx.out, err, { stdout: false });
-          if (failed) exitCode = ExitCode.verifyFailed;
-          else if (exitCode === ExitCode.ok) exitCode = err.exitCode;
+      // Several drills in one run share one scratch server per engine.
+      const warm = level !== 'integrity' && located.length > 1 ? new WarmScratch(opts.tempDir ?? config.tempDir ?? os.tmpdir()) : undefined;
+      try {
+        for (const { dest, manifest } of located) {
+          const entry = configEntryOf(config, seriesOfManifest(manifest).identity) ?? configEntry(config, database);
+          ctx.out.info(`verifying ${manifest.id} (${level}) in ${dest.storage.url}`);
+          try {
+            if (verifier) await readCheckedManifest(dest.storage, manifest.id, verifier, opts);
+            const result = await verifyBackup(dest.storage, manifest, {
+              level,
+              stageContext: stageContext(opts, config, entry),
+              tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
+              scratchUrl: opts.scratchUrl ?? entry?.scratchUrl,
+              dryRun: opts.dryRun,
+              warm,
+              signal: ctx.signal,
+              events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
+            });
+            results.push({ id: manifest.id, result: 'passed', level, record: result.recordKey, tables: result.record.tables });
+            if (located.length > 1) ctx.out.info(describe(result));
+            else ctx.out.result({ results }, () => describe(result));
+          } catch (err) {
+            if (!opts.dryRun && !ctx.signal.aborted) await createNotifier(config.notifications, ctx.out).notify(verifyFailureMessage(manifest, level, err));
+            if (located.length === 1 || ctx.signal.aborted || !(err instanceof DbstashError)) throw err;
+            const failed = err instanceof IntegrityError;
+            results.push({ id: manifest.id, result: failed ? 'failed' : 'not verified', level, error: err.message, kind: err.kind });
+            reportError(ctx.out, err, { stdout: false });
+            if (failed) exitCode = ExitCode.verifyFailed;
+            else if (exitCode === ExitCode.ok) exitCode = err.exitCode;
+          }
         }
+      } finally {
+        await warm?.close().catch((err: Error) => ctx.out.warn(`could not stop the drills' scratch server: ${err.message}`));
       }
       if (located.length !== 1) {
         const passed = results.filter((r) => r.result === 'passed').length;

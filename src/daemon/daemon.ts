@@ -15,12 +15,14 @@ import { listBackups } from '../catalog/catalog.js';
 import { isSafetyBackup } from '../catalog/series.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
+import os from 'node:os';
 import { createNotifier } from '../notify/notifier.js';
 import { makeMessage } from '../notify/message.js';
 import { seriesOfEntry } from '../retention/config.js';
 import { expectedMaxAgeMs, JOB_KINDS, parseCron, scheduleIntervalMs, type JobKind } from './cron.js';
 import { isLoopback, parseListen, startHttp, type Health } from './http.js';
 import { jobBody, type JobContext } from './jobs.js';
+import { WarmScratch } from '../verify/warm.js';
 import { DaemonMetrics } from './metrics.js';
 import { JobRunner } from './runner.js';
 import { readState, writeState, type DaemonState } from './state.js';
@@ -151,7 +153,9 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
 
   const metrics = new DaemonMetrics();
   const notifier = createNotifier(config.notifications, ctx.out);
-  const jc: JobContext = { ctx, notifier, metrics };
+  // Drills keep their scratch servers warm between runs (stopped when the daemon stops).
+  const warm = new WarmScratch(config.tempDir ?? os.tmpdir());
+  const jc: JobContext = { ctx, notifier, metrics, warm };
   const runner = new JobRunner(settings.concurrency, ctx.out);
   // In the background: a storage that is slow or hung must not keep the schedules from starting.
   const seeding = new AbortController();
@@ -291,6 +295,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const { finished, aborted } = await runner.shutdown(graceMs, reason);
   await save();
   await server.close();
+  await warm.close().catch((err: Error) => ctx.out.warn(`could not stop the drills' scratch server: ${err.message}`));
   ctx.out.info(`dbstash daemon stopped (${finished} job${finished === 1 ? '' : 's'} finished, ${aborted} aborted)`);
   return 0;
 }

@@ -3,6 +3,7 @@
 
 import type { Context } from '../cli/common.js';
 import { locateLatest } from '../verify/locate.js';
+import type { WarmScratch } from '../verify/warm.js';
 import { verifyBackup } from '../verify/verify.js';
 import { planBackup } from '../cli/backup.js';
 import { stageContext, verifierFor } from '../cli/secrets.js';
@@ -23,6 +24,8 @@ export interface JobContext {
   ctx: Context;
   notifier: Notifier;
   metrics: DaemonMetrics;
+  /** The drills' scratch servers, kept between drills. */
+  warm?: WarmScratch;
 }
 
 export type JobBody = (signal: AbortSignal) => Promise<void>;
@@ -81,6 +84,7 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody 
         stageContext: stageContext({}, config, entry),
         tempDir: config.tempDir ?? os.tmpdir(),
         scratchUrl: entry.scratchUrl,
+        warm: jc.warm,
         signal,
         events: { info: (m) => ctx.out.info(`[${key}] ${m}`), warn: (m) => ctx.out.warn(`[${key}] ${m}`) },
       });

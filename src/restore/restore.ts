@@ -21,7 +21,6 @@
 
 import { DbstashError, IntegrityError, InterruptedError, RestoreError, UsageError, withOutcome } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
-import { artifactKey } from '../core/id.js';
 import { runBackup, type Destination } from '../backup/backup.js';
 import { mainArtifact, totalRows, type Manifest } from '../catalog/manifest.js';
 import { writeRecord, type RestoreRecord } from '../catalog/records.js';
@@ -33,6 +32,7 @@ import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems } from '../verify/compare.js';
 import { openArtifact } from '../verify/read.js';
 import { checkIntegrity } from '../verify/verify.js';
+import { artifactDamage } from '../verify/locate.js';
 import { keptName, restoringName, unfinishedRestores } from './kept.js';
 import { RowCounter } from './counts.js';
 
@@ -447,18 +447,11 @@ async function checkBackup(req: RestoreRequest, plan: RestorePlan): Promise<stri
 
 /** Every artifact is stored, with the size the manifest gives. */
 async function checkPresence(storage: Storage, manifest: Manifest, signal: AbortSignal): Promise<void> {
-  for (const artifact of manifest.artifacts) {
-    const info = await storage.stat(artifactKey(manifest.id, artifact.file), { signal });
-    if (!info) {
-      throw new IntegrityError(`artifact ${artifact.file} is missing from ${storage.url}`, {
-        hint: 'the manifest exists but its data does not; use another copy of this backup, or an older backup',
-      });
-    }
-    if (info.size !== artifact.size) {
-      throw new IntegrityError(`artifact ${artifact.file} is ${info.size} bytes, manifest says ${artifact.size}`, {
-        hint: 'the stored file was truncated or replaced; use another copy of this backup, or an older backup',
-      });
-    }
+  const damage = await artifactDamage(storage, manifest, signal);
+  if (damage) {
+    throw new IntegrityError(`${damage} in ${storage.url}`, {
+      hint: 'the stored backup is not whole; use another copy of this backup, or an older backup',
+    });
   }
 }
 

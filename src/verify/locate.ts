@@ -10,6 +10,7 @@ import { readCheckedManifest, type ManifestVerifier } from '../crypto/sign.js';
 import { listBackups, pickLatest, readManifest } from '../catalog/catalog.js';
 import type { Manifest } from '../catalog/manifest.js';
 import type { Destination } from '../backup/backup.js';
+import type { Storage } from '../storage/storage.js';
 
 export interface LocatedBackup {
   dest: Destination;
@@ -31,10 +32,10 @@ async function readCopy(dest: Destination, id: string, opts: LocateOptions): Pro
   return { dest, manifest };
 }
 
-/** Why a copy is not intact (a missing or resized artifact), or undefined when it is. */
-async function damage({ dest, manifest }: LocatedBackup): Promise<string | undefined> {
+/** Why a stored backup is not whole — an artifact missing, or not of the manifest's size — or undefined. */
+export async function artifactDamage(storage: Storage, manifest: Manifest, signal?: AbortSignal): Promise<string | undefined> {
   for (const artifact of manifest.artifacts) {
-    const info = await dest.storage.stat(artifactKey(manifest.id, artifact.file));
+    const info = await storage.stat(artifactKey(manifest.id, artifact.file), { signal });
     if (!info) return `artifact ${artifact.file} is missing`;
     if (info.size !== artifact.size) return `artifact ${artifact.file} is ${info.size} bytes, manifest says ${artifact.size}`;
   }
@@ -58,7 +59,7 @@ export async function locateBackup(destinations: Destination[], id: string, opts
       refused ??= err;
       continue;
     }
-    const problem = await damage(copy);
+    const problem = await artifactDamage(copy.dest.storage, copy.manifest);
     if (!problem) return copy;
     if (destinations.length > 1) opts.warn?.(`${dest.storage.url}: ${problem}; trying the next storage`);
     damaged ??= copy;

@@ -41,6 +41,7 @@ import type { StageContext } from '../pipeline/stage.js';
 import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems, type TableComparison } from './compare.js';
 import { openArtifact } from './read.js';
+import type { WarmScratch } from './warm.js';
 
 export type VerifyLevel = VerifyRecord['level'];
 
@@ -57,6 +58,8 @@ export interface VerifyOptions {
   scratchUrl?: string;
   /** Verify without leaving a record or a lease (--dry-run). */
   dryRun?: boolean;
+  /** Warm scratch servers to drill on, kept between drills (the daemon, verify --all); default: one throwaway server per drill. */
+  warm?: WarmScratch;
   signal: AbortSignal;
   events: VerifyEvents;
 }
@@ -139,15 +142,23 @@ async function scratchServer(engine: Engine, manifest: Manifest, opts: VerifyOpt
     throw new VerifyUnavailableError(`no scratch server for a ${engine.id} drill`, { hint: 'give one with --scratch-url (or scratchUrl in the config)' });
   }
   const scratch = await engine.startScratchServer({ tempDir: opts.tempDir, signal: opts.signal });
+  try {
+    checkScratchVersion(engine, manifest, scratch);
+  } catch (err) {
+    await scratch.stop();
+    throw err;
+  }
+  return { server: scratch.target, scratch };
+}
+
+function checkScratchVersion(engine: Engine, manifest: Manifest, scratch: ScratchServer): void {
   const major = (v: string | undefined) => Number(/^(\d+)/.exec(v ?? '')?.[1] ?? NaN);
   if (major(scratch.serverVersion) < major(manifest.database.serverVersion)) {
-    await scratch.stop();
     throw new VerifyUnavailableError(
       `the installed ${engine.id} server (${scratch.serverVersion}) is older than the backup's server (${manifest.database.serverVersion}), so the drill cannot restore into it`,
       { hint: 'install a server of at least that version, or give a scratch server with --scratch-url' },
     );
   }
-  return { server: scratch.target, scratch };
 }
 
 /** Gives the drill's server what the dump needs; anything that fails here is the environment's. */
@@ -183,10 +194,44 @@ async function drill(
   }
   const { restore, createDatabase, dropDatabase, tableStats } = engine;
   if (!restore || !createDatabase || !dropDatabase || !tableStats) throw new VerifyUnavailableError(`the ${engine.id} engine cannot run restore drills yet`);
+  if (opts.warm && !opts.scratchUrl && engine.startScratchServer) {
+    const warm = opts.warm;
+    const started = warm.started;
+    return warm
+      .use(engine, async (scratch) => {
+        checkScratchVersion(engine, manifest, scratch);
+        const where = warm.started > started ? 'a scratch instance started now and kept warm for the next drills' : 'the warm scratch instance';
+        return drillOn(storage, manifest, engine, needs, opts, scratch.target, where, 'warm local server');
+      })
+      .catch((err: unknown) => {
+        // The warm server could not be started: as with a throwaway one, the environment's fault.
+        throw err instanceof DbstashError || opts.signal.aborted ? err : new VerifyUnavailableError(`no scratch server for the drill: ${(err as Error).message}`, { cause: err });
+      });
+  }
   const { server, scratch } = await scratchServer(engine, manifest, opts);
-  const name = `dbstash_drill_${randomBytes(4).toString('hex')}`;
-  opts.events.info(`drill: restoring ${manifest.id} into ${scratch ? 'a throwaway scratch instance' : server.displayUrl} as ${name}`);
   try {
+    return await drillOn(storage, manifest, engine, needs, opts, server, scratch ? 'a throwaway scratch instance' : server.displayUrl, scratch ? 'throwaway local server' : server.displayUrl);
+  } finally {
+    await scratch?.stop();
+  }
+}
+
+/** The drill itself, on a server that is there: a scratch database created, restored, compared and dropped. */
+async function drillOn(
+  storage: Storage,
+  manifest: Manifest,
+  engine: Engine,
+  needs: DumpNeeds | undefined,
+  opts: VerifyOptions,
+  server: Target,
+  where: string,
+  recorded: string,
+): Promise<{ tables: TableComparison[]; scratch: string }> {
+  const deep = opts.level === 'deep';
+  const { restore, createDatabase, dropDatabase, tableStats } = engine as Required<Pick<Engine, 'restore' | 'createDatabase' | 'dropDatabase' | 'tableStats'>>;
+  const name = `dbstash_drill_${randomBytes(4).toString('hex')}`;
+  opts.events.info(`drill: restoring ${manifest.id} into ${where} as ${name}`);
+  {
     let db: Target;
     try {
       db = await createDatabase.call(engine, server, name);
@@ -228,13 +273,11 @@ async function drill(
           tables: comparison.tables,
         });
       }
-      return { tables: comparison.tables, scratch: scratch ? 'throwaway local server' : server.displayUrl };
+      return { tables: comparison.tables, scratch: recorded };
     } finally {
       await dropDatabase.call(engine, db).catch((err: Error) => opts.events.warn(`could not drop the scratch database ${name}: ${err.message}`));
       await env?.cleanup().catch((err: Error) => opts.events.warn(`could not remove the roles the drill created (${env?.created.join(', ')}): ${err.message}`));
     }
-  } finally {
-    await scratch?.stop();
   }
 }
 

@@ -6,13 +6,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { startWebhookReceiver } from '../harness/receivers.js';
+import { startPostgres } from '../harness/postgres.js';
 import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb, writeConfig } from './helpers.js';
@@ -33,8 +34,8 @@ interface Daemon {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-async function startDaemon(config: string): Promise<Daemon> {
-  const child = spawnCli(['daemon', '--config', config], { cwd: path.dirname(config) });
+async function startDaemon(config: string, env?: NodeJS.ProcessEnv): Promise<Daemon> {
+  const child = spawnCli(['daemon', '--config', config], { cwd: path.dirname(config), env });
   daemons.add(child);
   let err = '';
   const waiters = new Set<() => void>();
@@ -323,4 +324,37 @@ test('the endpoints stay on loopback unless exposeEndpoints says otherwise, and 
   assert.match(err, /warning: \/healthz and \/metrics are served on 0\.0\.0\.0:0 \(daemon\.exposeEndpoints\): anyone who reaches it sees database names/);
   child.kill('SIGTERM');
   await once(child, 'exit');
+});
+
+test('drills keep their scratch server warm: started at the first drill, reused by the next, stopped with the daemon', async () => {
+  const pg = await startPostgres();
+  try {
+    await pg.createDatabase('small');
+    await pg.query(`CREATE TABLE item (id int PRIMARY KEY, label text); INSERT INTO item SELECT g, 'item ' || g FROM generate_series(1, 500) g;`, 'small');
+    const dir = tempDir('daemon-warm');
+    const scratchTemp = path.join(dir, 'tmp');
+    mkdirSync(scratchTemp);
+    // The scratch server runs as the "postgres" OS user, who must reach its data directory.
+    chmodSync(dir, 0o711);
+    const config = writeConfig(dir, {
+      stash: path.join(dir, 'stash'),
+      tempDir: scratchTemp,
+      databases: { small: { url: `postgres://postgres@127.0.0.1:${pg.port}/small`, schedule: { backup: '*/2 * * * * *', verify: '*/2 * * * * *' } } },
+      daemon: { listen: '127.0.0.1:0' },
+    });
+    const d = await startDaemon(config, { PGPASSWORD: pg.password });
+    await d.waitFor(/\[small\] drill: restoring \S+ into a scratch instance started now and kept warm for the next drills as dbstash_drill_/, 60_000);
+    await d.waitFor(/\[small\] drill: restoring \S+ into the warm scratch instance as dbstash_drill_[\s\S]*\[small\] small\.[0-9a-f]{8}_dev_\S+: drill passed[\s\S]*\[small\] small\.[0-9a-f]{8}_dev_\S+: drill passed/, 60_000);
+    const log = d.stderr();
+    assert.equal(log.match(/started now and kept warm/g)?.length, 1, 'one scratch server for all the drills');
+    // While the daemon runs, its one scratch server's data directory is in the temp dir.
+    assert.equal(readdirSync(scratchTemp).filter((f) => f.startsWith('.dbstash-pgdrill')).length, 1, readdirSync(scratchTemp).join(', '));
+    assert.equal(await d.stop(), 0, d.stderr());
+    assert.deepEqual(readdirSync(scratchTemp).filter((f) => f.startsWith('.dbstash-')), [], 'the scratch server was stopped and removed with the daemon');
+    const verified = readdirSync(seriesDir(path.join(dir, 'stash'), 'small')).filter((f) => /\.verify-.*\.json$/.test(f));
+    const records = verified.map((f) => JSON.parse(readFileSync(path.join(seriesDir(path.join(dir, 'stash'), 'small'), f), 'utf8')));
+    assert.ok(records.length >= 2 && records.every((r) => r.result === 'passed' && r.scratch === 'warm local server'), JSON.stringify(records));
+  } finally {
+    await pg.stop();
+  }
 });

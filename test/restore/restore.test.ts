@@ -243,7 +243,7 @@ describe('restore PostgreSQL', () => {
     assert.doesNotMatch(r.stderr, /restoring into/);
     assert.match(lastRecord(dir, richId).error!, /^refused before touching the target: artifact \S+ is \d+ bytes/);
     rmSync(file);
-    expectExit(await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']), 7, /error: artifact \S+ is missing from/);
+    expectExit(await runCli(['restore', richId, '--to', server.url('victim'), '--output-dir', dir, '--yes']), 7, /error: artifact \S+ is missing in \//);
     assert.deepEqual(await databases(), before);
     assert.equal(await count('victim', 'item'), 26);
   });
