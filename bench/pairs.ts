@@ -30,6 +30,8 @@ interface Side {
 
 interface Pair {
   id: string;
+  /** Rounds for this pair when fewer than the others' (long runs). */
+  rounds?: number;
   label: string;
   dbstash: Side;
   plain: Side & { label: string };
@@ -137,7 +139,7 @@ function smallMysqlSql(scale: number): string {
   ].join('\n');
 }
 
-async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: string, scale: number, target: Pair['target']): Promise<Pair[]> {
+async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: string, scale: number, target: Pair['target'], rounds?: number): Promise<Pair[]> {
   await my.query(`DROP DATABASE IF EXISTS ${db}`);
   if (scale > 0) {
     await my.createDatabase(db);
@@ -153,10 +155,12 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
   const conn = `--host=${my.host} --port=${my.port} --user=${my.user}`;
   const drop = (name: string) => async () => void (await my.query(`DROP DATABASE IF EXISTS ${name}`));
   let run = 0;
-  const what = scale > 0 ? `MariaDB, ${db}` : 'MariaDB, empty database';
+  const [size] = (await my.query(`SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS size FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${db}'`)) as { size: string }[];
+  const what = scale > 0 ? `MariaDB, ${db} (${(Number(size.size) / 2 ** 20).toFixed(0)} MB)` : 'MariaDB, empty database';
   return [
     {
       id: `${db}_backup`,
+      rounds,
       label: `${what}: dbstash backup${scale > 0 ? '' : ' (fixed cost)'}`,
       dbstash: { spec: () => dbstash(ctx, ['backup', '--output-dir', path.join(work, `stash-${++run}`), '--env', 'dev', '--json'], env, work) },
       plain: {
@@ -167,6 +171,7 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
     },
     {
       id: `${db}_restore`,
+      rounds,
       label: `${what}: dbstash restore --to <new>${scale > 0 ? '' : ' (fixed cost)'}`,
       dbstash: { before: drop(`${db}_r1`), spec: () => dbstash(ctx, ['restore', source.id, '--output-dir', source.stash, '--config', config, '--to', `${db}_r1`, '--yes', '--json'], env, work) },
       plain: {
@@ -213,7 +218,8 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
   const plainMs: number[] = [];
   let rss = 0;
   // One untimed run of each side first (page cache, the server's own caches).
-  for (let round = 0; round <= ctx.rounds; round++) {
+  const rounds = Math.min(ctx.rounds, pair.rounds ?? ctx.rounds);
+  for (let round = 0; round <= rounds; round++) {
     for (const [side, times] of [[pair.dbstash, dbstashMs], [pair.plain, plainMs]] as const) {
       await side.before?.();
       const m = await measure(side.spec());
@@ -240,7 +246,7 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
 }
 
 /** The ids of every pair, for --only. */
-export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', 'pg_small_drill', ...['bench_my_empty', 'bench_my_small'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
+export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', 'pg_small_drill', ...['bench_my_empty', 'bench_my_small', 'bench_my_large'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
 
 /**
  * Restore drills of a small PostgreSQL database (4 tables, 20k rows) as the daemon runs them: in
@@ -301,6 +307,8 @@ export async function runPairs(ctx: PairContext, only?: (id: string) => boolean)
       my = await startMariadb();
       if (wanted('bench_my_empty')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_empty', 0, { kind: 'difference', max: 0.15 })));
       if (wanted('bench_my_small')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_small', 1, { kind: 'ratio', max: 1.15 })));
+      // ~40 times the small one: where the fixed cost no longer decides the ratio; 3 rounds.
+      if (wanted('bench_my_large')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_large', 40, { kind: 'ratio', max: 1.15 }, 3)));
     } else {
       skipped.push(`MariaDB pairs: ${MARIADBD} not found`);
     }

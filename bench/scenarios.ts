@@ -244,6 +244,28 @@ function restoreScenarios(): Scenario[] {
         };
       },
     },
+    {
+      // The plain path plus the proof dbstash gives: every table counted after the restore.
+      id: 'pg_restore_zstd_count',
+      label: '(r+n) (r), then count(*) of every table',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx);
+        const target = await freshTarget(ctx, 'pg_restore_count');
+        const bin = (t: string) => shellQuote(pgTool(ctx, t));
+        const counts = ctx.db.tables.map((t) => `SELECT count(*) FROM public.${t.name};`).join(' ');
+        return {
+          spec: shell(
+            ctx,
+            `${bin('createdb')} ${target} && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${target} && ${bin('psql')} -X -q -At -d ${target} -c ${shellQuote(counts)} > /dev/null`,
+          ),
+          outputSize: async () => undefined,
+        };
+      },
+    },
   ];
 }
 
@@ -339,5 +361,7 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'wallMs', max: 1.1, label: 'restore, wall time vs (r) createdb + zstd -dc | pg_restore' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
+    { of: 'pg_restore_zstd_count', against: 'pg_restore_zstd', metric: 'wallMs', label: 'what counting every table adds to (r): (r+n) vs (r)' },
+    { of: 'dbstash_restore', against: 'pg_restore_zstd_count', metric: 'wallMs', label: 'restore, wall time vs (r+n), the plain path with the same proof' },
   ];
 }

@@ -135,6 +135,8 @@ export interface RestoreOptions {
    * count taken on it that does not match is taken again after the restore.
    */
   dataLoaded?: (table: { qualified?: string; name: string }) => void;
+  /** A fresh stream of the same artifact, to quote the statement a tool failed on (after a failure only). */
+  reread?: () => Promise<Readable>;
 }
 
 export interface CreateDatabaseOptions {

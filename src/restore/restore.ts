@@ -194,11 +194,13 @@ function restoreOptions(req: RestoreRequest, extra: Partial<RestoreOptions> = {}
  */
 async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Storage, manifest: Manifest, extra: Partial<RestoreOptions> = {}): Promise<{ tables: number; rows: number }> {
   const counter = new RowCounter(req.engine, into, manifest.tables, req.signal);
-  const raw = await openArtifact(storage, manifest, mainArtifact(manifest), req.stageContext, { signal: req.signal, onBytes: req.events.progress });
+  const main = mainArtifact(manifest);
+  const raw = await openArtifact(storage, manifest, main, req.stageContext, { signal: req.signal, onBytes: req.events.progress });
+  const reread = () => openArtifact(storage, manifest, main, req.stageContext, { signal: req.signal });
   try {
     // In place the restore is one transaction (or a copy): nothing is committed before its end.
     const dataLoaded = extra.clean ? undefined : counter.loaded;
-    await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: mainArtifact(manifest).format, dataLoaded });
+    await req.engine.restore!(into, raw, { ...restoreOptions(req, extra), format: main.format, dataLoaded, reread });
   } catch (err) {
     // The new database is dropped next: no count may still be connected to it.
     await counter.stop();

@@ -254,6 +254,7 @@ async function drillOn(
           noTablespaces: true,
           tempDir: opts.tempDir,
           warn: opts.events.warn,
+          reread: () => openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal }),
         });
       } catch (err) {
         raw.destroy();

@@ -16,7 +16,7 @@ import { lockRestoreTarget } from './lock.js';
 import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
 import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
 import { startScratchServer } from './scratch.js';
-import { LineWindow, SqlScanner, type ScanSummary } from './sqlscan.js';
+import { readLine, SqlScanner, type ScanSummary } from './sqlscan.js';
 import { countTables, ROWLESS_TYPES } from './stats.js';
 import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
@@ -28,13 +28,18 @@ async function scanAll(raw: Readable, scanner: SqlScanner): Promise<ScanSummary>
 }
 
 /**
- * The SQL for the client, while the window keeps the last lines for an error message. An async
- * iteration, not pipe(): it also sees an error the artifact's stream had before the client started.
+ * The first characters of line `line` of the dump, read again from a fresh stream of the artifact
+ * (after a failure only: the restore itself passes the SQL through untouched).
  */
-async function* windowed(raw: Readable, window: LineWindow): AsyncGenerator<Buffer> {
-  for await (const chunk of raw) {
-    window.push(chunk as Buffer);
-    yield chunk as Buffer;
+async function lineOf(reread: (() => Promise<Readable>) | undefined, line: number): Promise<string | undefined> {
+  const stream = await reread?.().catch(() => undefined);
+  if (!stream) return undefined;
+  try {
+    return await readLine(stream, line);
+  } catch {
+    return undefined;
+  } finally {
+    stream.destroy();
   }
 }
 
@@ -68,11 +73,10 @@ async function runSql(target: Target, database: string | undefined, raw: Readabl
     const running = startTool(client.path, args, { signal: opts.signal, stdin: 'pipe' });
     let stderrTail = '';
     running.child.stderr.on('data', (d: string) => (stderrTail = (stderrTail + d).slice(-4096)));
-    const window = new LineWindow();
     // When the client stops at an error it closes its input: the exit status tells what happened.
     // When the input fails (a damaged artifact, found at the latest at its end), the client is
     // killed before its input is closed, so it never takes the cut for the dump's clean end.
-    const fed = feed(windowed(raw, window), [running.child.stdin]).catch((err: Error) => {
+    const fed = feed(raw, [running.child.stdin]).catch((err: Error) => {
       running.child.kill('SIGKILL');
       return err;
     });
@@ -84,7 +88,7 @@ async function runSql(target: Target, database: string | undefined, raw: Readabl
     const m = /ERROR (\d+) \(([\w]+)\)(?: at line (\d+))?: ([^\n]*)/.exec(stderrTail);
     if (m && m[3]) {
       const line = Number(m[3]);
-      const text = window.lineAt(line)?.replace(/\s+/g, ' ') ?? '(statement not recorded)';
+      const text = (await lineOf(opts.reread, line))?.replace(/\s+/g, ' ') ?? '(statement not recorded)';
       const packet = /max_allowed_packet|packet bigger/i.test(m[4]);
       throw new RestoreError(`[mysql] ${what} stopped at line ${line}: ERROR ${m[1]} (${m[2]}): ${m[4]} — statement: ${text}`, {
         hint: packet ? 'raise the server\'s max_allowed_packet (SET GLOBAL max_allowed_packet = 1073741824) and retry' : 'nothing after this statement was restored',

@@ -171,48 +171,29 @@ export class TrailerWatch extends Transform {
 }
 
 /**
- * The last few megabytes of SQL fed to the client, with the line number each chunk starts on:
- * enough to show the statement the client names in "ERROR … at line N" (it stops there, at most
- * a pipe's and its own read-ahead further on). Counting newlines is all it does per chunk, in
- * native code; the text is only looked at when a restore failed.
+ * The first characters (up to 200) of line `line` (1-based) of a stream, or undefined when the
+ * stream has fewer lines. Reads only as far as that line; memory stays at one chunk and 200 bytes
+ * whatever the length of the lines.
  */
-export class LineWindow {
-  private readonly chunks: { line: number; data: Buffer }[] = [];
-  private bytes = 0;
-  private line = 1;
-
-  constructor(private readonly keepBytes = 8 << 20) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push({ line: this.line, data: chunk });
-    this.bytes += chunk.length;
-    for (let i = chunk.indexOf(0x0a); i !== -1; i = chunk.indexOf(0x0a, i + 1)) this.line++;
-    while (this.chunks.length > 1 && this.bytes - this.chunks[0].data.length >= this.keepBytes) this.bytes -= this.chunks.shift()!.data.length;
-  }
-
-  /** The first characters (up to 200) of line `line`, if it is still in the window. */
-  lineAt(line: number): string | undefined {
-    let start = this.chunks.findIndex((c, i) => c.line <= line && (i + 1 === this.chunks.length || this.chunks[i + 1].line > line));
-    if (start === -1 || this.chunks[start].line > line) return undefined;
-    let current = this.chunks[start].line;
-    let offset = 0;
-    const data = this.chunks[start].data;
+export async function readLine(stream: AsyncIterable<Buffer>, line: number): Promise<string | undefined> {
+  let current = 1;
+  const head: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of stream) {
+    let from = 0;
     while (current < line) {
-      const nl = data.indexOf(0x0a, offset);
-      if (nl === -1) return undefined;
-      offset = nl + 1;
+      const nl = chunk.indexOf(0x0a, from);
+      if (nl === -1) break;
       current++;
+      from = nl + 1;
     }
-    const parts: Buffer[] = [];
-    let length = 0;
-    for (let d = data.subarray(offset); length < HEAD_BYTES; d = this.chunks[++start]?.data) {
-      if (!d) break;
-      const nl = d.indexOf(0x0a);
-      const part = d.subarray(0, nl === -1 ? Math.min(d.length, HEAD_BYTES - length) : Math.min(nl, HEAD_BYTES - length));
-      parts.push(part);
-      length += part.length;
-      if (nl !== -1) break;
-    }
-    return Buffer.concat(parts).toString('utf8').trimEnd();
+    if (current < line) continue;
+    const nl = chunk.indexOf(0x0a, from);
+    const end = Math.min(nl === -1 ? chunk.length : nl, from + HEAD_BYTES - length);
+    head.push(Buffer.from(chunk.subarray(from, end)));
+    length += end - from;
+    if (nl !== -1 || length >= HEAD_BYTES) break;
   }
+  if (current < line) return undefined;
+  return Buffer.concat(head).toString('utf8').trimEnd();
 }
