@@ -201,8 +201,9 @@ async function freshTarget(ctx: BenchContext, suffix: string): Promise<string> {
   return name;
 }
 
-function restoreScenarios(): Scenario[] {
-  const dbstashRestore = (id: string, label: string, extra: string[]): Scenario => ({
+/** A restore of the source backup into a fresh database (dropped, untimed, before each run). */
+function restoreScenario(id: string, label: string, spec: (ctx: BenchContext, source: RestoreSource, target: string) => CommandSpec): Scenario {
+  return {
     id,
     label,
     async setup(ctx) {
@@ -211,61 +212,36 @@ function restoreScenarios(): Scenario[] {
     },
     async prepare(ctx) {
       const source = await restoreSource(ctx);
-      const target = await freshTarget(ctx, id);
-      return {
-        spec: {
-          cmd: process.execPath,
-          // The password comes from PGPASSWORD, as pg_restore's does: none in argv.
-          args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json', ...extra],
-          env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
-          cwd: ctx.workDir,
-          captureStdout: true,
-        },
-        outputSize: async () => undefined,
-      };
+      return { spec: spec(ctx, source, await freshTarget(ctx, id)), outputSize: async () => undefined };
     },
+  };
+}
+
+/** createdb + zstd -dc artifact | pg_restore -d, then `after` (a shell command) if given. */
+function plainRestore(id: string, label: string, after?: (ctx: BenchContext, target: string) => string): Scenario {
+  return restoreScenario(id, label, (ctx, source, target) => {
+    const bin = (t: string) => shellQuote(pgTool(ctx, t));
+    const restore = `${bin('createdb')} ${target} && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${target}`;
+    return shell(ctx, after ? `${restore} && ${after(ctx, target)}` : restore);
   });
+}
+
+function restoreScenarios(): Scenario[] {
   return [
-    dbstashRestore('dbstash_restore', 'dbstash restore --to <new database> (one pass, row counts, rename)', []),
-    {
-      id: 'pg_restore_zstd',
-      label: '(r) createdb + zstd -dc artifact | pg_restore -d',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
-      async prepare(ctx) {
-        const source = await restoreSource(ctx);
-        const target = await freshTarget(ctx, 'pg_restore_zstd');
-        const bin = (t: string) => shellQuote(pgTool(ctx, t));
-        return {
-          spec: shell(ctx, `${bin('createdb')} ${target} && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${target}`),
-          outputSize: async () => undefined,
-        };
-      },
-    },
-    {
-      // The plain path plus the proof dbstash gives: every table counted after the restore.
-      id: 'pg_restore_zstd_count',
-      label: '(r+n) (r), then count(*) of every table',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
-      async prepare(ctx) {
-        const source = await restoreSource(ctx);
-        const target = await freshTarget(ctx, 'pg_restore_count');
-        const bin = (t: string) => shellQuote(pgTool(ctx, t));
-        const counts = ctx.db.tables.map((t) => `SELECT count(*) FROM public.${t.name};`).join(' ');
-        return {
-          spec: shell(
-            ctx,
-            `${bin('createdb')} ${target} && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${target} && ${bin('psql')} -X -q -At -d ${target} -c ${shellQuote(counts)} > /dev/null`,
-          ),
-          outputSize: async () => undefined,
-        };
-      },
-    },
+    restoreScenario('dbstash_restore', 'dbstash restore --to <new database> (one pass, row counts, rename)', (ctx, source, target) => ({
+      cmd: process.execPath,
+      // The password comes from PGPASSWORD, as pg_restore's does: none in argv.
+      args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
+      env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+      cwd: ctx.workDir,
+      captureStdout: true,
+    })),
+    plainRestore('pg_restore_zstd', '(r) createdb + zstd -dc artifact | pg_restore -d'),
+    // The plain path plus the proof dbstash gives: every table counted after the restore.
+    plainRestore('pg_restore_zstd_count', '(r+n) (r), then count(*) of every table', (ctx, target) => {
+      const counts = ctx.db.tables.map((t) => `SELECT count(*) FROM public.${t.name};`).join(' ');
+      return `${shellQuote(pgTool(ctx, 'psql'))} -X -q -At -d ${target} -c ${shellQuote(counts)} > /dev/null`;
+    }),
   ];
 }
 
