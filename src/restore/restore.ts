@@ -208,7 +208,7 @@ async function restoreAndCheck(req: RestoreRequest, into: Target, storage: Stora
   } finally {
     raw.destroy();
   }
-  tm('restored'); const stats = await counter.finish(); tm('counted');
+  const stats = await counter.finish();
   const { problems, extras } = compareTables(manifest.tables, stats, { checksums: false });
   // In place, tables the backup does not know were there before and are left alone; in a new
   // database they can only come from the dump, which then does not match its manifest.
@@ -265,7 +265,7 @@ async function renamePair(req: RestoreRequest, temp: Target, keptAs: string): Pr
 async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: RestoreRecord): Promise<void> {
   const { engine, target } = req;
   const createOpts: CreateDatabaseOptions = { properties: await propertiesToCarry(req, plan), noOwner: req.noOwner, roleMap: req.roleMap };
-  tm('lease+props'); const temp = await engine.createDatabase!(target, plan.temporary!, createOpts); tm('created');
+  const temp = await engine.createDatabase!(target, plan.temporary!, createOpts);
   req.events.info(`restoring into the new database ${temp.displayUrl}`);
   let swapped = false;
   try {
@@ -288,7 +288,6 @@ async function restoreBySwap(req: RestoreRequest, plan: RestorePlan, record: Res
         });
       }
     }
-    tm('compared-props');
     if (plan.targetExists) {
       await handleSessions(req, await engine.listSessions!(target), record);
       const kept = engine.swapDatabases ? await engine.swapDatabases(target, temp, plan.keptAs!) : await renamePair(req, temp, plan.keptAs!);
@@ -390,9 +389,7 @@ function newRecord(req: RestoreRequest, now: Date): RestoreRecord {
   };
 }
 
-const tm=(l:string)=>{ if(process.env.DBSTASH_T) process.stderr.write(`T ${l} ${performance.now().toFixed(0)}\n`); };
 export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise<RestoreOutcome> {
-  tm('start');
   const { engine, manifest, target } = req;
   const now = req.now ?? new Date();
   if (target.engine !== manifest.engine) {
@@ -401,7 +398,6 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
   const storage = req.dest.storage;
   const plan = await makePlan(req, now);
-  tm('planned');
   try {
     plan.structure = await checkBackup(req, plan);
   } catch (err) {
@@ -413,12 +409,11 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   }
   if (req.withGlobals && !plan.globals) req.events.warn(`${manifest.id} holds no globals (it was taken without --globals); roles are not restored`);
   if (!req.force) await handleSessions(req, plan.sessions);
-  tm('checked');
   if (!(await confirm(plan))) return { plan, performed: false };
 
   const targetLock = await engine.lockRestoreTarget?.(target, req.signal);
   try {
-    tm('locked'); await dropLeftovers(req); tm('leftovers');
+    await dropLeftovers(req);
     return await performRestore(req, plan, now);
   } finally {
     await targetLock?.release().catch(() => {});
@@ -489,7 +484,7 @@ async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date)
     if (plan.globals) await restoreGlobals(req);
     if (plan.mode === 'in-place') await restoreInPlace(req, plan, record);
     else await restoreBySwap(req, plan, record);
-    record.result = 'succeeded'; tm('done');
+    record.result = 'succeeded';
   } catch (err) {
     let e = req.signal.aborted && !(err instanceof InterruptedError) ? (req.signal.reason ?? err) : err;
     if (e instanceof InterruptedError && !e.outcome) {
@@ -507,7 +502,7 @@ async function performRestore(req: RestoreRequest, plan: RestorePlan, now: Date)
       req.events.warn(`could not write the restore record: ${err.message}`);
       return undefined;
     });
-    await lease?.release().catch(() => {}); tm('recorded');
+    await lease?.release().catch(() => {});
   }
   return { plan, performed: true, record, recordKey };
 }

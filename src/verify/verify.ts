@@ -231,54 +231,52 @@ async function drillOn(
   const { restore, createDatabase, dropDatabase, tableStats } = engine as Required<Pick<Engine, 'restore' | 'createDatabase' | 'dropDatabase' | 'tableStats'>>;
   const name = `dbstash_drill_${randomBytes(4).toString('hex')}`;
   opts.events.info(`drill: restoring ${manifest.id} into ${where} as ${name}`);
-  {
-    let db: Target;
+  let db: Target;
+  try {
+    db = await createDatabase.call(engine, server, name);
+  } catch (err) {
+    if (err instanceof DbstashError && !(err instanceof InterruptedError)) {
+      throw new VerifyUnavailableError(`cannot create the scratch database on ${server.displayUrl}: ${err.message}`, { hint: err.hint, cause: err });
+    }
+    throw err;
+  }
+  let env: DrillEnvironment | undefined;
+  try {
+    env = await prepare(engine, server, needs, opts);
+    const raw = await openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal });
     try {
-      db = await createDatabase.call(engine, server, name);
+      await restore.call(engine, db, raw, {
+        signal: opts.signal,
+        format: mainArtifact(manifest).format,
+        noOwner: !env?.ownership,
+        noPrivileges: !env?.ownership,
+        noTablespaces: true,
+        tempDir: opts.tempDir,
+        warn: opts.events.warn,
+        reread: () => openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal }),
+      });
     } catch (err) {
-      if (err instanceof DbstashError && !(err instanceof InterruptedError)) {
-        throw new VerifyUnavailableError(`cannot create the scratch database on ${server.displayUrl}: ${err.message}`, { hint: err.hint, cause: err });
-      }
-      throw err;
-    }
-    let env: DrillEnvironment | undefined;
-    try {
-      env = await prepare(engine, server, needs, opts);
-      const raw = await openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal });
-      try {
-        await restore.call(engine, db, raw, {
-          signal: opts.signal,
-          format: mainArtifact(manifest).format,
-          noOwner: !env?.ownership,
-          noPrivileges: !env?.ownership,
-          noTablespaces: true,
-          tempDir: opts.tempDir,
-          warn: opts.events.warn,
-          reread: () => openArtifact(storage, manifest, mainArtifact(manifest), opts.stageContext, { signal: opts.signal }),
-        });
-      } catch (err) {
-        raw.destroy();
-        if (err instanceof RestoreEnvironmentError) {
-          throw new VerifyUnavailableError(`the drill's server could not restore the dump, which says nothing about the backup: ${err.message}`, {
-            hint: 'give a scratch server that has what the dump needs with --scratch-url (a superuser; the extensions, libraries and collations of the source server)',
-            cause: err,
-          });
-        }
-        if (err instanceof RestoreError) throw new IntegrityError(`the dump does not restore: ${err.message}`, { cause: err });
-        throw unavailable(err);
-      }
-      const comparison = compareTables(manifest.tables, await tableStats.call(engine, db, { checksums: deep, signal: opts.signal }), { checksums: deep });
-      const problems = [...comparison.problems, ...comparison.extras];
-      if (problems.length > 0) {
-        throw Object.assign(new IntegrityError(summarizeProblems(problems), { hint: 'the dump holds other data than its manifest says; do not rely on this backup' }), {
-          tables: comparison.tables,
+      raw.destroy();
+      if (err instanceof RestoreEnvironmentError) {
+        throw new VerifyUnavailableError(`the drill's server could not restore the dump, which says nothing about the backup: ${err.message}`, {
+          hint: 'give a scratch server that has what the dump needs with --scratch-url (a superuser; the extensions, libraries and collations of the source server)',
+          cause: err,
         });
       }
-      return { tables: comparison.tables, scratch: recorded };
-    } finally {
-      await dropDatabase.call(engine, db).catch((err: Error) => opts.events.warn(`could not drop the scratch database ${name}: ${err.message}`));
-      await env?.cleanup().catch((err: Error) => opts.events.warn(`could not remove the roles the drill created (${env?.created.join(', ')}): ${err.message}`));
+      if (err instanceof RestoreError) throw new IntegrityError(`the dump does not restore: ${err.message}`, { cause: err });
+      throw unavailable(err);
     }
+    const comparison = compareTables(manifest.tables, await tableStats.call(engine, db, { checksums: deep, signal: opts.signal }), { checksums: deep });
+    const problems = [...comparison.problems, ...comparison.extras];
+    if (problems.length > 0) {
+      throw Object.assign(new IntegrityError(summarizeProblems(problems), { hint: 'the dump holds other data than its manifest says; do not rely on this backup' }), {
+        tables: comparison.tables,
+      });
+    }
+    return { tables: comparison.tables, scratch: recorded };
+  } finally {
+    await dropDatabase.call(engine, db).catch((err: Error) => opts.events.warn(`could not drop the scratch database ${name}: ${err.message}`));
+    await env?.cleanup().catch((err: Error) => opts.events.warn(`could not remove the roles the drill created (${env?.created.join(', ')}): ${err.message}`));
   }
 }
 

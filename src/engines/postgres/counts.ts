@@ -17,7 +17,7 @@ WHERE c.relkind = 'r'
 ORDER BY 1, 2`;
 
 /** The exact row count of one table (its partitions and children not included). */
-export function rowCountSql(schema: string, name: string): string {
+function rowCountSql(schema: string, name: string): string {
   return `SELECT count(*)::bigint AS rows FROM ONLY ${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
 
@@ -35,8 +35,13 @@ export function tableChecksumSql(schema: string, name: string): string {
  */
 export async function countTables(client: PgClient, checksums: boolean, stopped: () => boolean = () => false): Promise<TableStat[]> {
   const { rows } = await client.query<{ schema: string; name: string }>(USER_TABLES_SQL);
+  return countThese(client, rows, checksums, stopped);
+}
+
+/** countTables for the tables given (a restore counts each as soon as its data is in). */
+export async function countThese(client: PgClient, tables: { schema: string; name: string }[], checksums: boolean, stopped: () => boolean = () => false): Promise<TableStat[]> {
   const stats: TableStat[] = [];
-  for (const { schema, name } of rows) {
+  for (const { schema, name } of tables) {
     if (stopped()) throw new Error('the row counts were stopped');
     try {
       if (checksums) {

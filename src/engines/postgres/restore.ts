@@ -28,7 +28,7 @@ import {
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
-import { countTables, rowCountSql, USER_TABLES_SQL } from './counts.js';
+import { countTables, countThese, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
 import { globalsReader, prepareDrill, scriptReader } from './drill.js';
@@ -450,15 +450,7 @@ async function listTables(target: Target): Promise<{ schema: string; name: strin
 }
 
 async function countRows(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal): Promise<TableStat[]> {
-  return withClient(target, async (c) => {
-    const stats: TableStat[] = [];
-    for (const { schema, name } of tables) {
-      if (signal?.aborted) throw signal.reason;
-      const r = await c.query<{ rows: string }>(rowCountSql(schema, name));
-      stats.push({ schema, name, rows: Number(r.rows[0].rows) });
-    }
-    return stats;
-  });
+  return withClient(target, (c) => countThese(c, tables, false, () => !!signal?.aborted));
 }
 
 async function tableStats(target: Target, opts: { checksums: boolean; estimate?: boolean }): Promise<TableStat[]> {
