@@ -20,6 +20,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   schedule: async () => (await import('./schedule.js')).registerSchedule,
   keygen: async () => (await import('./keygen.js')).registerKeygen,
   copy: async () => (await import('./copy.js')).registerCopy,
+  export: async () => (await import('./export.js')).registerExport,
+  show: async () => (await import('./export.js')).registerShow,
 };
 
 /**

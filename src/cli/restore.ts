@@ -12,6 +12,9 @@ import { resolveDestinations } from '../config/resolve.js';
 import { loadEngine } from '../engines/index.js';
 import { parseTarget } from '../engines/target.js';
 import { runRestore, type RestorePlan } from '../restore/restore.js';
+import { runPartialRestore, type PartialPlan } from '../tables/partial.js';
+import type { Engine, PlacedTable, Target } from '../engines/engine.js';
+import type { LocatedBackup as Located } from '../verify/locate.js';
 import { locateBackup, locateLatest } from '../verify/locate.js';
 import { findSeries, seriesLabels } from '../catalog/find.js';
 import { seriesOfManifest } from '../catalog/series.js';
@@ -33,6 +36,8 @@ interface RestoreCliOptions extends CommonOptions, SecretOptions {
   force?: boolean;
   tempDir?: string;
   pgBinDir?: string;
+  table?: string[];
+  schema?: string[];
 }
 
 /** --at: an ISO 8601 time ("2026-11-23T08:00Z", "2026-11-23 08:00") or an age ("36h", "2d"). */
@@ -95,6 +100,35 @@ async function resolveTargetUrl(to: string | undefined, ctx: Context): Promise<{
   return entry ? { url: entry.url, binDir: entry.binDir } : { url: to };
 }
 
+
+/** The backup a command names: an id, or "latest" (with --database and --at). */
+export async function locateRequested(what: string, opts: CommonOptions & SecretOptions & { database?: string; at?: string }, ctx: Context) {
+  const config = ctx.loaded.config;
+  const latest = what === 'latest';
+  if (!latest && (opts.database || opts.at)) throw new UsageError('--database and --at go with "latest", not with a backup id');
+  const database = latest ? opts.database : undefined;
+  const destinations = await resolveDestinations(opts, config, latest ? configEntry(config, database) : configEntryInFolder(config, parseBackupId(what)?.database));
+  const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m), info: (m: string) => ctx.out.info(m) };
+  if (!latest) return locateBackup(destinations, what, locate);
+  const series = await seriesNamed(destinations, database, config, (m) => ctx.out.info(m));
+  if (!series) {
+    const { known } = await findSeries(destinations, {});
+    if (known.length > 1) {
+      const names = [...seriesLabels(known).values()].sort();
+      throw new UsageError(`the stash holds backups of several databases (${names.join(', ')}); say which one with --database`, {
+        hint: `e.g. dbstash restore latest --database ${names[0]} --to …`,
+      });
+    }
+  }
+  const located = await locateLatest(destinations, { identity: series?.series.identity, at: opts.at ? parseAt(opts.at) : undefined }, locate);
+  if (!located) {
+    throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {
+      hint: 'run `dbstash list` to see the backups this stash holds',
+    });
+  }
+  return located;
+}
+
 export function registerRestore(program: Command): void {
   const cmd = program
     .command('restore')
@@ -109,6 +143,8 @@ export function registerRestore(program: Command): void {
     .option('--with-globals', 'also apply the roles captured with backup --globals to the target server')
     .option('--drop-old', 'drop the replaced database instead of keeping it as <name>_before_<stamp>')
     .option('--force', 'terminate other sessions connected to the target (they are logged)')
+    .option('--table <schema.table>', 'restore only this table, beside the live ones (repeatable; partitions come along)', collect)
+    .option('--schema <name>', 'restore only the tables of this schema, beside the live ones (repeatable)', collect)
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
     .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
   decryptionOptions(cmd);
@@ -124,8 +160,14 @@ as it streams; its row counts are checked against the manifest, and only then th
 database is renamed to <name>_before_<stamp> and the new one takes its name. Where no swap is
 possible (restore in place), the whole backup is verified before the target is touched.
 
+Single tables: with --table (or --schema) only those tables come back, BESIDE the live ones:
+restored into a new database first (checked as it streams, row counts checked), then moved into
+the target as schema dbstash_restored_<stamp> (PostgreSQL) or <table>__restored_<stamp> (MySQL,
+SQLite). Nothing live is changed; the output shows how to compare and copy rows back.
+
 Examples:
   dbstash restore latest --database shop --to postgres://app@localhost:5432/shop --dry-run
+  dbstash restore latest --database shop --table public.orders --to shop --yes
   dbstash restore shop_prod_2026-11-23T08-07-00Z --to postgres://app@localhost:5432/shop_copy --yes
   dbstash restore latest --database shop --at 2026-11-22T18:00Z --to shop --yes --drop-old
   dbstash restore latest --to ./data/app.db --yes`,
@@ -133,38 +175,20 @@ Examples:
   cmd.action((what: string, opts: RestoreCliOptions) =>
     runCommand(opts, async (ctx) => {
       const config = ctx.loaded.config;
-      const latest = what === 'latest';
-      if (!latest && (opts.database || opts.at)) throw new UsageError('--database and --at go with "latest", not with a backup id');
       const jobs = opts.jobs !== undefined ? Number(opts.jobs) : undefined;
       if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);
       const { url, binDir } = await resolveTargetUrl(opts.to, ctx);
       const target = parseTarget(url, { binDir: opts.pgBinDir ?? binDir });
-      const database = latest ? opts.database : undefined;
-      const destinations = await resolveDestinations(opts, config, latest ? configEntry(config, database) : configEntryInFolder(config, parseBackupId(what)?.database));
-      const locate = { verifier: verifierFor(opts, config), allowUnsigned: opts.allowUnsigned, warn: (m: string) => ctx.out.warn(m), info: (m: string) => ctx.out.info(m) };
-      let located;
-      if (latest) {
-        const series = await seriesNamed(destinations, database, config, (m) => ctx.out.info(m));
-        if (!series) {
-          const { known } = await findSeries(destinations, {});
-          if (known.length > 1) {
-            const names = [...seriesLabels(known).values()].sort();
-            throw new UsageError(`the stash holds backups of several databases (${names.join(', ')}); say which one with --database`, {
-              hint: `e.g. dbstash restore latest --database ${names[0]} --to …`,
-            });
-          }
-        }
-        located = await locateLatest(destinations, { identity: series?.series.identity, at: opts.at ? parseAt(opts.at) : undefined }, locate);
-        if (!located) {
-          throw new UsageError(`no backup${database ? ` of ${database}` : ''}${opts.at ? ` at or before ${opts.at}` : ''} in ${destinations.map((d) => d.storage.url).join(', ')}`, {
-            hint: 'run `dbstash list` to see the backups this stash holds',
-          });
-        }
-      } else {
-        located = await locateBackup(destinations, what, locate);
-      }
+      const database = what === 'latest' ? opts.database : undefined;
+      const located = await locateRequested(what, opts, ctx);
       const engine = await loadEngine(located.manifest.engine);
       const tty = !!process.stdin.isTTY && !!process.stderr.isTTY;
+      if (opts.table?.length || opts.schema?.length) {
+        for (const [flag, set] of [['--drop-old', opts.dropOld], ['--with-globals', opts.withGlobals], ['--force', opts.force], ['--jobs', jobs], ['--role-map', opts.roleMap]] as const) {
+          if (set) throw new UsageError(`${flag} goes with a whole restore, not with --table/--schema`);
+        }
+        return restoreTables(located, engine, target, opts, ctx, tty, database);
+      }
       const outcome = await runRestore(
         {
           dest: located.dest,
@@ -211,4 +235,79 @@ Examples:
       return ExitCode.ok;
     }),
   );
+}
+
+function renderPartialPlan(plan: PartialPlan, dryRun: boolean): string {
+  return [
+    `${dryRun ? 'dry run: would restore' : 'restore'} ${plan.tables.length} table(s) of ${plan.backup.id} beside the live ones`,
+    `  backup:  taken ${plan.backup.takenAt.slice(0, 19).replace('T', ' ')} UTC (${formatAge(new Date(plan.backup.takenAt))}), from ${plan.backup.storage}`,
+    ...plan.tables.map((t) => `  table:   ${t.table}${t.partitionOf ? ` (partition of ${t.partitionOf})` : ''}${t.rows !== undefined ? `, ${t.rows} rows` : ''}`),
+    `  target:  ${plan.target} (nothing live is changed)`,
+    `  steps:   restore into ${plan.temporary}, check (${plan.check}), move into ${plan.into}, drop ${plan.temporary}`,
+  ].join('\n');
+}
+
+/** How to look at and copy back one restored table, in the engine's SQL. */
+export function copyBackHelp(engine: string, p: PlacedTable): string[] {
+  const q = (n: string) => (engine === 'mysql' ? `\`${n.replace(/`/g, '``')}\`` : `"${n.replace(/"/g, '""')}"`);
+  const live = engine === 'postgres' ? `${q(p.from.schema)}.${q(p.from.name)}` : q(p.from.name);
+  const restored = engine === 'postgres' ? `${q(p.to.schema)}.${q(p.to.name)}` : q(p.to.name);
+  const lines = [`    compare:   SELECT (SELECT count(*) FROM ${live}) AS live, (SELECT count(*) FROM ${restored}) AS restored;`];
+  if (p.key?.length) {
+    const match = p.key.map((k) => `l.${q(k)} = r.${q(k)}`).join(' AND ');
+    // PostgreSQL: identity columns GENERATED ALWAYS take the restored values only when told to.
+    const overriding = engine === 'postgres' ? ' OVERRIDING SYSTEM VALUE' : '';
+    lines.push(`    copy back: INSERT INTO ${live}${overriding} SELECT r.* FROM ${restored} r WHERE NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${match});`);
+  } else {
+    lines.push(`    copy back: INSERT INTO ${live} SELECT * FROM ${restored} WHERE …;  (no primary key: choose the rows to copy)`);
+  }
+  lines.push(`    drop it:   DROP TABLE ${restored};`);
+  return lines;
+}
+
+async function restoreTables(located: Located, engine: Engine, target: Target, opts: RestoreCliOptions, ctx: Context, tty: boolean, database: string | undefined): Promise<number> {
+  const config = ctx.loaded.config;
+  const outcome = await runPartialRestore(
+    {
+      dest: located.dest,
+      manifest: located.manifest,
+      engine,
+      target,
+      tables: opts.table ?? [],
+      schemas: opts.schema ?? [],
+      noOwner: opts.owner === false,
+      stageContext: stageContext(opts, config, configEntryOf(config, seriesOfManifest(located.manifest).identity) ?? configEntry(config, database)),
+      tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
+      signal: ctx.signal,
+      events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
+      dryRun: opts.dryRun,
+    },
+    async (plan) => {
+      if (opts.dryRun) {
+        ctx.out.result({ dryRun: true, plan }, () => renderPartialPlan(plan, true));
+        return false;
+      }
+      if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(renderPartialPlan(plan, false) + '\n');
+      if (opts.yes) return true;
+      if (!tty) throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
+      if (!(await confirmOnTty(target.database, ctx))) throw new UsageError('not confirmed; nothing was changed');
+      return true;
+    },
+  );
+  if (!outcome.performed) return ExitCode.ok;
+  const placed = outcome.placed ?? [];
+  ctx.out.result({ ok: true, plan: outcome.plan, placed, record: outcome.record }, () =>
+    [
+      `restored ${placed.length} table(s) of ${outcome.plan.backup.id} beside the live ones in ${target.displayUrl} — row counts match the manifest`,
+      ...placed.flatMap((p) => {
+        const partitionOf = outcome.plan.tables.find((t) => t.table === `${p.from.schema}.${p.from.name}`)?.partitionOf;
+        return [
+          `  ${partitionOf ? '  partition ' : ''}${p.from.schema}.${p.from.name} → ${engine.id === 'postgres' ? `${p.to.schema}.${p.to.name}` : p.to.name}${p.rows !== undefined ? ` (${p.rows} rows)` : ''}`,
+          ...(p.left.length ? [`    not restored with it: ${p.left.join('; ')}`] : []),
+          ...(partitionOf ? [] : copyBackHelp(engine.id, p)),
+        ];
+      }),
+    ].join('\n'),
+  );
+  return ExitCode.ok;
 }

@@ -137,6 +137,49 @@ export interface RestoreOptions {
   dataLoaded?: (table: { qualified?: string; name: string }) => void;
   /** A fresh stream of the same artifact, to quote the statement a tool failed on (after a failure only). */
   reread?: () => Promise<Readable>;
+  /**
+   * Restore the data of these tables only (a partial restore, an export): every other table is
+   * created empty where the engine must create it for the dump's other objects, or left out.
+   * The list is complete: a partitioned table comes with its partitions (see dumpTables).
+   */
+  only?: TableRef[];
+}
+
+/** A table by schema and name (schema "main" for engines without schemas: MySQL, SQLite). */
+export interface TableRef {
+  schema: string;
+  name: string;
+}
+
+/** A table a dump holds, with what belongs to it (dumpTables). */
+export interface DumpTable extends TableRef {
+  /** Partitions and inheritance children, direct ones (a partitioned table). */
+  children: TableRef[];
+  /** A partitioned table holds no rows of its own (it is not in the manifest's table list). */
+  partitioned?: boolean;
+}
+
+/** Where a partial restore put one table beside the live ones (placeBeside). */
+export interface PlacedTable {
+  from: TableRef;
+  to: TableRef;
+  /** What did not come along (triggers, foreign keys to tables that were not restored, …). */
+  left: string[];
+  /** The primary key's columns, where it has one (for the copy-back example). */
+  key?: string[];
+}
+
+/**
+ * One value read back from a table, faithfully: JSON-able values as they are; numbers as their
+ * exact text (no float rounding), JSON documents as their text, binary as bytes, times as ISO
+ * 8601 text (with the zone where the type has one).
+ */
+export type Cell = null | boolean | string | Buffer | { number: string } | { json: string } | { time: string };
+
+export interface RowSource {
+  columns: { name: string; type: string }[];
+  rows: AsyncIterable<Cell[]>;
+  close(): Promise<void>;
 }
 
 export interface CreateDatabaseOptions {
@@ -261,12 +304,39 @@ export interface Engine {
   prepareDrill?(server: Target, needs: DumpNeeds, signal?: AbortSignal): Promise<DrillEnvironment>;
   /** Starts a throwaway local server with the installed binaries (restore drills). */
   startScratchServer?(opts: { tempDir: string; signal?: AbortSignal }): Promise<ScratchServer>;
+
+  // ---- single tables (partial restore, export) ----
+  /**
+   * The tables a dump holds, partitioned tables included with their partitions, read from the
+   * dump's head where the engine can (the table of contents); engines without it use the
+   * manifest's list (also when this engine returns undefined: an artifact format whose head it
+   * does not read). Reads only as much of `raw` as it needs; the caller destroys it.
+   */
+  dumpTables?(raw: Readable, opts: RestoreOptions): Promise<DumpTable[] | undefined>;
+  /**
+   * Moves restored tables from `scratch` (a database on target's server, or a file, that a
+   * partial restore filled) into `target` beside the live ones, under new names made with
+   * `stamp`: PostgreSQL into a schema "dbstash_restored_<stamp>", the others as
+   * "<table>__restored_<stamp>". All or nothing; nothing live is changed.
+   */
+  placeBeside?(scratch: Target, target: Target, tables: TableRef[], stamp: string, opts: { signal: AbortSignal; tempDir: string; noOwner?: boolean }): Promise<PlacedTable[]>;
+  /** Streams one table's rows (with an SQL condition and a limit), values rendered faithfully. */
+  readRows?(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource>;
 }
 
 /** The same server, another database. */
 export function withDatabase(target: Target, database: string): Target {
   const url = target.displayUrl.replace(/\/[^/?]*(\?|$)/, `/${encodeURIComponent(database)}$1`);
   return { ...target, database, displayUrl: target.engine === 'sqlite' ? database : url, path: target.engine === 'sqlite' ? database : target.path };
+}
+
+/**
+ * The name a table restored beside the live one gets (MySQL, SQLite): "<table>__restored_<stamp>",
+ * inside PostgreSQL's 63 and MySQL's 64 characters.
+ */
+export function besideName(name: string, stamp: string): string {
+  const suffix = `__restored_${stamp}`;
+  return name.slice(0, 63 - suffix.length) + suffix;
 }
 
 const registry = new Map<EngineId, () => Promise<Engine>>();

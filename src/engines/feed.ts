@@ -7,7 +7,11 @@
 
 import type { Writable } from 'node:stream';
 
-export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[]): Promise<void> {
+/**
+ * With `untilUnread`, feeding stops once no sink reads any more (readers of a dump's head, such as
+ * pg_restore --list): the rest of the source is not read, and the caller destroys it.
+ */
+export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[], opts: { untilUnread?: boolean } = {}): Promise<void> {
   const live = new Set(sinks);
   for (const sink of sinks) {
     const drop = () => live.delete(sink);
@@ -15,6 +19,7 @@ export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[]): Pr
     sink.on('close', drop);
   }
   for await (const chunk of source) {
+    if (opts.untilUnread && live.size === 0) return;
     await Promise.all([...live].map((sink) => (sink.write(chunk) ? undefined : drained(sink))));
   }
   for (const sink of live) sink.end();

@@ -10,7 +10,7 @@ const MAX_NAME = 63; // PostgreSQL's identifier limit; MySQL allows 64.
 const KEPT_RE = /^(.+)_before_(\d{8})_(\d{6})$/;
 const RESTORING_RE = /^(.+)_restoring_\d{8}_\d{6}$/;
 
-function stamp(at: Date): string {
+export function stamp(at: Date): string {
   return at.toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
 }
 

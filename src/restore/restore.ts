@@ -443,7 +443,7 @@ async function checkBackup(req: RestoreRequest, plan: RestorePlan): Promise<stri
 }
 
 /** Every artifact is stored, with the size the manifest gives. */
-async function checkPresence(storage: Storage, manifest: Manifest, signal: AbortSignal): Promise<void> {
+export async function checkPresence(storage: Storage, manifest: Manifest, signal: AbortSignal): Promise<void> {
   const damage = await artifactDamage(storage, manifest, signal);
   if (damage) {
     throw new IntegrityError(`${damage} in ${storage.url}`, {
@@ -457,7 +457,7 @@ async function checkPresence(storage: Storage, manifest: Manifest, signal: Abort
  * (kill -9, a power cut). With the target's restore lock held, no other restore into it runs, so
  * every "<target>_restoring_<stamp>" on the server is such a leftover.
  */
-async function dropLeftovers(req: RestoreRequest): Promise<void> {
+export async function dropLeftovers(req: RestoreRequest): Promise<void> {
   const { engine, target } = req;
   if (!engine.lockRestoreTarget || !engine.dropDatabase) return;
   for (const name of await unfinishedRestores(engine, target)) {

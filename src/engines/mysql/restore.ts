@@ -18,6 +18,7 @@ import { myProperties, propertyClauses, propertyDifferences, readProperties } fr
 import { startScratchServer } from './scratch.js';
 import { readLine, SqlScanner, type ScanSummary } from './sqlscan.js';
 import { countTables, ROWLESS_TYPES } from './stats.js';
+import { InsertFilter, placeBeside, readRows } from './tables.js';
 import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
@@ -144,7 +145,11 @@ export const verifyRestoreHalf: Pick<
   | 'listDatabases'
   | 'swapBlocker'
   | 'startScratchServer'
+  | 'placeBeside'
+  | 'readRows'
 > = {
+  placeBeside,
+  readRows,
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const s = await scanAll(raw, new SqlScanner());
     if (!DUMP_HEADER.test(s.firstLine)) {
@@ -163,6 +168,14 @@ export const verifyRestoreHalf: Pick<
     // In place (opts.clean): MySQL DDL is not transactional, so the target is emptied first and the
     // caller's safety backup is what makes this all-or-nothing.
     if (opts.clean) await withConnection(target, target.database, (conn) => emptyDatabase(conn, target.database));
+    if (opts.only) {
+      // Some tables only: the other tables' INSERT lines are dropped on the way to the client.
+      const filter = new InsertFilter(new Set(opts.only.map((t) => t.name)));
+      raw.on('error', (err) => filter.destroy(err));
+      raw.pipe(filter);
+      await runSql(target, target.database, filter, { ...opts, reread: undefined }, `restore into ${target.database}`);
+      return;
+    }
     await runSql(target, target.database, raw, opts, `restore into ${target.database}`);
   },
 

@@ -35,6 +35,7 @@ import { globalsReader, prepareDrill, scriptReader } from './drill.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
+import { dumpTables, placeBeside, readHead, readRows, writeOnlyList } from './tables.js';
 
 /**
  * A connection to the server's maintenance database: "postgres", else "template1"; "template1"
@@ -304,10 +305,12 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
   // --single-transaction (in-place restores) and the role-mapping script cannot run in parallel.
   const jobs = opts.clean || roleMap ? 1 : (opts.jobs ?? 1);
   const input = await materialize(raw, opts, jobs > 1);
+  const selection = opts.only ? await onlyList(bin, input.path, opts) : undefined;
   try {
-    if (roleMap) return await restoreWithRoleMap(bin, target, input.path ? undefined : raw, input.path, roleMap, opts);
+    const listArgs = selection ? [`--use-list=${selection.file}`] : [];
+    if (roleMap) return await restoreWithRoleMap(bin, target, input.path ? undefined : raw, input.path, roleMap, opts, listArgs);
     const progress = opts.dataLoaded ? progressReader(opts.dataLoaded) : undefined;
-    const args = [...restoreArgs(target, opts), ...(progress ? ['--verbose'] : [])];
+    const args = [...restoreArgs(target, opts), ...listArgs, ...(progress ? ['--verbose'] : [])];
     if (!input.path) {
       await runFed(bin, args, raw, restoreEnv(target), opts, 'pg_restore', progress?.line);
       progress?.end();
@@ -319,7 +322,38 @@ async function restore(target: Target, raw: Readable, opts: RestoreOptions): Pro
     if (exit.code !== 0) throw restoreFailure('pg_restore', exit);
     progress?.end();
   } finally {
+    await selection?.cleanup();
     await input.cleanup();
+  }
+}
+
+/**
+ * The --use-list file of a restore of some tables' data only (tables.ts): the table of contents
+ * comes from the unpacked dump, else from the head of a second stream of the artifact.
+ */
+async function onlyList(bin: string, inputPath: string | undefined, opts: RestoreOptions): Promise<{ file: string; cleanup(): Promise<void> }> {
+  let head: { list: string; ddl: string };
+  if (inputPath) {
+    const list = await runTool(bin, ['--list', inputPath], { signal: opts.signal });
+    if (list.code !== 0) throw notReadable(list);
+    const ddl = await runTool(bin, ['--schema-only', '--file=-', inputPath], { signal: opts.signal });
+    if (ddl.code !== 0) throw notReadable(ddl);
+    head = { list: list.stdout, ddl: ddl.stdout };
+  } else {
+    if (!opts.reread) throw new RestoreError('[postgres] a restore of some tables needs to read the dump\'s head first');
+    const raw = await opts.reread();
+    try {
+      head = await readHead(raw, opts.signal);
+    } finally {
+      raw.destroy();
+    }
+  }
+  const dir = await makeScratchDir(opts.tempDir, 'pglist');
+  try {
+    return { file: await writeOnlyList(head, opts.only!, dir), cleanup: () => fsp.rm(dir, { recursive: true, force: true }) };
+  } catch (err) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    throw err;
   }
 }
 
@@ -335,9 +369,11 @@ async function restoreWithRoleMap(
   inputPath: string | undefined,
   roleMap: Record<string, string>,
   opts: RestoreOptions,
+  listArgs: string[],
 ): Promise<void> {
   const psql = await pgTool('psql', target);
   const scriptArgs = [
+    ...listArgs,
     ...(opts.noOwner ? ['--no-owner'] : []),
     ...(opts.noPrivileges ? ['--no-privileges'] : []),
     ...(opts.noTablespaces ? ['--no-tablespaces'] : []),
@@ -471,6 +507,9 @@ async function sessions(client: PgClient, database: string) {
 const RESTORE_LOCK_CLASS = 0x64627374;
 
 export const postgresRestoreMethods: Partial<Engine> = {
+  dumpTables,
+  placeBeside,
+  readRows,
   checkStructure,
   checkGlobals,
   prepareDrill,

@@ -22,6 +22,7 @@ import { onForcedExit } from '../../core/forced-exit.js';
 import { makeScratchDir, processAlive, scratchFile } from '../../core/scratch.js';
 import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
 import { databaseFiles, openForReading, removeDatabaseFiles, SIDECARS, sqliteTableStats } from './db.js';
+import { placeBeside, readRows } from './tables.js';
 
 function sibling(target: Target, name: string): Target {
   const file = path.join(path.dirname(target.path!), name + path.extname(target.path!));
@@ -203,6 +204,8 @@ async function lockRestoreTarget(target: Target): Promise<{ release(): Promise<v
 
 export const sqliteRestoreMethods: Partial<Engine> = {
   lockRestoreTarget,
+  placeBeside,
+  readRows,
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const temp = await writeTemp(raw, opts.tempDir, opts.signal);
     try {

@@ -1,0 +1,211 @@
+// Single tables of a MySQL/MariaDB backup: a restore of some tables' data only (the dump's INSERT
+// lines of the other tables are dropped on the way to the client: mariadb-dump writes each INSERT
+// on one line, strings escaped, so a line is a statement), moving restored tables beside the live
+// ones (RENAME TABLE across databases of one server, all in one statement), and reading a table's
+// rows with exact values (DECIMAL and BIGINT as their digits, binary as bytes, TIMESTAMP in UTC).
+
+import { Transform, type TransformCallback } from 'node:stream';
+import { DbstashError, RestoreError, UsageError } from '../../core/errors.js';
+import { besideName, type Cell, type PlacedTable, type RowSource, type TableRef, type Target } from '../engine.js';
+import { classifyMyError, closeConnection, connect, quoteIdent, type MyConnection } from './connection.js';
+
+const PREFIX = Buffer.from('INSERT INTO `');
+/** Enough of a line to read "INSERT INTO `<64 characters, each up to 4 bytes, quotes doubled>`". */
+const HEAD_BYTES = PREFIX.length + 64 * 8 + 2;
+
+/**
+ * Drops the INSERT lines of tables outside `keep`, passing everything else through untouched; a
+ * line is decided on its first bytes and then streamed (bounded memory, whatever its length).
+ */
+export class InsertFilter extends Transform {
+  private head: Buffer[] = [];
+  private headLength = 0;
+  /** undefined: deciding the current line; true: passing it; false: dropping it. */
+  private pass: boolean | undefined;
+  dropped = 0;
+
+  constructor(private readonly keep: Set<string>) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  private decide(head: Buffer): boolean {
+    if (head.length < PREFIX.length || !head.subarray(0, PREFIX.length).equals(PREFIX)) return true;
+    const text = head.subarray(PREFIX.length).toString('utf8');
+    let name = '';
+    for (let i = 0; i < text.length; i++) {
+      if (text[i] === '`') {
+        if (text[i + 1] === '`') {
+          name += '`';
+          i++;
+          continue;
+        }
+        const keep = this.keep.has(name);
+        if (!keep) this.dropped++;
+        return keep;
+      }
+      name += text[i];
+    }
+    return true; // a name longer than any table: not an INSERT of a table we know
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    let at = 0;
+    while (at < chunk.length) {
+      const nl = chunk.indexOf(10, at);
+      const end = nl < 0 ? chunk.length : nl + 1;
+      const piece = chunk.subarray(at, end);
+      if (this.pass === undefined) {
+        this.head.push(piece);
+        this.headLength += piece.length;
+        if (nl >= 0 || this.headLength >= HEAD_BYTES) {
+          const head = Buffer.concat(this.head);
+          this.head = [];
+          this.headLength = 0;
+          this.pass = this.decide(head);
+          if (this.pass) this.push(head);
+        }
+      } else if (this.pass) {
+        this.push(piece);
+      }
+      if (nl >= 0) this.pass = undefined;
+      at = end;
+    }
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.head.length > 0) {
+      const head = Buffer.concat(this.head);
+      if (this.decide(head)) this.push(head);
+    }
+    done();
+  }
+}
+
+async function on<T>(target: Target, database: string | null, fn: (c: MyConnection) => Promise<T>): Promise<T> {
+  const conn = await connect(target, database);
+  try {
+    return await fn(conn);
+  } catch (err) {
+    if (err instanceof DbstashError) throw err;
+    throw classifyMyError(err, target, database ?? undefined);
+  } finally {
+    await closeConnection(conn);
+  }
+}
+
+/**
+ * Drops, in `scratch`, the triggers of the tables (a trigger cannot change databases) and every
+ * foreign key between them and tables that were not restored, then renames them all into `target`
+ * as "<table>__restored_<stamp>" in one RENAME TABLE (all or nothing).
+ */
+export async function placeBeside(scratch: Target, target: Target, tables: TableRef[], stamp: string): Promise<PlacedTable[]> {
+  return on(scratch, null, async (c) => {
+    const db = scratch.database;
+    const set = new Set(tables.map((t) => t.name));
+    const placed: PlacedTable[] = tables.map((t) => ({ from: t, to: { schema: 'main', name: besideName(t.name, stamp) }, left: [] }));
+    const byName = new Map(placed.map((p) => [p.from.name, p]));
+    const [taken] = await c.query(`SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?)`, [target.database, placed.map((p) => p.to.name)]);
+    const clash = (taken as { name: string }[])[0];
+    if (clash) throw new UsageError(`${target.database} already holds a table ${clash.name}`);
+    const [triggers] = await c.query(`SELECT TRIGGER_NAME AS name, EVENT_OBJECT_TABLE AS tbl FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE IN (?)`, [db, [...set]]);
+    for (const tg of triggers as { name: string; tbl: string }[]) {
+      await c.query(`DROP TRIGGER ${quoteIdent(db)}.${quoteIdent(tg.name)}`);
+      byName.get(tg.tbl)?.left.push(`trigger ${tg.name}`);
+    }
+    const [fks] = await c.query(
+      `SELECT CONSTRAINT_NAME AS name, TABLE_NAME AS child, REFERENCED_TABLE_NAME AS parent FROM information_schema.REFERENTIAL_CONSTRAINTS
+       WHERE CONSTRAINT_SCHEMA = ? AND (TABLE_NAME IN (?) OR REFERENCED_TABLE_NAME IN (?))`,
+      [db, [...set], [...set]],
+    );
+    for (const fk of fks as { name: string; child: string; parent: string }[]) {
+      if (set.has(fk.child) && set.has(fk.parent)) continue;
+      await c.query(`ALTER TABLE ${quoteIdent(db)}.${quoteIdent(fk.child)} DROP FOREIGN KEY ${quoteIdent(fk.name)}`);
+      byName.get(fk.child)?.left.push(`foreign key ${fk.name} → ${fk.parent} (not restored)`);
+    }
+    const [keys] = await c.query(
+      `SELECT TABLE_NAME AS tbl, COLUMN_NAME AS col FROM information_schema.KEY_COLUMN_USAGE
+       WHERE TABLE_SCHEMA = ? AND CONSTRAINT_NAME = 'PRIMARY' AND TABLE_NAME IN (?) ORDER BY TABLE_NAME, ORDINAL_POSITION`,
+      [db, [...set]],
+    );
+    for (const k of keys as { tbl: string; col: string }[]) {
+      const p = byName.get(k.tbl);
+      if (p) p.key = [...(p.key ?? []), k.col];
+    }
+    const renames = placed.map((p) => `${quoteIdent(db)}.${quoteIdent(p.from.name)} TO ${quoteIdent(target.database)}.${quoteIdent(p.to.name)}`);
+    await c.query(`RENAME TABLE ${renames.join(', ')}`).catch((err: Error) => {
+      throw new RestoreError(`[mysql] moving the restored tables into ${target.database} failed (nothing was changed there): ${err.message}`, { cause: err });
+    });
+    return placed;
+  });
+}
+
+type Kind = 'number' | 'binary' | 'timestamp' | 'datetime' | 'json' | 'text';
+
+function kindOf(dataType: string): Kind {
+  const t = dataType.toLowerCase();
+  if (/^(tinyint|smallint|mediumint|int|integer|bigint|decimal|numeric|float|double|real|year)$/.test(t)) return 'number';
+  if (/^(binary|varbinary|tinyblob|blob|mediumblob|longblob|bit|geometry|point|linestring|polygon|multipoint|multilinestring|multipolygon|geometrycollection)$/.test(t)) return 'binary';
+  if (t === 'timestamp') return 'timestamp';
+  if (t === 'datetime') return 'datetime';
+  if (t === 'json') return 'json';
+  return 'text';
+}
+
+function toCell(value: Buffer | null, kind: Kind): Cell {
+  if (value === null) return null;
+  if (kind === 'binary') return value;
+  const text = value.toString('utf8');
+  switch (kind) {
+    case 'number':
+      return { number: text };
+    case 'json':
+      return { json: text };
+    case 'timestamp':
+    case 'datetime': {
+      const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)$/.exec(text);
+      if (!m || m[1] === '0000-00-00') return text;
+      return { time: `${m[1]}T${m[2]}${kind === 'timestamp' ? 'Z' : ''}` };
+    }
+    default:
+      return text;
+  }
+}
+
+/** A table's rows streamed from the server (no buffering of the result), each value as its bytes. */
+export async function readRows(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource> {
+  const conn = await connect(target, target.database, opts.signal);
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await closeConnection(conn);
+  };
+  try {
+    const [cols] = await conn.query(
+      `SELECT COLUMN_NAME AS name, DATA_TYPE AS type, COLUMN_TYPE AS full FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+      [target.database, table.name],
+    );
+    const columns = (cols as { name: string; type: string; full: string }[]).map((c) => ({ name: c.name, type: c.full, kind: kindOf(c.type) }));
+    if (columns.length === 0) throw new UsageError(`no table ${table.name} in ${target.database}`);
+    const sql = `SELECT ${columns.map((c) => quoteIdent(c.name)).join(', ')} FROM ${quoteIdent(table.name)}${opts.where ? ` WHERE ${opts.where}` : ''}${opts.limit !== undefined ? ` LIMIT ${opts.limit}` : ''}`;
+    const core = (conn as unknown as { connection: { query(o: object): { stream(o?: object): NodeJS.ReadableStream } } }).connection;
+    const stream = core.query({ sql, rowsAsArray: true, typeCast: (field: { buffer(): Buffer | null }) => field.buffer() }).stream({ highWaterMark: 256 });
+    async function* rows(): AsyncGenerator<Cell[]> {
+      try {
+        for await (const r of stream as AsyncIterable<(Buffer | null)[]>) yield r.map((v, i) => toCell(v, columns[i].kind));
+      } catch (err) {
+        const e = err as { sqlMessage?: string; message: string };
+        throw new UsageError(`cannot read ${table.name}${opts.where ? ` where ${opts.where}` : ''}: ${e.sqlMessage ?? e.message}`, {
+          hint: opts.where ? 'check the --where condition (SQL, as in a WHERE clause)' : undefined,
+        });
+      } finally {
+        await close();
+      }
+    }
+    return { columns: columns.map(({ name, type }) => ({ name, type })), rows: rows(), close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,300 @@
+// Single tables out of a PostgreSQL dump: which tables the dump holds (read from its table of
+// contents and DDL, which sit at the head of the archive: only that much is read), a restore of
+// some tables' data only (a pg_restore list with the other tables' data entries commented out:
+// every table is still created, empty, so views, functions and foreign keys among the restored
+// tables come out as in the source), moving restored tables beside the live ones (into a schema
+// "dbstash_restored_<stamp>" of the target, through pg_dump | pg_restore --single-transaction), and
+// reading a table's rows back with every value in its exact text (a cursor: bounded memory).
+
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { RestoreError, UsageError } from '../../core/errors.js';
+import type { Cell, DumpTable, PlacedTable, RestoreOptions, RowSource, TableRef, Target } from '../engine.js';
+import { feed } from '../feed.js';
+import { describeExit, startTool } from '../process.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { findPgTool } from './tools.js';
+
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^\s."(),;]+)`;
+const QNAME = new RegExp(String.raw`(${IDENT})\.(${IDENT})`);
+
+function unquote(ident: string): string {
+  return ident.startsWith('"') ? ident.slice(1, -1).replace(/""/g, '"') : ident;
+}
+
+function qname(text: string): TableRef | undefined {
+  const m = QNAME.exec(text);
+  return m ? { schema: unquote(m[1]), name: unquote(m[2]) } : undefined;
+}
+
+const key = (t: TableRef) => `${t.schema}\u0000${t.name}`;
+
+/** pg_restore --list lines of one kind: "<id>; <oid> <oid> <KIND> <schema> <name> <owner>". */
+function listEntries(list: string, kind: string): { line: string; table: TableRef }[] {
+  // "TABLE" is also how "TABLE DATA" and "TABLE ATTACH" begin.
+  const re = new RegExp(`^\\d+; \\d+ \\d+ ${kind} (?!DATA |ATTACH )(\\S+) (.+) (\\S*)$`);
+  const out: { line: string; table: TableRef }[] = [];
+  for (const line of list.split('\n')) {
+    const m = re.exec(line);
+    if (m) out.push({ line, table: { schema: m[1], name: m[2] } });
+  }
+  return out;
+}
+
+/** The head of a custom-format dump: pg_restore's table of contents and the DDL it would run. */
+export async function readHead(raw: Readable, signal: AbortSignal): Promise<{ list: string; ddl: string }> {
+  const bin = (await findPgTool('pg_restore', 0)).path;
+  const list = startTool(bin, ['--list'], { signal, stdin: 'pipe' });
+  const ddl = startTool(bin, ['--schema-only', '--file=-'], { signal, stdin: 'pipe', bulkOutput: true });
+  let listText = '';
+  let ddlText = '';
+  list.stdout.setEncoding('utf8').on('data', (d: string) => (listText += d));
+  ddl.stdout.setEncoding('utf8').on('data', (d: string) => (ddlText += d));
+  try {
+    await feed(raw, [list.child.stdin, ddl.child.stdin], { untilUnread: true });
+  } catch (err) {
+    list.child.kill('SIGKILL');
+    ddl.child.kill('SIGKILL');
+    await Promise.all([list.exit, ddl.exit]);
+    throw err;
+  }
+  const [a, b] = await Promise.all([list.exit, ddl.exit]);
+  for (const [exit, what] of [[a, 'pg_restore --list'], [b, 'pg_restore --schema-only']] as const) {
+    if (exit.code !== 0) throw new RestoreError(`[postgres] cannot read the dump's table of contents: ${describeExit(what, exit)}`);
+  }
+  return { list: listText, ddl: ddlText };
+}
+
+/** The tables of a dump with their partitions and inheritance children (from its head). */
+export function tablesOfHead(head: { list: string; ddl: string }): DumpTable[] {
+  const tables = new Map<string, DumpTable>();
+  for (const { table } of listEntries(head.list, 'TABLE')) tables.set(key(table), { ...table, children: [] });
+  let current: DumpTable | undefined;
+  for (const line of head.ddl.split('\n')) {
+    const create = /^CREATE (?:UNLOGGED )?TABLE (.+?) \($/.exec(line);
+    if (create) {
+      const t = qname(create[1]);
+      current = t ? tables.get(key(t)) : undefined;
+      continue;
+    }
+    if (/^(?:\) )?PARTITION BY /.test(line) && current) current.partitioned = true;
+    const inherits = /^INHERITS \((.+)\);$/.exec(line);
+    if (inherits && current) {
+      for (const part of inherits[1].split(/,\s*/)) {
+        const parent = qname(part);
+        const p = parent && tables.get(key(parent));
+        if (p) p.children.push({ schema: current.schema, name: current.name });
+      }
+    }
+    const attach = new RegExp(String.raw`^ALTER TABLE ONLY (${IDENT}\.${IDENT}) ATTACH PARTITION (${IDENT}\.${IDENT}) `).exec(line);
+    if (attach) {
+      const [parent, child] = [qname(attach[1]), qname(attach[2])];
+      const p = parent && tables.get(key(parent));
+      if (p && child) p.children.push(child);
+    }
+  }
+  return [...tables.values()];
+}
+
+/** A directory-format artifact (pg_dump --jobs) is not read ahead: its tables come from the manifest. */
+export async function dumpTables(raw: Readable, opts: RestoreOptions): Promise<DumpTable[] | undefined> {
+  if (opts.format !== 'dump') return undefined;
+  return tablesOfHead(await readHead(raw, opts.signal));
+}
+
+/** Foreign keys in a dump's DDL: "<schema>\0<table>\0<constraint>" → the table it references. */
+function foreignKeys(ddl: string): Map<string, TableRef> {
+  const re = new RegExp(String.raw`^ALTER TABLE (?:ONLY )?(${IDENT}\.${IDENT})\n\s+ADD CONSTRAINT (${IDENT}) FOREIGN KEY \([^)]*\) REFERENCES (${IDENT}\.${IDENT})\(`, 'gm');
+  const out = new Map<string, TableRef>();
+  for (const m of ddl.matchAll(re)) {
+    const [from, to] = [qname(m[1]), qname(m[3])];
+    if (from && to) out.set(`${key(from)}\u0000${unquote(m[2])}`, to);
+  }
+  return out;
+}
+
+/**
+ * A pg_restore --use-list file that restores everything but the data of tables outside `only`,
+ * the foreign keys from a restored table to one that stays empty (they would fail), the large
+ * objects' data and materialized views' contents (refreshing them over partial data would be
+ * wrong and slow). Every other table is created, empty.
+ */
+export async function writeOnlyList(head: { list: string; ddl: string }, only: TableRef[], dir: string): Promise<string> {
+  const { list } = head;
+  const wanted = new Set(only.map(key));
+  const data = new Map(listEntries(list, 'TABLE DATA').map((e) => [e.line, e.table]));
+  const fks = foreignKeys(head.ddl);
+  const lines = list.split('\n').map((line) => {
+    const table = data.get(line);
+    if (table && !wanted.has(key(table))) return `;${line}`;
+    const fk = /^\d+; \d+ \d+ FK CONSTRAINT (\S+) (\S+) (.+) \S*$/.exec(line);
+    if (fk && wanted.has(key({ schema: fk[1], name: fk[2] }))) {
+      const to = fks.get(`${fk[1]}\u0000${fk[2]}\u0000${fk[3]}`);
+      if (!to || !wanted.has(key(to))) return `;${line}`;
+    }
+    if (/^\d+; \d+ \d+ (BLOBS|MATERIALIZED VIEW DATA) /.test(line)) return `;${line}`;
+    return line;
+  });
+  const file = path.join(dir, 'only.list');
+  await writeFile(file, lines.join('\n'), { mode: 0o600 });
+  return file;
+}
+
+async function onDatabase<T>(target: Target, work: (c: PgClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const client = await connect(target, target.database, signal);
+  try {
+    return await work(client);
+  } catch (err) {
+    throw err instanceof RestoreError || err instanceof UsageError ? err : classifyPgError(err, target);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** The schema restored tables are put in, beside the live ones. */
+export function besideSchema(stamp: string): string {
+  return `dbstash_restored_${stamp}`;
+}
+
+/**
+ * In `scratch`, moves the tables into the schema besideSchema(stamp) (their indexes, constraints
+ * and owned sequences go with them), drops what would tie them to tables that were not restored
+ * (foreign keys) or run code on them (triggers), then copies that schema into `target` with
+ * pg_dump | pg_restore in one transaction.
+ */
+export async function placeBeside(
+  scratch: Target,
+  target: Target,
+  tables: TableRef[],
+  stamp: string,
+  opts: { signal: AbortSignal; tempDir: string; noOwner?: boolean },
+): Promise<PlacedTable[]> {
+  const schema = besideSchema(stamp);
+  const names = new Map<string, TableRef>();
+  for (const t of tables) {
+    const other = names.get(t.name);
+    if (other) throw new UsageError(`${other.schema}.${t.name} and ${t.schema}.${t.name} would meet in one schema ${schema}`, { hint: 'restore them one at a time' });
+    names.set(t.name, t);
+  }
+  const placed = await onDatabase(
+    scratch,
+    async (c) => {
+      const oid = async (t: TableRef) => (await c.query<{ oid: number }>('SELECT $1::regclass::oid AS oid', [`${quoteIdent(t.schema)}.${quoteIdent(t.name)}`])).rows[0].oid;
+      const oids = new Map<number, TableRef>();
+      for (const t of tables) oids.set(await oid(t), t);
+      const set = [...oids.keys()];
+      const out: PlacedTable[] = [];
+      await c.query(`CREATE SCHEMA ${quoteIdent(schema)}`);
+      for (const [relid, t] of oids) {
+        const left: string[] = [];
+        const fks = await c.query<{ conname: string; ref: string }>(
+          `SELECT conname, confrelid::regclass::text AS ref FROM pg_constraint
+           WHERE conrelid = $1 AND contype = 'f' AND conparentid = 0 AND NOT (confrelid = ANY($2::oid[]))`,
+          [relid, set],
+        );
+        for (const fk of fks.rows) {
+          await c.query(`ALTER TABLE ${quoteIdent(t.schema)}.${quoteIdent(t.name)} DROP CONSTRAINT ${quoteIdent(fk.conname)}`);
+          left.push(`foreign key ${fk.conname} → ${fk.ref} (not restored)`);
+        }
+        const triggers = await c.query<{ tgname: string }>(`SELECT tgname FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgparentid = 0`, [relid]);
+        for (const tg of triggers.rows) {
+          await c.query(`DROP TRIGGER ${quoteIdent(tg.tgname)} ON ${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
+          left.push(`trigger ${tg.tgname}`);
+        }
+        const key = await c.query<{ name: string }>(
+          `SELECT a.attname AS name FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.n`,
+          [relid],
+        );
+        await c.query(`ALTER TABLE ${quoteIdent(t.schema)}.${quoteIdent(t.name)} SET SCHEMA ${quoteIdent(schema)}`);
+        out.push({ from: t, to: { schema, name: t.name }, left, key: key.rows.length > 0 ? key.rows.map((r) => r.name) : undefined });
+      }
+      return out;
+    },
+    opts.signal,
+  );
+  const dumpBin = (await findPgTool('pg_dump', 0, scratch.options.binDir)).path;
+  const restoreBin = (await findPgTool('pg_restore', 0, target.options.binDir)).path;
+  const dump = startTool(dumpBin, ['--format=custom', '--compress=0', '--no-password', `--schema=${schema}`, `--dbname=${dbnameArg(scratch.database)}`], {
+    env: libpqEnv(scratch),
+    signal: opts.signal,
+    bulkOutput: true,
+  });
+  const args = ['--no-password', '--exit-on-error', '--single-transaction', `--dbname=${dbnameArg(target.database)}`, ...(opts.noOwner ? ['--no-owner'] : [])];
+  const env = libpqEnv(target);
+  env.PGOPTIONS = [env.PGOPTIONS, '-c default_transaction_read_only=off'].filter(Boolean).join(' ');
+  const load = startTool(restoreBin, args, { env, signal: opts.signal, stdin: 'pipe' });
+  load.stdout.resume();
+  dump.stdout.pipe(load.child.stdin);
+  load.child.stdin.on('error', () => dump.child.kill('SIGKILL'));
+  const [dumped, loaded] = await Promise.all([dump.exit, load.exit]);
+  if (dumped.code !== 0) throw new RestoreError(`[postgres] copying the restored tables out of ${scratch.database}: ${describeExit('pg_dump', dumped)}`);
+  if (loaded.code !== 0) throw new RestoreError(`[postgres] putting the restored tables into ${target.database} (nothing was changed there): ${describeExit('pg_restore', loaded)}`);
+  return placed;
+}
+
+const NUMBER_TYPES = new Set([20, 21, 23, 26, 700, 701, 1700]);
+const JSON_TYPES = new Set([114, 3802]);
+
+/** A PostgreSQL value's text output as a Cell (DateStyle ISO, TimeZone UTC, IntervalStyle iso_8601). */
+function toCell(text: string | null, type: number): Cell {
+  if (text === null) return null;
+  if (type === 16) return text === 't';
+  if (NUMBER_TYPES.has(type)) return { number: text };
+  if (JSON_TYPES.has(type)) return { json: text };
+  if (type === 17) return Buffer.from(text.slice(2), 'hex');
+  if (type === 1184 || type === 1114) {
+    const m = /^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)(\+00)?$/.exec(text);
+    return m ? { time: `${m[1]}T${m[2]}${m[3] ? 'Z' : ''}` } : text; // infinity, BC dates: as the server writes them
+  }
+  return text;
+}
+
+/** The table's rows through a cursor, 1000 at a time, in one read-only transaction. */
+export async function readRows(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource> {
+  const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
+    throw classifyPgError(err, target);
+  });
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await client.end().catch(() => {});
+  };
+  try {
+    await client.query(`SET TIME ZONE 'UTC'; SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 3; SET bytea_output = hex`);
+    const rel = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+    const cols = await client.query<{ name: string; type: string; category: string }>(
+      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory AS category
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+       WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+      [rel],
+    );
+    // Arrays, composites and ranges have no JSON number or string of their own: they go out as JSON.
+    const select = cols.rows.map((c) => (['A', 'C', 'R'].includes(c.category) ? `to_json(${quoteIdent(c.name)})` : quoteIdent(c.name))).join(', ');
+    await client.query('BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const sql = `SELECT ${select || 'NULL'} FROM ${rel}${opts.where ? ` WHERE ${opts.where}` : ''}${opts.limit !== undefined ? ` LIMIT ${opts.limit}` : ''}`;
+    await client.query(`DECLARE dbstash_rows NO SCROLL CURSOR FOR ${sql}`).catch((err: Error) => {
+      throw new UsageError(`cannot read ${table.schema}.${table.name}${opts.where ? ` where ${opts.where}` : ''}: ${err.message}`, { hint: opts.where ? 'check the --where condition (SQL, as in a WHERE clause)' : undefined });
+    });
+    const columns = cols.rows.map((c) => ({ name: c.name, type: c.type }));
+    const raw = { getTypeParser: () => (v: string) => v };
+    async function* rows(): AsyncGenerator<Cell[]> {
+      try {
+        for (;;) {
+          const batch = await client.query({ text: 'FETCH 1000 FROM dbstash_rows', rowMode: 'array', types: raw as never });
+          const types = batch.fields.map((f) => f.dataTypeID);
+          for (const r of batch.rows as (string | null)[][]) yield r.map((v, i) => toCell(v, types[i]));
+          if (batch.rows.length < 1000) return;
+        }
+      } finally {
+        await close();
+      }
+    }
+    return { columns, rows: rows(), close };
+  } catch (err) {
+    await close();
+    throw err instanceof UsageError ? err : classifyPgError(err, target);
+  }
+}

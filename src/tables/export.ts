@@ -1,0 +1,84 @@
+// One table out of a backup, without touching any live database: the table's data is restored
+// into a throwaway server of the engine (the restore drill's: initdb'd PostgreSQL, a private
+// MariaDB; for SQLite a private temp file), its row count checked against the manifest, and its
+// rows read back through a cursor with every value rendered faithfully (render.ts). The throwaway
+// server is always removed.
+
+import { randomBytes } from 'node:crypto';
+import { DbstashError, InterruptedError, RestoreEnvironmentError, RestoreError, VerifyUnavailableError } from '../core/errors.js';
+import { mainArtifact } from '../catalog/manifest.js';
+import type { RowSource, ScratchServer, Target } from '../engines/engine.js';
+import { openArtifact } from '../verify/read.js';
+import { checkPresence, type RestoreEvents } from '../restore/restore.js';
+import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
+import { qualified, selectTables } from './select.js';
+
+export interface TableReadRequest extends TablesContext {
+  table: string;
+  where?: string;
+  limit?: number;
+  events: RestoreEvents;
+}
+
+/**
+ * Restores one table of the backup into a throwaway server and hands its rows to `use`; the
+ * server is gone when this returns. The rows are those of the backup: their count is checked
+ * against the manifest before the first one is read.
+ */
+export async function withTableRows<T>(req: TableReadRequest, use: (source: RowSource, table: string) => Promise<T>): Promise<T> {
+  const { engine, manifest } = req;
+  for (const m of ['restore', 'createDatabase', 'readRows', 'startScratchServer'] as const) {
+    if (typeof engine[m] !== 'function') throw new RestoreError(`the ${engine.id} engine cannot export tables yet (missing ${m})`);
+  }
+  await checkPresence(req.dest.storage, manifest, req.signal);
+  const selection = selectTables(await backupTables(req), [req.table], [], manifest.id);
+  const table = selection.asked[0];
+  const expected = expectedRows(manifest, selection.all);
+  let server: ScratchServer;
+  try {
+    server = await engine.startScratchServer!({ tempDir: req.tempDir, signal: req.signal });
+  } catch (err) {
+    if (err instanceof InterruptedError || req.signal.aborted) throw err;
+    throw new VerifyUnavailableError(`no throwaway ${engine.id} server to read the backup with: ${(err as Error).message}`, {
+      hint: engine.id === 'postgres' ? 'install the PostgreSQL server package (initdb) of at least the backup\'s version' : 'install the MariaDB server package',
+      cause: err,
+    });
+  }
+  try {
+    const db: Target = await engine.createDatabase!(server.target, `dbstash_export_${randomBytes(4).toString('hex')}`);
+    const main = mainArtifact(manifest);
+    req.events.info(`reading ${qualified(table)} of ${manifest.id} through a throwaway ${engine.id} server`);
+    const raw = await openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal });
+    try {
+      await engine.restore!(db, raw, {
+        signal: req.signal,
+        format: main.format,
+        noOwner: true,
+        noPrivileges: true,
+        noTablespaces: true,
+        tempDir: req.tempDir,
+        warn: req.events.warn,
+        only: selection.all,
+        reread: () => openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal }),
+      });
+    } catch (err) {
+      if (err instanceof RestoreEnvironmentError) {
+        throw new VerifyUnavailableError(`the throwaway server could not restore the dump, which says nothing about the backup: ${err.message}`, { cause: err });
+      }
+      throw err;
+    } finally {
+      raw.destroy();
+    }
+    await checkRows(engine, db, expected, req.signal);
+    const source = await engine.readRows!(db, table, { where: req.where, limit: req.limit, signal: req.signal });
+    try {
+      return await use(source, qualified(table));
+    } finally {
+      await source.close();
+    }
+  } catch (err) {
+    throw err instanceof DbstashError ? err : new RestoreError(`reading ${req.table} from ${manifest.id} failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await server.stop().catch((err: Error) => req.events.warn(`could not remove the throwaway server: ${err.message}`));
+  }
+}

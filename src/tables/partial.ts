@@ -1,0 +1,165 @@
+// A partial restore: some tables of a backup put back BESIDE the live ones, nothing live touched.
+//   1. the tables are found in the backup (its table of contents, else the manifest), partitioned
+//      ones with their partitions; a name it does not hold is refused with the closest ones;
+//   2. the plan, then the caller's confirmation (--dry-run stops here);
+//   3. with the target's restore lock held, a new database "<target>_restoring_<stamp>" on the
+//      target's server (SQLite: a file beside it) receives those tables' data only, while the
+//      artifact's size, SHA-256 and decoding are checked as it streams; their row counts are
+//      checked against the manifest;
+//   4. the engine moves them into the target under new names (PostgreSQL: a schema
+//      "dbstash_restored_<stamp>"; MySQL and SQLite: "<table>__restored_<stamp>"), all or nothing,
+//      and they are counted again there;
+//   5. the new database is dropped, whatever happened; a record is left beside the backup.
+
+import { DbstashError, RestoreError, UsageError } from '../core/errors.js';
+import { TOOL_VERSION } from '../core/version.js';
+import { mainArtifact } from '../catalog/manifest.js';
+import { writeRecord, type RestoreRecord } from '../catalog/records.js';
+import { acquireLease } from '../catalog/lease.js';
+import type { PlacedTable, TableRef, Target } from '../engines/engine.js';
+import { openArtifact } from '../verify/read.js';
+import { checkPresence, dropLeftovers, type RestoreEvents, type RestoreRequest } from '../restore/restore.js';
+import { restoringName, stamp as stampOf } from '../restore/kept.js';
+import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
+import { qualified, selectTables } from './select.js';
+
+export interface PartialRequest extends TablesContext {
+  target: Target;
+  /** --table specs and --schema names. */
+  tables: string[];
+  schemas: string[];
+  noOwner?: boolean;
+  events: RestoreEvents;
+  dryRun?: boolean;
+  now?: Date;
+}
+
+export interface PartialPlan {
+  backup: { id: string; takenAt: string; storage: string };
+  target: string;
+  engine: string;
+  /** Every table that comes back (partitions included), with the manifest's rows. */
+  tables: { table: string; rows?: number; partitionOf?: string }[];
+  /** The new database the tables are restored into first. */
+  temporary: string;
+  /** Where the tables land in the target. */
+  into: string;
+  check: string;
+}
+
+export interface PartialOutcome {
+  plan: PartialPlan;
+  performed: boolean;
+  placed?: (PlacedTable & { rows?: number })[];
+  record?: RestoreRecord;
+  recordKey?: string;
+}
+
+function need(req: PartialRequest): void {
+  const e = req.engine;
+  const missing = (['restore', 'createDatabase', 'dropDatabase', 'databaseExists', 'placeBeside'] as const).filter((m) => typeof e[m] !== 'function');
+  if (missing.length > 0) throw new RestoreError(`the ${e.id} engine cannot restore single tables yet (missing ${missing.join(', ')})`);
+}
+
+export async function runPartialRestore(req: PartialRequest, confirm: (plan: PartialPlan) => Promise<boolean>): Promise<PartialOutcome> {
+  const { engine, manifest, target } = req;
+  const now = req.now ?? new Date();
+  if (target.engine !== manifest.engine) throw new UsageError(`${manifest.id} is a ${manifest.engine} backup; ${target.displayUrl} is ${target.engine}`);
+  need(req);
+  if (!(await engine.databaseExists!(target))) {
+    throw new UsageError(`${target.displayUrl} does not exist: single tables are restored beside the tables of a live database`, {
+      hint: 'restore the whole backup there instead (without --table)',
+    });
+  }
+  await checkPresence(req.dest.storage, manifest, req.signal);
+  const available = await backupTables(req);
+  const selection = selectTables(available, req.tables, req.schemas, manifest.id);
+  const parentOf = new Map<string, string>();
+  for (const t of selection.all) for (const c of t.children) parentOf.set(qualified(c), qualified(t));
+  const expected = expectedRows(manifest, selection.all);
+  const rowsOf = new Map(expected.map((t) => [qualified(t), t.rows]));
+  const stamp = stampOf(now);
+  const plan: PartialPlan = {
+    backup: { id: manifest.id, takenAt: manifest.startedAt, storage: req.dest.storage.url },
+    target: target.displayUrl,
+    engine: engine.id,
+    tables: selection.all.map((t) => ({ table: qualified(t), rows: rowsOf.get(qualified(t)), partitionOf: parentOf.get(qualified(t)) })),
+    temporary: restoringName(target.database, now),
+    into: engine.id === 'postgres' ? `schema dbstash_restored_${stamp} of ${target.database}` : `<table>__restored_${stamp} in ${target.database}`,
+    check: `size, SHA-256 and decoding while streaming into ${restoringName(target.database, now)}; row counts there and again after the move`,
+  };
+  if (!(await confirm(plan))) return { plan, performed: false };
+
+  const lock = await engine.lockRestoreTarget?.(target, req.signal);
+  const started = Date.now();
+  const record: RestoreRecord = {
+    kind: 'restore',
+    id: manifest.id,
+    target: target.displayUrl,
+    result: 'failed',
+    at: now.toISOString(),
+    durationMs: 0,
+    toolVersion: TOOL_VERSION,
+    mode: 'tables',
+    tables: plan.tables.map((t) => t.table),
+  };
+  const lease = await acquireLease(req.dest.storage, manifest.id, `dbstash restore --table → ${target.displayUrl}`).catch(() => undefined);
+  let recordKey: string | undefined;
+  try {
+    await dropLeftovers({ engine, target, events: req.events } as RestoreRequest);
+    const placed = await restoreBeside(req, plan, selection.all, expected, stamp);
+    record.result = 'succeeded';
+    record.placed = placed.map((p) => ({ from: qualified(p.from), to: qualified(p.to), rows: p.rows, left: p.left }));
+    return { plan, performed: true, placed, record };
+  } catch (err) {
+    record.error = (err as Error).message;
+    throw err instanceof DbstashError ? err : new RestoreError(`restore of ${plan.tables.map((t) => t.table).join(', ')} failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    record.durationMs = Date.now() - started;
+    recordKey = await writeRecord(req.dest.storage, record).catch((e: Error) => {
+      req.events.warn(`could not write the restore record: ${e.message}`);
+      return undefined;
+    });
+    await lease?.release().catch(() => {});
+    await lock?.release().catch(() => {});
+    void recordKey;
+  }
+}
+
+async function restoreBeside(
+  req: PartialRequest,
+  plan: PartialPlan,
+  tables: TableRef[],
+  expected: { schema: string; name: string; rows: number }[],
+  stamp: string,
+): Promise<(PlacedTable & { rows?: number })[]> {
+  const { engine, manifest, target } = req;
+  const main = mainArtifact(manifest);
+  const scratch = await engine.createDatabase!(target, plan.temporary, { properties: manifest.database.properties, noOwner: req.noOwner });
+  req.events.info(`restoring ${tables.length} table(s) of ${manifest.id} into the new database ${scratch.displayUrl}`);
+  try {
+    const raw = await openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal });
+    try {
+      await engine.restore!(scratch, raw, {
+        signal: req.signal,
+        format: main.format,
+        noOwner: req.noOwner,
+        tempDir: req.tempDir,
+        warn: req.events.warn,
+        only: tables,
+        reread: () => openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal }),
+      });
+    } finally {
+      raw.destroy();
+    }
+    await checkRows(engine, scratch, expected, req.signal);
+    const placed = await engine.placeBeside!(scratch, target, tables, stamp, { signal: req.signal, tempDir: req.tempDir, noOwner: req.noOwner });
+    const to = new Map(placed.map((p) => [qualified(p.from), p.to]));
+    const rows = await checkRows(engine, target, expected, req.signal, (t) => to.get(qualified(t)) ?? t);
+    req.events.info(`${placed.length} table(s) beside the live ones in ${target.displayUrl}, ${rows} rows, counts match the manifest`);
+    const rowsOf = new Map(expected.map((t) => [qualified(t), t.rows]));
+    return placed.map((p) => ({ ...p, rows: rowsOf.get(qualified(p.from)) }));
+  } finally {
+    await engine.dropDatabase!(scratch).catch((err: Error) => req.events.warn(`could not drop the temporary database ${scratch.displayUrl}: ${err.message}; drop it by hand`));
+  }
+}
