@@ -157,6 +157,8 @@ export interface DumpTable extends TableRef {
   children: TableRef[];
   /** A partitioned table holds no rows of its own (it is not in the manifest's table list). */
   partitioned?: boolean;
+  /** Its foreign keys: constraint name and the table each references. */
+  references?: { constraint: string; table: TableRef }[];
 }
 
 /** Where a partial restore put one table beside the live ones (placeBeside). */

@@ -108,6 +108,15 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
   try {
     await dropLeftovers({ engine, target, events: req.events } as RestoreRequest);
     const placed = await restoreBeside(req, plan, selection.all, expected, stamp);
+    // Foreign keys to tables that were not restored never made it into the new database.
+    const chosen = new Set(selection.all.map(qualified));
+    for (const p of placed) {
+      const t = selection.all.find((s) => qualified(s) === qualified(p.from));
+      for (const ref of t?.references ?? []) {
+        const note = `foreign key ${ref.constraint} → ${ref.table.name} (not restored)`;
+        if (!chosen.has(qualified(ref.table)) && !p.left.some((l) => l.startsWith(`foreign key ${ref.constraint} `))) p.left.unshift(note);
+      }
+    }
     record.result = 'succeeded';
     record.placed = placed.map((p) => ({ from: qualified(p.from), to: qualified(p.to), rows: p.rows, left: p.left }));
     return { plan, performed: true, placed, record };

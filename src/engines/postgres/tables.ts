@@ -94,6 +94,11 @@ export function tablesOfHead(head: { list: string; ddl: string }): DumpTable[] {
       if (p && child) p.children.push(child);
     }
   }
+  for (const [k, to] of foreignKeys(head.ddl)) {
+    const [schema, name, constraint] = k.split('\u0000');
+    const t = tables.get(key({ schema, name }));
+    if (t) (t.references ??= []).push({ constraint, table: to });
+  }
   return [...tables.values()];
 }
 
