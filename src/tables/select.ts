@@ -24,8 +24,10 @@ export function parseTableSpec(spec: string): { schema?: string; name: string } 
       parts.push(dot < 0 ? rest : rest.slice(0, dot));
       rest = dot < 0 ? '' : rest.slice(dot);
     }
-    if (rest.startsWith('.')) rest = rest.slice(1);
-    else if (rest.length > 0) throw new UsageError(`--table "${spec}" is not a table name`, { hint: 'write schema.table, or table' });
+    if (rest.startsWith('.')) {
+      rest = rest.slice(1);
+      if (rest.length === 0) parts.push('');
+    } else if (rest.length > 0) throw new UsageError(`--table "${spec}" is not a table name`, { hint: 'write schema.table, or table' });
   }
   if (parts.length === 0 || parts.length > 2 || parts.some((p) => p.length === 0)) {
     throw new UsageError(`--table "${spec}" is not a table name`, { hint: 'write schema.table, or table (quote a name holding a dot: "my.table")' });

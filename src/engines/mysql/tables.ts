@@ -14,14 +14,21 @@ const PREFIX = Buffer.from('INSERT INTO `');
 const HEAD_BYTES = PREFIX.length + 64 * 8 + 2;
 
 /**
- * Drops the INSERT lines of tables outside `keep`, passing everything else through untouched; a
- * line is decided on its first bytes and then streamed (bounded memory, whatever its length).
+ * Drops the INSERT statements of tables outside `keep`, passing everything else through untouched.
+ * mariadb-dump writes an INSERT as "INSERT INTO `t` VALUES" and one row per line, or all on one
+ * line; strings have their line breaks escaped, so the statement ends with the first line whose
+ * last character is ";". A line is decided on its first bytes and then streamed (bounded memory,
+ * whatever its length).
  */
 export class InsertFilter extends Transform {
   private head: Buffer[] = [];
   private headLength = 0;
   /** undefined: deciding the current line; true: passing it; false: dropping it. */
   private pass: boolean | undefined;
+  /** Inside a dropped statement: the lines up to its ";" go too. */
+  private dropping = false;
+  /** The last byte of the current line so far. */
+  private last = -1;
   dropped = 0;
 
   constructor(private readonly keep: Set<string>) {
@@ -29,6 +36,7 @@ export class InsertFilter extends Transform {
   }
 
   private decide(head: Buffer): boolean {
+    if (this.dropping) return false;
     if (head.length < PREFIX.length || !head.subarray(0, PREFIX.length).equals(PREFIX)) return true;
     const text = head.subarray(PREFIX.length).toString('utf8');
     let name = '';
@@ -40,12 +48,22 @@ export class InsertFilter extends Transform {
           continue;
         }
         const keep = this.keep.has(name);
-        if (!keep) this.dropped++;
+        if (!keep) {
+          this.dropped++;
+          this.dropping = true;
+        }
         return keep;
       }
       name += text[i];
     }
     return true; // a name longer than any table: not an INSERT of a table we know
+  }
+
+  /** A line has ended: a dropped statement ends with it when its last character is ";". */
+  private lineEnded(): void {
+    if (this.dropping && this.last === 0x3b) this.dropping = false;
+    this.pass = undefined;
+    this.last = -1;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -54,6 +72,8 @@ export class InsertFilter extends Transform {
       const nl = chunk.indexOf(10, at);
       const end = nl < 0 ? chunk.length : nl + 1;
       const piece = chunk.subarray(at, end);
+      const body = nl < 0 ? piece : piece.subarray(0, piece.length - 1);
+      if (body.length > 0) this.last = body[body.length - 1];
       if (this.pass === undefined) {
         this.head.push(piece);
         this.headLength += piece.length;
@@ -67,7 +87,7 @@ export class InsertFilter extends Transform {
       } else if (this.pass) {
         this.push(piece);
       }
-      if (nl >= 0) this.pass = undefined;
+      if (nl >= 0) this.lineEnded();
       at = end;
     }
     done();

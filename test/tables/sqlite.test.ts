@@ -1,0 +1,72 @@
+// Single tables of a SQLite backup: a table restored beside the live one in the same file as
+// <table>__restored_<stamp> (its rows, its own SQL, its indexes renamed with it; its trigger
+// reported), nothing live changed, the printed copy-back working; the temporary file gone; export
+// with exact values (64-bit integers, reals, blobs) and show.
+
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { backupId, expectExit, runCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+
+function makeDb(file: string): void {
+  const db = new Database(file);
+  db.exec(`
+    CREATE TABLE notes (id INTEGER PRIMARY KEY, title TEXT NOT NULL, big INTEGER, ratio REAL, body BLOB, gone TEXT);
+    CREATE UNIQUE INDEX notes_title ON notes (title);
+    CREATE TABLE log (what TEXT);
+    CREATE TRIGGER notes_log AFTER INSERT ON notes BEGIN INSERT INTO log VALUES ('note'); END;
+    INSERT INTO notes VALUES (1, 'one', 9223372036854775807, 0.1, X'CAFE', NULL), (2, 'two', -1, 2.5, NULL, ''), (3, 'three', 0, NULL, NULL, 'x');
+  `);
+  db.close();
+}
+
+describe('restore --table, export and show (SQLite)', () => {
+  test('notes come back beside the live table in the same file; the copy-back works', async () => {
+    const dir = tempDir('dbstash-tables-sqlite');
+    const file = path.join(dir, 'app.db');
+    makeDb(file);
+    const stash = path.join(dir, 'stash');
+    const id = await backupId(file, stash);
+    const live = new Database(file);
+    live.exec(`DELETE FROM notes WHERE id > 1`);
+    const logRows = (live.prepare('SELECT count(*) AS n FROM log').get() as { n: number }).n;
+    live.close();
+    const r = await runCli(['restore', id, '--table', 'notes', '--to', file, '--output-dir', stash, '--yes']);
+    expectExit(r, 0);
+    const name = /main\.notes → (notes__restored_\d{8}_\d{6}) \(3 rows\)/.exec(r.stdout)?.[1];
+    assert.ok(name, r.stdout);
+    assert.match(r.stdout, /not restored with it: trigger notes_log/);
+    const db = new Database(file);
+    try {
+      assert.equal((db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 1);
+      assert.equal((db.prepare(`SELECT count(*) AS n FROM "${name}"`).get() as { n: number }).n, 3);
+      assert.equal((db.prepare('SELECT count(*) AS n FROM log').get() as { n: number }).n, logRows);
+      const index = db.prepare(`SELECT sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?`).get(name) as { sql: string };
+      assert.match(index.sql, new RegExp(`^CREATE UNIQUE INDEX "notes_title__restored_\\d{8}_\\d{6}" ON "${name}"`));
+      assert.equal((db.prepare(`SELECT big FROM "${name}" WHERE id = 1`).safeIntegers(true).get() as { big: bigint }).big, 9223372036854775807n);
+      const copyBack = /copy back: (INSERT INTO "notes" .*;)$/m.exec(r.stdout)?.[1];
+      assert.ok(copyBack, r.stdout);
+      db.exec(copyBack);
+      assert.equal((db.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 3);
+    } finally {
+      db.close();
+    }
+    // Only the live file, its backup stash and nothing else: the temporary file is gone.
+    assert.deepEqual(readdirSync(dir).sort(), ['app.db', 'stash']);
+
+    const out = await runCli(['export', id, '--table', 'notes', '--output-dir', stash]);
+    expectExit(out, 0);
+    const lines = out.stdout.trim().split('\n');
+    assert.equal(lines[0], `{"id":1,"title":"one","big":9223372036854775807,"ratio":0.1,"body":"yv4=","gone":null}`);
+    assert.equal(JSON.parse(lines[1]).gone, '');
+    const csv = await runCli(['export', id, '--table', 'notes', '--format', 'csv', '--where', 'id >= 2', '--limit', '1', '--output-dir', stash]);
+    expectExit(csv, 0);
+    assert.equal(csv.stdout, 'id,title,big,ratio,body,gone\r\n2,two,-1,2.5,,""\r\n');
+    const show = await runCli(['show', id, '--table', 'notes', '--output-dir', stash]);
+    expectExit(show, 0);
+    assert.match(show.stdout, /^1\s+one\s+9223372036854775807\s+0\.1\s+\\xcafe\s+NULL$/m);
+  });
+});
