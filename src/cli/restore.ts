@@ -38,6 +38,8 @@ interface RestoreCliOptions extends CommonOptions, SecretOptions {
   pgBinDir?: string;
   table?: string[];
   schema?: string[];
+  replace?: boolean;
+  cascadePlan?: boolean;
 }
 
 /** --at: an ISO 8601 time ("2026-11-23T08:00Z", "2026-11-23 08:00") or an age ("36h", "2d"). */
@@ -84,11 +86,11 @@ function renderPlan(plan: RestorePlan, dryRun: boolean): string {
   ].join('\n');
 }
 
-async function confirmOnTty(database: string, ctx: Context): Promise<boolean> {
+async function confirmOnTty(name: string, ctx: Context, what: 'database' | 'table' = 'database'): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
-    const answer = await rl.question(`type the database name "${database}" to restore over it (anything else cancels): `, { signal: ctx.signal });
-    return answer.trim() === database;
+    const answer = await rl.question(`type the ${what} name "${name}" to ${what === 'table' ? 'replace it' : 'restore over it'} (anything else cancels): `, { signal: ctx.signal });
+    return answer.trim() === name;
   } finally {
     rl.close();
   }
@@ -145,6 +147,8 @@ export function registerRestore(program: Command): void {
     .option('--force', 'terminate other sessions connected to the target (they are logged)')
     .option('--table <schema.table>', 'restore only this table, beside the live ones (repeatable; partitions come along)', collect)
     .option('--schema <name>', 'restore only the tables of this schema, beside the live ones (repeatable)', collect)
+    .option('--replace', 'with --table: swap the restored table in for the live one, kept as <table>__before_<stamp>')
+    .option('--cascade-plan', 'with --replace: also re-point the foreign keys of other tables that reference it')
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
     .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
   decryptionOptions(cmd);
@@ -164,6 +168,10 @@ Single tables: with --table (or --schema) only those tables come back, BESIDE th
 restored into a new database first (checked as it streams, row counts checked), then moved into
 the target as schema dbstash_restored_<stamp> (PostgreSQL) or <table>__restored_<stamp> (MySQL,
 SQLite). Nothing live is changed; the output shows how to compare and copy rows back.
+--replace then swaps the restored table in for the live one in one transaction (the live one kept
+as <table>__before_<stamp>), after a plan of what follows it (views, triggers, foreign keys,
+sequences, partitions) and what does not; you confirm by typing the table's name. A table other
+tables reference needs --cascade-plan (see the steps with --dry-run first).
 
 Examples:
   dbstash restore latest --database shop --to postgres://app@localhost:5432/shop --dry-run
@@ -183,6 +191,8 @@ Examples:
       const located = await locateRequested(what, opts, ctx);
       const engine = await loadEngine(located.manifest.engine);
       const tty = !!process.stdin.isTTY && !!process.stderr.isTTY;
+      if ((opts.replace || opts.cascadePlan) && !opts.table?.length) throw new UsageError('--replace and --cascade-plan go with --table');
+      if (opts.cascadePlan && !opts.replace) throw new UsageError('--cascade-plan goes with --replace');
       if (opts.table?.length || opts.schema?.length) {
         for (const [flag, set] of [['--drop-old', opts.dropOld], ['--with-globals', opts.withGlobals], ['--force', opts.force], ['--jobs', jobs], ['--role-map', opts.roleMap]] as const) {
           if (set) throw new UsageError(`${flag} goes with a whole restore, not with --table/--schema`);
@@ -244,6 +254,14 @@ function renderPartialPlan(plan: PartialPlan, dryRun: boolean): string {
     ...plan.tables.map((t) => `  table:   ${t.table}${t.partitionOf ? ` (partition of ${t.partitionOf})` : ''}${t.rows !== undefined ? `, ${t.rows} rows` : ''}`),
     `  target:  ${plan.target} (nothing live is changed)`,
     `  steps:   restore into ${plan.temporary}, check (${plan.check}), move into ${plan.into}, drop ${plan.temporary}`,
+    ...(plan.replace
+      ? [
+          `  replace: then, in one transaction, ${plan.replace.table} is renamed ${plan.replace.keptAs} and the restored table takes its place`,
+          ...plan.replace.follow.map((f) => `    follows:      ${f}`),
+          ...plan.replace.stay.map((f) => `    stays behind: ${f}`),
+          ...plan.replace.referencedBy.map((f) => `    references it: ${f} — ${plan.replace!.cascade ? 're-created against the restored table, checked (--cascade-plan)' : 'refused without --cascade-plan'}`),
+        ]
+      : []),
   ].join('\n');
 }
 
@@ -276,6 +294,8 @@ async function restoreTables(located: Located, engine: Engine, target: Target, o
       tables: opts.table ?? [],
       schemas: opts.schema ?? [],
       noOwner: opts.owner === false,
+      replace: opts.replace,
+      cascade: opts.cascadePlan,
       stageContext: stageContext(opts, config, configEntryOf(config, seriesOfManifest(located.manifest).identity) ?? configEntry(config, database)),
       tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
       signal: ctx.signal,
@@ -290,12 +310,23 @@ async function restoreTables(located: Located, engine: Engine, target: Target, o
       if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(renderPartialPlan(plan, false) + '\n');
       if (opts.yes) return true;
       if (!tty) throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
-      if (!(await confirmOnTty(target.database, ctx))) throw new UsageError('not confirmed; nothing was changed');
+      if (!(await confirmOnTty(plan.replace?.table ?? target.database, ctx, plan.replace ? 'table' : 'database'))) throw new UsageError('not confirmed; nothing was changed');
       return true;
     },
   );
   if (!outcome.performed) return ExitCode.ok;
   const placed = outcome.placed ?? [];
+  if (outcome.plan.replace) {
+    const r = outcome.plan.replace;
+    ctx.out.result({ ok: true, plan: outcome.plan, placed, kept: outcome.kept, record: outcome.record }, () =>
+      [
+        `replaced ${r.table} in ${target.displayUrl} by its rows from ${outcome.plan.backup.id} — row counts match the manifest`,
+        `  the live table is kept as ${r.keptAs}; drop it when you no longer need it: DROP TABLE ${r.keptAs};`,
+        ...r.follow.map((f) => `  followed: ${f}`),
+      ].join('\n'),
+    );
+    return ExitCode.ok;
+  }
   ctx.out.result({ ok: true, plan: outcome.plan, placed, record: outcome.record }, () =>
     [
       `restored ${placed.length} table(s) of ${outcome.plan.backup.id} beside the live ones in ${target.displayUrl} — row counts match the manifest`,

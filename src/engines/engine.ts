@@ -171,6 +171,13 @@ export interface PlacedTable {
   key?: string[];
 }
 
+/** What --replace does to what depends on a live table (Engine.replaceImpact). */
+export interface ReplaceImpact {
+  follow: string[];
+  stay: string[];
+  referencedBy: string[];
+}
+
 /**
  * One value read back from a table, faithfully: JSON-able values as they are; numbers as their
  * exact text (no float rounding), JSON documents as their text, binary as bytes, times as ISO
@@ -322,6 +329,20 @@ export interface Engine {
    * "<table>__restored_<stamp>". All or nothing; nothing live is changed.
    */
   placeBeside?(scratch: Target, target: Target, tables: TableRef[], stamp: string, opts: { signal: AbortSignal; tempDir: string; noOwner?: boolean }): Promise<PlacedTable[]>;
+  /**
+   * What replacing live `table` (and `set`: it with its partitions) by a restored copy does to what
+   * depends on it: `follow` (re-pointed or re-created on the restored table), `stay` (left with the
+   * kept old table, or not carried), `referencedBy` (foreign keys of other tables pointing at it:
+   * re-pointed only with --cascade-plan). Read from the live target; changes nothing.
+   */
+  replaceImpact?(target: Target, table: TableRef, set: TableRef[], stamp: string): Promise<ReplaceImpact>;
+  /**
+   * Swaps restored tables (placeBeside's) in for the live ones, in one transaction where the engine
+   * can: each live table is kept as "<table>__before_<stamp>", the restored one takes its name, and
+   * what replaceImpact said follows is re-pointed or re-created (checked: a foreign key the restored
+   * rows break fails the whole swap). Returns the kept tables.
+   */
+  replaceTables?(target: Target, placed: PlacedTable[], stamp: string, opts: { cascade: boolean; signal: AbortSignal }): Promise<TableRef[]>;
   /** Streams one table's rows (with an SQL condition and a limit), values rendered faithfully. */
   readRows?(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource>;
 }
@@ -338,6 +359,12 @@ export function withDatabase(target: Target, database: string): Target {
  */
 export function besideName(name: string, stamp: string): string {
   const suffix = `__restored_${stamp}`;
+  return name.slice(0, 63 - suffix.length) + suffix;
+}
+
+/** The name a table replaced by --replace is kept under: "<table>__before_<stamp>". */
+export function replacedName(name: string, stamp: string): string {
+  const suffix = `__before_${stamp}`;
   return name.slice(0, 63 - suffix.length) + suffix;
 }
 

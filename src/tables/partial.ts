@@ -16,7 +16,7 @@ import { TOOL_VERSION } from '../core/version.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { writeRecord, type RestoreRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
-import type { PlacedTable, TableRef, Target } from '../engines/engine.js';
+import { replacedName, type PlacedTable, type TableRef, type Target } from '../engines/engine.js';
 import { openArtifact } from '../verify/read.js';
 import { checkPresence, dropLeftovers, type RestoreEvents, type RestoreRequest } from '../restore/restore.js';
 import { restoringName, stamp as stampOf } from '../restore/kept.js';
@@ -29,6 +29,10 @@ export interface PartialRequest extends TablesContext {
   tables: string[];
   schemas: string[];
   noOwner?: boolean;
+  /** Swap the restored table in for the live one (kept as <table>__before_<stamp>). */
+  replace?: boolean;
+  /** With replace: also re-point other tables' foreign keys to the restored table. */
+  cascade?: boolean;
   events: RestoreEvents;
   dryRun?: boolean;
   now?: Date;
@@ -45,12 +49,16 @@ export interface PartialPlan {
   /** Where the tables land in the target. */
   into: string;
   check: string;
+  /** --replace: the live table, its kept name, and what follows it and what does not. */
+  replace?: { table: string; keptAs: string; follow: string[]; stay: string[]; referencedBy: string[]; cascade: boolean };
 }
 
 export interface PartialOutcome {
   plan: PartialPlan;
   performed: boolean;
   placed?: (PlacedTable & { rows?: number })[];
+  /** --replace: the live tables as they were kept. */
+  kept?: TableRef[];
   record?: RestoreRecord;
   recordKey?: string;
 }
@@ -88,6 +96,21 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
     into: engine.id === 'postgres' ? `schema dbstash_restored_${stamp} of ${target.database}` : `<table>__restored_${stamp} in ${target.database}`,
     check: `size, SHA-256 and decoding while streaming into ${restoringName(target.database, now)}; row counts there and again after the move`,
   };
+  if (req.replace) {
+    if (selection.asked.length !== 1) throw new UsageError('--replace takes one table at a time (its partitions come with it)');
+    if (!engine.replaceImpact || !engine.replaceTables) {
+      throw new UsageError(`--replace is not available for ${engine.id} yet`, { hint: 'restore the table beside the live one (without --replace) and swap the names by hand' });
+    }
+    const table = selection.asked[0];
+    const impact = await engine.replaceImpact(target, table, selection.all, stamp);
+    const keptAs = replacedName(table.name, stamp);
+    plan.replace = { table: engine.id === 'postgres' ? qualified(table) : table.name, keptAs: engine.id === 'postgres' ? `${table.schema}.${keptAs}` : keptAs, ...impact, cascade: !!req.cascade };
+    if (impact.referencedBy.length > 0 && !req.cascade && !req.dryRun) {
+      throw new UsageError(`${qualified(table)} is referenced by other tables (${impact.referencedBy.join('; ')}): --replace refuses it`, {
+        hint: 'see the steps with --dry-run --cascade-plan, and run with --cascade-plan to re-point those foreign keys to the restored table',
+      });
+    }
+  }
   if (!(await confirm(plan))) return { plan, performed: false };
 
   const lock = await engine.lockRestoreTarget?.(target, req.signal);
@@ -117,9 +140,16 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
         if (!chosen.has(qualified(ref.table)) && !p.left.some((l) => l.startsWith(`foreign key ${ref.constraint} `))) p.left.unshift(note);
       }
     }
-    record.result = 'succeeded';
     record.placed = placed.map((p) => ({ from: qualified(p.from), to: qualified(p.to), rows: p.rows, left: p.left }));
-    return { plan, performed: true, placed, record };
+    let kept: TableRef[] | undefined;
+    if (plan.replace) {
+      kept = await engine.replaceTables!(target, placed, stamp, { cascade: !!req.cascade, signal: req.signal });
+      record.replaced = kept.map(qualified);
+      const rows = await checkRows(engine, target, expected, req.signal);
+      req.events.info(`replaced ${plan.replace.table} by the restored table (${rows} rows, counts match the manifest); the old one is kept as ${plan.replace.keptAs}`);
+    }
+    record.result = 'succeeded';
+    return { plan, performed: true, placed, kept, record };
   } catch (err) {
     record.error = (err as Error).message;
     throw err instanceof DbstashError ? err : new RestoreError(`restore of ${plan.tables.map((t) => t.table).join(', ')} failed: ${(err as Error).message}`, { cause: err });

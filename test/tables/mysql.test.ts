@@ -76,6 +76,47 @@ describe('restore --table (MariaDB)', () => {
   });
 });
 
+describe('restore --table --replace (MariaDB)', () => {
+  test('checked before the swap, then one RENAME TABLE; triggers and foreign keys move to the restored table', async () => {
+    await server.query(`CREATE DATABASE shop_r; CREATE TABLE shop_r.customers LIKE shop.customers; INSERT INTO shop_r.customers SELECT * FROM shop.customers;`);
+    await server.query(
+      `CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer INT, total DECIMAL(20,4), big BIGINT UNSIGNED,
+         data VARBINARY(8), at TIMESTAMP(6) NULL, day DATETIME NULL, note TEXT NULL, KEY by_customer (customer),
+         FOREIGN KEY (customer) REFERENCES customers(id));
+       CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40));
+       CREATE TABLE order_lines (id INT PRIMARY KEY, order_id BIGINT, CONSTRAINT lines_order FOREIGN KEY (order_id) REFERENCES orders(id));
+       CREATE TRIGGER orders_ai AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (what) VALUES ('order');
+       INSERT INTO orders (id, customer, total) VALUES (1, 1, 1), (9, 2, 2);
+       INSERT INTO order_lines VALUES (1, 9);`,
+      'shop_r',
+    );
+    const url = server.url('shop_r');
+    const refused = await runCli(['restore', id, '--table', 'orders', '--replace', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(refused, 2, /referenced by other tables \(foreign key lines_order of order_lines\)/);
+    // Order line 1 points at order 9, which the backup does not hold: refused before anything is swapped.
+    const broken = await runCli(['restore', id, '--table', 'orders', '--replace', '--cascade-plan', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(broken, 9, /row\(s\) of order_lines reference rows the restored orders does not hold/);
+    assert.deepEqual(await rows('SELECT id FROM orders ORDER BY id', 'shop_r'), [{ id: 1 }, { id: 9 }]);
+    for (const t of await rows<{ name: string }>(`SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop_r' AND TABLE_NAME LIKE 'orders\\_\\_%'`)) {
+      await server.query(`DROP TABLE \`${t.name}\``, 'shop_r');
+    }
+    await server.query('UPDATE order_lines SET order_id = 1', 'shop_r');
+    const r = await runCli(['restore', id, '--table', 'orders', '--replace', '--cascade-plan', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(r, 0);
+    const kept = /kept as (orders__before_\d{8}_\d{6})/.exec(r.stdout)?.[1];
+    assert.ok(kept, r.stdout);
+    assert.deepEqual(await rows('SELECT id FROM orders ORDER BY id', 'shop_r'), [{ id: 1 }, { id: 2 }, { id: 3 }]);
+    assert.deepEqual(await rows(`SELECT id FROM \`${kept}\` ORDER BY id`, 'shop_r'), [{ id: 1 }, { id: 9 }]);
+    assert.deepEqual(await rows(`SELECT EVENT_OBJECT_TABLE AS t FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop_r'`), [{ t: 'orders' }]);
+    const fks = await rows<{ t: string; p: string }>(`SELECT TABLE_NAME AS t, REFERENCED_TABLE_NAME AS p FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = 'shop_r' ORDER BY 1`);
+    assert.deepEqual(fks.map((f) => `${f.t}→${f.p}`).sort(), ['order_lines→orders', 'orders→customers']);
+    const audited = (await rows<{ n: number }>('SELECT count(*) AS n FROM audit', 'shop_r'))[0].n;
+    await server.query(`INSERT INTO orders (customer, total) VALUES (1, 1)`, 'shop_r');
+    assert.deepEqual(await rows('SELECT max(id) AS m FROM orders', 'shop_r'), [{ m: 10 }]); // after the live table's ids
+    assert.deepEqual(await rows('SELECT count(*) AS n FROM audit', 'shop_r'), [{ n: audited + 1 }]); // the trigger fires on the restored table
+  });
+});
+
 describe('export (MariaDB)', () => {
   test('JSON Lines with exact values through a throwaway MariaDB', async () => {
     const r = await runCli(['export', id, '--table', 'orders', '--output-dir', stash], { timeoutMs: 120_000 });

@@ -145,6 +145,51 @@ describe('restore --table (PostgreSQL)', () => {
   });
 });
 
+describe('restore --table --replace (PostgreSQL)', () => {
+  test('refused while other tables reference it; with --cascade-plan a broken reference fails the swap and changes nothing; then the swap carries views, triggers, keys and the sequence', async () => {
+    await server.createDatabase('shop_r');
+    await server.query(SETUP, 'shop_r');
+    await server.query(`CREATE VIEW cheap AS SELECT id, total FROM orders WHERE total < 10`, 'shop_r');
+    // After the backup: orders lost, new ones added (ids 51-52), an item pointing at new order 52.
+    await server.query(`DELETE FROM items; DELETE FROM orders WHERE id > 10; INSERT INTO orders (customer, total) VALUES (1, 1), (2, 2); INSERT INTO items (order_id, qty) VALUES (52, 1)`, 'shop_r');
+    const url = server.url('shop_r');
+    const refused = await runCli(['restore', id, '--table', 'orders', '--replace', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(refused, 2, /referenced by other tables \(foreign key items_order_id_fkey of public\.items/);
+    assert.match(refused.stderr, /--cascade-plan/);
+    assert.deepEqual(await restoredSchemas('shop_r'), []);
+
+    const plan = await runCli(['restore', id, '--table', 'orders', '--replace', '--cascade-plan', '--to', url, '--output-dir', stash, '--dry-run']);
+    expectExit(plan, 0);
+    for (const line of [/follows: +view public\.cheap: re-pointed/, /follows: +trigger orders_touch: re-created/, /follows: +foreign key orders_customer_fkey/, /follows: +sequence public\.orders_id_seq/, /references it: foreign key items_order_id_fkey of public\.items .* re-created against the restored table/]) {
+      assert.match(plan.stdout, line);
+    }
+
+    // Item 52 points at an order the backup does not hold: the swap fails whole.
+    const broken = await runCli(['restore', id, '--table', 'orders', '--replace', '--cascade-plan', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(broken, 9, /replacing public\.orders failed, nothing was changed: .*items_order_id_fkey/);
+    assert.equal(await scalar<string>('SELECT count(*) FROM public.orders', 'shop_r'), '12');
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_class WHERE relname LIKE 'orders__before_%'`, 'shop_r'), '0');
+    for (const schema of await restoredSchemas('shop_r')) await server.query(`DROP SCHEMA ${schema} CASCADE`, 'shop_r');
+
+    await server.query('DELETE FROM items', 'shop_r');
+    const r = await runCli(['restore', id, '--table', 'orders', '--replace', '--cascade-plan', '--to', url, '--output-dir', stash, '--yes']);
+    expectExit(r, 0);
+    assert.match(r.stdout, /replaced public\.orders .* row counts match the manifest/);
+    const kept = /kept as public\.(orders__before_\d{8}_\d{6})/.exec(r.stdout)?.[1];
+    assert.ok(kept, r.stdout);
+    assert.equal(await scalar<string>('SELECT count(*) FROM public.orders', 'shop_r'), '50');
+    assert.equal(await scalar<string>(`SELECT count(*) FROM public.${kept}`, 'shop_r'), '12');
+    // The view reads the restored table; the trigger and both foreign keys are on it; ids go on after the live ones.
+    assert.equal(await scalar<string>('SELECT count(*) FROM cheap', 'shop_r'), '8');
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname = 'orders_touch'`, 'shop_r'), '1');
+    assert.equal(await scalar<string>(`SELECT confrelid::regclass::text FROM pg_constraint WHERE conname = 'items_order_id_fkey'`, 'shop_r'), 'orders');
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.orders'::regclass AND conname = 'orders_customer_fkey'`, 'shop_r'), '1');
+    assert.equal(await scalar<string>(`INSERT INTO orders (customer, total) VALUES (1, 1) RETURNING id`, 'shop_r'), '53');
+    assert.deepEqual(await restoredSchemas('shop_r'), []);
+    assert.deepEqual((await databases()).filter((d) => d.startsWith('shop_r')), ['shop_r']);
+  });
+});
+
 describe('export and show (PostgreSQL)', () => {
   test('JSON Lines keeps every value exact: numeric digits, JSON, bytea as base64, times in ISO 8601', async () => {
     const r = await runCli(['export', id, '--table', 'orders', '--where', 'id <= 2', '--output-dir', stash]);

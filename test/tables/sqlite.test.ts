@@ -69,4 +69,37 @@ describe('restore --table, export and show (SQLite)', () => {
     expectExit(show, 0);
     assert.match(show.stdout, /^1\s+one\s+9223372036854775807\s+0\.1\s+\\xcafe\s+NULL$/m);
   });
+
+  test('--replace swaps the restored table in, in one transaction; its triggers follow; a table referenced needs --cascade-plan', async () => {
+    const dir = tempDir('dbstash-tables-sqlite-replace');
+    const file = path.join(dir, 'app.db');
+    makeDb(file);
+    const setup = new Database(file);
+    setup.exec(`CREATE TABLE tags (note INTEGER REFERENCES notes(id), tag TEXT); INSERT INTO tags VALUES (1, 'a'); CREATE VIEW titles AS SELECT title FROM notes;`);
+    setup.close();
+    const stash = path.join(dir, 'stash');
+    const id = await backupId(file, stash);
+    const live = new Database(file);
+    live.exec(`DELETE FROM notes WHERE id > 1; INSERT INTO notes VALUES (7, 'seven', 0, 0, NULL, NULL)`);
+    live.close();
+    const refused = await runCli(['restore', id, '--table', 'notes', '--replace', '--to', file, '--output-dir', stash, '--yes']);
+    expectExit(refused, 2, /referenced by other tables \(foreign key of tags\)/);
+    const r = await runCli(['restore', id, '--table', 'notes', '--replace', '--cascade-plan', '--to', file, '--output-dir', stash, '--yes']);
+    expectExit(r, 0);
+    const kept = /kept as (notes__before_\d{8}_\d{6})/.exec(r.stdout)?.[1];
+    assert.ok(kept, r.stdout);
+    const db = new Database(file);
+    try {
+      assert.deepEqual(db.prepare('SELECT id FROM notes ORDER BY id').pluck().all(), [1, 2, 3]);
+      assert.deepEqual(db.prepare(`SELECT id FROM "${kept}" ORDER BY id`).pluck().all(), [1, 7]);
+      assert.equal(db.prepare('SELECT count(*) FROM titles').pluck().get(), 3);
+      assert.equal(db.prepare(`SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = 'notes_log'`).pluck().get(), 'notes');
+      const before = db.prepare('SELECT count(*) FROM log').pluck().get() as number;
+      db.exec(`INSERT INTO notes VALUES (9, 'nine', 0, 0, NULL, NULL)`);
+      assert.equal(db.prepare('SELECT count(*) FROM log').pluck().get(), before + 1);
+      assert.deepEqual(db.prepare(`SELECT "table" FROM pragma_foreign_key_list('tags')`).pluck().all(), ['notes']);
+    } finally {
+      db.close();
+    }
+  });
 });

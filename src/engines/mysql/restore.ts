@@ -18,7 +18,7 @@ import { myProperties, propertyClauses, propertyDifferences, readProperties } fr
 import { startScratchServer } from './scratch.js';
 import { readLine, SqlScanner, type ScanSummary } from './sqlscan.js';
 import { countTables, ROWLESS_TYPES } from './stats.js';
-import { InsertFilter, placeBeside, readRows } from './tables.js';
+import { InsertFilter, placeBeside, readRows, replaceImpact, replaceTables } from './tables.js';
 import { CLIENT_TOOLS, findMyTool } from './tools.js';
 
 const DUMP_HEADER = /^(\/\*M!\d+\\- enable the sandbox mode \*\/|-- (MariaDB|MySQL) dump|-- dbstash: users)/;
@@ -147,9 +147,13 @@ export const verifyRestoreHalf: Pick<
   | 'startScratchServer'
   | 'placeBeside'
   | 'readRows'
+  | 'replaceImpact'
+  | 'replaceTables'
 > = {
   placeBeside,
   readRows,
+  replaceImpact,
+  replaceTables,
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const s = await scanAll(raw, new SqlScanner());
     if (!DUMP_HEADER.test(s.firstLine)) {

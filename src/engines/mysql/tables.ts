@@ -6,7 +6,7 @@
 
 import { Transform, type TransformCallback } from 'node:stream';
 import { DbstashError, RestoreError, UsageError } from '../../core/errors.js';
-import { besideName, type Cell, type PlacedTable, type RowSource, type TableRef, type Target } from '../engine.js';
+import { besideName, replacedName, type Cell, type PlacedTable, type ReplaceImpact, type RowSource, type TableRef, type Target } from '../engine.js';
 import { classifyMyError, closeConnection, connect, quoteIdent, type MyConnection } from './connection.js';
 
 const PREFIX = Buffer.from('INSERT INTO `');
@@ -228,4 +228,155 @@ export async function readRows(target: Target, table: TableRef, opts: { where?: 
     await close();
     throw err;
   }
+}
+
+interface Fk {
+  name: string;
+  table: string;
+  columns: string[];
+  parent: string;
+  parentColumns: string[];
+  onDelete: string;
+  onUpdate: string;
+}
+
+async function foreignKeysOf(c: MyConnection, db: string, where: 'child' | 'parent', table: string): Promise<Fk[]> {
+  const [rows] = await c.query(
+    `SELECT k.CONSTRAINT_NAME AS name, k.TABLE_NAME AS tbl, k.COLUMN_NAME AS col, k.REFERENCED_TABLE_NAME AS parent, k.REFERENCED_COLUMN_NAME AS pcol,
+            r.DELETE_RULE AS onDelete, r.UPDATE_RULE AS onUpdate
+     FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+       ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME
+     WHERE k.TABLE_SCHEMA = ? AND k.REFERENCED_TABLE_SCHEMA = ? AND ${where === 'child' ? 'k.TABLE_NAME' : 'k.REFERENCED_TABLE_NAME'} = ?
+     ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION`,
+    [db, db, table],
+  );
+  const byName = new Map<string, Fk>();
+  for (const r of rows as { name: string; tbl: string; col: string; parent: string; pcol: string; onDelete: string; onUpdate: string }[]) {
+    const k = `${r.tbl}\u0000${r.name}`;
+    const fk = byName.get(k) ?? { name: r.name, table: r.tbl, columns: [], parent: r.parent, parentColumns: [], onDelete: r.onDelete, onUpdate: r.onUpdate };
+    fk.columns.push(r.col);
+    fk.parentColumns.push(r.pcol);
+    byName.set(k, fk);
+  }
+  return [...byName.values()];
+}
+
+function fkClause(fk: Fk, parent = fk.parent): string {
+  return `CONSTRAINT ${quoteIdent(fk.name)} FOREIGN KEY (${fk.columns.map(quoteIdent).join(', ')}) REFERENCES ${quoteIdent(parent)} (${fk.parentColumns.map(quoteIdent).join(', ')}) ON DELETE ${fk.onDelete} ON UPDATE ${fk.onUpdate}`;
+}
+
+/** Rows of `child` whose foreign key finds no row in `parent` (a NULL column never does). */
+async function orphans(c: MyConnection, fk: Fk, child: string, parent: string): Promise<number> {
+  const join = fk.columns.map((col, i) => `p.${quoteIdent(fk.parentColumns[i])} = c.${quoteIdent(col)}`).join(' AND ');
+  const notNull = fk.columns.map((col) => `c.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
+  const [rows] = await c.query(`SELECT count(*) AS n FROM ${quoteIdent(child)} c WHERE ${notNull} AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(parent)} p WHERE ${join})`);
+  return Number((rows as { n: number }[])[0].n);
+}
+
+async function triggersOf(c: MyConnection, db: string, table: string): Promise<{ name: string; sql: string }[]> {
+  const [rows] = await c.query(`SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY ACTION_ORDER`, [db, table]);
+  const out: { name: string; sql: string }[] = [];
+  for (const { name } of rows as { name: string }[]) {
+    const [def] = await c.query(`SHOW CREATE TRIGGER ${quoteIdent(name)}`);
+    out.push({ name, sql: (def as Record<string, string>[])[0]['SQL Original Statement'] });
+  }
+  return out;
+}
+
+export async function replaceImpact(target: Target, table: TableRef, _set: TableRef[], stamp: string): Promise<ReplaceImpact> {
+  return on(target, target.database, async (c) => {
+    const db = target.database;
+    const [exists] = await c.query(`SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = 'BASE TABLE'`, [db, table.name]);
+    if ((exists as unknown[]).length === 0) throw new UsageError(`${db} has no table ${table.name}: there is nothing to replace`, { hint: 'restore it beside the live tables (without --replace)' });
+    const triggers = await triggersOf(c, db, table.name);
+    const out = await foreignKeysOf(c, db, 'child', table.name);
+    const inbound = (await foreignKeysOf(c, db, 'parent', table.name)).filter((f) => f.table !== table.name);
+    const [views] = await c.query(`SELECT TABLE_NAME AS name FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND VIEW_DEFINITION LIKE ?`, [db, `%\`${table.name.replace(/[%_\\]/g, '\\$&')}\`%`]);
+    return {
+      follow: [
+        ...(views as { name: string }[]).map((v) => `view ${v.name}: reads the restored table (MySQL views name their tables)`),
+        ...triggers.map((t) => `trigger ${t.name}: re-created on the restored table`),
+        ...out.map((f) => `foreign key ${f.name} → ${f.parent}: moved to the restored table, its rows checked first`),
+        'AUTO_INCREMENT: the higher of the live and restored values',
+        'indexes, columns and defaults: as in the backup',
+      ],
+      stay: [`the live table itself, kept as ${replacedName(table.name, stamp)} (without its triggers and foreign keys, which move)`],
+      referencedBy: inbound.map((f) => `foreign key ${f.name} of ${f.table}`),
+    };
+  });
+}
+
+/**
+ * MySQL cannot change tables in a transaction, so everything that can fail is checked first (the
+ * restored rows against the foreign keys out of the table, the rows of the tables referencing it
+ * against the restored rows); then one RENAME TABLE swaps the two tables atomically, and the
+ * triggers and foreign keys are moved from the kept table to the restored one. A failure after the
+ * swap is reported with what is left to do by hand.
+ */
+export async function replaceTables(target: Target, placed: PlacedTable[], stamp: string, opts: { cascade: boolean }): Promise<TableRef[]> {
+  return on(target, target.database, async (c) => {
+    const db = target.database;
+    const kept: TableRef[] = [];
+    for (const p of placed) {
+      const live = p.from.name;
+      const restored = p.to.name;
+      const keptName = replacedName(live, stamp);
+      const triggers = await triggersOf(c, db, live);
+      const out = await foreignKeysOf(c, db, 'child', live);
+      const inbound = (await foreignKeysOf(c, db, 'parent', live)).filter((f) => f.table !== live);
+      if (inbound.length > 0 && !opts.cascade) {
+        throw new UsageError(`${live} is referenced by other tables (${inbound.map((f) => `${f.name} of ${f.table}`).join(', ')}): --replace refuses it`, {
+          hint: 'run with --cascade-plan to re-point their foreign keys to the restored table',
+        });
+      }
+      for (const fk of out) {
+        const n = await orphans(c, fk, restored, fk.parent === live ? restored : fk.parent);
+        if (n > 0) throw new RestoreError(`[mysql] ${n} restored row(s) of ${live} break foreign key ${fk.name} → ${fk.parent}; nothing was changed`, { hint: 'the restored table stays beside the live one; compare and copy rows back by hand' });
+      }
+      for (const fk of inbound) {
+        const n = await orphans(c, fk, fk.table, restored);
+        if (n > 0) throw new RestoreError(`[mysql] ${n} row(s) of ${fk.table} reference rows the restored ${live} does not hold (${fk.name}); nothing was changed`, { hint: 'the restored table stays beside the live one; compare and copy rows back by hand' });
+      }
+      const [auto] = await c.query(`SELECT AUTO_INCREMENT AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, [db, live]);
+      const counter = (auto as { n: number | null }[])[0]?.n;
+      await c.query(`RENAME TABLE ${quoteIdent(live)} TO ${quoteIdent(keptName)}, ${quoteIdent(restored)} TO ${quoteIdent(live)}`);
+      kept.push({ schema: 'main', name: keptName });
+      const steps: string[] = [];
+      try {
+        await c.query('SET SESSION FOREIGN_KEY_CHECKS = 0');
+        for (const t of triggers) {
+          steps.push(`re-create trigger ${t.name} on ${live}`);
+          await c.query(`DROP TRIGGER ${quoteIdent(t.name)}`);
+          await c.query(t.sql);
+          steps.pop();
+        }
+        // InnoDB renamed the kept table's generated key names (<table>_ibfk_<n>) along with it.
+        const keptKeys = await foreignKeysOf(c, db, 'child', keptName);
+        for (const fk of out) {
+          steps.push(`add foreign key ${fk.name} to ${live}`);
+          const same = keptKeys.find((k) => k.columns.join() === fk.columns.join() && k.parentColumns.join() === fk.parentColumns.join() && (k.parent === fk.parent || (fk.parent === live && k.parent === keptName)));
+          if (same) await c.query(`ALTER TABLE ${quoteIdent(keptName)} DROP FOREIGN KEY ${quoteIdent(same.name)}`);
+          const [has] = await c.query(`SELECT 1 FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = ?`, [db, live, fk.name]);
+          if ((has as unknown[]).length === 0) await c.query(`ALTER TABLE ${quoteIdent(live)} ADD ${fkClause(fk, fk.parent === live ? live : fk.parent)}`);
+          steps.pop();
+        }
+        for (const fk of inbound) {
+          steps.push(`re-point foreign key ${fk.name} of ${fk.table} to ${live}`);
+          // Two statements: MariaDB refuses to drop and add one constraint name in one ALTER.
+          await c.query(`ALTER TABLE ${quoteIdent(fk.table)} DROP FOREIGN KEY ${quoteIdent(fk.name)}`);
+          await c.query(`ALTER TABLE ${quoteIdent(fk.table)} ADD ${fkClause(fk, live)}`);
+          steps.pop();
+        }
+        if (counter) await c.query(`ALTER TABLE ${quoteIdent(live)} AUTO_INCREMENT = ${Number(counter)}`);
+      } catch (err) {
+        throw new RestoreError(`[mysql] ${live} was swapped for the restored table (the old one is ${keptName}), but this step failed: ${steps[steps.length - 1]}: ${(err as Error).message}`, {
+          hint: `finish it by hand, or swap back: RENAME TABLE \`${live}\` TO \`${restored}\`, \`${keptName}\` TO \`${live}\``,
+          cause: err,
+        });
+      } finally {
+        await c.query('SET SESSION FOREIGN_KEY_CHECKS = 1').catch(() => {});
+      }
+    }
+    return kept;
+  });
 }

@@ -36,6 +36,7 @@ import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
 import { dumpTables, placeBeside, readHead, readRows, writeOnlyList } from './tables.js';
+import { replaceImpact, replaceTables } from './replace.js';
 
 /**
  * A connection to the server's maintenance database: "postgres", else "template1"; "template1"
@@ -510,6 +511,8 @@ export const postgresRestoreMethods: Partial<Engine> = {
   dumpTables,
   placeBeside,
   readRows,
+  replaceImpact,
+  replaceTables,
   checkStructure,
   checkGlobals,
   prepareDrill,

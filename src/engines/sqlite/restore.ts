@@ -22,7 +22,7 @@ import { onForcedExit } from '../../core/forced-exit.js';
 import { makeScratchDir, processAlive, scratchFile } from '../../core/scratch.js';
 import type { Engine, RestoreOptions, ScratchServer, StructureReport, TableStat, Target } from '../engine.js';
 import { databaseFiles, openForReading, removeDatabaseFiles, SIDECARS, sqliteTableStats } from './db.js';
-import { placeBeside, readRows } from './tables.js';
+import { placeBeside, readRows, replaceImpact, replaceTables } from './tables.js';
 
 function sibling(target: Target, name: string): Target {
   const file = path.join(path.dirname(target.path!), name + path.extname(target.path!));
@@ -206,6 +206,8 @@ export const sqliteRestoreMethods: Partial<Engine> = {
   lockRestoreTarget,
   placeBeside,
   readRows,
+  replaceImpact,
+  replaceTables,
   async checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
     const temp = await writeTemp(raw, opts.tempDir, opts.signal);
     try {

@@ -5,7 +5,7 @@
 
 import Database from 'better-sqlite3';
 import { RestoreError, UsageError } from '../../core/errors.js';
-import { besideName, type Cell, type PlacedTable, type RowSource, type TableRef, type Target } from '../engine.js';
+import { besideName, replacedName, type Cell, type PlacedTable, type ReplaceImpact, type RowSource, type TableRef, type Target } from '../engine.js';
 import { openForReading } from './db.js';
 
 const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
@@ -100,5 +100,110 @@ export async function readRows(target: Target, table: TableRef, opts: { where?: 
   } catch (err) {
     db.close();
     throw err;
+  }
+}
+
+function openTarget(target: Target): Database.Database {
+  try {
+    return new Database(target.path!, { fileMustExist: true });
+  } catch (err) {
+    throw new RestoreError(`[sqlite] cannot open ${target.path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+interface Around {
+  triggers: { name: string; sql: string }[];
+  views: string[];
+  fksOut: string[];
+  /** Tables whose foreign keys name this one. */
+  children: string[];
+  autoincrement: boolean;
+}
+
+function around(db: Database.Database, table: string): Around {
+  const triggers = db.prepare(`SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`).all(table) as { name: string; sql: string }[];
+  const views = (db.prepare(`SELECT name, sql FROM sqlite_schema WHERE type = 'view'`).all() as { name: string; sql: string }[])
+    .filter((v) => new RegExp(`(^|[^\\w])["\`[]?${table.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}["\`\\]]?($|[^\\w])`, 'i').test(v.sql))
+    .map((v) => v.name);
+  const fksOut = [...new Set((db.prepare(`SELECT "table" AS ref FROM pragma_foreign_key_list(?)`).all(table) as { ref: string }[]).map((f) => f.ref))];
+  const others = db.prepare(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> ?`).all(table) as { name: string }[];
+  const children = others
+    .filter(({ name }) => (db.prepare(`SELECT "table" AS ref FROM pragma_foreign_key_list(?)`).all(name) as { ref: string }[]).some((f) => f.ref.toLowerCase() === table.toLowerCase()))
+    .map((o) => o.name);
+  const autoincrement = !!db.prepare(`SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'`).get() && !!db.prepare(`SELECT 1 FROM sqlite_sequence WHERE name = ?`).get(table);
+  return { triggers, views, fksOut, children, autoincrement };
+}
+
+export async function replaceImpact(target: Target, table: TableRef, _set: TableRef[], stamp: string): Promise<ReplaceImpact> {
+  const db = openTarget(target);
+  try {
+    if (!db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?`).get(table.name)) {
+      throw new UsageError(`${target.path} has no table ${table.name}: there is nothing to replace`, { hint: 'restore it beside the live tables (without --replace)' });
+    }
+    const a = around(db, table.name);
+    return {
+      follow: [
+        ...a.views.map((v) => `view ${v}: reads the restored table (SQLite views name their tables)`),
+        ...a.triggers.map((t) => `trigger ${t.name}: re-created on the restored table`),
+        ...(a.fksOut.length ? [`foreign keys to ${a.fksOut.join(', ')}: as in the backup (SQLite checks them only with PRAGMA foreign_keys = ON)`] : []),
+        ...(a.autoincrement ? ['AUTOINCREMENT counter: the higher of the live and restored ones'] : []),
+        `indexes: as in the backup, named <index>__restored_${stamp} (SQLite cannot rename an index)`,
+      ],
+      stay: [`the live table itself, kept as ${replacedName(table.name, stamp)} with its indexes`],
+      referencedBy: a.children.map((c) => `foreign key of ${c}`),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * One transaction: the live table renamed aside, the restored one renamed in, the live table's
+ * triggers re-created on it; with `cascade`, the tables whose foreign keys name it are checked
+ * against the restored rows (PRAGMA foreign_key_check). legacy_alter_table keeps SQLite from
+ * rewriting other tables' and views' references to follow the renamed live table.
+ */
+export async function replaceTables(target: Target, placed: PlacedTable[], stamp: string, opts: { cascade: boolean }): Promise<TableRef[]> {
+  const db = openTarget(target);
+  try {
+    db.pragma('foreign_keys = OFF');
+    db.pragma('legacy_alter_table = ON');
+    db.pragma('busy_timeout = 10000');
+    const kept: TableRef[] = [];
+    const swap = db.transaction(() => {
+      for (const p of placed) {
+        const live = p.from.name;
+        const a = around(db, live);
+        if (a.children.length > 0 && !opts.cascade) {
+          throw new UsageError(`${live} is referenced by other tables (${a.children.join(', ')}): --replace refuses it`, { hint: 'run with --cascade-plan to let their foreign keys name the restored table' });
+        }
+        const counter = a.autoincrement ? (db.prepare(`SELECT seq FROM sqlite_sequence WHERE name = ?`).get(live) as { seq: number }).seq : undefined;
+        const keptName = replacedName(live, stamp);
+        db.exec(`ALTER TABLE ${quote(live)} RENAME TO ${quote(keptName)}`);
+        db.exec(`ALTER TABLE ${quote(p.to.name)} RENAME TO ${quote(live)}`);
+        for (const t of a.triggers) {
+          db.exec(`DROP TRIGGER ${quote(t.name)}`);
+          db.exec(t.sql);
+        }
+        if (counter !== undefined) db.prepare(`UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?`).run(counter, live);
+        for (const child of opts.cascade ? a.children : []) {
+          const bad = db.prepare(`SELECT count(*) AS n FROM pragma_foreign_key_check(?)`).get(child) as { n: number };
+          if (bad.n > 0) throw new RestoreError(`[sqlite] ${bad.n} row(s) of ${child} reference rows the restored ${live} does not hold`);
+        }
+        kept.push({ schema: 'main', name: keptName });
+      }
+    });
+    try {
+      swap.immediate();
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      throw new RestoreError(`replacing ${placed.map((p) => p.from.name).join(', ')} failed, nothing was changed: ${(err as Error).message}`, {
+        hint: 'the restored table stays beside the live one; compare them and copy rows back by hand',
+        cause: err,
+      });
+    }
+    return kept;
+  } finally {
+    db.close();
   }
 }
