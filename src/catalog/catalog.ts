@@ -13,7 +13,7 @@ export interface CatalogEntry {
   manifest: Manifest;
   /** The series it belongs to (recorded, or worked out for backups made before series). */
   series: Series;
-  /** Keys of records kept beside the backup (verify-…, restore-…), oldest first. */
+  /** Keys of records kept beside the backup (verify-…, restore-…, export-…), oldest first. */
   records: string[];
 }
 
@@ -25,7 +25,7 @@ export interface CatalogListing {
   objects: ObjectInfo[];
 }
 
-const RECORD_RE = /^(.*)\.(verify|restore)-[^/]+\.json$/;
+const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
 
 export async function listBackups(storage: Storage, database?: string, opts: { signal?: AbortSignal } = {}): Promise<CatalogListing> {
   const objects = await storage.list(database ? `${database}/` : '', opts);

@@ -1,5 +1,6 @@
-// Records kept beside a backup: one file per verification run ("<id>.verify-<stamp>.json") and
-// per restore ("<id>.restore-<stamp>.json"). Backups stay immutable; records accumulate, and the
+// Records kept beside a backup: one file per verification run ("<id>.verify-<stamp>.json"), per
+// restore, whole or of single tables ("<id>.restore-<stamp>.json"), and per export of a table
+// ("<id>.export-<stamp>.json"). Backups stay immutable; records accumulate, and the
 // newest verification record is what `list` and `status` show.
 
 import { formatStamp, databaseDir } from '../core/id.js';
@@ -34,7 +35,23 @@ export interface RestoreRecord {
   [key: string]: unknown;
 }
 
-export type BackupRecord = VerifyRecord | RestoreRecord;
+export interface ExportRecord {
+  kind: 'export';
+  id: string;
+  table: string;
+  format: string;
+  /** The file written, or "-" for standard output. */
+  output: string;
+  rows?: number;
+  result: 'succeeded' | 'failed';
+  error?: string;
+  at: string;
+  durationMs: number;
+  toolVersion: string;
+  [key: string]: unknown;
+}
+
+export type BackupRecord = VerifyRecord | RestoreRecord | ExportRecord;
 
 export function recordKey(id: string, kind: BackupRecord['kind'], at: Date): string {
   // Milliseconds keep two records of the same second apart.

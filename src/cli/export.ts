@@ -16,8 +16,8 @@ import { totalRows } from '../catalog/manifest.js';
 import { seriesOfManifest } from '../catalog/series.js';
 import { configEntryOf } from '../retention/config.js';
 import { loadEngine } from '../engines/index.js';
-import { withTableRows } from '../tables/export.js';
-import { cellText, rowWriter, type ExportFormat } from '../tables/render.js';
+import { exportTable, withTableRows } from '../tables/export.js';
+import { cellText, type ExportFormat } from '../tables/render.js';
 import type { Cell } from '../engines/engine.js';
 import { commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { decryptionOptions, stageContext, type SecretOptions } from './secrets.js';
@@ -129,23 +129,15 @@ Examples:
       const engine = await loadEngine(located.manifest.engine);
       const format = opts.format as ExportFormat;
       const out = await openOutput(output);
-      let rows = 0;
-      let table = '';
+      let done;
       try {
-        await withTableRows(request(opts, ctx, located, engine, limit), async (source, name) => {
-          table = name;
-          const writer = rowWriter(format, source.columns);
-          await write(out.sink, writer.head());
-          for await (const cells of source.rows) {
-            await write(out.sink, writer.row(cells));
-            rows++;
-          }
-        });
+        done = await exportTable({ ...request(opts, ctx, located, engine, limit), format, output, write: (text) => write(out.sink, text) });
         await out.commit();
       } catch (err) {
         await out.abort();
         throw err;
       }
+      const { rows, table } = done;
       ctx.out.info(`exported ${rows} row(s) of ${table} from ${located.manifest.id}${output === '-' ? '' : ` to ${output}`}`);
       if (ctx.out.json) ctx.out.result({ ok: true, id: located.manifest.id, table, format, rows, output }, () => '');
       return ExitCode.ok;

@@ -6,7 +6,8 @@
 //   <database>/<id>.<format>[.zst|.gz][.age]     the artifact(s)
 //   <database>/<id>.manifest.json                 written last: the commit point
 //   <database>/<id>.verify-<timestamp>.json       one record per verification run
-//   <database>/<id>.restore-<timestamp>.json      one record per restore
+//   <database>/<id>.restore-<timestamp>.json      one record per restore (whole, or --table)
+//   <database>/<id>.export-<timestamp>.json       one record per export of a table
 
 const ID_RE = /^(.+)_([a-z0-9-]+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)$/;
 const STAMP_RE = /^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})Z$/;

@@ -12,6 +12,9 @@ import { openArtifact } from '../verify/read.js';
 import { checkPresence, type RestoreEvents } from '../restore/restore.js';
 import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
 import { qualified, selectTables } from './select.js';
+import { rowWriter, type ExportFormat } from './render.js';
+import { writeRecord, type ExportRecord } from '../catalog/records.js';
+import { TOOL_VERSION } from '../core/version.js';
 
 export interface TableReadRequest extends TablesContext {
   table: string;
@@ -80,5 +83,51 @@ export async function withTableRows<T>(req: TableReadRequest, use: (source: RowS
     throw err instanceof DbstashError ? err : new RestoreError(`reading ${req.table} from ${manifest.id} failed: ${(err as Error).message}`, { cause: err });
   } finally {
     await server.stop().catch((err: Error) => req.events.warn(`could not remove the throwaway server: ${err.message}`));
+  }
+}
+
+export interface ExportRequest extends TableReadRequest {
+  format: ExportFormat;
+  /** Where the rows go (for the record): a file, or "-". */
+  output: string;
+  /** Writes rendered text, waiting while the sink is full. */
+  write(text: string): Promise<void>;
+  now?: Date;
+}
+
+/** Exports one table of the backup and leaves an export record beside it, also when it fails. */
+export async function exportTable(req: ExportRequest): Promise<{ table: string; rows: number; record: ExportRecord }> {
+  const started = Date.now();
+  const record: ExportRecord = {
+    kind: 'export',
+    id: req.manifest.id,
+    table: req.table,
+    format: req.format,
+    output: req.output,
+    result: 'failed',
+    at: (req.now ?? new Date()).toISOString(),
+    durationMs: 0,
+    toolVersion: TOOL_VERSION,
+  };
+  let rows = 0;
+  try {
+    await withTableRows(req, async (source, table) => {
+      record.table = table;
+      const writer = rowWriter(req.format, source.columns);
+      await req.write(writer.head());
+      for await (const cells of source.rows) {
+        await req.write(writer.row(cells));
+        rows++;
+      }
+    });
+    record.result = 'succeeded';
+    return { table: record.table, rows, record };
+  } catch (err) {
+    record.error = (err as Error).message;
+    throw err;
+  } finally {
+    record.rows = rows;
+    record.durationMs = Date.now() - started;
+    await writeRecord(req.dest.storage, record).catch((e: Error) => req.events.warn(`could not write the export record: ${e.message}`));
   }
 }

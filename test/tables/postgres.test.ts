@@ -38,7 +38,11 @@ INSERT INTO orders (customer, total, meta, blob, at, day, tags, note)
          '2024-01-01 10:00:00.123456+02', '2024-01-01 10:00:00', ARRAY['a', 'b,c'], CASE WHEN g % 2 = 0 THEN '' END
   FROM generate_series(1, 50) g;
 INSERT INTO items (order_id, qty) SELECT 1 + g % 50, g FROM generate_series(1, 30) g;
-INSERT INTO ev SELECT g, g FROM generate_series(0, 199) g;`;
+INSERT INTO ev SELECT g, g FROM generate_series(0, 199) g;
+CREATE TABLE secrets (id int PRIMARY KEY, owner text, note text, amount numeric(38,10));
+ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON secrets USING (owner = current_user);
+INSERT INTO secrets VALUES (1, 'postgres', 'ünïcødé ✓ 漢字 "q"', 1234567890123456789012345678.0123456789), (2, 'x', NULL, -0.0000000001);`;
 
 async function scalar<T>(sql: string, db = 'shop'): Promise<T> {
   const r = await server.query(sql, db);
@@ -187,6 +191,33 @@ describe('restore --table --replace (PostgreSQL)', () => {
     assert.equal(await scalar<string>(`INSERT INTO orders (customer, total) VALUES (1, 1) RETURNING id`, 'shop_r'), '53');
     assert.deepEqual(await restoredSchemas('shop_r'), []);
     assert.deepEqual((await databases()).filter((d) => d.startsWith('shop_r')), ['shop_r']);
+  });
+});
+
+describe('a table with a row-level security policy (PostgreSQL)', () => {
+  test('restored beside with its policy, replaced with equal contents, exported exactly', async () => {
+    await server.query(`UPDATE secrets SET note = 'overwritten', amount = 0`, 'shop');
+    const r = await runCli(['restore', id, '--table', 'secrets', '--to', server.url('shop'), '--output-dir', stash, '--yes', '--json']);
+    expectExit(r, 0);
+    const schema = JSON.parse(r.stdout).placed[0].to.schema as string;
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_policy WHERE polrelid = '${schema}.secrets'::regclass AND polname = 'own_rows'`), '1');
+    assert.equal(await scalar<boolean>(`SELECT relrowsecurity FROM pg_class WHERE oid = '${schema}.secrets'::regclass`), true);
+    const replaced = await runCli(['restore', id, '--table', 'secrets', '--replace', '--to', server.url('shop'), '--output-dir', stash, '--yes']);
+    expectExit(replaced, 0);
+    const rows = (await server.query(`SELECT id, owner, note, amount::text AS amount FROM public.secrets ORDER BY id`, 'shop')).rows;
+    assert.deepEqual(rows, [
+      { id: 1, owner: 'postgres', note: 'ünïcødé ✓ 漢字 "q"', amount: '1234567890123456789012345678.0123456789' },
+      { id: 2, owner: 'x', note: null, amount: '-0.0000000001' },
+    ]);
+    const out = await runCli(['export', id, '--table', 'secrets', '--output-dir', stash]);
+    expectExit(out, 0);
+    const lines = out.stdout.trim().split('\n');
+    assert.equal(lines[0], '{"id":1,"owner":"postgres","note":"ünïcødé ✓ 漢字 \\"q\\"","amount":1234567890123456789012345678.0123456789}');
+    assert.equal(lines[1], '{"id":2,"owner":"x","note":null,"amount":-0.0000000001}');
+    const records = readdirSync(path.join(stash, folderOf(id))).filter((f) => f.includes('.export-'));
+    assert.ok(records.length > 0);
+    const record = JSON.parse(readFileSync(path.join(stash, folderOf(id), records.sort()[records.length - 1]), 'utf8'));
+    assert.deepEqual([record.kind, record.table, record.rows, record.result], ['export', 'public.secrets', 2, 'succeeded']);
   });
 });
 
