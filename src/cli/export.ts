@@ -156,6 +156,14 @@ export function registerShow(program: Command): void {
   decryptionOptions(cmd);
   stashOptions(cmd);
   commonOptions(cmd, { codes: [4, 7, 8, 9, 10, 11, 130] });
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  dbstash show latest --database shop                         # tables and row counts
+  dbstash show latest --database shop --table public.orders   # the first 20 rows
+  dbstash show shop_prod_2026-11-23T08-07-00Z --table orders --where "total > 100" --limit 5`,
+  );
   cmd.action((what: string, opts: TableCliOptions) =>
     runCommand(opts, async (ctx) => {
       const located = await locateRequested(what, opts, ctx);

@@ -460,6 +460,22 @@ describe('the README and docs/, run as written against real servers', () => {
     assert.match(restored.out, /kept as shop_before_/);
     assert.equal((await pg.query(`SELECT count(*)::int AS n FROM orders`, 'shop')).rows[0].n, 1000, 'the deleted rows are back');
 
+    // One table back, beside the live one; exported; shown.
+    const oneTable = commandLines(block('Restoring', 1));
+    assert.equal(oneTable.length, 4);
+    await pg.query(`DELETE FROM orders WHERE id > 10`, 'shop');
+    assert.match((await run(oneTable[0])).out, /dry run: would restore 1 table\(s\)/);
+    const beside = await run(oneTable[1]);
+    const restoredSchema = /public\.orders → (dbstash_restored_\d{8}_\d{6})\.orders \(1000 rows\)/.exec(beside.out)?.[1];
+    assert.ok(restoredSchema, beside.out);
+    assert.equal((await pg.query(`SELECT count(*)::int AS n FROM ${restoredSchema}.orders`, 'shop')).rows[0].n, 1000);
+    await pg.query(/copy back: (.*)$/m.exec(beside.out)![1], 'shop');
+    assert.equal((await pg.query(`SELECT count(*)::int AS n FROM orders`, 'shop')).rows[0].n, 1000, 'copied back as the output says');
+    await pg.query(`DROP SCHEMA ${restoredSchema} CASCADE`, 'shop');
+    await run(oneTable[2]);
+    assert.equal(readFileSync(path.join(work, 'orders.jsonl'), 'utf8').trim().split('\n').length, 1000);
+    assert.match((await run(oneTable[3])).out, /^id\s+customer\s+total$/m);
+
     // Restoring by hand: the artifacts the by-hand block names, made first (gzip, --globals from the config, --jobs).
     await run('dbstash backup shop --env prod --compression gzip');
     await run('dbstash backup shop --env prod');
@@ -601,6 +617,30 @@ describe('the README and docs/, run as written against real servers', () => {
     await pg.query(`DELETE FROM orders WHERE id > 10`, 'shop');
     assert.match((await run(atTerminal(checklist[3]), { input: 'shop\n' })).out, /kept as shop_before_/);
     assert.equal(await orders('shop'), 1000);
+
+    // One table back: beside the live one, then --replace (the table's name typed at the terminal), then export.
+    await run('dbstash backup shop --output-dir /var/backups/dbstash');
+    await pg.query(`DELETE FROM orders WHERE id > 10`, 'shop');
+    const one = commandLines(docBlock('docs/restoring.md', 'One table back: "someone deleted the rows of one table"'));
+    assert.equal(one.length, 4);
+    assert.match((await run(one[0])).out, /public\.orders\s+1000/);
+    assert.match((await run(one[1])).out, /^1\s+2\s+1\.5$/m);
+    assert.match((await run(one[2])).out, /dry run: would restore 1 table\(s\)/);
+    const beside = await run(one[3]);
+    assert.match(beside.out, /public\.orders → dbstash_restored_\d{8}_\d{6}\.orders \(1000 rows\)/);
+    assert.equal(await orders('shop'), 10, 'beside: the live table is untouched');
+    const replace = commandLines(docBlock('docs/restoring.md', '--replace: the restored table takes the live one\'s place'));
+    assert.equal(replace.length, 2);
+    assert.match((await run(replace[0])).out, /stays behind: the live table itself, kept as public\.orders__before_/);
+    assert.match((await run(atTerminal(replace[1]), { input: 'public.orders\n' })).out, /replaced public\.orders .* row counts match the manifest/);
+    assert.equal(await orders('shop'), 1000, 'replaced: the rows are back');
+    const exports = commandLines(docBlock('docs/restoring.md', 'export: the rows of one table, without touching any live database'));
+    assert.equal(exports.length, 3);
+    await run(exports[0]);
+    assert.equal(readFileSync(path.join(work, 'orders.jsonl'), 'utf8').trim().split('\n').length, 1000);
+    await run(exports[1]);
+    assert.equal(readFileSync(path.join(work, 'orders.csv'), 'utf8').trim().split('\r\n').length, 1 + 934);
+    assert.match((await run(exports[2])).out, /\(first 5 rows\)/);
 
     // … and by hand: each part after the first is one way, run with the first part's S and ID set to a real
     // backup of the kind it restores (made here: --jobs, gzip; --globals comes from the config; SQLite).
