@@ -79,6 +79,9 @@ export async function buildDatabase(server: PgServer, scale: number, log: (m: st
   log(`building ${name}: bench_documents (${1000 * scale} rows of text, JSONB and binary)`);
   await server.query(DOCUMENTS_SQL(scale), name);
   await server.query('VACUUM ANALYZE bench_documents', name);
+  // About 1% of the database, for restores of one table (--table): every 70th account.
+  await server.query(`CREATE TABLE bench_one_pct AS SELECT * FROM pgbench_accounts WHERE aid % 70 = 0; ALTER TABLE bench_one_pct ADD PRIMARY KEY (aid)`, name);
+  await server.query('VACUUM ANALYZE bench_one_pct', name);
   // Flush the build's dirty pages now rather than during the measured runs.
   await server.query('CHECKPOINT', name);
   const size = await server.query(`SELECT pg_database_size(current_database())::bigint AS size`, name);

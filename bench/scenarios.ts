@@ -245,6 +245,89 @@ function restoreScenarios(): Scenario[] {
   ];
 }
 
+/** An empty database to restore one table beside (created untimed before each run: --table needs a live target). */
+async function emptyTarget(ctx: BenchContext, suffix: string): Promise<string> {
+  const name = await freshTarget(ctx, suffix);
+  await ctx.server.query(`CREATE DATABASE ${name}`);
+  return name;
+}
+
+/** One table of the source backup: beside the live ones (dbstash), or pg_restore -t; and exports of a table. */
+function tableScenarios(): Scenario[] {
+  const exportSpec = (ctx: BenchContext, source: RestoreSource, file: string, extra: string[]): CommandSpec => ({
+    cmd: process.execPath,
+    args: [ctx.cliPath, 'export', source.id, '--output-dir', source.stash, '--table', 'public.bench_documents', '--format', 'jsonl', '--output', file, ...extra],
+    env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+    cwd: ctx.workDir,
+    captureStdout: true,
+  });
+  return [
+    {
+      id: 'dbstash_restore_table',
+      label: 'dbstash restore --table bench_one_pct (~1% of the database) --to <live database>',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx);
+        const target = await emptyTarget(ctx, 'one_table');
+        return {
+          spec: {
+            cmd: process.execPath,
+            args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--table', 'public.bench_one_pct', '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
+            env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+            cwd: ctx.workDir,
+            captureStdout: true,
+          },
+          outputSize: async () => undefined,
+        };
+      },
+    },
+    {
+      id: 'pg_restore_table',
+      label: '(t) zstd -dc artifact | pg_restore -t bench_one_pct -d <database>',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx);
+        const target = await emptyTarget(ctx, 'one_table_plain');
+        return {
+          // pg_restore -t stops reading once it has its table: zstd's broken pipe is no failure, pg_restore's status decides.
+          spec: shell(ctx, `zstd -dc -q ${shellQuote(source.artifact)} 2>/dev/null | ${shellQuote(pgTool(ctx, 'pg_restore'))} --exit-on-error -t bench_one_pct -d ${target}; test "\${PIPESTATUS[1]}" = 0`),
+          outputSize: async () => undefined,
+        };
+      },
+    },
+    {
+      id: 'dbstash_export',
+      label: 'dbstash export --table bench_documents --format jsonl --output file',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx, run) {
+        const file = path.join(ctx.workDir, `export-${run}.jsonl`);
+        return { spec: exportSpec(ctx, await restoreSource(ctx), file, []), outputSize: () => fileSize(file) };
+      },
+    },
+    {
+      id: 'dbstash_export_none',
+      label: 'the same with --limit 0 (throwaway server, restore of the table, no rows out)',
+      async setup(ctx) {
+        await restoreSource(ctx);
+        return undefined;
+      },
+      async prepare(ctx, run) {
+        const file = path.join(ctx.workDir, `export-none-${run}.jsonl`);
+        return { spec: exportSpec(ctx, await restoreSource(ctx), file, ['--limit', '0']), outputSize: () => fileSize(file) };
+      },
+    },
+  ];
+}
+
 export function scenarios(): Scenario[] {
   return [
     dbstashScenario('dbstash', 'dbstash backup (zstd -3, local stash)'),
@@ -310,6 +393,7 @@ export function scenarios(): Scenario[] {
           : `--jobs is accepted but the dump is not parallel yet (pg_dump ran with ${r.manifest.dump.args.filter((a) => !a.startsWith('--snapshot')).join(' ')})`,
     }),
     ...restoreScenarios(),
+    ...tableScenarios(),
   ];
 }
 
@@ -339,5 +423,7 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
     { of: 'pg_restore_zstd_count', against: 'pg_restore_zstd', metric: 'wallMs', label: 'what counting every table adds to (r): (r+n) vs (r)' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd_count', metric: 'wallMs', label: 'restore, wall time vs (r+n), the plain path with the same proof' },
+    { of: 'dbstash_restore_table', against: 'pg_restore_table', metric: 'wallMs', max: 1.2, label: 'one ~1% table beside the live ones, wall time vs (t) pg_restore -t' },
+    { of: 'dbstash_restore_table', against: 'dbstash_restore', metric: 'wallMs', label: 'one ~1% table vs the whole restore, wall time' },
   ];
 }

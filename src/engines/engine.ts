@@ -140,7 +140,9 @@ export interface RestoreOptions {
   /**
    * Restore the data of these tables only (a partial restore, an export): every other table is
    * created empty where the engine must create it for the dump's other objects, or left out.
-   * The list is complete: a partitioned table comes with its partitions (see dumpTables).
+   * The list is complete: a partitioned table comes with its partitions (see dumpTables). The
+   * engine may stop reading `raw` once it has what it needs; the caller then proves the stored
+   * artifact whole on its own (verify/read.ts checkStoredBytes) before trusting what was read.
    */
   only?: TableRef[];
 }

@@ -128,6 +128,16 @@ export async function openArtifact(
 }
 
 /**
+ * The stored object has the manifest's size and SHA-256, read on its own (not decoded). For a
+ * consumer that stopped reading the artifact before its end (pg_restore of some tables has what
+ * it needs): those bytes then are the backup's, so what it read decoded as the backup did.
+ */
+export async function checkStoredBytes(storage: Storage, manifest: Manifest, artifact: ArtifactEntry, signal?: AbortSignal): Promise<void> {
+  const mismatch = await storedBytesMatch(storage, artifactKey(manifest.id, artifact.file), artifact, signal);
+  if (mismatch) throw mismatch;
+}
+
+/**
  * A decoder that broke before the end usually means damaged stored bytes: say so ("checksum
  * mismatch") rather than report only the symptom, by hashing the stored object separately.
  */

@@ -102,6 +102,24 @@ describe('restore --table (PostgreSQL)', () => {
     assert.deepEqual(await restoredSchemas(), []);
     assert.deepEqual(await databases(), ['postgres', 'shop']);
     assert.equal(await scalar<string>('SELECT count(*) FROM orders'), '10');
+    // Damage after the table's data: pg_restore has customers long before it, and stops reading;
+    // the stored bytes are still proven whole before anything reaches the target.
+    const tail = tempDir('dbstash-tables-pg-tail');
+    cpSync(stash, tail, { recursive: true });
+    const last = path.join(tail, folderOf(id), `${id}.dump.zst`);
+    const fd2 = openSync(last, 'r+');
+    const end = statSync(last).size - 1;
+    readSync(fd2, b, 0, 1, end);
+    b[0] ^= 0xff;
+    writeSync(fd2, b, 0, 1, end);
+    closeSync(fd2);
+    const early = await runCli(['restore', id, '--table', 'customers', '--to', server.url('shop'), '--output-dir', tail, '--yes']);
+    expectExit(early, 7, /checksum mismatch/);
+    assert.deepEqual(await restoredSchemas(), []);
+    assert.deepEqual(await databases(), ['postgres', 'shop']);
+    const exported = await runCli(['export', id, '--table', 'customers', '--output-dir', tail]);
+    expectExit(exported, 7, /checksum mismatch/);
+    assert.equal(exported.stdout, '', 'no row of a damaged backup is written');
   });
 
   test('orders and a partitioned table come back beside the live ones; the printed copy-back works', async () => {

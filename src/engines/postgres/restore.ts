@@ -137,7 +137,9 @@ async function runFed(
   const tool = startTool(bin, args, { env, signal: opts.signal, stdin: 'pipe', stderrLine });
   tool.stdout.resume();
   try {
-    await feed(raw, [tool.child.stdin]);
+    // Some tables only: pg_restore stops reading once it has them, and so does the feed (the
+    // caller then checks the stored bytes on their own; see RestoreOptions.only).
+    await feed(raw, [tool.child.stdin], { untilUnread: !!opts.only });
   } catch (err) {
     tool.child.kill('SIGKILL');
     await tool.exit;

@@ -256,7 +256,10 @@ function toCell(text: string | null, type: number): Cell {
   return text;
 }
 
-/** The table's rows through a cursor, 1000 at a time, in one read-only transaction. */
+/** Rows per FETCH: two batches in memory at a time (one rendered, one on its way). */
+const FETCH_ROWS = 500;
+
+/** The table's rows through a cursor, FETCH_ROWS at a time, in one read-only transaction. */
 export async function readRows(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource> {
   const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
     throw classifyPgError(err, target);
@@ -285,15 +288,20 @@ export async function readRows(target: Target, table: TableRef, opts: { where?: 
     });
     const columns = cols.rows.map((c) => ({ name: c.name, type: c.type }));
     const raw = { getTypeParser: () => (v: string) => v };
+    // The next batch is asked for before this one is rendered: the server reads while Node writes.
+    type Batch = { rows: (string | null)[][]; fields: { dataTypeID: number }[] };
+    const fetch = (): Promise<Batch> => client.query({ text: `FETCH ${FETCH_ROWS} FROM dbstash_rows`, rowMode: 'array', types: raw as never }) as unknown as Promise<Batch>;
     async function* rows(): AsyncGenerator<Cell[]> {
+      let pending: ReturnType<typeof fetch> | undefined = fetch();
       try {
-        for (;;) {
-          const batch = await client.query({ text: 'FETCH 1000 FROM dbstash_rows', rowMode: 'array', types: raw as never });
+        while (pending) {
+          const batch: Batch = await pending;
+          pending = batch.rows.length < FETCH_ROWS ? undefined : fetch();
           const types = batch.fields.map((f) => f.dataTypeID);
-          for (const r of batch.rows as (string | null)[][]) yield r.map((v, i) => toCell(v, types[i]));
-          if (batch.rows.length < 1000) return;
+          for (const r of batch.rows) yield r.map((v, i) => toCell(v, types[i]));
         }
       } finally {
+        await pending?.catch(() => {});
         await close();
       }
     }
