@@ -145,6 +145,8 @@ export interface RestoreOptions {
    * artifact whole on its own (verify/read.ts checkStoredBytes) before trusting what was read.
    */
   only?: TableRef[];
+  /** What dumpTables read of this dump's head (engine-specific), so a restore of `only` does not read it again. */
+  toc?: unknown;
 }
 
 /** A table by schema and name (schema "main" for engines without schemas: MySQL, SQLite). */
@@ -323,7 +325,7 @@ export interface Engine {
    * manifest's list (also when this engine returns undefined: an artifact format whose head it
    * does not read). Reads only as much of `raw` as it needs; the caller destroys it.
    */
-  dumpTables?(raw: Readable, opts: RestoreOptions): Promise<DumpTable[] | undefined>;
+  dumpTables?(raw: Readable, opts: RestoreOptions): Promise<{ tables: DumpTable[]; toc?: unknown } | undefined>;
   /**
    * Moves restored tables from `scratch` (a database on target's server, or a file, that a
    * partial restore filled) into `target` beside the live ones, under new names made with

@@ -20,19 +20,19 @@ export interface TablesContext {
   signal: AbortSignal;
 }
 
-/** The tables the backup holds, with their partitions. */
-export async function backupTables(ctx: TablesContext): Promise<DumpTable[]> {
+/** The tables the backup holds, with their partitions, and what the engine read to tell (RestoreOptions.toc). */
+export async function backupTables(ctx: TablesContext): Promise<{ tables: DumpTable[]; toc?: unknown }> {
   const main = mainArtifact(ctx.manifest);
   if (ctx.engine.dumpTables) {
     const raw = await openArtifact(ctx.dest.storage, ctx.manifest, main, ctx.stageContext, { signal: ctx.signal });
     try {
-      const tables = await ctx.engine.dumpTables(raw, { signal: ctx.signal, format: main.format, tempDir: ctx.tempDir, warn: () => {} });
-      if (tables) return tables;
+      const read = await ctx.engine.dumpTables(raw, { signal: ctx.signal, format: main.format, tempDir: ctx.tempDir, warn: () => {} });
+      if (read) return read;
     } finally {
       raw.destroy();
     }
   }
-  return manifestTables(ctx.manifest.tables);
+  return { tables: manifestTables(ctx.manifest.tables) };
 }
 
 /** The manifest's row count of each table that holds rows of its own (partitioned parents hold none). */

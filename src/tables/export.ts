@@ -34,7 +34,8 @@ export async function withTableRows<T>(req: TableReadRequest, use: (source: RowS
     if (typeof engine[m] !== 'function') throw new RestoreError(`the ${engine.id} engine cannot export tables yet (missing ${m})`);
   }
   await checkPresence(req.dest.storage, manifest, req.signal);
-  const selection = selectTables(await backupTables(req), [req.table], [], manifest.id);
+  const { tables: available, toc } = await backupTables(req);
+  const selection = selectTables(available, [req.table], [], manifest.id);
   const table = selection.asked[0];
   const expected = expectedRows(manifest, selection.all);
   let server: ScratchServer;
@@ -62,6 +63,7 @@ export async function withTableRows<T>(req: TableReadRequest, use: (source: RowS
         tempDir: req.tempDir,
         warn: req.events.warn,
         only: selection.all,
+        toc,
         reread: () => openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal }),
       });
       // The tool had its table before the artifact's end: the stored bytes are proven whole on their own.

@@ -80,7 +80,7 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
     });
   }
   await checkPresence(req.dest.storage, manifest, req.signal);
-  const available = await backupTables(req);
+  const { tables: available, toc } = await backupTables(req);
   const selection = selectTables(available, req.tables, req.schemas, manifest.id);
   const parentOf = new Map<string, string>();
   for (const t of selection.all) for (const c of t.children) parentOf.set(qualified(c), qualified(t));
@@ -130,7 +130,7 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
   let recordKey: string | undefined;
   try {
     await dropLeftovers({ engine, target, events: req.events } as RestoreRequest);
-    const placed = await restoreBeside(req, plan, selection.all, expected, stamp);
+    const placed = await restoreBeside(req, plan, selection.all, expected, stamp, toc);
     // Foreign keys to tables that were not restored never made it into the new database.
     const chosen = new Set(selection.all.map(qualified));
     for (const p of placed) {
@@ -171,6 +171,7 @@ async function restoreBeside(
   tables: TableRef[],
   expected: { schema: string; name: string; rows: number }[],
   stamp: string,
+  toc: unknown,
 ): Promise<(PlacedTable & { rows?: number })[]> {
   const { engine, manifest, target } = req;
   const main = mainArtifact(manifest);
@@ -186,6 +187,7 @@ async function restoreBeside(
         tempDir: req.tempDir,
         warn: req.events.warn,
         only: tables,
+        toc,
         reread: () => openArtifact(req.dest.storage, manifest, main, req.stageContext, { signal: req.signal }),
       });
       // The tool had its tables before the artifact's end: the stored bytes are proven whole on their own.

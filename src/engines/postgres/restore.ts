@@ -35,7 +35,7 @@ import { globalsReader, prepareDrill, scriptReader } from './drill.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
-import { dumpTables, placeBeside, readHead, readRows, writeOnlyList } from './tables.js';
+import { dumpTables, isHead, placeBeside, readHead, readRows, writeOnlyList } from './tables.js';
 import { replaceImpact, replaceTables } from './replace.js';
 
 /**
@@ -342,6 +342,8 @@ async function onlyList(bin: string, inputPath: string | undefined, opts: Restor
     const ddl = await runTool(bin, ['--schema-only', '--file=-', inputPath], { signal: opts.signal });
     if (ddl.code !== 0) throw notReadable(ddl);
     head = { list: list.stdout, ddl: ddl.stdout };
+  } else if (isHead(opts.toc)) {
+    head = opts.toc;
   } else {
     if (!opts.reread) throw new RestoreError('[postgres] a restore of some tables needs to read the dump\'s head first');
     const raw = await opts.reread();

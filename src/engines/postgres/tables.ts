@@ -103,9 +103,20 @@ export function tablesOfHead(head: { list: string; ddl: string }): DumpTable[] {
 }
 
 /** A directory-format artifact (pg_dump --jobs) is not read ahead: its tables come from the manifest. */
-export async function dumpTables(raw: Readable, opts: RestoreOptions): Promise<DumpTable[] | undefined> {
+export async function dumpTables(raw: Readable, opts: RestoreOptions): Promise<{ tables: DumpTable[]; toc: Head } | undefined> {
   if (opts.format !== 'dump') return undefined;
-  return tablesOfHead(await readHead(raw, opts.signal));
+  const head = await readHead(raw, opts.signal);
+  return { tables: tablesOfHead(head), toc: head };
+}
+
+/** A dump's head: pg_restore --list and --schema-only of it. */
+export interface Head {
+  list: string;
+  ddl: string;
+}
+
+export function isHead(toc: unknown): toc is Head {
+  return typeof toc === 'object' && toc !== null && typeof (toc as Head).list === 'string' && typeof (toc as Head).ddl === 'string';
 }
 
 /** Foreign keys in a dump's DDL: "<schema>\0<table>\0<constraint>" → the table it references. */
