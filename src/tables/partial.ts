@@ -18,6 +18,7 @@ import { writeRecord, type RestoreRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
 import { replacedName, type PlacedTable, type TableRef, type Target } from '../engines/engine.js';
 import { checkStoredBytes, openArtifact } from '../verify/read.js';
+import { checkIntegrity } from '../verify/verify.js';
 import { checkPresence, dropLeftovers, type RestoreEvents, type RestoreRequest } from '../restore/restore.js';
 import { restoringName, stamp as stampOf } from '../restore/kept.js';
 import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
@@ -110,6 +111,11 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
         hint: 'see the steps with --dry-run --cascade-plan, and run with --cascade-plan to re-point those foreign keys to the restored table',
       });
     }
+  }
+  if (req.dryRun) {
+    // A dry run answers "would this work" in full, as restore --dry-run does: the whole backup verified.
+    const { structure } = await checkIntegrity(req.dest.storage, manifest, engine, { stageContext: req.stageContext, tempDir: req.tempDir, signal: req.signal, warn: req.events.warn });
+    plan.check = `verified whole now (${structure}); a real run checks while streaming into ${plan.temporary}`;
   }
   if (!(await confirm(plan))) return { plan, performed: false };
 

@@ -75,6 +75,7 @@ describe('restore --table (PostgreSQL)', () => {
     assert.match(r.stdout, /table: {3}public\.orders, 50 rows/);
     assert.match(r.stdout, /table: {3}public\.ev_low \(partition of public\.ev\), 100 rows/);
     assert.match(r.stdout, /nothing live is changed/);
+    assert.match(r.stdout, /verified whole now \(pg_restore read \d+ TOC entries/);
     assert.deepEqual(await restoredSchemas(), []);
     assert.deepEqual(await databases(), ['postgres', 'shop']);
   });
@@ -209,6 +210,25 @@ describe('restore --table --replace (PostgreSQL)', () => {
     assert.equal(await scalar<string>(`INSERT INTO orders (customer, total) VALUES (1, 1) RETURNING id`, 'shop_r'), '53');
     assert.deepEqual(await restoredSchemas('shop_r'), []);
     assert.deepEqual((await databases()).filter((d) => d.startsWith('shop_r')), ['shop_r']);
+  });
+});
+
+describe('a partitioned table with --replace (PostgreSQL)', () => {
+  test('the parent and its partitions are swapped together; the old ones kept, still attached to each other', async () => {
+    await server.query(`TRUNCATE ev`, 'shop');
+    await server.query(`INSERT INTO ev VALUES (1, -1), (150, -150)`, 'shop');
+    const r = await runCli(['restore', id, '--table', 'ev', '--replace', '--to', server.url('shop'), '--output-dir', stash, '--yes']);
+    expectExit(r, 0);
+    assert.match(r.stdout, /followed: partition public\.ev_low: replaced by the restored one/);
+    assert.equal(await scalar<string>('SELECT count(*) FROM public.ev'), '200');
+    assert.equal(await scalar<string>('SELECT sum(k) FROM public.ev'), String((199 * 200) / 2));
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.ev'::regclass`), '2');
+    const kept = /kept as public\.(ev__before_\d{8}_\d{6})/.exec(r.stdout)?.[1];
+    assert.ok(kept, r.stdout);
+    assert.equal(await scalar<string>(`SELECT count(*) FROM public.${kept}`), '2');
+    assert.equal(await scalar<string>(`SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.${kept}'::regclass`), '2');
+    await server.query(`INSERT INTO ev VALUES (5, 5)`, 'shop');
+    assert.equal(await scalar<string>('SELECT count(*) FROM public.ev_low'), '101');
   });
 });
 
