@@ -318,7 +318,7 @@ async function restoreTables(located: Located, engine: Engine, target: Target, o
   const placed = outcome.placed ?? [];
   if (outcome.plan.replace) {
     const r = outcome.plan.replace;
-    ctx.out.result({ ok: true, plan: outcome.plan, placed, kept: outcome.kept, record: outcome.record }, () =>
+    ctx.out.result({ ok: true, plan: outcome.plan, placed, kept: outcome.kept, record: outcome.record, recordKey: outcome.recordKey }, () =>
       [
         `replaced ${r.table} in ${target.displayUrl} by its rows from ${outcome.plan.backup.id} — row counts match the manifest`,
         `  the live table is kept as ${r.keptAs}; drop it when you no longer need it: DROP TABLE ${r.keptAs};`,
@@ -327,7 +327,7 @@ async function restoreTables(located: Located, engine: Engine, target: Target, o
     );
     return ExitCode.ok;
   }
-  ctx.out.result({ ok: true, plan: outcome.plan, placed, record: outcome.record }, () =>
+  ctx.out.result({ ok: true, plan: outcome.plan, placed, record: outcome.record, recordKey: outcome.recordKey }, () =>
     [
       `restored ${placed.length} table(s) of ${outcome.plan.backup.id} beside the live ones in ${target.displayUrl} — row counts match the manifest`,
       ...placed.flatMap((p) => {

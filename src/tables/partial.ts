@@ -133,7 +133,7 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
     tables: plan.tables.map((t) => t.table),
   };
   const lease = await acquireLease(req.dest.storage, manifest.id, `dbstash restore --table → ${target.displayUrl}`).catch(() => undefined);
-  let recordKey: string | undefined;
+  const outcome: PartialOutcome = { plan, performed: true, record };
   try {
     await dropLeftovers({ engine, target, events: req.events } as RestoreRequest);
     const placed = await restoreBeside(req, plan, selection.all, expected, stamp, toc);
@@ -155,19 +155,20 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
       req.events.info(`replaced ${plan.replace.table} by the restored table (${rows} rows, counts match the manifest); the old one is kept as ${plan.replace.keptAs}`);
     }
     record.result = 'succeeded';
-    return { plan, performed: true, placed, kept, record };
+    Object.assign(outcome, { placed, kept });
+    return outcome;
   } catch (err) {
     record.error = (err as Error).message;
     throw err instanceof DbstashError ? err : new RestoreError(`restore of ${plan.tables.map((t) => t.table).join(', ')} failed: ${(err as Error).message}`, { cause: err });
   } finally {
     record.durationMs = Date.now() - started;
-    recordKey = await writeRecord(req.dest.storage, record).catch((e: Error) => {
+    // The caller reads the key from the outcome once this has run.
+    outcome.recordKey = await writeRecord(req.dest.storage, record).catch((e: Error) => {
       req.events.warn(`could not write the restore record: ${e.message}`);
       return undefined;
     });
     await lease?.release().catch(() => {});
     await lock?.release().catch(() => {});
-    void recordKey;
   }
 }
 
