@@ -201,15 +201,18 @@ async function freshTarget(ctx: BenchContext, suffix: string): Promise<string> {
   return name;
 }
 
+/** setup() of a scenario that reads the source backup: makes it (once per database). */
+async function needsSource(ctx: BenchContext): Promise<undefined> {
+  await restoreSource(ctx);
+  return undefined;
+}
+
 /** A restore of the source backup into a fresh database (dropped, untimed, before each run). */
 function restoreScenario(id: string, label: string, spec: (ctx: BenchContext, source: RestoreSource, target: string) => CommandSpec): Scenario {
   return {
     id,
     label,
-    async setup(ctx) {
-      await restoreSource(ctx);
-      return undefined;
-    },
+    setup: needsSource,
     async prepare(ctx) {
       const source = await restoreSource(ctx);
       return { spec: spec(ctx, source, await freshTarget(ctx, id)), outputSize: async () => undefined };
@@ -265,10 +268,7 @@ function tableScenarios(): Scenario[] {
     {
       id: 'dbstash_restore_table',
       label: 'dbstash restore --table bench_one_pct (~1% of the database) --to <live database>',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
+      setup: needsSource,
       async prepare(ctx) {
         const source = await restoreSource(ctx);
         const target = await emptyTarget(ctx, 'one_table');
@@ -287,10 +287,7 @@ function tableScenarios(): Scenario[] {
     {
       id: 'pg_restore_table',
       label: '(t) zstd -dc artifact | pg_restore -t bench_one_pct -d <database>',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
+      setup: needsSource,
       async prepare(ctx) {
         const source = await restoreSource(ctx);
         const target = await emptyTarget(ctx, 'one_table_plain');
@@ -306,10 +303,7 @@ function tableScenarios(): Scenario[] {
       // restored into a live database under another name, so it goes through a scratch database.
       id: 'pg_restore_table_beside',
       label: '(t+b) by hand, beside the live tables: createdb scratch, (t) into it, SET SCHEMA, pg_dump -n | pg_restore, dropdb',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
+      setup: needsSource,
       async prepare(ctx) {
         const source = await restoreSource(ctx);
         const target = await emptyTarget(ctx, 'one_table_hand');
@@ -328,10 +322,7 @@ function tableScenarios(): Scenario[] {
     {
       id: 'dbstash_export',
       label: 'dbstash export --table bench_documents --format jsonl --output file',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
+      setup: needsSource,
       async prepare(ctx, run) {
         const file = path.join(ctx.workDir, `export-${run}.jsonl`);
         return { spec: exportSpec(ctx, await restoreSource(ctx), file, []), outputSize: () => fileSize(file) };
@@ -340,10 +331,7 @@ function tableScenarios(): Scenario[] {
     {
       id: 'dbstash_export_none',
       label: 'the same with --limit 0 (throwaway server, restore of the table, no rows out)',
-      async setup(ctx) {
-        await restoreSource(ctx);
-        return undefined;
-      },
+      setup: needsSource,
       async prepare(ctx, run) {
         const file = path.join(ctx.workDir, `export-none-${run}.jsonl`);
         return { spec: exportSpec(ctx, await restoreSource(ctx), file, ['--limit', '0']), outputSize: () => fileSize(file) };

@@ -58,12 +58,16 @@ function request(opts: TableCliOptions, ctx: Context, located: Awaited<ReturnTyp
   };
 }
 
+/** The flags export and show share: which backup, which rows, the secrets to read it, the stash, the common ones. */
 function tableOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .option('--database <name>', 'with "latest": the database whose newest backup to read')
     .option('--at <time>', 'with "latest": the newest backup at or before this time (ISO UTC, or an age like 36h)')
     .option('--where <sql>', 'only the rows matching this SQL condition (as in a WHERE clause)')
     .option('--temp-dir <dir>', 'directory for scratch files and the throwaway server (default: the system temp dir)');
+  decryptionOptions(cmd);
+  stashOptions(cmd);
+  return commonOptions(cmd, { codes: [4, 7, 8, 9, 10, 11, 130] });
 }
 
 /** Writes to a temp name beside FILE and renames at the end: a failed export leaves no FILE behind. */
@@ -102,9 +106,6 @@ export function registerExport(program: Command): void {
     .option('--output <file>', 'write to this file (created 0600, complete or not at all); "-" for stdout', '-')
     .option('--limit <n>', 'at most this many rows');
   tableOptions(cmd);
-  decryptionOptions(cmd);
-  stashOptions(cmd);
-  commonOptions(cmd, { codes: [4, 7, 8, 9, 10, 11, 130] });
   cmd.addHelpText(
     'after',
     `
@@ -153,9 +154,6 @@ export function registerShow(program: Command): void {
     .option('--table <schema.table>', 'print the first rows of this table (read through a throwaway server)')
     .option('--limit <n>', 'with --table: how many rows', '20');
   tableOptions(cmd);
-  decryptionOptions(cmd);
-  stashOptions(cmd);
-  commonOptions(cmd, { codes: [4, 7, 8, 9, 10, 11, 130] });
   cmd.addHelpText(
     'after',
     `

@@ -96,6 +96,33 @@ async function confirmOnTty(name: string, ctx: Context, what: 'database' | 'tabl
   }
 }
 
+/**
+ * The caller's answer to a restore plan: with --dry-run it is printed as the result and the run
+ * stops; otherwise it is shown and confirmed with --yes, or by typing the name on a terminal.
+ */
+async function confirmPlan(
+  plan: unknown,
+  render: (dryRun: boolean) => string,
+  confirm: { name: string; what: 'database' | 'table' },
+  opts: RestoreCliOptions,
+  ctx: Context,
+  tty: boolean,
+): Promise<boolean> {
+  if (opts.dryRun) {
+    ctx.out.result({ dryRun: true, plan }, () => render(true));
+    return false;
+  }
+  if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(render(false) + '\n');
+  if (opts.yes) return true;
+  if (!tty) {
+    throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
+  }
+  if (!(await confirmOnTty(confirm.name, ctx, confirm.what))) {
+    throw new UsageError('not confirmed; nothing was changed');
+  }
+  return true;
+}
+
 async function resolveTargetUrl(to: string | undefined, ctx: Context): Promise<{ url: string; binDir?: string }> {
   if (!to) throw new UsageError('say where to restore: --to <database URL or SQLite path>', { hint: 'e.g. --to postgres://app@db:5432/shop, or a database name from the config' });
   const entry = ctx.loaded.config.databases[to];
@@ -217,21 +244,7 @@ Examples:
           signal: ctx.signal,
           events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
         },
-        async (plan) => {
-          if (opts.dryRun) {
-            ctx.out.result({ dryRun: true, plan }, () => renderPlan(plan, true));
-            return false;
-          }
-          if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(renderPlan(plan, false) + '\n');
-          if (opts.yes) return true;
-          if (!tty) {
-            throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
-          }
-          if (!(await confirmOnTty(target.database, ctx))) {
-            throw new UsageError('not confirmed; nothing was changed');
-          }
-          return true;
-        },
+        (plan) => confirmPlan(plan, (dry) => renderPlan(plan, dry), { name: target.database, what: 'database' }, opts, ctx, tty),
       );
       if (!outcome.performed) return ExitCode.ok;
       const r = outcome.record!;
@@ -302,17 +315,8 @@ async function restoreTables(located: Located, engine: Engine, target: Target, o
       events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m), progress: (b) => ctx.out.progress(b) },
       dryRun: opts.dryRun,
     },
-    async (plan) => {
-      if (opts.dryRun) {
-        ctx.out.result({ dryRun: true, plan }, () => renderPartialPlan(plan, true));
-        return false;
-      }
-      if (!ctx.out.json && !ctx.out.quiet) process.stderr.write(renderPartialPlan(plan, false) + '\n');
-      if (opts.yes) return true;
-      if (!tty) throw new UsageError('refusing to restore without confirmation: no TTY to ask on', { hint: 'check the plan with --dry-run, then run again with --yes' });
-      if (!(await confirmOnTty(plan.replace?.table ?? target.database, ctx, plan.replace ? 'table' : 'database'))) throw new UsageError('not confirmed; nothing was changed');
-      return true;
-    },
+    (plan) =>
+      confirmPlan(plan, (dry) => renderPartialPlan(plan, dry), plan.replace ? { name: plan.replace.table, what: 'table' } : { name: target.database, what: 'database' }, opts, ctx, tty),
   );
   if (!outcome.performed) return ExitCode.ok;
   const placed = outcome.placed ?? [];

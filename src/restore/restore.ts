@@ -105,9 +105,10 @@ export interface RestoreOutcome {
 /** What the caller decides after seeing the plan: go on, or stop (dry run / not confirmed). */
 export type Confirm = (plan: RestorePlan) => Promise<boolean>;
 
-function required<K extends keyof Engine>(engine: Engine, ...names: K[]): void {
+/** A RestoreError unless the engine has these methods ("the postgres engine cannot <what> yet"). */
+export function required<K extends keyof Engine>(engine: Engine, what: string, ...names: K[]): void {
   const missing = names.filter((n) => typeof engine[n] !== 'function');
-  if (missing.length > 0) throw new RestoreError(`the ${engine.id} engine cannot restore yet (missing ${missing.join(', ')})`);
+  if (missing.length > 0) throw new RestoreError(`the ${engine.id} engine cannot ${what} yet (missing ${missing.join(', ')})`);
 }
 
 async function makePlan(req: RestoreRequest, now: Date): Promise<RestorePlan> {
@@ -377,7 +378,8 @@ async function restoreInPlace(req: RestoreRequest, plan: RestorePlan, record: Re
   }
 }
 
-function newRecord(req: RestoreRequest, now: Date): RestoreRecord {
+/** A restore record, failed until said otherwise. */
+export function newRecord(req: Pick<RestoreRequest, 'manifest' | 'target'>, now: Date): RestoreRecord {
   return {
     kind: 'restore',
     id: req.manifest.id,
@@ -395,7 +397,7 @@ export async function runRestore(req: RestoreRequest, confirm: Confirm): Promise
   if (target.engine !== manifest.engine) {
     throw new UsageError(`${manifest.id} is a ${manifest.engine} backup; ${target.displayUrl} is ${target.engine}`);
   }
-  required(engine, 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
+  required(engine, 'restore', 'restore', 'tableStats', 'databaseExists', 'createDatabase', 'dropDatabase', 'renameDatabase');
   const storage = req.dest.storage;
   const plan = await makePlan(req, now);
   try {

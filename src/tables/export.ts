@@ -9,7 +9,7 @@ import { DbstashError, InterruptedError, RestoreEnvironmentError, RestoreError, 
 import { mainArtifact } from '../catalog/manifest.js';
 import type { RowSource, ScratchServer, Target } from '../engines/engine.js';
 import { checkStoredBytes, openArtifact } from '../verify/read.js';
-import { checkPresence, type RestoreEvents } from '../restore/restore.js';
+import { checkPresence, required, type RestoreEvents } from '../restore/restore.js';
 import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
 import { qualified, selectTables } from './select.js';
 import { rowWriter, type ExportFormat } from './render.js';
@@ -30,9 +30,7 @@ export interface TableReadRequest extends TablesContext {
  */
 export async function withTableRows<T>(req: TableReadRequest, use: (source: RowSource, table: string) => Promise<T>): Promise<T> {
   const { engine, manifest } = req;
-  for (const m of ['restore', 'createDatabase', 'readRows', 'startScratchServer'] as const) {
-    if (typeof engine[m] !== 'function') throw new RestoreError(`the ${engine.id} engine cannot export tables yet (missing ${m})`);
-  }
+  required(engine, 'export tables', 'restore', 'createDatabase', 'readRows', 'startScratchServer');
   await checkPresence(req.dest.storage, manifest, req.signal);
   const { tables: available, toc } = await backupTables(req);
   const selection = selectTables(available, [req.table], [], manifest.id);

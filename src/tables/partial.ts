@@ -12,14 +12,13 @@
 //   5. the new database is dropped, whatever happened; a record is left beside the backup.
 
 import { DbstashError, RestoreError, UsageError } from '../core/errors.js';
-import { TOOL_VERSION } from '../core/version.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { writeRecord, type RestoreRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
 import { replacedName, type PlacedTable, type TableRef, type Target } from '../engines/engine.js';
 import { checkStoredBytes, openArtifact } from '../verify/read.js';
 import { checkIntegrity } from '../verify/verify.js';
-import { checkPresence, dropLeftovers, type RestoreEvents, type RestoreRequest } from '../restore/restore.js';
+import { checkPresence, dropLeftovers, newRecord, required, type RestoreEvents, type RestoreRequest } from '../restore/restore.js';
 import { restoringName, stamp as stampOf } from '../restore/kept.js';
 import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
 import { qualified, selectTables } from './select.js';
@@ -64,17 +63,11 @@ export interface PartialOutcome {
   recordKey?: string;
 }
 
-function need(req: PartialRequest): void {
-  const e = req.engine;
-  const missing = (['restore', 'createDatabase', 'dropDatabase', 'databaseExists', 'placeBeside'] as const).filter((m) => typeof e[m] !== 'function');
-  if (missing.length > 0) throw new RestoreError(`the ${e.id} engine cannot restore single tables yet (missing ${missing.join(', ')})`);
-}
-
 export async function runPartialRestore(req: PartialRequest, confirm: (plan: PartialPlan) => Promise<boolean>): Promise<PartialOutcome> {
   const { engine, manifest, target } = req;
   const now = req.now ?? new Date();
   if (target.engine !== manifest.engine) throw new UsageError(`${manifest.id} is a ${manifest.engine} backup; ${target.displayUrl} is ${target.engine}`);
-  need(req);
+  required(engine, 'restore single tables', 'restore', 'createDatabase', 'dropDatabase', 'databaseExists', 'placeBeside');
   if (!(await engine.databaseExists!(target))) {
     throw new UsageError(`${target.displayUrl} does not exist: single tables are restored beside the tables of a live database`, {
       hint: 'restore the whole backup there instead (without --table)',
@@ -121,17 +114,7 @@ export async function runPartialRestore(req: PartialRequest, confirm: (plan: Par
 
   const lock = await engine.lockRestoreTarget?.(target, req.signal);
   const started = Date.now();
-  const record: RestoreRecord = {
-    kind: 'restore',
-    id: manifest.id,
-    target: target.displayUrl,
-    result: 'failed',
-    at: now.toISOString(),
-    durationMs: 0,
-    toolVersion: TOOL_VERSION,
-    mode: 'tables',
-    tables: plan.tables.map((t) => t.table),
-  };
+  const record: RestoreRecord = { ...newRecord(req, now), mode: 'tables', tables: plan.tables.map((t) => t.table) };
   const lease = await acquireLease(req.dest.storage, manifest.id, `dbstash restore --table → ${target.displayUrl}`).catch(() => undefined);
   const outcome: PartialOutcome = { plan, performed: true, record };
   try {

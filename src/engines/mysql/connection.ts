@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createConnection } from 'mysql2';
 import type mysql from 'mysql2/promise';
 import { onAbort } from '../../core/abort.js';
-import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
+import { ConnectionError, DbstashError, PreflightError } from '../../core/errors.js';
 import { makeScratchDir } from '../../core/scratch.js';
 import type { Target } from '../engine.js';
 
@@ -106,6 +106,19 @@ export async function connect(target: Target, database: string | null = target.d
     throw classifyMyError(err, target, database ?? undefined);
   } finally {
     unhook();
+  }
+}
+
+/** Runs `fn` on a new connection (to `database`, or none), classifies its errors and always closes it. */
+export async function withConnection<T>(target: Target, database: string | null, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
+  const conn = await connect(target, database);
+  try {
+    return await fn(conn);
+  } catch (err) {
+    if (err instanceof DbstashError) throw err;
+    throw classifyMyError(err, target, database ?? undefined);
+  } finally {
+    await closeConnection(conn);
   }
 }
 

@@ -11,7 +11,7 @@ import { DbstashError, IntegrityError, RestoreError, VerifyUnavailableError } fr
 import { withDatabase, type CreateDatabaseOptions, type DatabaseProperties, type Engine, type RestoreOptions, type StructureReport, type TableStat, type Target } from '../engine.js';
 import { startTool } from '../process.js';
 import { feed } from '../feed.js';
-import { classifyMyError, closeConnection, connect, globalPrivileges, quoteIdent, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
+import { globalPrivileges, quoteIdent, toolConnectionArgs, withConnection, writeOptionFile, type MyConnection } from './connection.js';
 import { lockRestoreTarget } from './lock.js';
 import { MOVE_PRIVILEGES, renameMyDatabase, swapMyDatabases } from './move.js';
 import { myProperties, propertyClauses, propertyDifferences, readProperties } from './properties.js';
@@ -44,17 +44,6 @@ async function lineOf(reread: (() => Promise<Readable>) | undefined, line: numbe
   }
 }
 
-async function withConnection<T>(target: Target, database: string | null, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
-  const conn = await connect(target, database);
-  try {
-    return await fn(conn);
-  } catch (err) {
-    if (err instanceof DbstashError) throw err;
-    throw classifyMyError(err, target, database ?? undefined);
-  } finally {
-    await closeConnection(conn);
-  }
-}
 
 /** Feeds raw SQL to the mariadb/mysql client; on failure names the line and statement it rejected. */
 async function runSql(target: Target, database: string | undefined, raw: Readable, opts: RestoreOptions, what: string): Promise<void> {

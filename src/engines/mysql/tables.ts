@@ -5,9 +5,9 @@
 // rows with exact values (DECIMAL and BIGINT as their digits, binary as bytes, TIMESTAMP in UTC).
 
 import { Transform, type TransformCallback } from 'node:stream';
-import { DbstashError, RestoreError, UsageError } from '../../core/errors.js';
+import { RestoreError, UsageError } from '../../core/errors.js';
 import { besideName, replacedName, type Cell, type PlacedTable, type ReplaceImpact, type RowSource, type TableRef, type Target } from '../engine.js';
-import { classifyMyError, closeConnection, connect, quoteIdent, type MyConnection } from './connection.js';
+import { closeConnection, connect, quoteIdent, withConnection, type MyConnection } from './connection.js';
 
 const PREFIX = Buffer.from('INSERT INTO `');
 /** Enough of a line to read "INSERT INTO `<64 characters, each up to 4 bytes, quotes doubled>`". */
@@ -102,17 +102,6 @@ export class InsertFilter extends Transform {
   }
 }
 
-async function on<T>(target: Target, database: string | null, fn: (c: MyConnection) => Promise<T>): Promise<T> {
-  const conn = await connect(target, database);
-  try {
-    return await fn(conn);
-  } catch (err) {
-    if (err instanceof DbstashError) throw err;
-    throw classifyMyError(err, target, database ?? undefined);
-  } finally {
-    await closeConnection(conn);
-  }
-}
 
 /**
  * Drops, in `scratch`, the triggers of the tables (a trigger cannot change databases) and every
@@ -120,7 +109,7 @@ async function on<T>(target: Target, database: string | null, fn: (c: MyConnecti
  * as "<table>__restored_<stamp>" in one RENAME TABLE (all or nothing).
  */
 export async function placeBeside(scratch: Target, target: Target, tables: TableRef[], stamp: string): Promise<PlacedTable[]> {
-  return on(scratch, null, async (c) => {
+  return withConnection(scratch, null, async (c) => {
     const db = scratch.database;
     const set = new Set(tables.map((t) => t.name));
     const placed: PlacedTable[] = tables.map((t) => ({ from: t, to: { schema: 'main', name: besideName(t.name, stamp) }, left: [] }));
@@ -284,7 +273,7 @@ async function triggersOf(c: MyConnection, db: string, table: string): Promise<{
 }
 
 export async function replaceImpact(target: Target, table: TableRef, _set: TableRef[], stamp: string): Promise<ReplaceImpact> {
-  return on(target, target.database, async (c) => {
+  return withConnection(target, target.database, async (c) => {
     const db = target.database;
     const [exists] = await c.query(`SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = 'BASE TABLE'`, [db, table.name]);
     if ((exists as unknown[]).length === 0) throw new UsageError(`${db} has no table ${table.name}: there is nothing to replace`, { hint: 'restore it beside the live tables (without --replace)' });
@@ -314,7 +303,7 @@ export async function replaceImpact(target: Target, table: TableRef, _set: Table
  * swap is reported with what is left to do by hand.
  */
 export async function replaceTables(target: Target, placed: PlacedTable[], stamp: string, opts: { cascade: boolean }): Promise<TableRef[]> {
-  return on(target, target.database, async (c) => {
+  return withConnection(target, target.database, async (c) => {
     const db = target.database;
     const kept: TableRef[] = [];
     for (const p of placed) {

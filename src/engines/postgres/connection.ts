@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Client, ClientConfig } from 'pg';
 import pg from './driver.js';
 import { onAbort } from '../../core/abort.js';
-import { ConnectionError, PreflightError, type DbstashError } from '../../core/errors.js';
+import { ConnectionError, DbstashError, PreflightError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 
 export type PgClient = Client;
@@ -39,6 +39,17 @@ export function libpqEnv(target: Target, database = target.database): NodeJS.Pro
   if (target.user) env.PGUSER = target.user;
   if (target.password) env.PGPASSWORD = target.password;
   if (target.params.sslmode) env.PGSSLMODE = target.params.sslmode;
+  return env;
+}
+
+/**
+ * The environment pg_restore and psql restore with. The database may carry the backup's
+ * `ALTER DATABASE … SET default_transaction_read_only = on` already; the restoring session
+ * overrides it (as pg_dumpall's scripts do), since a client's options outrank database settings.
+ */
+export function restoreEnv(target: Target): NodeJS.ProcessEnv {
+  const env = libpqEnv(target);
+  env.PGOPTIONS = [env.PGOPTIONS, '-c default_transaction_read_only=off'].filter(Boolean).join(' ');
   return env;
 }
 
@@ -160,6 +171,21 @@ export async function connect(target: Target, database = target.database, signal
     throw classifyPgError(err, target, database);
   } finally {
     unhook();
+  }
+}
+
+/**
+ * Runs `work` on a new connection to target's database and always closes it; an error of
+ * dbstash's own passes through, any other is classified.
+ */
+export async function onDatabase<T>(target: Target, work: (c: PgClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const client = await connect(target, target.database, signal);
+  try {
+    return await work(client);
+  } catch (err) {
+    throw err instanceof DbstashError ? err : classifyPgError(err, target);
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 

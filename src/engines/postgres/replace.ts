@@ -12,7 +12,7 @@
 
 import { RestoreError, UsageError } from '../../core/errors.js';
 import { replacedName, type PlacedTable, type ReplaceImpact, type TableRef, type Target } from '../engine.js';
-import { classifyPgError, connect, quoteIdent, quoteLiteral, type PgClient } from './connection.js';
+import { onDatabase, quoteIdent, quoteLiteral, type PgClient } from './connection.js';
 
 const rel = (t: TableRef) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
 
@@ -65,16 +65,16 @@ async function dependents(c: PgClient, oid: number, set: number[]): Promise<Depe
   };
 }
 
-async function withTarget<T>(target: Target, work: (c: PgClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const c = await connect(target, target.database, signal);
-  try {
-    await c.query('SET search_path = pg_catalog');
-    return await work(c);
-  } catch (err) {
-    throw err instanceof UsageError || err instanceof RestoreError ? err : classifyPgError(err, target);
-  } finally {
-    await c.end().catch(() => {});
-  }
+/** A connection to target's database whose queries see every name qualified (search_path pg_catalog). */
+function withTarget<T>(target: Target, work: (c: PgClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  return onDatabase(
+    target,
+    async (c) => {
+      await c.query('SET search_path = pg_catalog');
+      return work(c);
+    },
+    signal,
+  );
 }
 
 export async function replaceImpact(target: Target, table: TableRef, set: TableRef[], stamp: string): Promise<ReplaceImpact> {

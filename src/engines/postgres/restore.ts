@@ -27,7 +27,7 @@ import {
 } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, restoreEnv, type PgClient } from './connection.js';
 import { countTables, countThese, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
@@ -249,17 +249,6 @@ async function checkGlobals(raw: Readable, opts: RestoreOptions): Promise<Struct
   }
   const roles = reader.roles();
   return { summary: `${roles.length} roles`, needs: { roles, rolesWithoutOwnership: [], extensions: [] } satisfies DumpNeeds };
-}
-
-/**
- * The environment pg_restore and psql restore with. The database may carry the backup's
- * `ALTER DATABASE … SET default_transaction_read_only = on` already; the restoring session
- * overrides it (as pg_dumpall's scripts do), since a client's options outrank database settings.
- */
-function restoreEnv(target: Target): NodeJS.ProcessEnv {
-  const env = libpqEnv(target);
-  env.PGOPTIONS = [env.PGOPTIONS, '-c default_transaction_read_only=off'].filter(Boolean).join(' ');
-  return env;
 }
 
 function restoreArgs(target: Target, opts: RestoreOptions): string[] {

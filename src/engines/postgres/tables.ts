@@ -13,7 +13,7 @@ import { RestoreError, UsageError } from '../../core/errors.js';
 import type { Cell, DumpTable, PlacedTable, RestoreOptions, RowSource, TableRef, Target } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, startTool } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, type PgClient } from './connection.js';
+import { classifyPgError, connect, dbnameArg, libpqEnv, onDatabase, quoteIdent, restoreEnv } from './connection.js';
 import { findPgTool } from './tools.js';
 
 const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^\s."(),;]+)`;
@@ -157,17 +157,6 @@ export async function writeOnlyList(head: { list: string; ddl: string }, only: T
   return file;
 }
 
-async function onDatabase<T>(target: Target, work: (c: PgClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const client = await connect(target, target.database, signal);
-  try {
-    return await work(client);
-  } catch (err) {
-    throw err instanceof RestoreError || err instanceof UsageError ? err : classifyPgError(err, target);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
 /** The schema restored tables are put in, beside the live ones. */
 export function besideSchema(stamp: string): string {
   return `dbstash_restored_${stamp}`;
@@ -238,9 +227,7 @@ export async function placeBeside(
     bulkOutput: true,
   });
   const args = ['--no-password', '--exit-on-error', '--single-transaction', `--dbname=${dbnameArg(target.database)}`, ...(opts.noOwner ? ['--no-owner'] : [])];
-  const env = libpqEnv(target);
-  env.PGOPTIONS = [env.PGOPTIONS, '-c default_transaction_read_only=off'].filter(Boolean).join(' ');
-  const load = startTool(restoreBin, args, { env, signal: opts.signal, stdin: 'pipe' });
+  const load = startTool(restoreBin, args, { env: restoreEnv(target), signal: opts.signal, stdin: 'pipe' });
   load.stdout.resume();
   dump.stdout.pipe(load.child.stdin);
   load.child.stdin.on('error', () => dump.child.kill('SIGKILL'));

@@ -13,12 +13,7 @@ const NAME = String.raw`("(?:[^"]|"")*"|\[[^\]]*\]|\`(?:[^\`]|\`\`)*\`|'(?:[^']|
 
 
 export async function placeBeside(scratch: Target, target: Target, tables: TableRef[], stamp: string): Promise<PlacedTable[]> {
-  let db: Database.Database;
-  try {
-    db = new Database(target.path!, { fileMustExist: true });
-  } catch (err) {
-    throw new RestoreError(`[sqlite] cannot open ${target.path}: ${(err as Error).message}`, { cause: err });
-  }
+  const db = openTarget(target);
   try {
     db.pragma('foreign_keys = OFF');
     db.pragma('busy_timeout = 10000');
