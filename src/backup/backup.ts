@@ -38,6 +38,8 @@ export interface BackupPlan {
   target: Target;
   /** The series the backup belongs to; default: the target's own (no config name). */
   series?: Series;
+  /** A physical base backup of the whole cluster (PostgreSQL), instead of a logical dump. */
+  physical?: { selfContained: boolean };
   /** "safety": a restore's backup of the database it is about to replace in place. */
   kind?: 'backup' | 'safety';
   env: string;
@@ -296,7 +298,7 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     warnings.push(m);
     events.warn(m);
   };
-  const probe = await engine.probe(plan.target, outerSignal);
+  const probe = await probeFor(plan, engine, outerSignal);
   try {
     await checkDestinations(plan, probe, live, failed, warn, outerSignal);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
@@ -304,6 +306,12 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     // Still held when the dump never started (a failed check, the lock held, …); else a no-op.
     await probe.release?.();
   }
+}
+
+function probeFor(plan: BackupPlan, engine: Engine, signal?: AbortSignal): Promise<Probe> {
+  if (!plan.physical) return engine.probe(plan.target, signal);
+  if (!engine.probePhysical) throw new PreflightError(`physical base backups are a PostgreSQL feature; ${plan.target.engine} has logical backups only`, { hint: 'leave out --physical' });
+  return engine.probePhysical(plan.target, { selfContained: plan.physical.selfContained, signal });
 }
 
 async function lockedBackup(
@@ -349,7 +357,9 @@ async function lockedBackup(
       events.warn(m);
     };
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, lockWaitTimeout: plan.lockWaitTimeout, tempDir: plan.tempDir, warn };
-    const session = await engine.dump(plan.target, { ...dumpOpts, probe });
+    const session = plan.physical
+      ? await engine.dumpPhysical!(plan.target, { ...dumpOpts, probe, selfContained: plan.physical.selfContained })
+      : await engine.dump(plan.target, { ...dumpOpts, probe });
     // The previous backup to compare with is looked up while the dump runs.
     const anomalies = plan.kind === 'safety' ? undefined : anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);
     const artifacts = [await writeArtifact(session, 'main', id, plan, live, controller.signal, events, failed, probe.sizeBytes)];

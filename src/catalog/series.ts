@@ -75,6 +75,19 @@ export function seriesOf(target: Target, label?: string): Series {
   return { key: seriesKey(name, identity), name, identity };
 }
 
+/**
+ * The series of a PostgreSQL cluster's physical backups and WAL archive. A base backup and the WAL
+ * hold every database of the cluster, so the identity is the server (or the config's `name:`),
+ * never one database, and it is another series than the logical dumps of the same database: the
+ * two never share a folder, a `latest` or a retention policy.
+ */
+export function physicalSeriesOf(target: Target, label?: string): Series {
+  const server = `${hostOf(target.host)}:${target.port ?? DEFAULT_PORT.postgres}`;
+  const name = label ?? `${hostOf(target.host)}-${target.port ?? DEFAULT_PORT.postgres}`;
+  const identity = label ? `physical:name:${target.engine}:${label}` : `physical:${target.engine}://${server}`;
+  return { key: seriesKey(name, identity), name, identity };
+}
+
 /** The series a backup belongs to: as recorded, or, for backups older than series, from its connection facts. */
 export function seriesOfManifest(m: Manifest): Series {
   if (m.series) return m.series;

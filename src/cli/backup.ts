@@ -14,9 +14,10 @@ import { parseTarget } from '../engines/target.js';
 import { compressionStage, type CompressionAlgorithm } from '../pipeline/compress.js';
 import type { Stage } from '../pipeline/stage.js';
 import { loadEngine } from '../engines/index.js';
+import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { totalRows } from '../catalog/manifest.js';
-import { seriesOf } from '../catalog/series.js';
+import { physicalSeriesOf, seriesOf } from '../catalog/series.js';
 import { encryptionDeclinedInConfig, encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
 
 export interface BackupOptions extends CommonOptions, SecretOptions {
@@ -32,6 +33,8 @@ export interface BackupOptions extends CommonOptions, SecretOptions {
   jobs?: string;
   lockTables?: boolean;
   lockWaitTimeout?: string;
+  physical?: boolean;
+  selfContained?: boolean;
 }
 
 function lockWaitTimeoutOf(flag: string | undefined, entry: DatabaseConfig | undefined): number {
@@ -51,8 +54,15 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
   const entry = source.entry;
   if (source.from !== 'argument') ctx.out.info(`database from ${source.from}`);
   const target = parseTarget(source.url, { binDir: opts.pgBinDir ?? opts.binDir ?? entry?.binDir, lockTables: opts.lockTables ?? entry?.lockTables });
+  const physical = opts.physical ?? opts.selfContained ?? entry?.physical ?? false;
+  if (physical && target.engine !== 'postgres') {
+    throw new UsageError(`--physical is for PostgreSQL clusters; ${target.engine} has logical backups only`, { hint: 'leave out --physical' });
+  }
+  if (physical && (opts.jobs !== undefined || opts.globals || opts.checksums)) {
+    throw new UsageError('--jobs, --globals and --checksums are for logical backups; a physical base backup holds the whole cluster, roles included', { hint: 'leave them out with --physical' });
+  }
   // `name:` labels the series; the connection always goes to the database the URL names.
-  const series = seriesOf(target, entry?.name);
+  const series = physical ? physicalSeriesOf(target, entry?.name) : seriesOf(target, entry?.name);
 
   const compression = {
     algorithm: (opts.compression ?? entry?.compression?.algorithm ?? config.compression?.algorithm ?? 'zstd') as CompressionAlgorithm,
@@ -87,9 +97,10 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     env: entry?.env !== undefined && opts.env === undefined ? resolveEnvName(entry.env, config) : ctx.envName,
     destinations,
     stages,
-    globals: opts.globals ?? entry?.globals ?? false,
-    checksums: opts.checksums ?? entry?.checksums ?? false,
-    jobs,
+    globals: !physical && (opts.globals ?? entry?.globals ?? false),
+    checksums: !physical && (opts.checksums ?? entry?.checksums ?? false),
+    jobs: physical ? undefined : jobs,
+    ...(physical ? { physical: { selfContained: !!opts.selfContained } } : {}),
     lockWaitTimeout: lockWaitTimeoutOf(opts.lockWaitTimeout, entry),
     labels: { ...(entry?.labels ?? {}), ...parseLabels(opts.label) },
     tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),
@@ -111,6 +122,8 @@ export function registerBackup(program: Command): void {
     .argument('[database]', 'database URL, SQLite file path, or a database named in the config')
     .option('--compression <algorithm>', 'zstd (default), gzip or none')
     .option('--level <n>', 'compression level (zstd 1-19, default 3; gzip 1-9, default 6)')
+    .option('--physical', 'PostgreSQL: a physical base backup of the whole cluster (pg_basebackup), the start of point-in-time recovery')
+    .option('--self-contained', 'with --physical: include the WAL the base backup needs, so it restores without the archive')
     .option('--globals', 'also capture roles and tablespaces (PostgreSQL) or users and grants (MySQL)')
     .option('--checksums', 'also record a content checksum per table (reads every row; enables verify --deep)')
     .option('--jobs <n>', 'parallel dump workers (PostgreSQL directory format)')
@@ -131,6 +144,7 @@ Examples:
   dbstash backup                                   # the configured database (or the bundled example)
   dbstash backup postgres://app@db.internal:5432/shop --env prod
   dbstash backup ./data/app.db --output-dir /var/backups/dbstash
+  dbstash backup main --physical                   # a base backup for point-in-time recovery
   DATABASE_URL=postgres://… dbstash backup --globals --json`,
   );
   cmd.action((database: string | undefined, opts: BackupOptions) =>
@@ -138,7 +152,9 @@ Examples:
       const plan = await planBackup(database, opts, ctx);
       if (opts.dryRun) {
         const engine = await loadEngine(plan.target.engine);
-        const probe = await engine.probe(plan.target, ctx.signal);
+        const probe = plan.physical
+          ? await engine.probePhysical!(plan.target, { selfContained: plan.physical.selfContained, signal: ctx.signal })
+          : await engine.probe(plan.target, ctx.signal);
         await probe.release?.();
         probe.warnings.forEach((w) => ctx.out.warn(w));
         const summary = {
@@ -175,10 +191,13 @@ Examples:
       );
       const m = result.manifest;
       const main = m.artifacts.find((a) => a.role === 'main')!;
+      const physical = m.dump.details.physical as PhysicalDetails | undefined;
       ctx.out.result({ ok: true, id: m.id, degraded: result.degraded, stored: result.stored, failed: result.failed, manifest: m }, () =>
         [
           `${m.id}: ${formatBytes(main.rawSize)} dumped → ${formatBytes(main.size)} stored in ${formatDuration(m.durationMs)}`,
-          `  ${m.tables.length} tables, ${totalRows(m)} rows; sha256 ${main.sha256}`,
+          physical
+            ? `  base backup of the cluster: WAL ${physical.startLsn} to ${physical.stopLsn} on timeline ${physical.timeline}${physical.walIncluded ? ' (WAL included)' : ''}; sha256 ${main.sha256}`
+            : `  ${m.tables.length} tables, ${totalRows(m)} rows; sha256 ${main.sha256}`,
           ...m.artifacts.filter((a) => a.role !== 'main').map((a) => `  ${a.role}: ${a.file} (${formatBytes(a.size)})`),
           `  stored in: ${result.stored.join(', ')}${result.degraded ? ` — DEGRADED: ${result.failed.map((f) => f.name).join(', ')} failed` : ''}`,
         ].join('\n'),

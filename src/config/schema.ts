@@ -144,6 +144,8 @@ export const databaseSchema = z
     retention: retentionSchema.optional(),
     schedule: scheduleSchema.optional(),
     globals: z.boolean().optional(),
+    /** PostgreSQL: physical base backups of the whole cluster (with a WAL archive: point-in-time recovery). */
+    physical: z.boolean().optional(),
     checksums: z.boolean().optional(),
     jobs: z.number().int().positive().optional(),
     binDir: z.string().optional(),

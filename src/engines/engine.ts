@@ -249,6 +249,9 @@ export interface Engine {
   dump(target: Target, opts: DumpOptions): Promise<DumpSession>;
   /** Roles/users and grants, as a second artifact of the same backup. */
   dumpGlobals?(target: Target, opts: DumpOptions): Promise<DumpSession>;
+  /** Physical base backups (PostgreSQL): the preflight, and the cluster's files as one tar stream. */
+  probePhysical?(target: Target, opts: { selfContained?: boolean; signal?: AbortSignal }): Promise<Probe>;
+  dumpPhysical?(target: Target, opts: DumpOptions & { selfContained?: boolean }): Promise<DumpSession>;
 
   // ---- verify and restore (every engine implements these) ----
   /**

@@ -428,29 +428,37 @@ export function ageStage(params: Record<string, unknown>, context: StageContext 
       if (scrypt && context.passphrase === undefined) throw new ConfigError('a passphrase is needed to encrypt with scrypt');
       return new AgeEncryptStream(() => makeAgeHeader(recipients, scrypt ? context.passphrase : undefined));
     },
-    decode: () =>
-      new AgeDecryptStream(async () => {
-        const identities = context.identities ?? [];
-        if (identities.length === 0 && context.passphrase === undefined) {
-          throw new DecryptError(`the backup is encrypted and no identity or passphrase was given (${describe})`, {
-            hint: 'pass --identity FILE (an age identity file), or --passphrase-file FILE / DBSTASH_PASSPHRASE',
-          });
-        }
-        const { Decrypter } = await loadAge();
-        const decrypter = new Decrypter();
-        for (const id of identities) decrypter.addIdentity(id);
-        if (context.passphrase !== undefined) decrypter.addIdentity(scryptIdentity(context.passphrase));
-        return decrypter;
-      }, describe, async () => {
-        if (recipients.length === 0 || !context.identities?.length) return undefined;
-        const { identityToRecipient } = await loadAge();
-        for (const id of context.identities) {
-          const recipient = await identityToRecipient(id).catch(() => undefined);
-          if (recipient && recipients.includes(recipient)) return recipient;
-        }
-        return undefined;
-      }),
+    decode: () => ageDecoder(context, describe, recipients),
   };
+}
+
+/**
+ * A decrypting stream for age data, with the identities or passphrase of `context`. `describe`
+ * says how the data was encrypted, for the message when no key fits; `recipients`, when known,
+ * let the message name the one the given identity matches.
+ */
+export function ageDecoder(context: StageContext, describe = 'it is encrypted with age', recipients: string[] = []): AgeDecryptStream {
+  return new AgeDecryptStream(async () => {
+    const identities = context.identities ?? [];
+    if (identities.length === 0 && context.passphrase === undefined) {
+      throw new DecryptError(`the backup is encrypted and no identity or passphrase was given (${describe})`, {
+        hint: 'pass --identity FILE (an age identity file), or --passphrase-file FILE / DBSTASH_PASSPHRASE',
+      });
+    }
+    const { Decrypter } = await loadAge();
+    const decrypter = new Decrypter();
+    for (const id of identities) decrypter.addIdentity(id);
+    if (context.passphrase !== undefined) decrypter.addIdentity(scryptIdentity(context.passphrase));
+    return decrypter;
+  }, describe, async () => {
+    if (recipients.length === 0 || !context.identities?.length) return undefined;
+    const { identityToRecipient } = await loadAge();
+    for (const id of context.identities) {
+      const recipient = await identityToRecipient(id).catch(() => undefined);
+      if (recipient && recipients.includes(recipient)) return recipient;
+    }
+    return undefined;
+  });
 }
 
 registerStage('age', ageStage);

@@ -14,6 +14,7 @@ import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
 import { countWhileDumping, exportSnapshot, lockWaitArgs, propertiesInSnapshot, snapshotReleaser } from './snapshot.js';
 import { holdForDump, openSource, sourceForDump } from './source.js';
+import { dumpPhysical, probePhysical } from './physical.js';
 
 function poolerWarning(target: Target): string | undefined {
   const host = target.host ?? '';
@@ -88,6 +89,9 @@ export const postgresEngine: Engine = {
     });
     return { format: 'globals.sql', stream, tables: Promise.resolve([]), tool: { ...tool, args }, details: {} };
   },
+
+  probePhysical,
+  dumpPhysical,
 
   ...postgresRestoreMethods,
 };

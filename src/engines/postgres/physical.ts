@@ -1,0 +1,279 @@
+// Physical base backups: pg_basebackup in tar format, written to its stdout (`-D -`), so the
+// cluster's files stream through dbstash's stages into storage without a copy on local disk. The
+// stream is watched on its way (a small tar reader over the headers, never buffering the data):
+// backup_label, the first file, gives the start LSN, timeline and checkpoint; backup_manifest,
+// which pg_basebackup injects as the last file, gives the WAL range the backup needs, and its own
+// SHA-256 goes into dbstash's manifest. The stream only ends once pg_basebackup exited 0 and both
+// files were seen whole, so a cut-off backup never looks complete.
+//
+// By default the WAL is left to the archive (`-X none`; pg_basebackup then waits until the last
+// segment the backup needs is archived). `selfContained` includes it in the tar (`-X fetch`), so
+// the backup restores without the archive.
+
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
+import type { DumpOptions, DumpSession, Probe, Target } from '../engine.js';
+import { describeExit, gateOnExit, startTool } from '../process.js';
+import { classifyPgError, libpqEnv, onDatabase } from './connection.js';
+import { findPgTool, majorOf } from './tools.js';
+
+export interface ClusterFacts {
+  version: string;
+  /** Every database's size, summed: the estimate for the free-space check. */
+  sizeBytes: number;
+  systemIdentifier: string;
+  walSegmentSize: number;
+  archiveMode: string;
+  archiveCommand: string;
+  walLevel: string;
+  canReplicate: boolean;
+  tablespaces: { name: string; location: string }[];
+}
+
+export async function clusterFacts(target: Target, signal?: AbortSignal): Promise<ClusterFacts> {
+  return onDatabase(
+    target,
+    async (c) => {
+      const r = await c.query<Record<string, string | boolean>>(
+        `SELECT current_setting('server_version') AS version,
+                (SELECT sum(pg_database_size(oid))::bigint FROM pg_database WHERE datallowconn) AS size,
+                (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
+                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') AS segsize,
+                current_setting('archive_mode') AS archive_mode,
+                current_setting('archive_command') AS archive_command,
+                current_setting('wal_level') AS wal_level,
+                (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate`,
+      );
+      const t = await c.query<{ name: string; location: string }>(
+        `SELECT spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1`,
+      );
+      const row = r.rows[0];
+      return {
+        version: String(row.version).split(' ')[0],
+        sizeBytes: Number(row.size),
+        systemIdentifier: String(row.sysid),
+        walSegmentSize: Number(row.segsize),
+        archiveMode: String(row.archive_mode),
+        archiveCommand: String(row.archive_command),
+        walLevel: String(row.wal_level),
+        canReplicate: row.can_replicate === true,
+        tablespaces: t.rows,
+      };
+    },
+    signal,
+  );
+}
+
+const factsOfProbe = new WeakMap<Probe, ClusterFacts>();
+
+/** The preflight of a base backup: the server's facts, pg_basebackup, and what the backup needs of the server. */
+export async function probePhysical(target: Target, opts: { selfContained?: boolean; signal?: AbortSignal }): Promise<Probe> {
+  let facts: ClusterFacts;
+  try {
+    facts = await clusterFacts(target, opts.signal);
+  } catch (err) {
+    throw err instanceof DbstashError ? err : classifyPgError(err, target);
+  }
+  const tool = await findPgTool('pg_basebackup', majorOf(facts.version), target.options.binDir);
+  if (!facts.canReplicate) {
+    throw new PreflightError(`[postgres] the role "${target.user ?? 'of the connection'}" may not take a base backup: it needs the REPLICATION attribute`, {
+      hint: `ALTER ROLE ${target.user ?? 'the_role'} REPLICATION; and a "replication" line for it in pg_hba.conf`,
+    });
+  }
+  if (facts.walLevel === 'minimal') {
+    throw new PreflightError('[postgres] wal_level is minimal: the server keeps no WAL that a base backup or an archive could use', { hint: 'dbstash wal setup --database NAME says what to change (wal_level = replica, then a restart)' });
+  }
+  if (!opts.selfContained && facts.archiveMode === 'off') {
+    throw new PreflightError('[postgres] archive_mode is off: a base backup without its WAL restores only with an archive, and this server archives nothing', {
+      hint: 'turn archiving on (dbstash wal setup --database NAME --apply, then a restart), or take a --self-contained backup that carries its WAL',
+    });
+  }
+  if (facts.tablespaces.length > 0) {
+    throw new PreflightError(`[postgres] the cluster has tablespaces outside its data directory (${facts.tablespaces.map((t) => `${t.name} at ${t.location}`).join(', ')}), which a streamed base backup cannot carry yet`, {
+      hint: 'take logical backups of this cluster (dbstash backup without --physical)',
+    });
+  }
+  const probe: Probe = { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: [] };
+  factsOfProbe.set(probe, facts);
+  return probe;
+}
+
+export interface PhysicalDetails {
+  systemIdentifier: string;
+  timeline: number;
+  startLsn: string;
+  stopLsn: string;
+  /** The WAL segments from the one holding the start to the one holding the stop. */
+  startWal: string;
+  checkpointLsn: string;
+  startTime: string;
+  stopTime: string;
+  walSegmentSize: number;
+  /** The WAL the backup needs is inside the tar (--self-contained). */
+  walIncluded: boolean;
+  /** pg_basebackup's backup_manifest, as found at the end of the tar. */
+  backupManifest: { size: number; sha256: string; checksum?: string };
+  /** pg_basebackup's label and the server's backup method (from backup_label). */
+  label: string;
+}
+
+const BLOCK = 512;
+
+function octal(header: Buffer, offset: number, length: number): number {
+  if (header[offset] & 0x80) {
+    let v = 0;
+    for (let i = offset + 1; i < offset + length; i++) v = v * 256 + header[i];
+    return v;
+  }
+  const text = header.toString('latin1', offset, offset + length).replace(/\0.*$/s, '').trim();
+  return text ? parseInt(text, 8) : 0;
+}
+
+function entryName(header: Buffer): string {
+  const name = header.toString('utf8', 0, 100).replace(/\0.*$/s, '');
+  const prefix = header.toString('latin1', 257, 263).startsWith('ustar') ? header.toString('utf8', 345, 500).replace(/\0.*$/s, '') : '';
+  return prefix ? `${prefix}/${name}` : name;
+}
+
+/**
+ * Passes a tar stream through unchanged while reading its headers, and keeps the contents of a few
+ * small named files (backup_label) and the hash, size and tail of one large one (backup_manifest).
+ */
+export class TarWatch extends Transform {
+  private header = Buffer.alloc(0);
+  private remaining = 0;
+  private padding = 0;
+  private current?: { name: string; keep: boolean; chunks: Buffer[]; hash?: Hash; size: number };
+  readonly files = new Map<string, { text: string; size: number; sha256?: string }>();
+  ended = false;
+  entries = 0;
+
+  constructor(private readonly keep: string[], private readonly hashed: string[]) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    try {
+      this.read_(chunk);
+    } catch (err) {
+      return done(err as Error);
+    }
+    done(null, chunk);
+  }
+
+  private read_(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - at);
+        const part = chunk.subarray(at, at + n);
+        if (this.current) {
+          this.current.hash?.update(part);
+          if (this.current.keep) this.current.chunks.push(Buffer.from(part));
+        }
+        this.remaining -= n;
+        at += n;
+        if (this.remaining === 0) this.finishEntry();
+        continue;
+      }
+      if (this.padding > 0) {
+        const n = Math.min(this.padding, chunk.length - at);
+        this.padding -= n;
+        at += n;
+        continue;
+      }
+      if (this.ended) return; // the trailer's zero blocks
+      const need = BLOCK - this.header.length;
+      this.header = Buffer.concat([this.header, chunk.subarray(at, at + need)]);
+      at += Math.min(need, chunk.length - at);
+      if (this.header.length < BLOCK) return;
+      const header = this.header;
+      this.header = Buffer.alloc(0);
+      if (header.every((b) => b === 0)) {
+        this.ended = true;
+        continue;
+      }
+      const size = octal(header, 124, 12);
+      const name = entryName(header).replace(/^\.\//, '');
+      this.entries++;
+      const hashed = this.hashed.includes(name);
+      const keep = this.keep.includes(name) || hashed;
+      this.current = { name, keep, chunks: [], size, hash: hashed ? createHash('sha256') : undefined };
+      this.remaining = size;
+      this.padding = (BLOCK - (size % BLOCK)) % BLOCK;
+      if (size === 0) this.finishEntry();
+    }
+  }
+
+  private finishEntry(): void {
+    const c = this.current;
+    this.current = undefined;
+    if (!c?.keep) return;
+    this.files.set(c.name, { text: Buffer.concat(c.chunks).toString('utf8'), size: c.size, sha256: c.hash?.digest('hex') });
+  }
+}
+
+function labelField(label: string, field: string): string | undefined {
+  return new RegExp(`^${field}: (.*)$`, 'm').exec(label)?.[1]?.trim();
+}
+
+/** The facts of a finished base backup, from the files the tar reader kept. */
+export function physicalDetails(watch: TarWatch, facts: ClusterFacts, walIncluded: boolean, stopTime: Date): PhysicalDetails {
+  const label = watch.files.get('backup_label');
+  const manifest = watch.files.get('backup_manifest');
+  if (!label || !manifest) {
+    throw new BackupError(`[postgres] pg_basebackup's output lacks ${!label ? 'backup_label' : 'backup_manifest'}: the base backup is incomplete`);
+  }
+  let parsed: { 'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[]; 'Manifest-Checksum'?: string };
+  try {
+    parsed = JSON.parse(manifest.text) as typeof parsed;
+  } catch (err) {
+    throw new BackupError(`[postgres] pg_basebackup's backup_manifest does not read: ${(err as Error).message}`);
+  }
+  const ranges = parsed['WAL-Ranges'] ?? [];
+  const start = /^(\S+) \(file (\S+)\)$/.exec(labelField(label.text, 'START WAL LOCATION') ?? '');
+  const timeline = Number(labelField(label.text, 'START TIMELINE'));
+  const last = ranges[ranges.length - 1];
+  if (!start || !last || !Number.isInteger(timeline)) throw new BackupError('[postgres] the base backup\'s backup_label or WAL range does not read');
+  const startTime = labelField(label.text, 'START TIME');
+  return {
+    systemIdentifier: facts.systemIdentifier,
+    timeline,
+    startLsn: start[1],
+    stopLsn: last['End-LSN'],
+    startWal: start[2],
+    checkpointLsn: labelField(label.text, 'CHECKPOINT LOCATION') ?? '',
+    startTime: startTime ? new Date(startTime.replace(' UTC', 'Z').replace(' ', 'T')).toISOString() : '',
+    stopTime: stopTime.toISOString(),
+    walSegmentSize: facts.walSegmentSize,
+    walIncluded,
+    backupManifest: { size: manifest.size, sha256: manifest.sha256!, checksum: parsed['Manifest-Checksum'] },
+    label: labelField(label.text, 'LABEL') ?? '',
+  };
+}
+
+/** Streams a base backup (tar) of the cluster `target` connects to. */
+export async function dumpPhysical(target: Target, opts: DumpOptions & { selfContained?: boolean }): Promise<DumpSession> {
+  const facts = (opts.probe && factsOfProbe.get(opts.probe)) ?? (await clusterFacts(target, opts.signal));
+  const tool = opts.probe?.tool ?? (await findPgTool('pg_basebackup', majorOf(facts.version), target.options.binDir));
+  const walIncluded = !!opts.selfContained;
+  const args = ['-D', '-', '-F', 'tar', '-X', walIncluded ? 'fetch' : 'none', '--checkpoint=fast', '--label=dbstash', '--no-password', '--verbose'];
+  const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true, stderrLine: (line) => /^pg_basebackup: (initiating|checkpoint completed|write-ahead log|base backup completed|syncing|waiting)/.test(line) || /^NOTICE: {2}all required WAL segments/.test(line) });
+  const watch = new TarWatch(['backup_label'], ['backup_manifest']);
+  running.stdout.on('error', (err) => watch.destroy(err));
+  running.stdout.pipe(watch);
+  const details: Record<string, unknown> = {};
+  const stream = gateOnExit(watch, async () => {
+    const exit = await running.exit;
+    if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
+    details.physical = physicalDetails(watch, facts, walIncluded, new Date());
+  });
+  return {
+    format: 'base.tar',
+    stream,
+    tables: Promise.resolve([]),
+    tool: { ...tool, args },
+    details,
+  };
+}
