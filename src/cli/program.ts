@@ -22,6 +22,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   copy: async () => (await import('./copy.js')).registerCopy,
   export: async () => (await import('./export.js')).registerExport,
   show: async () => (await import('./export.js')).registerShow,
+  wal: async () => (await import('./wal.js')).registerWal,
 };
 
 /**

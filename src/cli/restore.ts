@@ -3,6 +3,7 @@
 // otherwise), restores into a new database and swaps it in, keeping the old one aside.
 
 import os from 'node:os';
+import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
@@ -15,6 +16,7 @@ import { runRestore, type RestorePlan } from '../restore/restore.js';
 import { runPartialRestore, type PartialPlan } from '../tables/partial.js';
 import type { Engine, PlacedTable, Target } from '../engines/engine.js';
 import type { LocatedBackup as Located } from '../verify/locate.js';
+import type { RecoveryTarget } from '../wal/recover.js';
 import { locateBackup, locateLatest } from '../verify/locate.js';
 import { findSeries, seriesLabels } from '../catalog/find.js';
 import { seriesOfManifest } from '../catalog/series.js';
@@ -40,6 +42,12 @@ interface RestoreCliOptions extends CommonOptions, SecretOptions {
   schema?: string[];
   replace?: boolean;
   cascadePlan?: boolean;
+  pgdata?: string;
+  lsn?: string;
+  restorePoint?: string;
+  start?: boolean;
+  port?: string;
+  archive?: boolean;
 }
 
 /** --at: an ISO 8601 time ("2026-11-23T08:00Z", "2026-11-23 08:00") or an age ("36h", "2d"). */
@@ -51,6 +59,72 @@ export function parseAt(text: string, now = new Date()): Date {
     throw new UsageError(`--at "${text}" is not a time`, { hint: 'give an ISO time in UTC (2026-11-23T08:00Z) or an age (36h, 2d)' });
   }
   return at;
+}
+
+/** `restore --pgdata DIR --at TIME|latest | --lsn LSN | --restore-point NAME`: point-in-time recovery. */
+async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions, ctx: Context): Promise<number> {
+  if (!opts.pgdata) throw new UsageError('point-in-time recovery needs --pgdata DIR: the new data directory to recover into');
+  if (what !== undefined && what !== 'latest') throw new UsageError('point-in-time recovery picks its base backup itself: leave out the backup id (or say latest)', { hint: 'dbstash restore --database NAME --at TIME --pgdata DIR' });
+  for (const [flag, set] of [['--to', opts.to], ['--table', opts.table?.length], ['--schema', opts.schema?.length], ['--replace', opts.replace], ['--jobs', opts.jobs], ['--drop-old', opts.dropOld], ['--with-globals', opts.withGlobals], ['--role-map', opts.roleMap]] as const) {
+    if (set) throw new UsageError(`${flag} goes with a logical restore, not with --pgdata`);
+  }
+  const given = [opts.at, opts.lsn, opts.restorePoint].filter((x) => x !== undefined);
+  if (given.length !== 1) throw new UsageError('say where to recover to: one of --at TIME (or --at latest), --lsn LSN, --restore-point NAME');
+  const { isLsn } = await import('../wal/names.js');
+  let target: RecoveryTarget;
+  if (opts.lsn !== undefined) {
+    if (!isLsn(opts.lsn)) throw new UsageError(`--lsn "${opts.lsn}" is not an LSN`, { hint: 'an LSN looks like 16/B374D848 (pg_current_wal_lsn())' });
+    target = { kind: 'lsn', lsn: opts.lsn.toUpperCase() };
+  } else if (opts.restorePoint !== undefined) target = { kind: 'name', name: opts.restorePoint };
+  else target = opts.at === 'latest' ? { kind: 'latest' } : { kind: 'time', time: parseAt(opts.at!) };
+  const port = opts.port !== undefined ? Number(opts.port) : 5432;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number, got "${opts.port}"`);
+  if (opts.port !== undefined && !opts.start) throw new UsageError('--port goes with --start');
+  const { resolveWalSeries, dbstashCommand, locatorArgs, shellWord } = await import('./wal.js');
+  const { chooseBase, recoverToPoint } = await import('../wal/recover.js');
+  const where = await resolveWalSeries(opts, ctx);
+  const pgdata = path.resolve(opts.pgdata);
+  if (opts.dryRun) {
+    const choice = await chooseBase(where, target, ctx.signal);
+    const p = choice.physical;
+    ctx.out.result({ dryRun: true, base: choice.base.id, physical: p, segments: choice.segments, bytes: choice.bytes, window: choice.window, pgdata }, () =>
+      [
+        `would restore base backup ${choice.base.id} (ended ${p.stopTime}, WAL ${p.startLsn} to ${p.stopLsn}, timeline ${p.timeline}) into ${pgdata}`,
+        `  then replay up to ${choice.segments} archived WAL segments (${formatBytes(choice.bytes)} stored) to ${opts.at ?? opts.lsn ?? opts.restorePoint}`,
+        `  recoverable window: ${choice.window.from} to ${choice.window.to ?? choice.window.from}`,
+        `  afterwards: ${opts.start ? `left running on port ${port}` : 'shut down cleanly, ready to start'}${opts.archive === false ? ', archiving off' : ''}`,
+      ].join('\n'),
+    );
+    return ExitCode.ok;
+  }
+  const decrypt = [...(opts.identity ?? []).flatMap((f) => ['--identity', path.resolve(f)]), ...(opts.passphraseFile ? ['--passphrase-file', path.resolve(opts.passphraseFile)] : [])];
+  const restoreCommand = [...dbstashCommand(), 'wal', 'get', '%f', '%p', ...locatorArgs(opts, ctx, opts.database ?? where.series.name), ...decrypt, '--recovery', '--quiet'].map(shellWord).join(' ');
+  const result = await recoverToPoint(
+    {
+      where,
+      target,
+      pgdata,
+      force: !!opts.force,
+      startPort: opts.start ? port : undefined,
+      archive: opts.archive !== false,
+      context: stageContext(opts, ctx.loaded.config, where.entry),
+      restoreCommand,
+      tempDir: opts.tempDir ?? ctx.loaded.config.tempDir ?? os.tmpdir(),
+      binDir: opts.pgBinDir,
+    },
+    { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
+    ctx.signal,
+  );
+  ctx.out.result({ ok: true, ...result }, () =>
+    [
+      `recovered ${result.pgdata} from ${result.base} to ${result.target} in ${formatDuration(result.durationMs)}`,
+      `  replay ${result.point.stop ? `stopped ${result.point.stop}` : 'reached the end of the archive'}${result.point.redoDoneAt ? `; redo done at ${result.point.redoDoneAt}` : ''}`,
+      ...(result.point.lastTransaction ? [`  last transaction replayed: ${result.point.lastTransaction}`] : []),
+      ...(result.point.timeline ? [`  promoted on new timeline ${result.point.timeline}`] : []),
+      result.started ? `  running on port ${result.started.port}` : `  shut down cleanly; start it with: pg_ctl -D ${result.pgdata} start`,
+    ].join('\n'),
+  );
+  return ExitCode.ok;
 }
 
 export function parseRoleMap(pairs: string[] | undefined): Record<string, string> | undefined {
@@ -162,7 +236,7 @@ export function registerRestore(program: Command): void {
   const cmd = program
     .command('restore')
     .description('restore a backup into a database, safely: into a new database, checked as it streams, then swapped')
-    .argument('<backup>', 'backup id, or "latest"')
+    .argument('[backup]', 'backup id, or "latest" (point-in-time: leave it out)')
     .option('--to <target>', 'target database URL, SQLite file path, or a database named in the config (created when missing)')
     .option('--database <name>', 'with "latest": the database whose newest backup to restore')
     .option('--at <time>', 'with "latest": the newest backup at or before this time (ISO UTC, or an age like 36h)')
@@ -176,6 +250,12 @@ export function registerRestore(program: Command): void {
     .option('--schema <name>', 'restore only the tables of this schema, beside the live ones (repeatable)', collect)
     .option('--replace', 'with --table: swap the restored table in for the live one, kept as <table>__before_<stamp>')
     .option('--cascade-plan', 'with --replace: also re-point the foreign keys of other tables that reference it')
+    .option('--pgdata <dir>', 'point-in-time recovery (PostgreSQL): lay out the base backup in this new data directory and replay the WAL archive to --at, --lsn or --restore-point')
+    .option('--lsn <lsn>', 'with --pgdata: recover up to this WAL position (e.g. 0/3000060)')
+    .option('--restore-point <name>', 'with --pgdata: recover up to this named restore point (dbstash wal mark)')
+    .option('--start', 'with --pgdata: leave the recovered server running (on --port)')
+    .option('--port <n>', 'with --start: the port for the recovered server (default 5432)')
+    .option('--no-archive', 'with --pgdata: the recovered server does not archive WAL (a copy to inspect beside the live cluster)')
     .option('--temp-dir <dir>', 'directory for scratch files (default: the system temp dir)')
     .option('--pg-bin-dir <dir>', 'directory holding pg_restore/psql (default: newest in /usr/lib/postgresql, then PATH)');
   decryptionOptions(cmd);
@@ -205,10 +285,19 @@ Examples:
   dbstash restore latest --database shop --table public.orders --to shop --yes
   dbstash restore shop_prod_2026-11-23T08-07-00Z --to postgres://app@localhost:5432/shop_copy --yes
   dbstash restore latest --database shop --at 2026-11-22T18:00Z --to shop --yes --drop-old
-  dbstash restore latest --to ./data/app.db --yes`,
+  dbstash restore latest --to ./data/app.db --yes
+  dbstash restore --database main --at "2026-11-23T10:30:59Z" --pgdata /var/lib/postgresql/15/restored --dry-run
+
+Point in time (PostgreSQL, with base backups and a WAL archive; see docs/pitr.md): --pgdata DIR
+with --at TIME|latest, --lsn or --restore-point picks the newest base backup that ended before the
+point, checks the archive reaches it without a gap, lays the backup out in DIR (checked as it
+streams, then by pg_verifybackup), and runs PostgreSQL in recovery to the point. It then shuts the
+server down cleanly (a directory ready to start), or with --start leaves it running on --port.`,
   );
-  cmd.action((what: string, opts: RestoreCliOptions) =>
+  cmd.action((what: string | undefined, opts: RestoreCliOptions) =>
     runCommand(opts, async (ctx) => {
+      if (opts.pgdata !== undefined || opts.lsn !== undefined || opts.restorePoint !== undefined || opts.start) return restoreToPoint(what, opts, ctx);
+      if (what === undefined) throw new UsageError('name the backup to restore: its id, or "latest"', { hint: 'dbstash list shows the ids; for point-in-time recovery give --pgdata DIR and --at TIME' });
       const config = ctx.loaded.config;
       const jobs = opts.jobs !== undefined ? Number(opts.jobs) : undefined;
       if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) throw new UsageError(`--jobs must be a positive whole number, got "${opts.jobs}"`);

@@ -27,7 +27,15 @@ import { suffixOf, type Stage, type StageContext } from '../pipeline/stage.js';
 import { checkSeriesFolder, writeSeriesFile, type Series } from '../catalog/series.js';
 import type { Destination } from '../backup/backup.js';
 import type { Storage } from '../storage/storage.js';
+import type { Target } from '../engines/engine.js';
 import { parseWalName, parseWalObject, walObjectKey, walObjectPrefix, type WalObject } from './names.js';
+
+/** One cluster's archive: where it is and whose it is. */
+export interface WalSeries {
+  target: Target;
+  series: Series;
+  destinations: Destination[];
+}
 
 export interface PushResult {
   name: string;

@@ -1,0 +1,394 @@
+// Point-in-time recovery: a physical base backup laid out in a new data directory, and PostgreSQL
+// replaying the archived WAL up to the point asked for.
+//
+//   1. choose the newest base backup that ended before the target (time, LSN, named restore point,
+//      or the end of the archive) and check, before anything is written, that the target is in
+//      the recoverable window and that the archive has no gap between the backup and its end;
+//   2. stream the backup into the directory (size, SHA-256 and decoding checked on the way; a
+//      mismatch empties the directory again), then pg_verifybackup checks every file against
+//      pg_basebackup's own backup_manifest;
+//   3. write the recovery settings (restore_command through `dbstash wal get --recovery`, the
+//      target, promote at the target) and recovery.signal;
+//   4. run the server on a private socket until it has promoted, reading the point reached from
+//      its log ("recovery stopping before …", "last completed transaction was at log time …",
+//      "redo done at …"); any failure stops the server: nothing started is left behind;
+//   5. shut it down cleanly (a directory ready to start), or, with `start`, start it on its port.
+
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { IntegrityError, PreflightError, RestoreError, UsageError } from '../core/errors.js';
+import { makeScratchDirSync } from '../core/scratch.js';
+import { formatBytes } from '../core/format.js';
+import { TOOL_VERSION } from '../core/version.js';
+import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
+import { writeRecord } from '../catalog/records.js';
+import { artifactKey } from '../core/id.js';
+import { Meter } from '../pipeline/meter.js';
+import { decoders, type StageContext } from '../pipeline/stage.js';
+import { lookupUser, runTool, startTool, stderrSummary, type RunAs, type RunningTool } from '../engines/process.js';
+import { findPgTool, majorOf } from '../engines/postgres/tools.js';
+import type { PhysicalDetails } from '../engines/postgres/physical.js';
+import type { WalSeries } from './archive.js';
+import { lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walPrefix, type WalObject } from './names.js';
+
+export type RecoveryTarget = { kind: 'time'; time: Date } | { kind: 'lsn'; lsn: string } | { kind: 'name'; name: string } | { kind: 'latest' };
+
+export interface RecoverPlan {
+  where: WalSeries;
+  target: RecoveryTarget;
+  pgdata: string;
+  force: boolean;
+  /** Leave the server running on this port; otherwise shut it down, ready to start. */
+  startPort?: number;
+  /** Keep the backup's archive settings (the restored server archives its new timeline). */
+  archive: boolean;
+  context: StageContext;
+  /** restore_command, with %f and %p. */
+  restoreCommand: string;
+  tempDir: string;
+  binDir?: string;
+}
+
+export interface RecoverEvents {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface ArchiveFacts {
+  objects: WalObject[];
+  /** Newest archived WAL object's time: the archive reaches at most about this far. */
+  end?: Date;
+}
+
+export interface RecoveryChoice {
+  base: CatalogEntry;
+  physical: PhysicalDetails;
+  /** Segments from the backup's start to the end of the archive, and their stored size. */
+  segments: number;
+  bytes: number;
+  window: { from: string; to?: string };
+  gap?: string;
+}
+
+function physicalOf(e: CatalogEntry): PhysicalDetails | undefined {
+  return e.manifest.dump.details.physical as PhysicalDetails | undefined;
+}
+
+export async function archiveFacts(where: WalSeries, signal?: AbortSignal): Promise<ArchiveFacts> {
+  const storage = where.destinations[0].storage;
+  const objects = (await storage.list(walPrefix(where.series.key), { signal })).map(parseWalObject).filter((o): o is WalObject => o !== undefined);
+  const end = objects.reduce<Date | undefined>((a, o) => (!a || o.modifiedAt > a ? o.modifiedAt : a), undefined);
+  return { objects, end };
+}
+
+/**
+ * The first segment missing between `from` (a segment number) and the newest archived one, on
+ * any timeline (a timeline switch continues the numbering); undefined when there is none.
+ */
+export function firstGap(objects: WalObject[], from: number, segmentSize: number): { missing: string; after: number } | undefined {
+  const have = new Map<number, number>();
+  for (const o of objects) {
+    const n = parseWalName(o.name, segmentSize);
+    if (n?.kind === 'segment' || n?.kind === 'partial') have.set(n.segno!, n.timeline);
+  }
+  const newest = Math.max(...have.keys());
+  for (let s = from; s <= newest; s++) {
+    if (!have.has(s)) return { missing: segmentName(have.get(s - 1) ?? 1, s, segmentSize), after: s };
+  }
+  return undefined;
+}
+
+async function restorePointLsn(where: WalSeries, name: string, signal?: AbortSignal): Promise<string | undefined> {
+  const storage = where.destinations[0].storage;
+  const marks = (await storage.list(`${walPrefix(where.series.key)}marks/`, { signal })).filter((o) => o.key.endsWith('.json'));
+  for (const m of marks.sort((a, b) => (a.key < b.key ? -1 : 1))) {
+    const body = JSON.parse((await readAllText(await storage.get(m.key, { signal })))) as { name?: string; lsn?: string };
+    if (body.name === name && body.lsn) return body.lsn;
+  }
+  return undefined;
+}
+
+async function readAllText(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function describeTarget(t: RecoveryTarget): string {
+  if (t.kind === 'time') return t.time.toISOString();
+  if (t.kind === 'lsn') return `LSN ${t.lsn}`;
+  if (t.kind === 'name') return `restore point "${t.name}"`;
+  return 'the end of the archive';
+}
+
+/** Picks the base backup for a target and checks that the archive reaches it without a gap. */
+export async function chooseBase(where: WalSeries, target: RecoveryTarget, signal?: AbortSignal): Promise<RecoveryChoice> {
+  const storage = where.destinations[0].storage;
+  const { entries } = await listBackups(storage, where.series.key, { signal });
+  const bases = entries.filter((e) => physicalOf(e) !== undefined);
+  if (bases.length === 0) {
+    throw new PreflightError(`${where.series.name} has no base backup in ${storage.url}`, { hint: `take one: dbstash backup ${where.series.name} --physical` });
+  }
+  const archive = await archiveFacts(where, signal);
+  const oldest = physicalOf(bases[bases.length - 1])!;
+  const window = { from: oldest.stopTime, to: archive.end?.toISOString() };
+  const say = `the recoverable window is ${window.from} to ${window.to ?? window.from} (the oldest base backup's end to the newest archived WAL)`;
+  let stopLsn: bigint | undefined;
+  if (target.kind === 'lsn') stopLsn = parseLsn(target.lsn);
+  if (target.kind === 'name') {
+    const lsn = await restorePointLsn(where, target.name, signal);
+    if (lsn) stopLsn = parseLsn(lsn);
+  }
+  const base = bases.find((e) => {
+    const p = physicalOf(e)!;
+    if (target.kind === 'time') return new Date(p.stopTime).getTime() <= target.time.getTime();
+    if (stopLsn !== undefined) return parseLsn(p.stopLsn) <= stopLsn;
+    return true;
+  });
+  if (!base) throw new UsageError(`${describeTarget(target)} is before the end of the oldest base backup: ${say}`, { hint: 'choose a later point' });
+  if (target.kind === 'time' && window.to && target.time.getTime() > new Date(window.to).getTime()) {
+    throw new UsageError(`${describeTarget(target)} is after the newest archived WAL: ${say}`, {
+      hint: 'choose an earlier point, or restore to the end of the archive (--at latest); a server still running has WAL not archived yet (SELECT pg_switch_wal() sends it)',
+    });
+  }
+  const physical = physicalOf(base)!;
+  const startSeg = segnoOf(physical.startLsn, physical.walSegmentSize);
+  const needed = physical.walIncluded ? [] : Array.from({ length: lastSegnoBefore(physical.stopLsn, physical.walSegmentSize) - startSeg + 1 }, (_, i) => startSeg + i);
+  const gap = archive.objects.length ? firstGap(archive.objects, startSeg, physical.walSegmentSize) : undefined;
+  const have = new Set(archive.objects.map((o) => parseWalName(o.name, physical.walSegmentSize)).filter((n) => n?.kind === 'segment').map((n) => n!.segno!));
+  const missing = needed.find((s) => !have.has(s));
+  if (missing !== undefined) {
+    throw new IntegrityError(`the archive lacks ${segmentName(physical.timeline, missing, physical.walSegmentSize)}, which base backup ${base.id} needs to be consistent`, {
+      hint: 'this base backup cannot be restored from this archive; restore from another base backup, or look for the segment in another stash',
+    });
+  }
+  if (gap && (target.kind !== 'lsn' || gap.after <= segnoOf(target.lsn, physical.walSegmentSize))) {
+    throw new IntegrityError(`the archive has a gap after base backup ${base.id}: ${gap.missing} is missing, so replay cannot reach ${describeTarget(target)}`, {
+      hint: 'restore to a point before the gap (--at a time before that segment was written), or find the segment in another stash',
+    });
+  }
+  const after = archive.objects.filter((o) => {
+    const n = parseWalName(o.name, physical.walSegmentSize);
+    return n?.segno !== undefined && n.segno >= startSeg && n.kind === 'segment';
+  });
+  return { base, physical, segments: after.length, bytes: after.reduce((a, o) => a + o.size, 0), window };
+}
+
+async function prepareDirectory(pgdata: string, force: boolean, runAs: RunAs | undefined): Promise<void> {
+  let entries: string[] = [];
+  try {
+    entries = await fsp.readdir(pgdata);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`cannot use ${pgdata}: ${(err as Error).message}`);
+  }
+  if (entries.includes('postmaster.pid')) {
+    throw new UsageError(`${pgdata} holds a data directory with a postmaster.pid: a server may be running there`, { hint: 'stop that server, or choose another --pgdata' });
+  }
+  if (entries.length > 0) {
+    if (!force) throw new UsageError(`${pgdata} is not empty`, { hint: 'choose an empty or new directory, or pass --force to empty it first' });
+    for (const e of entries) await fsp.rm(path.join(pgdata, e), { recursive: true, force: true });
+  }
+  await fsp.mkdir(pgdata, { recursive: true, mode: 0o700 });
+  await fsp.chmod(pgdata, 0o700);
+  if (runAs) await fsp.chown(pgdata, runAs.uid, runAs.gid);
+}
+
+async function emptyDirectory(pgdata: string): Promise<void> {
+  for (const e of await fsp.readdir(pgdata).catch(() => [] as string[])) await fsp.rm(path.join(pgdata, e), { recursive: true, force: true });
+}
+
+/** Streams the base backup into pgdata through tar, checking size and SHA-256 on the way. */
+async function layOut(choice: RecoveryChoice, plan: RecoverPlan, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
+  const storage = plan.where.destinations[0].storage;
+  const artifact = choice.base.manifest.artifacts.find((a) => a.role === 'main')!;
+  const stored = new Meter({ hash: true });
+  const tar = startTool('tar', ['-x', '-f', '-', '-C', plan.pgdata], { stdin: 'pipe', runAs, signal });
+  tar.stdout.resume();
+  try {
+    await pipeline([await storage.get(artifactKey(choice.base.id, artifact.file), { signal }), stored, ...decoders(artifact.stages, plan.context), tar.child.stdin] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
+    const exit = await tar.exit;
+    if (stored.bytes !== artifact.size || stored.sha256() !== artifact.sha256) {
+      throw new IntegrityError(`base backup ${choice.base.id} is damaged: ${stored.bytes} bytes with sha256 ${stored.sha256().slice(0, 12)}…, its manifest says ${artifact.size} bytes, ${artifact.sha256.slice(0, 12)}…`);
+    }
+    if (exit.code !== 0) throw new RestoreError(`tar could not lay out the base backup in ${plan.pgdata}: ${stderrSummary(exit.stderr)}`);
+  } catch (err) {
+    tar.child.kill('SIGKILL');
+    await tar.exit;
+    await emptyDirectory(plan.pgdata);
+    throw err;
+  }
+}
+
+async function verifyFiles(plan: RecoverPlan, version: string, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
+  const tool = await findPgTool('pg_verifybackup', majorOf(version), plan.binDir).catch(() => undefined);
+  if (!tool) return;
+  const r = await runTool(tool.path, ['--no-parse-wal', '--quiet', plan.pgdata], { runAs, signal });
+  if (r.code !== 0) {
+    await emptyDirectory(plan.pgdata);
+    throw new IntegrityError(`pg_verifybackup found the restored files do not match the backup's backup_manifest: ${stderrSummary(r.stderr, 3)}`);
+  }
+}
+
+const quoteConf = (v: string) => `'${v.replace(/'/g, "''")}'`;
+const MARK = '# dbstash restore:';
+
+function recoverySettings(plan: RecoverPlan): string[] {
+  const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(plan.restoreCommand)}`];
+  const t = plan.target;
+  if (t.kind === 'time') lines.push(`recovery_target_time = ${quoteConf(t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
+  if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${quoteConf(t.lsn)}`);
+  if (t.kind === 'name') lines.push(`recovery_target_name = ${quoteConf(t.name)}`);
+  if (t.kind !== 'latest') lines.push(`recovery_target_action = 'promote'`);
+  lines.push(`recovery_target_timeline = 'latest'`);
+  if (!plan.archive) lines.push(`archive_mode = 'off'`);
+  return lines.map((l) => (l.startsWith('#') ? l : `${l} ${MARK.slice(0, -1)}`));
+}
+
+async function writeRecoveryConfig(plan: RecoverPlan, runAs: RunAs | undefined): Promise<void> {
+  const auto = path.join(plan.pgdata, 'postgresql.auto.conf');
+  await fsp.appendFile(auto, `\n${recoverySettings(plan).join('\n')}\n`);
+  const signalFile = path.join(plan.pgdata, 'recovery.signal');
+  await fsp.writeFile(signalFile, '', { mode: 0o600 });
+  await fsp.rm(path.join(plan.pgdata, 'dbstash-recovery-error.txt'), { force: true });
+  if (runAs) for (const f of [auto, signalFile]) await fsp.chown(f, runAs.uid, runAs.gid);
+}
+
+/** Removes the recovery target settings dbstash added (restore_command stays: it serves a standby). */
+async function cleanRecoveryConfig(plan: RecoverPlan): Promise<void> {
+  const auto = path.join(plan.pgdata, 'postgresql.auto.conf');
+  const text = await fsp.readFile(auto, 'utf8');
+  const kept = text.split('\n').filter((l) => !(l.endsWith(MARK.slice(0, -1)) && /^recovery_target/.test(l)));
+  await fsp.writeFile(auto, kept.join('\n'));
+}
+
+export interface PointReached {
+  /** What the server's log says about where replay stopped. */
+  stop?: string;
+  lastTransaction?: string;
+  redoDoneAt?: string;
+  timeline?: number;
+}
+
+function readLog(line: string, point: PointReached): void {
+  let m = /recovery stopping (before|after) (.*)$/.exec(line);
+  if (m) point.stop = `${m[1]} ${m[2]}`;
+  m = /last completed transaction was at log time (.*)$/.exec(line);
+  if (m) point.lastTransaction = new Date(m[1].replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString();
+  m = /redo done at ([0-9A-F]+\/[0-9A-F]+)/.exec(line);
+  if (m) point.redoDoneAt = m[1];
+  m = /selected new timeline ID: (\d+)/.exec(line);
+  if (m) point.timeline = Number(m[1]);
+}
+
+/** Runs the server in recovery until it promotes (ready for read-write connections); stops it on any failure. */
+async function replay(plan: RecoverPlan, postgres: string, runAs: RunAs | undefined, events: RecoverEvents, signal?: AbortSignal): Promise<PointReached> {
+  const sockets = makeScratchDirSync(plan.tempDir, 'pgrecover');
+  if (runAs) await fsp.chown(sockets, runAs.uid, runAs.gid);
+  const point: PointReached = {};
+  let promoted = false;
+  let readyResolve: () => void = () => {};
+  const ready = new Promise<void>((r) => (readyResolve = r));
+  const log: string[] = [];
+  const server: RunningTool = startTool(
+    postgres,
+    ['-D', plan.pgdata, '-p', String(randomInt(20000, 60000)), '-k', sockets, '-c', "listen_addresses=", '-c', 'logging_collector=off', '-c', 'log_destination=stderr', '-c', 'hot_standby=on'],
+    {
+      runAs,
+      signal,
+      stderrLine: (line) => {
+        readLog(line, point);
+        if (/restored log file|redo in progress|ready to accept read-only/.test(line)) events.info(line.replace(/^.*?(LOG|DETAIL): +/, ''));
+        if (/database system is ready to accept connections/.test(line)) {
+          promoted = true;
+          readyResolve();
+        }
+        log.push(line);
+        if (log.length > 200) log.shift();
+        return false;
+      },
+    },
+  );
+  server.stdout.resume();
+  try {
+    await Promise.race([ready, server.exit]);
+    if (!promoted) {
+      const reason = await fsp.readFile(path.join(plan.pgdata, 'dbstash-recovery-error.txt'), 'utf8').catch(() => '');
+      const fatal = log.filter((l) => /FATAL|PANIC/.test(l)).map((l) => l.replace(/^.*?(FATAL|PANIC): +/, '')).slice(-2).join(' / ');
+      if (reason) throw new IntegrityError(`recovery stopped: a WAL file could not be restored: ${reason.trim()}`, { hint: 'the server was stopped; the data directory is left as it was for inspection (--force empties it for the next try)' });
+      throw new RestoreError(`recovery failed: ${fatal || stderrSummary((await server.exit).stderr, 3) || 'the server stopped'}`, {
+        hint: /before configured recovery target/.test(fatal) ? 'the archive ends before that point: choose an earlier one' : 'the server was stopped; its log lines are above with --debug',
+      });
+    }
+    // A clean, fast shutdown: the directory is ready to start.
+    server.child.kill('SIGINT');
+    await server.exit;
+    return point;
+  } finally {
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGQUIT');
+      await server.exit;
+    }
+    await fsp.rm(sockets, { recursive: true, force: true });
+  }
+}
+
+export interface RecoverResult {
+  base: string;
+  target: string;
+  pgdata: string;
+  point: PointReached;
+  started?: { port: number };
+  window: RecoveryChoice['window'];
+  durationMs: number;
+}
+
+export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, signal?: AbortSignal): Promise<RecoverResult> {
+  const started = Date.now();
+  const choice = await chooseBase(plan.where, plan.target, signal);
+  const version = choice.base.manifest.database.serverVersion;
+  const postgres = await findPgTool('postgres', majorOf(version), plan.binDir);
+  if (majorOf(postgres.version) !== majorOf(version)) {
+    throw new PreflightError(`the base backup is of PostgreSQL ${version}; a physical restore needs the same major version's server, found ${postgres.version} at ${postgres.path}`, {
+      hint: `install postgresql-${majorOf(version)}, or point --pg-bin-dir at its bin directory`,
+    });
+  }
+  const runAs = process.getuid?.() === 0 ? await lookupUser('postgres') : undefined;
+  if (process.getuid?.() === 0 && !runAs) throw new PreflightError('running as root, and there is no "postgres" OS user to run the restored server as', { hint: 'run dbstash as the user that runs PostgreSQL' });
+  events.info(`restoring base backup ${choice.base.id} (${formatBytes(choice.base.manifest.artifacts[0].size)}) into ${plan.pgdata}, then replaying WAL to ${describeTarget(plan.target)}`);
+  const storage = plan.where.destinations[0].storage;
+  const record = async (result: 'succeeded' | 'failed', extra: Record<string, unknown>) =>
+    writeRecord(storage, { kind: 'restore', mode: 'point-in-time', id: choice.base.id, target: plan.pgdata, recoveryTarget: describeTarget(plan.target), result, at: new Date().toISOString(), durationMs: Date.now() - started, toolVersion: TOOL_VERSION, ...extra }).catch((err: Error) =>
+      events.warn(`could not write the restore record: ${err.message}`),
+    );
+  try {
+    await prepareDirectory(plan.pgdata, plan.force, runAs);
+    await layOut(choice, plan, runAs, signal);
+    await verifyFiles(plan, version, runAs, signal);
+    await writeRecoveryConfig(plan, runAs);
+    const point = await replay(plan, postgres.path, runAs, events, signal);
+    await cleanRecoveryConfig(plan);
+    let startedOn: RecoverResult['started'];
+    if (plan.startPort !== undefined) {
+      const pgCtl = path.join(path.dirname(postgres.path), 'pg_ctl');
+      const logFile = path.join(plan.pgdata, 'log', 'dbstash-start.log');
+      await fsp.mkdir(path.dirname(logFile), { recursive: true });
+      if (runAs) await fsp.chown(path.dirname(logFile), runAs.uid, runAs.gid);
+      const r = await runTool(pgCtl, ['start', '-w', '-D', plan.pgdata, '-l', logFile, '-o', `-p ${plan.startPort}`], { runAs, signal });
+      if (r.code !== 0) throw new RestoreError(`the recovered server did not start on port ${plan.startPort}: ${stderrSummary(r.stderr || r.stdout)}`, { hint: `see ${logFile}; the data directory is recovered and can be started by hand` });
+      startedOn = { port: plan.startPort };
+    }
+    await record('succeeded', { point });
+    return { base: choice.base.id, target: describeTarget(plan.target), pgdata: plan.pgdata, point, started: startedOn, window: choice.window, durationMs: Date.now() - started };
+  } catch (err) {
+    await record('failed', { error: (err as Error).message });
+    throw err;
+  }
+}
+
+/** Whether a directory looks like a PostgreSQL data directory (for messages). */
+export function isDataDirectory(dir: string): boolean {
+  return existsSync(path.join(dir, 'PG_VERSION'));
+}
