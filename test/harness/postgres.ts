@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
@@ -47,7 +47,7 @@ const SERVER_SETTINGS = [
 ];
 const PORT_ATTEMPTS = 3;
 
-export async function startPostgres(opts: { password?: string } = {}): Promise<PgServer> {
+export async function startPostgres(opts: { password?: string; conf?: string[] } = {}): Promise<PgServer> {
   for (const tool of ['initdb', 'pg_ctl', 'psql']) {
     const file = path.join(PG_BIN_DIR, tool);
     if (!existsSync(file)) throw new Error(`[harness/postgres] ${file} not found: install postgresql-15`);
@@ -78,6 +78,8 @@ export async function startPostgres(opts: { password?: string } = {}): Promise<P
   let port: number;
   try {
     await initdb(dataDir, pwFile, (args) => runPgTool('initdb', args));
+    // Settings a base backup carries along (postgresql.conf is part of it), unlike -c options.
+    if (opts.conf?.length) appendFileSync(path.join(dataDir, 'postgresql.conf'), `\n${opts.conf.join('\n')}\n`);
     port = await startOnFreePort(socketDir, logFile, (args) => runPgTool('pg_ctl', [...args, '-D', dataDir]));
   } catch (err) {
     unregister();

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { atExit } from './tmp.js';
+import { asUser } from './proc.js';
 
 /** The compiled entry point: dist/test/harness/run.js → dist/src/cli/main.js. */
 export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -18,6 +19,8 @@ export interface CliOptions {
   cwd?: string;
   /** Runs the CLI under this umask (as a shell would set it before starting it). */
   umask?: number;
+  /** Runs the CLI as this OS user (we are root): as PostgreSQL's archive_command would run it. */
+  user?: string;
 }
 
 export interface RunCliOptions extends CliOptions {
@@ -35,6 +38,13 @@ export interface CliResult {
 }
 
 export function spawnCli(args: string[], opts: CliOptions = {}): ChildProcessWithoutNullStreams {
+  if (opts.user) {
+    const as = asUser(opts.user, process.execPath, [CLI_PATH, ...args]);
+    const child = spawn(as.cmd, as.args, { cwd: opts.cwd, env: mergeEnv(opts.env) });
+    const unregister = atExit(() => child.kill('SIGKILL'));
+    child.once('exit', unregister);
+    return child;
+  }
   const child =
     opts.umask === undefined
       ? spawn(process.execPath, [CLI_PATH, ...args], { cwd: opts.cwd, env: mergeEnv(opts.env) })

@@ -1,0 +1,252 @@
+/**
+ * Point-in-time recovery against a real PostgreSQL 15 cluster whose archive_command is
+ * `dbstash wal push`, run by the server as the postgres OS user, under a pgbench write load.
+ * One cluster and one stash serve the whole file; the tests run in order and build on each other
+ * (base backup → restore to a time → a new timeline → damage).
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { startPostgres, PG_BIN_DIR, type PgServer } from '../harness/postgres.js';
+import { CLI_PATH, expectExit, runCli, spawnCli } from '../harness/run.js';
+import { asUser, chownToUser, freePort, isRunning, run } from '../harness/proc.js';
+import { tempDir } from '../harness/tmp.js';
+
+let server: PgServer;
+let root: string;
+let stash: string;
+let configFile: string;
+const started: string[] = [];
+
+const asPostgres = { user: 'postgres' };
+
+function walFiles(): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.push(p);
+    }
+  };
+  for (const series of readdirSync(stash)) if (existsSync(path.join(stash, series, 'wal'))) walk(path.join(stash, series, 'wal'));
+  return out.sort();
+}
+
+async function switchAndWait(): Promise<string> {
+  const r = await server.query(`SELECT pg_walfile_name(pg_switch_wal()) AS seg`);
+  const seg = r.rows[0].seg as string;
+  for (let i = 0; i < 200; i++) {
+    const a = await server.query(`SELECT last_archived_wal, last_failed_wal, failed_count FROM pg_stat_archiver`);
+    if ((a.rows[0].last_archived_wal ?? '') >= seg) return seg;
+    await sleep(100);
+  }
+  const a = await server.query(`SELECT * FROM pg_stat_archiver`);
+  throw new Error(`${seg} was not archived: ${JSON.stringify(a.rows[0])}`);
+}
+
+async function query(port: number, sql: string, host = '127.0.0.1'): Promise<pg.QueryResult> {
+  const client = new pg.Client({ host, port, user: 'postgres', password: server.password, database: 'postgres' });
+  await client.connect();
+  try {
+    return await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+async function pgCtl(args: string[]): Promise<void> {
+  await run('pg_ctl', asUser('postgres', path.join(PG_BIN_DIR, 'pg_ctl'), args), {});
+}
+
+const checksumSql = `SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) AS sum FROM pgbench_accounts`;
+
+before(async () => {
+  root = tempDir('dbstash-pitr');
+  stash = path.join(root, 'stash');
+  configFile = path.join(root, 'dbstash.yaml');
+  const archive = `${process.execPath} ${CLI_PATH} wal push %p --database main --config ${configFile} --quiet`;
+  server = await startPostgres({ conf: ['archive_mode = on', `archive_command = '${archive}'`, 'max_wal_senders = 4'] });
+  writeFileSync(configFile, [`stash: ${stash}`, 'databases:', '  main:', `    url: ${server.url()}`, '    physical: true', ''].join('\n'), { mode: 0o600 });
+  await chownToUser('postgres', root);
+  await run('pgbench -i', { cmd: path.join(PG_BIN_DIR, 'pgbench'), args: ['-i', '-s', '2', '-q', server.url()] }, {});
+  await server.query(`CREATE TABLE markers (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+});
+
+after(async () => {
+  for (const dir of started) await pgCtl(['stop', '-m', 'immediate', '-D', dir]).catch(() => {});
+  await server?.stop();
+});
+
+test('a base backup through the same stages: a tar of the cluster, with the WAL range, timeline and backup_manifest in the manifest', async () => {
+  const r = await runCli(['backup', 'main', '--config', configFile, '--json'], asPostgres);
+  expectExit(r, 0);
+  const m = JSON.parse(r.stdout).manifest;
+  assert.equal(m.artifacts[0].format, 'base.tar');
+  const p = m.dump.details.physical;
+  assert.match(p.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+  assert.match(p.startWal, /^00000001[0-9A-F]{16}$/);
+  assert.equal(p.timeline, 1);
+  assert.match(p.backupManifest.sha256, /^[0-9a-f]{64}$/);
+  assert.equal(p.walIncluded, false);
+  assert.match(m.series.identity, /^physical:name:postgres:main$|^physical:postgres:\/\/localhost:\d+$/);
+  // pg_basebackup returned only once the WAL it needs was archived: its start segment is there.
+  assert.ok(walFiles().some((f) => path.basename(f).startsWith(`${p.startWal}-`)), `no ${p.startWal} in ${walFiles().join(', ')}`);
+  const series = readdirSync(stash)[0];
+  assert.equal(statSync(path.join(stash, series, m.artifacts[0].file)).size, m.artifacts[0].size);
+});
+
+let targetTime = '';
+let sumAtTarget = '';
+
+test('under a pgbench load, a restore to a time between two markers holds exactly the markers before it and the data of that moment', async () => {
+  await server.query(`INSERT INTO markers(name) VALUES ('before')`);
+  const bench = spawn(path.join(PG_BIN_DIR, 'pgbench'), ['-n', '-c', '2', '-T', '6', server.url()], { stdio: 'ignore' });
+  await sleep(1500);
+  // The moment: no transaction that writes pgbench_accounts commits while the lock is held, so
+  // the checksum is the table's content at the instant read inside the lock.
+  const client = new pg.Client({ connectionString: server.url() });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query('LOCK TABLE pgbench_accounts IN EXCLUSIVE MODE');
+  sumAtTarget = (await client.query(checksumSql)).rows[0].sum;
+  targetTime = (await client.query(`SELECT clock_timestamp() AS t`)).rows[0].t.toISOString();
+  await client.query('COMMIT');
+  await client.end();
+  await sleep(1500);
+  await server.query(`INSERT INTO markers(name) VALUES ('after')`);
+  await new Promise((resolve) => bench.once('exit', resolve));
+  assert.notEqual((await server.query(checksumSql)).rows[0].sum, sumAtTarget, 'the load changed the table after the target');
+  await switchAndWait();
+
+  const pgdata = path.join(root, 'at-time');
+  const dry = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', targetTime, '--pgdata', pgdata, '--dry-run']);
+  expectExit(dry, 0, /would restore base backup localhost-\d+\.[0-9a-f]{8}_dev_/);
+  assert.equal(existsSync(pgdata), false, 'a dry run creates nothing');
+
+  const port = await freePort();
+  const r = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', targetTime, '--pgdata', pgdata, '--no-archive', '--start', '--port', String(port), '--json'], { timeoutMs: 120_000 });
+  expectExit(r, 0);
+  started.push(pgdata);
+  const out = JSON.parse(r.stdout);
+  assert.match(out.point.stop, /^before commit of transaction \d+/);
+  assert.ok(new Date(out.point.lastTransaction).getTime() <= new Date(targetTime).getTime());
+  assert.deepEqual((await query(port, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name), ['before']);
+  assert.equal((await query(port, checksumSql)).rows[0].sum, sumAtTarget);
+  assert.equal((await query(port, 'SELECT pg_is_in_recovery() AS r')).rows[0].r, false);
+  await pgCtl(['stop', '-m', 'fast', '-D', pgdata]);
+
+  // The record beside the base backup says what was done.
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const records = readdirSync(path.join(stash, series)).filter((f) => f.includes('.restore-'));
+  const rec = JSON.parse(readFileSync(path.join(stash, series, records[records.length - 1]), 'utf8'));
+  assert.equal(rec.mode, 'point-in-time');
+  assert.equal(rec.result, 'succeeded');
+});
+
+test('a non-empty directory is refused; a target outside the recoverable window is refused up front with the window', async () => {
+  const r = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', targetTime, '--pgdata', path.join(root, 'at-time')]);
+  expectExit(r, 2, /is not empty/);
+  const early = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', '2020-01-01T00:00:00Z', '--pgdata', path.join(root, 'never')]);
+  expectExit(early, 2, /before the end of the oldest base backup: the recoverable window is/);
+  const late = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', '2099-01-01T00:00:00Z', '--pgdata', path.join(root, 'never')]);
+  expectExit(late, 2, /after the newest archived WAL/);
+  assert.equal(existsSync(path.join(root, 'never')), false);
+});
+
+test('after a restore that promotes and takes writes, a restore to a point on the new timeline works', async () => {
+  // A copy restored to the end of the archive, archiving (the base backup's settings): timeline 2.
+  const copy = path.join(root, 'timeline-2');
+  const port = await freePort();
+  const r = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', 'latest', '--pgdata', copy, '--start', '--port', String(port), '--json'], { timeoutMs: 120_000 });
+  expectExit(r, 0);
+  started.push(copy);
+  assert.equal(JSON.parse(r.stdout).point.timeline, 2);
+  await query(port, `INSERT INTO markers(name) VALUES ('on-timeline-2')`);
+  await sleep(1100);
+  const t2 = (await query(port, `SELECT clock_timestamp() AS t`)).rows[0].t.toISOString();
+  await sleep(1100);
+  await query(port, `INSERT INTO markers(name) VALUES ('later-on-timeline-2')`);
+  const seg = (await query(port, `SELECT pg_walfile_name(pg_switch_wal()) AS s`)).rows[0].s as string;
+  for (let i = 0; i < 200 && !walFiles().some((f) => path.basename(f) >= seg && path.basename(f).startsWith('00000002')); i++) await sleep(100);
+  await pgCtl(['stop', '-m', 'fast', '-D', copy]);
+  assert.ok(walFiles().some((f) => /\/00000002\.history-/.test(f)), 'the new timeline\'s history file is archived');
+
+  const again = path.join(root, 'on-timeline-2');
+  const port2 = await freePort();
+  const r2 = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', t2, '--pgdata', again, '--no-archive', '--start', '--port', String(port2), '--json'], { timeoutMs: 120_000 });
+  expectExit(r2, 0);
+  started.push(again);
+  const names = (await query(port2, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name);
+  assert.deepEqual(names, ['before', 'after', 'on-timeline-2']);
+  await pgCtl(['stop', '-m', 'fast', '-D', again]);
+});
+
+test('wal push: the same file again succeeds, other bytes under an archived name fail loudly', async () => {
+  const seg = walFiles().find((f) => /\/00000001[0-9A-F]{16}-[0-9a-f]{64}\.zst$/.test(f))!;
+  const name = path.basename(seg).split('-')[0];
+  const got = path.join(root, name);
+  expectExit(await runCli(['wal', 'get', name, got, '--database', 'main', '--config', configFile], asPostgres), 0);
+  const again = await runCli(['wal', 'push', got, '--database', 'main', '--config', configFile], asPostgres);
+  expectExit(again, 0, /already archived/);
+  const bytes = readFileSync(got);
+  bytes[100] ^= 0xff;
+  writeFileSync(got, bytes);
+  const other = await runCli(['wal', 'push', got, '--database', 'main', '--config', configFile], asPostgres);
+  expectExit(other, 7, /already archived in .* with other contents/);
+  const missing = await runCli(['wal', 'get', '0000000100000000000000FE', path.join(root, 'x'), '--database', 'main', '--config', configFile], asPostgres);
+  expectExit(missing, 1, /not in the archive/);
+});
+
+test('kill -9 during wal push leaves no visible partial segment, and the retry succeeds', async () => {
+  const file = path.join(root, '000000010000000000000F00');
+  writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 7));
+  await chownToUser('postgres', file);
+  for (const delay of [150, 300, 450]) {
+    const child = spawnCli(['wal', 'push', file, '--database', 'main', '--config', configFile], asPostgres);
+    const closed = new Promise((resolve) => child.once('close', resolve));
+    await sleep(delay);
+    child.kill('SIGKILL');
+    spawn('pkill', ['-9', '-f', `wal push ${file}`]);
+    await closed;
+    const visible = walFiles().filter((f) => path.basename(f).startsWith('000000010000000000000F00'));
+    assert.ok(visible.length <= 1);
+    for (const v of visible) {
+      const back = path.join(root, 'back');
+      expectExit(await runCli(['wal', 'get', '000000010000000000000F00', back, '--database', 'main', '--config', configFile], asPostgres), 0);
+      assert.ok(readFileSync(back).equals(readFileSync(file)), `${v} decodes to the pushed bytes`);
+    }
+  }
+  expectExit(await runCli(['wal', 'push', file, '--database', 'main', '--config', configFile], asPostgres), 0);
+  for (const f of walFiles().filter((x) => path.basename(x).startsWith('000000010000000000000F00'))) await import('node:fs/promises').then((fs) => fs.rm(f));
+});
+
+test('a corrupted segment fails the restore with a clear error and leaves no server running; a deleted one is a gap refused up front', async () => {
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const base = JSON.parse(readFileSync(path.join(stash, series, readdirSync(path.join(stash, series)).find((f) => f.endsWith('.manifest.json'))!), 'utf8'));
+  const startWal: string = base.dump.details.physical.startWal;
+  // The segment after the base backup's start: replay needs it for any target after the backup.
+  const segs = walFiles().filter((f) => /\/00000001[0-9A-F]{16}-[0-9a-f]{64}\.zst$/.test(f) && path.basename(f).slice(0, 24) > startWal);
+  const victim = segs[0];
+  const original = readFileSync(victim);
+  const damaged = Buffer.from(original);
+  damaged[Math.floor(damaged.length / 2)] ^= 0x55;
+  writeFileSync(victim, damaged);
+  const pgdata = path.join(root, 'damaged');
+  const r = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', targetTime, '--pgdata', pgdata, '--no-archive'], { timeoutMs: 120_000 });
+  expectExit(r, 7, new RegExp(`recovery stopped: a WAL file could not be restored: ${path.basename(victim).slice(0, 24)}`));
+  const pid = existsSync(path.join(pgdata, 'postmaster.pid')) ? Number(readFileSync(path.join(pgdata, 'postmaster.pid'), 'utf8').split('\n')[0]) : 0;
+  assert.ok(pid === 0 || !isRunning(pid), 'no server is left running');
+  writeFileSync(victim, original);
+
+  const { rm } = await import('node:fs/promises');
+  await rm(victim);
+  const gap = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', targetTime, '--pgdata', path.join(root, 'gap'), '--dry-run']);
+  expectExit(gap, 7, new RegExp(`gap after base backup .*: ${path.basename(victim).slice(0, 24)} is missing`));
+  writeFileSync(victim, original);
+  await chownToUser('postgres', victim);
+});
