@@ -48,6 +48,7 @@ interface RestoreCliOptions extends CommonOptions, SecretOptions {
   start?: boolean;
   port?: string;
   archive?: boolean;
+  timeline?: string;
 }
 
 /** --at: an ISO 8601 time ("2026-11-23T08:00Z", "2026-11-23 08:00") or an age ("36h", "2d"). */
@@ -80,6 +81,8 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
   const port = opts.port !== undefined ? Number(opts.port) : 5432;
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number, got "${opts.port}"`);
   if (opts.port !== undefined && !opts.start) throw new UsageError('--port goes with --start');
+  const timeline = opts.timeline === undefined || opts.timeline === 'latest' ? undefined : Number(opts.timeline);
+  if (timeline !== undefined && (!Number.isInteger(timeline) || timeline < 1)) throw new UsageError(`--timeline must be a timeline number (1, 2, …) or latest, got "${opts.timeline}"`);
   const { resolveWalSeries, dbstashCommand, locatorArgs, shellWord } = await import('./wal.js');
   const { chooseBase, recoverToPoint } = await import('../wal/recover.js');
   const where = await resolveWalSeries(opts, ctx);
@@ -111,6 +114,7 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
       restoreCommand,
       tempDir: opts.tempDir ?? ctx.loaded.config.tempDir ?? os.tmpdir(),
       binDir: opts.pgBinDir,
+      timeline,
     },
     { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
     ctx.signal,
@@ -253,6 +257,7 @@ export function registerRestore(program: Command): void {
     .option('--pgdata <dir>', 'point-in-time recovery (PostgreSQL): lay out the base backup in this new data directory and replay the WAL archive to --at, --lsn or --restore-point')
     .option('--lsn <lsn>', 'with --pgdata: recover up to this WAL position (e.g. 0/3000060)')
     .option('--restore-point <name>', 'with --pgdata: recover up to this named restore point (dbstash wal mark)')
+    .option('--timeline <n>', 'with --pgdata: the timeline to recover along (default: a restore point\'s own, else the newest)')
     .option('--start', 'with --pgdata: leave the recovered server running (on --port)')
     .option('--port <n>', 'with --start: the port for the recovered server (default 5432)')
     .option('--no-archive', 'with --pgdata: the recovered server does not archive WAL (a copy to inspect beside the live cluster)')

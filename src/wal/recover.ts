@@ -50,6 +50,8 @@ export interface RecoverPlan {
   restoreCommand: string;
   tempDir: string;
   binDir?: string;
+  /** The timeline to follow (PostgreSQL's recovery_target_timeline); default: a restore point's own, else the newest. */
+  timeline?: number;
 }
 
 export interface RecoverEvents {
@@ -71,6 +73,8 @@ export interface RecoveryChoice {
   bytes: number;
   window: { from: string; to?: string };
   gap?: string;
+  /** The timeline of a recorded restore point. */
+  timeline?: number;
 }
 
 function physicalOf(e: CatalogEntry): PhysicalDetails | undefined {
@@ -101,12 +105,12 @@ export function firstGap(objects: WalObject[], from: number, segmentSize: number
   return undefined;
 }
 
-async function restorePointLsn(where: WalSeries, name: string, signal?: AbortSignal): Promise<string | undefined> {
+async function restorePoint(where: WalSeries, name: string, signal?: AbortSignal): Promise<{ lsn: string; timeline?: number } | undefined> {
   const storage = where.destinations[0].storage;
   const marks = (await storage.list(`${walPrefix(where.series.key)}marks/`, { signal })).filter((o) => o.key.endsWith('.json'));
   for (const m of marks.sort((a, b) => (a.key < b.key ? -1 : 1))) {
-    const body = JSON.parse((await readAllText(await storage.get(m.key, { signal })))) as { name?: string; lsn?: string };
-    if (body.name === name && body.lsn) return body.lsn;
+    const body = JSON.parse((await readAllText(await storage.get(m.key, { signal })))) as { name?: string; lsn?: string; timeline?: number };
+    if (body.name === name && body.lsn) return { lsn: body.lsn, timeline: body.timeline };
   }
   return undefined;
 }
@@ -137,10 +141,14 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, signa
   const window = { from: oldest.stopTime, to: archive.end?.toISOString() };
   const say = `the recoverable window is ${window.from} to ${window.to ?? window.from} (the oldest base backup's end to the newest archived WAL)`;
   let stopLsn: bigint | undefined;
+  let timeline: number | undefined;
   if (target.kind === 'lsn') stopLsn = parseLsn(target.lsn);
   if (target.kind === 'name') {
-    const lsn = await restorePointLsn(where, target.name, signal);
-    if (lsn) stopLsn = parseLsn(lsn);
+    const point = await restorePoint(where, target.name, signal);
+    if (point) {
+      stopLsn = parseLsn(point.lsn);
+      timeline = point.timeline;
+    }
   }
   const base = bases.find((e) => {
     const p = physicalOf(e)!;
@@ -174,7 +182,7 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, signa
     const n = parseWalName(o.name, physical.walSegmentSize);
     return n?.segno !== undefined && n.segno >= startSeg && n.kind === 'segment';
   });
-  return { base, physical, segments: after.length, bytes: after.reduce((a, o) => a + o.size, 0), window };
+  return { base, physical, segments: after.length, bytes: after.reduce((a, o) => a + o.size, 0), window, timeline };
 }
 
 async function prepareDirectory(pgdata: string, force: boolean, runAs: RunAs | undefined): Promise<void> {
@@ -235,14 +243,14 @@ async function verifyFiles(plan: RecoverPlan, version: string, runAs: RunAs | un
 const quoteConf = (v: string) => `'${v.replace(/'/g, "''")}'`;
 const MARK = '# dbstash restore:';
 
-function recoverySettings(plan: RecoverPlan): string[] {
+function recoverySettings(plan: RecoverPlan & { timeline?: number }): string[] {
   const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(plan.restoreCommand)}`];
   const t = plan.target;
   if (t.kind === 'time') lines.push(`recovery_target_time = ${quoteConf(t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${quoteConf(t.lsn)}`);
   if (t.kind === 'name') lines.push(`recovery_target_name = ${quoteConf(t.name)}`);
   if (t.kind !== 'latest') lines.push(`recovery_target_action = 'promote'`);
-  lines.push(`recovery_target_timeline = 'latest'`);
+  lines.push(`recovery_target_timeline = ${quoteConf(plan.timeline !== undefined ? String(plan.timeline) : 'latest')}`);
   if (!plan.archive) lines.push(`archive_mode = 'off'`);
   return lines.map((l) => (l.startsWith('#') ? l : `${l} ${MARK.slice(0, -1)}`));
 }
@@ -367,7 +375,7 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
     await prepareDirectory(plan.pgdata, plan.force, runAs);
     await layOut(choice, plan, runAs, signal);
     await verifyFiles(plan, version, runAs, signal);
-    await writeRecoveryConfig(plan, runAs);
+    await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline }, runAs);
     const point = await replay(plan, postgres.path, runAs, events, signal);
     await cleanRecoveryConfig(plan);
     let startedOn: RecoverResult['started'];

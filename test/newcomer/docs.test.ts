@@ -746,6 +746,7 @@ describe('the README and docs/, run as written against real servers', () => {
       ['docs/operations.md:Cron and systemd timers instead of the daemon', 'writes the system\'s units and runs systemctl: test/ops/schedule.test.ts runs these with --unit-dir'],
       ['docs/operations.md:Status', 'the second block: a crontab line mailing `dbstash status` when unhealthy (its status command runs above; no cron or mail here)'],
       ['docs/performance.md', 'the benchmark (minutes on end) and the commands that made the figures shown: npm run bench'],
+      ['docs/pitr.md', 'run line by line by test/pitr/pitr.test.ts, against a cluster whose archive_command is dbstash wal push'],
     ]);
     for (const file of DOCS.filter((f) => f.startsWith('docs/'))) {
       for (const b of codeBlocks(file).filter((x) => x.lang === 'sh')) {

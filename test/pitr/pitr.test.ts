@@ -186,6 +186,99 @@ test('after a restore that promotes and takes writes, a restore to a point on th
   await pgCtl(['stop', '-m', 'fast', '-D', again]);
 });
 
+/** The shell blocks of docs/pitr.md under `heading`, without comments and blank lines. */
+function docLines(heading: string): string[] {
+  const text = readFileSync(path.join(path.dirname(CLI_PATH), '..', '..', '..', 'docs', 'pitr.md'), 'utf8').split('\n');
+  let current = '';
+  let inBlock = false;
+  const out: string[] = [];
+  for (const l of text) {
+    const h = /^#+ (.*)$/.exec(l);
+    if (h && !inBlock) current = h[1];
+    if (/^```/.test(l)) {
+      inBlock = !inBlock && /^```sh/.test(l);
+      continue;
+    }
+    if (inBlock && current === heading && l.trim() && !l.trim().startsWith('#')) out.push(l);
+  }
+  assert.ok(out.length > 0, `docs/pitr.md has commands under "${heading}"`);
+  return out;
+}
+
+async function sh(line: string, opts: { codes?: number[] } = {}): Promise<string> {
+  const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const child = spawn('/bin/bash', ['-c', line], { env: { ...process.env, PATH: `${path.join(root, 'bin')}:${process.env.PATH}` } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (out += d));
+    child.once('close', (code) => resolve({ code, out }));
+  });
+  assert.ok((opts.codes ?? [0]).includes(r.code ?? -1), `${line}\nexited ${r.code}:\n${r.out}`);
+  return r.out;
+}
+
+test('docs/pitr.md, run as written: setup, the 3 a.m. restore, a named restore point, and the by-hand recipe', async () => {
+  // `dbstash` on PATH is this build; the docs' paths and times become this test's.
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(path.join(root, 'bin'), { recursive: true });
+  writeFileSync(path.join(root, 'bin', 'dbstash'), `#!/bin/sh\nexec ${process.execPath} ${CLI_PATH} "$@"\n`, { mode: 0o755 });
+  const port = await freePort();
+  const mine = (l: string) =>
+    l
+      .replaceAll('/etc/dbstash/dbstash.yaml', configFile)
+      .replaceAll('/srv/', `${root}/srv-`)
+      .replaceAll('2026-12-04T10:30:59Z', targetTime)
+      .replaceAll('--port 5433', `--port ${port}`);
+
+  const setup = docLines('Turn it on').map(mine);
+  assert.equal(setup.length, 3);
+  assert.match(await sh(setup[0], { codes: [13] }), /fix +archive_command/);
+  assert.match(await sh(setup[1]), /applied: .*reloaded: the settings are in effect/s);
+  assert.match(await sh(setup[0]), /the server is ready/);
+  await switchAndWait(); // the new archive_command archives
+  assert.match(await sh(setup[2]), /base backup of the cluster/);
+
+  const night = docLines('At 3 a.m.: "restore to just before 10:31"').map(mine);
+  assert.equal(night.length, 2);
+  assert.match(await sh(night[0]), /would restore base backup/);
+  assert.match(await sh(night[1]), /recovered .* running on port/s);
+  started.push(`${root}/srv-restored`);
+  assert.deepEqual((await query(port, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name), ['before']);
+  await pgCtl(['stop', '-m', 'fast', '-D', `${root}/srv-restored`]);
+
+  await server.query(`INSERT INTO markers(name) VALUES ('before-migration')`);
+  const points = docLines('Named restore points').map(mine);
+  assert.equal(points.length, 2);
+  assert.match(await sh(points[0]), /restore point "before-migration" at/);
+  await server.query(`INSERT INTO markers(name) VALUES ('the-migration')`);
+  await switchAndWait();
+  assert.match(await sh(points[1]), /recovered /);
+  const pdir = `${root}/srv-before-migration`;
+  await pgCtl(['start', '-w', '-D', pdir, '-l', path.join(root, 'before-migration.log'), '-o', `-p ${port}`]);
+  started.push(pdir);
+  const names = (await query(port, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name);
+  assert.ok(names.includes('before-migration') && !names.includes('the-migration'), names.join(', '));
+  await pgCtl(['stop', '-m', 'fast', '-D', pdir]);
+
+  // By hand: the first base backup, recovered to the target time with tar, zstd and a restore_command of ls and zstd.
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const id = readdirSync(path.join(stash, series)).filter((f) => f.endsWith('.base.tar.zst')).sort()[0].replace('.base.tar.zst', '');
+  const hand = docLines('By hand, with standard tools').map((l) =>
+    mine(l)
+      .replace(/^S=.*/, `S=${path.join(stash, series)}`)
+      .replace(/^ID=.*/, `ID=${id}`)
+      .replace("'2026-12-04 10:30:59+00'", `'${targetTime.replace('T', ' ').replace('Z', '+00')}'`)
+      .replace('-p 5434', `-p ${port}`),
+  );
+  started.push(`${root}/srv-by-hand`);
+  await sh(hand.join('\n'));
+  for (let i = 0; i < 100 && (await query(port, 'SELECT pg_is_in_recovery() AS r')).rows[0].r; i++) await sleep(100);
+  assert.deepEqual((await query(port, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name), ['before']);
+  assert.equal((await query(port, checksumSql)).rows[0].sum, sumAtTarget);
+  assert.match(readFileSync(`${root}/srv-by-hand/recovery.log`, 'utf8'), /restored log file "00000001[0-9A-F]{16}" from archive/);
+  await pgCtl(['stop', '-m', 'fast', '-D', `${root}/srv-by-hand`]);
+});
+
 test('wal push: the same file again succeeds, other bytes under an archived name fail loudly', async () => {
   const seg = walFiles().find((f) => /\/00000001[0-9A-F]{16}-[0-9a-f]{64}\.zst$/.test(f))!;
   const name = path.basename(seg).split('-')[0];
