@@ -12,7 +12,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
+import { BackupError, DbstashError, IntegrityError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Probe, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, libpqEnv, onDatabase } from './connection.js';
@@ -276,4 +276,38 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     tool: { ...tool, args },
     details,
   };
+}
+
+export const BASE_FORMAT = 'base.tar';
+
+/**
+ * Reads a base backup's tar to its end (the integrity check of verify): every header must read and
+ * the archive must end with its trailer; backup_label and backup_manifest must be there, and
+ * backup_manifest's own checksum (the SHA-256 of its text before the checksum line) must hold.
+ */
+export async function checkBaseStructure(raw: NodeJS.ReadableStream & { destroy(err?: Error): void }, signal?: AbortSignal): Promise<{ summary: string }> {
+  const watch = new TarWatch(['backup_label', 'backup_manifest'], []);
+  const { pipeline } = await import('node:stream/promises');
+  const { Writable } = await import('node:stream');
+  try {
+    await pipeline(raw as unknown as NodeJS.ReadableStream, watch, new Writable({ highWaterMark: 1 << 20, write: (_c, _e, done) => done() }), { signal });
+  } catch (err) {
+    if (err instanceof IntegrityError || signal?.aborted) throw err;
+    throw new IntegrityError(`[postgres] the base backup's tar does not read: ${(err as Error).message}`);
+  }
+  if (!watch.ended) throw new IntegrityError(`[postgres] the base backup's tar is cut off after ${watch.entries} files (no end-of-archive marker)`);
+  const label = watch.files.get('backup_label');
+  const manifest = watch.files.get('backup_manifest');
+  if (!label || !manifest) throw new IntegrityError(`[postgres] the base backup lacks ${!label ? 'backup_label' : 'backup_manifest'}`);
+  const at = manifest.text.lastIndexOf('"Manifest-Checksum": "');
+  const claimed = /"Manifest-Checksum": "([0-9a-f]{64})"/.exec(manifest.text.slice(at))?.[1];
+  const actual = createHash('sha256').update(manifest.text.slice(0, at)).digest('hex');
+  if (at < 0 || claimed !== actual) throw new IntegrityError('[postgres] the base backup\'s backup_manifest fails its own checksum');
+  let files = 0;
+  try {
+    files = (JSON.parse(manifest.text) as { Files?: unknown[] }).Files?.length ?? 0;
+  } catch {
+    throw new IntegrityError('[postgres] the base backup\'s backup_manifest does not read as JSON');
+  }
+  return { summary: `base backup: ${watch.entries} tar entries, backup_manifest lists ${files} files, its checksum holds` };
 }

@@ -7,12 +7,13 @@
 // when the holding connection ends, however dbstash ends). dbstash's own queries run on the
 // server's maintenance database, never inside the database they change.
 
+import { BASE_FORMAT, checkBaseStructure } from './physical.js';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { IntegrityError, PreflightError, RestoreEnvironmentError, RestoreError } from '../../core/errors.js';
+import { IntegrityError, PreflightError, RestoreEnvironmentError, RestoreError, UsageError } from '../../core/errors.js';
 import { makeScratchDir } from '../../core/scratch.js';
 import {
   withDatabase,
@@ -184,6 +185,11 @@ async function materialize(raw: Readable, opts: RestoreOptions, parallel: boolea
 }
 
 function checkFormat(format: string): void {
+  if (format === BASE_FORMAT) {
+    throw new UsageError('this is a physical base backup: it restores as a whole cluster into a new data directory, not into a database', {
+      hint: 'dbstash restore --database NAME --at TIME|latest --pgdata DIR (see docs/pitr.md)',
+    });
+  }
   if (format !== 'dump' && format !== DIRECTORY_FORMAT) throw new IntegrityError(`[postgres] unknown artifact format "${format}"`);
 }
 
@@ -197,6 +203,7 @@ function notReadable(exit: { code: number | null; stderr: string }): IntegrityEr
  * --schema-only writes the DDL that the needs are read from (from the table of contents alone).
  */
 async function checkStructure(raw: Readable, opts: RestoreOptions): Promise<StructureReport> {
+  if (opts.format === BASE_FORMAT) return checkBaseStructure(raw, opts.signal);
   checkFormat(opts.format);
   const bin = await pgTool('pg_restore', undefined);
   const count = (toc: string) => `pg_restore read ${toc.split('\n').filter((l) => tocEntry.test(l)).length} TOC entries and every data block`;
