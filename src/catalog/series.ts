@@ -88,6 +88,11 @@ export function physicalSeriesOf(target: Target, label?: string): Series {
   return { key: seriesKey(name, identity), name, identity };
 }
 
+/** The series of a configured database: its physical series when the entry says `physical: true`. */
+export function seriesOfConfigured(target: Target, entry: { name?: string; physical?: boolean } | undefined): Series {
+  return entry?.physical ? physicalSeriesOf(target, entry.name) : seriesOf(target, entry?.name);
+}
+
 /** The series a backup belongs to: as recorded, or, for backups older than series, from its connection facts. */
 export function seriesOfManifest(m: Manifest): Series {
   if (m.series) return m.series;

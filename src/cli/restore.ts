@@ -89,13 +89,13 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
   const where = await resolveWalSeries(opts, ctx);
   const pgdata = path.resolve(opts.pgdata);
   if (opts.dryRun) {
-    const choice = await chooseBase(where, target, ctx.signal);
+    const choice = await chooseBase(where, target, stageContext(opts, ctx.loaded.config, where.entry), ctx.signal);
     const p = choice.physical;
     ctx.out.result({ dryRun: true, base: choice.base.id, physical: p, segments: choice.segments, bytes: choice.bytes, window: choice.window, pgdata }, () =>
       [
         `would restore base backup ${choice.base.id} (ended ${p.stopTime}, WAL ${p.startLsn} to ${p.stopLsn}, timeline ${p.timeline}) into ${pgdata}`,
         `  then replay up to ${choice.segments} archived WAL segments (${formatBytes(choice.bytes)} stored) to ${opts.at ?? opts.lsn ?? opts.restorePoint}`,
-        `  recoverable window: ${choice.window.from} to ${choice.window.to ?? choice.window.from}`,
+        `  recoverable window: ${choice.window.from} to ${choice.window.to ?? choice.window.from}; along timeline ${timeline ?? choice.timeline}`,
         `  afterwards: ${opts.start ? `left running on port ${port}` : 'shut down cleanly, ready to start'}${opts.archive === false ? ', archiving off' : ''}`,
       ].join('\n'),
     );

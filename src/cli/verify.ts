@@ -117,7 +117,7 @@ Examples:
       const level: VerifyLevel = opts.deep ? 'deep' : opts.drill ? 'drill' : 'integrity';
       const { located, database } = await toVerify(id, opts, ctx);
       const config = ctx.loaded.config;
-      const results: { id: string; result: string; level: VerifyLevel; error?: string; kind?: string; record?: string; tables?: unknown }[] = [];
+      const results: { id: string; result: string; level: VerifyLevel; error?: string; kind?: string; record?: string; tables?: unknown; [key: string]: unknown }[] = [];
       let exitCode: number = ExitCode.ok;
       const verifier = verifierFor(opts, config);
       // Several drills in one run share one scratch server per engine.
@@ -138,7 +138,7 @@ Examples:
               signal: ctx.signal,
               events: { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
             });
-            results.push({ id: manifest.id, result: 'passed', level, record: result.recordKey, tables: result.record.tables });
+            results.push({ id: manifest.id, result: 'passed', level, record: result.recordKey, tables: result.record.tables, ...(result.record.archive ? { archive: result.record.archive, databases: result.record.databases, point: result.record.point } : {}) });
             if (located.length > 1) ctx.out.info(describe(result));
             else ctx.out.result({ results }, () => describe(result));
           } catch (err) {

@@ -3,7 +3,7 @@
 // default. The most specific layer that sets a keep rule wins whole; the time zone is inherited.
 // A configured database is matched to the series of its backups by identity, never by a name.
 
-import { seriesOf, type Series, type SeriesMatch } from '../catalog/series.js';
+import { seriesOfConfigured, type Series, type SeriesMatch } from '../catalog/series.js';
 import { parseTarget } from '../engines/target.js';
 import { safeName } from '../core/id.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
@@ -12,7 +12,7 @@ import { pickPolicy, type RetentionPolicy } from './policy.js';
 /** The series a configured database's backups belong to (undefined when its URL does not parse). */
 export function seriesOfEntry(entry: DatabaseConfig): Series | undefined {
   try {
-    return seriesOf(parseTarget(entry.url), entry.name);
+    return seriesOfConfigured(parseTarget(entry.url), entry);
   } catch {
     return undefined;
   }
@@ -32,7 +32,7 @@ export function configuredSeries(config: ConfigFile): Map<string, ConfiguredSeri
   for (const [key, entry] of Object.entries(config.databases)) {
     try {
       const target = parseTarget(entry.url);
-      const series = seriesOf(target, entry.name);
+      const series = seriesOfConfigured(target, entry);
       out.set(series.identity, { key, entry, series, match: { series, engine: target.engine, database: target.database, url: target.displayUrl } });
     } catch {
       // An entry whose URL does not parse is reported by the command that uses it.

@@ -42,6 +42,7 @@ import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems, type TableComparison } from './compare.js';
 import { openArtifact } from './read.js';
 import type { WarmScratch } from './warm.js';
+import { checkArchive, describeArchive, physicalDrill, physicalOf } from '../wal/drill.js';
 
 export type VerifyLevel = VerifyRecord['level'];
 
@@ -309,8 +310,33 @@ export async function verifyBackup(storage: Storage, manifest: Manifest, opts: V
     });
   };
   try {
-    const { structure, needs } = await checkIntegrity(storage, manifest, engine, { ...opts, warn: opts.events.warn });
+    const integrity = await checkIntegrity(storage, manifest, engine, { ...opts, warn: opts.events.warn });
+    const { needs } = integrity;
+    let structure = integrity.structure;
     record.structure = structure;
+    if (physicalOf(manifest)) {
+      // A base backup is only as good as the archive that brings it forward.
+      try {
+        const { report } = await checkArchive(storage, manifest, opts.signal);
+        record.archive = report;
+        structure = record.structure = `${structure}; ${describeArchive(report)}`;
+      } catch (err) {
+        if ((err as { archive?: unknown }).archive) record.archive = (err as { archive?: unknown }).archive;
+        throw err;
+      }
+      if (opts.level === 'deep') {
+        throw new VerifyUnavailableError(`${manifest.id} is a physical base backup: it has no per-table checksums for --deep to compare`, { hint: 'verify it with --drill, which recovers it and reads every table' });
+      }
+      if (opts.level === 'drill') {
+        const result = await physicalDrill(storage, manifest, opts);
+        record.databases = result.databases;
+        record.point = result.point;
+        record.scratch = 'throwaway cluster recovered to the end of the archive';
+        structure = record.structure = `${structure}; drill: recovered ${result.point.redoDoneAt ? `to ${result.point.redoDoneAt}` : 'to the end of the archive'}${result.verifybackup ? ', pg_verifybackup passed' : ''}, ${result.databases.length} databases answered, ${result.databases.reduce((a, d) => a + d.tables, 0)} tables counted (${result.databases.reduce((a, d) => a + d.rows, 0)} rows)`;
+      }
+      record.result = 'passed';
+      return { record, recordKey: await finish(), structure };
+    }
     if (opts.level !== 'integrity') {
       const result = await drill(storage, manifest, engine, needs, opts);
       record.tables = result.tables;

@@ -29,6 +29,7 @@ import type { Destination } from '../backup/backup.js';
 import type { Storage } from '../storage/storage.js';
 import type { Target } from '../engines/engine.js';
 import { parseWalName, parseWalObject, walObjectKey, walObjectPrefix, type WalObject } from './names.js';
+import { parseHistory, type HistoryEntry } from './continuity.js';
 
 /** One cluster's archive: where it is and whose it is. */
 export interface WalSeries {
@@ -174,6 +175,27 @@ export async function fetchWalObject(storage: Storage, obj: WalObject, file: str
     await fsp.rm(temp, { force: true });
     throw err;
   }
+}
+
+/** Reads one small WAL object (a history file) into memory, decoded and checked. */
+export async function readWalObject(storage: Storage, obj: WalObject, context: StageContext, signal?: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const meter = new Meter({ hash: true });
+  await pipeline([await storage.get(obj.key, { signal }), ...walDecoders(obj.suffix, context), meter, async function* (source: AsyncIterable<Buffer>) {
+    for await (const c of source) chunks.push(c);
+  }] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
+  if (meter.sha256() !== obj.sha256) throw new IntegrityError(`${obj.name} in ${storage.url} is damaged: its bytes do not match the SHA-256 in its name`);
+  return Buffer.concat(chunks);
+}
+
+/** The timeline histories the archive holds, by timeline. */
+export async function readHistories(storage: Storage, objects: WalObject[], context: StageContext, signal?: AbortSignal): Promise<Map<number, HistoryEntry[]>> {
+  const out = new Map<number, HistoryEntry[]>();
+  for (const o of objects) {
+    const n = parseWalName(o.name);
+    if (n?.kind === 'history') out.set(n.timeline, parseHistory((await readWalObject(storage, o, context, signal)).toString('utf8')));
+  }
+  return out;
 }
 
 export type GetOutcome = { found: true; from: string; warnings: string[] } | { found: false };

@@ -14,7 +14,7 @@
 //      "redo done at …"); any failure stops the server: nothing started is left behind;
 //   5. shut it down cleanly (a directory ready to start), or, with `start`, start it on its port.
 
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -31,7 +31,10 @@ import { decoders, type StageContext } from '../pipeline/stage.js';
 import { lookupUser, runTool, startTool, stderrSummary, type RunAs, type RunningTool } from '../engines/process.js';
 import { findPgTool, majorOf } from '../engines/postgres/tools.js';
 import type { PhysicalDetails } from '../engines/postgres/physical.js';
-import type { WalSeries } from './archive.js';
+import { readHistories, type WalSeries } from './archive.js';
+import { reachableTimeline } from './continuity.js';
+import type { Storage } from '../storage/storage.js';
+import type { Manifest } from '../catalog/manifest.js';
 import { lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walPrefix, type WalObject } from './names.js';
 
 export type RecoveryTarget = { kind: 'time'; time: Date } | { kind: 'lsn'; lsn: string } | { kind: 'name'; name: string } | { kind: 'latest' };
@@ -129,7 +132,7 @@ function describeTarget(t: RecoveryTarget): string {
 }
 
 /** Picks the base backup for a target and checks that the archive reaches it without a gap. */
-export async function chooseBase(where: WalSeries, target: RecoveryTarget, signal?: AbortSignal): Promise<RecoveryChoice> {
+export async function chooseBase(where: WalSeries, target: RecoveryTarget, context: StageContext, signal?: AbortSignal): Promise<RecoveryChoice> {
   const storage = where.destinations[0].storage;
   const { entries } = await listBackups(storage, where.series.key, { signal });
   const bases = entries.filter((e) => physicalOf(e) !== undefined);
@@ -182,6 +185,8 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, signa
     const n = parseWalName(o.name, physical.walSegmentSize);
     return n?.segno !== undefined && n.segno >= startSeg && n.kind === 'segment';
   });
+  // Without a restore point's own timeline: the newest one this backup's history leads to.
+  timeline ??= reachableTimeline(physical.timeline, parseLsn(physical.startLsn), await readHistories(storage, archive.objects, context, signal));
   return { base, physical, segments: after.length, bytes: after.reduce((a, o) => a + o.size, 0), window, timeline };
 }
 
@@ -204,40 +209,41 @@ async function prepareDirectory(pgdata: string, force: boolean, runAs: RunAs | u
   if (runAs) await fsp.chown(pgdata, runAs.uid, runAs.gid);
 }
 
-async function emptyDirectory(pgdata: string): Promise<void> {
+export async function emptyDirectory(pgdata: string): Promise<void> {
   for (const e of await fsp.readdir(pgdata).catch(() => [] as string[])) await fsp.rm(path.join(pgdata, e), { recursive: true, force: true });
 }
 
-/** Streams the base backup into pgdata through tar, checking size and SHA-256 on the way. */
-async function layOut(choice: RecoveryChoice, plan: RecoverPlan, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
-  const storage = plan.where.destinations[0].storage;
-  const artifact = choice.base.manifest.artifacts.find((a) => a.role === 'main')!;
+/** Streams a base backup into `pgdata` through tar, checking size and SHA-256 on the way; any failure empties `pgdata`. */
+export async function layOut(storage: Storage, base: Manifest, pgdata: string, context: StageContext, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
+  const artifact = base.artifacts.find((a) => a.role === 'main')!;
   const stored = new Meter({ hash: true });
-  const tar = startTool('tar', ['-x', '-f', '-', '-C', plan.pgdata], { stdin: 'pipe', runAs, signal });
+  const tar = startTool('tar', ['-x', '-f', '-', '-C', pgdata], { stdin: 'pipe', runAs, signal });
   tar.stdout.resume();
   try {
-    await pipeline([await storage.get(artifactKey(choice.base.id, artifact.file), { signal }), stored, ...decoders(artifact.stages, plan.context), tar.child.stdin] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
+    await pipeline([await storage.get(artifactKey(base.id, artifact.file), { signal }), stored, ...decoders(artifact.stages, context), tar.child.stdin] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
     const exit = await tar.exit;
     if (stored.bytes !== artifact.size || stored.sha256() !== artifact.sha256) {
-      throw new IntegrityError(`base backup ${choice.base.id} is damaged: ${stored.bytes} bytes with sha256 ${stored.sha256().slice(0, 12)}…, its manifest says ${artifact.size} bytes, ${artifact.sha256.slice(0, 12)}…`);
+      throw new IntegrityError(`base backup ${base.id} is damaged: ${stored.bytes} bytes with sha256 ${stored.sha256().slice(0, 12)}…, its manifest says ${artifact.size} bytes, ${artifact.sha256.slice(0, 12)}…`);
     }
-    if (exit.code !== 0) throw new RestoreError(`tar could not lay out the base backup in ${plan.pgdata}: ${stderrSummary(exit.stderr)}`);
+    if (exit.code !== 0) throw new RestoreError(`tar could not lay out the base backup in ${pgdata}: ${stderrSummary(exit.stderr)}`);
   } catch (err) {
     tar.child.kill('SIGKILL');
     await tar.exit;
-    await emptyDirectory(plan.pgdata);
+    await emptyDirectory(pgdata);
     throw err;
   }
 }
 
-async function verifyFiles(plan: RecoverPlan, version: string, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
-  const tool = await findPgTool('pg_verifybackup', majorOf(version), plan.binDir).catch(() => undefined);
-  if (!tool) return;
-  const r = await runTool(tool.path, ['--no-parse-wal', '--quiet', plan.pgdata], { runAs, signal });
+/** pg_verifybackup against pg_basebackup's own backup_manifest (without the WAL, which the archive holds). */
+export async function verifyFiles(pgdata: string, version: string, runAs: RunAs | undefined, opts: { binDir?: string; signal?: AbortSignal } = {}): Promise<boolean> {
+  const tool = await findPgTool('pg_verifybackup', majorOf(version), opts.binDir).catch(() => undefined);
+  if (!tool) return false;
+  const r = await runTool(tool.path, ['--no-parse-wal', '--quiet', pgdata], { runAs, signal: opts.signal });
   if (r.code !== 0) {
-    await emptyDirectory(plan.pgdata);
+    await emptyDirectory(pgdata);
     throw new IntegrityError(`pg_verifybackup found the restored files do not match the backup's backup_manifest: ${stderrSummary(r.stderr, 3)}`);
   }
+  return true;
 }
 
 const quoteConf = (v: string) => `'${v.replace(/'/g, "''")}'`;
@@ -291,10 +297,28 @@ function readLog(line: string, point: PointReached): void {
   if (m) point.timeline = Number(m[1]);
 }
 
-/** Runs the server in recovery until it promotes (ready for read-write connections); stops it on any failure. */
-async function replay(plan: RecoverPlan, postgres: string, runAs: RunAs | undefined, events: RecoverEvents, signal?: AbortSignal): Promise<PointReached> {
-  const sockets = makeScratchDirSync(plan.tempDir, 'pgrecover');
+export interface RecoveredServer {
+  point: PointReached;
+  /** The socket directory and port of a server left running (keepRunning). */
+  socketDir: string;
+  port: number;
+  /** A fast shutdown; then the socket directory is removed. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs the server in recovery until it promotes (ready for read-write connections), on a private
+ * socket. Any failure stops it. Without keepRunning, it is shut down cleanly at once.
+ */
+export async function replay(
+  pgdata: string,
+  postgres: string,
+  runAs: RunAs | undefined,
+  opts: { tempDir: string; keepRunning?: boolean; events: RecoverEvents; signal?: AbortSignal },
+): Promise<RecoveredServer> {
+  const sockets = makeScratchDirSync(opts.tempDir, 'pgrecover');
   if (runAs) await fsp.chown(sockets, runAs.uid, runAs.gid);
+  const port = randomInt(20000, 60000);
   const point: PointReached = {};
   let promoted = false;
   let readyResolve: () => void = () => {};
@@ -302,13 +326,13 @@ async function replay(plan: RecoverPlan, postgres: string, runAs: RunAs | undefi
   const log: string[] = [];
   const server: RunningTool = startTool(
     postgres,
-    ['-D', plan.pgdata, '-p', String(randomInt(20000, 60000)), '-k', sockets, '-c', "listen_addresses=", '-c', 'logging_collector=off', '-c', 'log_destination=stderr', '-c', 'hot_standby=on'],
+    ['-D', pgdata, '-p', String(port), '-k', sockets, '-c', 'listen_addresses=', '-c', 'logging_collector=off', '-c', 'log_destination=stderr', '-c', 'hot_standby=on'],
     {
       runAs,
-      signal,
+      signal: opts.signal,
       stderrLine: (line) => {
         readLog(line, point);
-        if (/restored log file|redo in progress|ready to accept read-only/.test(line)) events.info(line.replace(/^.*?(LOG|DETAIL): +/, ''));
+        if (/restored log file|redo in progress|ready to accept read-only/.test(line)) opts.events.info(line.replace(/^.*?(LOG|DETAIL): +/, ''));
         if (/database system is ready to accept connections/.test(line)) {
           promoted = true;
           readyResolve();
@@ -320,26 +344,32 @@ async function replay(plan: RecoverPlan, postgres: string, runAs: RunAs | undefi
     },
   );
   server.stdout.resume();
+  const stop = async () => {
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGINT');
+      await server.exit;
+    }
+    await fsp.rm(sockets, { recursive: true, force: true });
+  };
   try {
     await Promise.race([ready, server.exit]);
     if (!promoted) {
-      const reason = await fsp.readFile(path.join(plan.pgdata, 'dbstash-recovery-error.txt'), 'utf8').catch(() => '');
+      const reason = await fsp.readFile(path.join(pgdata, 'dbstash-recovery-error.txt'), 'utf8').catch(() => '');
       const fatal = log.filter((l) => /FATAL|PANIC/.test(l)).map((l) => l.replace(/^.*?(FATAL|PANIC): +/, '')).slice(-2).join(' / ');
       if (reason) throw new IntegrityError(`recovery stopped: a WAL file could not be restored: ${reason.trim()}`, { hint: 'the server was stopped; the data directory is left as it was for inspection (--force empties it for the next try)' });
       throw new RestoreError(`recovery failed: ${fatal || stderrSummary((await server.exit).stderr, 3) || 'the server stopped'}`, {
         hint: /before configured recovery target/.test(fatal) ? 'the archive ends before that point: choose an earlier one' : 'the server was stopped; its log lines are above with --debug',
       });
     }
-    // A clean, fast shutdown: the directory is ready to start.
-    server.child.kill('SIGINT');
-    await server.exit;
-    return point;
-  } finally {
+    if (!opts.keepRunning) await stop();
+    return { point, socketDir: sockets, port, stop };
+  } catch (err) {
     if (server.child.exitCode === null && server.child.signalCode === null) {
       server.child.kill('SIGQUIT');
       await server.exit;
     }
     await fsp.rm(sockets, { recursive: true, force: true });
+    throw err;
   }
 }
 
@@ -355,7 +385,7 @@ export interface RecoverResult {
 
 export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, signal?: AbortSignal): Promise<RecoverResult> {
   const started = Date.now();
-  const choice = await chooseBase(plan.where, plan.target, signal);
+  const choice = await chooseBase(plan.where, plan.target, plan.context, signal);
   const version = choice.base.manifest.database.serverVersion;
   const postgres = await findPgTool('postgres', majorOf(version), plan.binDir);
   if (majorOf(postgres.version) !== majorOf(version)) {
@@ -373,10 +403,10 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
     );
   try {
     await prepareDirectory(plan.pgdata, plan.force, runAs);
-    await layOut(choice, plan, runAs, signal);
-    await verifyFiles(plan, version, runAs, signal);
+    await layOut(plan.where.destinations[0].storage, choice.base.manifest, plan.pgdata, plan.context, runAs, signal);
+    await verifyFiles(plan.pgdata, version, runAs, { binDir: plan.binDir, signal });
     await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline }, runAs);
-    const point = await replay(plan, postgres.path, runAs, events, signal);
+    const { point } = await replay(plan.pgdata, postgres.path, runAs, { tempDir: plan.tempDir, events, signal });
     await cleanRecoveryConfig(plan);
     let startedOn: RecoverResult['started'];
     if (plan.startPort !== undefined) {
@@ -396,7 +426,3 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
   }
 }
 
-/** Whether a directory looks like a PostgreSQL data directory (for messages). */
-export function isDataDirectory(dir: string): boolean {
-  return existsSync(path.join(dir, 'PG_VERSION'));
-}
