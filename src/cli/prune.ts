@@ -69,6 +69,10 @@ function renderReport(r: PruneReport): string {
     lines.push(...table.split('\n').map((l) => `  ${l}`));
   }
   for (const o of r.orphans) lines.push(`  ${o.removed || r.dryRun ? 'remove' : 'FAILED'}  ${o.key}  ${formatBytes(o.bytes)}  ${o.error ?? o.reason}`);
+  for (const w of r.wal) {
+    const verb = r.dryRun || r.cancelled ? 'remove' : w.error ? 'FAILED' : 'remove';
+    lines.push(`  ${verb}  WAL of ${w.series} before ${w.keptFrom} (the oldest kept base backup): ${w.objects} files${w.first ? `, segments ${w.first} to ${w.last}` : ''}, ${formatBytes(w.bytes)}${w.error ? ` — ${w.error}` : ''}`);
+  }
   for (const u of r.incompleteUploads) lines.push(`  ${u.aborted || r.dryRun ? 'abort' : 'FAILED'}  ${u.key}  upload ${u.uploadId}  ${u.error ?? u.reason}`);
   const gone = r.backups.filter((b) => !b.keep && (r.dryRun || b.removed)).length;
   const orphans = r.orphans.filter((o) => r.dryRun || o.removed).length;
@@ -76,6 +80,7 @@ function renderReport(r: PruneReport): string {
   lines.push(
     `  ${r.dryRun ? 'would remove' : 'removed'} ${gone} backup${gone === 1 ? '' : 's'} and ${orphans} leftover${orphans === 1 ? '' : 's'}` +
       (uploads > 0 ? `, ${r.dryRun ? 'would abort' : 'aborted'} ${uploads} incomplete upload${uploads === 1 ? '' : 's'}` : '') +
+      (r.wal.length > 0 ? `, ${r.dryRun ? 'would remove' : 'removed'} ${r.wal.reduce((a, w) => a + (r.dryRun ? w.objects : (w.removed ?? 0)), 0)} WAL files` : '') +
       `, ${r.dryRun ? 'freeing' : 'freed'} ${formatBytes(r.bytesFreed)}`,
   );
   return lines.join('\n');

@@ -29,6 +29,13 @@ import { artifactKey, databaseDir, manifestKey, MANIFEST_SUFFIX, parseBackupId }
 import { formatDuration } from '../core/format.js';
 import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
+import type { PhysicalDetails } from '../engines/postgres/physical.js';
+import { parseWalName, parseWalObject, segnoOf, walPrefix } from '../wal/names.js';
+import type { Manifest } from '../catalog/manifest.js';
+
+function physicalOf(m: Manifest): PhysicalDetails | undefined {
+  return m.dump.details.physical as PhysicalDetails | undefined;
+}
 
 export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
 export const DEFAULT_UPLOAD_MIN_AGE_MS = 24 * 3600_000;
@@ -92,6 +99,21 @@ export interface UploadDecision {
   error?: string;
 }
 
+/** The WAL of one physical series that no kept base backup needs any more. */
+export interface WalDecision {
+  series: string;
+  /** The oldest kept base backup, whose start bounds what stays. */
+  keptFrom: string;
+  /** Objects before that start (segments, .partial and .backup files; history files always stay). */
+  objects: number;
+  bytes: number;
+  /** The first and last segment of the range removed. */
+  first?: string;
+  last?: string;
+  removed?: number;
+  error?: string;
+}
+
 export interface SeriesReport {
   database: string;
   series: string;
@@ -108,6 +130,8 @@ export interface PruneReport {
   orphans: OrphanDecision[];
   /** Incomplete multipart uploads to abort (their size is not known without listing their parts). */
   incompleteUploads: UploadDecision[];
+  /** WAL older than the oldest kept base backup of each physical series. */
+  wal: WalDecision[];
   /** Unreadable manifests: their backups are left alone. */
   problems: { key: string; message: string }[];
   bytesFreed: number;
@@ -155,6 +179,7 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     backups: [],
     orphans: [],
     incompleteUploads: [],
+    wal: [],
     problems: listing.problems,
     bytesFreed: 0,
     failures: 0,
@@ -281,12 +306,22 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
 
   report.incompleteUploads = (await oldUploads(storage, opts, busyFolders, now)).filter((u) => !inFilter || inFilter.has(u.key.split('/')[0]));
 
-  const planned = () => [...report.backups.filter((b) => !b.keep), ...report.orphans].reduce((s, x) => s + x.bytes, 0);
+  const walKeys = new Map<string, string[]>();
+  for (const [series, entries] of physicalSeries(listing.entries.filter(mine))) {
+    const kept = entries.filter((e) => report.backups.find((b) => b.id === e.id)?.keep);
+    const decision = walBefore(series, kept, listing.objects);
+    if (decision) {
+      report.wal.push(decision.report);
+      walKeys.set(series, decision.keys);
+    }
+  }
+
+  const planned = () => [...report.backups.filter((b) => !b.keep), ...report.orphans, ...report.wal].reduce((s, x) => s + x.bytes, 0);
   if (opts.dryRun) {
     report.bytesFreed = planned();
     return report;
   }
-  const work = report.backups.some((b) => !b.keep) || report.orphans.length > 0 || report.incompleteUploads.length > 0;
+  const work = report.backups.some((b) => !b.keep) || report.orphans.length > 0 || report.incompleteUploads.length > 0 || report.wal.length > 0;
   if (work && opts.confirm && !(await opts.confirm(report))) {
     report.cancelled = true;
     report.bytesFreed = planned();
@@ -323,6 +358,22 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
       opts.warn(`could not remove ${o.key}: ${o.error}`);
     }
   }
+  // WAL last: once the base backups that needed it are gone (a kept one never needs it).
+  for (const w of report.wal) {
+    w.removed = 0;
+    for (const key of walKeys.get(w.series) ?? []) {
+      try {
+        await storage.delete(key);
+        w.removed++;
+        report.bytesFreed += sizes.get(key) ?? 0;
+      } catch (err) {
+        w.error = (err as Error).message;
+        report.failures++;
+        opts.warn(`could not remove ${key}: ${w.error}`);
+        break;
+      }
+    }
+  }
   for (const u of report.incompleteUploads) {
     try {
       await storage.abortIncompleteUpload!({ key: u.key, uploadId: u.uploadId, startedAt: new Date(u.startedAt) });
@@ -334,6 +385,43 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
     }
   }
   return report;
+}
+
+/** Base backups by series folder (physical series only). */
+function physicalSeries(entries: CatalogEntry[]): Map<string, CatalogEntry[]> {
+  const out = new Map<string, CatalogEntry[]>();
+  for (const e of entries) {
+    if (!physicalOf(e.manifest)) continue;
+    out.set(e.series.key, [...(out.get(e.series.key) ?? []), e]);
+  }
+  return out;
+}
+
+/**
+ * The WAL objects of a series that lie before the start of its oldest kept base backup, on every
+ * timeline: no kept backup can replay them. History files and restore points stay. With no base
+ * backup kept, nothing is removed (the archive may be all that is left).
+ */
+function walBefore(series: string, kept: CatalogEntry[], objects: ObjectInfo[]): { report: WalDecision; keys: string[] } | undefined {
+  if (kept.length === 0) return undefined;
+  const starts = kept.map((e) => ({ e, p: physicalOf(e.manifest)! }));
+  const oldest = starts.reduce((a, b) => (segnoOf(b.p.startLsn, b.p.walSegmentSize) < segnoOf(a.p.startLsn, a.p.walSegmentSize) ? b : a));
+  const size = oldest.p.walSegmentSize;
+  const from = segnoOf(oldest.p.startLsn, size);
+  const old = objects
+    .filter((o) => o.key.startsWith(walPrefix(series)))
+    .map((o) => ({ o, w: parseWalObject(o) }))
+    .filter((x) => {
+      const n = x.w && parseWalName(x.w.name, size);
+      return n !== undefined && n.kind !== 'history' && n.segno! < from;
+    })
+    .sort((a, b) => (a.w!.name < b.w!.name ? -1 : 1));
+  if (old.length === 0) return undefined;
+  const segs = old.filter((x) => parseWalName(x.w!.name, size)?.kind === 'segment').map((x) => x.w!.name);
+  return {
+    report: { series, keptFrom: oldest.e.id, objects: old.length, bytes: old.reduce((a, x) => a + x.o.size, 0), first: segs[0], last: segs[segs.length - 1] },
+    keys: old.map((x) => x.o.key),
+  };
 }
 
 /**

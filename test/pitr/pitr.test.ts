@@ -359,3 +359,23 @@ test('a corrupted segment fails the restore with a clear error and leaves no ser
   writeFileSync(victim, original);
   await chownToUser('postgres', victim);
 });
+
+test('prune keeps every WAL segment a kept base backup needs and removes only what lies before the oldest kept one', async () => {
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const manifests = readdirSync(path.join(stash, series)).filter((f) => f.endsWith('.manifest.json')).sort();
+  assert.ok(manifests.length >= 2, 'two base backups at least');
+  const newest = JSON.parse(readFileSync(path.join(stash, series, manifests[manifests.length - 1]), 'utf8'));
+  const start: string = newest.dump.details.physical.startWal;
+  const before = walFiles();
+  const dry = await runCli(['prune', '--config', configFile, '--keep-last', '1', '--dry-run']);
+  expectExit(dry, 0, new RegExp(`remove +WAL of ${series} before ${newest.id} \\(the oldest kept base backup\\): \\d+ files, segments 00000001[0-9A-F]{16} to`));
+  assert.deepEqual(walFiles(), before, 'a dry run removes nothing');
+  expectExit(await runCli(['prune', '--config', configFile, '--keep-last', '1', '--yes']), 0, /removed \d+ backups? .*removed \d+ WAL files/);
+  const after = walFiles().map((f) => path.basename(f));
+  const segs = after.filter((n) => /^[0-9A-F]{24}-/.test(n)).map((n) => n.slice(0, 24));
+  assert.ok(segs.every((n) => n.slice(8) >= start.slice(8)), `nothing before ${start} is left: ${segs.join(', ')}`);
+  assert.ok(segs.some((n) => n === start), 'the newest backup\'s start segment stays');
+  const histories = before.map((f) => path.basename(f)).filter((n) => /^[0-9A-F]{8}\.history-/.test(n));
+  assert.deepEqual(after.filter((n) => /^[0-9A-F]{8}\.history-/.test(n)), histories, 'history files stay');
+  expectExit(await runCli(['verify', '--latest', 'main', '--config', configFile, '--drill'], { timeoutMs: 120_000 }), 0, /drill passed/);
+});
