@@ -78,6 +78,18 @@ function databaseOption(cmd: Command): Command {
 
 export function registerWal(program: Command): void {
   const wal = program.command('wal').description('the continuous WAL archive of a PostgreSQL cluster (point-in-time recovery)');
+  wal.addHelpText(
+    'after',
+    `
+Examples:
+  dbstash wal setup --database main                # what the server needs; --apply makes the changes
+  dbstash wal push pg_wal/000000010000000000000003 --database main
+  dbstash wal get 000000010000000000000003 /tmp/seg --database main
+  dbstash wal mark before-migration --database main
+
+Base backups: dbstash backup main --physical. Restore to a point: dbstash restore --database main
+--at TIME --pgdata DIR (docs/pitr.md).`,
+  );
 
   const push = wal
     .command('push')

@@ -240,7 +240,7 @@ describe('every dbstash command in the docs is one the CLI takes', () => {
     assert.deepEqual(problems(program, ['backup', 'shop', '--enviroment', 'prod']), ['--enviroment is not a flag of dbstash backup']);
     assert.deepEqual(problems(program, ['lsit']), ['"lsit" is not a dbstash command']);
     assert.deepEqual(problems(program, ['list', '--yes']), ['--yes is not a flag of dbstash list']);
-    assert.deepEqual(problems(program, ['restore']), ['dbstash restore needs 1 argument(s)']);
+    assert.deepEqual(problems(program, ['wal', 'push']), ['dbstash wal push needs 1 argument(s)']);
     assert.deepEqual(problems(program, ['schedule']), ['dbstash schedule needs 1 argument(s)']);
     assert.deepEqual(problems(program, ['verify', '--latest', 'shop', '--drill']), []);
     assert.deepEqual(
