@@ -4,6 +4,7 @@
 // and databases kept aside by restore swaps; per storage: reachability and free space.
 // Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
 
+import { archiveHealth, archiverStats, archivingFails, type ArchiveHealth, type ArchiverStats } from '../wal/health.js';
 import os from 'node:os';
 import { findLeftovers } from '../core/scratch.js';
 import { listBackups, seriesIn, type CatalogListing } from '../catalog/catalog.js';
@@ -45,6 +46,9 @@ export interface DatabaseStatus {
   newest?: { id: string; storage: string; finishedAt: string; ageSeconds: number; size: number; degraded: boolean; anomaly?: string };
   verification?: { id: string; result: string; level: string; at: string; error?: string };
   keptAside: { name: string; keptAt: string }[];
+  /** Physical series: the WAL archive in the stash, and the server's archiver. */
+  archive?: ArchiveHealth;
+  archiver?: ArchiverStats;
   findings: Finding[];
 }
 
@@ -146,6 +150,15 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
       add('ok', 'retention', `${dest.name} complies with the policy (${policy})`, dest.name);
     }
 
+    const archive = archiveHealth(view.listing.objects, t.series.key, entries.map((e) => e.manifest));
+    if (archive) {
+      s.archive = archive;
+      if (archive.newest) {
+        add('ok', 'archive', `newest archived WAL ${archive.newest.name} in ${dest.name}, ${formatAge(new Date(archive.newest.archivedAt), now)}; recoverable from ${archive.window!.from} to about then`, dest.name);
+      } else add(missing, 'archive', `no WAL archived in ${dest.name}: the base backups restore only to their own end (is archive_command set? dbstash wal setup)`, dest.name);
+      if (archive.gaps.length) add('problem', 'archive', `the WAL archive in ${dest.name} has gaps (${archive.gaps.join(', ')}): recovery cannot pass them; take a new base backup`, dest.name);
+    }
+
     // The series' folder, and any older folder of backups made before series had their own.
     for (const folder of new Set([t.series.key, ...entries.map((e) => databaseDir(e.id))])) {
       for (const lock of await activeLocks(dest.storage, folder).catch(() => [])) {
@@ -166,6 +179,20 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
     const free = view.status.freeBytes;
     if (free !== undefined && largest > 0 && t.destinations.some((d) => d.storage.url === view.status.url) && free < 2 * largest) {
       add('problem', 'space', `only ${formatBytes(free)} free in ${view.status.name}: not enough for two more backups of ${formatBytes(largest)}`, view.status.name);
+    }
+  }
+  if (t.entry?.physical) {
+    try {
+      const stats = await archiverStats(parseTarget(t.entry.url, { binDir: t.entry.binDir }));
+      s.archiver = stats;
+      if (archivingFails(stats)) {
+        add('problem', 'archive', `archive_command is failing: ${stats.lastFailedWal} failed ${formatAge(new Date(stats.lastFailedAt!), now)} (${stats.failedCount} failures so far); PostgreSQL keeps every WAL file from then on in pg_wal until it succeeds — look at the server log`);
+      }
+      if (stats.behind !== undefined && stats.behind > 8) {
+        add('problem', 'archive', `archiving is ${stats.behind} segments behind the server (writing ${stats.current}, archived up to ${stats.lastArchivedWal}): pg_wal grows meanwhile`);
+      }
+    } catch (err) {
+      add('warn', 'archive', `could not read pg_stat_archiver: ${(err as Error).message}`);
     }
   }
   if (t.entry) {

@@ -379,3 +379,22 @@ test('prune keeps every WAL segment a kept base backup needs and removes only wh
   assert.deepEqual(after.filter((n) => /^[0-9A-F]{8}\.history-/.test(n)), histories, 'history files stay');
   expectExit(await runCli(['verify', '--latest', 'main', '--config', configFile, '--drill'], { timeoutMs: 120_000 }), 0, /drill passed/);
 });
+
+test('status shows the newest archived WAL and the window, and a failing archive_command as unhealthy', async () => {
+  const ok = await runCli(['status', '--config', configFile]);
+  expectExit(ok, 0, /ok +newest archived WAL 00000001[0-9A-F]{16} in local, .*; recoverable from /);
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const current = (await server.query(`SELECT pg_walfile_name(pg_current_wal_lsn()) AS s`)).rows[0].s as string;
+  const folder = path.join(stash, series, 'wal', current.slice(0, 16));
+  const { chmod } = await import('node:fs/promises');
+  await chmod(folder, 0o500);
+  try {
+    await server.query(`SELECT pg_switch_wal()`);
+    for (let i = 0; i < 100 && Number((await server.query(`SELECT failed_count FROM pg_stat_archiver`)).rows[0].failed_count) === 0; i++) await sleep(100);
+    const bad = await runCli(['status', '--config', configFile]);
+    expectExit(bad, 13, /PROBLEM +archive_command is failing: 00000001[0-9A-F]{16} failed/);
+  } finally {
+    await chmod(folder, 0o700);
+  }
+  await switchAndWait();
+});
