@@ -2,19 +2,15 @@
 // The dbstash command line: parses flags and hands each command to its module. Usage errors exit
 // with code 2; every other error kind is mapped in common.ts.
 
-import { CommanderError } from 'commander';
-import { ExitCode } from '../core/errors.js';
-import '../pipeline/compress.js';
-import '../pipeline/age.js';
-import { buildProgram } from './program.js';
-import { hasUrlPassword, maskUrlCredentials } from '../core/secrets.js';
+// Everything is loaded after the thin path of archive_command (wal-client.ts) has had its chance.
 
 /**
  * A password in a URL on dbstash's own command line can be read by every user of the machine (ps,
  * /proc/<pid>/cmdline). The process title is rewritten without it at once (Linux shows the new
  * title), and a warning says where the password belongs instead.
  */
-function guardCommandLine(): void {
+async function guardCommandLine(): Promise<void> {
+  const { hasUrlPassword, maskUrlCredentials } = await import('../core/secrets.js');
   const args = process.argv.slice(2);
   if (!args.some(hasUrlPassword)) return;
   process.title = ['dbstash', ...args.map(maskUrlCredentials)].join(' ');
@@ -26,7 +22,23 @@ function guardCommandLine(): void {
 }
 
 async function main(): Promise<void> {
-  guardCommandLine();
+  // archive_command through the daemon: nothing else is loaded (see wal-client.ts).
+  if (process.argv[2] === 'wal' && process.argv[3] === 'push' && process.argv.some((a) => a === '--socket' || a.startsWith('--socket='))) {
+    const { pushThroughDaemon } = await import('./wal-client.js');
+    const code = await pushThroughDaemon(process.argv.slice(2));
+    if (code !== undefined) {
+      process.exitCode = code;
+      return;
+    }
+  }
+  await guardCommandLine();
+  const [{ CommanderError }, { ExitCode }, { buildProgram }] = await Promise.all([
+    import('commander'),
+    import('../core/errors.js'),
+    import('./program.js'),
+    import('../pipeline/compress.js'),
+    import('../pipeline/age.js'),
+  ]);
   // `dbstash list | head`: a reader that went away is no error worth a stack trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);

@@ -40,7 +40,7 @@ export async function resolveWalSeries(opts: WalOptions, ctx: Context): Promise<
   return { target, entry: source.entry, series: physicalSeriesOf(target, source.entry?.name), destinations };
 }
 
-function walStages(opts: WalOptions, ctx: Context, entry: DatabaseConfig | undefined): Stage[] {
+export function walStages(opts: WalOptions, ctx: Context, entry: DatabaseConfig | undefined): Stage[] {
   const { config } = ctx.loaded;
   const algorithm = (opts.compression ?? entry?.compression?.algorithm ?? config.compression?.algorithm ?? 'zstd') as CompressionAlgorithm;
   if (!['zstd', 'gzip', 'none'].includes(algorithm)) throw new UsageError(`--compression must be zstd, gzip or none, got "${algorithm}"`);
@@ -97,7 +97,8 @@ Base backups: dbstash backup main --physical. Restore to a point: dbstash restor
     .argument('<path>', 'the file to archive (%p in archive_command)');
   databaseOption(push)
     .option('--compression <algorithm>', 'zstd (default), gzip or none')
-    .option('--level <n>', 'compression level');
+    .option('--level <n>', 'compression level')
+    .option('--socket <path>', "hand the file to the dbstash daemon listening there (daemon.walSocket): asynchronous archiving; without a daemon, pushes itself");
   encryptionOptions(push);
   stashOptions(push);
   commonOptions(push, { codes: [7, 11, 130] });
@@ -108,7 +109,9 @@ The same file pushed again (archive_command is retried) succeeds; another file u
 with exit 7 (two clusters archiving into one series). Exit 0 only once every required destination holds it.
 
 Example (postgresql.conf, or dbstash wal setup --apply):
-  archive_command = 'dbstash wal push %p --database main --config /etc/dbstash/dbstash.yaml'`,
+  archive_command = 'dbstash wal push %p --database main --config /etc/dbstash/dbstash.yaml'
+With the daemon (daemon: { walSocket: /run/dbstash/wal.sock } in the config):
+  archive_command = 'dbstash wal push %p --database main --config /etc/dbstash/dbstash.yaml --socket /run/dbstash/wal.sock'`,
   );
   push.action((file: string, opts: WalOptions) =>
     runCommand(opts, async (ctx) => {

@@ -118,6 +118,13 @@ export const daemonSchema = z
     gracePeriod: z.string().default('5m'),
     /** Where the daemon remembers its last runs (default: .dbstash-daemon.json in the stash). */
     stateFile: z.string().optional(),
+    /**
+     * A Unix socket on which the daemon archives WAL for `dbstash wal push --socket` (asynchronous
+     * archiving: archive_command starts no full dbstash per segment, and segments are pushed ahead).
+     */
+    walSocket: z.string().optional(),
+    /** Segments the WAL server pushes ahead at once, besides the ones PostgreSQL asks for. */
+    walParallel: z.number().int().positive().default(2),
     /** How often to look for stale databases (no successful backup within the expected period). */
     staleCheck: z.string().default('5m'),
     /**

@@ -23,6 +23,7 @@ import { expectedMaxAgeMs, JOB_KINDS, parseCron, scheduleIntervalMs, type JobKin
 import { isLoopback, parseListen, startHttp, type Health } from './http.js';
 import { jobBody, type JobContext } from './jobs.js';
 import { WarmScratch } from '../verify/warm.js';
+import { WalPushServer } from '../wal/async.js';
 import { DaemonMetrics } from './metrics.js';
 import { JobRunner } from './runner.js';
 import { readState, writeState, type DaemonState } from './state.js';
@@ -115,7 +116,7 @@ export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; j
     });
   }
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0) {
+  if (jobs.length === 0 && !settings.walSocket) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
@@ -132,6 +133,32 @@ export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; j
   };
 }
 
+/** The WAL push server of the daemon: each database's stash and stages resolved once, as `wal push` would. */
+async function startWalServer(ctx: Context, socketPath: string, parallel: number): Promise<WalPushServer> {
+  const { resolveWalSeries, walStages } = await import('../cli/wal.js');
+  const { pushWal } = await import('../wal/archive.js');
+  const resolved = new Map<string, Promise<{ where: Awaited<ReturnType<typeof resolveWalSeries>>; stages: ReturnType<typeof walStages> }>>();
+  const target = (database: string) => {
+    let r = resolved.get(database);
+    if (!r) {
+      r = resolveWalSeries({ database }, ctx).then((where) => ({ where, stages: walStages({ database }, ctx, where.entry) }));
+      r.catch(() => resolved.delete(database));
+      resolved.set(database, r);
+    }
+    return r;
+  };
+  const walServer = new WalPushServer({
+    parallel,
+    log: (m) => ctx.out.warn(m),
+    push: async (database, file) => {
+      const { where, stages } = await target(database);
+      return pushWal(file, { destinations: where.destinations, series: where.series, stages, signal: ctx.signal, warn: (m) => ctx.out.warn(m) });
+    },
+  });
+  await walServer.listen(socketPath);
+  return walServer;
+}
+
 export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {}): Promise<number> {
   const { config } = ctx.loaded;
   const settings: DaemonConfig = daemonSchema.parse(config.daemon ?? {});
@@ -139,7 +166,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const jitterMs = duration(settings.jitter, 'jitter') ?? 0;
   const staleEveryMs = duration(settings.staleCheck, 'staleCheck')!;
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0) {
+  if (jobs.length === 0 && !settings.walSocket) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
@@ -256,6 +283,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
     return { healthy: problems.length === 0, problems, startedAt: startedAt.toISOString(), running: runner.runningCount, databases };
   };
   const server = await startHttp(settings.listen, health, metrics.registry, { expose: settings.exposeEndpoints, warn: (m) => ctx.out.warn(m) });
+  const walServer = settings.walSocket ? await startWalServer(ctx, path.resolve(settings.walSocket), settings.walParallel) : undefined;
   const jitterTimers = new Set<NodeJS.Timeout>();
   const crons: Cron[] = [];
   for (const job of jobs) {
@@ -281,7 +309,10 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
 
   const staleTimer = setInterval(() => void checkStale(), staleEveryMs);
 
-  ctx.out.info(`dbstash daemon: ${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')}); listening on ${server.url} (/healthz, /metrics)`);
+  ctx.out.info(
+    `dbstash daemon: ${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')}); listening on ${server.url} (/healthz, /metrics)` +
+      (settings.walSocket ? `; archiving WAL for dbstash wal push --socket ${path.resolve(settings.walSocket)}` : ''),
+  );
 
   await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) return resolve();
@@ -295,6 +326,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const { finished, aborted } = await runner.shutdown(graceMs, reason);
   await save();
   await server.close();
+  await walServer?.close();
   await warm.close().catch((err: Error) => ctx.out.warn(`could not stop the drills' scratch server: ${err.message}`));
   ctx.out.info(`dbstash daemon stopped (${finished} job${finished === 1 ? '' : 's'} finished, ${aborted} aborted)`);
   return 0;

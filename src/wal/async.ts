@@ -1,0 +1,152 @@
+// Asynchronous WAL archiving: the running daemon serves `dbstash wal push --socket PATH` over a
+// Unix socket, so PostgreSQL's archive_command does not start a whole dbstash (config, storage
+// clients, stages) for every 16 MB segment.
+//
+//   client  `dbstash wal push %p --database NAME --socket PATH`: a thin path in main.ts that loads
+//           nothing but node:net, sends {database, path} and waits for the answer. It exits 0 only
+//           when the daemon says the file is stored in every required destination, so the promise
+//           of the synchronous push holds. When no daemon answers at PATH, it falls back to the
+//           synchronous push in the same process.
+//   server  each request is pushed with the same pushWal as the synchronous command (hash, list,
+//           exclusive put, read back). Looking ahead: after each request the server reads
+//           pg_wal/archive_status/*.ready of that cluster and starts pushing the next segments
+//           already (`parallel` at once), so when PostgreSQL asks for them, pushWal finds them
+//           stored with the same bytes and answers at once. pg_wal stays near its minimum.
+// A request for a file whose push is running waits for that push, then confirms it.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { PushResult } from './archive.js';
+
+export interface WalPushRequest {
+  database: string;
+  /** Absolute path of the file (the client resolves %p against PostgreSQL's working directory). */
+  path: string;
+}
+
+export interface WalPushReply {
+  ok: boolean;
+  name?: string;
+  already?: boolean;
+  error?: string;
+  exitCode?: number;
+}
+
+export interface WalPushServerOptions {
+  /** Pushes one file of one configured database (pushWal with that database's stash and stages). */
+  push(database: string, file: string): Promise<PushResult>;
+  /** Segments pushed ahead at once, besides the requests. */
+  parallel: number;
+  log(message: string): void;
+}
+
+export class WalPushServer {
+  private server?: Server;
+  private readonly running = new Map<string, Promise<PushResult>>();
+  pushed = 0;
+  aheadPushed = 0;
+
+  constructor(private readonly opts: WalPushServerOptions) {}
+
+  async listen(socketPath: string): Promise<void> {
+    // A socket file left by a daemon that died is in the way; one that answers is another daemon's.
+    if (await answers(socketPath)) throw new Error(`another daemon serves WAL pushes at ${socketPath}`);
+    await fsp.rm(socketPath, { force: true });
+    await fsp.mkdir(path.dirname(socketPath), { recursive: true });
+    this.server = createServer((socket) => this.serve(socket));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(socketPath, () => resolve());
+    });
+    // PostgreSQL's user connects; nobody else may.
+    await fsp.chmod(socketPath, 0o600);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await Promise.allSettled(this.running.values());
+  }
+
+  private serve(socket: Socket): void {
+    let buffer = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => {});
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      const nl = buffer.indexOf('\n');
+      if (nl < 0) {
+        if (buffer.length > 64 * 1024) socket.destroy();
+        return;
+      }
+      let request: WalPushRequest;
+      try {
+        request = JSON.parse(buffer.slice(0, nl)) as WalPushRequest;
+        if (typeof request.database !== 'string' || typeof request.path !== 'string' || !path.isAbsolute(request.path)) throw new Error('bad request');
+      } catch {
+        socket.end(JSON.stringify({ ok: false, error: 'not a WAL push request', exitCode: 2 } satisfies WalPushReply) + '\n');
+        return;
+      }
+      void this.handle(request).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
+    });
+  }
+
+  private async handle(request: WalPushRequest): Promise<WalPushReply> {
+    try {
+      const key = `${request.database}\u0000${request.path}`;
+      const earlier = this.running.get(key);
+      if (earlier) await earlier.catch(() => {});
+      const result = await this.track(key, () => this.opts.push(request.database, request.path));
+      this.pushed++;
+      void this.lookAhead(request);
+      return { ok: true, name: result.name, already: result.stored.every((s) => s.already) };
+    } catch (err) {
+      const e = err as Error & { exitCode?: number };
+      this.opts.log(`wal push ${path.basename(request.path)} of ${request.database} failed: ${e.message}`);
+      return { ok: false, error: e.message, exitCode: e.exitCode ?? 1 };
+    }
+  }
+
+  private track(key: string, run: () => Promise<PushResult>): Promise<PushResult> {
+    const p = run().finally(() => {
+      if (this.running.get(key) === p) this.running.delete(key);
+    });
+    this.running.set(key, p);
+    return p;
+  }
+
+  /** Starts pushing the segments PostgreSQL has marked ready and not asked for yet. */
+  private async lookAhead(request: WalPushRequest): Promise<void> {
+    const dir = path.dirname(request.path);
+    let ready: string[];
+    try {
+      ready = (await fsp.readdir(path.join(dir, 'archive_status'))).filter((f) => f.endsWith('.ready')).map((f) => f.slice(0, -'.ready'.length)).sort();
+    } catch {
+      return;
+    }
+    const busy = [...this.running.keys()].filter((k) => k.startsWith(`${request.database}\u0000`)).length;
+    for (const name of ready.slice(0, Math.max(0, this.opts.parallel - busy + 1))) {
+      const file = path.join(dir, name);
+      const key = `${request.database}\u0000${file}`;
+      if (this.running.has(key) || file === request.path) continue;
+      void this.track(key, () => this.opts.push(request.database, file))
+        .then(() => this.aheadPushed++)
+        .catch(() => {
+          /* PostgreSQL asks for it itself, and that request reports the failure */
+        });
+    }
+  }
+}
+
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    import('node:net').then(({ connect }) => {
+      const s = connect(socketPath);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    }, () => resolve(false));
+  });
+}
