@@ -1,0 +1,119 @@
+// WAL names, LSNs and segments; the archive's continuity (gaps across timelines); which timeline a
+// base backup can recover along; and the archive's push and get against an in-memory storage
+// (same bytes again, other bytes under a name, a damaged copy passed over for a good one).
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { formatLsn, lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walObjectKey } from '../../src/wal/names.js';
+import { archiveReport, parseHistory, reachableTimeline } from '../../src/wal/continuity.js';
+import { getWal, pushWal, walCopies } from '../../src/wal/archive.js';
+import { zstdStage } from '../../src/pipeline/compress.js';
+import { createMemoryStorage } from '../../src/storage/memory.js';
+import { IntegrityError } from '../../src/core/errors.js';
+
+const MB16 = 16 * 1024 * 1024;
+
+describe('WAL names', () => {
+  it('reads segments, partial, backup and history files, and nothing else', () => {
+    assert.deepEqual(parseWalName('00000002000000010000000A'), { name: '00000002000000010000000A', kind: 'segment', timeline: 2, segno: 256 + 10 });
+    assert.equal(parseWalName('00000001000000000000000A.partial')?.kind, 'partial');
+    assert.equal(parseWalName('000000010000000000000002.00000028.backup')?.segno, 2);
+    assert.deepEqual(parseWalName('0000000A.history'), { name: '0000000A.history', kind: 'history', timeline: 10 });
+    for (const bad of ['RECOVERYXLOG', '00000001000000000000000', '00000001000000000000000g', '../000000010000000000000001', '']) assert.equal(parseWalName(bad), undefined, bad);
+  });
+
+  it('turns segment numbers and LSNs into names and back, for 16 MB and other segment sizes', () => {
+    assert.equal(segmentName(1, 256 + 10), '00000001000000010000000A');
+    assert.equal(segmentName(3, 70, 64 * 1024 * 1024), '000000030000000100000006');
+    assert.equal(parseWalName('000000030000000100000006', 64 * 1024 * 1024)?.segno, 70);
+    assert.equal(formatLsn(parseLsn('16/B374D848')), '16/B374D848');
+    assert.equal(segnoOf('0/2000028'), 2);
+    assert.equal(segnoOf('1/0'), 256);
+    // A stop exactly at a segment boundary needs the segment before it, not the next one.
+    assert.equal(lastSegnoBefore('0/3000000'), 2);
+    assert.equal(lastSegnoBefore('0/3000001'), 3);
+    assert.throws(() => parseLsn('nope'));
+  });
+
+  it('object keys carry the raw SHA-256 and the stages, and read back', () => {
+    const sha = 'a'.repeat(64);
+    const key = walObjectKey('main.12345678', '000000010000000000000003', sha, '.zst.age');
+    assert.equal(key, `main.12345678/wal/0000000100000000/000000010000000000000003-${sha}.zst.age`);
+    assert.deepEqual(parseWalObject({ key, size: 9, modifiedAt: new Date(0) }), { key, name: '000000010000000000000003', sha256: sha, suffix: '.zst.age', size: 9, modifiedAt: new Date(0) });
+    assert.equal(walObjectKey('s', '00000002.history', sha, '.zst'), `s/wal/history/00000002.history-${sha}.zst`);
+    assert.equal(parseWalObject({ key: 's/wal/marks/x.json', size: 1, modifiedAt: new Date() }), undefined);
+  });
+});
+
+describe('the archive\'s continuity', () => {
+  const obj = (name: string, at = 0) => ({ key: `s/wal/x/${name}-${'0'.repeat(64)}.zst`, name, sha256: '0'.repeat(64), suffix: '.zst', size: 10, modifiedAt: new Date(at) });
+
+  it('finds every gap from the start on, counting any timeline and a .partial as present', () => {
+    const objects = [
+      obj('000000010000000000000002'), obj('000000010000000000000003'), obj('000000010000000000000004.partial'),
+      obj('000000020000000000000004'), obj('000000020000000000000005'), obj('00000002.history'),
+      obj('000000020000000000000008'), obj('00000002000000000000000A'),
+    ];
+    const r = archiveReport(objects, 2, MB16);
+    assert.deepEqual(r.gaps, ['000000020000000000000006 to 000000020000000000000007', '000000020000000000000009']);
+    assert.deepEqual(r.timelines.map((t) => [t.timeline, t.first, t.last, t.segments]), [[1, '000000010000000000000002', '000000010000000000000003', 2], [2, '000000020000000000000004', '00000002000000000000000A', 4]]);
+    assert.deepEqual(r.missingHistory, []);
+    assert.deepEqual(archiveReport(objects.filter((o) => !o.name.endsWith('.history')), 2, MB16).missingHistory, [2]);
+    assert.deepEqual(archiveReport([obj('000000010000000000000002'), obj('000000010000000000000003')], 2, MB16).gaps, []);
+  });
+
+  it('a base backup follows the newest timeline that branched off its own after it started', () => {
+    const histories = new Map([
+      [2, parseHistory('1\t0/5000000\tno recovery target specified\n')],
+      [3, parseHistory('1\t0/5000000\tx\n2\t0/9000000\ty\n')],
+      [4, parseHistory('1\t0/2000000\tbefore the backup\n')],
+    ]);
+    // Started at 0/3000028 on timeline 1: timelines 2 and 3 branched later, 4 branched before it.
+    assert.equal(reachableTimeline(1, parseLsn('0/3000028'), histories), 3);
+    // Started at 0/6000028: every branch off timeline 1 came before it.
+    assert.equal(reachableTimeline(1, parseLsn('0/6000028'), histories), 1);
+    assert.equal(reachableTimeline(2, parseLsn('0/6000028'), histories), 3);
+  });
+});
+
+describe('push and get', () => {
+  const series = { key: 'main.12345678', name: 'main', identity: 'physical:name:postgres:main' };
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-walunit-'));
+  const file = path.join(dir, '000000010000000000000007');
+  writeFileSync(file, Buffer.alloc(1 << 20, 3));
+  const dest = (name: string, optional = false) => ({ name, storage: createMemoryStorage(`memory://walunit-${name}-${Math.random()}`), optional });
+
+  it('stores the file once in every destination; the same bytes again succeed; other bytes under the name fail', async () => {
+    const a = dest('a');
+    const b = dest('b');
+    const first = await pushWal(file, { destinations: [a, b], series, stages: [zstdStage({})], warn: () => {} });
+    assert.deepEqual(first.stored.map((s) => s.already), [false, false]);
+    const again = await pushWal(file, { destinations: [a, b], series, stages: [zstdStage({})], warn: () => {} });
+    assert.deepEqual(again.stored.map((s) => s.already), [true, true]);
+    assert.equal((await walCopies(a.storage, series, '000000010000000000000007')).length, 1);
+    const other = path.join(dir, 'other', '000000010000000000000007');
+    (await import('node:fs')).mkdirSync(path.dirname(other), { recursive: true });
+    writeFileSync(other, Buffer.alloc(1 << 20, 4));
+    await assert.rejects(pushWal(other, { destinations: [a], series, stages: [], warn: () => {} }), (err: Error) => err instanceof IntegrityError && /already archived .* with other contents/.test(err.message));
+    await assert.rejects(pushWal(path.join(dir, 'nope.txt'), { destinations: [a], series, stages: [], warn: () => {} }), /is not the name of a WAL file/);
+  });
+
+  it('get writes the checked bytes, passes over a damaged copy for a good one, and says when nothing is archived', async () => {
+    const broken = dest('broken');
+    const good = dest('good');
+    await pushWal(file, { destinations: [broken, good], series, stages: [], warn: () => {} });
+    const [copy] = await walCopies(broken.storage, series, '000000010000000000000007');
+    await broken.storage.delete(copy.key);
+    await broken.storage.put(copy.key, Buffer.alloc(1 << 20, 9));
+    const out = path.join(dir, 'RECOVERYXLOG');
+    const got = await getWal('000000010000000000000007', out, { destinations: [broken, good], series, context: {} });
+    assert.equal(got.found && got.from, 'good');
+    assert.ok(got.found && /damaged/.test(got.warnings.join()));
+    assert.ok(readFileSync(out).equals(readFileSync(file)));
+    await assert.rejects(getWal('000000010000000000000007', out, { destinations: [broken], series, context: {} }), /is damaged/);
+    assert.deepEqual(await getWal('000000010000000000000099', out, { destinations: [good], series, context: {} }), { found: false });
+  });
+});
