@@ -340,9 +340,29 @@ function tableScenarios(): Scenario[] {
   ];
 }
 
+async function dirSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) total += e.isDirectory() ? await dirSize(path.join(dir, e.name)) : (await fsp.stat(path.join(dir, e.name))).size;
+  return total;
+}
+
 export function scenarios(): Scenario[] {
   return [
     dbstashScenario('dbstash', 'dbstash backup (zstd -3, local stash)'),
+    // Physical base backups of the bench cluster, with the WAL they need inside (the bench server
+    // does not archive): the issue's baseline is pg_basebackup -Ft -X fetch with client-side zstd 3.
+    dbstashScenario('dbstash_physical', 'dbstash backup --physical --self-contained (zstd -3)', { args: async () => ['--physical', '--self-contained'] }),
+    {
+      id: 'pg_basebackup_zstd',
+      label: '(p) pg_basebackup -Ft -X fetch --compress=client-zstd:3 -c fast',
+      async prepare(ctx, run) {
+        const dir = path.join(ctx.workDir, `p-${run}`);
+        return {
+          spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_basebackup'))} -D ${shellQuote(dir)} -Ft -X fetch --compress=client-zstd:3 --checkpoint=fast --no-sync`),
+          outputSize: () => dirSize(dir),
+        };
+      },
+    },
     {
       id: 'pg_dump_fc',
       label: '(a) pg_dump -Fc -f file',
@@ -431,6 +451,9 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_encrypted', against: 'dbstash', metric: 'wallMs', max: 1.1, label: 'encrypted vs unencrypted backup, wall time' },
     { of: 'dbstash_s3', against: 'dbstash', metric: 'wallMs', label: 'backup to S3 (s3rver) vs to local disk, wall time' },
     { of: 'dbstash_jobs', against: 'dbstash', metric: 'wallMs', label: '--jobs 2 vs single job, wall time' },
+    { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'wallMs', max: 1.1, label: 'base backup, wall time vs (p) pg_basebackup -Ft -X fetch --compress=client-zstd:3' },
+    { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'cpuMs', label: 'base backup, CPU time vs (p)' },
+    { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'size', label: 'base backup, artifact size vs (p)' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'wallMs', max: 1.1, label: 'restore, wall time vs (r) createdb + zstd -dc | pg_restore' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
     { of: 'pg_restore_zstd_count', against: 'pg_restore_zstd', metric: 'wallMs', label: 'what counting every table adds to (r): (r+n) vs (r)' },
