@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import { IntegrityError } from '../core/errors.js';
 import { maskDeep, maskUrlCredentials } from '../core/secrets.js';
 import type { artifactSchema, manifestSchema, tableSchema } from './manifest-schema.js';
+import type { PhysicalDetails } from '../engines/postgres/physical.js';
 
 export const MANIFEST_FORMAT = 'dbstash.manifest';
 export const MANIFEST_VERSION = 1;
@@ -31,4 +32,9 @@ export function mainArtifact(m: Manifest): ArtifactEntry {
 
 export function totalRows(m: Manifest): number {
   return m.tables.reduce((sum, t) => sum + t.rows, 0);
+}
+
+/** A physical base backup's facts (WAL range, timeline, …); undefined for a logical dump. */
+export function physicalOf(m: Manifest): PhysicalDetails | undefined {
+  return m.dump.details.physical as PhysicalDetails | undefined;
 }

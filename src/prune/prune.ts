@@ -29,13 +29,8 @@ import { artifactKey, databaseDir, manifestKey, MANIFEST_SUFFIX, parseBackupId }
 import { formatDuration } from '../core/format.js';
 import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
-import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { parseWalName, parseWalObject, segnoOf, walPrefix } from '../wal/names.js';
-import type { Manifest } from '../catalog/manifest.js';
-
-function physicalOf(m: Manifest): PhysicalDetails | undefined {
-  return m.dump.details.physical as PhysicalDetails | undefined;
-}
+import { physicalOf } from '../catalog/manifest.js';
 
 export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
 export const DEFAULT_UPLOAD_MIN_AGE_MS = 24 * 3600_000;

@@ -18,12 +18,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { IntegrityError, PreflightError, VerifyUnavailableError } from '../core/errors.js';
 import { makeScratchDirSync } from '../core/scratch.js';
-import type { Manifest } from '../catalog/manifest.js';
+import { physicalOf, type Manifest } from '../catalog/manifest.js';
 import type { StageContext } from '../pipeline/stage.js';
 import type { Storage } from '../storage/storage.js';
 import { lookupUser, type RunAs } from '../engines/process.js';
 import { findPgTool, majorOf } from '../engines/postgres/tools.js';
-import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { quoteIdent } from '../engines/postgres/connection.js';
 import { fetchWalObject, readHistories } from './archive.js';
 import { archiveReport, describeArchive, reachableTimeline, type ArchiveReport } from './continuity.js';
@@ -35,10 +34,6 @@ export interface PhysicalDrillResult {
   point: PointReached;
   verifybackup: boolean;
   archive: ArchiveReport;
-}
-
-export function physicalOf(m: Manifest): PhysicalDetails | undefined {
-  return m.dump.details.physical as PhysicalDetails | undefined;
 }
 
 /** The archive's objects of a base backup's series, and the report from the backup's start on; a gap or a missing needed segment is an IntegrityError. */
@@ -174,4 +169,4 @@ async function countEverything(socketDir: string, port: number, user: string, si
   return out;
 }
 
-export { describeArchive };
+export { describeArchive, physicalOf };

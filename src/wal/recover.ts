@@ -34,7 +34,7 @@ import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { readHistories, type WalSeries } from './archive.js';
 import { reachableTimeline } from './continuity.js';
 import type { Storage } from '../storage/storage.js';
-import type { Manifest } from '../catalog/manifest.js';
+import { physicalOf, type Manifest } from '../catalog/manifest.js';
 import { lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walPrefix, type WalObject } from './names.js';
 
 export type RecoveryTarget = { kind: 'time'; time: Date } | { kind: 'lsn'; lsn: string } | { kind: 'name'; name: string } | { kind: 'latest' };
@@ -80,9 +80,7 @@ export interface RecoveryChoice {
   timeline?: number;
 }
 
-function physicalOf(e: CatalogEntry): PhysicalDetails | undefined {
-  return e.manifest.dump.details.physical as PhysicalDetails | undefined;
-}
+const physicalOfEntry = (e: CatalogEntry): PhysicalDetails | undefined => physicalOf(e.manifest);
 
 export async function archiveFacts(where: WalSeries, signal?: AbortSignal): Promise<ArchiveFacts> {
   const storage = where.destinations[0].storage;
@@ -135,12 +133,12 @@ function describeTarget(t: RecoveryTarget): string {
 export async function chooseBase(where: WalSeries, target: RecoveryTarget, context: StageContext, signal?: AbortSignal): Promise<RecoveryChoice> {
   const storage = where.destinations[0].storage;
   const { entries } = await listBackups(storage, where.series.key, { signal });
-  const bases = entries.filter((e) => physicalOf(e) !== undefined);
+  const bases = entries.filter((e) => physicalOfEntry(e) !== undefined);
   if (bases.length === 0) {
     throw new PreflightError(`${where.series.name} has no base backup in ${storage.url}`, { hint: `take one: dbstash backup ${where.series.name} --physical` });
   }
   const archive = await archiveFacts(where, signal);
-  const oldest = physicalOf(bases[bases.length - 1])!;
+  const oldest = physicalOfEntry(bases[bases.length - 1])!;
   const window = { from: oldest.stopTime, to: archive.end?.toISOString() };
   const say = `the recoverable window is ${window.from} to ${window.to ?? window.from} (the oldest base backup's end to the newest archived WAL)`;
   let stopLsn: bigint | undefined;
@@ -154,7 +152,7 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, conte
     }
   }
   const base = bases.find((e) => {
-    const p = physicalOf(e)!;
+    const p = physicalOfEntry(e)!;
     if (target.kind === 'time') return new Date(p.stopTime).getTime() <= target.time.getTime();
     if (stopLsn !== undefined) return parseLsn(p.stopLsn) <= stopLsn;
     return true;
@@ -165,7 +163,7 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, conte
       hint: 'choose an earlier point, or restore to the end of the archive (--at latest); a server still running has WAL not archived yet (SELECT pg_switch_wal() sends it)',
     });
   }
-  const physical = physicalOf(base)!;
+  const physical = physicalOfEntry(base)!;
   const startSeg = segnoOf(physical.startLsn, physical.walSegmentSize);
   const needed = physical.walIncluded ? [] : Array.from({ length: lastSegnoBefore(physical.stopLsn, physical.walSegmentSize) - startSeg + 1 }, (_, i) => startSeg + i);
   const gap = archive.objects.length ? firstGap(archive.objects, startSeg, physical.walSegmentSize) : undefined;
