@@ -346,19 +346,77 @@ async function dirSize(dir: string): Promise<number> {
   return total;
 }
 
+/**
+ * Debian's pgBackRest taking a full backup of the bench cluster: zstd 3, process-max 2, a fresh
+ * repository per run (its stanza created before the timed command), run as the postgres OS user
+ * as pgBackRest must be. The bench server does not archive, so archive-check is off, as the
+ * self-contained dbstash and pg_basebackup runs carry their WAL differently; the repository's
+ * growth is the backup's size.
+ */
+function pgbackrestScenario(): Scenario {
+  let root = '';
+  const conf = (ctx: BenchContext, repo: string) =>
+    [
+      '[global]',
+      `repo1-path=${repo}`,
+      `log-path=${root}`,
+      `lock-path=${root}`,
+      'log-level-console=warn',
+      'log-level-file=off',
+      'compress-type=zst',
+      'compress-level=3',
+      'process-max=2',
+      'start-fast=y',
+      'archive-check=n',
+      '[bench]',
+      `pg1-path=${ctx.server.dataDir}`,
+      `pg1-port=${ctx.server.port}`,
+      `pg1-socket-path=${ctx.server.socketDir}`,
+      'pg1-user=postgres',
+      '',
+    ].join('\n');
+  const asPostgres = (args: string[]) => ({ cmd: 'runuser', args: ['-u', 'postgres', '--', 'pgbackrest', ...args] });
+  return {
+    id: 'pgbackrest_full',
+    label: '(g) pgbackrest backup --type=full (zstd 3, process-max 2)',
+    async setup(ctx) {
+      const { spawnSync } = await import('node:child_process');
+      if (spawnSync('pgbackrest', ['version']).status !== 0) return 'pgbackrest is not installed (apt-get install pgbackrest)';
+      root = tempDir('dbstash-bench-pgbackrest');
+      spawnSync('chown', ['-R', 'postgres:', root]);
+      spawnSync('chmod', ['755', path.dirname(root)]);
+      return undefined;
+    },
+    async prepare(ctx, run) {
+      const { spawnSync } = await import('node:child_process');
+      for (const old of await fsp.readdir(root)) if (old.startsWith('repo-')) await fsp.rm(path.join(root, old), { recursive: true, force: true });
+      const repo = path.join(root, `repo-${run}`);
+      const file = path.join(root, `pgbackrest-${run}.conf`);
+      await fsp.writeFile(file, conf(ctx, repo));
+      spawnSync('chown', ['postgres:', file]);
+      const c = asPostgres([`--config=${file}`, '--stanza=bench', 'stanza-create']);
+      const created = spawnSync(c.cmd, c.args, { encoding: 'utf8' });
+      if (created.status !== 0) throw new Error(`pgbackrest stanza-create failed: ${created.stderr || created.stdout}`);
+      const b = asPostgres([`--config=${file}`, '--stanza=bench', 'backup', '--type=full']);
+      return { spec: { ...b, cwd: root }, outputSize: () => dirSize(path.join(repo, 'backup')) };
+    },
+  };
+}
+
 export function scenarios(): Scenario[] {
   return [
     dbstashScenario('dbstash', 'dbstash backup (zstd -3, local stash)'),
     // Physical base backups of the bench cluster, with the WAL they need inside (the bench server
     // does not archive): the issue's baseline is pg_basebackup -Ft -X fetch with client-side zstd 3.
     dbstashScenario('dbstash_physical', 'dbstash backup --physical --self-contained (zstd -3)', { args: async () => ['--physical', '--self-contained'] }),
+    pgbackrestScenario(),
     {
       id: 'pg_basebackup_zstd',
       label: '(p) pg_basebackup -Ft -X fetch --compress=client-zstd:3 -c fast',
       async prepare(ctx, run) {
         const dir = path.join(ctx.workDir, `p-${run}`);
         return {
-          spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_basebackup'))} -D ${shellQuote(dir)} -Ft -X fetch --compress=client-zstd:3 --checkpoint=fast --no-sync`),
+          spec: shell(ctx, `${shellQuote(pgTool(ctx, 'pg_basebackup'))} -D ${shellQuote(dir)} -Ft -X fetch --compress=client-zstd:3 --checkpoint=fast`),
           outputSize: () => dirSize(dir),
         };
       },
@@ -454,6 +512,8 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'wallMs', max: 1.1, label: 'base backup, wall time vs (p) pg_basebackup -Ft -X fetch --compress=client-zstd:3' },
     { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'cpuMs', label: 'base backup, CPU time vs (p)' },
     { of: 'dbstash_physical', against: 'pg_basebackup_zstd', metric: 'size', label: 'base backup, artifact size vs (p)' },
+    { of: 'dbstash_physical', against: 'pgbackrest_full', metric: 'wallMs', max: 0.5, label: 'base backup, wall time vs (g) pgbackrest backup --type=full' },
+    { of: 'dbstash_physical', against: 'pgbackrest_full', metric: 'size', max: 1.0, label: 'base backup, artifact size vs (g) the pgBackRest repository\'s growth' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'wallMs', max: 1.1, label: 'restore, wall time vs (r) createdb + zstd -dc | pg_restore' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
     { of: 'pg_restore_zstd_count', against: 'pg_restore_zstd', metric: 'wallMs', label: 'what counting every table adds to (r): (r+n) vs (r)' },
