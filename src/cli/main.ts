@@ -31,6 +31,14 @@ async function main(): Promise<void> {
       return;
     }
   }
+  if (process.argv[2] === 'wal' && process.argv[3] === 'get' && process.argv.some((a) => a === '--socket' || a.startsWith('--socket='))) {
+    const { getThroughServer } = await import('./wal-client.js');
+    const code = await getThroughServer(process.argv.slice(2));
+    if (code !== undefined) {
+      process.exitCode = code;
+      return;
+    }
+  }
   await guardCommandLine();
   const [{ CommanderError }, { ExitCode }, { buildProgram }] = await Promise.all([
     import('commander'),

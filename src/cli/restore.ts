@@ -102,7 +102,8 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
     return ExitCode.ok;
   }
   const decrypt = [...(opts.identity ?? []).flatMap((f) => ['--identity', path.resolve(f)]), ...(opts.passphraseFile ? ['--passphrase-file', path.resolve(opts.passphraseFile)] : [])];
-  const restoreCommand = [...dbstashCommand(), 'wal', 'get', '%f', '%p', ...locatorArgs(opts, ctx, opts.database ?? where.series.name), ...decrypt, '--recovery', '--quiet'].map(shellWord).join(' ');
+  const restoreCommand = (socket?: string) =>
+    [...dbstashCommand(), 'wal', 'get', '%f', '%p', ...locatorArgs(opts, ctx, opts.database ?? where.series.name), ...decrypt, ...(socket ? ['--socket', socket] : []), '--recovery', '--quiet'].map(shellWord).join(' ');
   const result = await recoverToPoint(
     {
       where,

@@ -52,3 +52,52 @@ export async function pushThroughDaemon(args: string[]): Promise<number | undefi
     });
   });
 }
+
+/**
+ * `dbstash wal get NAME PATH --socket SOCKET [--recovery]`: asks the restoring dbstash that
+ * serves SOCKET. Exit 0 (written), 1 (not in the archive), or the failure; with --recovery a
+ * failure is 126, so that PostgreSQL stops instead of ending recovery early. Undefined when no
+ * server answers: the caller fetches the file itself.
+ */
+export async function getThroughServer(args: string[]): Promise<number | undefined> {
+  const socketPath = flag(args, '--socket');
+  const positional = args.filter((a, i) => i > 1 && !a.startsWith('-') && !['--socket', '--database', '--config', '--output-dir', '--storage', '--identity', '--passphrase-file'].includes(args[i - 1]));
+  const [name, file] = positional;
+  if (!socketPath || !name || !file) return undefined;
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    let answer = '';
+    let connected = false;
+    socket.setEncoding('utf8');
+    socket.once('connect', () => {
+      connected = true;
+      socket.write(JSON.stringify({ name, path: path.resolve(file) }) + '\n');
+    });
+    socket.on('data', (d: string) => (answer += d));
+    socket.once('error', () => {
+      if (!connected) resolve(undefined);
+    });
+    socket.once('close', () => {
+      if (!connected || answer.trim() === '') return resolve(undefined);
+      let reply: { found: boolean; error?: string; exitCode?: number };
+      try {
+        reply = JSON.parse(answer) as typeof reply;
+      } catch {
+        return resolve(undefined);
+      }
+      if (reply.found) return resolve(0);
+      if (!reply.error) return resolve(1);
+      process.stderr.write(`error: ${reply.error}\n`);
+      if (args.includes('--recovery')) {
+        import('node:fs').then(({ writeFileSync }) => {
+          try {
+            writeFileSync('dbstash-recovery-error.txt', `${name}: ${reply.error}\n`, { mode: 0o600 });
+          } catch {
+            /* the server log has the message too */
+          }
+          resolve(126);
+        }, () => resolve(126));
+      } else resolve(reply.exitCode ?? 7);
+    });
+  });
+}

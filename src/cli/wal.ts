@@ -132,7 +132,9 @@ With the daemon (daemon: { walSocket: /run/dbstash/wal.sock } in the config):
     .description("fetch one WAL file from the archive, checked and decoded: what PostgreSQL's restore_command runs")
     .argument('<name>', 'the WAL file name (%f in restore_command)')
     .argument('<path>', 'where to write it (%p in restore_command)');
-  databaseOption(get).option('--recovery', 'run by PostgreSQL in recovery: any failure other than "not archived" stops the recovery (exit 126) instead of ending it early');
+  databaseOption(get)
+    .option('--socket <path>', 'ask the dbstash restore that serves this socket (it reads ahead); without one, fetch here')
+    .option('--recovery', 'run by PostgreSQL in recovery: any failure other than "not archived" stops the recovery (exit 126) instead of ending it early');
   decryptionOptions(get);
   stashOptions(get);
   commonOptions(get, { codes: [7, 10, 11, 130] });

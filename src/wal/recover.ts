@@ -31,7 +31,8 @@ import { decoders, type StageContext } from '../pipeline/stage.js';
 import { lookupUser, runTool, startTool, stderrSummary, type RunAs, type RunningTool } from '../engines/process.js';
 import { findPgTool, majorOf } from '../engines/postgres/tools.js';
 import type { PhysicalDetails } from '../engines/postgres/physical.js';
-import { readHistories, type WalSeries } from './archive.js';
+import { getWal, readHistories, type WalSeries } from './archive.js';
+import { WalGetServer } from './prefetch.js';
 import { reachableTimeline } from './continuity.js';
 import type { Storage } from '../storage/storage.js';
 import { physicalOf, type Manifest } from '../catalog/manifest.js';
@@ -49,8 +50,8 @@ export interface RecoverPlan {
   /** Keep the backup's archive settings (the restored server archives its new timeline). */
   archive: boolean;
   context: StageContext;
-  /** restore_command, with %f and %p. */
-  restoreCommand: string;
+  /** restore_command, with %f and %p; with `socket`, one that asks this restore's WAL server first. */
+  restoreCommand(socket?: string): string;
   tempDir: string;
   binDir?: string;
   /** The timeline to follow (PostgreSQL's recovery_target_timeline); default: a restore point's own, else the newest. */
@@ -247,8 +248,8 @@ export async function verifyFiles(pgdata: string, version: string, runAs: RunAs 
 const quoteConf = (v: string) => `'${v.replace(/'/g, "''")}'`;
 const MARK = '# dbstash restore:';
 
-function recoverySettings(plan: RecoverPlan & { timeline?: number }): string[] {
-  const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(plan.restoreCommand)}`];
+function recoverySettings(plan: RecoverPlan & { timeline?: number; socket?: string }): string[] {
+  const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(plan.restoreCommand(plan.socket))}`];
   const t = plan.target;
   if (t.kind === 'time') lines.push(`recovery_target_time = ${quoteConf(t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${quoteConf(t.lsn)}`);
@@ -259,7 +260,7 @@ function recoverySettings(plan: RecoverPlan & { timeline?: number }): string[] {
   return lines.map((l) => (l.startsWith('#') ? l : `${l} ${MARK.slice(0, -1)}`));
 }
 
-async function writeRecoveryConfig(plan: RecoverPlan, runAs: RunAs | undefined): Promise<void> {
+async function writeRecoveryConfig(plan: RecoverPlan & { timeline?: number; socket?: string }, runAs: RunAs | undefined): Promise<void> {
   const auto = path.join(plan.pgdata, 'postgresql.auto.conf');
   await fsp.appendFile(auto, `\n${recoverySettings(plan).join('\n')}\n`);
   const signalFile = path.join(plan.pgdata, 'recovery.signal');
@@ -268,12 +269,16 @@ async function writeRecoveryConfig(plan: RecoverPlan, runAs: RunAs | undefined):
   if (runAs) for (const f of [auto, signalFile]) await fsp.chown(f, runAs.uid, runAs.gid);
 }
 
-/** Removes the recovery target settings dbstash added (restore_command stays: it serves a standby). */
+/**
+ * Removes the recovery target settings dbstash added. restore_command stays (it serves a standby
+ * or a later recovery), without the socket of this restore's WAL server, which is gone.
+ */
 async function cleanRecoveryConfig(plan: RecoverPlan): Promise<void> {
   const auto = path.join(plan.pgdata, 'postgresql.auto.conf');
   const text = await fsp.readFile(auto, 'utf8');
-  const kept = text.split('\n').filter((l) => !(l.endsWith(MARK.slice(0, -1)) && /^recovery_target/.test(l)));
-  await fsp.writeFile(auto, kept.join('\n'));
+  const ours = (l: string) => l.endsWith(MARK.slice(0, -1));
+  const kept = text.split('\n').map((l) => (ours(l) && /^restore_command/.test(l) ? `restore_command = ${quoteConf(plan.restoreCommand())} ${MARK.slice(0, -1)}` : l));
+  await fsp.writeFile(auto, kept.filter((l) => !(ours(l) && /^recovery_target/.test(l))).join('\n'));
 }
 
 export interface PointReached {
@@ -371,12 +376,40 @@ export async function replay(
   }
 }
 
+/** This restore's WAL server: restore_command's thin client asks it, and it reads ahead. */
+async function serveWal(plan: RecoverPlan, segmentSize: number, runAs: RunAs | undefined, signal?: AbortSignal) {
+  const dir = makeScratchDirSync(plan.tempDir, 'pgwalget');
+  const own = async (file: string) => {
+    if (runAs) await fsp.chown(file, runAs.uid, runAs.gid);
+  };
+  await own(dir);
+  const socket = path.join(dir, 'get.sock');
+  const server = new WalGetServer({
+    get: (name, file) => getWal(name, file, { destinations: plan.where.destinations, series: plan.where.series, context: plan.context, signal }),
+    spool: path.join(plan.pgdata, 'dbstash-prefetch'),
+    ahead: 4,
+    segmentSize,
+    own,
+  });
+  await server.listen(socket);
+  return {
+    server,
+    socket,
+    close: async () => {
+      await server.close();
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 export interface RecoverResult {
   base: string;
   target: string;
   pgdata: string;
   point: PointReached;
   started?: { port: number };
+  /** WAL files this restore's server gave the recovery, and how many it had fetched ahead. */
+  wal: { served: number; prefetched: number };
   window: RecoveryChoice['window'];
   durationMs: number;
 }
@@ -403,8 +436,15 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
     await prepareDirectory(plan.pgdata, plan.force, runAs);
     await layOut(plan.where.destinations[0].storage, choice.base.manifest, plan.pgdata, plan.context, runAs, signal);
     await verifyFiles(plan.pgdata, version, runAs, { binDir: plan.binDir, signal });
-    await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline }, runAs);
-    const { point } = await replay(plan.pgdata, postgres.path, runAs, { tempDir: plan.tempDir, events, signal });
+    const walServer = await serveWal(plan, choice.physical.walSegmentSize, runAs, signal);
+    let point: PointReached;
+    try {
+      await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline, socket: walServer.socket }, runAs);
+      ({ point } = await replay(plan.pgdata, postgres.path, runAs, { tempDir: plan.tempDir, events, signal }));
+    } finally {
+      await walServer.close();
+    }
+    events.info(`WAL: ${walServer.server.served} files served to the recovery, ${walServer.server.prefetched} of them fetched ahead`);
     await cleanRecoveryConfig(plan);
     let startedOn: RecoverResult['started'];
     if (plan.startPort !== undefined) {
@@ -417,7 +457,8 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
       startedOn = { port: plan.startPort };
     }
     await record('succeeded', { point });
-    return { base: choice.base.id, target: describeTarget(plan.target), pgdata: plan.pgdata, point, started: startedOn, window: choice.window, durationMs: Date.now() - started };
+    const wal = { served: walServer.server.served, prefetched: walServer.server.prefetched };
+    return { base: choice.base.id, target: describeTarget(plan.target), pgdata: plan.pgdata, point, started: startedOn, wal, window: choice.window, durationMs: Date.now() - started };
   } catch (err) {
     await record('failed', { error: (err as Error).message });
     throw err;

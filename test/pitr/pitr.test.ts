@@ -134,6 +134,12 @@ test('under a pgbench load, a restore to a time between two markers holds exactl
   started.push(pgdata);
   const out = JSON.parse(r.stdout);
   assert.match(out.point.stop, /^before commit of transaction \d+/);
+  // restore_command asked this restore's WAL server, which read ahead; the setting kept afterwards works without it.
+  assert.ok(out.wal.served >= 2 && out.wal.prefetched >= 1, JSON.stringify(out.wal));
+  const kept = readFileSync(path.join(pgdata, 'postgresql.auto.conf'), 'utf8');
+  assert.match(kept, /^restore_command = '.* wal get %f %p .*--recovery/m);
+  assert.doesNotMatch(kept, /--socket|recovery_target_time/);
+  assert.equal(existsSync(path.join(pgdata, 'dbstash-prefetch')), false);
   assert.ok(new Date(out.point.lastTransaction).getTime() <= new Date(targetTime).getTime());
   assert.deepEqual((await query(port, `SELECT name FROM markers ORDER BY at`)).rows.map((x) => x.name), ['before']);
   assert.equal((await query(port, checksumSql)).rows[0].sum, sumAtTarget);

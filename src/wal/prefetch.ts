@@ -1,0 +1,121 @@
+// WAL for a recovery that dbstash runs (`restore --pgdata`), served over a Unix socket with
+// read-ahead. PostgreSQL's restore_command asks for one segment at a time and waits for each; the
+// thin client (`dbstash wal get %f %p --socket PATH`, see cli/wal-client.ts) hands the request to
+// this server in the restoring dbstash, which keeps its storage clients and, after each request,
+// fetches the next segments of that timeline in parallel into a spool directory beside pg_wal
+// (same file system: a prefetched segment is renamed into place). Every file is checked against
+// the SHA-256 in its name as it is fetched, exactly as `wal get` does.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { GetOutcome } from './archive.js';
+import { parseWalName, segmentName } from './names.js';
+
+export interface WalGetServerOptions {
+  get(name: string, file: string): Promise<GetOutcome>;
+  /** Where prefetched segments wait (on the data directory's file system). */
+  spool: string;
+  /** Segments fetched ahead. */
+  ahead: number;
+  segmentSize: number;
+  /** Hands a file written by this process to the server's OS user. */
+  own(file: string): Promise<void>;
+}
+
+export interface WalGetReply {
+  found: boolean;
+  error?: string;
+  exitCode?: number;
+}
+
+export class WalGetServer {
+  private server?: Server;
+  private readonly pending = new Map<string, Promise<GetOutcome>>();
+  served = 0;
+  prefetched = 0;
+
+  constructor(private readonly opts: WalGetServerOptions) {}
+
+  async listen(socketPath: string): Promise<void> {
+    await fsp.mkdir(this.opts.spool, { recursive: true, mode: 0o700 });
+    this.server = createServer((socket) => this.serve(socket));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(socketPath, () => resolve());
+    });
+    await fsp.chmod(socketPath, 0o600);
+    await this.opts.own(socketPath);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await Promise.allSettled(this.pending.values());
+    await fsp.rm(this.opts.spool, { recursive: true, force: true });
+  }
+
+  private serve(socket: Socket): void {
+    let buffer = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => {});
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      const nl = buffer.indexOf('\n');
+      if (nl < 0) return;
+      let req: { name?: unknown; path?: unknown };
+      try {
+        req = JSON.parse(buffer.slice(0, nl)) as typeof req;
+      } catch {
+        req = {};
+      }
+      if (typeof req.name !== 'string' || typeof req.path !== 'string' || !parseWalName(req.name) || !path.isAbsolute(req.path)) {
+        socket.end(JSON.stringify({ found: false, error: 'not a WAL get request', exitCode: 2 }) + '\n');
+        return;
+      }
+      void this.handle(req.name, req.path).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
+    });
+  }
+
+  private async handle(name: string, file: string): Promise<WalGetReply> {
+    try {
+      const spooled = path.join(this.opts.spool, name);
+      const pending = this.pending.get(name);
+      const ahead = pending ? await pending.catch(() => undefined) : undefined;
+      let outcome: GetOutcome;
+      if (ahead?.found) {
+        await fsp.rename(spooled, file);
+        outcome = ahead;
+      } else {
+        outcome = await this.opts.get(name, file);
+        if (outcome.found) await this.opts.own(file);
+      }
+      this.pending.delete(name);
+      this.served++;
+      if (outcome.found) this.readAhead(name);
+      return { found: outcome.found };
+    } catch (err) {
+      this.pending.delete(name);
+      return { found: false, error: (err as Error).message, exitCode: (err as { exitCode?: number }).exitCode ?? 7 };
+    }
+  }
+
+  /** Starts fetching the segments after `name` on its timeline, up to `ahead` of them. */
+  private readAhead(name: string): void {
+    const w = parseWalName(name, this.opts.segmentSize);
+    if (w?.kind !== 'segment') return;
+    for (let i = 1; i <= this.opts.ahead; i++) {
+      const next = segmentName(w.timeline, w.segno! + i, this.opts.segmentSize);
+      if (this.pending.has(next)) continue;
+      const file = path.join(this.opts.spool, next);
+      const p = this.opts.get(next, file).then(async (o) => {
+        if (o.found) {
+          await this.opts.own(file);
+          this.prefetched++;
+        }
+        return o;
+      });
+      p.catch(() => {});
+      this.pending.set(next, p);
+    }
+  }
+}
