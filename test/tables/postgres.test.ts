@@ -259,6 +259,25 @@ describe('a table with a row-level security policy (PostgreSQL)', () => {
   });
 });
 
+describe('two partial restores in the same second (PostgreSQL)', () => {
+  test('the second lands in dbstash_restored_<stamp>_2 instead of failing on the first one\'s schema', async () => {
+    // The schemas of the next seconds exist already, as if another restore had just run.
+    const stampAt = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
+    const taken = Array.from({ length: 20 }, (_, i) => `dbstash_restored_${stampAt(Date.now() + i * 1000)}`);
+    for (const t of taken) await server.query(`CREATE SCHEMA ${t}`, 'shop');
+    try {
+      const r = await runCli(['restore', id, '--table', 'secrets', '--to', server.url('shop'), '--output-dir', stash, '--yes', '--json']);
+      expectExit(r, 0);
+      const schema = JSON.parse(r.stdout).placed[0].to.schema as string;
+      assert.ok(taken.map((t) => `${t}_2`).includes(schema), schema);
+      assert.equal(await scalar<string>(`SELECT count(*) FROM ${schema}.secrets`), '2');
+      await server.query(`DROP SCHEMA ${schema} CASCADE`, 'shop');
+    } finally {
+      for (const t of taken) await server.query(`DROP SCHEMA IF EXISTS ${t}`, 'shop');
+    }
+  });
+});
+
 describe('export and show (PostgreSQL)', () => {
   test('JSON Lines keeps every value exact: numeric digits, JSON, bytea as base64, times in ISO 8601', async () => {
     const r = await runCli(['export', id, '--table', 'orders', '--where', 'id <= 2', '--output-dir', stash]);

@@ -163,7 +163,23 @@ export function besideSchema(stamp: string): string {
 }
 
 /**
- * In `scratch`, moves the tables into the schema besideSchema(stamp) (their indexes, constraints
+ * besideSchema(stamp), or with _2, _3, … when the target already has it: two partial restores in
+ * the same second (a script, or two people) must not meet in one schema.
+ */
+async function freeBesideSchema(target: Target, stamp: string, signal: AbortSignal): Promise<string> {
+  const base = besideSchema(stamp);
+  const taken = await onDatabase(
+    target,
+    async (c) => new Set((await c.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname = $1 OR nspname LIKE $2`, [base, `${base}\\_%`])).rows.map((r) => r.nspname)),
+    signal,
+  );
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n++) if (!taken.has(`${base}_${n}`)) return `${base}_${n}`;
+}
+
+/**
+ * In `scratch`, moves the tables into the schema besideSchema(stamp), or the next free name
+ * after it (their indexes, constraints
  * and owned sequences go with them), drops what would tie them to tables that were not restored
  * (foreign keys) or run code on them (triggers), then copies that schema into `target` with
  * pg_dump | pg_restore in one transaction.
@@ -175,7 +191,7 @@ export async function placeBeside(
   stamp: string,
   opts: { signal: AbortSignal; tempDir: string; noOwner?: boolean },
 ): Promise<PlacedTable[]> {
-  const schema = besideSchema(stamp);
+  const schema = await freeBesideSchema(target, stamp, opts.signal);
   const names = new Map<string, TableRef>();
   for (const t of tables) {
     const other = names.get(t.name);
