@@ -14,9 +14,8 @@ import { parseTarget } from '../engines/target.js';
 import { compressionStage, type CompressionAlgorithm } from '../pipeline/compress.js';
 import type { Stage } from '../pipeline/stage.js';
 import { loadEngine } from '../engines/index.js';
-import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { collect, commonOptions, parseLabels, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
-import { totalRows } from '../catalog/manifest.js';
+import { physicalOf, totalRows } from '../catalog/manifest.js';
 import { physicalSeriesOf, seriesOf } from '../catalog/series.js';
 import { encryptionDeclinedInConfig, encryptionOptions, encryptionStage, signerFor, type SecretOptions } from './secrets.js';
 
@@ -191,7 +190,7 @@ Examples:
       );
       const m = result.manifest;
       const main = m.artifacts.find((a) => a.role === 'main')!;
-      const physical = m.dump.details.physical as PhysicalDetails | undefined;
+      const physical = physicalOf(m);
       ctx.out.result({ ok: true, id: m.id, degraded: result.degraded, stored: result.stored, failed: result.failed, manifest: m }, () =>
         [
           `${m.id}: ${formatBytes(main.rawSize)} dumped → ${formatBytes(main.size)} stored in ${formatDuration(m.durationMs)}`,

@@ -22,18 +22,11 @@ async function guardCommandLine(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  // archive_command through the daemon: nothing else is loaded (see wal-client.ts).
-  if (process.argv[2] === 'wal' && process.argv[3] === 'push' && process.argv.some((a) => a === '--socket' || a.startsWith('--socket='))) {
-    const { pushThroughDaemon } = await import('./wal-client.js');
-    const code = await pushThroughDaemon(process.argv.slice(2));
-    if (code !== undefined) {
-      process.exitCode = code;
-      return;
-    }
-  }
-  if (process.argv[2] === 'wal' && process.argv[3] === 'get' && process.argv.some((a) => a === '--socket' || a.startsWith('--socket='))) {
-    const { getThroughServer } = await import('./wal-client.js');
-    const code = await getThroughServer(process.argv.slice(2));
+  // archive_command / restore_command through a dbstash server: nothing else is loaded (wal-client.ts).
+  const sub = process.argv[3];
+  if (process.argv[2] === 'wal' && (sub === 'push' || sub === 'get') && process.argv.some((a) => a === '--socket' || a.startsWith('--socket='))) {
+    const client = await import('./wal-client.js');
+    const code = await (sub === 'push' ? client.pushThroughDaemon : client.getThroughServer)(process.argv.slice(2));
     if (code !== undefined) {
       process.exitCode = code;
       return;

@@ -20,7 +20,7 @@ import type { RecoveryTarget } from '../wal/recover.js';
 import { locateBackup, locateLatest } from '../verify/locate.js';
 import { findSeries, seriesLabels } from '../catalog/find.js';
 import { seriesOfManifest } from '../catalog/series.js';
-import { mainArtifact } from '../catalog/manifest.js';
+import { physicalOf } from '../catalog/manifest.js';
 import { configEntryInFolder, configEntryOf } from '../retention/config.js';
 import { collect, commonOptions, runCommand, stashOptions, type CommonOptions, type Context } from './common.js';
 import { configEntry, seriesNamed } from './verify.js';
@@ -214,7 +214,7 @@ async function resolveTargetUrl(to: string | undefined, ctx: Context): Promise<{
 /** restore, export and show read logical dumps: a physical base backup is restored with --pgdata. */
 export async function locateRequested(what: string, opts: CommonOptions & SecretOptions & { database?: string; at?: string }, ctx: Context) {
   const located = await locateAny(what, opts, ctx);
-  if (mainArtifact(located.manifest).format === 'base.tar') {
+  if (physicalOf(located.manifest)) {
     throw new UsageError(`${located.manifest.id} is a physical base backup of a whole cluster: it restores into a new data directory, not into a database or a table`, {
       hint: `dbstash restore --database ${located.manifest.series?.name ?? 'NAME'} --at TIME|latest --pgdata DIR (docs/pitr.md)`,
     });

@@ -1,11 +1,21 @@
-// The thin client of `dbstash wal push PATH --database NAME --socket SOCKET`, run by PostgreSQL's
-// archive_command for every segment. It loads nothing but node:net and node:path (the full
-// command line, config and storage clients stay in the daemon), asks the daemon to push the file,
-// and exits with the daemon's answer. Returns undefined when no daemon answers at SOCKET, or the
-// daemon goes away before answering: the caller then pushes synchronously itself.
+// The thin clients of the local WAL sockets, run by PostgreSQL for every file:
+//   `dbstash wal push PATH --database NAME --socket SOCKET` (archive_command) asks the daemon;
+//   `dbstash wal get NAME PATH --socket SOCKET [--recovery]` (restore_command) asks the restore
+//   that serves SOCKET.
+// They load nothing but node:net and node:path (the command line, config and storage clients stay
+// in the server). Each returns undefined when no server answers at SOCKET, or the server goes away
+// before answering: the caller then does the work itself, in the same process. Both are
+// idempotent, so a file the server did handle is only confirmed.
 
 import { connect } from 'node:net';
 import path from 'node:path';
+
+/** The flags of `wal push` and `wal get` that take a value (so their values are not positionals). */
+const VALUE_FLAGS = new Set([
+  '--database', '--socket', '--config', '--env', '--log-file', '--output-dir', '--storage',
+  '--compression', '--level', '--recipient', '--recipients-file', '--passphrase-file', '--signing-key',
+  '--identity', '--verify-key',
+]);
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -14,12 +24,13 @@ function flag(args: string[], name: string): string | undefined {
   return inline?.slice(name.length + 1);
 }
 
-export async function pushThroughDaemon(args: string[]): Promise<number | undefined> {
-  const socketPath = flag(args, '--socket');
-  const database = flag(args, '--database');
-  const file = args.find((a, i) => i > 1 && !a.startsWith('-') && args[i - 1] !== '--socket' && args[i - 1] !== '--database' && args[i - 1] !== '--config' && args[i - 1] !== '--output-dir' && args[i - 1] !== '--storage');
-  if (!socketPath || !database || !file) return undefined;
-  const quiet = args.includes('--quiet');
+/** The arguments after `wal <sub>` that are neither flags nor a flag's value. */
+function positionals(args: string[]): string[] {
+  return args.filter((a, i) => i > 1 && !a.startsWith('-') && !VALUE_FLAGS.has(args[i - 1]));
+}
+
+/** One request line, one answer line; undefined when nobody answers there. */
+function ask(socketPath: string, request: unknown): Promise<unknown> {
   return new Promise((resolve) => {
     const socket = connect(socketPath);
     let answer = '';
@@ -27,25 +38,16 @@ export async function pushThroughDaemon(args: string[]): Promise<number | undefi
     socket.setEncoding('utf8');
     socket.once('connect', () => {
       connected = true;
-      socket.write(JSON.stringify({ database, path: path.resolve(file) }) + '\n');
+      socket.write(JSON.stringify(request) + '\n');
     });
     socket.on('data', (d: string) => (answer += d));
     socket.once('error', () => {
       if (!connected) resolve(undefined);
     });
     socket.once('close', () => {
-      // No daemon, or one that went away mid-request (killed, restarting): push here instead. A push
-      // is idempotent, so a file the daemon did store is only confirmed.
       if (!connected || answer.trim() === '') return resolve(undefined);
       try {
-        const reply = JSON.parse(answer) as { ok: boolean; name?: string; already?: boolean; error?: string; exitCode?: number };
-        if (reply.ok) {
-          if (!quiet) process.stdout.write(`${reply.name}: ${reply.already ? 'already archived' : 'archived'} (through the daemon)\n`);
-          resolve(0);
-        } else {
-          process.stderr.write(`error: ${reply.error ?? 'the daemon could not archive the file'}\n`);
-          resolve(reply.exitCode ?? 1);
-        }
+        resolve(JSON.parse(answer));
       } catch {
         resolve(undefined);
       }
@@ -53,51 +55,36 @@ export async function pushThroughDaemon(args: string[]): Promise<number | undefi
   });
 }
 
+export async function pushThroughDaemon(args: string[]): Promise<number | undefined> {
+  const socketPath = flag(args, '--socket');
+  const database = flag(args, '--database');
+  const [file] = positionals(args);
+  if (!socketPath || !database || !file) return undefined;
+  const reply = (await ask(socketPath, { database, path: path.resolve(file) })) as { ok: boolean; name?: string; already?: boolean; error?: string; exitCode?: number } | undefined;
+  if (!reply) return undefined;
+  if (!reply.ok) {
+    process.stderr.write(`error: ${reply.error ?? 'the daemon could not archive the file'}\n`);
+    return reply.exitCode ?? 1;
+  }
+  if (!args.includes('--quiet')) process.stdout.write(`${reply.name}: ${reply.already ? 'already archived' : 'archived'} (through the daemon)\n`);
+  return 0;
+}
+
 /**
- * `dbstash wal get NAME PATH --socket SOCKET [--recovery]`: asks the restoring dbstash that
- * serves SOCKET. Exit 0 (written), 1 (not in the archive), or the failure; with --recovery a
- * failure is 126, so that PostgreSQL stops instead of ending recovery early. Undefined when no
- * server answers: the caller fetches the file itself.
+ * Exit 0 (written), 1 (not in the archive), or the failure; with --recovery a failure is 126, so
+ * that PostgreSQL stops instead of ending recovery early, and the reason is left in the data
+ * directory for the restore.
  */
 export async function getThroughServer(args: string[]): Promise<number | undefined> {
   const socketPath = flag(args, '--socket');
-  const positional = args.filter((a, i) => i > 1 && !a.startsWith('-') && !['--socket', '--database', '--config', '--output-dir', '--storage', '--identity', '--passphrase-file'].includes(args[i - 1]));
-  const [name, file] = positional;
+  const [name, file] = positionals(args);
   if (!socketPath || !name || !file) return undefined;
-  return new Promise((resolve) => {
-    const socket = connect(socketPath);
-    let answer = '';
-    let connected = false;
-    socket.setEncoding('utf8');
-    socket.once('connect', () => {
-      connected = true;
-      socket.write(JSON.stringify({ name, path: path.resolve(file) }) + '\n');
-    });
-    socket.on('data', (d: string) => (answer += d));
-    socket.once('error', () => {
-      if (!connected) resolve(undefined);
-    });
-    socket.once('close', () => {
-      if (!connected || answer.trim() === '') return resolve(undefined);
-      let reply: { found: boolean; error?: string; exitCode?: number };
-      try {
-        reply = JSON.parse(answer) as typeof reply;
-      } catch {
-        return resolve(undefined);
-      }
-      if (reply.found) return resolve(0);
-      if (!reply.error) return resolve(1);
-      process.stderr.write(`error: ${reply.error}\n`);
-      if (args.includes('--recovery')) {
-        import('node:fs').then(({ writeFileSync }) => {
-          try {
-            writeFileSync('dbstash-recovery-error.txt', `${name}: ${reply.error}\n`, { mode: 0o600 });
-          } catch {
-            /* the server log has the message too */
-          }
-          resolve(126);
-        }, () => resolve(126));
-      } else resolve(reply.exitCode ?? 7);
-    });
-  });
+  const reply = (await ask(socketPath, { name, path: path.resolve(file) })) as { found: boolean; error?: string; exitCode?: number } | undefined;
+  if (!reply) return undefined;
+  if (reply.found) return 0;
+  if (!reply.error) return 1;
+  process.stderr.write(`error: ${reply.error}\n`);
+  if (!args.includes('--recovery')) return reply.exitCode ?? 7;
+  const { stopRecovery } = await import('../wal/recovery-error.js');
+  return stopRecovery(name, reply.error);
 }

@@ -6,7 +6,7 @@
 //   setup  checks the server's settings and prints (or, with --apply, makes) the changes
 
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { stopRecovery } from '../wal/recovery-error.js';
 import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
 import { formatBytes } from '../core/format.js';
@@ -161,16 +161,9 @@ Example (written by dbstash restore --at; by hand in postgresql.conf):
         return ExitCode.ok;
       } catch (err) {
         if (!opts.recovery || ctx.signal.aborted) throw err;
-        // PostgreSQL ends recovery on any exit below 126 as if the archive ended there, and would
-        // promote a server that is missing data: 126 makes it stop instead. The reason is left in
-        // the data directory for `dbstash restore`, which started the recovery.
+        // Exit 126 stops PostgreSQL's recovery instead of ending it here (wal/recovery-error.ts).
         reportError(ctx.out, err);
-        try {
-          writeFileSync('dbstash-recovery-error.txt', `${name}: ${(err as Error).message}\n`, { mode: 0o600 });
-        } catch {
-          /* the server log has the message too */
-        }
-        return 126;
+        return stopRecovery(name, (err as Error).message);
       }
     }),
   );

@@ -29,7 +29,7 @@ import { artifactKey, databaseDir, manifestKey, MANIFEST_SUFFIX, parseBackupId }
 import { formatDuration } from '../core/format.js';
 import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
-import { parseWalName, parseWalObject, segnoOf, walPrefix } from '../wal/names.js';
+import { parseWalName, segnoOf, walObjectsIn } from '../wal/names.js';
 import { physicalOf } from '../catalog/manifest.js';
 
 export const DEFAULT_ORPHAN_MIN_AGE_MS = 3600_000;
@@ -403,19 +403,17 @@ function walBefore(series: string, kept: CatalogEntry[], objects: ObjectInfo[]):
   const oldest = starts.reduce((a, b) => (segnoOf(b.p.startLsn, b.p.walSegmentSize) < segnoOf(a.p.startLsn, a.p.walSegmentSize) ? b : a));
   const size = oldest.p.walSegmentSize;
   const from = segnoOf(oldest.p.startLsn, size);
-  const old = objects
-    .filter((o) => o.key.startsWith(walPrefix(series)))
-    .map((o) => ({ o, w: parseWalObject(o) }))
-    .filter((x) => {
-      const n = x.w && parseWalName(x.w.name, size);
+  const old = walObjectsIn(objects, series)
+    .filter((w) => {
+      const n = parseWalName(w.name, size);
       return n !== undefined && n.kind !== 'history' && n.segno! < from;
     })
-    .sort((a, b) => (a.w!.name < b.w!.name ? -1 : 1));
+    .sort((a, b) => (a.name < b.name ? -1 : 1));
   if (old.length === 0) return undefined;
-  const segs = old.filter((x) => parseWalName(x.w!.name, size)?.kind === 'segment').map((x) => x.w!.name);
+  const segs = old.filter((w) => parseWalName(w.name, size)?.kind === 'segment').map((w) => w.name);
   return {
-    report: { series, keptFrom: oldest.e.id, objects: old.length, bytes: old.reduce((a, x) => a + x.o.size, 0), first: segs[0], last: segs[segs.length - 1] },
-    keys: old.map((x) => x.o.key),
+    report: { series, keptFrom: oldest.e.id, objects: old.length, bytes: old.reduce((a, w) => a + w.size, 0), first: segs[0], last: segs[segs.length - 1] },
+    keys: old.map((w) => w.key),
   };
 }
 

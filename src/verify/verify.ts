@@ -31,7 +31,7 @@ import {
   VerifyUnavailableError,
 } from '../core/errors.js';
 import { TOOL_VERSION } from '../core/version.js';
-import { mainArtifact, type Manifest } from '../catalog/manifest.js';
+import { mainArtifact, physicalOf, type Manifest } from '../catalog/manifest.js';
 import { writeRecord, type VerifyRecord } from '../catalog/records.js';
 import { acquireLease } from '../catalog/lease.js';
 import { loadEngine } from '../engines/index.js';
@@ -42,7 +42,6 @@ import type { Storage } from '../storage/storage.js';
 import { compareTables, summarizeProblems, type TableComparison } from './compare.js';
 import { openArtifact } from './read.js';
 import type { WarmScratch } from './warm.js';
-import { checkArchive, describeArchive, physicalDrill, physicalOf } from '../wal/drill.js';
 
 export type VerifyLevel = VerifyRecord['level'];
 
@@ -316,6 +315,7 @@ export async function verifyBackup(storage: Storage, manifest: Manifest, opts: V
     record.structure = structure;
     if (physicalOf(manifest)) {
       // A base backup is only as good as the archive that brings it forward.
+      const { checkArchive, describeArchive, physicalDrill } = await import('../wal/drill.js');
       try {
         const { report } = await checkArchive(storage, manifest, opts.signal);
         record.archive = report;

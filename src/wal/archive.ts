@@ -28,7 +28,7 @@ import { checkSeriesFolder, writeSeriesFile, type Series } from '../catalog/seri
 import type { Destination } from '../backup/backup.js';
 import type { Storage } from '../storage/storage.js';
 import type { Target } from '../engines/engine.js';
-import { parseWalName, parseWalObject, walObjectKey, walObjectPrefix, type WalObject } from './names.js';
+import { parseWalName, parseWalObject, walObjectKey, walObjectPrefix, walObjectsIn, walPrefix, type WalObject } from './names.js';
 import { parseHistory, type HistoryEntry } from './continuity.js';
 
 /** One cluster's archive: where it is and whose it is. */
@@ -56,6 +56,11 @@ async function sha256OfFile(file: string, signal?: AbortSignal): Promise<{ sha25
     }
   }, { signal });
   return { sha256: meter.sha256(), size: meter.bytes };
+}
+
+/** Every WAL object of a series in one storage. */
+export async function listWalObjects(storage: Storage, seriesKey: string, signal?: AbortSignal): Promise<WalObject[]> {
+  return walObjectsIn(await storage.list(walPrefix(seriesKey), { signal }), seriesKey);
 }
 
 /** The copies of `name` one storage holds (normally none or one). */

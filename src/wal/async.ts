@@ -14,10 +14,11 @@
 //           stored with the same bytes and answers at once. pg_wal stays near its minimum.
 // A request for a file whose push is running waits for that push, then confirms it.
 
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, type Server } from 'node:net';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { PushResult } from './archive.js';
+import { closeServer, listenForRequests } from './socket.js';
 
 export interface WalPushRequest {
   database: string;
@@ -44,8 +45,6 @@ export interface WalPushServerOptions {
 export class WalPushServer {
   private server?: Server;
   private readonly running = new Map<string, Promise<PushResult>>();
-  pushed = 0;
-  aheadPushed = 0;
 
   constructor(private readonly opts: WalPushServerOptions) {}
 
@@ -54,41 +53,21 @@ export class WalPushServer {
     if (await answers(socketPath)) throw new Error(`another daemon serves WAL pushes at ${socketPath}`);
     await fsp.rm(socketPath, { force: true });
     await fsp.mkdir(path.dirname(socketPath), { recursive: true });
-    this.server = createServer((socket) => this.serve(socket));
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(socketPath, () => resolve());
-    });
     // PostgreSQL's user connects; nobody else may.
-    await fsp.chmod(socketPath, 0o600);
+    this.server = await listenForRequests(socketPath, (request) => this.answer(request));
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await closeServer(this.server);
     await Promise.allSettled(this.running.values());
   }
 
-  private serve(socket: Socket): void {
-    let buffer = '';
-    socket.setEncoding('utf8');
-    socket.on('error', () => {});
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const nl = buffer.indexOf('\n');
-      if (nl < 0) {
-        if (buffer.length > 64 * 1024) socket.destroy();
-        return;
-      }
-      let request: WalPushRequest;
-      try {
-        request = JSON.parse(buffer.slice(0, nl)) as WalPushRequest;
-        if (typeof request.database !== 'string' || typeof request.path !== 'string' || !path.isAbsolute(request.path)) throw new Error('bad request');
-      } catch {
-        socket.end(JSON.stringify({ ok: false, error: 'not a WAL push request', exitCode: 2 } satisfies WalPushReply) + '\n');
-        return;
-      }
-      void this.handle(request).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
-    });
+  private answer(request: unknown): Promise<WalPushReply> {
+    const r = request as Partial<WalPushRequest> | undefined;
+    if (typeof r?.database !== 'string' || typeof r.path !== 'string' || !path.isAbsolute(r.path)) {
+      return Promise.resolve({ ok: false, error: 'not a WAL push request', exitCode: 2 });
+    }
+    return this.handle({ database: r.database, path: r.path });
   }
 
   private async handle(request: WalPushRequest): Promise<WalPushReply> {
@@ -97,7 +76,6 @@ export class WalPushServer {
       const earlier = this.running.get(key);
       if (earlier) await earlier.catch(() => {});
       const result = await this.track(key, () => this.opts.push(request.database, request.path));
-      this.pushed++;
       void this.lookAhead(request);
       return { ok: true, name: result.name, already: result.stored.every((s) => s.already) };
     } catch (err) {
@@ -129,24 +107,21 @@ export class WalPushServer {
       const file = path.join(dir, name);
       const key = `${request.database}\u0000${file}`;
       if (this.running.has(key) || file === request.path) continue;
-      void this.track(key, () => this.opts.push(request.database, file))
-        .then(() => this.aheadPushed++)
-        .catch(() => {
+      void this.track(key, () => this.opts.push(request.database, file)).catch(() => {
           /* PostgreSQL asks for it itself, and that request reports the failure */
         });
     }
   }
 }
 
+/** Whether something accepts connections at `socketPath`. */
 function answers(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
-    import('node:net').then(({ connect }) => {
-      const s = connect(socketPath);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    }, () => resolve(false));
+    const s = connect(socketPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
   });
 }

@@ -4,7 +4,9 @@
 // number counts as present when any timeline holds it; a segment held only as .partial (the last
 // of a timeline before a promotion) also counts.
 
-import { parseWalName, segmentName, type WalObject } from './names.js';
+import { IntegrityError } from '../core/errors.js';
+import type { PhysicalDetails } from '../engines/postgres/physical.js';
+import { lastSegnoBefore, parseWalName, segmentName, segnoOf, type WalObject } from './names.js';
 
 export interface TimelineWindow {
   timeline: number;
@@ -25,9 +27,54 @@ export interface ArchiveReport {
   newest?: { name: string; archivedAt: string };
 }
 
+/** A run of missing segment numbers, named on the timeline of the segment before it. */
+export interface Gap {
+  from: number;
+  to: number;
+  /** "000000010000000000000009", or "…09 to …0C" for a run. */
+  name: string;
+}
+
+/**
+ * The segments missing between `fromSegno` and the newest archived one. A segment number counts
+ * as present when any timeline holds it, as a segment or a .partial.
+ */
+export function findGaps(objects: WalObject[], fromSegno: number, segmentSize: number): Gap[] {
+  const present = new Map<number, number>();
+  for (const o of objects) {
+    const n = parseWalName(o.name, segmentSize);
+    if (n?.kind === 'segment' || n?.kind === 'partial') present.set(n.segno!, n.timeline);
+  }
+  const gaps: Gap[] = [];
+  const top = present.size ? Math.max(...present.keys()) : fromSegno - 1;
+  for (let s = fromSegno; s <= top; s++) {
+    if (present.has(s)) continue;
+    const start = s;
+    while (s + 1 <= top && !present.has(s + 1)) s++;
+    const tl = present.get(start - 1) ?? 1;
+    gaps.push({ from: start, to: s, name: start === s ? segmentName(tl, start, segmentSize) : `${segmentName(tl, start, segmentSize)} to ${segmentName(tl, s, segmentSize)}` });
+  }
+  return gaps;
+}
+
+/**
+ * Refuses a base backup whose own WAL (from its start to its stop) the archive lacks: it cannot
+ * become consistent. A self-contained backup carries that WAL inside.
+ */
+export function checkBackupWal(objects: WalObject[], p: PhysicalDetails, id: string): void {
+  if (p.walIncluded) return;
+  const have = new Set(objects.map((o) => parseWalName(o.name, p.walSegmentSize)).filter((n) => n?.kind === 'segment').map((n) => n!.segno!));
+  for (let s = segnoOf(p.startLsn, p.walSegmentSize); s <= lastSegnoBefore(p.stopLsn, p.walSegmentSize); s++) {
+    if (!have.has(s)) {
+      throw new IntegrityError(`the archive lacks ${segmentName(p.timeline, s, p.walSegmentSize)}, which base backup ${id} needs to be consistent`, {
+        hint: 'this base backup cannot be restored from this archive; restore from another base backup, or look for the segment in another stash',
+      });
+    }
+  }
+}
+
 export function archiveReport(objects: WalObject[], fromSegno: number, segmentSize: number): ArchiveReport {
   const byTimeline = new Map<number, { segnos: number[]; first: Date; last: Date }>();
-  const present = new Map<number, number>();
   const histories = new Set<number>();
   let newest: WalObject | undefined;
   for (const o of objects) {
@@ -37,8 +84,6 @@ export function archiveReport(objects: WalObject[], fromSegno: number, segmentSi
       histories.add(n.timeline);
       continue;
     }
-    if (n.kind !== 'segment' && n.kind !== 'partial') continue;
-    present.set(n.segno!, n.timeline);
     if (n.kind !== 'segment') continue;
     const t = byTimeline.get(n.timeline) ?? { segnos: [], first: o.modifiedAt, last: o.modifiedAt };
     t.segnos.push(n.segno!);
@@ -57,15 +102,7 @@ export function archiveReport(objects: WalObject[], fromSegno: number, segmentSi
       firstArchivedAt: t.first.toISOString(),
       lastArchivedAt: t.last.toISOString(),
     }));
-  const gaps: string[] = [];
-  const top = present.size ? Math.max(...present.keys()) : fromSegno - 1;
-  for (let s = fromSegno; s <= top; s++) {
-    if (present.has(s)) continue;
-    const start = s;
-    while (s + 1 <= top && !present.has(s + 1)) s++;
-    const tl = present.get(start - 1) ?? 1;
-    gaps.push(start === s ? segmentName(tl, start, segmentSize) : `${segmentName(tl, start, segmentSize)} to ${segmentName(tl, s, segmentSize)}`);
-  }
+  const gaps = findGaps(objects, fromSegno, segmentSize).map((g) => g.name);
   const missingHistory = timelines.map((t) => t.timeline).filter((t) => t > 1 && !histories.has(t));
   return { timelines, gaps, missingHistory, newest: newest ? { name: newest.name, archivedAt: newest.modifiedAt.toISOString() } : undefined };
 }

@@ -24,9 +24,9 @@ import type { Storage } from '../storage/storage.js';
 import { lookupUser, type RunAs } from '../engines/process.js';
 import { findPgTool, majorOf } from '../engines/postgres/tools.js';
 import { quoteIdent } from '../engines/postgres/connection.js';
-import { fetchWalObject, readHistories } from './archive.js';
-import { archiveReport, describeArchive, reachableTimeline, type ArchiveReport } from './continuity.js';
-import { lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walPrefix, type WalObject } from './names.js';
+import { fetchWalObject, listWalObjects, readHistories } from './archive.js';
+import { archiveReport, checkBackupWal, describeArchive, reachableTimeline, type ArchiveReport } from './continuity.js';
+import { parseLsn, parseWalName, segnoOf, type WalObject } from './names.js';
 import { layOut, replay, verifyFiles, type PointReached } from './recover.js';
 
 export interface PhysicalDrillResult {
@@ -39,15 +39,12 @@ export interface PhysicalDrillResult {
 /** The archive's objects of a base backup's series, and the report from the backup's start on; a gap or a missing needed segment is an IntegrityError. */
 export async function checkArchive(storage: Storage, manifest: Manifest, signal?: AbortSignal): Promise<{ objects: WalObject[]; report: ArchiveReport }> {
   const p = physicalOf(manifest)!;
-  const key = manifest.series?.key ?? manifest.id.split('_')[0];
-  const objects = (await storage.list(walPrefix(key), { signal })).map(parseWalObject).filter((o): o is WalObject => o !== undefined);
-  const start = segnoOf(p.startLsn, p.walSegmentSize);
-  const report = archiveReport(objects, start, p.walSegmentSize);
-  if (!p.walIncluded) {
-    const have = new Set(objects.map((o) => parseWalName(o.name, p.walSegmentSize)).filter((n) => n?.kind === 'segment').map((n) => n!.segno!));
-    for (let s = start; s <= lastSegnoBefore(p.stopLsn, p.walSegmentSize); s++) {
-      if (!have.has(s)) throw Object.assign(new IntegrityError(`the archive lacks ${segmentName(p.timeline, s, p.walSegmentSize)}, which base backup ${manifest.id} needs to be consistent`), { archive: report });
-    }
+  const objects = await listWalObjects(storage, manifest.series?.key ?? manifest.id.split('_')[0], signal);
+  const report = archiveReport(objects, segnoOf(p.startLsn, p.walSegmentSize), p.walSegmentSize);
+  try {
+    checkBackupWal(objects, p, manifest.id);
+  } catch (err) {
+    throw Object.assign(err as Error, { archive: report });
   }
   if (report.gaps.length > 0) {
     throw Object.assign(new IntegrityError(`the WAL archive has ${report.gaps.length === 1 ? 'a gap' : `${report.gaps.length} gaps`} after base backup ${manifest.id}: ${report.gaps.join(', ')} missing; no recovery can pass ${report.gaps.length === 1 ? 'it' : 'them'}`, {
@@ -169,4 +166,4 @@ async function countEverything(socketDir: string, port: number, user: string, si
   return out;
 }
 
-export { describeArchive, physicalOf };
+export { describeArchive };

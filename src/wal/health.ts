@@ -5,12 +5,12 @@
 // before that.
 
 import type { ObjectInfo } from '../storage/storage.js';
-import type { Manifest } from '../catalog/manifest.js';
+import { physicalOf, type Manifest } from '../catalog/manifest.js';
 import type { Target } from '../engines/engine.js';
 import type { PhysicalDetails } from '../engines/postgres/physical.js';
 import { onDatabase } from '../engines/postgres/connection.js';
 import { archiveReport } from './continuity.js';
-import { parseWalName, parseWalObject, segnoOf, walPrefix, type WalObject } from './names.js';
+import { parseWalName, segnoOf, walObjectsIn } from './names.js';
 
 export interface ArchiveHealth {
   newest?: { name: string; archivedAt: string };
@@ -20,10 +20,10 @@ export interface ArchiveHealth {
 
 /** What the stash says about a series' archive, from the oldest of its base backups on. */
 export function archiveHealth(objects: ObjectInfo[], seriesKey: string, bases: Manifest[]): ArchiveHealth | undefined {
-  const physical = bases.map((m) => m.dump.details.physical as PhysicalDetails | undefined).filter((p): p is PhysicalDetails => p !== undefined);
+  const physical = bases.map(physicalOf).filter((p): p is PhysicalDetails => p !== undefined);
   if (physical.length === 0) return undefined;
   const oldest = physical.reduce((a, b) => (segnoOf(b.startLsn, b.walSegmentSize) < segnoOf(a.startLsn, a.walSegmentSize) ? b : a));
-  const wal = objects.filter((o) => o.key.startsWith(walPrefix(seriesKey))).map(parseWalObject).filter((o): o is WalObject => o !== undefined);
+  const wal = walObjectsIn(objects, seriesKey);
   const report = archiveReport(wal, segnoOf(oldest.startLsn, oldest.walSegmentSize), oldest.walSegmentSize);
   const firstStop = physical.map((p) => p.stopTime).sort()[0];
   return {

@@ -136,3 +136,9 @@ export function parseWalObject(info: { key: string; size: number; modifiedAt: Da
   if (!m || !parseWalName(m[1])) return undefined;
   return { key: info.key, name: m[1], sha256: m[2], suffix: m[3], size: info.size, modifiedAt: info.modifiedAt };
 }
+
+/** The WAL objects of a series among a storage's listing. */
+export function walObjectsIn(objects: { key: string; size: number; modifiedAt: Date }[], seriesKey: string): WalObject[] {
+  const prefix = walPrefix(seriesKey);
+  return objects.filter((o) => o.key.startsWith(prefix)).map(parseWalObject).filter((o): o is WalObject => o !== undefined);
+}

@@ -6,11 +6,12 @@
 // (same file system: a prefetched segment is renamed into place). Every file is checked against
 // the SHA-256 in its name as it is fetched, exactly as `wal get` does.
 
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { GetOutcome } from './archive.js';
 import { parseWalName, segmentName } from './names.js';
+import { closeServer, listenForRequests } from './socket.js';
 
 export interface WalGetServerOptions {
   get(name: string, file: string): Promise<GetOutcome>;
@@ -39,41 +40,22 @@ export class WalGetServer {
 
   async listen(socketPath: string): Promise<void> {
     await fsp.mkdir(this.opts.spool, { recursive: true, mode: 0o700 });
-    this.server = createServer((socket) => this.serve(socket));
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(socketPath, () => resolve());
-    });
-    await fsp.chmod(socketPath, 0o600);
+    this.server = await listenForRequests(socketPath, (request) => this.answer(request));
     await this.opts.own(socketPath);
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await closeServer(this.server);
     await Promise.allSettled(this.pending.values());
     await fsp.rm(this.opts.spool, { recursive: true, force: true });
   }
 
-  private serve(socket: Socket): void {
-    let buffer = '';
-    socket.setEncoding('utf8');
-    socket.on('error', () => {});
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      const nl = buffer.indexOf('\n');
-      if (nl < 0) return;
-      let req: { name?: unknown; path?: unknown };
-      try {
-        req = JSON.parse(buffer.slice(0, nl)) as typeof req;
-      } catch {
-        req = {};
-      }
-      if (typeof req.name !== 'string' || typeof req.path !== 'string' || !parseWalName(req.name) || !path.isAbsolute(req.path)) {
-        socket.end(JSON.stringify({ found: false, error: 'not a WAL get request', exitCode: 2 }) + '\n');
-        return;
-      }
-      void this.handle(req.name, req.path).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
-    });
+  private answer(request: unknown): Promise<WalGetReply> {
+    const r = request as { name?: unknown; path?: unknown } | undefined;
+    if (typeof r?.name !== 'string' || typeof r.path !== 'string' || !parseWalName(r.name) || !path.isAbsolute(r.path)) {
+      return Promise.resolve({ found: false, error: 'not a WAL get request', exitCode: 2 });
+    }
+    return this.handle(r.name, r.path);
   }
 
   private async handle(name: string, file: string): Promise<WalGetReply> {

@@ -31,12 +31,13 @@ import { decoders, type StageContext } from '../pipeline/stage.js';
 import { lookupUser, runTool, startTool, stderrSummary, type RunAs, type RunningTool } from '../engines/process.js';
 import { findPgTool, majorOf } from '../engines/postgres/tools.js';
 import type { PhysicalDetails } from '../engines/postgres/physical.js';
-import { getWal, readHistories, type WalSeries } from './archive.js';
+import { getWal, listWalObjects, readHistories, type WalSeries } from './archive.js';
 import { WalGetServer } from './prefetch.js';
-import { reachableTimeline } from './continuity.js';
-import type { Storage } from '../storage/storage.js';
+import { recoveryErrorFile } from './recovery-error.js';
+import { checkBackupWal, findGaps, reachableTimeline } from './continuity.js';
+import { getBytes, type Storage } from '../storage/storage.js';
 import { physicalOf, type Manifest } from '../catalog/manifest.js';
-import { lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walPrefix, type WalObject } from './names.js';
+import { parseLsn, parseWalName, segnoOf, walPrefix, type WalObject } from './names.js';
 
 export type RecoveryTarget = { kind: 'time'; time: Date } | { kind: 'lsn'; lsn: string } | { kind: 'name'; name: string } | { kind: 'latest' };
 
@@ -85,42 +86,19 @@ const physicalOfEntry = (e: CatalogEntry): PhysicalDetails | undefined => physic
 
 export async function archiveFacts(where: WalSeries, signal?: AbortSignal): Promise<ArchiveFacts> {
   const storage = where.destinations[0].storage;
-  const objects = (await storage.list(walPrefix(where.series.key), { signal })).map(parseWalObject).filter((o): o is WalObject => o !== undefined);
+  const objects = await listWalObjects(storage, where.series.key, signal);
   const end = objects.reduce<Date | undefined>((a, o) => (!a || o.modifiedAt > a ? o.modifiedAt : a), undefined);
   return { objects, end };
-}
-
-/**
- * The first segment missing between `from` (a segment number) and the newest archived one, on
- * any timeline (a timeline switch continues the numbering); undefined when there is none.
- */
-export function firstGap(objects: WalObject[], from: number, segmentSize: number): { missing: string; after: number } | undefined {
-  const have = new Map<number, number>();
-  for (const o of objects) {
-    const n = parseWalName(o.name, segmentSize);
-    if (n?.kind === 'segment' || n?.kind === 'partial') have.set(n.segno!, n.timeline);
-  }
-  const newest = Math.max(...have.keys());
-  for (let s = from; s <= newest; s++) {
-    if (!have.has(s)) return { missing: segmentName(have.get(s - 1) ?? 1, s, segmentSize), after: s };
-  }
-  return undefined;
 }
 
 async function restorePoint(where: WalSeries, name: string, signal?: AbortSignal): Promise<{ lsn: string; timeline?: number } | undefined> {
   const storage = where.destinations[0].storage;
   const marks = (await storage.list(`${walPrefix(where.series.key)}marks/`, { signal })).filter((o) => o.key.endsWith('.json'));
   for (const m of marks.sort((a, b) => (a.key < b.key ? -1 : 1))) {
-    const body = JSON.parse((await readAllText(await storage.get(m.key, { signal })))) as { name?: string; lsn?: string; timeline?: number };
+    const body = JSON.parse((await getBytes(storage, m.key)).toString('utf8')) as { name?: string; lsn?: string; timeline?: number };
     if (body.name === name && body.lsn) return { lsn: body.lsn, timeline: body.timeline };
   }
   return undefined;
-}
-
-async function readAllText(stream: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 function describeTarget(t: RecoveryTarget): string {
@@ -166,17 +144,10 @@ export async function chooseBase(where: WalSeries, target: RecoveryTarget, conte
   }
   const physical = physicalOfEntry(base)!;
   const startSeg = segnoOf(physical.startLsn, physical.walSegmentSize);
-  const needed = physical.walIncluded ? [] : Array.from({ length: lastSegnoBefore(physical.stopLsn, physical.walSegmentSize) - startSeg + 1 }, (_, i) => startSeg + i);
-  const gap = archive.objects.length ? firstGap(archive.objects, startSeg, physical.walSegmentSize) : undefined;
-  const have = new Set(archive.objects.map((o) => parseWalName(o.name, physical.walSegmentSize)).filter((n) => n?.kind === 'segment').map((n) => n!.segno!));
-  const missing = needed.find((s) => !have.has(s));
-  if (missing !== undefined) {
-    throw new IntegrityError(`the archive lacks ${segmentName(physical.timeline, missing, physical.walSegmentSize)}, which base backup ${base.id} needs to be consistent`, {
-      hint: 'this base backup cannot be restored from this archive; restore from another base backup, or look for the segment in another stash',
-    });
-  }
-  if (gap && (target.kind !== 'lsn' || gap.after <= segnoOf(target.lsn, physical.walSegmentSize))) {
-    throw new IntegrityError(`the archive has a gap after base backup ${base.id}: ${gap.missing} is missing, so replay cannot reach ${describeTarget(target)}`, {
+  checkBackupWal(archive.objects, physical, base.id);
+  const [gap] = findGaps(archive.objects, startSeg, physical.walSegmentSize);
+  if (gap && (target.kind !== 'lsn' || gap.from <= segnoOf(target.lsn, physical.walSegmentSize))) {
+    throw new IntegrityError(`the archive has a gap after base backup ${base.id}: ${gap.name.split(' ')[0]} is missing, so replay cannot reach ${describeTarget(target)}`, {
       hint: 'restore to a point before the gap (--at a time before that segment was written), or find the segment in another stash',
     });
   }
@@ -265,7 +236,7 @@ async function writeRecoveryConfig(plan: RecoverPlan & { timeline?: number; sock
   await fsp.appendFile(auto, `\n${recoverySettings(plan).join('\n')}\n`);
   const signalFile = path.join(plan.pgdata, 'recovery.signal');
   await fsp.writeFile(signalFile, '', { mode: 0o600 });
-  await fsp.rm(path.join(plan.pgdata, 'dbstash-recovery-error.txt'), { force: true });
+  await fsp.rm(recoveryErrorFile(plan.pgdata), { force: true });
   if (runAs) for (const f of [auto, signalFile]) await fsp.chown(f, runAs.uid, runAs.gid);
 }
 
@@ -357,7 +328,7 @@ export async function replay(
   try {
     await Promise.race([ready, server.exit]);
     if (!promoted) {
-      const reason = await fsp.readFile(path.join(pgdata, 'dbstash-recovery-error.txt'), 'utf8').catch(() => '');
+      const reason = await fsp.readFile(recoveryErrorFile(pgdata), 'utf8').catch(() => '');
       const fatal = log.filter((l) => /FATAL|PANIC/.test(l)).map((l) => l.replace(/^.*?(FATAL|PANIC): +/, '')).slice(-2).join(' / ');
       if (reason) throw new IntegrityError(`recovery stopped: a WAL file could not be restored: ${reason.trim()}`, { hint: 'the server was stopped; the data directory is left as it was for inspection (--force empties it for the next try)' });
       throw new RestoreError(`recovery failed: ${fatal || stderrSummary((await server.exit).stderr, 3) || 'the server stopped'}`, {

@@ -11,7 +11,8 @@
 // the backup restores without the archive.
 
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { BackupError, DbstashError, IntegrityError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Probe, Target } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
@@ -287,8 +288,6 @@ export const BASE_FORMAT = 'base.tar';
  */
 export async function checkBaseStructure(raw: NodeJS.ReadableStream & { destroy(err?: Error): void }, signal?: AbortSignal): Promise<{ summary: string }> {
   const watch = new TarWatch(['backup_label', 'backup_manifest'], []);
-  const { pipeline } = await import('node:stream/promises');
-  const { Writable } = await import('node:stream');
   try {
     await pipeline(raw as unknown as NodeJS.ReadableStream, watch, new Writable({ highWaterMark: 1 << 20, write: (_c, _e, done) => done() }), { signal });
   } catch (err) {
