@@ -395,8 +395,16 @@ test('status shows the newest archived WAL and the window, and a failing archive
   const { chmod } = await import('node:fs/promises');
   await chmod(folder, 0o500);
   try {
+    // A switch with nothing written since the last one archives nothing: write first.
+    const before = Number((await server.query(`SELECT failed_count FROM pg_stat_archiver`)).rows[0].failed_count);
+    await server.query(`SELECT pg_logical_emit_message(false, 'dbstash-test', 'status')`);
     await server.query(`SELECT pg_switch_wal()`);
-    for (let i = 0; i < 100 && Number((await server.query(`SELECT failed_count FROM pg_stat_archiver`)).rows[0].failed_count) === 0; i++) await sleep(100);
+    let failed = before;
+    for (let i = 0; i < 150 && failed === before; i++) {
+      await sleep(100);
+      failed = Number((await server.query(`SELECT failed_count FROM pg_stat_archiver`)).rows[0].failed_count);
+    }
+    assert.ok(failed > before, 'the archiver tried the segment and failed');
     const bad = await runCli(['status', '--config', configFile]);
     expectExit(bad, 13, /PROBLEM +archive_command is failing: 00000001[0-9A-F]{16} failed/);
   } finally {
