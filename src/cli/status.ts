@@ -86,21 +86,36 @@ async function targetsFor(database: string | undefined, opts: StatusOptions, ctx
   return { targets, stashes };
 }
 
-/** One "stale" notification per database whose backups are missing or too old somewhere required. */
-async function notifyStale(report: StatusReport, ctx: Context): Promise<void> {
+/**
+ * One "stale" notification per database whose backups are missing or too old somewhere required,
+ * and one "archive" notification per database whose WAL archiving fails, stalls or has a gap.
+ */
+async function notifyProblems(report: StatusReport, ctx: Context): Promise<void> {
   const notifier = createNotifier(ctx.loaded.config.notifications, ctx.out);
   for (const d of report.databases) {
     const stale = d.findings.filter((f) => f.check === 'backup' && f.level === 'problem');
-    if (stale.length === 0) continue;
-    await notifier.notify(
-      makeMessage({
-        event: 'stale',
-        database: d.key ?? d.database,
-        backupId: d.newest?.id,
-        detail: stale.map((f) => f.message).join('; '),
-        hint: 'check the scheduler (cron, systemd timers or the daemon) and the last backup run',
-      }),
-    );
+    if (stale.length > 0) {
+      await notifier.notify(
+        makeMessage({
+          event: 'stale',
+          database: d.key ?? d.database,
+          backupId: d.newest?.id,
+          detail: stale.map((f) => f.message).join('; '),
+          hint: 'check the scheduler (cron, systemd timers or the daemon) and the last backup run',
+        }),
+      );
+    }
+    const archive = d.findings.filter((f) => f.check === 'archive' && f.level === 'problem');
+    if (archive.length > 0) {
+      await notifier.notify(
+        makeMessage({
+          event: 'archive',
+          database: d.key ?? d.database,
+          detail: archive.map((f) => f.message).join('; '),
+          hint: 'look at the server log and `dbstash wal push` by hand; until archiving works, point-in-time recovery stops at the last archived segment',
+        }),
+      );
+    }
   }
 }
 
@@ -110,7 +125,7 @@ export function registerStatus(program: Command): void {
     .description('health of the backups: age, verification, retention, locks, storages (exit 13 when unhealthy)')
     .argument('[database]', 'only this database (its name as `list` shows it, its real name, or its config key)')
     .option('--max-age <duration>', 'newest backup may be at most this old (default: maxAge in the config, else twice the backup schedule)')
-    .option('--notify', 'send a "stale" notification for each database without a recent enough backup (for cron)');
+    .option('--notify', 'send a "stale" notification for each database without a recent enough backup, an "archive" one for each failing WAL archive (for cron)');
   stashOptions(cmd);
   commonOptions(cmd, { codes: [11, 13] });
   cmd.addHelpText(
@@ -125,7 +140,7 @@ Examples:
     runCommand(opts, async (ctx) => {
       const { targets, stashes } = await targetsFor(database, opts, ctx);
       const report = await collectStatus(targets, ctx.loaded.config, stashes);
-      if (opts.notify) await notifyStale(report, ctx);
+      if (opts.notify) await notifyProblems(report, ctx);
       ctx.out.result(report, () => render(report));
       return report.healthy ? ExitCode.ok : ExitCode.unhealthy;
     }),

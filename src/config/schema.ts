@@ -3,7 +3,7 @@
 // environment before validation, so secrets stay out of the file.
 
 import { z } from 'zod';
-import { parseTimeout } from '../core/format.js';
+import { parseDuration, parseTimeout } from '../core/format.js';
 
 export const compressionSchema = z
   .object({
@@ -55,7 +55,7 @@ export const scheduleSchema = z
 /** A backup whose raw size or total rows dropped by more than maxDrop (a share) is flagged. */
 export const anomalySchema = z.object({ maxDrop: z.number().min(0).max(1).default(0.5) }).strict();
 
-export const NOTIFY_EVENTS = ['success', 'failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped'] as const;
+export const NOTIFY_EVENTS = ['success', 'failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped', 'archive'] as const;
 
 const notifierCommon = {
   /** Name in logs and reports (default: the type and position). */
@@ -127,6 +127,8 @@ export const daemonSchema = z
     walParallel: z.number().int().positive().default(2),
     /** How often to look for stale databases (no successful backup within the expected period). */
     staleCheck: z.string().default('5m'),
+    /** How often to ask each physical database's server how its WAL archiving does (pg_stat_archiver). */
+    walCheck: z.string().default('1m'),
     /**
      * Longest a job may run before the daemon aborts it (cleanly: the dump is stopped, nothing is
      * published, the lock released) and reports it as failed; per kind.
@@ -153,6 +155,11 @@ export const databaseSchema = z
     globals: z.boolean().optional(),
     /** PostgreSQL: physical base backups of the whole cluster (with a WAL archive: point-in-time recovery). */
     physical: z.boolean().optional(),
+    /** Physical: how long a finished WAL segment may wait for the archive before status and the daemon call it stalled ("5m"). */
+    walMaxDelay: z
+      .string()
+      .refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 5m or 90s' })
+      .optional(),
     checksums: z.boolean().optional(),
     jobs: z.number().int().positive().optional(),
     binDir: z.string().optional(),

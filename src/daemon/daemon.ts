@@ -25,6 +25,7 @@ import { jobBody, type JobContext } from './jobs.js';
 import { WarmScratch } from '../verify/warm.js';
 import { WalPushServer } from '../wal/async.js';
 import { DaemonMetrics } from './metrics.js';
+import { WalWatch } from './wal-watch.js';
 import { JobRunner } from './runner.js';
 import { readState, writeState, type DaemonState } from './state.js';
 
@@ -108,7 +109,7 @@ async function seedMetrics(ctx: Context, metrics: DaemonMetrics, signal: AbortSi
  */
 export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; jobs: (ScheduledJob & { next: string; maxRunSeconds: number })[] } {
   const settings: DaemonConfig = daemonSchema.parse(ctx.loaded.config.daemon ?? {});
-  for (const key of ['gracePeriod', 'staleCheck', 'jitter'] as const) if (settings[key] !== undefined) duration(settings[key], key);
+  for (const key of ['gracePeriod', 'staleCheck', 'walCheck', 'jitter'] as const) if (settings[key] !== undefined) duration(settings[key], key);
   const { host } = parseListen(settings.listen);
   if (!isLoopback(host) && !settings.exposeEndpoints) {
     throw new ConfigError(`daemon.listen: ${settings.listen} is reachable from other machines`, {
@@ -116,7 +117,7 @@ export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; j
     });
   }
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0 && !settings.walSocket) {
+  if (jobs.length === 0 && !settings.walSocket && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
@@ -165,8 +166,9 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const graceMs = duration(settings.gracePeriod, 'gracePeriod')!;
   const jitterMs = duration(settings.jitter, 'jitter') ?? 0;
   const staleEveryMs = duration(settings.staleCheck, 'staleCheck')!;
+  const walEveryMs = duration(settings.walCheck, 'walCheck')!;
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0 && !settings.walSocket) {
+  if (jobs.length === 0 && !settings.walSocket && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
@@ -187,6 +189,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   // In the background: a storage that is slow or hung must not keep the schedules from starting.
   const seeding = new AbortController();
   void seedMetrics(ctx, metrics, seeding.signal);
+  const walWatch = new WalWatch(ctx, metrics, notifier);
 
   let saving = Promise.resolve();
   const save = () => (saving = saving.then(() => writeState(stateFile, state)).catch((err: Error) => ctx.out.warn(`could not write ${stateFile}: ${err.message}`)));
@@ -215,6 +218,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
         } finally {
           metrics.running.dec();
           metrics.jobEnded(job.database, job.kind, result);
+          walWatch.jobEnded(job.database, seeding.signal);
           state.jobs[job.id] = { lastRun: began.toISOString(), result, ...(error ? { error } : {}) };
           await save();
           ctx.out.info(`[${job.database}] ${job.kind} ${result} after ${formatDuration(Date.now() - began.getTime())}`);
@@ -280,6 +284,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
         if ((last as { result: string }).result === 'failed') problems.push(`${key}: last ${kind} failed`);
       }
     }
+    problems.push(...walWatch.problems());
     return { healthy: problems.length === 0, problems, startedAt: startedAt.toISOString(), running: runner.runningCount, databases };
   };
   const server = await startHttp(settings.listen, health, metrics.registry, { expose: settings.exposeEndpoints, warn: (m) => ctx.out.warn(m) });
@@ -308,10 +313,12 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   }
 
   const staleTimer = setInterval(() => void checkStale(), staleEveryMs);
+  walWatch.start(walEveryMs, seeding.signal);
 
   ctx.out.info(
-    `dbstash daemon: ${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')}); listening on ${server.url} (/healthz, /metrics)` +
-      (settings.walSocket ? `; archiving WAL for dbstash wal push --socket ${path.resolve(settings.walSocket)}` : ''),
+    `dbstash daemon: ${jobs.length === 0 ? 'no scheduled jobs' : `${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')})`}; listening on ${server.url} (/healthz, /metrics)` +
+      (settings.walSocket ? `; archiving WAL for dbstash wal push --socket ${path.resolve(settings.walSocket)}` : '') +
+      (walWatch.size ? `; watching WAL archiving of ${walWatch.size} database${walWatch.size === 1 ? '' : 's'} every ${settings.walCheck}` : ''),
   );
 
   await new Promise<void>((resolve) => {
@@ -322,6 +329,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   crons.forEach((c) => c.stop());
   jitterTimers.forEach((t) => clearTimeout(t));
   clearInterval(staleTimer);
+  await walWatch.stop();
   const reason = ctx.signal.reason instanceof InterruptedError ? ctx.signal.reason : new InterruptedError('SIGTERM');
   const { finished, aborted } = await runner.shutdown(graceMs, reason);
   await save();

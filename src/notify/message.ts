@@ -34,6 +34,7 @@ const HEADLINES: Record<NotifyEventKind, string> = {
   stale: 'backups are STALE',
   anomaly: 'backup ANOMALY',
   skipped: 'scheduled run SKIPPED',
+  archive: 'WAL ARCHIVING FAILING',
 };
 
 export function subjectOf(m: NotifyMessage): string {

@@ -20,7 +20,7 @@ export interface Notifier {
   readonly channels: number;
 }
 
-const DEFAULT_EVENTS: NotifyEventKind[] = ['failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped'];
+const DEFAULT_EVENTS: NotifyEventKind[] = ['failure', 'verify-failed', 'degraded', 'stale', 'anomaly', 'skipped', 'archive'];
 
 export function eventsOf(config: NotificationConfig): NotifyEventKind[] {
   if (config.events) return config.events;

@@ -4,7 +4,7 @@
 // and databases kept aside by restore swaps; per storage: reachability and free space.
 // Every finding is ok, warn or problem; any problem makes the whole status unhealthy.
 
-import { archiveHealth, archiverStats, archivingFails, type ArchiveHealth, type ArchiverStats } from '../wal/health.js';
+import { archiveHealth, archiverProblems, archiverStats, type ArchiveHealth, type ArchiverStats } from '../wal/health.js';
 import os from 'node:os';
 import { findLeftovers } from '../core/scratch.js';
 import { listBackups, seriesIn, type CatalogListing } from '../catalog/catalog.js';
@@ -14,7 +14,7 @@ import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import type { Destination } from '../backup/backup.js';
 import type { Anomaly } from '../backup/anomaly.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
-import { formatAge, formatBytes, formatDuration } from '../core/format.js';
+import { formatAge, formatBytes, formatDuration, parseDuration } from '../core/format.js';
 import { databaseDir } from '../core/id.js';
 import { isSafetyBackup, type Series, type SeriesMatch } from '../catalog/series.js';
 import { seriesLabels } from '../catalog/find.js';
@@ -185,12 +185,8 @@ async function checkDatabase(t: StatusTarget, views: Map<string, StorageView>, c
     try {
       const stats = await archiverStats(parseTarget(t.entry.url, { binDir: t.entry.binDir }));
       s.archiver = stats;
-      if (archivingFails(stats)) {
-        add('problem', 'archive', `archive_command is failing: ${stats.lastFailedWal} failed ${formatAge(new Date(stats.lastFailedAt!), now)} (${stats.failedCount} failures so far); PostgreSQL keeps every WAL file from then on in pg_wal until it succeeds — look at the server log`);
-      }
-      if (stats.behind !== undefined && stats.behind > 8) {
-        add('problem', 'archive', `archiving is ${stats.behind} segments behind the server (writing ${stats.current}, archived up to ${stats.lastArchivedWal}): pg_wal grows meanwhile`);
-      }
+      const maxDelay = t.entry.walMaxDelay !== undefined ? parseDuration(t.entry.walMaxDelay) : undefined;
+      for (const problem of archiverProblems(stats, now, maxDelay)) add('problem', 'archive', problem);
     } catch (err) {
       add('warn', 'archive', `could not read pg_stat_archiver: ${(err as Error).message}`);
     }

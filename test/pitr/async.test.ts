@@ -122,3 +122,100 @@ test('under pgbench, the daemon archives every segment and at most 10 segments w
   const fallback = readFileSync(path.join(path.dirname(server.dataDir), 'postgres.log'), 'utf8');
   assert.match(fallback, new RegExp(`^${next}: archived \\(`, 'm'), 'the synchronous push archived it');
 });
+
+function metric(text: string, name: string): number {
+  const m = new RegExp(`^${name}\\{database="main"\\} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `metric ${name}{database="main"} in:\n${text}`);
+  return Number(m[1]);
+}
+
+test('the daemon watches archiving: a failing archive_command turns /metrics and /healthz unhealthy and sends one "archive" notification; healthy again once it works', async () => {
+  const { startWebhookReceiver } = await import('../harness/receivers.js');
+  const hook = await startWebhookReceiver();
+  // A base backup first, so the stash has a recoverable window to report.
+  const { runCli } = await import('../harness/run.js');
+  const base = await runCli(['backup', 'main', '--config', configFile], { timeoutMs: 120_000, user: 'postgres' });
+  assert.equal(base.code, 0, base.stderr);
+  const watchConfig = path.join(root, 'watch.yaml');
+  writeFileSync(
+    watchConfig,
+    [
+      `stash: ${stash}`,
+      'daemon:',
+      '  listen: 127.0.0.1:0',
+      '  walCheck: 1s',
+      `  stateFile: ${path.join(root, 'watch-state.json')}`,
+      'notifications:',
+      '  - type: webhook',
+      `    url: ${hook.url}/hook`,
+      'databases:',
+      '  main:',
+      `    url: ${server.url()}`,
+      '    physical: true',
+      '    walMaxDelay: 3s',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  const child = spawnCli(['daemon', '--config', watchConfig]);
+  let log = '';
+  child.stdout.on('data', (d: Buffer) => (log += d));
+  child.stderr.on('data', (d: Buffer) => (log += d));
+  try {
+    for (let i = 0; i < 100 && !/listening on http/.test(log); i++) await sleep(100);
+    const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
+    assert.ok(url, `the daemon started:\n${log}`);
+    assert.match(log, /watching WAL archiving of 1 database every 1s/);
+    const scrape = async () => (await fetch(`${url}/metrics`)).text();
+    let text = await scrape();
+    // The stash and the server are read independently: wait for both.
+    for (let i = 0; i < 50 && !(/dbstash_wal_recoverable_from_timestamp_seconds\{/.test(text) && /dbstash_wal_last_archived_age_seconds\{/.test(text)); i++) text = (await sleep(100), await scrape());
+    assert.equal(metric(text, 'dbstash_wal_archive_healthy'), 1);
+    assert.ok(metric(text, 'dbstash_wal_recoverable_from_timestamp_seconds') > Date.now() / 1000 - 300, 'the window starts at the base backup');
+    assert.ok(metric(text, 'dbstash_wal_last_archived_age_seconds') < 300);
+    assert.equal(metric(text, 'dbstash_wal_segments_waiting'), 0);
+
+    // archive_command runs as the postgres user: a folder it cannot write makes every push fail.
+    const series = readdirSync(stash).find((d) => existsSync(path.join(stash, d, 'wal')))!;
+    const current = (await server.query(`SELECT pg_walfile_name(pg_current_wal_lsn()) AS s`)).rows[0].s as string;
+    const folder = path.join(stash, series, 'wal', current.slice(0, 16));
+    const { chmod } = await import('node:fs/promises');
+    await chmod(folder, 0o500);
+    try {
+      await server.query(`SELECT pg_logical_emit_message(false, 'dbstash-test', 'watch')`);
+      const finished = (await server.query(`SELECT pg_walfile_name(pg_switch_wal()) AS s`)).rows[0].s as string;
+      assert.equal(finished.slice(0, 16), current.slice(0, 16), 'the finished segment goes to the blocked folder');
+      const [request] = await hook.waitFor(1, 30_000);
+      const message = JSON.parse(request.body);
+      assert.equal(message.event, 'archive');
+      assert.equal(message.database, 'main');
+      assert.match(message.detail, new RegExp(`archive_command is failing: ${finished} failed`));
+      text = await scrape();
+      assert.equal(metric(text, 'dbstash_wal_archive_healthy'), 0);
+      assert.ok(metric(text, 'dbstash_wal_archive_failed_count') >= 1);
+      assert.ok(metric(text, 'dbstash_wal_segments_waiting') >= 1);
+      const health = await fetch(`${url}/healthz`);
+      assert.equal(health.status, 503);
+      assert.match(await health.text(), /main: archive_command is failing/);
+      // Past walMaxDelay the segment counts as stalled too; still one notification.
+      await sleep(4500);
+      text = await scrape();
+      assert.ok(metric(text, 'dbstash_wal_oldest_waiting_seconds') > 3);
+      assert.match(await (await fetch(`${url}/healthz`)).text(), /the WAL archive is stalled: 1 finished segment waiting/);
+    } finally {
+      await chmod(folder, 0o700);
+    }
+    // New WAL wakes the archiver, which otherwise waits up to a minute after three failures.
+    await server.query(`SELECT pg_logical_emit_message(false, 'dbstash-test', 'again')`);
+    await server.query(`SELECT pg_switch_wal()`);
+    for (let i = 0; i < 200 && !/WAL archiving is healthy again/.test(log); i++) await sleep(100);
+    assert.match(log, /\[main\] WAL archiving is healthy again/);
+    assert.equal(metric(await scrape(), 'dbstash_wal_archive_healthy'), 1);
+    assert.equal((await fetch(`${url}/healthz`)).status, 200);
+    assert.equal(hook.requests.length, 1, 'one notification for the episode');
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('close', resolve));
+    await hook.stop();
+  }
+});

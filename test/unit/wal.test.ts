@@ -13,6 +13,7 @@ import { getWal, pushWal, walCopies } from '../../src/wal/archive.js';
 import { zstdStage } from '../../src/pipeline/compress.js';
 import { createMemoryStorage } from '../../src/storage/memory.js';
 import { IntegrityError } from '../../src/core/errors.js';
+import { archiverProblems, type ArchiverStats } from '../../src/wal/health.js';
 
 const MB16 = 16 * 1024 * 1024;
 
@@ -115,5 +116,33 @@ describe('push and get', () => {
     assert.ok(readFileSync(out).equals(readFileSync(file)));
     await assert.rejects(getWal('000000010000000000000007', out, { destinations: [broken], series, context: {} }), /is damaged/);
     assert.deepEqual(await getWal('000000010000000000000099', out, { destinations: [good], series, context: {} }), { found: false });
+  });
+});
+
+describe('archiverProblems', () => {
+  const now = new Date('2026-12-05T12:00:00Z');
+  const healthy: ArchiverStats = {
+    archivedCount: 10,
+    lastArchivedWal: '000000010000000000000009',
+    lastArchivedAt: '2026-12-05T11:59:00Z',
+    failedCount: 2,
+    lastFailedWal: '000000010000000000000004',
+    lastFailedAt: '2026-12-05T11:00:00Z',
+    current: '00000001000000000000000A',
+    behind: 0,
+    waiting: 0,
+  };
+  it('says nothing while the newest failure is older than the newest success and nothing waits', () => {
+    assert.deepEqual(archiverProblems(healthy, now), []);
+  });
+  it('reports a failing archive_command, a segment waiting past the delay, and falls back to the count behind without the wait', () => {
+    const failing = { ...healthy, lastFailedWal: '00000001000000000000000A', lastFailedAt: '2026-12-05T11:59:30Z', failedCount: 3 };
+    assert.match(archiverProblems(failing, now)[0], /^archive_command is failing: 00000001000000000000000A failed 30.0s ago \(3 failures so far\)/);
+    const stalled = { ...healthy, waiting: 2, oldestWaitingAt: '2026-12-05T11:54:00Z' };
+    assert.deepEqual(archiverProblems(stalled, now, 10 * 60_000), [], 'within walMaxDelay');
+    assert.match(archiverProblems(stalled, now)[0], /^the WAL archive is stalled: 2 finished segments waiting, the oldest for 6m/);
+    const blind = { ...healthy, waiting: undefined, behind: 9 };
+    assert.match(archiverProblems(blind, now)[0], /^archiving is 9 segments behind the server/);
+    assert.deepEqual(archiverProblems({ ...blind, behind: 8 }, now), []);
   });
 });
