@@ -39,7 +39,8 @@ export interface BackupPlan {
   /** The series the backup belongs to; default: the target's own (no config name). */
   series?: Series;
   /** A physical base backup of the whole cluster (PostgreSQL), instead of a logical dump. */
-  physical?: { selfContained: boolean };
+  /** archiveWaitMs: how long the backup may wait for the archive to take its last segment. */
+  physical?: { selfContained: boolean; archiveWaitMs?: number };
   /** "safety": a restore's backup of the database it is about to replace in place. */
   kind?: 'backup' | 'safety';
   env: string;
@@ -358,7 +359,7 @@ async function lockedBackup(
     };
     const dumpOpts = { signal: controller.signal, checksums: plan.checksums, jobs: plan.jobs, lockWaitTimeout: plan.lockWaitTimeout, tempDir: plan.tempDir, warn };
     const session = plan.physical
-      ? await engine.dumpPhysical!(plan.target, { ...dumpOpts, probe, selfContained: plan.physical.selfContained })
+      ? await engine.dumpPhysical!(plan.target, { ...dumpOpts, probe, selfContained: plan.physical.selfContained, archiveWaitMs: plan.physical.archiveWaitMs })
       : await engine.dump(plan.target, { ...dumpOpts, probe });
     // The previous backup to compare with is looked up while the dump runs.
     const anomalies = plan.kind === 'safety' ? undefined : anomalyCheck(primary.storage, id, plan.anomalyMaxDrop, events.warn);

@@ -3,7 +3,7 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../core/errors.js';
-import { formatBytes, formatDuration, parseTimeout } from '../core/format.js';
+import { formatBytes, formatDuration, parseDuration, parseTimeout } from '../core/format.js';
 import type { BackupPlan } from '../backup/backup.js';
 import type { DatabaseConfig } from '../config/schema.js';
 import { DEFAULT_LOCK_WAIT_TIMEOUT_MS } from '../engines/engine.js';
@@ -99,7 +99,7 @@ export async function planBackup(database: string | undefined, opts: BackupOptio
     globals: !physical && (opts.globals ?? entry?.globals ?? false),
     checksums: !physical && (opts.checksums ?? entry?.checksums ?? false),
     jobs: physical ? undefined : jobs,
-    ...(physical ? { physical: { selfContained: !!opts.selfContained } } : {}),
+    ...(physical ? { physical: { selfContained: !!opts.selfContained, archiveWaitMs: entry?.walMaxDelay !== undefined ? parseDuration(entry.walMaxDelay) : undefined } } : {}),
     lockWaitTimeout: lockWaitTimeoutOf(opts.lockWaitTimeout, entry),
     labels: { ...(entry?.labels ?? {}), ...parseLabels(opts.label) },
     tempDir: opts.tempDir ?? config.tempDir ?? os.tmpdir(),

@@ -251,7 +251,7 @@ export interface Engine {
   dumpGlobals?(target: Target, opts: DumpOptions): Promise<DumpSession>;
   /** Physical base backups (PostgreSQL): the preflight, and the cluster's files as one tar stream. */
   probePhysical?(target: Target, opts: { selfContained?: boolean; signal?: AbortSignal }): Promise<Probe>;
-  dumpPhysical?(target: Target, opts: DumpOptions & { selfContained?: boolean }): Promise<DumpSession>;
+  dumpPhysical?(target: Target, opts: DumpOptions & { selfContained?: boolean; archiveWaitMs?: number }): Promise<DumpSession>;
 
   // ---- verify and restore (every engine implements these) ----
   /**

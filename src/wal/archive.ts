@@ -1,8 +1,9 @@
 // The WAL archive: push (what archive_command runs) and get (what restore_command runs).
 //
-// Push reads the file PostgreSQL hands over twice: once to hash it, once to stream it through the
-// stages (compression, encryption) into every destination, each under a name that carries the raw
-// bytes' SHA-256 (see names.ts). Objects are created exclusively (a temporary name and an atomic
+// Push reads the file PostgreSQL hands over once into memory (a segment is 16 MB by default; files
+// over 64 MiB are read twice, streamed), hashes it, and streams it through the stages (compression,
+// encryption) into every destination, each under a name that carries the raw bytes' SHA-256 (see
+// names.ts). Objects are created exclusively (a temporary name and an atomic
 // publish, as every artifact), so a half-written segment is never visible. A name already
 // archived with the same hash is a success: archive_command is retried after a crash or a lost
 // answer. The same name with another hash is refused loudly: two clusters are archiving into one
@@ -17,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import { PassThrough, Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, StorageError, UsageError } from '../core/errors.js';
 import { Meter } from '../pipeline/meter.js';
@@ -48,14 +49,26 @@ export interface PushResult {
   failed: { name: string; error: string }[];
 }
 
-async function sha256OfFile(file: string, signal?: AbortSignal): Promise<{ sha256: string; size: number }> {
+/** Files up to this size are read into memory once; larger ones (a wal_segment_size of 128 MB and more) are streamed twice. */
+const IN_MEMORY_MAX = 64 * 2 ** 20;
+const CHUNK = 1 << 20;
+
+/** The file's bytes as a stream source, any number of times, and their SHA-256. */
+async function readWalFile(file: string, size: number, signal?: AbortSignal): Promise<{ sha256: string; size: number; open: () => Readable }> {
+  if (size <= IN_MEMORY_MAX) {
+    const data = await fsp.readFile(file, { signal });
+    const chunks = function* () {
+      for (let at = 0; at < data.length; at += CHUNK) yield data.subarray(at, at + CHUNK);
+    };
+    return { sha256: createHash('sha256').update(data).digest('hex'), size: data.length, open: () => Readable.from(chunks(), { objectMode: false }) };
+  }
   const meter = new Meter({ hash: true });
-  await pipeline(createReadStream(file), meter, async function* (source: AsyncIterable<Buffer>) {
+  await pipeline(createReadStream(file, { highWaterMark: CHUNK }), meter, async function* (source: AsyncIterable<Buffer>) {
     for await (const _ of source) {
       /* hashed by the meter */
     }
   }, { signal });
-  return { sha256: meter.sha256(), size: meter.bytes };
+  return { sha256: meter.sha256(), size: meter.bytes, open: () => createReadStream(file, { highWaterMark: CHUNK }) };
 }
 
 /** Every WAL object of a series in one storage. */
@@ -79,7 +92,7 @@ function conflict(storage: Storage, name: string, theirs: WalObject, ours: strin
 }
 
 /** Stores one file in one storage; `already` when the same bytes were there. */
-async function pushTo(storage: Storage, series: Series, file: string, name: string, sha256: string, size: number, stages: Stage[], signal?: AbortSignal): Promise<boolean> {
+async function pushTo(storage: Storage, series: Series, open: () => Readable, name: string, sha256: string, size: number, stages: Stage[], signal?: AbortSignal): Promise<boolean> {
   const existing = await walCopies(storage, series, name, signal);
   const same = existing.find((o) => o.sha256 === sha256);
   if (same) return true;
@@ -90,7 +103,7 @@ async function pushTo(storage: Storage, series: Series, file: string, name: stri
   const local = new AbortController();
   const onAbort = () => local.abort(signal?.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
-  const chain = pipeline([createReadStream(file), ...stages.map((s) => s.encode()), out] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal: local.signal });
+  const chain = pipeline([open(), ...stages.map((s) => s.encode()), out] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal: local.signal });
   chain.catch((err: unknown) => local.abort(err));
   try {
     await Promise.all([chain, storage.put(key, out, { exclusive: true, retain: true, signal: local.signal, sizeHint: size })]);
@@ -131,11 +144,11 @@ export async function pushWal(
     });
   }
   if (!stat.isFile()) throw new UsageError(`${file} is not a file`);
-  const { sha256, size } = await sha256OfFile(file, opts.signal);
+  const { sha256, size, open } = await readWalFile(file, stat.size, opts.signal);
   const stored: PushResult['stored'] = [];
   const failed: PushResult['failed'] = [];
   const results = await Promise.allSettled(
-    opts.destinations.map((d) => pushTo(d.storage, opts.series, file, name, sha256, size, opts.stages, opts.signal)),
+    opts.destinations.map((d) => pushTo(d.storage, opts.series, open, name, sha256, size, opts.stages, opts.signal)),
   );
   let firstRequired: unknown;
   results.forEach((r, i) => {

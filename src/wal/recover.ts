@@ -219,8 +219,12 @@ export async function verifyFiles(pgdata: string, version: string, runAs: RunAs 
 const quoteConf = (v: string) => `'${v.replace(/'/g, "''")}'`;
 const MARK = '# dbstash restore:';
 
-function recoverySettings(plan: RecoverPlan & { timeline?: number; socket?: string }): string[] {
-  const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(plan.restoreCommand(plan.socket))}`];
+const shellQuote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
+
+function recoverySettings(plan: RecoverPlan & { timeline?: number; socket?: string; spool?: string }): string[] {
+  // While this restore's WAL server runs, a prefetched file is taken from its spool by mv alone.
+  const command = plan.socket && plan.spool ? `mv -f ${shellQuote(plan.spool).replace(/%/g, '%%')}/%f %p 2>/dev/null || exec ${plan.restoreCommand(plan.socket)}` : plan.restoreCommand(plan.socket);
+  const lines = [`${MARK} recovery to ${describeTarget(plan.target)}`, `restore_command = ${quoteConf(command)}`];
   const t = plan.target;
   if (t.kind === 'time') lines.push(`recovery_target_time = ${quoteConf(t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${quoteConf(t.lsn)}`);
@@ -231,7 +235,7 @@ function recoverySettings(plan: RecoverPlan & { timeline?: number; socket?: stri
   return lines.map((l) => (l.startsWith('#') ? l : `${l} ${MARK.slice(0, -1)}`));
 }
 
-async function writeRecoveryConfig(plan: RecoverPlan & { timeline?: number; socket?: string }, runAs: RunAs | undefined): Promise<void> {
+async function writeRecoveryConfig(plan: RecoverPlan & { timeline?: number; socket?: string; spool?: string }, runAs: RunAs | undefined): Promise<void> {
   const auto = path.join(plan.pgdata, 'postgresql.auto.conf');
   await fsp.appendFile(auto, `\n${recoverySettings(plan).join('\n')}\n`);
   const signalFile = path.join(plan.pgdata, 'recovery.signal');
@@ -355,9 +359,10 @@ async function serveWal(plan: RecoverPlan, segmentSize: number, runAs: RunAs | u
   };
   await own(dir);
   const socket = path.join(dir, 'get.sock');
+  const spool = path.join(plan.pgdata, 'dbstash-prefetch');
   const server = new WalGetServer({
     get: (name, file) => getWal(name, file, { destinations: plan.where.destinations, series: plan.where.series, context: plan.context, signal }),
-    spool: path.join(plan.pgdata, 'dbstash-prefetch'),
+    spool,
     ahead: 4,
     segmentSize,
     own,
@@ -366,6 +371,7 @@ async function serveWal(plan: RecoverPlan, segmentSize: number, runAs: RunAs | u
   return {
     server,
     socket,
+    spool,
     close: async () => {
       await server.close();
       await fsp.rm(dir, { recursive: true, force: true });
@@ -410,7 +416,7 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
     const walServer = await serveWal(plan, choice.physical.walSegmentSize, runAs, signal);
     let point: PointReached;
     try {
-      await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline, socket: walServer.socket }, runAs);
+      await writeRecoveryConfig({ ...plan, timeline: plan.timeline ?? choice.timeline, socket: walServer.socket, spool: walServer.spool }, runAs);
       ({ point } = await replay(plan.pgdata, postgres.path, runAs, { tempDir: plan.tempDir, events, signal }));
     } finally {
       await walServer.close();

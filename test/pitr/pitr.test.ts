@@ -407,6 +407,16 @@ test('status shows the newest archived WAL and the window, and a failing archive
     assert.ok(failed > before, 'the archiver tried the segment and failed');
     const bad = await runCli(['status', '--config', configFile]);
     expectExit(bad, 13, /PROBLEM +archive_command is failing: 00000001[0-9A-F]{16} failed/);
+    // A base backup without its WAL waits for the archive to take its last segment: with
+    // archive_command failing, it fails with the reason instead of waiting for ever.
+    const manifests = () => readdirSync(path.join(stash, series)).filter((f) => f.endsWith('.manifest.json')).length;
+    const published = manifests();
+    const started = Date.now();
+    const waited = await runCli(['backup', 'main', '--config', configFile], { timeoutMs: 60_000 });
+    expectExit(waited, 5, /the base backup waits for the archive to take its last WAL segment, and archive_command fails \(00000001[0-9A-F]{16}/);
+    assert.ok(Date.now() - started < 30_000, 'it fails within seconds of the server\'s notice');
+    assert.equal(manifests(), published, 'nothing published');
+    assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
   } finally {
     await chmod(folder, 0o700);
   }

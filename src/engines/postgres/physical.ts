@@ -254,22 +254,80 @@ export function physicalDetails(watch: TarWatch, facts: ClusterFacts, walInclude
   };
 }
 
-/** Streams a base backup (tar) of the cluster `target` connects to. */
-export async function dumpPhysical(target: Target, opts: DumpOptions & { selfContained?: boolean }): Promise<DumpSession> {
+/** How long a base backup may wait for the archive to take its last WAL segment, by default. */
+export const DEFAULT_ARCHIVE_WAIT_MS = 5 * 60_000;
+/** The server's notice, 5 s into the wait (do_pg_backup_stop). */
+const WAITING_FOR_ARCHIVE = /waiting for required WAL segments to be archived/;
+
+/**
+ * Streams a base backup (tar) of the cluster `target` connects to. Without the WAL included, the
+ * server ends the backup only once archive_command has archived its last segment: once the server
+ * says it waits, pg_stat_archiver is watched, and the backup fails with the reason as soon as
+ * archive_command fails, or after archiveWaitMs of waiting, instead of hanging for ever.
+ */
+export async function dumpPhysical(target: Target, opts: DumpOptions & { selfContained?: boolean; archiveWaitMs?: number }): Promise<DumpSession> {
   const facts = (opts.probe && factsOfProbe.get(opts.probe)) ?? (await clusterFacts(target, opts.signal));
   const tool = opts.probe?.tool ?? (await findPgTool('pg_basebackup', majorOf(facts.version), target.options.binDir));
   const walIncluded = !!opts.selfContained;
   const args = ['-D', '-', '-F', 'tar', '-X', walIncluded ? 'fetch' : 'none', '--checkpoint=fast', '--label=dbstash', '--no-password', '--verbose'];
-  const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true, stderrLine: (line) => /^pg_basebackup: (initiating|checkpoint completed|write-ahead log|base backup completed|syncing|waiting)/.test(line) || /^NOTICE: {2}all required WAL segments/.test(line) });
+  const stop = new AbortController();
+  const startedAt = Date.now();
+  let archiveProblem: BackupError | undefined;
+  let watching: NodeJS.Timeout | undefined;
+  const fail = (message: string) => {
+    archiveProblem = new BackupError(`[postgres] ${message}`, {
+      hint: 'fix archive_command (`dbstash status`, the server log), or take the backup with --self-contained, which carries its own WAL',
+    });
+    clearInterval(watching);
+    watch.destroy(archiveProblem);
+    stop.abort(archiveProblem);
+  };
+  const watchArchive = () => {
+    if (watching || walIncluded) return;
+    const since = Date.now() - 5000;
+    const maxWait = opts.archiveWaitMs ?? DEFAULT_ARCHIVE_WAIT_MS;
+    let busy = false;
+    watching = setInterval(() => {
+      if (busy || archiveProblem) return;
+      busy = true;
+      void (async () => {
+        try {
+          const { archiverStats, archivingFails } = await import('../../wal/health.js');
+          const s = await archiverStats(target, opts.signal);
+          if (archivingFails(s) && Date.parse(s.lastFailedAt!) >= startedAt) {
+            return fail(`the base backup waits for the archive to take its last WAL segment, and archive_command fails (${s.lastFailedWal}, ${s.failedCount} failures so far)`);
+          }
+        } catch {
+          // The server's statistics unreadable: the time bound still holds.
+        } finally {
+          busy = false;
+        }
+        if (Date.now() - since > maxWait) fail(`the base backup waited ${Math.round((Date.now() - since) / 1000)}s for the archive to take its last WAL segment (at most ${Math.round(maxWait / 1000)}s: walMaxDelay)`);
+      })();
+    }, 1000);
+  };
+  const signal = AbortSignal.any([opts.signal, stop.signal]);
+  const running = startTool(tool.path, args, {
+    env: libpqEnv(target),
+    signal,
+    bulkOutput: true,
+    stderrLine: (line) => {
+      if (WAITING_FOR_ARCHIVE.test(line)) watchArchive();
+      return /^pg_basebackup: (initiating|checkpoint completed|write-ahead log|base backup completed|syncing|waiting)/.test(line) || /^NOTICE: {2}all required WAL segments/.test(line);
+    },
+  });
   const watch = new TarWatch(['backup_label'], ['backup_manifest']);
   running.stdout.on('error', (err) => watch.destroy(err));
   running.stdout.pipe(watch);
   const details: Record<string, unknown> = {};
   const stream = gateOnExit(watch, async () => {
     const exit = await running.exit;
+    clearInterval(watching);
+    if (archiveProblem) throw archiveProblem;
     if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
     details.physical = physicalDetails(watch, facts, walIncluded, new Date());
   });
+  void running.exit.then(() => clearInterval(watching));
   return {
     format: 'base.tar',
     stream,
