@@ -23,6 +23,9 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   export: async () => (await import('./export.js')).registerExport,
   show: async () => (await import('./export.js')).registerShow,
   wal: async () => (await import('./wal.js')).registerWal,
+  dashboard: async () => (await import('./dashboard.js')).registerDashboard,
+  user: async () => (await import('./dashboard.js')).registerUser,
+  token: async () => (await import('./dashboard.js')).registerToken,
 };
 
 /**

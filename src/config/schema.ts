@@ -140,6 +140,47 @@ export const daemonSchema = z
   })
   .strict();
 
+/** The web dashboard and its JSON API (served by `dbstash daemon` and `dbstash dashboard`). */
+export const dashboardSchema = z
+  .object({
+    /** host:port; a non-loopback address needs users and TLS (or --insecure-http). */
+    listen: z.string().default('127.0.0.1:8484'),
+    /** Users with a role and an scrypt hash (`dbstash user add`). */
+    users: z
+      .array(
+        z
+          .object({
+            name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'letters, digits and . _ @ -'),
+            role: z.enum(['viewer', 'operator', 'admin']),
+            password: z.string().regex(/^scrypt\$/, 'an scrypt hash as `dbstash user add` prints it, never the password itself'),
+          })
+          .strict(),
+      )
+      .default([]),
+    /** API tokens with a role: the SHA-256 of each (`dbstash token create`). */
+    tokens: z
+      .array(
+        z
+          .object({
+            name: z.string().min(1),
+            role: z.enum(['viewer', 'operator', 'admin']),
+            hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'sha256:<64 hex digits>, as `dbstash token create` prints it'),
+          })
+          .strict(),
+      )
+      .default([]),
+    /** Certificate and key (PEM files) to serve HTTPS. */
+    tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+    /** How long an idle session stays logged in. */
+    sessionTimeout: z
+      .string()
+      .refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 8h' })
+      .default('8h'),
+  })
+  .strict();
+
+export type DashboardConfig = z.infer<typeof dashboardSchema>;
+
 export const databaseSchema = z
   .object({
     url: z.string().min(1),
@@ -200,6 +241,7 @@ export const configSchema = z
     anomaly: anomalySchema.optional(),
     notifications: z.array(notificationSchema).default([]),
     daemon: daemonSchema.optional(),
+    dashboard: dashboardSchema.optional(),
   })
   .strict();
 

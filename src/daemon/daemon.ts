@@ -160,7 +160,7 @@ async function startWalServer(ctx: Context, socketPath: string, parallel: number
   return walServer;
 }
 
-export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {}): Promise<number> {
+export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean } = {}): Promise<number> {
   const { config } = ctx.loaded;
   const settings: DaemonConfig = daemonSchema.parse(config.daemon ?? {});
   const graceMs = duration(settings.gracePeriod, 'gracePeriod')!;
@@ -289,6 +289,15 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   };
   const server = await startHttp(settings.listen, health, metrics.registry, { expose: settings.exposeEndpoints, warn: (m) => ctx.out.warn(m) });
   const walServer = settings.walSocket ? await startWalServer(ctx, path.resolve(settings.walSocket), settings.walParallel) : undefined;
+  // The dashboard, when the config or --dashboard asks for it: the same pages and API as
+  // `dbstash dashboard`, with the daemon's metrics and drill scratch server.
+  let web: { url: string; close(): Promise<void> } | undefined;
+  if (opts.dashboard || config.dashboard) {
+    const { createWebHost } = await import('../web/host.js');
+    const { startDashboard } = await import('../web/server.js');
+    const host = createWebHost(ctx, { metrics, warm });
+    web = await startDashboard(host, { listen: opts.dashboard ?? host.settings.listen, insecureHttp: !!opts.insecureHttp });
+  }
   const jitterTimers = new Set<NodeJS.Timeout>();
   const crons: Cron[] = [];
   for (const job of jobs) {
@@ -318,6 +327,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   ctx.out.info(
     `dbstash daemon: ${jobs.length === 0 ? 'no scheduled jobs' : `${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')})`}; listening on ${server.url} (/healthz, /metrics)` +
       (settings.walSocket ? `; archiving WAL for dbstash wal push --socket ${path.resolve(settings.walSocket)}` : '') +
+      (web ? `; dashboard on ${web.url}` : '') +
       (walWatch.size ? `; watching WAL archiving of ${walWatch.size} database${walWatch.size === 1 ? '' : 's'} every ${settings.walCheck}` : ''),
   );
 
@@ -334,6 +344,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string } = {})
   const { finished, aborted } = await runner.shutdown(graceMs, reason);
   await save();
   await server.close();
+  await web?.close();
   await walServer?.close();
   await warm.close().catch((err: Error) => ctx.out.warn(`could not stop the drills' scratch server: ${err.message}`));
   ctx.out.info(`dbstash daemon stopped (${finished} job${finished === 1 ? '' : 's'} finished, ${aborted} aborted)`);

@@ -345,3 +345,47 @@ describe('backup to S3', () => {
     assert.match(res.stderr, /hint: create the bucket/);
   });
 });
+
+describe('WAL archive in S3', () => {
+  it('wal push stores a segment in S3 (again: a success; other bytes: refused), wal get brings it back byte-exact, a missing one exits 1', async () => {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { randomBytes } = await import('node:crypto');
+    const cfg = config(`databases:
+  pg:
+    url: postgres://postgres@127.0.0.1:1/postgres
+    physical: true
+    storages: [s3main]
+`);
+    const walDir = path.join(dir, 'pg_wal');
+    mkdirSync(walDir, { recursive: true });
+    const name = '000000010000000000000005';
+    const segment = path.join(walDir, name);
+    // Half random, half zeros: large enough for a multipart upload after compression.
+    writeFileSync(segment, Buffer.concat([randomBytes(8 * 2 ** 20), Buffer.alloc(8 * 2 ** 20)]));
+    const push = () => runCli(['wal', 'push', `pg_wal/${name}`, '--database', 'pg', '--config', cfg], { env: s3Env(server), cwd: dir });
+    const first = await push();
+    assert.equal(first.code, 0, first.stderr);
+    const keys = (await bucketKeys(client, BUCKET, 'dbs/')).filter((k) => k.includes('/wal/'));
+    assert.deepEqual(keys.map((k) => k.replace(/^dbs\/[^/]+\//, '')), [`wal/0000000100000000/${name}-${sha256File(segment)}.zst`]);
+    assert.deepEqual(await pendingUploads(client, BUCKET, 'dbs/'), [], 'no multipart upload left open');
+    const again = await push();
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr + again.stdout, /already archived/);
+
+    const original = readFileSync(segment);
+    writeFileSync(segment, randomBytes(16 * 2 ** 20));
+    const other = await push();
+    assert.equal(other.code, 7, other.stderr);
+    assert.match(other.stderr, new RegExp(`${name} is already archived in s3://${BUCKET}/dbs with other contents`));
+    writeFileSync(segment, original);
+
+    const out = path.join(dir, 'restored');
+    mkdirSync(out, { recursive: true });
+    const get = await runCli(['wal', 'get', name, path.join(out, 'RECOVERYXLOG'), '--database', 'pg', '--config', cfg], { env: s3Env(server), cwd: dir });
+    assert.equal(get.code, 0, get.stderr);
+    assert.equal(sha256File(path.join(out, 'RECOVERYXLOG')), sha256File(segment));
+    const missing = await runCli(['wal', 'get', '000000010000000000000006', path.join(out, 'RECOVERYXLOG2'), '--database', 'pg', '--config', cfg], { env: s3Env(server), cwd: dir });
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.ok(!existsSync(path.join(out, 'RECOVERYXLOG2')), 'nothing written for a missing segment');
+  });
+});

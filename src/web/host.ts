@@ -1,0 +1,79 @@
+// Wires the dashboard to the core: the catalog it reads, and the jobs it starts through the same
+// job bodies as the daemon's schedules (backup with its notifications, drill of the newest
+// backup), each job's lines recorded for its page and event stream.
+
+import os from 'node:os';
+import type { Context } from '../cli/common.js';
+import { Output } from '../cli/output.js';
+import { dashboardSchema, type DashboardConfig } from '../config/schema.js';
+import { maskSecrets } from '../core/secrets.js';
+import { jobBody } from '../daemon/jobs.js';
+import { DaemonMetrics } from '../daemon/metrics.js';
+import { createNotifier } from '../notify/notifier.js';
+import { WarmScratch } from '../verify/warm.js';
+import { createCatalog } from './data.js';
+import { WebJobs, type JobEvent } from './jobs.js';
+import type { DashboardHost } from './server.js';
+
+/** ctx.out for one job: every line also goes to the job's record (masked, as every output). */
+class JobOutput extends Output {
+  constructor(
+    private readonly parent: Output,
+    private readonly record: (level: JobEvent['level'], message: string) => void,
+  ) {
+    super({ quiet: true });
+  }
+  override info(message: string, fields?: Record<string, unknown>): void {
+    this.record('info', maskSecrets(message));
+    this.parent.info(message, fields);
+  }
+  override warn(message: string, fields?: Record<string, unknown>): void {
+    this.record('warn', maskSecrets(message));
+    this.parent.warn(message, fields);
+  }
+  override error(message: string, hint?: string, fields?: Record<string, unknown>): void {
+    this.record('error', maskSecrets(message));
+    this.parent.error(message, hint, fields);
+  }
+}
+
+export interface WebHost extends DashboardHost {
+  close(): Promise<void>;
+}
+
+export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; warm?: WarmScratch } = {}): WebHost {
+  const config = ctx.loaded.config;
+  const settings: DashboardConfig = dashboardSchema.parse(config.dashboard ?? {});
+  const catalog = createCatalog(config);
+  const notifier = createNotifier(config.notifications, ctx.out);
+  const metrics = opts.metrics ?? new DaemonMetrics();
+  const warm = opts.warm ?? new WarmScratch(config.tempDir ?? os.tmpdir());
+  const ownWarm = !opts.warm;
+  const jobs = new WebJobs(
+    async (database, kind, event, signal) => {
+      const out = new JobOutput(ctx.out, event);
+      try {
+        await jobBody(kind, database, config.databases[database], { ctx: { ...ctx, out, signal }, notifier, metrics, warm })(signal);
+        if (kind === 'backup') catalog.lastFailure.delete(database);
+      } catch (err) {
+        const message = maskSecrets((err as Error).message);
+        event('error', message);
+        if (kind === 'backup') catalog.lastFailure.set(database, { at: new Date().toISOString(), error: message });
+        throw new Error(message);
+      } finally {
+        catalog.invalidate();
+      }
+    },
+    ctx.signal,
+    (a) => ctx.out.info(`audit: ${a.user} ${a.action} ${a.target}: ${a.result}`, { audit: a }),
+  );
+  return {
+    config,
+    settings,
+    catalog,
+    jobs,
+    close: async () => {
+      if (ownWarm) await warm.close().catch(() => {});
+    },
+  };
+}

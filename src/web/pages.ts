@@ -1,0 +1,213 @@
+// The dashboard's pages, rendered on the server. hono's html`` escapes every interpolated value,
+// so a table, label or error text from a database or a manifest always renders as text; raw() is
+// used only for markup built here from escaped parts. No inline script or style: the
+// Content-Security-Policy allows only dbstash's own /static files.
+
+import { html, raw } from 'hono/html';
+import type { HtmlEscapedString } from 'hono/utils/html';
+import type { Manifest } from '../catalog/manifest.js';
+import { formatBytes, formatDuration } from '../core/format.js';
+import { can, type Principal } from './auth.js';
+import type { BackupSummary, DatabaseSummary } from './data.js';
+import type { AuditEntry, JobRecord } from './jobs.js';
+
+type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
+
+const age = (iso: string) => `${formatDuration(Date.now() - Date.parse(iso))} ago`;
+const when = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+
+export function layout(title: string, who: Principal | undefined, csrf: string | undefined, body: Html): Html {
+  return html`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+${csrf ? html`<meta name="csrf-token" content="${csrf}">` : ''}
+<title>${title} · dbstash</title>
+<link rel="stylesheet" href="/static/app.css">
+<script src="/static/app.js" defer></script>
+</head>
+<body>
+<header>
+  <a class="brand" href="/">dbstash</a>
+  ${who
+    ? html`<nav><a href="/">Overview</a><a href="/activity">Activity</a>${can(who.role, 'settings') ? html`<a href="/settings">Settings</a>` : ''}</nav>
+      <form method="post" action="/logout" class="logout"><input type="hidden" name="_csrf" value="${csrf ?? ''}"><span>${who.name} (${who.role})</span><button type="submit">Log out</button></form>`
+    : ''}
+</header>
+<main>
+${body}
+</main>
+</body>
+</html>`;
+}
+
+export function loginPage(error?: string, user = ''): Html {
+  return layout(
+    'Log in',
+    undefined,
+    undefined,
+    html`<h1>Log in</h1>
+${error ? html`<p class="error" role="alert">${error}</p>` : ''}
+<form method="post" action="/login" class="login">
+  <label>User <input name="user" autocomplete="username" value="${user}" required></label>
+  <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+  <button type="submit">Log in</button>
+</form>`,
+  );
+}
+
+function healthBadge(h: DatabaseSummary['health']): Html {
+  return html`<span class="badge ${h}">${h}</span>`;
+}
+
+function labels(l: Record<string, string>): Html {
+  const entries = Object.entries(l);
+  return entries.length ? html`${entries.map(([k, v]) => html`<span class="label">${k}=${v}</span> `)}` : html``;
+}
+
+/** A small size trend as an inline SVG polyline (no script). */
+function sparkline(points: { size: number }[]): Html {
+  if (points.length < 2) return html``;
+  const max = Math.max(...points.map((p) => p.size)) || 1;
+  const w = 100;
+  const h = 24;
+  const xy = points.map((p, i) => `${((i / (points.length - 1)) * w).toFixed(1)},${(h - (p.size / max) * (h - 2) - 1).toFixed(1)}`).join(' ');
+  return html`<svg class="spark" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="stored size of the last ${points.length} backups"><polyline points="${xy}"/></svg>`;
+}
+
+function actions(who: Principal, database: string): Html {
+  const buttons: Html[] = [];
+  if (can(who.role, 'backup')) buttons.push(html`<button class="action" data-post="/api/v1/databases/${encodeURIComponent(database)}/backup">Back up now</button>`);
+  if (can(who.role, 'verify')) buttons.push(html`<button class="action" data-post="/api/v1/databases/${encodeURIComponent(database)}/verify">Drill now</button>`);
+  return html`${buttons}`;
+}
+
+export function overviewPage(who: Principal, csrf: string | undefined, dbs: DatabaseSummary[], running: JobRecord[]): Html {
+  return layout(
+    'Overview',
+    who,
+    csrf,
+    html`<h1>Databases</h1>
+<div id="job-area" aria-live="polite"></div>
+<div class="table-wrap"><table class="databases">
+<thead><tr><th>Database</th><th>Health</th><th>Newest backup</th><th>Size</th><th>Trend</th><th>Backups</th><th>Last drill</th><th></th></tr></thead>
+<tbody>
+${dbs.map(
+  (d) => html`<tr data-database="${d.name}">
+  <td><a href="/databases/${encodeURIComponent(d.name)}">${d.name}</a><div class="sub">${d.engine} ${labels(d.labels)}</div></td>
+  <td>${healthBadge(d.health)}<div class="sub">${d.reason}</div></td>
+  <td>${d.newest ? html`<a href="/backups/${encodeURIComponent(d.newest.id)}">${age(d.newest.finishedAt)}</a>` : '—'}</td>
+  <td>${d.newest ? formatBytes(d.newest.size) : '—'}<div class="sub">${formatBytes(d.storedBytes)} stored</div></td>
+  <td>${sparkline(d.trend)}</td>
+  <td>${d.backups}</td>
+  <td>${d.lastVerify ? html`<span class="badge ${d.lastVerify.result === 'passed' ? 'fresh' : 'failing'}">${d.lastVerify.level} ${d.lastVerify.result}</span><div class="sub">${age(d.lastVerify.at)}</div>` : '—'}</td>
+  <td class="actions">${actions(who, d.name)}${running.some((j) => j.database === d.name) ? html`<span class="sub">running…</span>` : ''}</td>
+</tr>`,
+)}
+</tbody></table></div>`,
+  );
+}
+
+export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, backups: BackupSummary[], page: number, pageSize: number): Html {
+  const pages = Math.max(1, Math.ceil(backups.length / pageSize));
+  const shown = backups.slice((page - 1) * pageSize, page * pageSize);
+  const schedule = Object.entries(d.schedule);
+  return layout(
+    d.name,
+    who,
+    csrf,
+    html`<h1>${d.name} ${healthBadge(d.health)}</h1>
+<p class="sub">${d.engine} · ${d.url} ${labels(d.labels)}</p>
+<p>${d.reason}</p>
+<p>${schedule.length ? html`Schedule: ${schedule.map(([k, v]) => html`<span class="label">${k} "${v}"</span> `)}` : 'No schedule in the config.'}</p>
+<div id="job-area" aria-live="polite"></div>
+<p class="actions">${actions(who, d.name)}</p>
+<h2>History (${backups.length})</h2>
+<div class="table-wrap"><table class="history">
+<thead><tr><th>Finished</th><th>Backup</th><th>Size</th><th>Raw</th><th>Duration</th><th>Rows</th><th>Storages</th><th>Verified</th></tr></thead>
+<tbody>
+${shown.map(
+  (b) => html`<tr>
+  <td>${when(b.finishedAt)}</td>
+  <td><a href="/backups/${encodeURIComponent(b.id)}">${b.id}</a>${b.degraded ? html` <span class="badge stale">degraded</span>` : ''}</td>
+  <td>${formatBytes(b.size)}</td><td>${formatBytes(b.rawSize)}</td><td>${formatDuration(b.durationMs)}</td><td>${b.rows.toLocaleString('en')}</td>
+  <td>${b.storages.join(', ')}</td><td>${b.verifications ? `${b.verifications}×` : '—'}</td>
+</tr>`,
+)}
+</tbody></table></div>
+${pages > 1 ? html`<p class="pager">${page > 1 ? html`<a href="?page=${page - 1}">newer</a>` : ''} page ${page} of ${pages} ${page < pages ? html`<a href="?page=${page + 1}">older</a>` : ''}</p>` : ''}`,
+  );
+}
+
+export function backupPage(who: Principal, csrf: string | undefined, m: Manifest, storages: string[], records: { key: string; storage: string }[]): Html {
+  const byHand = m.engine === 'postgres' ? 'zstd -dc FILE | pg_restore -d NEWDB' : m.engine === 'mysql' ? 'zstd -dc FILE | mariadb NEWDB' : 'zstd -dc FILE > restored.sqlite';
+  return layout(
+    m.id,
+    who,
+    csrf,
+    html`<h1>${m.id}</h1>
+<dl class="facts">
+  <dt>Database</dt><dd>${m.database.name} (${m.engine} ${m.database.serverVersion ?? ''})</dd>
+  <dt>Environment</dt><dd>${m.environment}</dd>
+  <dt>Finished</dt><dd>${when(m.finishedAt)} (${age(m.finishedAt)}), took ${formatDuration(m.durationMs)}</dd>
+  <dt>Storages</dt><dd>${storages.join(', ')}</dd>
+  <dt>Dump</dt><dd><code>${m.dump.tool} ${m.dump.args.join(' ')}</code></dd>
+  <dt>Labels</dt><dd>${labels(m.labels)}</dd>
+  <dt>Signature</dt><dd>${m.extra.signature ? 'signed' : 'not signed'}</dd>
+</dl>
+<h2>Artifacts</h2>
+<div class="table-wrap"><table><thead><tr><th>Role</th><th>File</th><th>Size</th><th>Raw</th><th>Stages</th><th>SHA-256</th></tr></thead><tbody>
+${m.artifacts.map((a) => html`<tr><td>${a.role}</td><td>${a.file}</td><td>${formatBytes(a.size)}</td><td>${formatBytes(a.rawSize)}</td><td>${a.stages.map((s) => s.id).join(' → ')}</td><td><code class="hash">${a.sha256}</code></td></tr>`)}
+</tbody></table></div>
+<h2>Tables (${m.tables.length})</h2>
+<div class="table-wrap"><table><thead><tr><th>Table</th><th>Rows</th></tr></thead><tbody>
+${m.tables.map((t) => html`<tr><td>${t.schema ? `${t.schema}.` : ''}${t.name}</td><td>${t.rows.toLocaleString('en')}</td></tr>`)}
+</tbody></table></div>
+<h2>Records</h2>
+${records.length ? html`<ul>${records.map((r) => html`<li>${r.key.split('/').pop()} (${r.storage})</li>`)}</ul>` : html`<p>No verification or restore yet.</p>`}
+<h2>Restore by hand</h2>
+<pre><code>dbstash restore ${m.id} --to NEWDB --dry-run
+dbstash restore ${m.id} --to NEWDB
+# without dbstash: ${byHand}</code></pre>`,
+  );
+}
+
+export function activityPage(who: Principal, csrf: string | undefined, jobs: JobRecord[], audit: AuditEntry[]): Html {
+  return layout(
+    'Activity',
+    who,
+    csrf,
+    html`<h1>Activity</h1>
+<h2>Jobs</h2>
+${jobs.length
+  ? html`<div class="table-wrap"><table><thead><tr><th>Started</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Last event</th></tr></thead><tbody>
+${jobs.map((j) => html`<tr><td>${when(j.startedAt)}</td><td><a href="/jobs/${j.id}">${j.kind}</a></td><td>${j.database}</td><td>${j.by}</td><td><span class="badge ${j.state === 'succeeded' ? 'fresh' : j.state === 'failed' ? 'failing' : 'stale'}">${j.state}</span></td><td>${j.error ?? j.events[j.events.length - 1]?.message ?? ''}</td></tr>`)}
+</tbody></table></div>`
+  : html`<p>No job started from the dashboard since it started.</p>`}
+<h2>Audit log</h2>
+${audit.length ? html`<ul class="audit">${audit.map((a) => html`<li>${when(a.at)} · ${a.user} · ${a.action} ${a.target} · ${a.result}</li>`)}</ul>` : html`<p>Nothing yet.</p>`}`,
+  );
+}
+
+export function jobPage(who: Principal, csrf: string | undefined, j: JobRecord): Html {
+  return layout(
+    `${j.kind} ${j.database}`,
+    who,
+    csrf,
+    html`<h1>${j.kind} of <a href="/databases/${encodeURIComponent(j.database)}">${j.database}</a></h1>
+<p>Started ${when(j.startedAt)} by ${j.by}. <span id="job-state" class="badge ${j.state === 'succeeded' ? 'fresh' : j.state === 'failed' ? 'failing' : 'stale'}">${j.state}</span></p>
+${j.error ? html`<p class="error" role="alert">${j.error}</p>` : ''}
+<ol id="job-events" ${j.state === 'running' ? raw(`data-stream="/api/v1/jobs/${j.id}/events"`) : ''}>
+${j.events.map((e) => html`<li class="${e.level}">${when(e.at)} ${e.message}</li>`)}
+</ol>`,
+  );
+}
+
+export function settingsPage(who: Principal, csrf: string | undefined, redactedYaml: string): Html {
+  return layout('Settings', who, csrf, html`<h1>Settings</h1><p>The effective configuration, every secret redacted.</p><pre><code>${redactedYaml}</code></pre>`);
+}
+
+export function errorPage(who: Principal | undefined, csrf: string | undefined, status: number, message: string): Html {
+  return layout(String(status), who, csrf, html`<h1>${status}</h1><p class="error">${message}</p><p><a href="/">Overview</a></p>`);
+}

@@ -1,0 +1,170 @@
+/**
+ * The dashboard's JSON API and its security, over HTTP against `dbstash dashboard` with real
+ * SQLite and PostgreSQL databases: 401 without credentials, 403 by role, CSRF and cross-origin
+ * refusals, the login limit, bad input, backups and drills run through the same job bodies as the
+ * daemon, the redacted settings, the security headers, and the refusals at start.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { runCli } from '../harness/run.js';
+import { startDashboardFixture, login, waitForJob, HOSTILE, PASSWORDS, type DashboardFixture } from './helpers.js';
+import { verifyPassword } from '../../src/web/auth.js';
+
+let d: DashboardFixture;
+
+before(async () => {
+  d = await startDashboardFixture();
+});
+after(async () => {
+  await d?.stop();
+});
+
+const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+describe('the dashboard API', () => {
+  it('answers 401 without credentials or with an unknown token, and sends the security headers', async () => {
+    const none = await fetch(`${d.url}/api/v1/databases`);
+    assert.equal(none.status, 401);
+    assert.match(((await none.json()) as { error: string }).error, /authentication required/);
+    const wrong = await fetch(`${d.url}/api/v1/databases`, { headers: bearer('dbst_not-a-token') });
+    assert.equal(wrong.status, 401);
+    const page = await fetch(`${d.url}/`, { redirect: 'manual' });
+    assert.equal(page.status, 303);
+    assert.equal(page.headers.get('location'), '/login');
+    const csp = none.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline/);
+    assert.equal(none.headers.get('x-content-type-options'), 'nosniff');
+  });
+
+  it('lists the configured databases to a viewer token, refuses its POST (403), and 404s what does not exist', async () => {
+    const res = await fetch(`${d.url}/api/v1/databases`, { headers: bearer(d.tokens.viewer) });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { databases: { name: string; health: string; url: string; labels: Record<string, string> }[] };
+    assert.deepEqual(body.databases.map((x) => x.name).sort(), ['broken', 'pg', 'shop']);
+    assert.ok(body.databases.every((x) => x.health === 'never'));
+    const pg = body.databases.find((x) => x.name === 'pg')!;
+    assert.doesNotMatch(pg.url, new RegExp(d.pg.password), 'no password in the API');
+    assert.equal(body.databases.find((x) => x.name === 'shop')!.labels.note, HOSTILE, 'JSON carries the label as data');
+    const post = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: bearer(d.tokens.viewer) });
+    assert.equal(post.status, 403);
+    assert.match(((await post.json()) as { error: string }).error, /the viewer role may not backup/);
+    assert.equal((await fetch(`${d.url}/api/v1/databases/nope`, { headers: bearer(d.tokens.viewer) })).status, 404);
+    assert.equal((await fetch(`${d.url}/api/v1/backups/nope`, { headers: bearer(d.tokens.viewer) })).status, 404);
+    assert.equal((await fetch(`${d.url}/api/v1/jobs/nope`, { headers: bearer(d.tokens.viewer) })).status, 404);
+    assert.equal((await fetch(`${d.url}/api/v1/databases/shop/backups?limit=0`, { headers: bearer(d.tokens.viewer) })).status, 400);
+    assert.equal((await fetch(`${d.url}/api/v1/databases/shop/backups?offset=-1`, { headers: bearer(d.tokens.viewer) })).status, 400);
+  });
+
+  it('an operator token backs up PostgreSQL and SQLite through the same core as the CLI; the history and the backup answer; a second request while one runs gets 409', async () => {
+    const op = bearer(d.tokens.operator);
+    const first = await fetch(`${d.url}/api/v1/databases/pg/backup`, { method: 'POST', headers: op });
+    assert.equal(first.status, 202);
+    const { job } = (await first.json()) as { job: { id: string; state: string } };
+    const second = await fetch(`${d.url}/api/v1/databases/pg/backup`, { method: 'POST', headers: op });
+    if (second.status === 409) assert.equal(((await second.json()) as { job: { id: string } }).job.id, job.id, 'the running job, not a second one');
+    else assert.equal(second.status, 202, 'the first had ended already');
+    const done = await waitForJob(d.url, job.id, op);
+    assert.equal(done.state, 'succeeded', done.error);
+    assert.ok(done.events.some((e) => /backup .* done/.test(e.message)), 'the job carries the backup\'s events');
+    const shop = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: op });
+    const shopJob = (await shop.json()) as { job: { id: string } };
+    assert.equal((await waitForJob(d.url, shopJob.job.id, op)).state, 'succeeded');
+
+    const list = (await (await fetch(`${d.url}/api/v1/databases/pg/backups`, { headers: op })).json()) as { total: number; backups: { id: string; rows: number }[] };
+    assert.ok(list.total >= 1);
+    assert.equal(list.backups[0].rows, 1000);
+    const one = (await (await fetch(`${d.url}/api/v1/backups/${list.backups[0].id}`, { headers: op })).json()) as { manifest: { id: string; tables: { name: string; rows: number }[] } };
+    assert.equal(one.manifest.id, list.backups[0].id);
+    assert.deepEqual(one.manifest.tables.map((t) => [t.name, t.rows]), [['items', 1000]]);
+    const dbs = (await (await fetch(`${d.url}/api/v1/databases`, { headers: op })).json()) as { databases: { name: string; health: string }[] };
+    assert.equal(dbs.databases.find((x) => x.name === 'pg')!.health, 'fresh');
+
+    const drill = await fetch(`${d.url}/api/v1/databases/shop/verify`, { method: 'POST', headers: op });
+    assert.equal(drill.status, 202);
+    const drilled = await waitForJob(d.url, ((await drill.json()) as { job: { id: string } }).job.id, op);
+    assert.equal(drilled.state, 'succeeded', drilled.error);
+    assert.ok(drilled.events.some((e) => /drill passed/.test(e.message)));
+  });
+
+  it('a failing backup (wrong password) fails its job with the reason, marks the database failing, and shows no password', async () => {
+    const op = bearer(d.tokens.operator);
+    const res = await fetch(`${d.url}/api/v1/databases/broken/backup`, { method: 'POST', headers: op });
+    const job = await waitForJob(d.url, ((await res.json()) as { job: { id: string } }).job.id, op);
+    assert.equal(job.state, 'failed');
+    assert.match(job.error ?? '', /authentication failed for user "postgres"/);
+    assert.doesNotMatch(JSON.stringify(job), /wrong-password/);
+    const dbs = (await (await fetch(`${d.url}/api/v1/databases`, { headers: op })).json()) as { databases: { name: string; health: string; reason: string }[] };
+    const broken = dbs.databases.find((x) => x.name === 'broken')!;
+    assert.equal(broken.health, 'failing');
+    assert.match(broken.reason, /authentication failed/);
+  });
+
+  it('a session POST needs the CSRF token and the same origin; the audit log records actions and refusals', async () => {
+    const { cookie, csrf } = await login(d.url, 'operator', PASSWORDS.operator);
+    assert.ok(csrf.length > 20);
+    const without = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: { cookie } });
+    assert.equal(without.status, 403);
+    assert.match(((await without.json()) as { error: string }).error, /CSRF/);
+    const wrong = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: { cookie, 'X-CSRF-Token': 'x'.repeat(43) } });
+    assert.equal(wrong.status, 403);
+    const foreign = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: { cookie, 'X-CSRF-Token': csrf, Origin: 'https://evil.example' } });
+    assert.equal(foreign.status, 403);
+    const ok = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: { cookie, 'X-CSRF-Token': csrf, Origin: d.url } });
+    assert.equal(ok.status, 202);
+    await waitForJob(d.url, ((await ok.json()) as { job: { id: string } }).job.id, { cookie });
+    const audit = ((await (await fetch(`${d.url}/api/v1/audit`, { headers: { cookie } })).json()) as { audit: { user: string; action: string; result: string }[] }).audit;
+    assert.ok(audit.some((a) => a.user === 'operator' && a.action === 'login' && a.result === 'succeeded'));
+    assert.ok(audit.some((a) => a.user === 'operator' && /CSRF/.test(a.result)));
+    assert.ok(audit.some((a) => a.user === 'operator' && a.action === 'backup' && a.result === 'succeeded'));
+    assert.match(d.log(), /audit: operator backup shop: succeeded/, 'the audit goes to the log too');
+  });
+
+  it('settings are for admins only, with every secret redacted', async () => {
+    const viewer = await login(d.url, 'viewer', PASSWORDS.viewer);
+    assert.equal((await fetch(`${d.url}/settings`, { headers: { cookie: viewer.cookie } })).status, 403);
+    const admin = await login(d.url, 'admin', PASSWORDS.admin);
+    const page = await (await fetch(`${d.url}/settings`, { headers: { cookie: admin.cookie } })).text();
+    assert.match(page, /password: &quot;\*\*\*&quot;|password: \*\*\*|password: &#39;\*\*\*&#39;/);
+    assert.doesNotMatch(page, /scrypt\$/);
+    assert.doesNotMatch(page, new RegExp(d.pg.password));
+    assert.doesNotMatch(page, /wrong-password/);
+  });
+
+  it('limits failed logins: the sixth wrong password within the window is refused with 429', async () => {
+    for (let i = 0; i < 5; i++) {
+      const r = await fetch(`${d.url}/login`, { method: 'POST', body: new URLSearchParams({ user: 'admin', password: `guess ${i}` }), redirect: 'manual' });
+      assert.equal(r.status, 401);
+    }
+    const blocked = await fetch(`${d.url}/login`, { method: 'POST', body: new URLSearchParams({ user: 'admin', password: PASSWORDS.admin }), redirect: 'manual' });
+    assert.equal(blocked.status, 429, 'even the right password waits');
+    assert.match(await blocked.text(), /Too many failed attempts/);
+  });
+});
+
+describe('dashboard commands', () => {
+  it('refuses to listen beyond loopback without TLS, and to start without users; user add prints a hash that verifies', async () => {
+    const exposed = await runCli(['dashboard', '--config', d.config, '--listen', '0.0.0.0:0']);
+    assert.equal(exposed.code, 2, exposed.stderr);
+    assert.match(exposed.stderr, /reachable from other machines, without TLS/);
+    const { writeFileSync } = await import('node:fs');
+    const path = await import('node:path');
+    const bare = path.join(d.root, 'bare.yaml');
+    writeFileSync(bare, `stash: ${d.stash}\ndatabases: {}\n`);
+    const nobody = await runCli(['dashboard', '--config', bare, '--listen', '127.0.0.1:0']);
+    assert.equal(nobody.code, 2);
+    assert.match(nobody.stderr, /the dashboard has no users/);
+    const added = await runCli(['user', 'add', 'carol', '--role', 'operator', '--password-stdin', '--json'], { input: 'a long enough passphrase\n' });
+    assert.equal(added.code, 0, added.stderr);
+    const entry = JSON.parse(added.stdout) as { name: string; role: string; password: string };
+    assert.equal(entry.role, 'operator');
+    assert.ok(await verifyPassword('a long enough passphrase', entry.password));
+    assert.ok(!(await verifyPassword('a long enough passphrase!', entry.password)));
+    const short = await runCli(['user', 'add', 'dave', '--role', 'viewer', '--password-stdin'], { input: 'short\n' });
+    assert.equal(short.code, 2);
+    const badRole = await runCli(['user', 'add', 'dave', '--role', 'root', '--password-stdin'], { input: 'a long enough passphrase\n' });
+    assert.equal(badRole.code, 2);
+    assert.match(badRole.stderr, /--role must be viewer, operator or admin/);
+  });
+});
