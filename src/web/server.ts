@@ -214,9 +214,13 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
         return;
       }
       await new Promise<void>((resolve) => {
+        // Writes go out in order, and the stream ends only after the "end" event is written.
+        let writing = Promise.resolve();
         const listener = (m: { type: 'event' | 'end'; event?: unknown; job?: unknown }) => {
-          void stream.writeSSE({ event: m.type, data: JSON.stringify(m.type === 'event' ? m.event : { ...(m.job as object), events: undefined }) });
-          if (m.type === 'end') done();
+          writing = writing
+            .then(() => stream.writeSSE({ event: m.type, data: JSON.stringify(m.type === 'event' ? m.event : { ...(m.job as object), events: undefined }) }))
+            .catch(() => {});
+          if (m.type === 'end') void writing.then(done);
         };
         const done = () => {
           host.jobs.off(`job:${job.id}`, listener);

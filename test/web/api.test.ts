@@ -168,3 +168,25 @@ describe('dashboard commands', () => {
     assert.match(badRole.stderr, /--role must be viewer, operator or admin/);
   });
 });
+
+describe('docs/dashboard.md, as written', () => {
+  it('token create prints a token the config takes by its hash; the curl examples list, start a backup and stream its events', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { spawnSync } = await import('node:child_process');
+    const doc = readFileSync(new URL('../../../docs/dashboard.md', import.meta.url), 'utf8');
+    const blocks = [...doc.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
+    const create = blocks.find((b) => b.startsWith('dbstash token create'))!.trim();
+    const made = await runCli(create.split(/\s+/).slice(1).concat('--json'));
+    assert.equal(made.code, 0, made.stderr);
+    const { token, hash } = JSON.parse(made.stdout) as { token: string; hash: string };
+    const { tokenHash } = await import('../../src/web/auth.js');
+    assert.equal(tokenHash(token), hash);
+    // The fixture's dashboard knows the operator token; the examples' address is its own.
+    const curl = blocks.find((b) => b.includes('/api/v1/databases'))!.replaceAll('http://127.0.0.1:8484', d.url).replace('export DBSTASH_TOKEN=dbst_…', `export DBSTASH_TOKEN=${d.tokens.operator}`);
+    const r = spawnSync('bash', ['-euo', 'pipefail', '-c', curl], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /"name": "shop"/);
+    assert.match(r.stdout, /event: event\ndata: .*backup of shop started/);
+    assert.match(r.stdout, /event: end\ndata: .*"state":"succeeded"/, r.stdout.slice(-1500));
+  });
+});
