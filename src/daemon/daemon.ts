@@ -117,7 +117,7 @@ export function checkDaemon(ctx: Context): { listen: string; exposed: boolean; j
     });
   }
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0 && !settings.walSocket && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
+  if (jobs.length === 0 && !settings.walSocket && !ctx.loaded.config.dashboard && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
@@ -168,7 +168,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
   const staleEveryMs = duration(settings.staleCheck, 'staleCheck')!;
   const walEveryMs = duration(settings.walCheck, 'walCheck')!;
   const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0 && !settings.walSocket && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
+  if (jobs.length === 0 && !settings.walSocket && !opts.dashboard && !config.dashboard && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });

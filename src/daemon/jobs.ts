@@ -2,7 +2,7 @@
 // a prune of every storage the database goes to, or a verification drill of its newest backup.
 
 import type { Context } from '../cli/common.js';
-import { locateLatest } from '../verify/locate.js';
+import { locateBackup, locateLatest } from '../verify/locate.js';
 import type { WarmScratch } from '../verify/warm.js';
 import { verifyBackup } from '../verify/verify.js';
 import { planBackup } from '../cli/backup.js';
@@ -67,15 +67,21 @@ function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
   };
 }
 
-/** A restore drill of the newest backup (deep when the database takes checksums). */
-function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
+/** A restore drill of the newest backup, or of `backupId` (deep when the database takes checksums). */
+function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext, backupId?: string): JobBody {
   return async (signal) => {
     const { ctx } = jc;
     const config = ctx.loaded.config;
     const series = seriesOfEntry(entry);
     if (!series) throw new Error(`databases.${key}.url does not parse`);
-    const located = await locateLatest(await resolveDestinations({}, config, entry), { identity: series.identity }, { verifier: verifierFor({}, config) });
+    const destinations = await resolveDestinations({}, config, entry);
+    const located = backupId
+      ? await locateBackup(destinations, backupId, { verifier: verifierFor({}, config) })
+      : await locateLatest(destinations, { identity: series.identity }, { verifier: verifierFor({}, config) });
     if (!located) throw new Error('no backup to verify yet');
+    if (backupId && located.manifest.series?.identity !== undefined && located.manifest.series.identity !== series.identity) {
+      throw new Error(`${backupId} is not a backup of ${key}`);
+    }
     const { manifest, dest } = located;
     const level = entry.checksums ? 'deep' : 'drill';
     try {
@@ -99,13 +105,13 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody 
   };
 }
 
-export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
+export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext, opts: { backupId?: string } = {}): JobBody {
   switch (kind) {
     case 'backup':
       return backupJob(key, jc);
     case 'prune':
       return pruneJob(key, entry, jc);
     case 'verify':
-      return verifyJob(key, entry, jc);
+      return verifyJob(key, entry, jc, opts.backupId);
   }
 }

@@ -56,6 +56,8 @@ export interface Catalog {
   databases(): Promise<DatabaseSummary[]>;
   database(name: string): Promise<{ summary: DatabaseSummary; backups: BackupSummary[] } | undefined>;
   backup(id: string): Promise<{ manifest: Manifest; storages: string[]; records: { key: string; storage: string }[] } | undefined>;
+  /** The config key of the database a backup belongs to. */
+  databaseOf(manifest: Manifest): string | undefined;
   /** Drops what is cached: a job changed the stash. */
   invalidate(): void;
   /** The last failed job per database, to tell "failing" apart (set by the job list). */
@@ -181,6 +183,10 @@ export function createCatalog(config: ConfigFile): Catalog {
   return {
     lastFailure,
     invalidate: () => (cached = undefined),
+    databaseOf(manifest) {
+      const identity = manifest.series?.identity;
+      return Object.entries(config.databases).find(([, entry]) => identity !== undefined && seriesOfEntry(entry)?.identity === identity)?.[0];
+    },
     async databases() {
       const out: DatabaseSummary[] = [];
       for (const [name, entry] of Object.entries(config.databases)) out.push((await summaryOf(name, entry)).summary);

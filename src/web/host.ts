@@ -11,6 +11,7 @@ import { jobBody } from '../daemon/jobs.js';
 import { DaemonMetrics } from '../daemon/metrics.js';
 import { createNotifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
+import { pruneDatabase, restoreBackup } from './actions.js';
 import { createCatalog } from './data.js';
 import { WebJobs, type JobEvent } from './jobs.js';
 import type { DashboardHost } from './server.js';
@@ -50,11 +51,27 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
   const warm = opts.warm ?? new WarmScratch(config.tempDir ?? os.tmpdir());
   const ownWarm = !opts.warm;
   const jobs = new WebJobs(
-    async (database, kind, event, signal) => {
+    async (database, kind, event, signal, params) => {
       const out = new JobOutput(ctx.out, event);
+      const events = { info: (m: string) => out.info(`[${database}] ${m}`), warn: (m: string) => out.warn(`[${database}] ${m}`) };
       try {
-        await jobBody(kind, database, config.databases[database], { ctx: { ...ctx, out, signal }, notifier, metrics, warm })(signal);
+        if (kind === 'restore') {
+          const outcome = await restoreBackup(config, database, params.backupId!, params.to!, { dryRun: false, typed: params.typed, signal, events });
+          const r = outcome.record!;
+          out.info(`[${database}] restored ${r.id} into ${r.target}${r.keptAs && !r.droppedOld ? `; the previous database is kept as ${r.keptAs}` : ''}`);
+          return { target: r.target, keptAs: r.keptAs, durationMs: r.durationMs };
+        }
+        if (kind === 'prune') {
+          const reports = await pruneDatabase(config, config.databases[database], { dryRun: false, warn: events.warn });
+          const removed = reports.reduce((n, r) => n + r.report.backups.filter((b) => b.removed).length, 0);
+          const freed = reports.reduce((n, r) => n + r.report.bytesFreed, 0);
+          out.info(`[${database}] prune removed ${removed} backups, freed ${freed} bytes`);
+          if (reports.some((r) => r.report.failures > 0)) throw new Error('prune could not remove every object; see the log');
+          return { removed, bytesFreed: freed };
+        }
+        await jobBody(kind, database, config.databases[database], { ctx: { ...ctx, out, signal }, notifier, metrics, warm }, { backupId: params.backupId })(signal);
         if (kind === 'backup') catalog.lastFailure.delete(database);
+        return undefined;
       } catch (err) {
         const message = maskSecrets((err as Error).message);
         event('error', message);

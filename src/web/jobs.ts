@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
-export type JobKind = 'backup' | 'verify';
+export type JobKind = 'backup' | 'verify' | 'restore' | 'prune';
 export type JobState = 'running' | 'succeeded' | 'failed';
 
 export interface JobEvent {
@@ -19,6 +19,12 @@ export interface JobRecord {
   id: string;
   database: string;
   kind: JobKind;
+  /** The backup a drill or restore is of (else the newest). */
+  backupId?: string;
+  /** A restore's target as given. */
+  to?: string;
+  /** What the job reports at its end (a restore's record, a prune's totals). */
+  result?: unknown;
   state: JobState;
   by: string;
   startedAt: string;
@@ -36,7 +42,15 @@ export interface AuditEntry {
 }
 
 /** Runs one job for a database: events go to `event`; resolves when it succeeded, rejects when it failed. */
-export type JobRunner = (database: string, kind: JobKind, event: (level: JobEvent['level'], message: string) => void, signal: AbortSignal) => Promise<void>;
+export interface JobParams {
+  backupId?: string;
+  to?: string;
+  /** The name the user typed to confirm a restore. */
+  typed?: string;
+}
+
+/** Runs one job; resolves with what it reports, rejects when it failed. */
+export type JobRunner = (database: string, kind: JobKind, event: (level: JobEvent['level'], message: string) => void, signal: AbortSignal, params: JobParams) => Promise<unknown>;
 
 const KEEP = 200;
 
@@ -62,10 +76,11 @@ export class WebJobs extends EventEmitter {
   }
 
   /** Starts a job, or returns the one already running for the database (never two at once). */
-  start(database: string, kind: JobKind, by: string): { job: JobRecord; started: boolean } {
+  start(database: string, kind: JobKind, by: string, params: JobParams = {}): { job: JobRecord; started: boolean } {
+    const { backupId, to } = params;
     const running = this.busy.get(database);
     if (running) return { job: this.jobs.get(running)!, started: false };
-    const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, state: 'running', by, startedAt: new Date().toISOString(), events: [] };
+    const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, ...(backupId ? { backupId } : {}), ...(to ? { to } : {}), state: 'running', by, startedAt: new Date().toISOString(), events: [] };
     this.jobs.set(job.id, job);
     this.busy.set(database, job.id);
     for (const old of [...this.jobs.keys()].slice(0, Math.max(0, this.jobs.size - KEEP))) this.jobs.delete(old);
@@ -75,9 +90,12 @@ export class WebJobs extends EventEmitter {
       if (job.events.length > 500) job.events.splice(0, job.events.length - 500);
       this.emit(`job:${job.id}`, { type: 'event', event: e });
     };
-    event('info', `${kind} of ${database} started by ${by}`);
-    void this.run(database, kind, event, this.signal).then(
-      () => this.finish(job, 'succeeded'),
+    event('info', `${kind} of ${backupId ?? database} started by ${by}`);
+    void this.run(database, kind, event, this.signal, params).then(
+      (result) => {
+        if (result !== undefined) job.result = result;
+        this.finish(job, 'succeeded');
+      },
       (err: Error) => this.finish(job, 'failed', err.message),
     );
     return { job, started: true };

@@ -123,6 +123,7 @@ export function databasePage(who: Principal, csrf: string | undefined, d: Databa
 <p>${schedule.length ? html`Schedule: ${schedule.map(([k, v]) => html`<span class="label">${k} "${v}"</span> `)}` : 'No schedule in the config.'}</p>
 <div id="job-area" aria-live="polite"></div>
 <p class="actions">${actions(who, d.name)}</p>
+${can(who.role, 'prune') ? html`<p><button id="prune-button" data-url="/api/v1/databases/${encodeURIComponent(d.name)}/prune">Prune…</button></p><div id="prune-area" aria-live="polite"></div>` : ''}
 <h2>History (${backups.length})</h2>
 <div class="table-wrap"><table class="history">
 <thead><tr><th>Finished</th><th>Backup</th><th>Size</th><th>Raw</th><th>Duration</th><th>Rows</th><th>Storages</th><th>Verified</th></tr></thead>
@@ -166,6 +167,14 @@ ${m.tables.map((t) => html`<tr><td>${t.schema ? `${t.schema}.` : ''}${t.name}</t
 </tbody></table></div>
 <h2>Records</h2>
 ${records.length ? html`<ul>${records.map((r) => html`<li>${r.key.split('/').pop()} (${r.storage})</li>`)}</ul>` : html`<p>No verification or restore yet.</p>`}
+${can(who.role, 'restore')
+  ? html`<h2>Restore</h2>
+<form id="restore-form" data-backup="${m.id}">
+  <label>Into <input name="to" required placeholder="a database from the config, or a database URL"></label>
+  <button type="submit">Show the plan</button>
+</form>
+<div id="restore-area" aria-live="polite"></div>`
+  : ''}
 <h2>Restore by hand</h2>
 <pre><code>dbstash restore ${m.id} --to NEWDB --dry-run
 dbstash restore ${m.id} --to NEWDB

@@ -24,6 +24,7 @@ import type { Catalog } from './data.js';
 import type { JobKind, WebJobs } from './jobs.js';
 import { activityPage, backupPage, databasePage, errorPage, jobPage, loginPage, overviewPage, settingsPage } from './pages.js';
 import { APP_CSS, APP_JS } from './static.js';
+import { pruneDatabase, restoreBackup } from './actions.js';
 
 export interface DashboardHost {
   config: ConfigFile;
@@ -199,6 +200,63 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   };
   app.post('/api/v1/databases/:name/backup', action('backup', 'backup'));
   app.post('/api/v1/databases/:name/verify', action('verify', 'verify'));
+  app.post('/api/v1/backups/:id/verify', async (c) => {
+    const refused = deny(c, 'verify');
+    if (refused) return refused;
+    const found = await host.catalog.backup(c.req.param('id'));
+    if (!found) return c.json({ error: 'no such backup in the stash' }, 404);
+    const database = host.catalog.databaseOf(found.manifest);
+    if (!database) return c.json({ error: 'the backup belongs to no database in the config: drill it with `dbstash verify --drill`' }, 409);
+    const { job, started } = host.jobs.start(database, 'verify', c.get('who').name, { backupId: found.manifest.id });
+    if (started) host.jobs.record({ user: c.get('who').name, action: 'verify', target: found.manifest.id, result: `started ${job.id}` });
+    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, backupId: job.backupId, state: job.state } }, started ? 202 : 409);
+  });
+  // Restore: {"to", "dryRun": true} answers the plan; {"to", "confirm": "<target database>"} starts it.
+  app.post('/api/v1/backups/:id/restore', async (c) => {
+    const refused = deny(c, 'restore');
+    if (refused) return refused;
+    const found = await host.catalog.backup(c.req.param('id'));
+    if (!found) return c.json({ error: 'no such backup in the stash' }, 404);
+    const database = host.catalog.databaseOf(found.manifest);
+    if (!database) return c.json({ error: 'the backup belongs to no database in the config: restore it with `dbstash restore`' }, 409);
+    const body = (await c.req.json().catch(() => ({}))) as { to?: unknown; dryRun?: unknown; confirm?: unknown };
+    if (typeof body.to !== 'string' || !body.to.trim()) return c.json({ error: 'say where to restore: "to" is a database from the config or a database URL' }, 400);
+    const who = c.get('who').name;
+    if (body.dryRun === true) {
+      const warnings: string[] = [];
+      const outcome = await restoreBackup(host.config, database, found.manifest.id, body.to, { dryRun: true, signal: AbortSignal.timeout(10 * 60_000), events: { info: () => {}, warn: (m) => warnings.push(m) } });
+      host.jobs.record({ user: who, action: 'restore plan', target: `${found.manifest.id} → ${outcome.plan.database}`, result: outcome.plan.mode });
+      return c.json({ plan: outcome.plan, warnings, confirmWith: outcome.plan.database });
+    }
+    if (typeof body.confirm !== 'string' || !body.confirm) return c.json({ error: 'a restore needs "confirm": the target database\'s name, typed (ask for the plan with "dryRun": true first)' }, 400);
+    const { job, started } = host.jobs.start(database, 'restore', who, { backupId: found.manifest.id, to: body.to, typed: body.confirm });
+    if (started) host.jobs.record({ user: who, action: 'restore', target: `${found.manifest.id} → ${body.to}`, result: `started ${job.id}` });
+    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, backupId: job.backupId, state: job.state } }, started ? 202 : 409);
+  });
+  // Prune: {"dryRun": true} (or no body) answers what would go; {"confirm": true} prunes.
+  app.post('/api/v1/databases/:name/prune', async (c) => {
+    const refused = deny(c, 'prune');
+    if (refused) return refused;
+    const name = c.req.param('name');
+    if (!Object.hasOwn(host.config.databases, name)) return c.json({ error: 'no such database in the config' }, 404);
+    const body = (await c.req.json().catch(() => ({}))) as { confirm?: unknown };
+    const who = c.get('who').name;
+    if (body.confirm !== true) {
+      const reports = await pruneDatabase(host.config, host.config.databases[name], { dryRun: true, warn: () => {} });
+      return c.json({
+        storages: reports.map(({ storage, report }) => ({
+          storage,
+          policy: report.series.map((s) => s.policy).join('; '),
+          remove: report.backups.filter((b) => !b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
+          keep: report.backups.filter((b) => b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
+          bytesFreed: report.bytesFreed,
+        })),
+      });
+    }
+    const { job, started } = host.jobs.start(name, 'prune', who);
+    if (started) host.jobs.record({ user: who, action: 'prune', target: name, result: `started ${job.id}` });
+    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, state: job.state } }, started ? 202 : 409);
+  });
   app.get('/api/v1/jobs', (c) => c.json({ jobs: host.jobs.list().map(({ events: _events, ...j }) => j) }));
   app.get('/api/v1/jobs/:id', (c) => {
     const job = host.jobs.get(c.req.param('id'));

@@ -44,6 +44,89 @@ export const APP_JS = `'use strict';
       area.append(text(p, j.kind + ' ' + j.state + (j.error ? ': ' + j.error : '')));
     });
   }
+  function post(url, body) {
+    return fetch(url, { method: 'POST', headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json', 'Accept': 'application/json' }, credentials: 'same-origin', body: JSON.stringify(body || {}) })
+      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, status: r.status, body: b }; }); });
+  }
+  function para(cls, t) { var p = document.createElement('p'); if (cls) p.className = cls; return text(p, t); }
+  function started(area, r) {
+    if (!r.body.job) { area.append(para('error', r.body.error || 'refused')); return; }
+    var a = document.createElement('a');
+    a.href = '/jobs/' + r.body.job.id;
+    var p = document.createElement('p');
+    p.append(text(a, r.body.job.kind + ' of ' + r.body.job.database + (r.ok ? ' started' : ' already running')));
+    area.append(p);
+    follow(r.body.job.id, area);
+  }
+  // Restore: the plan first, then the typed name.
+  var restore = document.getElementById('restore-form');
+  if (restore) {
+    var out = document.getElementById('restore-area');
+    restore.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var to = restore.elements.namedItem('to').value;
+      var url = '/api/v1/backups/' + encodeURIComponent(restore.getAttribute('data-backup')) + '/restore';
+      out.replaceChildren(para('', 'Checking the backup and the target…'));
+      post(url, { to: to, dryRun: true }).then(function (r) {
+        out.replaceChildren();
+        if (!r.ok) { out.append(para('error', r.body.error || 'refused')); return; }
+        var plan = r.body.plan;
+        var ul = document.createElement('ul');
+        ul.className = 'plan';
+        [
+          'backup ' + plan.backup.id + ' (' + plan.backup.tables + ' tables, ' + plan.backup.rows + ' rows)',
+          'checked: ' + plan.structure,
+          'target: ' + plan.target + (plan.targetExists ? ' (exists: ' + (plan.targetTables || 0) + ' tables)' : ' (new)'),
+          'mode: ' + (plan.mode === 'swap' ? 'restore into ' + plan.temporary + ', then swap it in; the live database is kept as ' + plan.keptAs : plan.mode === 'new' ? 'a new database' : 'in place')
+        ].forEach(function (line) { var li = document.createElement('li'); ul.append(text(li, line)); });
+        out.append(ul);
+        r.body.warnings.forEach(function (w) { out.append(para('warn', w)); });
+        var form = document.createElement('form');
+        form.id = 'restore-confirm';
+        var label = document.createElement('label');
+        label.append(text(document.createElement('span'), 'Type ' + r.body.confirmWith + ' to restore: '));
+        var input = document.createElement('input');
+        input.name = 'confirm';
+        input.autocomplete = 'off';
+        label.append(input);
+        var button = document.createElement('button');
+        button.type = 'submit';
+        form.append(label, text(button, 'Restore'));
+        out.append(form);
+        form.addEventListener('submit', function (ev) {
+          ev.preventDefault();
+          if (input.value !== r.body.confirmWith) { out.append(para('error', 'The name does not match ' + r.body.confirmWith + ': nothing was restored.')); return; }
+          button.disabled = true;
+          post(url, { to: to, confirm: input.value }).then(function (s) { started(out, s); });
+        });
+      });
+    });
+  }
+  // Prune: what would go, then the confirmation.
+  var prune = document.getElementById('prune-button');
+  if (prune) {
+    var pruneArea = document.getElementById('prune-area');
+    prune.addEventListener('click', function () {
+      var url = prune.getAttribute('data-url');
+      post(url, {}).then(function (r) {
+        pruneArea.replaceChildren();
+        if (!r.ok) { pruneArea.append(para('error', r.body.error || 'refused')); return; }
+        var total = 0;
+        r.body.storages.forEach(function (s) {
+          total += s.remove.length;
+          pruneArea.append(para('', s.storage + ' (' + s.policy + '): ' + s.remove.length + ' to remove, ' + s.keep.length + ' kept'));
+          var ul = document.createElement('ul');
+          s.remove.forEach(function (b) { var li = document.createElement('li'); ul.append(text(li, b.id + ' — ' + b.reasons.join('; '))); });
+          pruneArea.append(ul);
+        });
+        if (total === 0) { pruneArea.append(para('done', 'Nothing to remove.')); return; }
+        var go = document.createElement('button');
+        go.id = 'prune-confirm';
+        pruneArea.append(text(go, 'Prune now'));
+        go.addEventListener('click', function () { go.disabled = true; post(url, { confirm: true }).then(function (s) { started(pruneArea, s); }); });
+      });
+    });
+  }
   var stream = document.querySelector('#job-events[data-stream]');
   if (stream) {
     var es = new EventSource(stream.getAttribute('data-stream'));
@@ -80,6 +163,9 @@ button{font:inherit;padding:.3rem .7rem;border:1px solid #9aa4ae;border-radius:5
 button:disabled{opacity:.5}
 .actions button{margin:.1rem .25rem .1rem 0}
 .spark polyline{fill:none;stroke:#2563eb;stroke-width:1.5}
+.warn{color:#713f12}
+#restore-form input,#restore-confirm input{font:inherit;padding:.3rem;min-width:16rem;max-width:100%}
+form{margin:.4rem 0}
 .login{display:grid;gap:.7rem;max-width:22rem}
 .login input{width:100%;padding:.4rem;font:inherit}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}

@@ -38,6 +38,9 @@ function walFiles(): string[] {
 }
 
 async function switchAndWait(): Promise<string> {
+  // With nothing written since the last switch (pg_backup_stop switches too), a switch is a no-op
+  // that completes no segment and wakes no archiver: write a record first.
+  await server.query(`SELECT pg_logical_emit_message(false, 'dbstash-test', 'switch')`);
   const r = await server.query(`SELECT pg_walfile_name(pg_switch_wal()) AS seg`);
   const seg = r.rows[0].seg as string;
   for (let i = 0; i < 200; i++) {

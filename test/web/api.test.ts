@@ -81,6 +81,18 @@ describe('the dashboard API', () => {
     const dbs = (await (await fetch(`${d.url}/api/v1/databases`, { headers: op })).json()) as { databases: { name: string; health: string }[] };
     assert.equal(dbs.databases.find((x) => x.name === 'pg')!.health, 'fresh');
 
+    // A drill of one given backup: that backup's id in the job and its events.
+    const refusedDrill = await fetch(`${d.url}/api/v1/backups/${list.backups[0].id}/verify`, { method: 'POST', headers: bearer(d.tokens.viewer) });
+    assert.equal(refusedDrill.status, 403);
+    assert.equal((await fetch(`${d.url}/api/v1/backups/nope/verify`, { method: 'POST', headers: op })).status, 404);
+    const pgDrill = await fetch(`${d.url}/api/v1/backups/${list.backups[0].id}/verify`, { method: 'POST', headers: op });
+    assert.equal(pgDrill.status, 202);
+    const pgJob = (await pgDrill.json()) as { job: { id: string; backupId: string } };
+    assert.equal(pgJob.job.backupId, list.backups[0].id);
+    const pgDrilled = await waitForJob(d.url, pgJob.job.id, op, 120_000);
+    assert.equal(pgDrilled.state, 'succeeded', pgDrilled.error);
+    assert.ok(pgDrilled.events.some((e) => e.message.includes(`${list.backups[0].id}: drill passed`)), JSON.stringify(pgDrilled.events));
+
     const drill = await fetch(`${d.url}/api/v1/databases/shop/verify`, { method: 'POST', headers: op });
     assert.equal(drill.status, 202);
     const drilled = await waitForJob(d.url, ((await drill.json()) as { job: { id: string } }).job.id, op);
@@ -119,6 +131,58 @@ describe('the dashboard API', () => {
     assert.ok(audit.some((a) => a.user === 'operator' && /CSRF/.test(a.result)));
     assert.ok(audit.some((a) => a.user === 'operator' && a.action === 'backup' && a.result === 'succeeded'));
     assert.match(d.log(), /audit: operator backup shop: succeeded/, 'the audit goes to the log too');
+  });
+
+  it('restore: admins only; the plan first; a mistyped name restores nothing; the typed name restores into a new database', async () => {
+    const admin = bearer(d.tokens.admin);
+    const id = ((await (await fetch(`${d.url}/api/v1/databases/pg/backups`, { headers: admin })).json()) as { backups: { id: string }[] }).backups[0].id;
+    const url = `${d.url}/api/v1/backups/${id}/restore`;
+    const json = { 'Content-Type': 'application/json' };
+    const to = d.pg.url('app_copy');
+    assert.equal((await fetch(url, { method: 'POST', headers: { ...bearer(d.tokens.operator), ...json }, body: JSON.stringify({ to, dryRun: true }) })).status, 403);
+    assert.equal((await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({}) })).status, 400);
+    const planned = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to, dryRun: true }) });
+    assert.equal(planned.status, 200);
+    const { plan, confirmWith } = (await planned.json()) as { plan: { mode: string; database: string; targetExists: boolean }; confirmWith: string };
+    assert.deepEqual([plan.mode, plan.database, plan.targetExists, confirmWith], ['new', 'app_copy', false, 'app_copy']);
+    assert.equal((await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to }) })).status, 400, 'no confirmation, no restore');
+    const exists = async () => (await d.pg.query(`SELECT count(*)::int AS n FROM pg_database WHERE datname = 'app_copy'`)).rows[0].n as number;
+    const mistyped = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to, confirm: 'app' }) });
+    const wrong = await waitForJob(d.url, ((await mistyped.json()) as { job: { id: string } }).job.id, admin);
+    assert.equal(wrong.state, 'failed');
+    assert.match(wrong.error ?? '', /the typed name "app" is not the target database "app_copy": nothing was restored/);
+    assert.equal(await exists(), 0, 'nothing was created');
+    const typed = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to, confirm: 'app_copy' }) });
+    assert.equal(typed.status, 202);
+    const done = await waitForJob(d.url, ((await typed.json()) as { job: { id: string } }).job.id, admin, 120_000);
+    assert.equal(done.state, 'succeeded', done.error);
+    assert.equal((await d.pg.query('SELECT count(*)::int AS n FROM items', 'app_copy')).rows[0].n, 1000);
+  });
+
+  it('prune: admins only; the preview lists what the policy removes; the confirmation removes exactly that', async () => {
+    const admin = bearer(d.tokens.admin);
+    const json = { 'Content-Type': 'application/json' };
+    const url = `${d.url}/api/v1/databases/shop/prune`;
+    assert.equal((await fetch(url, { method: 'POST', headers: { ...bearer(d.tokens.operator), ...json }, body: '{}' })).status, 403);
+    // One more backup: beside the newest and the newest verified one, one is left for the policy to remove.
+    const more = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: admin });
+    assert.equal((await waitForJob(d.url, ((await more.json()) as { job: { id: string } }).job.id, admin)).state, 'succeeded');
+    const before = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: admin })).json()) as { backups: { id: string }[] }).backups.map((b) => b.id);
+    assert.ok(before.length >= 3, 'several backups of shop by now');
+    const preview = (await (await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: '{}' })).json()) as { storages: { remove: { id: string }[]; keep: { id: string }[] }[] };
+    const keep = preview.storages[0].keep.map((b) => b.id);
+    const remove = preview.storages[0].remove.map((b) => b.id);
+    assert.ok(keep.includes(before[0]), 'keepLast: 1 keeps the newest');
+    assert.ok(remove.length >= 1, `something to remove: ${JSON.stringify(preview)}`);
+    assert.deepEqual([...keep, ...remove].sort(), [...before].sort(), 'every backup is decided');
+    const after1 = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: admin })).json()) as { total: number }).total;
+    assert.equal(after1, before.length, 'the preview removed nothing');
+    const go = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ confirm: true }) });
+    assert.equal(go.status, 202);
+    const job = await waitForJob(d.url, ((await go.json()) as { job: { id: string } }).job.id, admin);
+    assert.equal(job.state, 'succeeded', job.error);
+    const left = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: admin })).json()) as { backups: { id: string }[] }).backups.map((b) => b.id);
+    assert.deepEqual(left.sort(), keep.sort(), 'exactly what the preview said stays');
   });
 
   it('settings are for admins only, with every secret redacted', async () => {
@@ -188,5 +252,27 @@ describe('docs/dashboard.md, as written', () => {
     assert.match(r.stdout, /"name": "shop"/);
     assert.match(r.stdout, /event: event\ndata: .*backup of shop started/);
     assert.match(r.stdout, /event: end\ndata: .*"state":"succeeded"/, r.stdout.slice(-1500));
+  });
+});
+
+describe('the daemon serves the dashboard', () => {
+  it('with --dashboard: the login page and the API answer beside /healthz', async () => {
+    const { spawnCli } = await import('../harness/run.js');
+    const child = spawnCli(['daemon', '--config', d.config, '--dashboard', '127.0.0.1:0', '--state-file', `${d.root}/daemon-state.json`]);
+    let log = '';
+    child.stderr.on('data', (b: Buffer) => (log += b));
+    child.stdout.on('data', (b: Buffer) => (log += b));
+    try {
+      for (let i = 0; i < 200 && !/dashboard on http/.test(log); i++) await new Promise((r) => setTimeout(r, 50));
+      const url = /dashboard on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
+      assert.ok(url, log);
+      assert.equal((await fetch(`${url}/login`)).status, 200);
+      const res = await fetch(`${url}/api/v1/databases`, { headers: bearer(d.tokens.viewer) });
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { databases: unknown[] }).databases.length, 3);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
   });
 });

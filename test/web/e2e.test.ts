@@ -86,7 +86,22 @@ test('an operator logs in, backs up and drills from the overview; the history an
   assert.match(body, /orders\s+500/);
   assert.match(body, /<script>alert\(2\)<\/script>/, 'a hostile table name renders as text');
   assert.match(body, /dbstash restore shop\./);
+  // Restore from the backup page: the plan first; a mistyped name restores nothing.
+  const restored = path.join(d.root, 'restored.db');
+  await page.getByLabel('Into').fill(restored);
+  await page.getByRole('button', { name: 'Show the plan' }).click();
+  await page.locator('#restore-area ul.plan').waitFor({ timeout: 60_000 });
+  assert.match(await page.locator('#restore-area').innerText(), /mode: a new database/);
   await shot(page, 'backup');
+  await page.locator('#restore-confirm input').fill('shop');
+  await page.getByRole('button', { name: 'Restore', exact: true }).click();
+  assert.match(await page.locator('#restore-area p.error').innerText(), /does not match restored: nothing was restored/);
+  assert.equal(existsSync(restored), false);
+  await page.locator('#restore-confirm input').fill('restored');
+  await page.getByRole('button', { name: 'Restore', exact: true }).click();
+  await page.locator('#restore-area [data-job-state]').waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator('#restore-area [data-job-state]').getAttribute('data-job-state'), 'succeeded', await page.locator('#restore-area').innerText());
+  assert.ok(existsSync(restored), 'the restored database file is there');
 
   await page.goto('/');
   await page.locator('tr[data-database="broken"]').getByRole('button', { name: 'Back up now' }).click();

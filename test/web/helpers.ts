@@ -21,7 +21,7 @@ export interface DashboardFixture {
   stash: string;
   config: string;
   pg: PgServer;
-  tokens: { viewer: string; operator: string };
+  tokens: { viewer: string; operator: string; admin: string };
   log(): string;
   stop(): Promise<void>;
 }
@@ -40,6 +40,7 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
   await pg.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 1000) g', 'app');
   const viewer = newToken();
   const operator = newToken();
+  const admin = newToken();
   const config = path.join(root, 'dbstash.yaml');
   const users = await Promise.all(
     (Object.keys(PASSWORDS) as (keyof typeof PASSWORDS)[]).map(async (role) => `    - { name: ${role}, role: ${role}, password: "${await hashPassword(PASSWORDS[role])}" }`),
@@ -49,15 +50,18 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
     [
       `stash: ${stash}`,
       'encryption: none',
+      'daemon: { listen: "127.0.0.1:0" }',
       'dashboard:',
       '  users:',
       ...users,
       '  tokens:',
       `    - { name: viewer-token, role: viewer, hash: "${viewer.hash}" }`,
       `    - { name: operator-token, role: operator, hash: "${operator.hash}" }`,
+      `    - { name: admin-token, role: admin, hash: "${admin.hash}" }`,
       'databases:',
       '  shop:',
       `    url: sqlite://${shop}`,
+      '    retention: { keepLast: 1 }',
       '    labels:',
       `      note: "${HOSTILE}"`,
       '  pg:',
@@ -85,7 +89,7 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
     stash,
     config,
     pg,
-    tokens: { viewer: viewer.token, operator: operator.token },
+    tokens: { viewer: viewer.token, operator: operator.token, admin: admin.token },
     log: () => log,
     async stop() {
       if (child.exitCode === null) {
