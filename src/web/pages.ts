@@ -16,7 +16,7 @@ type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 const age = (iso: string) => `${formatDuration(Date.now() - Date.parse(iso))} ago`;
 const when = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 
-export function layout(title: string, who: Principal | undefined, csrf: string | undefined, body: Html): Html {
+export function layout(title: string, who: Principal | undefined, csrf: string | undefined, body: Html, opts: { charts?: boolean } = {}): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -25,6 +25,7 @@ export function layout(title: string, who: Principal | undefined, csrf: string |
 ${csrf ? html`<meta name="csrf-token" content="${csrf}">` : ''}
 <title>${title} · dbstash</title>
 <link rel="stylesheet" href="/static/app.css">
+${opts.charts ? html`<link rel="stylesheet" href="/static/uplot.css"><script src="/static/uplot.js" defer></script>` : ''}
 <script src="/static/app.js" defer></script>
 </head>
 <body>
@@ -109,6 +110,17 @@ ${dbs.map(
   );
 }
 
+/** Oldest first, for the charts: Unix seconds, MiB, seconds, rows (the last 500 backups). */
+function chartData(backups: BackupSummary[]): { t: number[]; size: number[]; duration: number[]; rows: number[] } {
+  const b = backups.slice(0, 500).reverse();
+  return {
+    t: b.map((x) => Math.round(Date.parse(x.finishedAt) / 1000)),
+    size: b.map((x) => Math.round((x.size / 2 ** 20) * 1000) / 1000),
+    duration: b.map((x) => Math.round(x.durationMs) / 1000),
+    rows: b.map((x) => x.rows),
+  };
+}
+
 export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, backups: BackupSummary[], page: number, pageSize: number): Html {
   const pages = Math.max(1, Math.ceil(backups.length / pageSize));
   const shown = backups.slice((page - 1) * pageSize, page * pageSize);
@@ -124,6 +136,15 @@ export function databasePage(who: Principal, csrf: string | undefined, d: Databa
 <div id="job-area" aria-live="polite"></div>
 <p class="actions">${actions(who, d.name)}</p>
 ${can(who.role, 'prune') ? html`<p><button id="prune-button" data-url="/api/v1/databases/${encodeURIComponent(d.name)}/prune">Prune…</button></p><div id="prune-area" aria-live="polite"></div>` : ''}
+${backups.length >= 2
+  ? html`<h2>Over time</h2>
+<div class="charts">
+  <figure><figcaption>Stored size (MiB)</figcaption><div class="chart" data-series="size"></div></figure>
+  <figure><figcaption>Duration (s)</figcaption><div class="chart" data-series="duration"></div></figure>
+  <figure><figcaption>Rows</figcaption><div class="chart" data-series="rows"></div></figure>
+</div>
+<script type="application/json" id="chart-data">${raw(JSON.stringify(chartData(backups)).replace(/</g, '\\u003c'))}</script>`
+  : ''}
 <h2>History (${backups.length})</h2>
 <div class="table-wrap"><table class="history">
 <thead><tr><th>Finished</th><th>Backup</th><th>Size</th><th>Raw</th><th>Duration</th><th>Rows</th><th>Storages</th><th>Verified</th></tr></thead>
@@ -138,6 +159,7 @@ ${shown.map(
 )}
 </tbody></table></div>
 ${pages > 1 ? html`<p class="pager">${page > 1 ? html`<a href="?page=${page - 1}">newer</a>` : ''} page ${page} of ${pages} ${page < pages ? html`<a href="?page=${page + 1}">older</a>` : ''}</p>` : ''}`,
+    { charts: backups.length >= 2 },
   );
 }
 

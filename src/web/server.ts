@@ -8,6 +8,7 @@
 //   - a strict Content-Security-Policy: scripts, styles and connections only from dbstash itself.
 
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Hono, type Context as HonoContext } from 'hono';
@@ -66,6 +67,12 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'no-store');
   });
 
+  // uPlot (its npm package), for the charts of the database page.
+  const require = createRequire(import.meta.url);
+  const uplotJs = readFileSync(require.resolve('uplot/dist/uPlot.iife.min.js'), 'utf8');
+  const uplotCss = readFileSync(require.resolve('uplot/dist/uPlot.min.css'), 'utf8');
+  app.get('/static/uplot.js', (c) => c.body(uplotJs, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'max-age=3600' }));
+  app.get('/static/uplot.css', (c) => c.body(uplotCss, 200, { 'Content-Type': 'text/css; charset=utf-8', 'Cache-Control': 'max-age=3600' }));
   app.get('/static/app.js', (c) => c.body(APP_JS, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'max-age=3600' }));
   app.get('/static/app.css', (c) => c.body(APP_CSS, 200, { 'Content-Type': 'text/css; charset=utf-8', 'Cache-Control': 'max-age=3600' }));
 

@@ -127,6 +127,17 @@ export const APP_JS = `'use strict';
       });
     });
   }
+  // Charts of the database page (uPlot), from the JSON the page carries.
+  var data = document.getElementById('chart-data');
+  if (data && window.uPlot) {
+    var d = JSON.parse(data.textContent);
+    document.querySelectorAll('.chart[data-series]').forEach(function (el) {
+      var key = el.getAttribute('data-series');
+      var width = Math.max(260, Math.min(560, el.parentElement.clientWidth || 360));
+      new window.uPlot({ width: width, height: 160, legend: { show: false }, scales: { x: { time: true } }, series: [{}, { stroke: '#2563eb', width: 1.5, points: { show: d.t.length < 60 } }] }, [d.t, d[key]], el);
+      el.setAttribute('data-points', String(d.t.length));
+    });
+  }
   var stream = document.querySelector('#job-events[data-stream]');
   if (stream) {
     var es = new EventSource(stream.getAttribute('data-stream'));
@@ -166,6 +177,9 @@ button:disabled{opacity:.5}
 .warn{color:#713f12}
 #restore-form input,#restore-confirm input{font:inherit;padding:.3rem;min-width:16rem;max-width:100%}
 form{margin:.4rem 0}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}
+.charts figure{margin:0;background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.4rem;max-width:100%;overflow:hidden}
+.charts figcaption{font-size:.85em;color:#57606a}
 .login{display:grid;gap:.7rem;max-width:22rem}
 .login input{width:100%;padding:.4rem;font:inherit}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}

@@ -73,11 +73,18 @@ test('an operator logs in, backs up and drills from the overview; the history an
   await page.goto('/databases/shop');
   const history = page.locator('table.history tbody tr');
   assert.equal(await history.count(), 1);
+  assert.equal(await page.locator('.chart').count(), 0, 'no chart of a single backup');
   await page.getByRole('button', { name: 'Drill now' }).click();
   await page.locator('#job-area [data-job-state]').waitFor({ timeout: 90_000 });
   assert.match(await page.locator('#job-area').innerText(), /verify succeeded/);
   await page.reload();
   assert.match(await page.locator('table.history tbody tr').first().innerText(), /1×/, 'the drill\'s record shows in the history');
+  // A second backup: the page draws its charts (uPlot, served by the dashboard itself).
+  await page.getByRole('button', { name: 'Back up now' }).click();
+  await page.locator('#job-area [data-job-state]').waitFor({ timeout: 60_000 });
+  await page.reload();
+  await page.locator('.chart[data-points="2"] canvas').first().waitFor();
+  assert.equal(await page.locator('.chart canvas').count(), 3, 'size, duration and rows');
   await shot(page, 'database');
 
   await page.locator('table.history tbody tr a').first().click();
