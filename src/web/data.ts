@@ -11,7 +11,9 @@ import type { Destination } from '../backup/backup.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { maskUrlCredentials } from '../core/secrets.js';
-import { expectedMaxAgeMs } from '../daemon/cron.js';
+import { expectedMaxAgeMs, parseCron } from '../daemon/cron.js';
+import type { ObjectInfo } from '../storage/storage.js';
+import { archiveHealth } from '../wal/health.js';
 import { seriesOfEntry } from '../retention/config.js';
 
 export type Health = 'fresh' | 'stale' | 'failing' | 'never';
@@ -48,6 +50,10 @@ export interface DatabaseSummary {
   maxAgeSeconds?: number;
   lastVerify?: { id: string; result: string; level: string; at: string };
   schedule: Record<string, string>;
+  /** When the schedule's next backup is due (the daemon's schedule; none without one). */
+  nextBackup?: string;
+  /** Physical series with a WAL archive: the recoverable window, and gaps. */
+  window?: { from: string; to: string; gaps: string[] };
   /** Stored size of the newest backups, oldest first (the trend). */
   trend: { at: string; size: number }[];
 }
@@ -88,7 +94,7 @@ function summarize(e: CatalogEntry, storages: string[]): BackupSummary {
 }
 
 export function createCatalog(config: ConfigFile): Catalog {
-  let cached: { at: number; data: Promise<Map<string, { dest: Destination; entries: CatalogEntry[] }>> } | undefined;
+  let cached: { at: number; data: Promise<Map<string, { dest: Destination; entries: CatalogEntry[]; objects: ObjectInfo[] }>> } | undefined;
   const lastFailure = new Map<string, { at: string; error: string }>();
 
   const destinationsOf = async (entry: DatabaseConfig) => resolveDestinations({}, config, entry);
@@ -96,12 +102,12 @@ export function createCatalog(config: ConfigFile): Catalog {
   const listings = () => {
     if (cached && Date.now() - cached.at < CACHE_MS) return cached.data;
     const data = (async () => {
-      const out = new Map<string, { dest: Destination; entries: CatalogEntry[] }>();
+      const out = new Map<string, { dest: Destination; entries: CatalogEntry[]; objects: ObjectInfo[] }>();
       for (const entry of Object.values(config.databases)) {
         for (const dest of await destinationsOf(entry)) {
           if (out.has(dest.storage.url)) continue;
-          const listing = await listBackups(dest.storage).catch(() => ({ entries: [] as CatalogEntry[] }));
-          out.set(dest.storage.url, { dest, entries: listing.entries.filter((x) => !isSafetyBackup(x.manifest)) });
+          const listing = await listBackups(dest.storage).catch(() => ({ entries: [] as CatalogEntry[], objects: [] as ObjectInfo[] }));
+          out.set(dest.storage.url, { dest, entries: listing.entries.filter((x) => !isSafetyBackup(x.manifest)), objects: listing.objects });
         }
       }
       return out;
@@ -157,6 +163,24 @@ export function createCatalog(config: ConfigFile): Catalog {
       reason = maxAgeMs !== undefined ? `within ${Math.round(maxAgeMs / 3600_000)}h` : 'backed up (no schedule or maxAge to judge by)';
     }
     const schedule = Object.fromEntries(Object.entries(entry.schedule ?? {}).filter(([k, v]) => k !== 'timezone' && typeof v === 'string')) as Record<string, string>;
+    let nextBackup: string | undefined;
+    if (entry.schedule?.backup) {
+      try {
+        const cron = parseCron(entry.schedule.backup, entry.schedule.timezone, `databases.${name}.schedule.backup`);
+        nextBackup = cron.nextRun()?.toISOString();
+        cron.stop();
+      } catch {
+        // the daemon reports a bad schedule; the dashboard shows none
+      }
+    }
+    let window: DatabaseSummary['window'];
+    if (entry.physical && found.length > 0) {
+      const series = seriesOfEntry(entry);
+      const all = await listings();
+      const first = all.get(found[0].dest.storage.url);
+      const health = series && first ? archiveHealth(first.objects, series.key, found.filter((f) => f.dest === found[0].dest).map((f) => f.entry.manifest)) : undefined;
+      if (health?.window) window = { ...health.window, gaps: health.gaps };
+    }
     return {
       summary: {
         name,
@@ -171,6 +195,8 @@ export function createCatalog(config: ConfigFile): Catalog {
         maxAgeSeconds: maxAgeMs !== undefined ? maxAgeMs / 1000 : undefined,
         lastVerify,
         schedule,
+        nextBackup,
+        window,
         trend: backups
           .slice(0, 30)
           .reverse()

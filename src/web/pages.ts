@@ -97,7 +97,7 @@ export function overviewPage(who: Principal, csrf: string | undefined, dbs: Data
 ${dbs.map(
   (d) => html`<tr data-database="${d.name}">
   <td><a href="/databases/${encodeURIComponent(d.name)}">${d.name}</a><div class="sub">${d.engine} ${labels(d.labels)}</div></td>
-  <td>${healthBadge(d.health)}<div class="sub">${d.reason}</div></td>
+  <td>${healthBadge(d.health)}<div class="sub">${d.reason}</div>${d.nextBackup ? html`<div class="sub">next backup ${when(d.nextBackup)}</div>` : ''}${d.window ? html`<div class="sub">recoverable ${when(d.window.from)} → ${when(d.window.to)}${d.window.gaps.length ? html` <span class="badge failing">gap</span>` : ''}</div>` : ''}</td>
   <td>${d.newest ? html`<a href="/backups/${encodeURIComponent(d.newest.id)}">${age(d.newest.finishedAt)}</a>` : '—'}</td>
   <td>${d.newest ? formatBytes(d.newest.size) : '—'}<div class="sub">${formatBytes(d.storedBytes)} stored</div></td>
   <td>${sparkline(d.trend)}</td>

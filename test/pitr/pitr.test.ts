@@ -390,6 +390,12 @@ test('prune keeps every WAL segment a kept base backup needs and removes only wh
 });
 
 test('status shows the newest archived WAL and the window, and a failing archive_command as unhealthy', async () => {
+  // The dashboard's catalog gives the same window.
+  const { loadConfig } = await import('../../src/config/load.js');
+  const { createCatalog } = await import('../../src/web/data.js');
+  const main = (await createCatalog((await loadConfig(configFile)).config).databases()).find((x) => x.name === 'main')!;
+  assert.ok(main.window, 'the dashboard shows the recoverable window');
+  assert.ok(main.window.from < main.window.to && main.window.gaps.length === 0, JSON.stringify(main.window));
   const ok = await runCli(['status', '--config', configFile]);
   expectExit(ok, 0, /ok +newest archived WAL 00000001[0-9A-F]{16} in local, .*; recoverable from /);
   const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;

@@ -44,7 +44,8 @@ describe('the dashboard API', () => {
     const body = (await res.json()) as { databases: { name: string; health: string; url: string; labels: Record<string, string> }[] };
     assert.deepEqual(body.databases.map((x) => x.name).sort(), ['broken', 'pg', 'shop']);
     assert.ok(body.databases.every((x) => x.health === 'never'));
-    const pg = body.databases.find((x) => x.name === 'pg')!;
+    const pg = body.databases.find((x) => x.name === 'pg')! as (typeof body.databases)[number] & { nextBackup?: string };
+    assert.match(pg.nextBackup ?? '', /T03:00:00\.000Z$/, 'the next scheduled backup, from the schedule');
     assert.doesNotMatch(pg.url, new RegExp(d.pg.password), 'no password in the API');
     assert.equal(body.databases.find((x) => x.name === 'shop')!.labels.note, HOSTILE, 'JSON carries the label as data');
     const post = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: bearer(d.tokens.viewer) });

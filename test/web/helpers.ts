@@ -66,6 +66,7 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
       `      note: "${HOSTILE}"`,
       '  pg:',
       `    url: ${pg.url('app')}`,
+      '    schedule: { backup: "0 3 * * *", timezone: UTC }',
       '  broken:',
       `    url: postgres://postgres:wrong-password@127.0.0.1:${pg.port}/app`,
       '',
