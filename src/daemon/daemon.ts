@@ -195,6 +195,8 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
   const save = () => (saving = saving.then(() => writeState(stateFile, state)).catch((err: Error) => ctx.out.warn(`could not write ${stateFile}: ${err.message}`)));
   await save();
 
+  // Set when the dashboard runs: scheduled runs then show on its Activity page.
+  let webHost: import('../web/host.js').WebHost | undefined;
   const bodies = new Map(jobs.map((job) => [job.id, jobBody(job.kind, job.database, config.databases[job.database], jc)]));
   const maxRuns = new Map(jobs.map((job) => [job.id, maxRunMs(job, settings)]));
   const submit = (job: ScheduledJob, why: string) => {
@@ -207,6 +209,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
         const began = new Date();
         ctx.out.info(`[${job.database}] ${job.kind} started (${why})`);
         metrics.running.inc();
+        const shown = webHost?.scheduled(job.database, job.kind);
         let result: 'succeeded' | 'failed' | 'aborted' = 'succeeded';
         let error: string | undefined;
         try {
@@ -217,6 +220,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
           ctx.out.warn(`[${job.database}] ${job.kind} ${result}: ${error}`);
         } finally {
           metrics.running.dec();
+          shown?.end(result === 'succeeded' ? undefined : (error ?? result));
           metrics.jobEnded(job.database, job.kind, result);
           walWatch.jobEnded(job.database, seeding.signal);
           state.jobs[job.id] = { lastRun: began.toISOString(), result, ...(error ? { error } : {}) };
@@ -297,6 +301,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
     const { startDashboard } = await import('../web/server.js');
     const host = createWebHost(ctx, { metrics, warm });
     web = await startDashboard(host, { listen: opts.dashboard ?? host.settings.listen, insecureHttp: !!opts.insecureHttp });
+    webHost = host;
   }
   const jitterTimers = new Set<NodeJS.Timeout>();
   const crons: Cron[] = [];

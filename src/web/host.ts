@@ -39,6 +39,8 @@ class JobOutput extends Output {
 }
 
 export interface WebHost extends DashboardHost {
+  /** A scheduled run of the daemon, shown beside the dashboard's own jobs. */
+  scheduled(database: string, kind: 'backup' | 'verify' | 'prune'): { end(error?: string): void };
   close(): Promise<void>;
 }
 
@@ -89,6 +91,20 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
     settings,
     catalog,
     jobs,
+    scheduled(database, kind) {
+      const tracked = jobs.track(database, kind, 'schedule');
+      return {
+        end(error) {
+          if (error) tracked.event('error', maskSecrets(error));
+          if (kind === 'backup') {
+            if (error) catalog.lastFailure.set(database, { at: new Date().toISOString(), error: maskSecrets(error) });
+            else catalog.lastFailure.delete(database);
+          }
+          catalog.invalidate();
+          tracked.end(error === undefined ? undefined : maskSecrets(error));
+        },
+      };
+    },
     close: async () => {
       if (ownWarm) await warm.close().catch(() => {});
     },

@@ -101,11 +101,28 @@ export class WebJobs extends EventEmitter {
     return { job, started: true };
   }
 
+  /**
+   * A job run elsewhere (the daemon's schedules): shown on the Activity page and in the API like
+   * the dashboard's own, and a "back up now" meanwhile gets 409 with it.
+   */
+  track(database: string, kind: JobKind, by: string): { event: (level: JobEvent['level'], message: string) => void; end: (error?: string) => void } {
+    const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, state: 'running', by, startedAt: new Date().toISOString(), events: [] };
+    this.jobs.set(job.id, job);
+    if (!this.busy.has(database)) this.busy.set(database, job.id);
+    const event = (level: JobEvent['level'], message: string) => {
+      const e = { at: new Date().toISOString(), level, message };
+      job.events.push(e);
+      this.emit(`job:${job.id}`, { type: 'event', event: e });
+    };
+    event('info', `${kind} of ${database} started by ${by}`);
+    return { event, end: (error) => this.finish(job, error ? 'failed' : 'succeeded', error) };
+  }
+
   private finish(job: JobRecord, state: JobState, error?: string): void {
     job.state = state;
     job.finishedAt = new Date().toISOString();
     if (error) job.error = error;
-    this.busy.delete(job.database);
+    if (this.busy.get(job.database) === job.id) this.busy.delete(job.database);
     this.record({ user: job.by, action: job.kind, target: job.database, result: error ? `failed: ${error}` : 'succeeded' });
     this.emit(`job:${job.id}`, { type: 'end', job });
     this.emit('ended', job);

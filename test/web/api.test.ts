@@ -257,9 +257,15 @@ describe('docs/dashboard.md, as written', () => {
 });
 
 describe('the daemon serves the dashboard', () => {
-  it('with --dashboard: the login page and the API answer beside /healthz', async () => {
+  it('with --dashboard: the login page and the API answer; a scheduled run that fails shows as a failed job, by "schedule", and the database as failing', async () => {
     const { spawnCli } = await import('../harness/run.js');
-    const child = spawnCli(['daemon', '--config', d.config, '--dashboard', '127.0.0.1:0', '--state-file', `${d.root}/daemon-state.json`]);
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    // The broken database backed up every 2 seconds by the daemon's schedule.
+    const config = `${d.root}/daemon.yaml`;
+    const text = readFileSync(d.config, 'utf8').replace(/(  broken:\n    url: [^\n]+\n)/, '$1    schedule: { backup: "*/2 * * * * *" }\n');
+    assert.match(text, /schedule: \{ backup: "\*\/2/);
+    writeFileSync(config, text, { mode: 0o600 });
+    const child = spawnCli(['daemon', '--config', config, '--dashboard', '127.0.0.1:0', '--state-file', `${d.root}/daemon-state.json`]);
     let log = '';
     child.stderr.on('data', (b: Buffer) => (log += b));
     child.stdout.on('data', (b: Buffer) => (log += b));
@@ -271,6 +277,17 @@ describe('the daemon serves the dashboard', () => {
       const res = await fetch(`${url}/api/v1/databases`, { headers: bearer(d.tokens.viewer) });
       assert.equal(res.status, 200);
       assert.equal(((await res.json()) as { databases: unknown[] }).databases.length, 3);
+      let failed: { by: string; state: string; error?: string; database: string } | undefined;
+      for (let i = 0; i < 100 && !failed; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const jobs = ((await (await fetch(`${url}/api/v1/jobs`, { headers: bearer(d.tokens.viewer) })).json()) as { jobs: { by: string; state: string; error?: string; database: string }[] }).jobs;
+        failed = jobs.find((j) => j.by === 'schedule' && j.state === 'failed');
+      }
+      assert.ok(failed, `a failed scheduled run in the jobs:\n${log}`);
+      assert.equal(failed.database, 'broken');
+      assert.match(failed.error ?? '', /authentication failed/);
+      const dbs = ((await (await fetch(`${url}/api/v1/databases`, { headers: bearer(d.tokens.viewer) })).json()) as { databases: { name: string; health: string }[] }).databases;
+      assert.equal(dbs.find((x) => x.name === 'broken')!.health, 'failing');
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
