@@ -17,9 +17,10 @@ import { streamSSE } from 'hono/streaming';
 import { serve, type ServerType } from '@hono/node-server';
 import { stringify } from 'yaml';
 import type { ConfigFile, DashboardConfig } from '../config/schema.js';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, DbstashError } from '../core/errors.js';
 import { parseDuration } from '../core/format.js';
-import { maskUrlCredentials } from '../core/secrets.js';
+import { maskSecrets, maskUrlCredentials } from '../core/secrets.js';
+import { redactHttpUrl } from '../notify/channels.js';
 import { can, LoginLimiter, sameSecret, Sessions, tokenHash, verifyPassword, type Permission, type Principal, type Session } from './auth.js';
 import type { Catalog } from './data.js';
 import type { JobKind, WebJobs } from './jobs.js';
@@ -43,9 +44,17 @@ const DUMMY_HASH = 'scrypt$15$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAA
 
 const SECRET_KEY = /password|secret|token|passphrase|hash|key$/i;
 
-/** The configuration with every secret replaced, and passwords in URLs masked. */
+/**
+ * The configuration with every secret replaced: secret-named keys, passwords in URLs, headers
+ * (an Authorization), and the path of web URLs (webhook tokens live there).
+ */
 export function redactConfig(value: unknown, key = ''): unknown {
-  if (typeof value === 'string') return SECRET_KEY.test(key) ? '***' : maskUrlCredentials(value);
+  if (typeof value === 'string') {
+    if (SECRET_KEY.test(key)) return '***';
+    if (/^https?:\/\//i.test(value)) return redactHttpUrl(value);
+    return maskSecrets(maskUrlCredentials(value));
+  }
+  if (key === 'headers' && value && typeof value === 'object') return Object.fromEntries(Object.keys(value).map((k) => [k, '***']));
   if (Array.isArray(value)) return value.map((v) => redactConfig(v, key));
   if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));
   return value;
@@ -299,7 +308,11 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   app.get('/api/v1/audit', (c) => c.json({ audit: host.jobs.audit }));
 
   app.notFound((c) => (wantsJson(c) ? c.json({ error: 'no such route' }, 404) : c.html(errorPage(undefined, undefined, 404, 'Not found.'), 404)));
-  app.onError((err, c) => (wantsJson(c) ? c.json({ error: err.message }, 500) : c.html(errorPage(undefined, undefined, 500, err.message), 500)));
+  app.onError((err, c) => {
+    const message = maskSecrets(err.message);
+    const status = err instanceof DbstashError && err.kind === 'usage' ? 400 : 500;
+    return wantsJson(c) ? c.json({ error: message }, status) : c.html(errorPage(undefined, undefined, status, message), status);
+  });
   return app;
 }
 

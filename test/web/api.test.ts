@@ -195,6 +195,9 @@ describe('the dashboard API', () => {
     assert.doesNotMatch(page, /scrypt\$/);
     assert.doesNotMatch(page, new RegExp(d.pg.password));
     assert.doesNotMatch(page, /wrong-password/);
+    assert.doesNotMatch(page, /T0KEN-IN-THE-PATH/, 'a webhook\'s path');
+    assert.doesNotMatch(page, /header-secret/, 'a webhook\'s headers');
+    assert.match(page, /http:\/\/127\.0\.0\.1:9\/…/);
   });
 
   it('limits failed logins: the sixth wrong password within the window is refused with 429', async () => {

@@ -51,6 +51,8 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
       `stash: ${stash}`,
       'encryption: none',
       'daemon: { listen: "127.0.0.1:0" }',
+      'notifications:',
+      '  - { type: webhook, url: "http://127.0.0.1:9/hooks/T0KEN-IN-THE-PATH", events: [anomaly], headers: { Authorization: "Bearer header-secret" } }',
       'dashboard:',
       '  users:',
       ...users,
