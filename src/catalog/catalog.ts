@@ -26,8 +26,14 @@ export interface CatalogListing {
 }
 
 const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
+const READ_AHEAD = 32;
 
-export async function listBackups(storage: Storage, database?: string, opts: { signal?: AbortSignal } = {}): Promise<CatalogListing> {
+/**
+ * Every backup of a storage (or of one folder), newest first. `known` (manifest key → entry, from
+ * an earlier listing) spares reading manifests already read: a published manifest never changes
+ * (a new backup is a new key), so a refresh reads only the new ones.
+ */
+export async function listBackups(storage: Storage, database?: string, opts: { signal?: AbortSignal; known?: Map<string, CatalogEntry> } = {}): Promise<CatalogListing> {
   const objects = await storage.list(database ? `${database}/` : '', opts);
   const records = new Map<string, string[]>();
   for (const obj of objects) {
@@ -37,10 +43,17 @@ export async function listBackups(storage: Storage, database?: string, opts: { s
   const entries: CatalogEntry[] = [];
   const problems: CatalogListing['problems'] = [];
   const manifests = objects.filter((o) => o.key.endsWith(MANIFEST_SUFFIX));
-  await Promise.all(
-    manifests.map(async (obj) => {
+  // At most READ_AHEAD manifests read at once: a stash of 50,000 backups must not open 50,000
+  // files (or requests) at the same time.
+  let next = 0;
+  const readOne = async (obj: ObjectInfo) => {
       const id = obj.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length);
       if (!parseBackupId(id)) return;
+      const seen = opts.known?.get(obj.key);
+      if (seen) {
+        entries.push({ ...seen, records: (records.get(id) ?? []).sort() });
+        return;
+      }
       try {
         const manifest = parseManifest(await readAll(await storage.get(obj.key, opts)), obj.key);
         if (manifest.id !== id) throw new IntegrityError(`manifest ${obj.key} describes another backup (${manifest.id})`);
@@ -48,6 +61,10 @@ export async function listBackups(storage: Storage, database?: string, opts: { s
       } catch (err) {
         problems.push({ key: obj.key, message: (err as Error).message });
       }
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(READ_AHEAD, manifests.length) }, async () => {
+      while (next < manifests.length) await readOne(manifests[next++]);
     }),
   );
   entries.sort((a, b) => b.manifest.startedAt.localeCompare(a.manifest.startedAt) || b.id.localeCompare(a.id));

@@ -4,6 +4,7 @@
 // request for a few seconds and dropped as soon as a job of the dashboard ends.
 
 import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
+import { manifestKey } from '../core/id.js';
 import { mainArtifact, type Manifest } from '../catalog/manifest.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
 import { isSafetyBackup } from '../catalog/series.js';
@@ -64,6 +65,8 @@ export interface Catalog {
   backup(id: string): Promise<{ manifest: Manifest; storages: string[]; records: { key: string; storage: string }[] } | undefined>;
   /** The config key of the database a backup belongs to. */
   databaseOf(manifest: Manifest): string | undefined;
+  /** Starts reading the stash now, so the first page need not wait for it. */
+  warm(): void;
   /** Drops what is cached: a job changed the stash. */
   invalidate(): void;
   /** The last failed job per database, to tell "failing" apart (set by the job list). */
@@ -93,28 +96,72 @@ function summarize(e: CatalogEntry, storages: string[]): BackupSummary {
   };
 }
 
+interface StorageListing {
+  dest: Destination;
+  entries: CatalogEntry[];
+  /** The entries per series identity, newest first. */
+  bySeries: Map<string, CatalogEntry[]>;
+  objects: ObjectInfo[];
+}
+
 export function createCatalog(config: ConfigFile): Catalog {
-  let cached: { at: number; data: Promise<Map<string, { dest: Destination; entries: CatalogEntry[]; objects: ObjectInfo[] }>> } | undefined;
+  // The listings of every storage: served while fresh; once older than CACHE_MS, still served
+  // while a new listing is read in the background (a big stash takes seconds to list); after a
+  // job (invalidate), the next request waits for the new listing, so it shows the job's result.
+  let current: { at: number; data: Promise<Map<string, StorageListing>> } | undefined;
+  let refreshing: Promise<Map<string, StorageListing>> | undefined;
   const lastFailure = new Map<string, { at: string; error: string }>();
 
   const destinationsOf = async (entry: DatabaseConfig) => resolveDestinations({}, config, entry);
 
-  const listings = () => {
-    if (cached && Date.now() - cached.at < CACHE_MS) return cached.data;
-    const data = (async () => {
-      const out = new Map<string, { dest: Destination; entries: CatalogEntry[]; objects: ObjectInfo[] }>();
-      for (const entry of Object.values(config.databases)) {
-        for (const dest of await destinationsOf(entry)) {
-          if (out.has(dest.storage.url)) continue;
-          const listing = await listBackups(dest.storage).catch(() => ({ entries: [] as CatalogEntry[], objects: [] as ObjectInfo[] }));
-          out.set(dest.storage.url, { dest, entries: listing.entries.filter((x) => !isSafetyBackup(x.manifest)), objects: listing.objects });
+  // Manifests already read, per storage (by key): a refresh lists the keys and reads only new ones.
+  const known = new Map<string, Map<string, CatalogEntry>>();
+  const readAll = async (): Promise<Map<string, StorageListing>> => {
+    const out = new Map<string, StorageListing>();
+    for (const entry of Object.values(config.databases)) {
+      for (const dest of await destinationsOf(entry)) {
+        if (out.has(dest.storage.url)) continue;
+        const listing = await listBackups(dest.storage, undefined, { known: known.get(dest.storage.url) }).catch(() => ({ entries: [] as CatalogEntry[], objects: [] as ObjectInfo[] }));
+        known.set(dest.storage.url, new Map(listing.entries.map((e) => [manifestKey(e.id), e])));
+        const entries = listing.entries.filter((x) => !isSafetyBackup(x.manifest));
+        const bySeries = new Map<string, CatalogEntry[]>();
+        for (const e of entries) {
+          const list = bySeries.get(e.series.identity);
+          if (list) list.push(e);
+          else bySeries.set(e.series.identity, [e]);
         }
+        out.set(dest.storage.url, { dest, entries, bySeries, objects: listing.objects });
       }
-      return out;
-    })();
-    cached = { at: Date.now(), data };
-    data.catch(() => (cached = undefined));
-    return data;
+    }
+    return out;
+  };
+
+  // A listing begun before a job ended may miss its backup: invalidate() starts a new generation,
+  // and only a listing of the current generation becomes current.
+  let generation = 0;
+  const refresh = () => {
+    if (!refreshing) {
+      const started = Date.now();
+      const gen = generation;
+      const reading = readAll();
+      refreshing = reading;
+      reading.then(
+        (data) => {
+          if (gen === generation) current = { at: started, data: Promise.resolve(data) };
+        },
+        () => {},
+      );
+      void reading.finally(() => {
+        if (refreshing === reading) refreshing = undefined;
+      }).catch(() => {});
+    }
+    return refreshing;
+  };
+
+  const listings = (): Promise<Map<string, StorageListing>> => {
+    if (!current) return refresh();
+    if (Date.now() - current.at >= CACHE_MS) void refresh();
+    return current.data;
   };
 
   /** A database's backups across its storages, newest first, each once with the storages that hold it. */
@@ -123,8 +170,7 @@ export function createCatalog(config: ConfigFile): Catalog {
     const all = await listings();
     const byId = new Map<string, { entry: CatalogEntry; storages: string[]; dest: Destination }>();
     for (const dest of await destinationsOf(entry)) {
-      for (const e of all.get(dest.storage.url)?.entries ?? []) {
-        if (e.series.identity !== identity) continue;
+      for (const e of (identity && all.get(dest.storage.url)?.bySeries.get(identity)) || []) {
         const seen = byId.get(e.id);
         if (seen) seen.storages.push(dest.name);
         else byId.set(e.id, { entry: e, storages: [dest.name], dest });
@@ -208,7 +254,12 @@ export function createCatalog(config: ConfigFile): Catalog {
 
   return {
     lastFailure,
-    invalidate: () => (cached = undefined),
+    warm: () => void listings().catch(() => {}),
+    invalidate: () => {
+      generation++;
+      current = undefined;
+      refreshing = undefined;
+    },
     databaseOf(manifest) {
       const identity = manifest.series?.identity;
       return Object.entries(config.databases).find(([, entry]) => identity !== undefined && seriesOfEntry(entry)?.identity === identity)?.[0];

@@ -342,6 +342,7 @@ export function checkExposure(settings: DashboardConfig, listen: string, insecur
 
 export async function startDashboard(host: DashboardHost, opts: { listen: string; insecureHttp: boolean }): Promise<{ url: string; close(): Promise<void> }> {
   checkExposure(host.settings, opts.listen, opts.insecureHttp);
+  host.catalog.warm();
   const { host: hostname, port } = parseListen(opts.listen);
   const tls = host.settings.tls;
   const app = createApp(host, { secure: !!tls });
