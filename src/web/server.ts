@@ -346,7 +346,7 @@ export async function startDashboard(host: DashboardHost, opts: { listen: string
   const { host: hostname, port } = parseListen(opts.listen);
   const tls = host.settings.tls;
   const app = createApp(host, { secure: !!tls });
-  const server: ServerType = await new Promise((resolve, reject) => {
+  const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {
         fetch: app.fetch,
@@ -357,6 +357,12 @@ export async function startDashboard(host: DashboardHost, opts: { listen: string
       () => resolve(s),
     );
     s.once('error', reject);
+  }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') {
+      const why = err.code === 'EADDRINUSE' ? 'the address is in use (another dashboard, or another program)' : err.code === 'EACCES' ? 'this user may not listen there' : 'no interface of this machine has that address';
+      throw new ConfigError(`the dashboard cannot listen on ${opts.listen}: ${why}`, { hint: 'choose another address with --listen or dashboard.listen' });
+    }
+    throw err;
   });
   const address = server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;

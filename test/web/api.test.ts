@@ -213,6 +213,9 @@ describe('the dashboard API', () => {
 
 describe('dashboard commands', () => {
   it('refuses to listen beyond loopback without TLS, and to start without users; user add prints a hash that verifies', async () => {
+    const taken = await runCli(['dashboard', '--config', d.config, '--listen', d.url.replace('http://', '')]);
+    assert.equal(taken.code, 2, taken.stderr);
+    assert.match(taken.stderr, /the dashboard cannot listen on 127\.0\.0\.1:\d+: the address is in use/);
     const exposed = await runCli(['dashboard', '--config', d.config, '--listen', '0.0.0.0:0']);
     assert.equal(exposed.code, 2, exposed.stderr);
     assert.match(exposed.stderr, /reachable from other machines, without TLS/);
