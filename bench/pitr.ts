@@ -23,7 +23,7 @@ import { tempDir } from '../test/harness/tmp.js';
 import type { ExtensionResult } from './extensions.js';
 import { measure, median, type CommandSpec } from './measure.js';
 import type { Target } from './report.js';
-import { withoutStartupVars } from './scenarios.js';
+import { pgbackrestConf, withoutStartupVars } from './scenarios.js';
 
 export const PITR_IDS = ['wal_archive', 'pitr_restore'];
 
@@ -77,26 +77,13 @@ async function setUp(ctx: PitrContext): Promise<Bench> {
     { mode: 0o600 },
   );
   const restConf = (async: boolean) =>
-    [
-      '[global]',
-      `repo1-path=${path.join(root, 'repo')}`,
-      `log-path=${root}`,
-      `lock-path=${path.join(root, 'lock')}`,
-      `spool-path=${path.join(root, 'spool')}`,
-      'log-level-console=warn',
-      'log-level-file=off',
-      'compress-type=zst',
-      'compress-level=3',
-      'process-max=2',
-      'start-fast=y',
-      `archive-async=${async ? 'y' : 'n'}`,
-      '[bench]',
-      `pg1-path=${server.dataDir}`,
-      `pg1-port=${server.port}`,
-      `pg1-socket-path=${server.socketDir}`,
-      'pg1-user=postgres',
-      '',
-    ].join('\n');
+    pgbackrestConf({
+      repo: path.join(root, 'repo'),
+      logPath: root,
+      lockPath: path.join(root, 'lock'),
+      server,
+      options: [`spool-path=${path.join(root, 'spool')}`, `archive-async=${async ? 'y' : 'n'}`],
+    });
   const rest = { sync: path.join(root, 'pgbackrest-sync.conf'), async: path.join(root, 'pgbackrest-async.conf') };
   writeFileSync(rest.sync, restConf(false));
   writeFileSync(rest.async, restConf(true));

@@ -347,6 +347,32 @@ async function dirSize(dir: string): Promise<number> {
 }
 
 /**
+ * A pgBackRest config for the bench: zstd 3, process-max 2, a fast checkpoint, quiet logs, one
+ * stanza "bench" for `server`, and the scenario's own options.
+ */
+export function pgbackrestConf(o: { repo: string; logPath: string; lockPath: string; server: Pick<PgServer, 'dataDir' | 'port' | 'socketDir'>; options: string[] }): string {
+  return [
+    '[global]',
+    `repo1-path=${o.repo}`,
+    `log-path=${o.logPath}`,
+    `lock-path=${o.lockPath}`,
+    'log-level-console=warn',
+    'log-level-file=off',
+    'compress-type=zst',
+    'compress-level=3',
+    'process-max=2',
+    'start-fast=y',
+    ...o.options,
+    '[bench]',
+    `pg1-path=${o.server.dataDir}`,
+    `pg1-port=${o.server.port}`,
+    `pg1-socket-path=${o.server.socketDir}`,
+    'pg1-user=postgres',
+    '',
+  ].join('\n');
+}
+
+/**
  * Debian's pgBackRest taking a full backup of the bench cluster: zstd 3, process-max 2, a fresh
  * repository per run (its stanza created before the timed command), run as the postgres OS user
  * as pgBackRest must be. The bench server does not archive, so archive-check is off, as the
@@ -355,26 +381,7 @@ async function dirSize(dir: string): Promise<number> {
  */
 function pgbackrestScenario(): Scenario {
   let root = '';
-  const conf = (ctx: BenchContext, repo: string) =>
-    [
-      '[global]',
-      `repo1-path=${repo}`,
-      `log-path=${root}`,
-      `lock-path=${root}`,
-      'log-level-console=warn',
-      'log-level-file=off',
-      'compress-type=zst',
-      'compress-level=3',
-      'process-max=2',
-      'start-fast=y',
-      'archive-check=n',
-      '[bench]',
-      `pg1-path=${ctx.server.dataDir}`,
-      `pg1-port=${ctx.server.port}`,
-      `pg1-socket-path=${ctx.server.socketDir}`,
-      'pg1-user=postgres',
-      '',
-    ].join('\n');
+  const conf = (ctx: BenchContext, repo: string) => pgbackrestConf({ repo, logPath: root, lockPath: root, server: ctx.server, options: ['archive-check=n'] });
   const asPostgres = (args: string[]) => ({ cmd: 'runuser', args: ['-u', 'postgres', '--', 'pgbackrest', ...args] });
   return {
     id: 'pgbackrest_full',

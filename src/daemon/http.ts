@@ -14,11 +14,12 @@ export interface Health {
   [key: string]: unknown;
 }
 
-export function parseListen(listen: string): { host: string; port: number } {
+/** host:port of daemon.listen (or of `where`, e.g. dashboard.listen, with its usual port). */
+export function parseListen(listen: string, where = 'daemon.listen', example = '127.0.0.1:9877'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) {
-    throw new ConfigError(`daemon.listen: "${listen}" is not host:port`, { hint: 'e.g. 127.0.0.1:9877 (port 0 picks a free one)' });
+    throw new ConfigError(`${where}: "${listen}" is not host:port`, { hint: `e.g. ${example} (port 0 picks a free one)` });
   }
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }

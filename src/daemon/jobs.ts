@@ -15,8 +15,8 @@ import { IntegrityError } from '../core/errors.js';
 import { mainArtifact } from '../catalog/manifest.js';
 import { runNotifiedBackup, verifyFailureMessage } from '../notify/backup.js';
 import type { Notifier } from '../notify/notifier.js';
-import { pruneStorage } from '../prune/prune.js';
-import { seriesOfEntry, policyResolver } from '../retention/config.js';
+import { pruneDatabase } from '../app/actions.js';
+import { seriesOfEntry } from '../retention/config.js';
 import type { JobKind } from './cron.js';
 import type { DaemonMetrics } from './metrics.js';
 
@@ -45,25 +45,20 @@ function backupJob(key: string, jc: JobContext): JobBody {
 function pruneJob(key: string, entry: DatabaseConfig, jc: JobContext): JobBody {
   return async () => {
     const { ctx } = jc;
-    const config = ctx.loaded.config;
-    const series = seriesOfEntry(entry);
-    if (!series) throw new Error(`databases.${key}.url does not parse`);
-    for (const dest of await resolveDestinations({}, config, entry)) {
-      const report = await pruneStorage(dest.storage, {
-        dryRun: false,
-        series: series.identity,
-        policyFor: policyResolver(config, dest.name),
-        warn: (m) => ctx.out.warn(`[${key}] ${m}`),
-      });
-      const removed = report.backups.filter((b) => b.removed).length;
-      const aborted = report.incompleteUploads.filter((u) => u.aborted).length;
-      ctx.out.info(
-        `[${key}] prune of ${dest.name}: removed ${removed} backups and ${report.orphans.filter((o) => o.removed).length} leftovers` +
-          (aborted > 0 ? `, aborted ${aborted} incomplete uploads` : '') +
-          `, freed ${formatBytes(report.bytesFreed)}`,
-      );
-      if (report.failures > 0) throw new Error(`prune of ${dest.name} could not remove ${report.failures} objects`);
-    }
+    await pruneDatabase(ctx.loaded.config, entry, {
+      dryRun: false,
+      warn: (m) => ctx.out.warn(`[${key}] ${m}`),
+      after: (storage, report) => {
+        const removed = report.backups.filter((b) => b.removed).length;
+        const aborted = report.incompleteUploads.filter((u) => u.aborted).length;
+        ctx.out.info(
+          `[${key}] prune of ${storage}: removed ${removed} backups and ${report.orphans.filter((o) => o.removed).length} leftovers` +
+            (aborted > 0 ? `, aborted ${aborted} incomplete uploads` : '') +
+            `, freed ${formatBytes(report.bytesFreed)}`,
+        );
+        if (report.failures > 0) throw new Error(`prune of ${storage} could not remove ${report.failures} objects`);
+      },
+    });
   };
 }
 

@@ -11,7 +11,7 @@ import { jobBody } from '../daemon/jobs.js';
 import { DaemonMetrics } from '../daemon/metrics.js';
 import { createNotifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
-import { pruneDatabase, restoreBackup } from './actions.js';
+import { pruneDatabase, restoreBackup } from '../app/actions.js';
 import { createCatalog } from './data.js';
 import { WebJobs, type JobEvent } from './jobs.js';
 import type { DashboardHost } from './server.js';

@@ -75,14 +75,12 @@ export class WebJobs extends EventEmitter {
     this.log(full);
   }
 
-  /** Starts a job, or returns the one already running for the database (never two at once). */
-  start(database: string, kind: JobKind, by: string, params: JobParams = {}): { job: JobRecord; started: boolean } {
+  /** A new running job, listed and marked busy for its database, and the sink of its events. */
+  private open(database: string, kind: JobKind, by: string, params: JobParams): { job: JobRecord; event: (level: JobEvent['level'], message: string) => void } {
     const { backupId, to } = params;
-    const running = this.busy.get(database);
-    if (running) return { job: this.jobs.get(running)!, started: false };
     const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, ...(backupId ? { backupId } : {}), ...(to ? { to } : {}), state: 'running', by, startedAt: new Date().toISOString(), events: [] };
     this.jobs.set(job.id, job);
-    this.busy.set(database, job.id);
+    if (!this.busy.has(database)) this.busy.set(database, job.id);
     for (const old of [...this.jobs.keys()].slice(0, Math.max(0, this.jobs.size - KEEP))) this.jobs.delete(old);
     const event = (level: JobEvent['level'], message: string) => {
       const e = { at: new Date().toISOString(), level, message };
@@ -91,6 +89,14 @@ export class WebJobs extends EventEmitter {
       this.emit(`job:${job.id}`, { type: 'event', event: e });
     };
     event('info', `${kind} of ${backupId ?? database} started by ${by}`);
+    return { job, event };
+  }
+
+  /** Starts a job, or returns the one already running for the database (never two at once). */
+  start(database: string, kind: JobKind, by: string, params: JobParams = {}): { job: JobRecord; started: boolean } {
+    const running = this.busy.get(database);
+    if (running) return { job: this.jobs.get(running)!, started: false };
+    const { job, event } = this.open(database, kind, by, params);
     void this.run(database, kind, event, this.signal, params).then(
       (result) => {
         if (result !== undefined) job.result = result;
@@ -106,15 +112,7 @@ export class WebJobs extends EventEmitter {
    * the dashboard's own, and a "back up now" meanwhile gets 409 with it.
    */
   track(database: string, kind: JobKind, by: string): { event: (level: JobEvent['level'], message: string) => void; end: (error?: string) => void } {
-    const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, state: 'running', by, startedAt: new Date().toISOString(), events: [] };
-    this.jobs.set(job.id, job);
-    if (!this.busy.has(database)) this.busy.set(database, job.id);
-    const event = (level: JobEvent['level'], message: string) => {
-      const e = { at: new Date().toISOString(), level, message };
-      job.events.push(e);
-      this.emit(`job:${job.id}`, { type: 'event', event: e });
-    };
-    event('info', `${kind} of ${database} started by ${by}`);
+    const { job, event } = this.open(database, kind, by, {});
     return { event, end: (error) => this.finish(job, error ? 'failed' : 'succeeded', error) };
   }
 

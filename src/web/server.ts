@@ -18,15 +18,16 @@ import { serve, type ServerType } from '@hono/node-server';
 import { stringify } from 'yaml';
 import type { ConfigFile, DashboardConfig } from '../config/schema.js';
 import { ConfigError, DbstashError } from '../core/errors.js';
+import { isLoopback, parseListen } from '../daemon/http.js';
 import { parseDuration } from '../core/format.js';
 import { maskSecrets, maskUrlCredentials } from '../core/secrets.js';
 import { redactHttpUrl } from '../notify/channels.js';
 import { can, LoginLimiter, sameSecret, Sessions, tokenHash, verifyPassword, type Permission, type Principal, type Session } from './auth.js';
 import type { Catalog } from './data.js';
-import type { JobKind, WebJobs } from './jobs.js';
+import type { JobKind, JobParams, WebJobs } from './jobs.js';
 import { activityPage, backupPage, databasePage, errorPage, jobPage, loginPage, overviewPage, settingsPage } from './pages.js';
 import { APP_CSS, APP_JS } from './static.js';
-import { pruneDatabase, restoreBackup } from './actions.js';
+import { pruneDatabase, restoreBackup } from '../app/actions.js';
 
 export interface DashboardHost {
   config: ConfigFile;
@@ -205,36 +206,44 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     const found = await host.catalog.backup(c.req.param('id'));
     return found ? c.json(found) : c.json({ error: 'no such backup in the stash' }, 404);
   });
+  /** Starts a job (or finds the one running for the database) and answers 202 (or 409) with it. */
+  const startJob = (c: HonoContext<Env>, database: string, kind: JobKind, target: string, params: JobParams = {}) => {
+    const who = c.get('who').name;
+    const { job, started } = host.jobs.start(database, kind, who, params);
+    if (started) host.jobs.record({ user: who, action: kind, target, result: `started ${job.id}` });
+    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, ...(job.backupId ? { backupId: job.backupId } : {}), state: job.state } }, started ? 202 : 409);
+  };
+  /** The backup of the route and the configured database it belongs to, or the answer refusing it. */
+  const backupOfRoute = async (c: HonoContext<Env>, byHand: string) => {
+    const found = await host.catalog.backup(c.req.param('id') ?? '');
+    if (!found) return { refused: c.json({ error: 'no such backup in the stash' }, 404) };
+    const database = host.catalog.databaseOf(found.manifest);
+    if (!database) return { refused: c.json({ error: `the backup belongs to no database in the config: ${byHand}` }, 409) };
+    return { found, database };
+  };
   const action = (kind: JobKind, permission: Permission) => async (c: HonoContext<Env>) => {
     const refused = deny(c, permission);
     if (refused) return refused;
     const name = c.req.param('name') ?? '';
     if (!Object.hasOwn(host.config.databases, name)) return c.json({ error: 'no such database in the config' }, 404);
-    const { job, started } = host.jobs.start(name, kind, c.get('who').name);
-    if (started) host.jobs.record({ user: c.get('who').name, action: kind, target: name, result: `started ${job.id}` });
-    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, state: job.state } }, started ? 202 : 409);
+    return startJob(c, name, kind, name);
   };
   app.post('/api/v1/databases/:name/backup', action('backup', 'backup'));
   app.post('/api/v1/databases/:name/verify', action('verify', 'verify'));
   app.post('/api/v1/backups/:id/verify', async (c) => {
     const refused = deny(c, 'verify');
     if (refused) return refused;
-    const found = await host.catalog.backup(c.req.param('id'));
-    if (!found) return c.json({ error: 'no such backup in the stash' }, 404);
-    const database = host.catalog.databaseOf(found.manifest);
-    if (!database) return c.json({ error: 'the backup belongs to no database in the config: drill it with `dbstash verify --drill`' }, 409);
-    const { job, started } = host.jobs.start(database, 'verify', c.get('who').name, { backupId: found.manifest.id });
-    if (started) host.jobs.record({ user: c.get('who').name, action: 'verify', target: found.manifest.id, result: `started ${job.id}` });
-    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, backupId: job.backupId, state: job.state } }, started ? 202 : 409);
+    const of = await backupOfRoute(c, 'drill it with `dbstash verify --drill`');
+    if (of.refused) return of.refused;
+    return startJob(c, of.database, 'verify', of.found.manifest.id, { backupId: of.found.manifest.id });
   });
   // Restore: {"to", "dryRun": true} answers the plan; {"to", "confirm": "<target database>"} starts it.
   app.post('/api/v1/backups/:id/restore', async (c) => {
     const refused = deny(c, 'restore');
     if (refused) return refused;
-    const found = await host.catalog.backup(c.req.param('id'));
-    if (!found) return c.json({ error: 'no such backup in the stash' }, 404);
-    const database = host.catalog.databaseOf(found.manifest);
-    if (!database) return c.json({ error: 'the backup belongs to no database in the config: restore it with `dbstash restore`' }, 409);
+    const of = await backupOfRoute(c, 'restore it with `dbstash restore`');
+    if (of.refused) return of.refused;
+    const { found, database } = of;
     const body = (await c.req.json().catch(() => ({}))) as { to?: unknown; dryRun?: unknown; confirm?: unknown };
     if (typeof body.to !== 'string' || !body.to.trim()) return c.json({ error: 'say where to restore: "to" is a database from the config or a database URL' }, 400);
     const who = c.get('who').name;
@@ -245,9 +254,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
       return c.json({ plan: outcome.plan, warnings, confirmWith: outcome.plan.database });
     }
     if (typeof body.confirm !== 'string' || !body.confirm) return c.json({ error: 'a restore needs "confirm": the target database\'s name, typed (ask for the plan with "dryRun": true first)' }, 400);
-    const { job, started } = host.jobs.start(database, 'restore', who, { backupId: found.manifest.id, to: body.to, typed: body.confirm });
-    if (started) host.jobs.record({ user: who, action: 'restore', target: `${found.manifest.id} → ${body.to}`, result: `started ${job.id}` });
-    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, backupId: job.backupId, state: job.state } }, started ? 202 : 409);
+    return startJob(c, database, 'restore', `${found.manifest.id} → ${body.to}`, { backupId: found.manifest.id, to: body.to, typed: body.confirm });
   });
   // Prune: {"dryRun": true} (or no body) answers what would go; {"confirm": true} prunes.
   app.post('/api/v1/databases/:name/prune', async (c) => {
@@ -256,7 +263,6 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     const name = c.req.param('name');
     if (!Object.hasOwn(host.config.databases, name)) return c.json({ error: 'no such database in the config' }, 404);
     const body = (await c.req.json().catch(() => ({}))) as { confirm?: unknown };
-    const who = c.get('who').name;
     if (body.confirm !== true) {
       const reports = await pruneDatabase(host.config, host.config.databases[name], { dryRun: true, warn: () => {} });
       return c.json({
@@ -269,9 +275,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
         })),
       });
     }
-    const { job, started } = host.jobs.start(name, 'prune', who);
-    if (started) host.jobs.record({ user: who, action: 'prune', target: name, result: `started ${job.id}` });
-    return c.json({ job: { id: job.id, database: job.database, kind: job.kind, state: job.state } }, started ? 202 : 409);
+    return startJob(c, name, 'prune', name);
   });
   app.get('/api/v1/jobs', (c) => c.json({ jobs: host.jobs.list().map(({ events: _events, ...j }) => j) }));
   app.get('/api/v1/jobs/:id', (c) => {
@@ -316,13 +320,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   return app;
 }
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
-  if (!m) throw new ConfigError(`dashboard.listen: "${listen}" is not host:port`, { hint: 'e.g. 127.0.0.1:8484' });
-  return { host: m[1] ?? m[2], port: Number(m[3]) };
-}
+const parseDashboardListen = (listen: string) => parseListen(listen, 'dashboard.listen', '127.0.0.1:8484');
 
 /**
  * Refuses what would expose backups: no users to log in with; a non-loopback address without TLS
@@ -332,8 +330,8 @@ export function checkExposure(settings: DashboardConfig, listen: string, insecur
   if (settings.users.length === 0 && settings.tokens.length === 0) {
     throw new ConfigError('the dashboard has no users: nobody could log in', { hint: 'add one with `dbstash user add NAME --role admin` and put the printed entry under dashboard.users' });
   }
-  const { host } = parseListen(listen);
-  if (!LOOPBACK.test(host) && !settings.tls && !insecureHttp) {
+  const { host } = parseDashboardListen(listen);
+  if (!isLoopback(host) && !settings.tls && !insecureHttp) {
     throw new ConfigError(`the dashboard would listen on ${listen}, reachable from other machines, without TLS: passwords and session cookies would cross the network in clear text`, {
       hint: 'set dashboard.tls: { cert, key }, or listen on 127.0.0.1 behind a reverse proxy that ends TLS (then --insecure-http says so)',
     });
@@ -343,7 +341,7 @@ export function checkExposure(settings: DashboardConfig, listen: string, insecur
 export async function startDashboard(host: DashboardHost, opts: { listen: string; insecureHttp: boolean }): Promise<{ url: string; close(): Promise<void> }> {
   checkExposure(host.settings, opts.listen, opts.insecureHttp);
   host.catalog.warm();
-  const { host: hostname, port } = parseListen(opts.listen);
+  const { host: hostname, port } = parseDashboardListen(opts.listen);
   const tls = host.settings.tls;
   const app = createApp(host, { secure: !!tls });
   const server: ServerType = await new Promise<ServerType>((resolve, reject) => {

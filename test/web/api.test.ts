@@ -268,8 +268,12 @@ describe('the daemon serves the dashboard', () => {
     const { readFileSync, writeFileSync } = await import('node:fs');
     // The broken database backed up every 2 seconds by the daemon's schedule.
     const config = `${d.root}/daemon.yaml`;
-    const text = readFileSync(d.config, 'utf8').replace(/(  broken:\n    url: [^\n]+\n)/, '$1    schedule: { backup: "*/2 * * * * *" }\n');
+    // And shop pruned every 2 seconds by the daemon's schedule (the prune job of app/actions.ts).
+    const text = readFileSync(d.config, 'utf8')
+      .replace(/(  broken:\n    url: [^\n]+\n)/, '$1    schedule: { backup: "*/2 * * * * *" }\n')
+      .replace(/(  shop:\n    url: [^\n]+\n)/, '$1    schedule: { prune: "*/2 * * * * *" }\n');
     assert.match(text, /schedule: \{ backup: "\*\/2/);
+    assert.match(text, /schedule: \{ prune: "\*\/2/);
     writeFileSync(config, text, { mode: 0o600 });
     const child = spawnCli(['daemon', '--config', config, '--dashboard', '127.0.0.1:0', '--state-file', `${d.root}/daemon-state.json`]);
     let log = '';
@@ -294,6 +298,14 @@ describe('the daemon serves the dashboard', () => {
       assert.match(failed.error ?? '', /authentication failed/);
       const dbs = ((await (await fetch(`${url}/api/v1/databases`, { headers: bearer(d.tokens.viewer) })).json()) as { databases: { name: string; health: string }[] }).databases;
       assert.equal(dbs.find((x) => x.name === 'broken')!.health, 'failing');
+      let pruned: { state: string; error?: string } | undefined;
+      for (let i = 0; i < 100 && !pruned; i++) {
+        const jobs = ((await (await fetch(`${url}/api/v1/jobs`, { headers: bearer(d.tokens.viewer) })).json()) as { jobs: { by: string; kind: string; state: string; error?: string }[] }).jobs;
+        pruned = jobs.find((j) => j.by === 'schedule' && j.kind === 'prune' && j.state !== 'running');
+        if (!pruned) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(pruned?.state, 'succeeded', `${pruned?.error}\n${log}`);
+      assert.match(log, /\[shop\] prune of local: removed \d+ backups and \d+ leftovers, freed /);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));

@@ -322,11 +322,11 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
   const details: Record<string, unknown> = {};
   const stream = gateOnExit(watch, async () => {
     const exit = await running.exit;
-    clearInterval(watching);
     if (archiveProblem) throw archiveProblem;
     if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
     details.physical = physicalDetails(watch, facts, walIncluded, new Date());
   });
+  // Whether or not the stream is read to its end, the watch ends with pg_basebackup.
   void running.exit.then(() => clearInterval(watching));
   return {
     format: 'base.tar',

@@ -1,4 +1,6 @@
-// The dashboard's admin actions, through the same core as `dbstash restore` and `dbstash prune`:
+// Restore and prune of a configured database, for every front end that is not the CLI's own
+// flag handling (the dashboard's admin actions, the daemon's prune schedule), through the same
+// core as `dbstash restore` and `dbstash prune`:
 //   - restore: the plan of a dry run first (the backup verified in full, the target, the mode:
 //     a new database, or a new one swapped in with the live one kept aside); then the restore
 //     itself only when the user typed the target database's name, which the run's own plan must
@@ -65,8 +67,15 @@ export async function restoreBackup(
   );
 }
 
-/** What the policy removes (dryRun) or removed from every storage of `entry`. */
-export async function pruneDatabase(config: ConfigFile, entry: DatabaseConfig, opts: { dryRun: boolean; warn: (m: string) => void }): Promise<{ storage: string; report: PruneReport }[]> {
+/**
+ * What the policy removes (dryRun) or removed from every storage of `entry`, one storage after
+ * the other; `after` sees each report as it comes (and may stop the rest by throwing).
+ */
+export async function pruneDatabase(
+  config: ConfigFile,
+  entry: DatabaseConfig,
+  opts: { dryRun: boolean; warn: (m: string) => void; after?: (storage: string, report: PruneReport) => void },
+): Promise<{ storage: string; report: PruneReport }[]> {
   const series = seriesOfEntry(entry);
   if (!series) throw new UsageError('the database URL in the config does not parse');
   const out: { storage: string; report: PruneReport }[] = [];
@@ -74,6 +83,7 @@ export async function pruneDatabase(config: ConfigFile, entry: DatabaseConfig, o
   for (const dest of destinations) {
     const report = await pruneStorage(dest.storage, { dryRun: opts.dryRun, series: series.identity, policyFor: policyResolver(config, dest.name), warn: opts.warn });
     out.push({ storage: dest.name, report });
+    opts.after?.(dest.name, report);
   }
   return out;
 }
