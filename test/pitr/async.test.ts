@@ -103,7 +103,10 @@ test('under pgbench, the daemon archives every segment and at most 10 segments w
   const log = readFileSync(logFile, 'utf8').slice(logStart);
   const viaDaemon = (log.match(/\(through the daemon\)/g) ?? []).length;
   process.stderr.write(`# async archiving: ${during} segments under pgbench -R 12 -T 8 (2.5 MB of WAL per transaction, about 30 MB/s), at most ${most} waiting (.ready), ${viaDaemon} answered by the daemon, ${stats.failed_count} failed attempts; load ${loadMs} ms, drained ${drainMs} ms later\n`);
-  assert.ok(during >= 15, `pgbench wrote ${during} segments`);
+  // The load must outrun the synchronous push (about 1.2 segments/s beside a load, so about 10 in
+  // 8 s) for the bound to mean anything; rate-limited pgbench falls behind its schedule on a busy
+  // machine (14 of the planned 15 were once seen), so 12 is the floor asked of it.
+  assert.ok(during >= 12, `pgbench wrote ${during} segments, fewer than the 12 that outrun a synchronous push`);
   assert.equal(Number(stats.failed_count), 0, log.slice(-2000));
   // A synchronous push prints "archived (16.0 MiB) in local"; none happened while the daemon ran.
   assert.deepEqual(log.match(/^0{7}1[0-9A-F]{16}: (archived \(\d|already archived in)/gm) ?? [], [], 'no push fell back to the synchronous path');
