@@ -3,6 +3,7 @@
 
 import { IntegrityError } from '../core/errors.js';
 import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
+import { eachLimited } from '../core/limit.js';
 import { getBytes, readAll, type ObjectInfo, type Storage } from '../storage/storage.js';
 import type { Manifest } from './manifest.js';
 import { parseManifest } from './manifest-schema.js';
@@ -25,8 +26,23 @@ export interface CatalogListing {
   objects: ObjectInfo[];
 }
 
-const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
-const READ_AHEAD = 32;
+/** A record kept beside a backup: `<id>.<kind>-<stamp>.json` (the file name, not the key). */
+export const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
+/** Manifests read at once while listing. */
+export const READ_AHEAD = 32;
+
+/** The backup id a manifest key names. */
+export function backupIdOfKey(key: string): string {
+  return (key.split('/').pop() ?? '').slice(0, -MANIFEST_SUFFIX.length);
+}
+
+/** Reads and checks a manifest found by a listing: it must describe the backup its key names. */
+export async function readListedManifest(storage: Storage, key: string, signal?: AbortSignal): Promise<Manifest> {
+  const manifest = parseManifest(await readAll(await storage.get(key, { signal })), key);
+  const id = backupIdOfKey(key);
+  if (manifest.id !== id) throw new IntegrityError(`manifest ${key} describes another backup (${manifest.id})`);
+  return manifest;
+}
 
 /**
  * Every backup of a storage (or of one folder), newest first. `known` (manifest key → entry, from
@@ -42,31 +58,21 @@ export async function listBackups(storage: Storage, database?: string, opts: { s
   }
   const entries: CatalogEntry[] = [];
   const problems: CatalogListing['problems'] = [];
-  const manifests = objects.filter((o) => o.key.endsWith(MANIFEST_SUFFIX));
-  // At most READ_AHEAD manifests read at once: a stash of 50,000 backups must not open 50,000
-  // files (or requests) at the same time.
-  let next = 0;
-  const readOne = async (obj: ObjectInfo) => {
-      const id = obj.key.split('/').pop()!.slice(0, -MANIFEST_SUFFIX.length);
-      if (!parseBackupId(id)) return;
-      const seen = opts.known?.get(obj.key);
-      if (seen) {
-        entries.push({ ...seen, records: (records.get(id) ?? []).sort() });
-        return;
-      }
-      try {
-        const manifest = parseManifest(await readAll(await storage.get(obj.key, opts)), obj.key);
-        if (manifest.id !== id) throw new IntegrityError(`manifest ${obj.key} describes another backup (${manifest.id})`);
-        entries.push({ id, manifest, series: seriesOfManifest(manifest), records: (records.get(id) ?? []).sort() });
-      } catch (err) {
-        problems.push({ key: obj.key, message: (err as Error).message });
-      }
-  };
-  await Promise.all(
-    Array.from({ length: Math.min(READ_AHEAD, manifests.length) }, async () => {
-      while (next < manifests.length) await readOne(manifests[next++]);
-    }),
-  );
+  const manifests = objects.filter((o) => o.key.endsWith(MANIFEST_SUFFIX) && parseBackupId(backupIdOfKey(o.key)));
+  await eachLimited(manifests, READ_AHEAD, async (obj) => {
+    const id = backupIdOfKey(obj.key);
+    const seen = opts.known?.get(obj.key);
+    if (seen) {
+      entries.push({ ...seen, records: (records.get(id) ?? []).sort() });
+      return;
+    }
+    try {
+      const manifest = await readListedManifest(storage, obj.key, opts.signal);
+      entries.push({ id, manifest, series: seriesOfManifest(manifest), records: (records.get(id) ?? []).sort() });
+    } catch (err) {
+      problems.push({ key: obj.key, message: (err as Error).message });
+    }
+  });
   entries.sort((a, b) => b.manifest.startedAt.localeCompare(a.manifest.startedAt) || b.id.localeCompare(a.id));
   return { entries, problems, objects };
 }
