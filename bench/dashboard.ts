@@ -1,7 +1,8 @@
 // The dashboard on a big stash: DATABASES configured SQLite databases with BACKUPS manifests each
 // (copies of one real manifest with their own ids and times; listing reads manifests only), the
 // overview and a database page asked in-process through the app (no network), as a bearer token.
-// Server time per request: the first (the stash listed and every manifest read), then warm.
+// Server time per request: the first ever (the index built), after a restart (the index kept),
+// after a new backup (one folder scanned), then warm.
 // Target: under 200 ms for the overview and a database page.
 
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { tempDir } from '../test/harness/tmp.js';
 import { parseConfig } from '../src/config/parse.js';
 import { seriesOfEntry } from '../src/retention/config.js';
 import { createCatalog } from '../src/web/data.js';
+import { CatalogIndex } from '../src/web/index-store.js';
 import { WebJobs } from '../src/web/jobs.js';
 import { createApp } from '../src/web/server.js';
 import { newToken } from '../src/web/auth.js';
@@ -56,23 +58,39 @@ export async function runDashboardBench(ctx: { cliPath: string; log(m: string): 
   }
   ctx.log(`dashboard: ${databases * backups} manifests written in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-  const catalog = createCatalog(config);
+  const indexFile = path.join(root, 'dashboard-index.sqlite');
   const jobs = new WebJobs(async () => undefined, new AbortController().signal, () => {});
   const { dashboardSchema } = await import('../src/config/schema.js');
-  const app = createApp({ config, settings: dashboardSchema.parse(config.dashboard), catalog, jobs }, { secure: false });
+  const settings = dashboardSchema.parse(config.dashboard);
+  const open = () => {
+    const catalog = createCatalog(config, { index: CatalogIndex.open(indexFile) });
+    const app = createApp({ config, settings, catalog, jobs }, { secure: false });
+    catalog.start();
+    return { catalog, app };
+  };
+  let current = open();
   const ask = async (route: string) => {
     const started = performance.now();
-    const res = await app.fetch(new Request(`http://127.0.0.1${route}`, { headers: { Authorization: `Bearer ${token.token}` } }));
+    const res = await current.app.fetch(new Request(`http://127.0.0.1${route}`, { headers: { Authorization: `Bearer ${token.token}` } }));
     await res.text();
     if (res.status !== 200) throw new Error(`${route} answered ${res.status}`);
     return performance.now() - started;
   };
-  const first = await ask('/');
-  // A refresh with nothing new: the keys listed again, no manifest read (what runs every few
-  // seconds in the background while the pages answer from the last listing).
-  catalog.invalidate();
-  const refreshed = await ask('/');
-  // One new backup of db0 is then read alone.
+  // The first start ever: the index is built (every manifest read once).
+  const built = await ask('/');
+  // A restart: the index is kept; the pages answer from it at once while the stash is scanned
+  // again in the background.
+  current.catalog.close();
+  current = open();
+  const restarted = await ask('/');
+  // That background scan of the whole stash, with nothing new (the keys listed, no manifest read):
+  // the one the restart began is let end first, then one more is timed.
+  await current.catalog.rescan();
+  const t = performance.now();
+  await current.catalog.rescan();
+  const rescanMs = performance.now() - t;
+  // One new backup of db0, as a job of the dashboard makes it: its folder is scanned (its keys
+  // listed, one manifest read) before the next page.
   {
     const entry = config.databases.db0;
     const series = seriesOfEntry(entry)!;
@@ -80,7 +98,7 @@ export async function runDashboardBench(ctx: { cliPath: string; log(m: string): 
     const id = `${series.key}_dev_${at.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}`;
     writeFileSync(path.join(stash, series.key, `${id}.manifest.json`), JSON.stringify({ ...template, id, series: { ...series, name: 'db0' }, startedAt: at.toISOString(), finishedAt: at.toISOString() }));
   }
-  catalog.invalidate();
+  current.catalog.changed('db0');
   const oneNew = await ask('/databases/db0');
   const overview: number[] = [];
   const page: number[] = [];
@@ -88,25 +106,28 @@ export async function runDashboardBench(ctx: { cliPath: string; log(m: string): 
     overview.push(await ask('/'));
     page.push(await ask(`/databases/db${i * 7}`));
   }
+  current.catalog.close();
   const target = 200;
   const warmOverview = median(overview);
   const warmPage = median(page);
   const text = [
     `dashboard on a stash of ${databases} databases × ${backups} backups (in-process, server time)`,
-    `  first overview (the stash listed, every manifest read): ${first.toFixed(0)} ms`,
-    `  overview after a refresh with nothing new (keys listed, no manifest read): ${refreshed.toFixed(0)} ms`,
-    `  database page after one new backup (keys listed, one manifest read): ${oneNew.toFixed(0)} ms`,
+    `  first overview ever (the index built: the stash listed, every manifest read): ${built.toFixed(0)} ms`,
+    `  first overview after a restart (the index kept): ${restarted.toFixed(0)} ms`,
+    `  a rescan of the whole stash with nothing new (in the background; keys listed, no manifest read): ${rescanMs.toFixed(0)} ms`,
+    `  database page after a job's new backup (its folder scanned, one manifest read): ${oneNew.toFixed(0)} ms`,
     `  overview, warm: ${warmOverview.toFixed(0)} ms (median of 5; ${Math.min(...overview).toFixed(0)}–${Math.max(...overview).toFixed(0)})`,
     `  database page, warm: ${warmPage.toFixed(0)} ms (median of 5; ${Math.min(...page).toFixed(0)}–${Math.max(...page).toFixed(0)})`,
   ].join('\n');
   return {
     id: 'dashboard',
     text,
-    data: { databases, backups, firstMs: first, refreshedMs: refreshed, oneNewMs: oneNew, overviewMs: overview, pageMs: page },
+    data: { databases, backups, builtMs: built, restartedMs: restarted, rescanMs, oneNewMs: oneNew, overviewMs: overview, pageMs: page },
     targets: [
       { name: `dashboard overview, ${databases}×${backups} backups, warm`, value: `${warmOverview.toFixed(0)} ms`, limit: `< ${target} ms`, pass: warmOverview < target },
       { name: `dashboard database page, ${databases}×${backups} backups, warm`, value: `${warmPage.toFixed(0)} ms`, limit: `< ${target} ms`, pass: warmPage < target },
-      { name: `dashboard first overview after start, ${databases}×${backups} backups (every manifest read once)`, value: `${first.toFixed(0)} ms`, limit: `< ${target} ms`, pass: first < target },
+      { name: `dashboard first overview after a restart, ${databases}×${backups} backups (index kept)`, value: `${restarted.toFixed(0)} ms`, limit: `< ${target} ms`, pass: restarted < target },
+      { name: `dashboard database page after a job's new backup, ${databases}×${backups} backups`, value: `${oneNew.toFixed(0)} ms`, limit: `< ${target} ms`, pass: oneNew < target },
     ],
   };
 }

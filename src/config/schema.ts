@@ -171,6 +171,13 @@ export const dashboardSchema = z
       .default([]),
     /** Certificate and key (PEM files) to serve HTTPS. */
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+    /** The dashboard's index of the catalog (a SQLite file; rebuilt from the stash when missing). */
+    index: z.string().optional(),
+    /** How often the whole stash is scanned for backups made elsewhere (the CLI, other hosts). */
+    rescan: z
+      .string()
+      .refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 5m' })
+      .default('5m'),
     /** How long an idle session stays logged in. */
     sessionTimeout: z
       .string()

@@ -1,21 +1,24 @@
-// What the dashboard shows, read from the stash through the catalog (the stash stays the truth):
-// per configured database its newest backup, health against its expected age, history and
-// verification; per backup its manifest and records. One listing per storage is shared by every
-// request for a few seconds and dropped as soon as a job of the dashboard ends.
+// What the dashboard shows: per configured database its newest backup, health against its
+// expected age, history, calendar and verification; per backup its manifest and records. The
+// pages read the index (index-store.ts), never the stash itself; scans keep the index up to date:
+// the first build of a storage (requests wait for it), the database of each job that ends
+// (requests wait for it, so a job's result shows at once), and a rescan of every storage at start
+// and every `dashboard.rescan` for backups made elsewhere (requests do not wait for those).
 
-import { listBackups, type CatalogEntry } from '../catalog/catalog.js';
-import { manifestKey } from '../core/id.js';
-import { mainArtifact, type Manifest } from '../catalog/manifest.js';
-import { latestRecord, type VerifyRecord } from '../catalog/records.js';
-import { isSafetyBackup } from '../catalog/series.js';
+import { backupIdOfKey, READ_AHEAD, readListedManifest, RECORD_RE } from '../catalog/catalog.js';
+import type { Manifest } from '../catalog/manifest.js';
+import { readRecord, type VerifyRecord } from '../catalog/records.js';
 import type { Destination } from '../backup/backup.js';
 import { resolveDestinations } from '../config/resolve.js';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
+import { MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
+import { eachLimited } from '../core/limit.js';
 import { maskUrlCredentials } from '../core/secrets.js';
 import { expectedMaxAgeMs, parseCron } from '../daemon/cron.js';
 import type { ObjectInfo } from '../storage/storage.js';
 import { archiveHealth } from '../wal/health.js';
 import { seriesOfEntry } from '../retention/config.js';
+import { CatalogIndex, type IndexedRecord, type IndexedSummary } from './index-store.js';
 
 export type Health = 'fresh' | 'stale' | 'failing' | 'never';
 
@@ -59,145 +62,205 @@ export interface DatabaseSummary {
   trend: { at: string; size: number }[];
 }
 
+
+/** One day of a database's calendar: backups that finished, and backup runs that failed. */
+export interface CalendarDay {
+  day: string;
+  ok: number;
+  failed: number;
+}
+
 export interface Catalog {
   databases(): Promise<DatabaseSummary[]>;
-  database(name: string): Promise<{ summary: DatabaseSummary; backups: BackupSummary[] } | undefined>;
+  database(name: string): Promise<{ summary: DatabaseSummary; backups: BackupSummary[]; calendar: CalendarDay[] } | undefined>;
   backup(id: string): Promise<{ manifest: Manifest; storages: string[]; records: { key: string; storage: string }[] } | undefined>;
   /** The config key of the database a backup belongs to. */
   databaseOf(manifest: Manifest): string | undefined;
-  /** Starts reading the stash now, so the first page need not wait for it. */
-  warm(): void;
-  /** Drops what is cached: a job changed the stash. */
-  invalidate(): void;
-  /** The last failed job per database, to tell "failing" apart (set by the job list). */
-  lastFailure: Map<string, { at: string; error: string }>;
+  /** Builds what is missing from the index, then keeps rescanning the stash every `rescanMs`. */
+  start(): void;
+  /** A job changed a database's backups: its folders are scanned again before the next page. */
+  changed(database: string): void;
+  /** Scans every storage now (and waits for it). */
+  rescan(): Promise<void>;
+  /** The index: the pages' data, and the runs of jobs. */
+  readonly index: CatalogIndex;
+  close(): void;
 }
 
-const CACHE_MS = 5_000;
+/** Weeks of history the calendar shows. */
+export const CALENDAR_WEEKS = 12;
 
-function summarize(e: CatalogEntry, storages: string[]): BackupSummary {
-  const m = e.manifest;
-  const main = mainArtifact(m);
-  return {
-    id: m.id,
-    database: m.database.name,
-    engine: m.engine,
-    environment: m.environment,
-    finishedAt: m.finishedAt,
-    durationMs: m.durationMs,
-    size: main.size,
-    rawSize: main.rawSize,
-    rows: m.tables.reduce((s, t) => s + t.rows, 0),
-    tables: m.tables.length,
-    degraded: Boolean(m.extra.degraded),
-    storages,
-    verifications: e.records.filter((k) => /\.verify-[^/]+\.json$/.test(k)).length,
-    labels: m.labels,
+function summarize(s: IndexedSummary, storages: string[]): BackupSummary {
+  const { storage: _storage, ...rest } = s;
+  return { ...rest, storages };
+}
+
+export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; rescanMs?: number; warn?: (message: string) => void } = {}): Catalog {
+  const index = opts.index ?? CatalogIndex.open(undefined);
+  const warn = opts.warn ?? (() => {});
+  // Each database's destinations, resolved once (the storages they open are reused).
+  const resolved = new Map<DatabaseConfig, Promise<Destination[]>>();
+  const destinationsOf = (entry: DatabaseConfig) => {
+    let found = resolved.get(entry);
+    if (!found) {
+      found = resolveDestinations({}, config, entry);
+      resolved.set(entry, found);
+      found.catch(() => resolved.delete(entry));
+    }
+    return found;
   };
-}
 
-interface StorageListing {
-  dest: Destination;
-  entries: CatalogEntry[];
-  /** The entries per series identity, newest first. */
-  bySeries: Map<string, CatalogEntry[]>;
-  objects: ObjectInfo[];
-}
+  // Every storage of the config once (by URL), with the name of its first destination.
+  let storagesRead: Promise<Map<string, Destination>> | undefined;
+  const storages = () =>
+    (storagesRead ??= (async () => {
+      const out = new Map<string, Destination>();
+      for (const entry of Object.values(config.databases)) for (const dest of await destinationsOf(entry)) if (!out.has(dest.storage.url)) out.set(dest.storage.url, dest);
+      return out;
+    })());
 
-export function createCatalog(config: ConfigFile): Catalog {
-  // The listings of every storage: served while fresh; once older than CACHE_MS, still served
-  // while a new listing is read in the background (a big stash takes seconds to list); after a
-  // job (invalidate), the next request waits for the new listing, so it shows the job's result.
-  let current: { at: number; data: Promise<Map<string, StorageListing>> } | undefined;
-  let refreshing: Promise<Map<string, StorageListing>> | undefined;
-  const lastFailure = new Map<string, { at: string; error: string }>();
+  // Scans of one storage run one after another: a whole scan computes what is gone from the
+  // index as it was before it listed, which a scan running beside it would change.
+  const chains = new Map<string, Promise<void>>();
+  const queue = (url: string, scan: () => Promise<void>): Promise<void> => {
+    const next = (chains.get(url) ?? Promise.resolve()).then(scan, scan);
+    chains.set(url, next.catch(() => {}));
+    return next;
+  };
 
-  const destinationsOf = async (entry: DatabaseConfig) => resolveDestinations({}, config, entry);
-
-  // Manifests already read, per storage (by key): a refresh lists the keys and reads only new ones.
-  const known = new Map<string, Map<string, CatalogEntry>>();
-  const readAll = async (): Promise<Map<string, StorageListing>> => {
-    const out = new Map<string, StorageListing>();
-    for (const entry of Object.values(config.databases)) {
-      for (const dest of await destinationsOf(entry)) {
-        if (out.has(dest.storage.url)) continue;
-        const listing = await listBackups(dest.storage, undefined, { known: known.get(dest.storage.url) }).catch(() => ({ entries: [] as CatalogEntry[], objects: [] as ObjectInfo[] }));
-        known.set(dest.storage.url, new Map(listing.entries.map((e) => [manifestKey(e.id), e])));
-        const entries = listing.entries.filter((x) => !isSafetyBackup(x.manifest));
-        const bySeries = new Map<string, CatalogEntry[]>();
-        for (const e of entries) {
-          const list = bySeries.get(e.series.identity);
-          if (list) list.push(e);
-          else bySeries.set(e.series.identity, [e]);
+  /** Brings the index up to date with one storage, under `prefix` ('' for all of it). */
+  const scan = async (dest: Destination, prefix: string): Promise<void> => {
+    const url = dest.storage.url;
+    const objects = await dest.storage.list(prefix);
+    const present = objects.filter((o) => o.key.endsWith(MANIFEST_SUFFIX) && parseBackupId(backupIdOfKey(o.key)));
+    const have = index.manifestKeys(url, prefix);
+    const presentKeys = new Set(present.map((o) => o.key));
+    const added: { key: string; manifest: Manifest }[] = [];
+    const problems: { key: string; message: string }[] = [];
+    await eachLimited(
+      present.filter((o) => !have.has(o.key)),
+      READ_AHEAD,
+      async (o) => {
+        try {
+          added.push({ key: o.key, manifest: await readListedManifest(dest.storage, o.key) });
+        } catch (err) {
+          problems.push({ key: o.key, message: (err as Error).message });
         }
-        out.set(dest.storage.url, { dest, entries, bySeries, objects: listing.objects });
-      }
+      },
+    );
+    const records = objects.filter((o) => RECORD_RE.test(o.key.split('/').pop() ?? ''));
+    const haveRecords = index.recordKeys(url, prefix);
+    const recordKeys = new Set(records.map((o) => o.key));
+    const addedRecords: IndexedRecord[] = [];
+    await eachLimited(
+      records.filter((o) => !haveRecords.has(o.key)),
+      READ_AHEAD,
+      async (o) => {
+        const [, backupId, kind] = RECORD_RE.exec(o.key.split('/').pop()!)!;
+        let body: unknown;
+        if (kind === 'verify') {
+          // What the pages show of a drill; its per-table details stay in the stash.
+          const r = await readRecord<VerifyRecord>(dest.storage, o.key).catch(() => undefined);
+          if (r) body = { result: r.result, level: r.level, at: r.at, ...(r.error ? { error: r.error } : {}) };
+        }
+        addedRecords.push({ key: o.key, backupId, kind, body });
+      },
+    );
+    index.apply(url, {
+      added,
+      removed: [...have].filter((k) => !presentKeys.has(k)),
+      addedRecords,
+      removedRecords: [...haveRecords].filter((k) => !recordKeys.has(k)),
+      whole: prefix === '' ? { at: new Date().toISOString(), problems } : undefined,
+    });
+    if (problems.length > 0) warn(`the dashboard could not read ${problems.length} manifest(s) in ${url}: ${problems[0].key}: ${problems[0].message}`);
+    // The WAL window of physical series kept in this storage.
+    for (const entry of Object.values(config.databases)) {
+      if (!entry.physical) continue;
+      const series = seriesOfEntry(entry);
+      if (!series || (prefix !== '' && prefix !== `${series.key}/`)) continue;
+      if (!(await destinationsOf(entry)).some((d) => d.storage.url === url)) continue;
+      const health = archiveHealth(objects as ObjectInfo[], series.key, index.manifestsOf(url, series.identity));
+      index.setWindow(url, series.identity, health?.window ? { ...health.window, gaps: health.gaps } : undefined);
     }
-    return out;
   };
 
-  // A listing begun before a job ended may miss its backup: invalidate() starts a new generation,
-  // and only a listing of the current generation becomes current.
-  let generation = 0;
-  const refresh = () => {
-    if (!refreshing) {
-      const started = Date.now();
-      const gen = generation;
-      const reading = readAll();
-      refreshing = reading;
-      reading.then(
-        (data) => {
-          if (gen === generation) current = { at: started, data: Promise.resolve(data) };
-        },
-        () => {},
-      );
-      void reading.finally(() => {
-        if (refreshing === reading) refreshing = undefined;
-      }).catch(() => {});
-    }
-    return refreshing;
+  // Scans the pages wait for: the first build of a storage, and the database of a job that ended.
+  const awaited = new Set<Promise<void>>();
+  const wait = (p: Promise<void>) => {
+    const settled = p.catch((err: Error) => warn(`the dashboard could not scan the stash: ${err.message}`));
+    awaited.add(settled);
+    void settled.finally(() => awaited.delete(settled));
+  };
+  const ready = async () => {
+    while (awaited.size > 0) await Promise.all([...awaited]);
   };
 
-  const listings = (): Promise<Map<string, StorageListing>> => {
-    if (!current) return refresh();
-    if (Date.now() - current.at >= CACHE_MS) void refresh();
-    return current.data;
+  const rescan = async (onlyMissing: boolean) => {
+    for (const [url, dest] of await storages()) {
+      const built = index.scannedAt(url) !== undefined;
+      if (onlyMissing && built) continue;
+      const p = queue(url, () => scan(dest, ''));
+      if (!built) wait(p);
+      else await p.catch((err: Error) => warn(`the dashboard could not scan ${url}: ${err.message}`));
+    }
+  };
+
+  let timer: NodeJS.Timeout | undefined;
+  let started = false;
+  const start = () => {
+    if (started) return;
+    started = true;
+    // Storages never scanned are built first (pages wait for them); then every storage is
+    // scanned again in the background, for backups made while the dashboard was not running.
+    const first = (async () => {
+      for (const [url, dest] of await storages()) if (index.scannedAt(url) === undefined) wait(queue(url, () => scan(dest, '')));
+    })();
+    wait(first);
+    void first.then(() => rescan(false)).catch(() => {});
+    if (opts.rescanMs && opts.rescanMs > 0) {
+      timer = setInterval(() => void rescan(false).catch(() => {}), opts.rescanMs);
+      timer.unref();
+    }
   };
 
   /** A database's backups across its storages, newest first, each once with the storages that hold it. */
-  const backupsOf = async (entry: DatabaseConfig) => {
+  const backupsOf = async (entry: DatabaseConfig, limit?: number) => {
     const identity = seriesOfEntry(entry)?.identity;
-    const all = await listings();
-    const byId = new Map<string, { entry: CatalogEntry; storages: string[]; dest: Destination }>();
-    for (const dest of await destinationsOf(entry)) {
-      for (const e of (identity && all.get(dest.storage.url)?.bySeries.get(identity)) || []) {
-        const seen = byId.get(e.id);
-        if (seen) seen.storages.push(dest.name);
-        else byId.set(e.id, { entry: e, storages: [dest.name], dest });
-      }
+    const dests = await destinationsOf(entry);
+    const names = new Map(dests.map((d) => [d.storage.url, d.name]));
+    if (!identity) return { dests, identity, list: [] as BackupSummary[] };
+    const byId = new Map<string, { s: IndexedSummary; storages: string[] }>();
+    // A backup in two storages is two rows: ask for twice the limit so none is cut short.
+    for (const s of index.summaries(identity, [...names.keys()], { limit: limit ? limit * names.size : undefined })) {
+      const seen = byId.get(s.id);
+      if (seen) seen.storages.push(names.get(s.storage)!);
+      else byId.set(s.id, { s, storages: [names.get(s.storage)!] });
     }
-    return [...byId.values()].sort((a, b) => b.entry.manifest.finishedAt.localeCompare(a.entry.manifest.finishedAt));
+    const list = [...byId.values()].map(({ s, storages: st }) => summarize(s, st));
+    return { dests, identity, list: limit ? list.slice(0, limit) : list };
   };
 
-  const summaryOf = async (name: string, entry: DatabaseConfig): Promise<{ summary: DatabaseSummary; backups: BackupSummary[] }> => {
-    const found = await backupsOf(entry);
-    const backups = found.map((f) => summarize(f.entry, f.storages));
-    const newest = backups[0];
+  const TREND = 30;
+  const summaryOf = async (name: string, entry: DatabaseConfig, all: boolean): Promise<{ summary: DatabaseSummary; backups: BackupSummary[] }> => {
+    await ready();
+    const { dests, identity, list } = await backupsOf(entry, all ? undefined : TREND);
+    const urls = dests.map((d) => d.storage.url);
+    const totals = identity ? index.totals(identity, urls) : { backups: 0, storedBytes: 0 };
+    const newest = list[0];
     const maxAgeMs = expectedMaxAgeMs(entry, name);
     let lastVerify: DatabaseSummary['lastVerify'];
-    for (const f of found.slice(0, 5)) {
-      const record = await latestRecord<VerifyRecord>(f.dest.storage, f.entry.records, 'verify').catch(() => undefined);
-      if (record) {
-        lastVerify = { id: f.entry.id, result: record.result, level: record.level, at: record.at };
-        break;
-      }
+    const verified = index.lastVerify(list.slice(0, 5).map((b) => b.id));
+    if (verified) {
+      const r = verified.body as { result: string; level: string; at: string };
+      lastVerify = { id: verified.backupId, result: r.result, level: r.level, at: r.at };
     }
-    const failure = lastFailure.get(name);
+    const lastRun = index.lastRun(name, 'backup');
     let health: Health;
     let reason: string;
-    if (failure && (!newest || failure.at > newest.finishedAt)) {
+    if (lastRun?.state === 'failed' && (!newest || (lastRun.finishedAt ?? lastRun.startedAt) > newest.finishedAt)) {
       health = 'failing';
-      reason = `the last backup failed: ${failure.error}`;
+      reason = `the last backup failed: ${lastRun.error ?? 'no reason recorded'}`;
     } else if (!newest) {
       health = 'never';
       reason = 'no backup yet';
@@ -220,45 +283,73 @@ export function createCatalog(config: ConfigFile): Catalog {
       }
     }
     let window: DatabaseSummary['window'];
-    if (entry.physical && found.length > 0) {
-      const series = seriesOfEntry(entry);
-      const all = await listings();
-      const first = all.get(found[0].dest.storage.url);
-      const health = series && first ? archiveHealth(first.objects, series.key, found.filter((f) => f.dest === found[0].dest).map((f) => f.entry.manifest)) : undefined;
-      if (health?.window) window = { ...health.window, gaps: health.gaps };
+    if (entry.physical && identity) {
+      for (const url of urls) {
+        window = index.window<NonNullable<DatabaseSummary['window']>>(url, identity);
+        if (window) break;
+      }
     }
     return {
       summary: {
         name,
-        engine: newest?.engine ?? (seriesOfEntry(entry)?.identity.split(':')[0] ?? 'unknown'),
+        engine: newest?.engine ?? (identity?.split(':')[0] ?? 'unknown'),
         url: maskUrlCredentials(entry.url),
         labels: entry.labels ?? {},
         health,
         reason,
         newest,
-        backups: backups.length,
-        storedBytes: backups.reduce((s, b) => s + b.size * b.storages.length, 0),
+        backups: totals.backups,
+        storedBytes: totals.storedBytes,
         maxAgeSeconds: maxAgeMs !== undefined ? maxAgeMs / 1000 : undefined,
         lastVerify,
         schedule,
         nextBackup,
         window,
-        trend: backups
-          .slice(0, 30)
+        trend: list
+          .slice(0, TREND)
           .reverse()
           .map((b) => ({ at: b.finishedAt, size: b.size })),
       },
-      backups,
+      backups: list,
     };
   };
 
+  const calendarOf = async (name: string, entry: DatabaseConfig): Promise<CalendarDay[]> => {
+    const identity = seriesOfEntry(entry)?.identity;
+    const urls = (await destinationsOf(entry)).map((d) => d.storage.url);
+    // Whole weeks, Monday first, ending with the current one.
+    const today = new Date();
+    const end = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()));
+    const monday = new Date(end.getTime() - ((end.getUTCDay() + 6) % 7) * 86_400_000);
+    const first = new Date(monday.getTime() - (CALENDAR_WEEKS - 1) * 7 * 86_400_000);
+    const from = first.toISOString().slice(0, 10);
+    const ok = identity ? index.successesByDay(identity, urls, from) : new Map<string, number>();
+    const failed = index.failuresByDay(name, 'backup', from);
+    const days: CalendarDay[] = [];
+    for (let t = first.getTime(); t <= end.getTime(); t += 86_400_000) {
+      const day = new Date(t).toISOString().slice(0, 10);
+      days.push({ day, ok: ok.get(day) ?? 0, failed: failed.get(day) ?? 0 });
+    }
+    return days;
+  };
+
   return {
-    lastFailure,
-    warm: () => void listings().catch(() => {}),
-    invalidate: () => {
-      generation++;
-      current = undefined;
-      refreshing = undefined;
+    index,
+    start,
+    rescan: () => rescan(false),
+    changed(database) {
+      const entry = Object.hasOwn(config.databases, database) ? config.databases[database] : undefined;
+      const series = entry && seriesOfEntry(entry);
+      if (!entry || !series) return;
+      wait(
+        (async () => {
+          for (const dest of await destinationsOf(entry)) await queue(dest.storage.url, () => scan(dest, `${series.key}/`));
+        })(),
+      );
+    },
+    close() {
+      if (timer) clearInterval(timer);
+      index.close();
     },
     databaseOf(manifest) {
       const identity = manifest.series?.identity;
@@ -266,26 +357,24 @@ export function createCatalog(config: ConfigFile): Catalog {
     },
     async databases() {
       const out: DatabaseSummary[] = [];
-      for (const [name, entry] of Object.entries(config.databases)) out.push((await summaryOf(name, entry)).summary);
+      for (const [name, entry] of Object.entries(config.databases)) out.push((await summaryOf(name, entry, false)).summary);
       return out;
     },
     async database(name) {
       const entry = Object.hasOwn(config.databases, name) ? config.databases[name] : undefined;
-      return entry ? summaryOf(name, entry) : undefined;
+      if (!entry) return undefined;
+      return { ...(await summaryOf(name, entry, true)), calendar: await calendarOf(name, entry) };
     },
     async backup(id) {
-      const all = await listings();
-      let manifest: Manifest | undefined;
-      const storages: string[] = [];
-      const records: { key: string; storage: string }[] = [];
-      for (const { dest, entries } of all.values()) {
-        const e = entries.find((x) => x.id === id);
-        if (!e) continue;
-        manifest ??= e.manifest;
-        storages.push(dest.name);
-        records.push(...e.records.map((key) => ({ key, storage: dest.name })));
-      }
-      return manifest ? { manifest, storages, records } : undefined;
+      await ready();
+      const dests = await storages();
+      const copies = index.backup(id);
+      if (copies.length === 0) return undefined;
+      return {
+        manifest: copies[0].manifest,
+        storages: copies.map((c) => dests.get(c.storage)?.name ?? c.storage),
+        records: copies.flatMap((c) => c.records.map((key) => ({ key, storage: dests.get(c.storage)?.name ?? c.storage }))),
+      };
     },
   };
 }

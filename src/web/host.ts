@@ -3,6 +3,7 @@
 // backup), each job's lines recorded for its page and event stream.
 
 import os from 'node:os';
+import path from 'node:path';
 import type { Context } from '../cli/common.js';
 import { Output } from '../cli/output.js';
 import { dashboardSchema, type DashboardConfig } from '../config/schema.js';
@@ -12,7 +13,9 @@ import { DaemonMetrics } from '../daemon/metrics.js';
 import { createNotifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
 import { pruneDatabase, restoreBackup } from '../app/actions.js';
+import { parseDuration } from '../core/format.js';
 import { createCatalog } from './data.js';
+import { CatalogIndex } from './index-store.js';
 import { WebJobs, type JobEvent } from './jobs.js';
 import type { DashboardHost } from './server.js';
 
@@ -38,6 +41,11 @@ class JobOutput extends Output {
   }
 }
 
+/** Beside the config file, as the daemon's state file: `.dbstash-dashboard.sqlite`. */
+export function defaultIndexFile(ctx: Context): string {
+  return path.join(ctx.loaded.file ? path.dirname(ctx.loaded.file) : process.cwd(), '.dbstash-dashboard.sqlite');
+}
+
 export interface WebHost extends DashboardHost {
   /** A scheduled run of the daemon, shown beside the dashboard's own jobs. */
   scheduled(database: string, kind: 'backup' | 'verify' | 'prune'): { end(error?: string): void };
@@ -47,7 +55,8 @@ export interface WebHost extends DashboardHost {
 export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; warm?: WarmScratch } = {}): WebHost {
   const config = ctx.loaded.config;
   const settings: DashboardConfig = dashboardSchema.parse(config.dashboard ?? {});
-  const catalog = createCatalog(config);
+  const index = CatalogIndex.open(settings.index ?? defaultIndexFile(ctx), (m) => ctx.out.warn(m));
+  const catalog = createCatalog(config, { index, rescanMs: parseDuration(settings.rescan), warn: (m) => ctx.out.warn(m) });
   const notifier = createNotifier(config.notifications, ctx.out);
   const metrics = opts.metrics ?? new DaemonMetrics();
   const warm = opts.warm ?? new WarmScratch(config.tempDir ?? os.tmpdir());
@@ -72,19 +81,18 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
           return { removed, bytesFreed: freed };
         }
         await jobBody(kind, database, config.databases[database], { ctx: { ...ctx, out, signal }, notifier, metrics, warm }, { backupId: params.backupId })(signal);
-        if (kind === 'backup') catalog.lastFailure.delete(database);
         return undefined;
       } catch (err) {
         const message = maskSecrets((err as Error).message);
         event('error', message);
-        if (kind === 'backup') catalog.lastFailure.set(database, { at: new Date().toISOString(), error: message });
         throw new Error(message);
       } finally {
-        catalog.invalidate();
+        catalog.changed(database);
       }
     },
     ctx.signal,
     (a) => ctx.out.info(`audit: ${a.user} ${a.action} ${a.target}: ${a.result}`, { audit: a }),
+    catalog.index,
   );
   return {
     config,
@@ -96,17 +104,14 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
       return {
         end(error) {
           if (error) tracked.event('error', maskSecrets(error));
-          if (kind === 'backup') {
-            if (error) catalog.lastFailure.set(database, { at: new Date().toISOString(), error: maskSecrets(error) });
-            else catalog.lastFailure.delete(database);
-          }
-          catalog.invalidate();
+          catalog.changed(database);
           tracked.end(error === undefined ? undefined : maskSecrets(error));
         },
       };
     },
     close: async () => {
       if (ownWarm) await warm.close().catch(() => {});
+      catalog.close();
     },
   };
 }

@@ -53,26 +53,61 @@ export interface JobParams {
 export type JobRunner = (database: string, kind: JobKind, event: (level: JobEvent['level'], message: string) => void, signal: AbortSignal, params: JobParams) => Promise<unknown>;
 
 const KEEP = 200;
+const RUNS_KEPT_DAYS = 100;
+const AUDIT_KEPT_DAYS = 400;
+
+/** Where runs and audit entries are kept across restarts (the dashboard's index). */
+export interface RunStore {
+  saveRun(job: JobRecord): void;
+  recentRuns<T extends JobRecord>(limit: number): T[];
+  run<T extends JobRecord>(id: string): T | undefined;
+  closeInterrupted(at: string): number;
+  addAudit(entry: AuditEntry): void;
+  recentAudit<T>(limit: number): T[];
+  trim(runsBefore: string, auditBefore: string): void;
+}
 
 export class WebJobs extends EventEmitter {
   private readonly jobs = new Map<string, JobRecord>();
   private readonly busy = new Map<string, string>();
-  readonly audit: AuditEntry[] = [];
+  private readonly kept: AuditEntry[] = [];
 
   constructor(
     private readonly run: JobRunner,
     private readonly signal: AbortSignal,
     private readonly log: (entry: AuditEntry) => void,
+    /** Keeps runs and the audit log across restarts; without it they live as long as the process. */
+    private readonly store?: RunStore,
   ) {
     super();
     this.setMaxListeners(0);
+    // Runs a stopped dashboard left "running" ended without a result.
+    store?.closeInterrupted(new Date().toISOString());
+    // Runs are kept for the calendar's weeks and more; the audit log for a year and more.
+    store?.trim(new Date(Date.now() - RUNS_KEPT_DAYS * 86_400_000).toISOString(), new Date(Date.now() - AUDIT_KEPT_DAYS * 86_400_000).toISOString());
+  }
+
+  /** The audit log, newest first. */
+  get audit(): AuditEntry[] {
+    return this.store ? this.store.recentAudit<AuditEntry>(KEEP) : this.kept;
   }
 
   record(entry: Omit<AuditEntry, 'at'>): void {
     const full = { at: new Date().toISOString(), ...entry };
-    this.audit.unshift(full);
-    this.audit.length = Math.min(this.audit.length, KEEP);
+    if (this.store) this.store.addAudit(full);
+    else {
+      this.kept.unshift(full);
+      this.kept.length = Math.min(this.kept.length, KEEP);
+    }
     this.log(full);
+  }
+
+  private save(job: JobRecord): void {
+    try {
+      this.store?.saveRun(job);
+    } catch (err) {
+      this.log({ at: new Date().toISOString(), user: job.by, action: job.kind, target: job.database, result: `could not be recorded in the index: ${(err as Error).message}` });
+    }
   }
 
   /** A new running job, listed and marked busy for its database, and the sink of its events. */
@@ -80,6 +115,7 @@ export class WebJobs extends EventEmitter {
     const { backupId, to } = params;
     const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, ...(backupId ? { backupId } : {}), ...(to ? { to } : {}), state: 'running', by, startedAt: new Date().toISOString(), events: [] };
     this.jobs.set(job.id, job);
+    this.save(job);
     if (!this.busy.has(database)) this.busy.set(database, job.id);
     for (const old of [...this.jobs.keys()].slice(0, Math.max(0, this.jobs.size - KEEP))) this.jobs.delete(old);
     const event = (level: JobEvent['level'], message: string) => {
@@ -120,6 +156,7 @@ export class WebJobs extends EventEmitter {
     job.state = state;
     job.finishedAt = new Date().toISOString();
     if (error) job.error = error;
+    this.save(job);
     if (this.busy.get(job.database) === job.id) this.busy.delete(job.database);
     this.record({ user: job.by, action: job.kind, target: job.database, result: error ? `failed: ${error}` : 'succeeded' });
     this.emit(`job:${job.id}`, { type: 'end', job });
@@ -127,10 +164,15 @@ export class WebJobs extends EventEmitter {
   }
 
   get(id: string): JobRecord | undefined {
-    return this.jobs.get(id);
+    return this.jobs.get(id) ?? this.store?.run<JobRecord>(id);
   }
 
+  /** Running jobs and the recent ones (with a store, also those of earlier runs), newest first. */
   list(): JobRecord[] {
-    return [...this.jobs.values()].reverse();
+    const here = [...this.jobs.values()].reverse();
+    if (!this.store) return here;
+    const seen = new Set(here.map((j) => j.id));
+    const all = [...here, ...this.store.recentRuns<JobRecord>(KEEP).filter((j) => !seen.has(j.id))];
+    return all.sort((a, b) => b.startedAt.localeCompare(a.startedAt)).slice(0, KEEP);
   }
 }

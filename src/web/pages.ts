@@ -8,7 +8,7 @@ import type { HtmlEscapedString } from 'hono/utils/html';
 import type { Manifest } from '../catalog/manifest.js';
 import { formatBytes, formatDuration } from '../core/format.js';
 import { can, type Principal } from './auth.js';
-import type { BackupSummary, DatabaseSummary } from './data.js';
+import type { BackupSummary, CalendarDay, DatabaseSummary } from './data.js';
 import type { AuditEntry, JobRecord } from './jobs.js';
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
@@ -121,7 +121,7 @@ function chartData(backups: BackupSummary[]): { t: number[]; size: number[]; dur
   };
 }
 
-export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, backups: BackupSummary[], page: number, pageSize: number): Html {
+export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, backups: BackupSummary[], page: number, pageSize: number, days: CalendarDay[] = []): Html {
   const pages = Math.max(1, Math.ceil(backups.length / pageSize));
   const shown = backups.slice((page - 1) * pageSize, page * pageSize);
   const schedule = Object.entries(d.schedule);
@@ -136,6 +136,7 @@ export function databasePage(who: Principal, csrf: string | undefined, d: Databa
 <div id="job-area" aria-live="polite"></div>
 <p class="actions">${actions(who, d.name)}</p>
 ${can(who.role, 'prune') ? html`<p><button id="prune-button" data-url="/api/v1/databases/${encodeURIComponent(d.name)}/prune">Prune…</button></p><div id="prune-area" aria-live="polite"></div>` : ''}
+${days.length ? calendar(days) : ''}
 ${backups.length >= 2
   ? html`<h2>Over time</h2>
 <div class="charts">
@@ -161,6 +162,31 @@ ${shown.map(
 ${pages > 1 ? html`<p class="pager">${page > 1 ? html`<a href="?page=${page - 1}">newer</a>` : ''} page ${page} of ${pages} ${page < pages ? html`<a href="?page=${page + 1}">older</a>` : ''}</p>` : ''}`,
     { charts: backups.length >= 2 },
   );
+}
+
+/**
+ * Successes and failures by day, a column per week (Monday on top): green when every backup run
+ * of the day succeeded, red when runs failed and none succeeded, amber for both.
+ */
+function calendar(days: CalendarDay[]): Html {
+  const today = new Date().toISOString().slice(0, 10);
+  const weeks: CalendarDay[][] = [];
+  for (let i = 0; i < days.length; i += 7) weeks.push(days.slice(i, i + 7));
+  const names = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
+  const cell = (d: CalendarDay | undefined) => {
+    if (!d || d.day > today) return html`<td class="day future"></td>`;
+    const kind = d.ok && d.failed ? 'mixed' : d.failed ? 'failed' : d.ok ? 'ok' : 'none';
+    const says = `${d.day}: ${d.ok} backup${d.ok === 1 ? '' : 's'}${d.failed ? `, ${d.failed} failed` : ''}`;
+    return html`<td class="day ${kind}" title="${says}"><span class="sr">${says}</span></td>`;
+  };
+  const total = days.reduce((n, d) => n + d.ok, 0);
+  const failed = days.reduce((n, d) => n + d.failed, 0);
+  return html`<h2>Calendar</h2>
+<p class="sub">The last ${weeks.length} weeks: ${total} backup${total === 1 ? '' : 's'}, ${failed} failed run${failed === 1 ? '' : 's'}.</p>
+<div class="table-wrap calendar-wrap"><table class="calendar" aria-label="backups by day">
+<tbody>${names.map((n, row) => html`<tr><th scope="row">${n}</th>${weeks.map((w) => cell(w[row]))}</tr>`)}</tbody>
+</table></div>
+<p class="legend"><span class="day ok"></span> backed up <span class="day mixed"></span> some failed <span class="day failed"></span> failed <span class="day none"></span> none</p>`;
 }
 
 export function backupPage(who: Principal, csrf: string | undefined, m: Manifest, storages: string[], records: { key: string; storage: string }[]): Html {

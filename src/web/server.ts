@@ -171,7 +171,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     const found = await host.catalog.database(c.req.param('name'));
     if (!found) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such database in the config.'), 404);
     const page = Math.max(1, Number.parseInt(c.req.query('page') ?? '1', 10) || 1);
-    return c.html(databasePage(c.get('who'), csrfOf(c), found.summary, found.backups, page, 50));
+    return c.html(databasePage(c.get('who'), csrfOf(c), found.summary, found.backups, page, 50, found.calendar));
   });
   app.get('/backups/:id', async (c) => {
     const found = await host.catalog.backup(c.req.param('id'));
@@ -181,7 +181,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   app.get('/activity', (c) => c.html(activityPage(c.get('who'), csrfOf(c), host.jobs.list(), host.jobs.audit)));
   app.get('/jobs/:id', (c) => {
     const job = host.jobs.get(c.req.param('id'));
-    if (!job) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such job (jobs are kept while the dashboard runs).'), 404);
+    if (!job) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such job (runs are kept for 100 days).'), 404);
     return c.html(jobPage(c.get('who'), csrfOf(c), job));
   });
   app.get('/settings', (c) => deny(c, 'settings') ?? c.html(settingsPage(c.get('who'), csrfOf(c), stringify(redactConfig(host.config)))));
@@ -191,6 +191,10 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   app.get('/api/v1/databases/:name', async (c) => {
     const found = await host.catalog.database(c.req.param('name'));
     return found ? c.json(found.summary) : c.json({ error: 'no such database in the config' }, 404);
+  });
+  app.get('/api/v1/databases/:name/calendar', async (c) => {
+    const found = await host.catalog.database(c.req.param('name'));
+    return found ? c.json({ days: found.calendar }) : c.json({ error: 'no such database in the config' }, 404);
   });
   app.get('/api/v1/databases/:name/backups', async (c) => {
     const found = await host.catalog.database(c.req.param('name'));
@@ -340,7 +344,7 @@ export function checkExposure(settings: DashboardConfig, listen: string, insecur
 
 export async function startDashboard(host: DashboardHost, opts: { listen: string; insecureHttp: boolean }): Promise<{ url: string; close(): Promise<void> }> {
   checkExposure(host.settings, opts.listen, opts.insecureHttp);
-  host.catalog.warm();
+  host.catalog.start();
   const { host: hostname, port } = parseDashboardListen(opts.listen);
   const tls = host.settings.tls;
   const app = createApp(host, { secure: !!tls });

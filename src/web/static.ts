@@ -167,6 +167,14 @@ th{font-size:.85em;color:#57606a;font-weight:600;background:#fafbfc}
 .badge.stale{background:#fff3c4;color:#713f12}
 .badge.failing{background:#fde2e1;color:#7f1d1d}
 .badge.never{background:#e7ebef;color:#374151}
+.calendar-wrap{display:inline-block;max-width:100%}
+table.calendar{border-collapse:separate;border-spacing:3px;width:auto}
+table.calendar th{font-weight:400;font-size:.75em;padding:0 .3rem 0 0;border:0;text-align:right}
+.day{display:inline-block;width:14px;height:14px;border-radius:3px;background:#eef1f4;padding:0;border:0}
+td.day{display:table-cell}
+.day.ok{background:#4ade80}.day.mixed{background:#fbbf24}.day.failed{background:#ef4444}.day.future{background:transparent}
+.legend{font-size:.8em}.legend .day{vertical-align:middle;margin-left:.6rem}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .label{display:inline-block;padding:0 .35rem;margin:.1rem 0;border:1px solid #d0d7de;border-radius:4px;font-size:.8em;background:#fff}
 .error{color:#b42318}
 .done{color:#14532d}

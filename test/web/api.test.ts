@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { runCli } from '../harness/run.js';
 import { startDashboardFixture, login, waitForJob, HOSTILE, PASSWORDS, type DashboardFixture } from './helpers.js';
 import { verifyPassword } from '../../src/web/auth.js';
@@ -208,6 +210,55 @@ describe('the dashboard API', () => {
     const blocked = await fetch(`${d.url}/login`, { method: 'POST', body: new URLSearchParams({ user: 'admin', password: PASSWORDS.admin }), redirect: 'manual' });
     assert.equal(blocked.status, 429, 'even the right password waits');
     assert.match(await blocked.text(), /Too many failed attempts/);
+  });
+
+  it('the index: the calendar counts today\'s backups and failed runs; after a restart the pages answer from the kept index, with the earlier runs and audit log, and a backup the CLI made meanwhile shows; a damaged index is rebuilt', async () => {
+    const v = bearer(d.tokens.viewer);
+    const today = new Date().toISOString().slice(0, 10);
+    const dayOf = async (name: string) => {
+      const body = (await (await fetch(`${d.url}/api/v1/databases/${name}/calendar`, { headers: v })).json()) as { days: { day: string; ok: number; failed: number }[] };
+      assert.equal(body.days.length % 7 !== 0 || body.days.length <= 12 * 7, true);
+      return body.days.find((x) => x.day === today)!;
+    };
+    const shopBefore = (await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: v })).json()) as { total: number };
+    assert.ok(shopBefore.total >= 1);
+    assert.ok((await dayOf('shop')).ok >= 1, 'the operator\'s backup of shop counts today');
+    assert.ok((await dayOf('broken')).failed >= 1, 'the failed backup of broken counts today');
+    // broken names the same database as pg (with a wrong password): pg's backups are its own too.
+    const page = await (await fetch(`${d.url}/databases/broken`, { headers: v })).text();
+    const cell = new RegExp(`<td class="day (failed|mixed)" title="${today}: (\\d+) backups?, (\\d+) failed">`).exec(page);
+    assert.ok(cell, 'today\'s cell shows the failure');
+    assert.equal(cell[1], Number(cell[2]) > 0 ? 'mixed' : 'failed');
+    const jobsBefore = ((await (await fetch(`${d.url}/api/v1/jobs`, { headers: v })).json()) as { jobs: { id: string; state: string }[] }).jobs;
+    assert.ok(jobsBefore.length >= 3);
+
+    // A backup made by the CLI while the dashboard is down, then a restart.
+    const cli = await runCli(['backup', 'shop', '--config', d.config, '--quiet']);
+    assert.equal(cli.code, 0, cli.stderr);
+    await d.restart();
+    const jobsAfter = ((await (await fetch(`${d.url}/api/v1/jobs`, { headers: v })).json()) as { jobs: { id: string; state: string }[] }).jobs;
+    assert.deepEqual(jobsAfter.map((j) => j.id).slice(0, jobsBefore.length).sort(), jobsBefore.map((j) => j.id).sort(), 'the runs are kept');
+    const audit = ((await (await fetch(`${d.url}/api/v1/audit`, { headers: v })).json()) as { audit: { action: string }[] }).audit;
+    assert.ok(audit.some((a) => a.action === 'backup'), 'the audit log is kept');
+    const broken = ((await (await fetch(`${d.url}/api/v1/databases`, { headers: v })).json()) as { databases: { name: string; health: string }[] }).databases.find((x) => x.name === 'broken')!;
+    assert.equal(broken.health, 'failing', 'still failing after a restart: the failed run is kept');
+    // The rescan at start finds the CLI's backup (the pages do not wait for it).
+    let total = 0;
+    for (let i = 0; i < 100 && total <= shopBefore.total; i++) {
+      total = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: v })).json()) as { total: number }).total;
+      if (total <= shopBefore.total) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(total, shopBefore.total + 1, 'the backup made by the CLI is listed');
+
+    // Garbage in place of the index: it is only a cache, so it is rebuilt from the stash.
+    const indexFile = path.join(d.root, '.dbstash-dashboard.sqlite');
+    assert.ok(existsSync(indexFile), 'the index is kept beside the config');
+    await d.restart(() => {
+      for (const f of [`${indexFile}-wal`, `${indexFile}-shm`]) rmSync(f, { force: true });
+      writeFileSync(indexFile, 'this is not a database '.repeat(200));
+    });
+    const rebuilt = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: v })).json()) as { total: number }).total;
+    assert.equal(rebuilt, shopBefore.total + 1, 'the rebuilt index lists every backup');
   });
 });
 

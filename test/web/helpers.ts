@@ -23,6 +23,8 @@ export interface DashboardFixture {
   pg: PgServer;
   tokens: { viewer: string; operator: string; admin: string };
   log(): string;
+  /** Stops the dashboard (then runs `between`) and starts it again on the same config (a new URL). */
+  restart(between?: () => void | Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,35 +77,52 @@ export async function startDashboardFixture(): Promise<DashboardFixture> {
     ].join('\n'),
     { mode: 0o600 },
   );
-  const child = spawnCli(['dashboard', '--config', config, '--listen', '127.0.0.1:0']);
+  let child: ReturnType<typeof spawnCli>;
   let log = '';
-  child.stdout.on('data', (d: Buffer) => (log += d));
-  child.stderr.on('data', (d: Buffer) => (log += d));
-  for (let i = 0; i < 200 && !/listening on http/.test(log) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
-  const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
-  if (!url) {
-    child.kill('SIGKILL');
-    await pg.stop();
-    throw new Error(`the dashboard did not start:\n${log}`);
-  }
-  return {
-    url,
+  const launch = async (): Promise<string> => {
+    child = spawnCli(['dashboard', '--config', config, '--listen', '127.0.0.1:0']);
+    let mine = '';
+    const take = (d: Buffer) => {
+      mine += d;
+      log += d;
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    for (let i = 0; i < 200 && !/listening on http/.test(mine) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+    const found = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(mine)?.[1];
+    if (!found) {
+      child.kill('SIGKILL');
+      await pg.stop();
+      throw new Error(`the dashboard did not start:\n${mine}`);
+    }
+    return found;
+  };
+  const halt = async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  };
+  const fixture: DashboardFixture = {
+    url: await launch(),
     root,
     stash,
     config,
     pg,
     tokens: { viewer: viewer.token, operator: operator.token, admin: admin.token },
     log: () => log,
+    async restart(between) {
+      await halt();
+      await between?.();
+      fixture.url = await launch();
+    },
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await once(child, 'exit');
-      }
+      await halt();
       await pg.stop();
     },
   };
+  return fixture;
 }
-
 /** Logs in with the form; returns the session cookie and the page's CSRF token. */
 export async function login(url: string, user: string, password: string): Promise<{ cookie: string; csrf: string }> {
   const res = await fetch(`${url}/login`, { method: 'POST', body: new URLSearchParams({ user, password }), redirect: 'manual' });
