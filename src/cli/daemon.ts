@@ -9,7 +9,8 @@ export function registerDaemon(program: Command): void {
     .description('run the configured schedules (backup, verify drill, prune), serve /healthz and /metrics')
     .option('--state-file <file>', 'where the daemon remembers its last runs (default: .dbstash-daemon.json beside the config)')
     .option('--dashboard <host:port>', 'also serve the web dashboard there (default: dashboard.listen when the config has a dashboard section)')
-    .option('--insecure-http', 'allow the dashboard on an address other machines reach without TLS (TLS ends in a proxy in front)');
+    .option('--insecure-http', 'allow the dashboard on an address other machines reach without TLS (TLS ends in a proxy in front)')
+    .option('--queue <url>', 'fleet mode: put the schedules on this PostgreSQL queue for `dbstash worker` to run (default: queue: in the config)');
   commonOptions(cmd, { dryRun: 'check the config and the schedules, print them, and exit', codes: [130] });
   cmd.addHelpText(
     'after',
@@ -30,10 +31,10 @@ Examples:
   curl -s 127.0.0.1:9877/healthz`,
   );
   // The daemon (and prom-client with it) is loaded only by this command, not by every other one.
-  cmd.action((opts: CommonOptions & { stateFile?: string; dashboard?: string; insecureHttp?: boolean }) =>
+  cmd.action((opts: CommonOptions & { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string }) =>
     runCommand(opts, async (ctx) => {
       const daemon = await import('../daemon/daemon.js');
-      if (!opts.dryRun) return daemon.runDaemon(ctx, { stateFile: opts.stateFile, dashboard: opts.dashboard, insecureHttp: opts.insecureHttp });
+      if (!opts.dryRun) return daemon.runDaemon(ctx, { stateFile: opts.stateFile, dashboard: opts.dashboard, insecureHttp: opts.insecureHttp, queue: opts.queue });
       const plan = daemon.checkDaemon(ctx);
       ctx.out.result({ dryRun: true, ...plan }, () =>
         [

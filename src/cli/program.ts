@@ -26,6 +26,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   dashboard: async () => (await import('./dashboard.js')).registerDashboard,
   user: async () => (await import('./dashboard.js')).registerUser,
   token: async () => (await import('./dashboard.js')).registerToken,
+  worker: async () => (await import('./fleet.js')).registerWorker,
+  run: async () => (await import('./fleet.js')).registerRun,
 };
 
 /**

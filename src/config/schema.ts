@@ -193,6 +193,8 @@ export const databaseSchema = z
     url: z.string().min(1),
     /** Name used in backup ids; defaults to the database name in the URL. */
     name: z.string().optional(),
+    /** In a fleet: only workers with these tags run this database's jobs (`dbstash worker --tags`). */
+    workers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'), z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -')).optional(),
     env: z.string().optional(),
     storages: z.array(z.string()).optional(),
     compression: compressionSchema.optional(),
@@ -241,6 +243,20 @@ export const configSchema = z
     retention: retentionSchema.optional(),
     space: z
       .object({ ratio: z.number().positive().optional(), margin: z.number().min(1).max(100).optional() })
+      .strict()
+      .optional(),
+    /** The fleet's control database (pg-boss): postgres://…; without it the daemon schedules in-process. */
+    queue: z.string().min(1).optional(),
+    /** How the fleet retries jobs and tells a dead worker (docs/fleet.md). */
+    fleet: z
+      .object({
+        /** Attempts after the first. */
+        retries: z.number().int().min(0).max(10).default(2),
+        /** Before the first retry; each next one waits about twice as long. */
+        retryDelay: z.string().refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 30s' }).default('30s'),
+        /** A job whose worker sent no heartbeat for this long (10s at least) is retried elsewhere. */
+        heartbeat: z.string().refine((v) => (parseDuration(v) ?? 0) >= 10_000, { message: 'must be a duration of 10s or more' }).default('30s'),
+      })
       .strict()
       .optional(),
     databases: z.record(z.string(), databaseSchema).default({}),

@@ -29,7 +29,7 @@ import { WalWatch } from './wal-watch.js';
 import { JobRunner } from './runner.js';
 import { readState, writeState, type DaemonState } from './state.js';
 
-interface ScheduledJob {
+export interface ScheduledJob {
   id: string;
   database: string;
   kind: JobKind;
@@ -160,8 +160,14 @@ async function startWalServer(ctx: Context, socketPath: string, parallel: number
   return walServer;
 }
 
-export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean } = {}): Promise<number> {
+export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string } = {}): Promise<number> {
   const { config } = ctx.loaded;
+  // Fleet mode: the schedules go to the queue, and workers run them (docs/fleet.md).
+  const queue = opts.queue ?? config.queue;
+  if (queue) {
+    const { runScheduler } = await import('../fleet/worker.js');
+    return runScheduler(ctx, queue, scheduledJobs(ctx));
+  }
   const settings: DaemonConfig = daemonSchema.parse(config.daemon ?? {});
   const graceMs = duration(settings.gracePeriod, 'gracePeriod')!;
   const jitterMs = duration(settings.jitter, 'jitter') ?? 0;

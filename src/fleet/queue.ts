@@ -1,0 +1,159 @@
+// The fleet's job queue: pg-boss on a PostgreSQL control database (`queue:` in the config or
+// --queue). One queue per kind of job (backup, verify, prune) and per set of worker tags a
+// database asks for; each a pg-boss "singleton" queue keyed by the database, so never two jobs of
+// one kind for one database run at once across the fleet (the stash lock stays beneath it). Jobs
+// carry only names (the database's config key, a backup id), never a URL or a secret: every
+// worker reads the same config.
+
+import os from 'node:os';
+import { PgBoss, type Job, type JobWithMetadata } from 'pg-boss';
+import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
+import { ConfigError, ConnectionError } from '../core/errors.js';
+import { parseDuration } from '../core/format.js';
+import { maskUrlCredentials } from '../core/secrets.js';
+
+export const FLEET_KINDS = ['backup', 'verify', 'prune'] as const;
+export type FleetKind = (typeof FLEET_KINDS)[number];
+
+/** The queues' schema in the control database. */
+export const QUEUE_SCHEMA = 'dbstash_queue';
+
+export interface FleetJobData {
+  database: string;
+  backupId?: string;
+  /** Who asked: "schedule", or the user and host of `dbstash run`. */
+  by: string;
+}
+
+/** What a worker records as a job's output. */
+export interface FleetJobOutput {
+  host: string;
+  pid: number;
+  worker: string;
+  exitCode: number;
+  error?: string;
+  durationMs: number;
+}
+
+/** How the fleet retries and expires jobs: the config's `fleet:` (docs/fleet.md). */
+export function fleetPolicy(config: ConfigFile) {
+  const fleet = config.fleet ?? { retries: 2, retryDelay: '30s', heartbeat: '30s' };
+  return {
+    retryLimit: fleet.retries,
+    retryDelay: Math.max(1, Math.round((parseDuration(fleet.retryDelay) ?? 30_000) / 1000)),
+    retryBackoff: true,
+    /** A worker beats every heartbeat/2; a job without a beat for this long is retried elsewhere. */
+    heartbeatSeconds: Math.max(10, Math.round((parseDuration(fleet.heartbeat) ?? 30_000) / 1000)),
+    /** A job active longer than this is failed. */
+    expireInSeconds: 6 * 3600,
+    /** Finished jobs are kept a week: the run history. */
+    deleteAfterSeconds: 7 * 86_400,
+  };
+}
+
+/** `k/v/k/v` sorted by key: the routing of a database's jobs to workers with those tags. */
+export function tagsKey(tags: Record<string, string> | undefined): string {
+  return Object.entries(tags ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}/${v}`)
+    .join('/');
+}
+
+/**
+ * The queue a database's jobs of a kind go to: `dbstash-backup`, or `dbstash-backup/region/eu`
+ * (pg-boss names allow letters, digits, _ - . and /; tags never hold a slash).
+ */
+export function queueFor(kind: FleetKind, entry: Pick<DatabaseConfig, 'workers'> | undefined): string {
+  const key = tagsKey(entry?.workers);
+  return key ? `dbstash-${kind}/${key}` : `dbstash-${kind}`;
+}
+
+/** Every queue the config's databases use. */
+export function queuesOf(config: ConfigFile): string[] {
+  const out = new Set<string>();
+  for (const entry of Object.values(config.databases)) for (const kind of FLEET_KINDS) out.add(queueFor(kind, entry));
+  return [...out].sort();
+}
+
+/** The queues a worker with these tags takes jobs from: those whose tags it has, all of them. */
+export function queuesForWorker(config: ConfigFile, tags: Record<string, string>): string[] {
+  return queuesOf(config).filter((name) => {
+    const parts = name.split('/').slice(1);
+    for (let i = 0; i < parts.length; i += 2) if (tags[parts[i]] !== parts[i + 1]) return false;
+    return true;
+  });
+}
+
+/** The kind of job a queue holds. */
+export function kindOfQueue(name: string): FleetKind {
+  return name.slice('dbstash-'.length).split('/')[0] as FleetKind;
+}
+
+/** The control database's URL: --queue, else `queue:` in the config. */
+export function queueUrl(config: ConfigFile, option?: string): string | undefined {
+  return option ?? config.queue;
+}
+
+/**
+ * Connects to the control database and makes sure the config's queues exist. An unreachable
+ * database is a connection error (exit 3); a queue schema written by a newer dbstash, a
+ * configuration error (exit 2).
+ */
+export async function openQueue(url: string, config: ConfigFile, opts: { warn?: (m: string) => void; schedule?: boolean; supervise?: boolean } = {}): Promise<PgBoss> {
+  const boss = new PgBoss({
+    connectionString: url,
+    schema: QUEUE_SCHEMA,
+    application_name: `dbstash ${os.hostname()}:${process.pid}`,
+    schedule: opts.schedule ?? false,
+    supervise: opts.supervise ?? true,
+    // Retry and expiry are checked often: a dead worker's job moves on within a minute.
+    monitorIntervalSeconds: 10,
+    cronWorkerIntervalSeconds: 5,
+    max: 4,
+  });
+  // Lost connections are retried by the pool; say so once per message, not per poll.
+  const seen = new Set<string>();
+  boss.on('error', (err: Error) => {
+    const m = maskUrlCredentials(err.message);
+    if (seen.has(m)) return;
+    seen.add(m);
+    opts.warn?.(`queue: ${m}`);
+  });
+  try {
+    await boss.start();
+  } catch (err) {
+    await boss.stop({ graceful: false, close: true }).catch(() => {});
+    const message = maskUrlCredentials((err as Error).message);
+    if (/version|migrat/i.test(message)) {
+      throw new ConfigError(`the queue in ${maskUrlCredentials(url)} was set up by another version of dbstash: ${message}`, {
+        hint: 'run the same dbstash version on every worker and scheduler (upgrade this one)',
+      });
+    }
+    throw new ConnectionError(`cannot reach the queue database ${maskUrlCredentials(url)}: ${message}`, {
+      hint: 'check queue: (or --queue) in the config: a PostgreSQL URL this host can reach, with the rights to create the dbstash_queue schema',
+    });
+  }
+  for (const name of queuesOf(config)) {
+    if (!(await boss.getQueue(name))) await boss.createQueue(name, { policy: 'singleton', ...fleetPolicy(config) }).catch(async (err: Error) => {
+      // Another worker made it meanwhile.
+      if (!(await boss.getQueue(name))) throw err;
+    });
+  }
+  return boss;
+}
+
+/** Enqueues one job now; its id, or the id of the one already waiting for that database. */
+export async function enqueue(boss: PgBoss, config: ConfigFile, kind: FleetKind, data: FleetJobData): Promise<{ id: string; queue: string; queued: boolean }> {
+  const queue = queueFor(kind, config.databases[data.database]);
+  const id = await boss.send(queue, data, { singletonKey: data.database, ...fleetPolicy(config) });
+  if (id) return { id, queue, queued: true };
+  throw new ConfigError(`the queue refused a ${kind} of ${data.database}`, { hint: 'see the queue database\'s log' });
+}
+
+/** A job with what the dashboard and `run --wait` show of it. */
+export async function findJob(boss: PgBoss, queue: string, id: string): Promise<JobWithMetadata<FleetJobData> | undefined> {
+  const [job] = await boss.findJobs<FleetJobData>(queue, { id });
+  return job;
+}
+
+export type FleetJob = Job<FleetJobData>;

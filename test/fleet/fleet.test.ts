@@ -1,0 +1,187 @@
+/**
+ * The fleet: pg-boss on a real PostgreSQL control database, real `dbstash worker` processes and
+ * real databases (SQLite files and a PostgreSQL database). Every job published exactly once, tag
+ * routing, `run --wait`, two schedulers at once, and the refusals.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { startPostgres, type PgServer } from '../harness/postgres.js';
+import { runCli, spawnCli } from '../harness/run.js';
+import { tempDir } from '../harness/tmp.js';
+
+let pg: PgServer;
+let root: string;
+let stash: string;
+let config: string;
+const SQLITE = 20;
+const EU = new Set(['db3', 'db7']);
+
+interface Worker {
+  child: ReturnType<typeof spawnCli>;
+  log(): string;
+}
+const workers: Worker[] = [];
+
+function startWorker(args: string[] = []): Worker {
+  const child = spawnCli(['worker', '--config', config, '--grace', '5s', ...args]);
+  let log = '';
+  child.stdout.on('data', (d: Buffer) => (log += d));
+  child.stderr.on('data', (d: Buffer) => (log += d));
+  const w = { child, log: () => log };
+  workers.push(w);
+  return w;
+}
+
+async function ready(w: Worker): Promise<void> {
+  for (let i = 0; i < 200 && !/takes jobs from/.test(w.log()) && w.child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(w.log(), /takes jobs from/, w.log());
+}
+
+/** Manifests per series folder of the stash. */
+function manifests(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (!existsSync(stash)) return out;
+  for (const dir of readdirSync(stash)) {
+    if (dir.startsWith('.')) continue;
+    const files = existsSync(path.join(stash, dir)) ? readdirSync(path.join(stash, dir)).filter((f) => f.endsWith('.manifest.json')) : [];
+    out.set(dir, files);
+  }
+  return out;
+}
+
+before(async () => {
+  root = tempDir('dbstash-fleet');
+  stash = path.join(root, 'stash');
+  pg = await startPostgres();
+  await pg.createDatabase('control');
+  await pg.createDatabase('app');
+  await pg.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 5000) g', 'app');
+  const lines = [`stash: ${stash}`, 'encryption: none', `queue: ${pg.url('control')}`, 'fleet: { retries: 2, retryDelay: 1s, heartbeat: 10s }', 'databases:'];
+  for (let i = 0; i < SQLITE; i++) {
+    const file = path.join(root, `db${i}.sqlite`);
+    const db = new Database(file);
+    db.exec(`CREATE TABLE t (i INTEGER); INSERT INTO t VALUES (${i})`);
+    db.close();
+    lines.push(`  db${i}:`, `    url: sqlite://${file}`);
+    if (EU.has(`db${i}`)) lines.push('    workers: { region: eu }');
+  }
+  lines.push('  app:', `    url: ${pg.url('app')}`);
+  config = path.join(root, 'dbstash.yaml');
+  writeFileSync(config, lines.join('\n') + '\n', { mode: 0o600 });
+});
+
+after(async () => {
+  for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+  await pg?.stop();
+});
+
+describe('the fleet', () => {
+  it('3 workers, 20 SQLite databases and a PostgreSQL one: every job runs once, the eu databases only on the eu worker; run --wait exits with the job\'s code', async () => {
+    const plain = [startWorker(), startWorker()];
+    const eu = startWorker(['--tags', 'region=eu']);
+    await Promise.all([...plain, eu].map(ready));
+    // Every job queued at once, from several processes.
+    const names = [...Array.from({ length: SQLITE }, (_, i) => `db${i}`)];
+    for (let i = 0; i < names.length; i += 5) {
+      const queued = await Promise.all(names.slice(i, i + 5).map((n) => runCli(['run', 'backup', n, '--config', config, '--json'])));
+      for (const q of queued) assert.equal(q.code, 0, q.stderr);
+    }
+    const waited = await runCli(['run', 'backup', 'app', '--config', config, '--wait', '--json'], { timeoutMs: 120_000 });
+    assert.equal(waited.code, 0, waited.stderr);
+    const result = JSON.parse(waited.stdout) as { state: string; exitCode: number; worker: string };
+    assert.equal(result.state, 'completed');
+    assert.equal(result.exitCode, 0);
+    assert.match(result.worker, /:\d+$/);
+    // All 21 published, each exactly once.
+    for (let i = 0; i < 300; i++) {
+      const total = [...manifests().values()].reduce((n, f) => n + f.length, 0);
+      if (total >= SQLITE + 1) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 1000)); // a duplicate would show by now
+    const found = manifests();
+    assert.equal(found.size, SQLITE + 1, [...found.keys()].join(' '));
+    for (const [dir, files] of found) assert.equal(files.length, 1, `${dir}: ${files.join(' ')}`);
+    // Routing: each eu database ran on the eu worker, and no other database needed it.
+    for (const db of EU) {
+      assert.match(eu.log(), new RegExp(`\\[${db}\\] backup \\S+ done on`), eu.log());
+      for (const w of plain) assert.doesNotMatch(w.log(), new RegExp(`\\[${db}\\] backup`));
+    }
+    const ran = plain.map((w) => (w.log().match(/\] backup \S+ done on/g) ?? []).length);
+    assert.ok(ran.every((n) => n > 0), `both plain workers took jobs: ${ran.join(', ')}`);
+
+    // A job that fails (a verify of a backup that does not exist) fails for good with the exit
+    // code of the error, after its retries; run --wait reports it.
+    const failed = await runCli(['run', 'verify', 'db0', '--backup', 'db0.00000000_dev_2020-01-01T00-00-00Z', '--config', config, '--wait', '--json'], { timeoutMs: 240_000 });
+    const body = JSON.parse(failed.stdout) as { state: string; exitCode: number; attempts: number; message: string };
+    assert.equal(body.state, 'failed', failed.stdout);
+    assert.equal(failed.code, body.exitCode);
+    assert.notEqual(body.exitCode, 0);
+    assert.equal(body.attempts, 3, 'the first attempt and two retries');
+
+    // SIGTERM: the workers stop taking jobs and exit 0.
+    for (const w of [...plain, eu]) {
+      w.child.kill('SIGTERM');
+      const [code] = (await once(w.child, 'exit')) as [number];
+      assert.equal(code, 0, w.log());
+    }
+  });
+
+  it('refuses clearly: no queue, an unreachable queue, bad tags, a database not in the config', async () => {
+    const bare = path.join(root, 'bare.yaml');
+    writeFileSync(bare, `stash: ${stash}\ndatabases:\n  x: { url: "sqlite://${path.join(root, 'db0.sqlite')}" }\n`);
+    const none = await runCli(['run', 'backup', 'x', '--config', bare]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no queue: the fleet needs its PostgreSQL control database/);
+    const unreachable = await runCli(['run', 'backup', 'x', '--config', bare, '--queue', 'postgres://u:s3cret@127.0.0.1:9/q'], { timeoutMs: 60_000 });
+    assert.equal(unreachable.code, 3, unreachable.stderr);
+    assert.match(unreachable.stderr, /cannot reach the queue database/);
+    assert.doesNotMatch(unreachable.stderr + unreachable.stdout, /s3cret/);
+    assert.doesNotMatch(unreachable.stderr, /\n\s+at /, 'no stack trace');
+    const tags = await runCli(['worker', '--config', config, '--tags', 'region']);
+    assert.equal(tags.code, 2);
+    assert.match(tags.stderr, /--tags: "region" is not key=value/);
+    const unknown = await runCli(['run', 'backup', 'nope', '--config', config]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /nope is not a database in the config/);
+  });
+
+  it('two schedulers at once: each cron tick yields one job', async () => {
+    const scheduled = path.join(root, 'scheduled.yaml');
+    const file = path.join(root, 'ticked.sqlite');
+    const db = new Database(file);
+    db.exec('CREATE TABLE t (i INTEGER)');
+    db.close();
+    writeFileSync(scheduled, [`stash: ${stash}`, 'encryption: none', `queue: ${pg.url('control')}`, 'databases:', '  ticked:', `    url: sqlite://${file}`, '    schedule: { backup: "* * * * *" }', ''].join('\n'), { mode: 0o600 });
+    const daemons = [spawnCli(['daemon', '--config', scheduled]), spawnCli(['daemon', '--config', scheduled])];
+    const logs = ['', ''];
+    daemons.forEach((d, i) => {
+      d.stdout.on('data', (b: Buffer) => (logs[i] += b));
+      d.stderr.on('data', (b: Buffer) => (logs[i] += b));
+    });
+    const worker = spawnCli(['worker', '--config', scheduled, '--concurrency', '2']);
+    let wlog = '';
+    worker.stdout.on('data', (b: Buffer) => (wlog += b));
+    worker.stderr.on('data', (b: Buffer) => (wlog += b));
+    try {
+      for (let i = 0; i < 100 && !logs.every((l) => /scheduling 1 job on the queue/.test(l)); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(logs.every((l) => /scheduling 1 job on the queue/.test(l)), logs.join('\n---\n'));
+      // Wait for the first tick's backup (a minute at most, plus the cron check).
+      const ticked = () => [...manifests().entries()].filter(([dir]) => dir.startsWith('ticked.')).flatMap(([, f]) => f);
+      for (let i = 0; i < 900 && ticked().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(ticked().length > 0, `a scheduled backup ran:\n${wlog}\n${logs.join('\n---\n')}`);
+      await new Promise((r) => setTimeout(r, 8000)); // a second job of that tick would have run by now
+      // One backup per minute the schedule fired in.
+      const minutes = ticked().map((f) => /_(\d{4}-\d\d-\d\dT\d\d-\d\d)-\d\dZ/.exec(f)![1]);
+      assert.equal(new Set(minutes).size, minutes.length, `one backup per tick: ${ticked().join(' ')}`);
+      assert.equal((wlog.match(/\[ticked\] backup \S+ \(attempt \d+ of \d+\) started on/g) ?? []).length, minutes.length, wlog);
+    } finally {
+      for (const c of [...daemons, worker]) c.kill('SIGTERM');
+      await Promise.all([...daemons, worker].map((c) => (c.exitCode === null ? once(c, 'exit') : undefined)));
+    }
+  });
+});
