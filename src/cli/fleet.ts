@@ -35,6 +35,18 @@ export function registerWorker(program: Command): void {
     .option('--concurrency <n>', 'jobs at once per kind', '1')
     .option('--grace <duration>', 'on SIGTERM, how long running jobs may take to finish before they are aborted (and retried elsewhere)', '5m');
   commonOptions(cmd, { codes: [3, 11] });
+  cmd.addHelpText(
+    'after',
+    `
+The queue is queue: in the config (a PostgreSQL URL); every worker reads the same config.
+A database with workers: { region: eu } runs only on workers with --tags region=eu.
+SIGTERM: no new jobs; running ones get --grace, then are aborted and retried elsewhere.
+See docs/fleet.md.
+
+Examples:
+  dbstash worker --config /etc/dbstash/dbstash.yaml --concurrency 2
+  dbstash worker --config /etc/dbstash/dbstash.yaml --tags region=eu`,
+  );
   cmd.action((opts: CommonOptions & { queue?: string; tags?: string; concurrency: string; grace: string }) =>
     runCommand(opts, async (ctx) => {
       const concurrency = Number(opts.concurrency);
@@ -57,6 +69,16 @@ export function registerRun(program: Command): void {
     .option('--backup <id>', 'verify: this backup instead of the newest')
     .option('--wait', 'follow the job to its end and exit with its exit code');
   commonOptions(cmd, { codes: [3, 5, 7] });
+  cmd.addHelpText(
+    'after',
+    `
+Without --wait, prints the job's id; with it, follows the job (its attempts and retries) and exits
+with the job's exit code. See docs/fleet.md.
+
+Examples:
+  dbstash run backup shop --config /etc/dbstash/dbstash.yaml --wait
+  dbstash run verify shop --config /etc/dbstash/dbstash.yaml --json`,
+  );
   cmd.action((kind: string, database: string, opts: CommonOptions & { queue?: string; backup?: string; wait?: boolean }) =>
     runCommand(opts, async (ctx) => {
       if (!(KINDS as readonly string[]).includes(kind)) throw new UsageError(`run: the kind must be backup, verify or prune, got "${kind}"`);
