@@ -8,7 +8,7 @@ import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError, withOutcome } from '../core/errors.js';
-import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey } from '../core/id.js';
+import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey, parseBackupId, TEMP_PREFIX } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
 import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';
@@ -56,6 +56,8 @@ export interface BackupPlan {
   /** Expected artifact size as a share of the database size, and the safety margin on top. */
   space: { ratio: number; margin: number };
   forceUnlock: boolean;
+  /** The fleet job this backup runs for, and which attempt (locks of its earlier attempts are dead). */
+  job?: { id: string; attempt: number };
   /** Flag the backup when raw size or rows dropped by more than this share (default 0.5). */
   anomalyMaxDrop?: number;
   /** Facts for the manifest's `extra` (encryption recipients, …), added by stages' owners. */
@@ -332,6 +334,7 @@ async function lockedBackup(
   const lock = await acquireLock(primary.storage, series.key, {
     command: backupCommandLine(),
     force: plan.forceUnlock,
+    job: plan.job,
     what: `${describeTarget(plan.target)} (series ${series.key})`,
     warn: (m) => {
       warnings.push(m);
@@ -348,6 +351,7 @@ async function lockedBackup(
   try {
     controller.signal.throwIfAborted();
     await checkFolders(live, series, failed, events.warn);
+    if (lock.passedOver.length > 0) await removeDeadUploads(primary.storage, series.key, lock.key, events.warn);
     const fresh = await freshId(plan, series, primary.storage);
     id = fresh.id;
     const startedAt = new Date();
@@ -463,4 +467,31 @@ async function lockedBackup(
     }
   }
   throw new BackupError('the backup ended without a result'); // not reached: the try returns or fails
+}
+
+/**
+ * The unfinished uploads a dead holder of the series lock left behind: only a run that holds the
+ * lock uploads a backup's files into the series folder, so once this run holds it over a dead
+ * run's lock, a temporary object there (".tmp-<file>.<random>") of a backup that has no manifest,
+ * written before this run's lock, is the dead run's. Records of verifications and restores (also
+ * written under temporary names, without the lock) are left alone.
+ */
+async function removeDeadUploads(storage: Storage, folder: string, lockKey: string, warn: (m: string) => void): Promise<void> {
+  if (!storage.listTemporaries) return;
+  const since = (await storage.stat(lockKey).catch(() => undefined))?.modifiedAt ?? new Date();
+  const temps = await storage.listTemporaries(`${folder}/`);
+  let removed = 0;
+  for (const o of temps) {
+    const name = o.key.slice(folder.length + 1);
+    if (name.includes('/') || o.modifiedAt.getTime() > since.getTime()) continue;
+    const file = name.slice(TEMP_PREFIX.length).replace(/\.[0-9a-f]+$/, '');
+    if (/\.(verify|restore|export)-[^/]+\.json$/.test(file)) continue;
+    const backupId = /^(.+?_[A-Za-z0-9-]+_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)/.exec(file)?.[1];
+    if (!backupId || !parseBackupId(backupId) || (await storage.stat(manifestKey(backupId)).catch(() => undefined))) continue;
+    await storage.delete(o.key).then(
+      () => removed++,
+      () => {},
+    );
+  }
+  if (removed > 0) warn(`removed ${removed} unfinished upload${removed === 1 ? '' : 's'} of the run that died holding the lock`);
 }

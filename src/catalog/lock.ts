@@ -35,11 +35,15 @@ export interface LockInfo {
   command: string;
   /** Random, per run. */
   token?: string;
+  /** A fleet worker's run: the queue's job and attempt (docs/fleet.md). */
+  job?: { id: string; attempt: number };
 }
 
 export interface HeldLock {
   key: string;
   info: LockInfo;
+  /** Locks of runs that died (or earlier attempts of this fleet job) that this run passed over. */
+  passedOver: LockInfo[];
   release(): Promise<void>;
 }
 
@@ -136,7 +140,7 @@ async function releaseLock(storage: Storage, key: string, tidy: boolean): Promis
 export async function acquireLock(
   storage: Storage,
   folder: string,
-  opts: { command: string; force?: boolean; warn: (msg: string) => void; what?: string; attempts?: number },
+  opts: { command: string; force?: boolean; warn: (msg: string) => void; what?: string; attempts?: number; job?: { id: string; attempt: number } },
 ): Promise<HeldLock> {
   const what = opts.what ?? `"${folder}"`;
   const warned = new Set<string>();
@@ -149,13 +153,22 @@ export async function acquireLock(
       startedAt: new Date().toISOString(),
       command: opts.command,
       token: randomBytes(16).toString('hex'),
+      ...(opts.job ? { job: opts.job } : {}),
     };
     const key = `${locksPrefix(folder)}${stamp(new Date())}-${info.token}${LOCK_SUFFIX}`;
     await putOwnBytes(storage, key, body(info));
-    const others = (await activeLocks(storage, folder)).filter((l) => l.key !== key);
+    const others = (await activeLocks(storage, folder))
+      .filter((l) => l.key !== key)
+      // The lock of an earlier attempt of the fleet job this run retries: the queue retried the job
+      // because that attempt's worker failed or stopped sending heartbeats (on any host).
+      .map((l) => (!l.stale && opts.job && l.info.job?.id === opts.job.id && l.info.job.attempt < opts.job.attempt ? { ...l, stale: true, earlierAttempt: true } : l));
     for (const l of others.filter((x) => x.stale && !warned.has(x.key))) {
       warned.add(l.key);
-      opts.warn(`ignoring a stale lock: ${describeHolder(l.info)} is no longer running`);
+      opts.warn(
+        'earlierAttempt' in l
+          ? `ignoring the lock of attempt ${l.info.job!.attempt} of this job: ${describeHolder(l.info)} stopped sending heartbeats to the queue`
+          : `ignoring a stale lock: ${describeHolder(l.info)} is no longer running`,
+      );
     }
     const blocking = others.filter((l) => !l.stale);
     if (blocking.length > 0 && opts.force) {
@@ -190,6 +203,6 @@ export async function acquireLock(
     };
     // A person's second Ctrl-C exits without the clean-up, but the lock still goes.
     const unregister = onForcedExit(release);
-    return { key, info, release };
+    return { key, info, passedOver: others.filter((x) => x.stale).map((x) => x.info), release };
   }
 }

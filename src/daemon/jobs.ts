@@ -30,10 +30,10 @@ export interface JobContext {
 
 export type JobBody = (signal: AbortSignal) => Promise<void>;
 
-function backupJob(key: string, jc: JobContext): JobBody {
+function backupJob(key: string, jc: JobContext, job?: { id: string; attempt: number }): JobBody {
   return async (signal) => {
     const { ctx } = jc;
-    const plan = await planBackup(key, {}, { ...ctx, signal });
+    const plan = { ...(await planBackup(key, {}, { ...ctx, signal })), ...(job ? { job } : {}) };
     const result = await runNotifiedBackup(plan, { info: (m) => ctx.out.info(`[${key}] ${m}`), warn: (m) => ctx.out.warn(`[${key}] ${m}`) }, signal, jc.notifier);
     const m = result.manifest;
     const main = mainArtifact(m);
@@ -100,10 +100,10 @@ function verifyJob(key: string, entry: DatabaseConfig, jc: JobContext, backupId?
   };
 }
 
-export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext, opts: { backupId?: string } = {}): JobBody {
+export function jobBody(kind: JobKind, key: string, entry: DatabaseConfig, jc: JobContext, opts: { backupId?: string; fleetJob?: { id: string; attempt: number } } = {}): JobBody {
   switch (kind) {
     case 'backup':
-      return backupJob(key, jc);
+      return backupJob(key, jc, opts.fleetJob);
     case 'prune':
       return pruneJob(key, entry, jc);
     case 'verify':

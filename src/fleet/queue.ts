@@ -106,7 +106,9 @@ export async function openQueue(url: string, config: ConfigFile, opts: { warn?: 
     application_name: `dbstash ${os.hostname()}:${process.pid}`,
     schedule: opts.schedule ?? false,
     supervise: opts.supervise ?? true,
-    // Retry and expiry are checked often: a dead worker's job moves on within a minute.
+    // Jobs of dead workers (no heartbeat) are looked for every 10 s, not every minute: a lost
+    // job moves on within a heartbeat and 10 s.
+    superviseIntervalSeconds: 10,
     monitorIntervalSeconds: 10,
     cronWorkerIntervalSeconds: 5,
     max: 4,

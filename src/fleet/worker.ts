@@ -15,7 +15,7 @@ import { DaemonMetrics } from '../daemon/metrics.js';
 import type { ScheduledJob } from '../daemon/daemon.js';
 import { createNotifier, type Notifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
-import { fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
+import { findJob, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
 
 /** Failure events wait for the last attempt: a job that fails for good notifies once. */
 function quietOnFailure(notifier: Notifier): Notifier {
@@ -72,9 +72,24 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
       const onJobAbort = () => abort.abort(job.signal.reason);
       job.signal.addEventListener('abort', onJobAbort, { once: true });
       running.add(abort);
+      // A worker cut off from the queue cannot tell whether the job is still its own (the queue
+      // retries it elsewhere once the heartbeats stop): past one heartbeat without an answer, or
+      // once the job is no longer this attempt's, it aborts the run (cleanly, as on SIGTERM).
+      let answeredAt = Date.now();
+      const watchdog = setInterval(() => {
+        void findJob(boss, queue, job.id).then(
+          (now) => {
+            answeredAt = Date.now();
+            if (!now || now.state !== 'active' || now.retryCount !== job.retryCount) abort.abort(new Error(`the queue no longer gives job ${job.id} to this worker (it is ${now?.state ?? 'gone'}, attempt ${(now?.retryCount ?? 0) + 1})`));
+          },
+          () => {
+            if (Date.now() - answeredAt > policy.heartbeatSeconds * 1000) abort.abort(new Error('the queue did not answer for a whole heartbeat: the job may be retried elsewhere'));
+          },
+        );
+      }, (policy.heartbeatSeconds * 1000) / 3);
       ctx.out.info(`[${database}] ${kind} ${job.id} (attempt ${job.retryCount + 1} of ${policy.retryLimit + 1}) started on ${me}`, { job: job.id, database, kind });
       try {
-        await jobBody(kind, database, entry, { ctx: { ...ctx, signal: abort.signal }, notifier: last ? notifier : quietOnFailure(notifier), metrics, warm }, { backupId })(abort.signal);
+        await jobBody(kind, database, entry, { ctx: { ...ctx, signal: abort.signal }, notifier: last ? notifier : quietOnFailure(notifier), metrics, warm }, { backupId, fleetJob: { id: job.id, attempt: job.retryCount + 1 } })(abort.signal);
         ctx.out.info(`[${database}] ${kind} ${job.id} done on ${me}`, { job: job.id, database, kind });
         return { host: os.hostname(), pid: process.pid, worker: me, exitCode: 0, durationMs: Date.now() - started };
       } catch (err) {
@@ -83,6 +98,7 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
         ctx.out.warn(`[${database}] ${kind} ${job.id} failed on ${me}: ${message}${last ? '' : ' (it will be retried)'}`, { job: job.id, database, kind });
         throw new JobFailure(message, code);
       } finally {
+        clearInterval(watchdog);
         running.delete(abort);
         job.signal.removeEventListener('abort', onJobAbort);
       }

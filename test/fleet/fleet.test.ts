@@ -9,6 +9,7 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import pgClient from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
@@ -51,6 +52,21 @@ function manifests(): Map<string, string[]> {
     out.set(dir, files);
   }
   return out;
+}
+
+/** The series folder of the PostgreSQL database `app`. */
+function appFolder(): string {
+  return [...manifests().keys()].find((d) => d.startsWith('app.'))!;
+}
+
+/** A session holding an exclusive lock on app.items: a backup of app waits for it. */
+async function lockItems(): Promise<{ end(): Promise<void> }> {
+  const client = new pgClient.Client({ connectionString: pg.url('app') });
+  client.on('error', () => {});
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+  return { end: () => client.query('COMMIT').then(() => client.end()) };
 }
 
 before(async () => {
@@ -129,6 +145,67 @@ describe('the fleet', () => {
       const [code] = (await once(w.child, 'exit')) as [number];
       assert.equal(code, 0, w.log());
     }
+  });
+
+  it('kill -9 of a worker in the middle of a PostgreSQL backup: the job is retried by another worker; one complete backup, nothing left of the killed run', async () => {
+    const before = manifests().get(appFolder())?.length ?? 0;
+    const a = startWorker();
+    const b = startWorker();
+    await Promise.all([a, b].map(ready));
+    // pg_dump waits for this lock (lockWaitTimeout is 60s): the backup is held in its middle.
+    const locker = await lockItems();
+    const waiting = runCli(['run', 'backup', 'app', '--config', config, '--wait', '--json'], { timeoutMs: 180_000 });
+    let first: Worker | undefined;
+    for (let i = 0; i < 200 && !first; i++) {
+      first = [a, b].find((w) => /\[app\] backing up/.test(w.log()));
+      if (!first) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(first, `a worker started the backup:\n${a.log()}\n${b.log()}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    first.child.kill('SIGKILL');
+    await once(first.child, 'exit');
+    await locker.end();
+    const other = first === a ? b : a;
+    const done = await waiting;
+    assert.equal(done.code, 0, done.stderr + done.stdout);
+    const result = JSON.parse(done.stdout) as { state: string; attempts: number; worker: string };
+    assert.equal(result.state, 'completed');
+    assert.equal(result.attempts, 2, 'the second attempt completed it');
+    assert.equal(result.worker, /worker (\S+) takes jobs/.exec(other.log())![1], 'the other worker');
+    const files = readdirSync(path.join(stash, appFolder()));
+    assert.equal(files.filter((f) => f.endsWith('.manifest.json')).length, before + 1, files.join(' '));
+    assert.deepEqual(files.filter((f) => f.startsWith('.tmp-')), [], 'no temporary object of the killed run is left in the stash');
+    const check = await runCli(['verify', '--latest', 'app', '--config', config, '--json']);
+    assert.equal(check.code, 0, check.stderr);
+    other.child.kill('SIGTERM');
+    await once(other.child, 'exit');
+  });
+
+  it('SIGTERM with a job running: the worker waits --grace, then aborts the run cleanly and exits; the job is retried by another', async () => {
+    const before = manifests().get(appFolder())?.length ?? 0;
+    const w = startWorker(['--grace', '2s']);
+    await ready(w);
+    const locker = await lockItems();
+    const waiting = runCli(['run', 'backup', 'app', '--config', config, '--wait', '--json'], { timeoutMs: 180_000 });
+    for (let i = 0; i < 200 && !/\[app\] backing up/.test(w.log()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(w.log(), /\[app\] backing up/);
+    const t0 = Date.now();
+    w.child.kill('SIGTERM');
+    const [code] = (await once(w.child, 'exit')) as [number];
+    const took = Date.now() - t0;
+    assert.equal(code, 0, w.log());
+    assert.match(w.log(), /stopping: no new jobs; 1 running get 2s to finish/);
+    assert.match(w.log(), /\[app\] backup \S+ failed on \S+: .*\(it will be retried\)/);
+    assert.ok(took >= 1900 && took < 20_000, `stopped after the grace period: ${took} ms`);
+    await locker.end();
+    assert.deepEqual(readdirSync(path.join(stash, appFolder())).filter((f) => f.startsWith('.tmp-')), [], 'the aborted run left nothing');
+    const next = startWorker();
+    const done = await waiting;
+    assert.equal(done.code, 0, done.stderr + done.stdout + next.log());
+    assert.equal((JSON.parse(done.stdout) as { attempts: number }).attempts, 2);
+    assert.equal(manifests().get(appFolder())?.length, before + 1);
+    next.child.kill('SIGTERM');
+    await once(next.child, 'exit');
   });
 
   it('refuses clearly: no queue, an unreachable queue, bad tags, a database not in the config', async () => {

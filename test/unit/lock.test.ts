@@ -87,6 +87,22 @@ describe('lock', () => {
     await assert.rejects(acquireLock(storage, 'shop', { command: 'x', ...quiet, attempts: 1 }), LockedError);
   });
 
+  it('a fleet job\'s retry passes over the lock of its own earlier attempt on another host, and no other lock', async () => {
+    const attempt1 = { owner: 'worker', pid: 4242, host: 'other-host', startedAt: '2026-11-23T08:00:00.000Z', command: 'dbstash worker', job: { id: 'job-1', attempt: 1 } };
+    await placeLock(storage, Buffer.from(JSON.stringify(attempt1)));
+    // Another job (or a run outside the fleet) still waits for it: that worker may be alive.
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'backup', warn: () => {}, attempts: 2, job: { id: 'job-2', attempt: 2 } }), LockedError);
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'backup', warn: () => {}, attempts: 2 }), LockedError);
+    // The same job's first attempt again (a duplicate delivery) does not pass over it either.
+    await assert.rejects(acquireLock(storage, 'shop', { command: 'backup', warn: () => {}, attempts: 2, job: { id: 'job-1', attempt: 1 } }), LockedError);
+    const warnings: string[] = [];
+    const held = await acquireLock(storage, 'shop', { command: 'backup', warn: (m) => warnings.push(m), job: { id: 'job-1', attempt: 2 } });
+    assert.match(warnings.join('\n'), /ignoring the lock of attempt 1 of this job: pid 4242 on other-host .* stopped sending heartbeats/);
+    assert.deepEqual(held.info.job, { id: 'job-1', attempt: 2 });
+    await held.release();
+    assert.deepEqual(await activeLocks(storage, 'shop'), [], 'the dead attempt\'s lock is marked released too');
+  });
+
   it('--force-unlock releases a live lock with a warning; the overridden run\'s own release does no harm', async () => {
     const theirs = await acquireLock(storage, 'shop', { command: 'theirs', ...quiet });
     const warnings: string[] = [];
