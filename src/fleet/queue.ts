@@ -33,6 +33,9 @@ export interface FleetJobOutput {
   exitCode: number;
   error?: string;
   durationMs: number;
+  /** When the worker began and ended the job (its clock): the queue's own overhead is around them. */
+  startedAt: string;
+  finishedAt: string;
 }
 
 /** How the fleet retries and expires jobs: the config's `fleet:` (docs/fleet.md). */
@@ -109,6 +112,8 @@ export async function openQueue(url: string, config: ConfigFile, opts: { warn?: 
     // Jobs of dead workers (no heartbeat) are looked for every 10 s, not every minute: a lost
     // job moves on within a heartbeat and 10 s.
     superviseIntervalSeconds: 10,
+    // A new job wakes an idle worker at once (LISTEN/NOTIFY), instead of at its next poll.
+    useListenNotify: true,
     monitorIntervalSeconds: 10,
     cronWorkerIntervalSeconds: 5,
     max: 4,
@@ -136,7 +141,7 @@ export async function openQueue(url: string, config: ConfigFile, opts: { warn?: 
     });
   }
   for (const name of queuesOf(config)) {
-    if (!(await boss.getQueue(name))) await boss.createQueue(name, { policy: 'singleton', ...fleetPolicy(config) }).catch(async (err: Error) => {
+    if (!(await boss.getQueue(name))) await boss.createQueue(name, { policy: 'singleton', notify: true, ...fleetPolicy(config) }).catch(async (err: Error) => {
       // Another worker made it meanwhile.
       if (!(await boss.getQueue(name))) throw err;
     });

@@ -62,7 +62,9 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
   const running = new Set<AbortController>();
   for (const queue of queues) {
     const kind = kindOfQueue(queue);
-    await boss.work<FleetJobData, FleetJobOutput>(queue, { localConcurrency: opts.concurrency, pollingIntervalSeconds: 0.5, batchSize: 1 }, async ([job]) => {
+    // A new job wakes an idle worker at once (NOTIFY); a worker that ends a job looks for the
+    // next one within half a second, and at once while a backlog waits (a burst of schedules).
+    await boss.work<FleetJobData, FleetJobOutput>(queue, { localConcurrency: opts.concurrency, batchSize: 1, pollingIntervalSeconds: 0.5, notifyPollingIntervalSeconds: 0.5, burstWhenReadyExceeds: 1 }, async ([job]) => {
       const started = Date.now();
       const { database, backupId } = job.data;
       const entry = Object.hasOwn(config.databases, database) ? config.databases[database] : undefined;
@@ -91,7 +93,8 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
       try {
         await jobBody(kind, database, entry, { ctx: { ...ctx, signal: abort.signal }, notifier: last ? notifier : quietOnFailure(notifier), metrics, warm }, { backupId, fleetJob: { id: job.id, attempt: job.retryCount + 1 } })(abort.signal);
         ctx.out.info(`[${database}] ${kind} ${job.id} done on ${me}`, { job: job.id, database, kind });
-        return { host: os.hostname(), pid: process.pid, worker: me, exitCode: 0, durationMs: Date.now() - started };
+        const finished = Date.now();
+        return { host: os.hostname(), pid: process.pid, worker: me, exitCode: 0, durationMs: finished - started, startedAt: new Date(started).toISOString(), finishedAt: new Date(finished).toISOString() };
       } catch (err) {
         const message = maskSecrets((err as Error).message);
         const code = err instanceof DbstashError ? err.exitCode : ExitCode.internal;

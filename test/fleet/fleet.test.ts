@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -259,6 +259,30 @@ describe('the fleet', () => {
     } finally {
       for (const c of [...daemons, worker]) c.kill('SIGTERM');
       await Promise.all([...daemons, worker].map((c) => (c.exitCode === null ? once(c, 'exit') : undefined)));
+    }
+  });
+
+  it('examples/fleet: the Kubernetes config loads and its schedules check; the commands of the manifests and the systemd unit are ones the CLI takes', async () => {
+    const { parseAllDocuments } = await import('yaml');
+    const { buildProgram } = await import('../../src/cli/program.js');
+    const dir = path.join(import.meta.dirname, '..', '..', '..', 'examples', 'fleet');
+    const docs = parseAllDocuments(readFileSync(path.join(dir, 'kubernetes.yaml'), 'utf8')).map((d) => d.toJS() as { kind: string; data?: Record<string, string>; spec?: { template: { spec: { containers: { args: string[] }[] } } } });
+    const map = docs.find((d) => d.kind === 'ConfigMap')!;
+    const file = path.join(root, 'k8s.yaml');
+    writeFileSync(file, map.data!['dbstash.yaml'], { mode: 0o600 });
+    const env = { DBSTASH_QUEUE_URL: pg.url('control'), SHOP_URL: pg.url('app'), AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' };
+    const checked = await runCli(['daemon', '--config', file, '--dry-run'], { env });
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /3 schedules are valid/);
+    const unit = readFileSync(path.join(dir, 'dbstash-worker.service'), 'utf8');
+    const execStart = /^ExecStart=\S+ (.*)$/m.exec(unit)![1].split(/\s+/);
+    const commands = [...docs.filter((d) => d.kind === 'Deployment').map((d) => d.spec!.template.spec.containers[0].args), execStart];
+    assert.equal(commands.length, 3);
+    for (const argv of commands) {
+      const program = await buildProgram(argv[0]);
+      const cmd = program.commands.find((c) => c.name() === argv[0])!;
+      assert.ok(cmd, argv.join(' '));
+      for (const flag of argv.filter((a) => a.startsWith('--'))) assert.ok(cmd.options.some((o) => o.long === flag), `${argv[0]} takes ${flag}`);
     }
   });
 });
