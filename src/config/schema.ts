@@ -193,8 +193,6 @@ export const databaseSchema = z
     url: z.string().min(1),
     /** Name used in backup ids; defaults to the database name in the URL. */
     name: z.string().optional(),
-    /** In a fleet: only workers with these tags run this database's jobs (`dbstash worker --tags`). */
-    workers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'), z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -')).optional(),
     env: z.string().optional(),
     storages: z.array(z.string()).optional(),
     compression: compressionSchema.optional(),
@@ -223,6 +221,8 @@ export const databaseSchema = z
     scratchUrl: z.string().optional(),
     maxAge: z.string().optional(),
     anomaly: anomalySchema.optional(),
+    /** In a fleet: only workers with these tags run this database's jobs (`dbstash worker --tags`). */
+    workers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'), z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -')).optional(),
     labels: z.record(z.string(), z.string()).optional(),
   })
   .strict();

@@ -62,6 +62,22 @@ export function tagsKey(tags: Record<string, string> | undefined): string {
     .join('/');
 }
 
+/** `region=eu,tier=2`: tags as people write them (--tags). */
+export function tagsText(tags: Record<string, string> | undefined): string {
+  return Object.entries(tags ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+}
+
+/** The tags a queue's name asks for. */
+export function tagsOfQueue(name: string): Record<string, string> {
+  const parts = name.split('/').slice(1);
+  const out: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i += 2) out[parts[i]] = parts[i + 1];
+  return out;
+}
+
 /**
  * The queue a database's jobs of a kind go to: `dbstash-backup`, or `dbstash-backup/region/eu`
  * (pg-boss names allow letters, digits, _ - . and /; tags never hold a slash).
@@ -80,11 +96,7 @@ export function queuesOf(config: ConfigFile): string[] {
 
 /** The queues a worker with these tags takes jobs from: those whose tags it has, all of them. */
 export function queuesForWorker(config: ConfigFile, tags: Record<string, string>): string[] {
-  return queuesOf(config).filter((name) => {
-    const parts = name.split('/').slice(1);
-    for (let i = 0; i < parts.length; i += 2) if (tags[parts[i]] !== parts[i + 1]) return false;
-    return true;
-  });
+  return queuesOf(config).filter((name) => Object.entries(tagsOfQueue(name)).every(([k, v]) => tags[k] === v));
 }
 
 /** The kind of job a queue holds. */
@@ -102,10 +114,16 @@ export function queueUrl(config: ConfigFile, option?: string): string | undefine
  * database is a connection error (exit 3); a queue schema written by a newer dbstash, a
  * configuration error (exit 2).
  */
-export async function openQueue(url: string, config: ConfigFile, opts: { warn?: (m: string) => void; schedule?: boolean; supervise?: boolean } = {}): Promise<PgBoss> {
+export async function openQueue(
+  url: string,
+  config: ConfigFile,
+  opts: { warn?: (m: string) => void; schedule?: boolean; supervise?: boolean; /** In the queue's registry of instances (the dashboard's fleet page); none without it. */ role?: string } = {},
+): Promise<PgBoss> {
   const boss = new PgBoss({
     connectionString: url,
     schema: QUEUE_SCHEMA,
+    registerInstance: opts.role !== undefined,
+    ...(opts.role ? { instanceName: opts.role, instanceHeartbeatSeconds: 10 } : {}),
     application_name: `dbstash ${os.hostname()}:${process.pid}`,
     schedule: opts.schedule ?? false,
     supervise: opts.supervise ?? true,

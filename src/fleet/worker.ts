@@ -15,7 +15,7 @@ import { DaemonMetrics } from '../daemon/metrics.js';
 import type { ScheduledJob } from '../daemon/daemon.js';
 import { createNotifier, type Notifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
-import { findJob, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
+import { findJob, fleetPolicy, kindOfQueue, openQueue, tagsText, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
 
 /** Failure events wait for the last attempt: a job that fails for good notifies once. */
 function quietOnFailure(notifier: Notifier): Notifier {
@@ -53,7 +53,7 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
       });
     }
   }
-  const boss = await openQueue(opts.queue, config, { warn: (m) => ctx.out.warn(m) });
+  const boss = await openQueue(opts.queue, config, { warn: (m) => ctx.out.warn(m), role: `worker${Object.keys(opts.tags).length ? ` ${tagsText(opts.tags)}` : ''}` });
   const notifier = createNotifier(config.notifications, ctx.out);
   const metrics = new DaemonMetrics();
   const warm = new WarmScratch(config.tempDir ?? os.tmpdir());
@@ -131,7 +131,7 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
  */
 export async function runScheduler(ctx: Context, url: string, jobs: ScheduledJob[]): Promise<number> {
   const config = ctx.loaded.config;
-  const boss: PgBoss = await openQueue(url, config, { warn: (m) => ctx.out.warn(m), schedule: true });
+  const boss: PgBoss = await openQueue(url, config, { warn: (m) => ctx.out.warn(m), schedule: true, role: 'scheduler' });
   const wanted = new Set<string>();
   for (const job of jobs) {
     const queue = queueFor(job.kind as 'backup' | 'verify' | 'prune', config.databases[job.database]);

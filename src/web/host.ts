@@ -94,11 +94,29 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
     (a) => ctx.out.info(`audit: ${a.user} ${a.action} ${a.target}: ${a.result}`, { audit: a }),
     catalog.index,
   );
+  // Fleet mode: the control database is opened at the first look (a dashboard without one still serves the stash).
+  let fleetQueue: Promise<import('pg-boss').PgBoss> | undefined;
+  const fleet = config.queue
+    ? async () => {
+        const { openQueue } = await import('../fleet/queue.js');
+        const { fleetView } = await import('../fleet/view.js');
+        if (!fleetQueue) {
+          const opening = openQueue(config.queue!, config, { warn: (m) => ctx.out.warn(m), supervise: false, role: 'dashboard' });
+          fleetQueue = opening;
+          opening.catch((err: Error) => {
+            ctx.out.warn(`the fleet's queue: ${maskSecrets(err.message)}`);
+            if (fleetQueue === opening) fleetQueue = undefined;
+          });
+        }
+        return fleetView(await fleetQueue, config);
+      }
+    : undefined;
   return {
     config,
     settings,
     catalog,
     jobs,
+    ...(fleet ? { fleet } : {}),
     scheduled(database, kind) {
       const tracked = jobs.track(database, kind, 'schedule');
       return {
@@ -112,6 +130,7 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
     close: async () => {
       if (ownWarm) await warm.close().catch(() => {});
       catalog.close();
+      if (fleetQueue) await (await fleetQueue.catch(() => undefined))?.stop({ graceful: false, close: true }).catch(() => {});
     },
   };
 }

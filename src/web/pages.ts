@@ -10,6 +10,7 @@ import { formatBytes, formatDuration } from '../core/format.js';
 import { can, type Principal } from './auth.js';
 import type { BackupSummary, CalendarDay, DatabaseSummary } from './data.js';
 import type { AuditEntry, JobRecord } from './jobs.js';
+import type { FleetView } from '../fleet/view.js';
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
@@ -84,12 +85,13 @@ function actions(who: Principal, database: string): Html {
   return html`${buttons}`;
 }
 
-export function overviewPage(who: Principal, csrf: string | undefined, dbs: DatabaseSummary[], running: JobRecord[]): Html {
+export function overviewPage(who: Principal, csrf: string | undefined, dbs: DatabaseSummary[], running: JobRecord[], fleet?: FleetView): Html {
   return layout(
     'Overview',
     who,
     csrf,
     html`<h1>Databases</h1>
+${fleet ? fleetSummary(fleet) : ''}
 <div id="job-area" aria-live="polite"></div>
 <div class="table-wrap"><table class="databases">
 <thead><tr><th>Database</th><th>Health</th><th>Newest backup</th><th>Size</th><th>Trend</th><th>Backups</th><th>Last drill</th><th></th></tr></thead>
@@ -258,6 +260,42 @@ ${j.error ? html`<p class="error" role="alert">${j.error}</p>` : ''}
 <ol id="job-events" ${j.state === 'running' ? raw(`data-stream="/api/v1/jobs/${j.id}/events"`) : ''}>
 ${j.events.map((e) => html`<li class="${e.level}">${when(e.at)} ${e.message}</li>`)}
 </ol>`,
+  );
+}
+
+/** The fleet in one line on the overview, with every queue whose jobs no live worker takes. */
+function fleetSummary(f: FleetView): Html {
+  const live = f.workers.filter((w) => w.live && w.role === 'worker');
+  const queued = f.queues.reduce((n, q) => n + q.queued, 0);
+  const active = f.queues.reduce((n, q) => n + q.active, 0);
+  return html`<p class="fleet-summary"><a href="/fleet">Fleet</a>: ${live.length} live worker${live.length === 1 ? '' : 's'}, ${active} job${active === 1 ? '' : 's'} running, ${queued} queued.</p>
+${f.queues.filter((q) => q.stuck).map((q) => html`<p class="error" role="alert">${q.kind}: ${q.stuck}</p>`)}`;
+}
+
+export function fleetPage(who: Principal, csrf: string | undefined, f: FleetView): Html {
+  const badge = (state: string) => html`<span class="badge ${state === 'completed' ? 'fresh' : state === 'failed' ? 'failing' : 'stale'}">${state}</span>`;
+  return layout(
+    'Fleet',
+    who,
+    csrf,
+    html`<h1>Fleet</h1>
+${fleetSummary(f)}
+<h2>Workers</h2>
+${f.workers.length
+  ? html`<div class="table-wrap"><table class="workers"><thead><tr><th>Role</th><th>Host</th><th>Pid</th><th>Tags</th><th>State</th><th>Last heartbeat</th><th>Jobs in hand</th></tr></thead><tbody>
+${f.workers.map((w) => html`<tr><td>${w.role}</td><td>${w.host}</td><td>${w.pid}</td><td>${w.tags || '—'}</td><td><span class="badge ${w.live ? 'fresh' : 'never'}">${w.live ? 'live' : 'gone'}</span></td><td>${age(w.heartbeatAt)}</td><td>${w.active}</td></tr>`)}
+</tbody></table></div>`
+  : html`<p>No worker has registered with the queue.</p>`}
+<h2>Queues</h2>
+<div class="table-wrap"><table class="queues"><thead><tr><th>Queue</th><th>Tags</th><th>Queued</th><th>Running</th><th>Failed (a week)</th><th>Live workers</th></tr></thead><tbody>
+${f.queues.map((q) => html`<tr><td>${q.kind}</td><td>${q.tags || '—'}</td><td>${q.queued}</td><td>${q.active}</td><td>${q.failed}</td><td>${q.workers}${q.stuck ? html` <span class="badge failing">none takes them</span>` : ''}</td></tr>`)}
+</tbody></table></div>
+<h2>Recent runs</h2>
+${f.runs.length
+  ? html`<div class="table-wrap"><table class="runs"><thead><tr><th>Queued</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Attempts</th><th>Worker</th><th>Duration</th><th>Error</th></tr></thead><tbody>
+${f.runs.map((r) => html`<tr><td>${when(r.createdAt)}</td><td>${r.kind}</td><td>${r.database}</td><td>${r.by}</td><td>${badge(r.state)}</td><td>${r.attempts}</td><td>${r.worker ?? '—'}</td><td>${r.durationMs !== undefined ? formatDuration(r.durationMs) : '—'}</td><td>${r.error ?? ''}</td></tr>`)}
+</tbody></table></div>`
+  : html`<p>No job in the last week.</p>`}`,
   );
 }
 

@@ -25,7 +25,8 @@ import { redactHttpUrl } from '../notify/channels.js';
 import { can, LoginLimiter, sameSecret, Sessions, tokenHash, verifyPassword, type Permission, type Principal, type Session } from './auth.js';
 import type { Catalog } from './data.js';
 import type { JobKind, JobParams, WebJobs } from './jobs.js';
-import { activityPage, backupPage, databasePage, errorPage, jobPage, loginPage, overviewPage, settingsPage } from './pages.js';
+import { activityPage, backupPage, databasePage, errorPage, fleetPage, jobPage, loginPage, overviewPage, settingsPage } from './pages.js';
+import type { FleetView } from '../fleet/view.js';
 import { APP_CSS, APP_JS } from './static.js';
 import { pruneDatabase, restoreBackup } from '../app/actions.js';
 
@@ -34,6 +35,8 @@ export interface DashboardHost {
   settings: DashboardConfig;
   catalog: Catalog;
   jobs: WebJobs;
+  /** In fleet mode (queue: in the config): the workers, queues and runs of the control database. */
+  fleet?: () => Promise<FleetView>;
 }
 
 type Env = { Variables: { who: Principal; session?: Session } };
@@ -166,7 +169,13 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     return c.redirect('/login', 303);
   });
 
-  app.get('/', async (c) => c.html(overviewPage(c.get('who'), csrfOf(c), await host.catalog.databases(), host.jobs.list().filter((j) => j.state === 'running'))));
+  /** The fleet, or undefined (not in fleet mode, or the control database does not answer: said in the log). */
+  const fleetNow = async () => host.fleet?.().catch(() => undefined);
+  app.get('/', async (c) => c.html(overviewPage(c.get('who'), csrfOf(c), await host.catalog.databases(), host.jobs.list().filter((j) => j.state === 'running'), await fleetNow())));
+  app.get('/fleet', async (c) => {
+    if (!host.fleet) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'Not in fleet mode: the config has no queue.'), 404);
+    return c.html(fleetPage(c.get('who'), csrfOf(c), await host.fleet()));
+  });
   app.get('/databases/:name', async (c) => {
     const found = await host.catalog.database(c.req.param('name'));
     if (!found) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such database in the config.'), 404);
@@ -313,6 +322,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
       });
     });
   });
+  app.get('/api/v1/fleet', async (c) => (host.fleet ? c.json(await host.fleet()) : c.json({ error: 'not in fleet mode: the config has no queue' }, 404)));
   app.get('/api/v1/audit', (c) => c.json({ audit: host.jobs.audit }));
 
   app.notFound((c) => (wantsJson(c) ? c.json({ error: 'no such route' }, 404) : c.html(errorPage(undefined, undefined, 404, 'Not found.'), 404)));

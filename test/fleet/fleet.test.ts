@@ -285,4 +285,57 @@ describe('the fleet', () => {
       for (const flag of argv.filter((a) => a.startsWith('--'))) assert.ok(cmd.options.some((o) => o.long === flag), `${argv[0]} takes ${flag}`);
     }
   });
+
+  it('the dashboard shows the fleet: live workers with their tags, queues, runs; a job no live worker takes is said to wait, until an eu worker comes', async () => {
+    const { newToken } = await import('../../src/web/auth.js');
+    const token = newToken();
+    const dash = path.join(root, 'dash.yaml');
+    writeFileSync(dash, readFileSync(config, 'utf8') + `dashboard:\n  tokens:\n    - { name: t, role: viewer, hash: "${token.hash}" }\n`, { mode: 0o600 });
+    const plain = startWorker();
+    await ready(plain);
+    const server = spawnCli(['dashboard', '--config', dash, '--listen', '127.0.0.1:0']);
+    let slog = '';
+    server.stdout.on('data', (d: Buffer) => (slog += d));
+    server.stderr.on('data', (d: Buffer) => (slog += d));
+    try {
+      for (let i = 0; i < 200 && !/listening on http/.test(slog); i++) await new Promise((r) => setTimeout(r, 50));
+      const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(slog)?.[1];
+      assert.ok(url, slog);
+      const auth = { Authorization: `Bearer ${token.token}` };
+      const queued = await runCli(['run', 'backup', 'db3', '--config', config, '--json']);
+      assert.equal(queued.code, 0, queued.stderr);
+      const jobId = (JSON.parse(queued.stdout) as { job: string }).job;
+      type View = { workers: { role: string; pid: number; tags: string; live: boolean }[]; queues: { kind: string; tags: string; queued: number; stuck?: string }[]; runs: { id: string; state: string; worker?: string; database: string }[] };
+      let view = (await (await fetch(`${url}/api/v1/fleet`, { headers: auth })).json()) as View;
+      assert.ok(view.workers.some((w) => w.role === 'worker' && w.pid === plain.child.pid && w.live && w.tags === ''), JSON.stringify(view.workers));
+      const eu = view.queues.find((q) => q.kind === 'backup' && q.tags === 'region=eu')!;
+      assert.equal(eu.queued, 1);
+      assert.match(eu.stuck ?? '', /1 job wait: no live worker with region=eu takes them/);
+      assert.equal(view.runs.find((r) => r.id === jobId)?.state, 'created');
+      const overview = await (await fetch(`${url}/`, { headers: auth })).text();
+      assert.match(overview, /backup: 1 job wait: no live worker with region=eu takes them/);
+      assert.match(overview, /<a href="\/fleet">Fleet<\/a>: 1 live worker/);
+      const euWorker = startWorker(['--tags', 'region=eu']);
+      await ready(euWorker);
+      for (let i = 0; i < 200; i++) {
+        view = (await (await fetch(`${url}/api/v1/fleet`, { headers: auth })).json()) as View;
+        if (view.runs.find((r) => r.id === jobId)?.state === 'completed') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const run = view.runs.find((r) => r.id === jobId)!;
+      assert.equal(run.state, 'completed');
+      assert.equal(run.worker, /worker (\S+) takes jobs/.exec(euWorker.log())![1]);
+      assert.equal(view.queues.find((q) => q.kind === 'backup' && q.tags === 'region=eu')!.stuck, undefined);
+      assert.ok(view.workers.some((w) => w.pid === euWorker.child.pid && w.tags === 'region=eu' && w.live));
+      const page = await (await fetch(`${url}/fleet`, { headers: auth })).text();
+      assert.match(page, /<td>region=eu<\/td>/);
+      for (const w of [plain, euWorker]) {
+        w.child.kill('SIGTERM');
+        await once(w.child, 'exit');
+      }
+    } finally {
+      server.kill('SIGTERM');
+      if (server.exitCode === null) await once(server, 'exit');
+    }
+  });
 });
