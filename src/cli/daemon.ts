@@ -10,7 +10,8 @@ export function registerDaemon(program: Command): void {
     .option('--state-file <file>', 'where the daemon remembers its last runs (default: .dbstash-daemon.json beside the config)')
     .option('--dashboard <host:port>', 'also serve the web dashboard there (default: dashboard.listen when the config has a dashboard section)')
     .option('--insecure-http', 'allow the dashboard on an address other machines reach without TLS (TLS ends in a proxy in front)')
-    .option('--queue <url>', 'fleet mode: put the schedules on this PostgreSQL queue for `dbstash worker` to run (default: queue: in the config)');
+    .option('--queue <url>', 'fleet mode: put the schedules on this PostgreSQL queue for `dbstash worker` to run (default: queue: in the config)')
+    .option('--agent', 'fleet mode, on a database host: schedule nothing; archive and watch WAL here and report it to the queue\'s database');
   commonOptions(cmd, { dryRun: 'check the config and the schedules, print them, and exit', codes: [130] });
   cmd.addHelpText(
     'after',
@@ -31,10 +32,10 @@ Examples:
   curl -s 127.0.0.1:9877/healthz`,
   );
   // The daemon (and prom-client with it) is loaded only by this command, not by every other one.
-  cmd.action((opts: CommonOptions & { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string }) =>
+  cmd.action((opts: CommonOptions & { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string; agent?: boolean }) =>
     runCommand(opts, async (ctx) => {
       const daemon = await import('../daemon/daemon.js');
-      if (!opts.dryRun) return daemon.runDaemon(ctx, { stateFile: opts.stateFile, dashboard: opts.dashboard, insecureHttp: opts.insecureHttp, queue: opts.queue });
+      if (!opts.dryRun) return daemon.runDaemon(ctx, { stateFile: opts.stateFile, dashboard: opts.dashboard, insecureHttp: opts.insecureHttp, queue: opts.queue, agent: opts.agent });
       const plan = daemon.checkDaemon(ctx);
       ctx.out.result({ dryRun: true, ...plan }, () =>
         [

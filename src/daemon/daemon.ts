@@ -25,7 +25,7 @@ import { jobBody, type JobContext } from './jobs.js';
 import { WarmScratch } from '../verify/warm.js';
 import { WalPushServer } from '../wal/async.js';
 import { DaemonMetrics } from './metrics.js';
-import { WalWatch } from './wal-watch.js';
+import { WalWatch, type WalReporter } from './wal-watch.js';
 import { JobRunner } from './runner.js';
 import { readState, writeState, type DaemonState } from './state.js';
 
@@ -71,6 +71,13 @@ export function maxRunMs(job: ScheduledJob, settings: DaemonConfig): number {
   }
   const interval = scheduleIntervalMs(job.pattern, job.timezone, `databases.${job.database}.schedule.${job.kind}`) ?? 0;
   return Math.max(2 * interval, 3600_000);
+}
+
+/** An agent's report of its databases' WAL archiving to the control database. */
+async function agentReporter(boss: import('pg-boss').PgBoss): Promise<WalReporter> {
+  const { ensureFleetTables, reportWal } = await import('../fleet/status.js');
+  await ensureFleetTables(boss);
+  return (key, state) => reportWal(boss, { database: key, ...state });
 }
 
 export function defaultStateFile(ctx: Context): string {
@@ -160,26 +167,40 @@ async function startWalServer(ctx: Context, socketPath: string, parallel: number
   return walServer;
 }
 
-export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string } = {}): Promise<number> {
+export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string; agent?: boolean } = {}): Promise<number> {
   const { config } = ctx.loaded;
-  // Fleet mode: the schedules go to the queue, and workers run them (docs/fleet.md).
-  const queue = opts.queue ?? config.queue;
-  if (queue) {
-    const { runScheduler } = await import('../fleet/worker.js');
-    return runScheduler(ctx, queue, scheduledJobs(ctx));
-  }
+  // Fleet mode (docs/fleet.md): the schedules go to the queue and workers run them; this daemon
+  // keeps the cron ticking, and serves /healthz, /metrics, the WAL socket and the dashboard as
+  // always. An agent (--agent) schedules nothing: it archives and watches the WAL of its host's
+  // databases and reports their archive state to the control database.
+  const queueUrl = opts.queue ?? config.queue;
+  if (opts.agent && !queueUrl) throw new ConfigError('--agent reports to the fleet\'s control database: the config has no queue', { hint: 'set queue: postgres://… in the config, or pass --queue URL' });
+  const fleet = queueUrl
+    ? await (async () => {
+        const { openQueue } = await import('../fleet/queue.js');
+        return openQueue(queueUrl, config, { warn: (m) => ctx.out.warn(m), schedule: !opts.agent, role: opts.agent ? 'agent' : 'scheduler' });
+      })()
+    : undefined;
   const settings: DaemonConfig = daemonSchema.parse(config.daemon ?? {});
   const graceMs = duration(settings.gracePeriod, 'gracePeriod')!;
   const jitterMs = duration(settings.jitter, 'jitter') ?? 0;
   const staleEveryMs = duration(settings.staleCheck, 'staleCheck')!;
   const walEveryMs = duration(settings.walCheck, 'walCheck')!;
-  const jobs = scheduledJobs(ctx);
-  if (jobs.length === 0 && !settings.walSocket && !opts.dashboard && !config.dashboard && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
+  const scheduled = scheduledJobs(ctx);
+  if (fleet && !opts.agent) {
+    const { registerSchedules } = await import('../fleet/worker.js');
+    await registerSchedules(ctx, fleet, scheduled, { catchUp: settings.catchUp });
+  }
+  // In fleet mode no job runs here: the workers run them.
+  const jobs = fleet ? [] : scheduled;
+  if (!fleet && jobs.length === 0 && !settings.walSocket && !opts.dashboard && !config.dashboard && !Object.values(ctx.loaded.config.databases).some((e) => e.physical)) {
     throw new ConfigError('the config schedules nothing: no databases.<name>.schedule.backup, verify or prune', {
       hint: 'add e.g. schedule: { backup: "0 3 * * *", prune: "30 4 * * *" } under a database',
     });
   }
-  const maxAges = new Map(Object.entries(config.databases).map(([key, entry]) => [key, expectedMaxAgeMs(entry, key)]));
+  // Backups by the fleet's workers do not pass through this daemon: it cannot judge their age
+  // (the dashboard and `dbstash status` do, from the stash), so it never calls them stale.
+  const maxAges = new Map(fleet ? [] : Object.entries(config.databases).map(([key, entry]) => [key, expectedMaxAgeMs(entry, key)]));
   const stateFile = path.resolve(opts.stateFile ?? settings.stateFile ?? defaultStateFile(ctx));
   const state: DaemonState = await readState(stateFile);
   const startedAt = new Date();
@@ -195,7 +216,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
   // In the background: a storage that is slow or hung must not keep the schedules from starting.
   const seeding = new AbortController();
   void seedMetrics(ctx, metrics, seeding.signal);
-  const walWatch = new WalWatch(ctx, metrics, notifier);
+  const walWatch = new WalWatch(ctx, metrics, notifier, fleet && opts.agent ? await agentReporter(fleet) : undefined);
 
   let saving = Promise.resolve();
   const save = () => (saving = saving.then(() => writeState(stateFile, state)).catch((err: Error) => ctx.out.warn(`could not write ${stateFile}: ${err.message}`)));
@@ -336,7 +357,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
   walWatch.start(walEveryMs, seeding.signal);
 
   ctx.out.info(
-    `dbstash daemon: ${jobs.length === 0 ? 'no scheduled jobs' : `${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')})`}; listening on ${server.url} (/healthz, /metrics)` +
+    `dbstash daemon${fleet ? (opts.agent ? ' (fleet agent)' : ' (fleet scheduler)') : ''}: ${fleet ? `${opts.agent ? 'no' : scheduled.length} schedule${scheduled.length === 1 && !opts.agent ? '' : 's'} on the queue` : jobs.length === 0 ? 'no scheduled jobs' : `${jobs.length} scheduled job${jobs.length === 1 ? '' : 's'} (${jobs.map((j) => `${j.id} "${j.pattern}"`).join(', ')})`}; listening on ${server.url} (/healthz, /metrics)` +
       (settings.walSocket ? `; archiving WAL for dbstash wal push --socket ${path.resolve(settings.walSocket)}` : '') +
       (web ? `; dashboard on ${web.url}` : '') +
       (walWatch.size ? `; watching WAL archiving of ${walWatch.size} database${walWatch.size === 1 ? '' : 's'} every ${settings.walCheck}` : ''),
@@ -357,6 +378,7 @@ export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashbo
   await server.close();
   await web?.close();
   await walServer?.close();
+  await fleet?.stop({ graceful: true, close: true, timeout: 10_000 }).catch(() => {});
   await warm.close().catch((err: Error) => ctx.out.warn(`could not stop the drills' scratch server: ${err.message}`));
   ctx.out.info(`dbstash daemon stopped (${finished} job${finished === 1 ? '' : 's'} finished, ${aborted} aborted)`);
   return 0;

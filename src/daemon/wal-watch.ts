@@ -18,10 +18,15 @@ import type { Notifier } from '../notify/notifier.js';
 import { archiveHealth, archiverProblems, archiverStats } from '../wal/health.js';
 import type { DaemonMetrics } from './metrics.js';
 
+/** Where a fleet agent sends each database's archive state (docs/fleet.md). */
+export type WalReporter = (key: string, state: { healthy: boolean; problems: string[]; lastArchivedAt?: string; windowFrom?: string }) => Promise<void>;
+
 interface Watched {
   key: string;
   entry: DatabaseConfig;
   maxDelayMs?: number;
+  lastArchivedAt?: string;
+  windowFrom?: string;
   /** What the server said at the last check, and from the stash: gaps. */
   serverProblems: string[];
   stashProblems: string[];
@@ -37,6 +42,7 @@ export class WalWatch {
     private readonly ctx: Context,
     private readonly metrics: DaemonMetrics,
     private readonly notifier: Notifier,
+    private readonly reporter?: WalReporter,
   ) {
     for (const [key, entry] of Object.entries(ctx.loaded.config.databases)) {
       if (!entry.physical) continue;
@@ -81,6 +87,7 @@ export class WalWatch {
       try {
         const stats = await archiverStats(parseTarget(w.entry.url, { binDir: w.entry.binDir }), signal);
         w.serverProblems = archiverProblems(stats, new Date(), w.maxDelayMs);
+        w.lastArchivedAt = stats.lastArchivedAt;
         this.metrics.archiverChecked(w.key, stats);
       } catch (err) {
         if (signal.aborted) return;
@@ -103,6 +110,7 @@ export class WalWatch {
       const health = archiveHealth(listing.objects, series.key, bases);
       w.stashProblems = health?.gaps.length ? [`the WAL archive in ${primary.name} has gaps (${health.gaps.join(', ')}): recovery cannot pass them; take a new base backup`] : [];
       this.metrics.archiveWindow(key, health?.window?.from);
+      w.windowFrom = health?.window?.from;
     } catch (err) {
       if (signal.aborted) return;
       this.ctx.out.warn(`[${key}] could not read the WAL archive in the stash: ${(err as Error).message}`);
@@ -114,6 +122,7 @@ export class WalWatch {
   private async report(w: Watched): Promise<void> {
     const problems = [...w.serverProblems, ...w.stashProblems];
     this.metrics.archiveChecked(w.key, problems.length === 0);
+    await this.reporter?.(w.key, { healthy: problems.length === 0, problems, lastArchivedAt: w.lastArchivedAt, windowFrom: w.windowFrom }).catch((err: Error) => this.ctx.out.warn(`[${w.key}] could not report WAL archiving to the fleet: ${err.message}`));
     if (problems.length === 0) {
       if (w.notified) this.ctx.out.info(`[${w.key}] WAL archiving is healthy again`);
       w.notified = false;

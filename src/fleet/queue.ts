@@ -5,6 +5,7 @@
 // carry only names (the database's config key, a backup id), never a URL or a secret: every
 // worker reads the same config.
 
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { PgBoss, type Job, type JobWithMetadata } from 'pg-boss';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
@@ -156,6 +157,15 @@ export async function openQueue(
     }
     throw new ConnectionError(`cannot reach the queue database ${maskUrlCredentials(url)}: ${message}`, {
       hint: 'check queue: (or --queue) in the config: a PostgreSQL URL this host can reach, with the rights to create the dbstash_queue schema',
+    });
+  }
+  // pg-boss leaves a newer schema as it is: a worker of an older dbstash must not run on it.
+  const known = (createRequire(import.meta.url)('pg-boss/package.json') as { pgboss: { schema: number } }).pgboss.schema;
+  const found = await boss.schemaVersion().catch(() => null);
+  if (found !== null && found > known) {
+    await boss.stop({ graceful: false, close: true }).catch(() => {});
+    throw new ConfigError(`the queue in ${maskUrlCredentials(url)} was set up by a newer dbstash (queue schema ${found}; this one knows up to ${known})`, {
+      hint: 'upgrade dbstash on this host: every worker, scheduler and dashboard of a fleet runs the same version',
     });
   }
   for (const name of queuesOf(config)) {

@@ -5,6 +5,7 @@
 
 import type { PgBoss } from 'pg-boss';
 import type { ConfigFile } from '../config/schema.js';
+import { walStatuses, type WalStatus } from './status.js';
 import { kindOfQueue, QUEUE_SCHEMA, queuesOf, tagsOfQueue, tagsText, type FleetJobData, type FleetJobOutput } from './queue.js';
 
 export interface FleetWorker {
@@ -52,6 +53,8 @@ export interface FleetView {
   workers: FleetWorker[];
   queues: FleetQueue[];
   runs: FleetRun[];
+  /** Each physical database's WAL archiving, as the agent on its host last reported it. */
+  wal: WalStatus[];
 }
 
 /** `worker region=eu` → tags "region=eu". */
@@ -130,6 +133,6 @@ export async function fleetView(boss: PgBoss, config: ConfigFile, opts: { runs?:
     };
   });
   runs.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-  return { workers: workers.map(({ tagMap: _t, ...w }) => w), queues, runs };
+  return { workers: workers.map(({ tagMap: _t, ...w }) => w), queues, runs, wal: await walStatuses(boss) };
 }
 

@@ -126,24 +126,20 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
 
 /**
  * The daemon in fleet mode: the config's schedules become pg-boss cron schedules (keyed by the
- * database), stale ones of databases no longer scheduled are removed, and the daemon keeps the
- * cron ticking until it stops. Any number of daemons may run: each tick yields one job.
+ * database), and stale ones of databases no longer scheduled are removed. The daemons keep the
+ * cron ticking (schedule: true): any number may run, and each tick yields one job.
  */
-export async function runScheduler(ctx: Context, url: string, jobs: ScheduledJob[]): Promise<number> {
+export async function registerSchedules(ctx: Context, boss: PgBoss, jobs: ScheduledJob[], opts: { catchUp: boolean }): Promise<void> {
   const config = ctx.loaded.config;
-  const boss: PgBoss = await openQueue(url, config, { warn: (m) => ctx.out.warn(m), schedule: true, role: 'scheduler' });
   const wanted = new Set<string>();
   for (const job of jobs) {
     const queue = queueFor(job.kind as 'backup' | 'verify' | 'prune', config.databases[job.database]);
     wanted.add(`${queue}\n${job.database}`);
     const data: FleetJobData = { database: job.database, by: 'schedule' };
-    await boss.schedule(queue, job.pattern, data, { tz: job.timezone ?? 'UTC', key: job.database, singletonKey: job.database, ...fleetPolicy(config) });
+    await boss.schedule(queue, job.pattern, data, { tz: job.timezone ?? 'UTC', key: job.database, singletonKey: job.database, missed: opts.catchUp ? 'once' : 'skip', ...fleetPolicy(config) });
   }
   for (const s of await boss.getSchedules()) {
     if (s.name.startsWith('dbstash-') && !wanted.has(`${s.name}\n${s.key}`)) await boss.unschedule(s.name, s.key);
   }
   ctx.out.info(`scheduling ${jobs.length} job${jobs.length === 1 ? '' : 's'} on the queue (schema ${QUEUE_SCHEMA}); workers run them`, { schedules: jobs.map((j) => j.id) });
-  if (!ctx.signal.aborted) await once(ctx.signal, 'abort');
-  await boss.stop({ graceful: true, close: true, timeout: 10_000 });
-  return ExitCode.ok;
 }

@@ -192,7 +192,9 @@ export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; 
     awaited.add(settled);
     void settled.finally(() => awaited.delete(settled));
   };
+  // The first question builds what is missing (start() is idempotent).
   const ready = async () => {
+    start();
     while (awaited.size > 0) await Promise.all([...awaited]);
   };
 

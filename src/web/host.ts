@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Context } from '../cli/common.js';
 import { Output } from '../cli/output.js';
-import { dashboardSchema, type DashboardConfig } from '../config/schema.js';
+import { dashboardSchema, type ConfigFile, type DashboardConfig } from '../config/schema.js';
 import { maskSecrets } from '../core/secrets.js';
 import { jobBody } from '../daemon/jobs.js';
 import { DaemonMetrics } from '../daemon/metrics.js';
@@ -41,6 +41,40 @@ class JobOutput extends Output {
   }
 }
 
+/** Enqueues one job on the fleet and follows it to its end (its events go to the dashboard's job). */
+async function onTheFleet(
+  boss: import('pg-boss').PgBoss,
+  config: ConfigFile,
+  database: string,
+  kind: 'backup' | 'verify' | 'prune',
+  backupId: string | undefined,
+  events: { info(m: string): void; warn(m: string): void },
+  signal: AbortSignal,
+): Promise<unknown> {
+  const { enqueue, findJob } = await import('../fleet/queue.js');
+  const job = await enqueue(boss, config, kind, { database, by: 'dashboard', ...(backupId ? { backupId } : {}) });
+  events.info(`queued on the fleet as job ${job.id}; waiting for a worker`);
+  let seen = '';
+  for (;;) {
+    signal.throwIfAborted();
+    const now = await findJob(boss, job.queue, job.id);
+    if (!now) throw new Error(`job ${job.id} is gone from the queue`);
+    const output = (now.output ?? {}) as { worker?: string; message?: string };
+    const state = `${now.state}:${now.retryCount}`;
+    if (state !== seen) {
+      seen = state;
+      if (now.state === 'active') events.info(`running (attempt ${now.retryCount + 1})`);
+      if (now.state === 'retry') events.warn(`attempt ${now.retryCount} failed: ${output.message ?? 'no reason recorded'}; it will be retried`);
+    }
+    if (now.state === 'completed') {
+      events.info(`${kind} done by worker ${output.worker ?? '?'}`);
+      return { fleetJob: job.id, worker: output.worker };
+    }
+    if (now.state === 'failed' || now.state === 'cancelled') throw new Error(`${kind} ${now.state} on the fleet: ${output.message ?? 'no reason recorded'}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** Beside the config file, as the daemon's state file: `.dbstash-dashboard.sqlite`. */
 export function defaultIndexFile(ctx: Context): string {
   return path.join(ctx.loaded.file ? path.dirname(ctx.loaded.file) : process.cwd(), '.dbstash-dashboard.sqlite');
@@ -61,6 +95,26 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
   const metrics = opts.metrics ?? new DaemonMetrics();
   const warm = opts.warm ?? new WarmScratch(config.tempDir ?? os.tmpdir());
   const ownWarm = !opts.warm;
+  // Fleet mode: the control database is opened at the first look (a dashboard without one still serves the stash).
+  let fleetQueue: Promise<import('pg-boss').PgBoss> | undefined;
+  const openFleet = async () => {
+    const { openQueue } = await import('../fleet/queue.js');
+    if (!fleetQueue) {
+      const opening = openQueue(config.queue!, config, { warn: (m) => ctx.out.warn(m), supervise: false, role: 'dashboard' });
+      fleetQueue = opening;
+      opening.catch((err: Error) => {
+        ctx.out.warn(`the fleet's queue: ${maskSecrets(err.message)}`);
+        if (fleetQueue === opening) fleetQueue = undefined;
+      });
+    }
+    return fleetQueue;
+  };
+  const fleet = config.queue
+    ? async () => {
+        const { fleetView } = await import('../fleet/view.js');
+        return fleetView(await openFleet(), config);
+      }
+    : undefined;
   const jobs = new WebJobs(
     async (database, kind, event, signal, params) => {
       const out = new JobOutput(ctx.out, event);
@@ -72,6 +126,9 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
           out.info(`[${database}] restored ${r.id} into ${r.target}${r.keptAs && !r.droppedOld ? `; the previous database is kept as ${r.keptAs}` : ''}`);
           return { target: r.target, keptAs: r.keptAs, durationMs: r.durationMs };
         }
+        // In fleet mode a backup, drill or prune goes on the queue like a scheduled one: a worker
+        // runs it, one at a time per database across the fleet; this job follows it.
+        if (config.queue) return await onTheFleet(await openFleet(), config, database, kind, params.backupId, events, signal);
         if (kind === 'prune') {
           const reports = await pruneDatabase(config, config.databases[database], { dryRun: false, warn: events.warn });
           const removed = reports.reduce((n, r) => n + r.report.backups.filter((b) => b.removed).length, 0);
@@ -94,23 +151,6 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
     (a) => ctx.out.info(`audit: ${a.user} ${a.action} ${a.target}: ${a.result}`, { audit: a }),
     catalog.index,
   );
-  // Fleet mode: the control database is opened at the first look (a dashboard without one still serves the stash).
-  let fleetQueue: Promise<import('pg-boss').PgBoss> | undefined;
-  const fleet = config.queue
-    ? async () => {
-        const { openQueue } = await import('../fleet/queue.js');
-        const { fleetView } = await import('../fleet/view.js');
-        if (!fleetQueue) {
-          const opening = openQueue(config.queue!, config, { warn: (m) => ctx.out.warn(m), supervise: false, role: 'dashboard' });
-          fleetQueue = opening;
-          opening.catch((err: Error) => {
-            ctx.out.warn(`the fleet's queue: ${maskSecrets(err.message)}`);
-            if (fleetQueue === opening) fleetQueue = undefined;
-          });
-        }
-        return fleetView(await fleetQueue, config);
-      }
-    : undefined;
   return {
     config,
     settings,

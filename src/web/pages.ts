@@ -290,6 +290,12 @@ ${f.workers.map((w) => html`<tr><td>${w.role}</td><td>${w.host}</td><td>${w.pid}
 <div class="table-wrap"><table class="queues"><thead><tr><th>Queue</th><th>Tags</th><th>Queued</th><th>Running</th><th>Failed (a week)</th><th>Live workers</th></tr></thead><tbody>
 ${f.queues.map((q) => html`<tr><td>${q.kind}</td><td>${q.tags || '—'}</td><td>${q.queued}</td><td>${q.active}</td><td>${q.failed}</td><td>${q.workers}${q.stuck ? html` <span class="badge failing">none takes them</span>` : ''}</td></tr>`)}
 </tbody></table></div>
+${f.wal.length
+  ? html`<h2>WAL archiving</h2>
+<div class="table-wrap"><table class="wal"><thead><tr><th>Database</th><th>Host</th><th>State</th><th>Recovery point</th><th>Window from</th><th>Reported</th></tr></thead><tbody>
+${f.wal.map((w) => html`<tr><td>${w.database}</td><td>${w.host}</td><td><span class="badge ${w.healthy ? 'fresh' : 'failing'}">${w.healthy ? 'healthy' : 'failing'}</span>${w.problems.length ? html`<div class="sub">${w.problems.join('; ')}</div>` : ''}</td><td>${w.lastArchivedAt ? when(w.lastArchivedAt) : '—'}</td><td>${w.windowFrom ? when(w.windowFrom) : '—'}</td><td>${age(w.reportedAt)}</td></tr>`)}
+</tbody></table></div>`
+  : ''}
 <h2>Recent runs</h2>
 ${f.runs.length
   ? html`<div class="table-wrap"><table class="runs"><thead><tr><th>Queued</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Attempts</th><th>Worker</th><th>Duration</th><th>Error</th></tr></thead><tbody>

@@ -225,6 +225,15 @@ describe('the fleet', () => {
     const unknown = await runCli(['run', 'backup', 'nope', '--config', config]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /nope is not a database in the config/);
+    // A queue set up by a newer dbstash (its schema version above what this one knows).
+    await pg.createDatabase('newer');
+    const first = await runCli(['run', 'backup', 'x', '--config', bare, '--queue', pg.url('newer')]);
+    assert.equal(first.code, 0, first.stderr);
+    await pg.query('UPDATE dbstash_queue.version SET version = version + 10', 'newer');
+    const newer = await runCli(['run', 'backup', 'x', '--config', bare, '--queue', pg.url('newer')]);
+    assert.equal(newer.code, 2, newer.stderr);
+    assert.match(newer.stderr, /was set up by a newer dbstash \(queue schema \d+; this one knows up to \d+\)/);
+    assert.doesNotMatch(newer.stderr, new RegExp(pg.password));
   });
 
   it('two schedulers at once: each cron tick yields one job', async () => {
@@ -233,7 +242,7 @@ describe('the fleet', () => {
     const db = new Database(file);
     db.exec('CREATE TABLE t (i INTEGER)');
     db.close();
-    writeFileSync(scheduled, [`stash: ${stash}`, 'encryption: none', `queue: ${pg.url('control')}`, 'databases:', '  ticked:', `    url: sqlite://${file}`, '    schedule: { backup: "* * * * *" }', ''].join('\n'), { mode: 0o600 });
+    writeFileSync(scheduled, [`stash: ${stash}`, 'encryption: none', `queue: ${pg.url('control')}`, 'daemon: { listen: "127.0.0.1:0" }', 'databases:', '  ticked:', `    url: sqlite://${file}`, '    schedule: { backup: "* * * * *" }', ''].join('\n'), { mode: 0o600 });
     const daemons = [spawnCli(['daemon', '--config', scheduled]), spawnCli(['daemon', '--config', scheduled])];
     const logs = ['', ''];
     daemons.forEach((d, i) => {
@@ -289,8 +298,9 @@ describe('the fleet', () => {
   it('the dashboard shows the fleet: live workers with their tags, queues, runs; a job no live worker takes is said to wait, until an eu worker comes', async () => {
     const { newToken } = await import('../../src/web/auth.js');
     const token = newToken();
+    const operator = newToken();
     const dash = path.join(root, 'dash.yaml');
-    writeFileSync(dash, readFileSync(config, 'utf8') + `dashboard:\n  tokens:\n    - { name: t, role: viewer, hash: "${token.hash}" }\n`, { mode: 0o600 });
+    writeFileSync(dash, readFileSync(config, 'utf8') + `dashboard:\n  tokens:\n    - { name: t, role: viewer, hash: "${token.hash}" }\n    - { name: o, role: operator, hash: "${operator.hash}" }\n`, { mode: 0o600 });
     const plain = startWorker();
     await ready(plain);
     const server = spawnCli(['dashboard', '--config', dash, '--listen', '127.0.0.1:0']);
@@ -329,6 +339,21 @@ describe('the fleet', () => {
       assert.ok(view.workers.some((w) => w.pid === euWorker.child.pid && w.tags === 'region=eu' && w.live));
       const page = await (await fetch(`${url}/fleet`, { headers: auth })).text();
       assert.match(page, /<td>region=eu<\/td>/);
+      // "Back up now" from the dashboard goes on the queue too: a worker runs it.
+      const op = { Authorization: `Bearer ${operator.token}` };
+      const started = await fetch(`${url}/api/v1/databases/db5/backup`, { method: 'POST', headers: op });
+      assert.equal(started.status, 202);
+      const webJob = ((await started.json()) as { job: { id: string } }).job.id;
+      let record: { state: string; events: { message: string }[]; error?: string } = { state: 'running', events: [] };
+      for (let i = 0; i < 300 && record.state === 'running'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        record = (await (await fetch(`${url}/api/v1/jobs/${webJob}`, { headers: op })).json()) as typeof record;
+      }
+      assert.equal(record.state, 'succeeded', record.error);
+      const said = record.events.map((e) => e.message).join('\n');
+      assert.match(said, /queued on the fleet as job \S+; waiting for a worker/);
+      const names = [plain, euWorker].map((w) => /worker (\S+) takes jobs/.exec(w.log())![1]);
+      assert.ok(names.includes(/backup done by worker (\S+)/.exec(said)?.[1] ?? ''), `${said}\n(workers ${names.join(', ')})`);
       for (const w of [plain, euWorker]) {
         w.child.kill('SIGTERM');
         await once(w.child, 'exit');
@@ -336,6 +361,54 @@ describe('the fleet', () => {
     } finally {
       server.kill('SIGTERM');
       if (server.exitCode === null) await once(server, 'exit');
+    }
+  });
+
+  it('daemon --agent on a database host reports its WAL archiving to the control database: healthy with the recovery point, then failing with the reason', async () => {
+    const archiving = await startPostgres({ conf: ['archive_mode = on', "archive_command = '/bin/true'"] });
+    const agentConfig = path.join(root, 'agent.yaml');
+    writeFileSync(
+      agentConfig,
+      [`stash: ${path.join(root, 'agent-stash')}`, 'encryption: none', `queue: ${pg.url('control')}`, 'daemon: { listen: "127.0.0.1:0", walCheck: 1s, stateFile: ' + path.join(root, 'agent-state.json') + ' }', 'databases:', '  arch:', `    url: ${archiving.url()}`, '    physical: true', '    walMaxDelay: 2s', ''].join('\n'),
+      { mode: 0o600 },
+    );
+    const agent = spawnCli(['daemon', '--agent', '--config', agentConfig]);
+    let alog = '';
+    agent.stdout.on('data', (d: Buffer) => (alog += d));
+    agent.stderr.on('data', (d: Buffer) => (alog += d));
+    const report = async () => {
+      const exists = (await pg.query(`SELECT to_regclass('dbstash_fleet.wal_status') AS t`, 'control')).rows[0].t;
+      if (!exists) return undefined;
+      return (await pg.query(`SELECT host, healthy, problems, last_archived_at FROM dbstash_fleet.wal_status WHERE database = 'arch'`, 'control')).rows[0] as { host: string; healthy: boolean; problems: string[]; last_archived_at: Date | null } | undefined;
+    };
+    try {
+      await archiving.query('CREATE TABLE w AS SELECT generate_series(1, 1000) AS i');
+      await archiving.query('SELECT pg_switch_wal()');
+      let r: Awaited<ReturnType<typeof report>>;
+      for (let i = 0; i < 150; i++) {
+        r = await report();
+        if (r?.last_archived_at) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.ok(r?.last_archived_at, `the agent reported a recovery point:\n${alog}`);
+      assert.equal(r!.healthy, true, JSON.stringify(r));
+      assert.match(alog, /dbstash daemon \(fleet agent\): no schedules on the queue/);
+      // archive_command now fails: the agent reports it, with the reason.
+      await archiving.query("ALTER SYSTEM SET archive_command = '/bin/false'");
+      await archiving.query('SELECT pg_reload_conf()');
+      await archiving.query('INSERT INTO w SELECT generate_series(1, 1000)');
+      await archiving.query('SELECT pg_switch_wal()');
+      for (let i = 0; i < 150; i++) {
+        r = await report();
+        if (r && !r.healthy) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(r!.healthy, false, `${JSON.stringify(r)}\n${alog}`);
+      assert.match(r!.problems.join(' '), /archive_command/);
+    } finally {
+      agent.kill('SIGTERM');
+      if (agent.exitCode === null) await once(agent, 'exit');
+      await archiving.stop();
     }
   });
 });

@@ -747,7 +747,7 @@ describe('the README and docs/, run as written against real servers', () => {
       ['docs/operations.md:Status', 'the second block: a crontab line mailing `dbstash status` when unhealthy (its status command runs above; no cron or mail here)'],
       ['docs/performance.md', 'the benchmark (minutes on end) and the commands that made the figures shown: npm run bench'],
       ['docs/pitr.md', 'run line by line by test/pitr/pitr.test.ts, against a cluster whose archive_command is dbstash wal push'],
-      ['docs/fleet.md', 'the fleet needs a PostgreSQL control database: test/fleet/fleet.test.ts starts one and runs worker (with --tags, --concurrency), run (with --wait) and two daemons against it; worker serves until stopped'],
+      ['docs/fleet.md', 'the fleet needs a PostgreSQL control database: test/fleet/fleet.test.ts starts one and runs worker (with --tags, --concurrency), run (with --wait), two daemons and daemon --agent against it; worker and daemon serve until stopped'],
       ['docs/dashboard.md', 'the API blocks run as written by test/web/api.test.ts against a dashboard on a free port; `user add` asks on a terminal (api.test.ts runs it with --password-stdin) and `dashboard` serves until stopped (every web test starts one)'],
     ]);
     for (const file of DOCS.filter((f) => f.startsWith('docs/'))) {
