@@ -219,6 +219,12 @@ describe('the fleet', () => {
     assert.match(unreachable.stderr, /cannot reach the queue database/);
     assert.doesNotMatch(unreachable.stderr + unreachable.stdout, /s3cret/);
     assert.doesNotMatch(unreachable.stderr, /\n\s+at /, 'no stack trace');
+    // A worker that cannot write to the stash of a database it would serve refuses to start.
+    const blind = path.join(root, 'blind.yaml');
+    writeFileSync(blind, `stash: /proc/dbstash-stash\nqueue: ${pg.url('control')}\ndatabases:\n  x: { url: "sqlite://${path.join(root, 'db0.sqlite')}" }\n`, { mode: 0o600 });
+    const noStash = await runCli(['worker', '--config', blind], { timeoutMs: 60_000 });
+    assert.equal(noStash.code, 11, noStash.stderr);
+    assert.match(noStash.stderr, /this worker cannot write to local \(.*\), where x is backed up/);
     const tags = await runCli(['worker', '--config', config, '--tags', 'region']);
     assert.equal(tags.code, 2);
     assert.match(tags.stderr, /--tags: "region" is not key=value/);
