@@ -51,6 +51,8 @@ export interface DatabaseSummary {
   newest?: BackupSummary;
   backups: number;
   storedBytes: number;
+  /** The same per destination (by name), every destination of the database listed. */
+  storedByDestination: Record<string, number>;
   maxAgeSeconds?: number;
   lastVerify?: { id: string; result: string; level: string; at: string };
   schedule: Record<string, string>;
@@ -249,6 +251,8 @@ export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; 
     const { dests, identity, list } = await backupsOf(entry, all ? undefined : TREND);
     const urls = dests.map((d) => d.storage.url);
     const totals = identity ? index.totals(identity, urls) : { backups: 0, storedBytes: 0 };
+    const perStorage = identity ? index.bytesByStorage(identity, urls) : new Map<string, number>();
+    const storedByDestination = Object.fromEntries(dests.map((d) => [d.name, perStorage.get(d.storage.url) ?? 0]));
     const newest = list[0];
     const maxAgeMs = expectedMaxAgeMs(entry, name);
     let lastVerify: DatabaseSummary['lastVerify'];
@@ -302,6 +306,7 @@ export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; 
         newest,
         backups: totals.backups,
         storedBytes: totals.storedBytes,
+        storedByDestination,
         maxAgeSeconds: maxAgeMs !== undefined ? maxAgeMs / 1000 : undefined,
         lastVerify,
         schedule,

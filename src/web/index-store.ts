@@ -233,6 +233,15 @@ export class CatalogIndex {
     return row;
   }
 
+  /** Bytes each storage holds of a database's backups. */
+  bytesByStorage(identity: string, storages: string[]): Map<string, number> {
+    if (storages.length === 0) return new Map();
+    const rows = this.db
+      .prepare(`SELECT storage, COALESCE(SUM(size), 0) AS bytes FROM backups WHERE identity = ? AND safety = 0 AND storage IN (${marks(storages.length)}) GROUP BY storage`)
+      .all(identity, ...storages) as { storage: string; bytes: number }[];
+    return new Map(rows.map((r) => [r.storage, r.bytes]));
+  }
+
   /** The newest verification record among a database's newest `within` backups. */
   lastVerify(ids: string[]): { backupId: string; body: unknown } | undefined {
     for (const id of ids) {

@@ -101,7 +101,7 @@ ${dbs.map(
   <td><a href="/databases/${encodeURIComponent(d.name)}">${d.name}</a><div class="sub">${d.engine} ${labels(d.labels)}</div></td>
   <td>${healthBadge(d.health)}<div class="sub">${d.reason}</div>${d.nextBackup ? html`<div class="sub">next backup ${when(d.nextBackup)}</div>` : ''}${d.window ? html`<div class="sub">recoverable ${when(d.window.from)} → ${when(d.window.to)}${d.window.gaps.length ? html` <span class="badge failing">gap</span>` : ''}</div>` : ''}</td>
   <td>${d.newest ? html`<a href="/backups/${encodeURIComponent(d.newest.id)}">${age(d.newest.finishedAt)}</a>` : '—'}</td>
-  <td>${d.newest ? formatBytes(d.newest.size) : '—'}<div class="sub">${formatBytes(d.storedBytes)} stored</div></td>
+  <td>${d.newest ? formatBytes(d.newest.size) : '—'}<div class="sub">${formatBytes(d.storedBytes)} stored${Object.keys(d.storedByDestination).length > 1 ? html`: ${Object.entries(d.storedByDestination).map(([name, bytes], i) => html`${i ? ', ' : ''}${name} ${formatBytes(bytes)}`)}` : html` in ${Object.keys(d.storedByDestination)[0] ?? '—'}`}</div></td>
   <td>${sparkline(d.trend)}</td>
   <td>${d.backups}</td>
   <td>${d.lastVerify ? html`<span class="badge ${d.lastVerify.result === 'passed' ? 'fresh' : 'failing'}">${d.lastVerify.level} ${d.lastVerify.result}</span><div class="sub">${age(d.lastVerify.at)}</div>` : '—'}</td>
@@ -123,9 +123,37 @@ function chartData(backups: BackupSummary[]): { t: number[]; size: number[]; dur
   };
 }
 
-export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, backups: BackupSummary[], page: number, pageSize: number, days: CalendarDay[] = []): Html {
+/** The history's sortable columns: what each sorts by. */
+export const HISTORY_SORTS = {
+  finished: (b: BackupSummary) => b.finishedAt,
+  size: (b: BackupSummary) => b.size,
+  duration: (b: BackupSummary) => b.durationMs,
+  rows: (b: BackupSummary) => b.rows,
+} as const;
+export type HistorySort = { by: keyof typeof HISTORY_SORTS; order: 'asc' | 'desc' };
+
+/** Backups in the asked order (ties newest first); the default is newest first. */
+export function sortHistory(backups: BackupSummary[], sort: HistorySort): BackupSummary[] {
+  const key = HISTORY_SORTS[sort.by];
+  const sign = sort.order === 'asc' ? 1 : -1;
+  return [...backups].sort((a, b) => {
+    const x = key(a);
+    const y = key(b);
+    return (x < y ? -1 : x > y ? 1 : 0) * sign || b.finishedAt.localeCompare(a.finishedAt);
+  });
+}
+
+export function databasePage(who: Principal, csrf: string | undefined, d: DatabaseSummary, unsorted: BackupSummary[], page: number, pageSize: number, days: CalendarDay[] = [], sort: HistorySort = { by: 'finished', order: 'desc' }): Html {
+  const backups = sortHistory(unsorted, sort);
   const pages = Math.max(1, Math.ceil(backups.length / pageSize));
   const shown = backups.slice((page - 1) * pageSize, page * pageSize);
+  const query = (p: number, by = sort.by, order = sort.order) => `?sort=${by}&order=${order}&page=${p}`;
+  /** A column header that sorts by it (a second click turns the order round). */
+  const th = (label: string, by: HistorySort['by']) => {
+    const current = sort.by === by;
+    const next = current && sort.order === 'desc' ? 'asc' : 'desc';
+    return html`<th aria-sort="${current ? (sort.order === 'asc' ? 'ascending' : 'descending') : 'none'}"><a href="${query(1, by, next)}">${label}${current ? (sort.order === 'asc' ? ' ▲' : ' ▼') : ''}</a></th>`;
+  };
   const schedule = Object.entries(d.schedule);
   return layout(
     d.name,
@@ -146,11 +174,11 @@ ${backups.length >= 2
   <figure><figcaption>Duration (s)</figcaption><div class="chart" data-series="duration"></div></figure>
   <figure><figcaption>Rows</figcaption><div class="chart" data-series="rows"></div></figure>
 </div>
-<script type="application/json" id="chart-data">${raw(JSON.stringify(chartData(backups)).replace(/</g, '\\u003c'))}</script>`
+<script type="application/json" id="chart-data">${raw(JSON.stringify(chartData(unsorted)).replace(/</g, '\\u003c'))}</script>`
   : ''}
 <h2>History (${backups.length})</h2>
 <div class="table-wrap"><table class="history">
-<thead><tr><th>Finished</th><th>Backup</th><th>Size</th><th>Raw</th><th>Duration</th><th>Rows</th><th>Storages</th><th>Verified</th></tr></thead>
+<thead><tr>${th('Finished', 'finished')}<th>Backup</th>${th('Size', 'size')}<th>Raw</th>${th('Duration', 'duration')}${th('Rows', 'rows')}<th>Storages</th><th>Verified</th></tr></thead>
 <tbody>
 ${shown.map(
   (b) => html`<tr>
@@ -161,7 +189,7 @@ ${shown.map(
 </tr>`,
 )}
 </tbody></table></div>
-${pages > 1 ? html`<p class="pager">${page > 1 ? html`<a href="?page=${page - 1}">newer</a>` : ''} page ${page} of ${pages} ${page < pages ? html`<a href="?page=${page + 1}">older</a>` : ''}</p>` : ''}`,
+${pages > 1 ? html`<p class="pager">${page > 1 ? html`<a href="${query(page - 1)}">previous</a>` : ''} page ${page} of ${pages} ${page < pages ? html`<a href="${query(page + 1)}">next</a>` : ''}</p>` : ''}`,
     { charts: backups.length >= 2 },
   );
 }

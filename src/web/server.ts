@@ -25,7 +25,7 @@ import { redactHttpUrl } from '../notify/channels.js';
 import { can, LoginLimiter, sameSecret, Sessions, tokenHash, verifyPassword, type Permission, type Principal, type Session } from './auth.js';
 import type { Catalog } from './data.js';
 import type { JobKind, JobParams, WebJobs } from './jobs.js';
-import { activityPage, backupPage, databasePage, errorPage, fleetPage, jobPage, loginPage, overviewPage, settingsPage } from './pages.js';
+import { activityPage, backupPage, databasePage, errorPage, fleetPage, HISTORY_SORTS, jobPage, loginPage, overviewPage, settingsPage, sortHistory, type HistorySort } from './pages.js';
 import type { FleetView } from '../fleet/view.js';
 import { APP_CSS, APP_JS } from './static.js';
 import { pruneDatabase, restoreBackup } from '../app/actions.js';
@@ -169,6 +169,13 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     return c.redirect('/login', 303);
   });
 
+  /** ?sort=finished|size|duration|rows&order=asc|desc (newest first without them); undefined when wrong. */
+  const historySort = (c: HonoContext<Env>): HistorySort | undefined => {
+    const by = c.req.query('sort') ?? 'finished';
+    const order = c.req.query('order') ?? 'desc';
+    if (!Object.hasOwn(HISTORY_SORTS, by) || (order !== 'asc' && order !== 'desc')) return undefined;
+    return { by: by as HistorySort['by'], order };
+  };
   /** The fleet, or undefined (not in fleet mode, or the control database does not answer: said in the log). */
   const fleetNow = async () => host.fleet?.().catch(() => undefined);
   app.get('/', async (c) => c.html(overviewPage(c.get('who'), csrfOf(c), await host.catalog.databases(), host.jobs.list().filter((j) => j.state === 'running'), await fleetNow())));
@@ -180,7 +187,9 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     const found = await host.catalog.database(c.req.param('name'));
     if (!found) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such database in the config.'), 404);
     const page = Math.max(1, Number.parseInt(c.req.query('page') ?? '1', 10) || 1);
-    return c.html(databasePage(c.get('who'), csrfOf(c), found.summary, found.backups, page, 50, found.calendar));
+    const sort = historySort(c);
+    if (!sort) return c.html(errorPage(c.get('who'), csrfOf(c), 400, `sort must be one of ${Object.keys(HISTORY_SORTS).join(', ')} and order asc or desc`), 400);
+    return c.html(databasePage(c.get('who'), csrfOf(c), found.summary, found.backups, page, 50, found.calendar, sort));
   });
   app.get('/backups/:id', async (c) => {
     const found = await host.catalog.backup(c.req.param('id'));
@@ -213,7 +222,9 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000 || !Number.isInteger(offset) || offset < 0) {
       return c.json({ error: 'limit must be a whole number from 1 to 1000 and offset one from 0' }, 400);
     }
-    return c.json({ total: found.backups.length, backups: found.backups.slice(offset, offset + limit) });
+    const sort = historySort(c);
+    if (!sort) return c.json({ error: `sort must be one of ${Object.keys(HISTORY_SORTS).join(', ')} and order asc or desc` }, 400);
+    return c.json({ total: found.backups.length, backups: sortHistory(found.backups, sort).slice(offset, offset + limit) });
   });
   app.get('/api/v1/backups/:id', async (c) => {
     const found = await host.catalog.backup(c.req.param('id'));

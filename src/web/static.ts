@@ -134,7 +134,7 @@ export const APP_JS = `'use strict';
     document.querySelectorAll('.chart[data-series]').forEach(function (el) {
       var key = el.getAttribute('data-series');
       var width = Math.max(260, Math.min(560, el.parentElement.clientWidth || 360));
-      new window.uPlot({ width: width, height: 160, legend: { show: false }, scales: { x: { time: true } }, series: [{}, { stroke: '#2563eb', width: 1.5, points: { show: d.t.length < 60 } }] }, [d.t, d[key]], el);
+      new window.uPlot({ width: width, height: 160, legend: { show: false }, scales: { x: { time: true, range: function (u, min, max) { var pad = Math.max(60, (max - min) * 0.05); return [min - pad, max + pad]; } } }, series: [{}, { stroke: '#2563eb', width: 1.5, points: { show: d.t.length < 60 } }] }, [d.t, d[key]], el);
       el.setAttribute('data-points', String(d.t.length));
     });
   }

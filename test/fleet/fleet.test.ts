@@ -12,9 +12,11 @@ import Database from 'better-sqlite3';
 import pgClient from 'pg';
 import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { runCli, spawnCli } from '../harness/run.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../harness/receivers.js';
 import { tempDir } from '../harness/tmp.js';
 
 let pg: PgServer;
+let hook: WebhookReceiver;
 let root: string;
 let stash: string;
 let config: string;
@@ -76,7 +78,18 @@ before(async () => {
   await pg.createDatabase('control');
   await pg.createDatabase('app');
   await pg.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 5000) g', 'app');
-  const lines = [`stash: ${stash}`, 'encryption: none', `queue: ${pg.url('control')}`, 'fleet: { retries: 2, retryDelay: 1s, heartbeat: 10s }', 'databases:'];
+  hook = await startWebhookReceiver();
+  const lines = [
+    `stash: ${stash}`,
+    'encryption: none',
+    `queue: ${pg.url('control')}`,
+    'fleet: { retries: 2, retryDelay: 1s, heartbeat: 10s }',
+    'notifications:',
+    `  - { type: webhook, url: "${hook.url}/hook", events: [failure] }`,
+    'databases:',
+    '  missing:',
+    `    url: sqlite://${path.join(root, 'not-there.sqlite')}`,
+  ];
   for (let i = 0; i < SQLITE; i++) {
     const file = path.join(root, `db${i}.sqlite`);
     const db = new Database(file);
@@ -93,6 +106,7 @@ before(async () => {
 after(async () => {
   for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
   await pg?.stop();
+  await hook?.stop();
 });
 
 describe('the fleet', () => {
@@ -140,6 +154,18 @@ describe('the fleet', () => {
     assert.equal(failed.code, body.exitCode);
     assert.notEqual(body.exitCode, 0);
     assert.equal(body.attempts, 3, 'the first attempt and two retries');
+
+    // A backup that fails on every attempt fails for good after the retries, and notifies once.
+    const gone = await runCli(['run', 'backup', 'missing', '--config', config, '--wait', '--json'], { timeoutMs: 240_000 });
+    const goneBody = JSON.parse(gone.stdout) as { state: string; attempts: number; exitCode: number };
+    assert.equal(goneBody.state, 'failed', gone.stdout);
+    assert.equal(goneBody.attempts, 3);
+    assert.equal(gone.code, goneBody.exitCode);
+    await new Promise((r) => setTimeout(r, 1000));
+    // The only failure notification of the whole run (the verify above failed before its drill).
+    const failures = hook.requests;
+    assert.equal(failures.length, 1, `one failure notification, for the last attempt: ${failures.map((f) => f.body).join('\n')}`);
+    assert.match(failures[0].body, /not-there\.sqlite/);
 
     // SIGTERM: the workers stop taking jobs and exit 0.
     for (const w of [...plain, eu]) {

@@ -229,6 +229,15 @@ describe('the dashboard API', () => {
     const cell = new RegExp(`<td class="day (failed|mixed)" title="${today}: (\\d+) backups?, (\\d+) failed">`).exec(page);
     assert.ok(cell, 'today\'s cell shows the failure');
     assert.equal(cell[1], Number(cell[2]) > 0 ? 'mixed' : 'failed');
+    // The history sorts by size, duration, rows or date, either way; a wrong sort is a 400.
+    const bySize = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups?sort=size&order=asc`, { headers: v })).json()) as { backups: { size: number }[] }).backups.map((b) => b.size);
+    assert.deepEqual(bySize, [...bySize].sort((a, b) => a - b));
+    assert.equal((await fetch(`${d.url}/api/v1/databases/shop/backups?sort=bogus`, { headers: v })).status, 400);
+    assert.equal((await fetch(`${d.url}/databases/shop?order=sideways`, { headers: v })).status, 400);
+    assert.match(await (await fetch(`${d.url}/databases/shop?sort=rows&order=asc`, { headers: v })).text(), /<th aria-sort="ascending"><a href="\?sort=rows&amp;order=desc&amp;page=1">Rows ▲<\/a><\/th>/);
+    // Stored bytes per destination.
+    const shop = (await (await fetch(`${d.url}/api/v1/databases/shop`, { headers: v })).json()) as { storedBytes: number; storedByDestination: Record<string, number> };
+    assert.deepEqual(shop.storedByDestination, { local: shop.storedBytes });
     const jobsBefore = ((await (await fetch(`${d.url}/api/v1/jobs`, { headers: v })).json()) as { jobs: { id: string; state: string }[] }).jobs;
     assert.ok(jobsBefore.length >= 3);
 

@@ -125,10 +125,24 @@ test('an operator logs in, backs up and drills from the overview; the history an
   assert.match(await page.locator('main').innerText(), /admin · backup shop · succeeded/);
   await shot(page, 'activity');
 
+  await page.goto('/settings');
+  await shot(page, 'settings');
+
+  // Every page fits a phone's width (wide tables scroll inside their own box).
   const narrow = await loggedIn('admin', { width: 390, height: 844 });
-  const width = await narrow.evaluate<number>('document.documentElement.scrollWidth');
-  assert.ok(width <= 390, `the page fits a phone's width (scrollWidth ${width})`);
-  await shot(narrow, 'overview-narrow');
+  const newest = await (await narrow.request.get('/api/v1/databases/shop/backups?limit=1')).json() as { backups: { id: string }[] };
+  for (const [route, name] of [
+    ['/', 'overview-narrow'],
+    ['/databases/shop', 'database-narrow'],
+    [`/backups/${encodeURIComponent(newest.backups[0].id)}`, 'backup-narrow'],
+    ['/activity', 'activity-narrow'],
+    ['/settings', 'settings-narrow'],
+  ] as const) {
+    await narrow.goto(route);
+    const width = await narrow.evaluate<number>('document.documentElement.scrollWidth');
+    assert.ok(width <= 390, `${route} fits a phone's width (scrollWidth ${width})`);
+    await shot(narrow, name);
+  }
   await narrow.context().close();
   await page.context().close();
 });
