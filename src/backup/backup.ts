@@ -8,7 +8,8 @@ import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError, withOutcome } from '../core/errors.js';
-import { artifactKey, makeBackupId, MANIFEST_SUFFIX, manifestKey, parseBackupId, TEMP_PREFIX } from '../core/id.js';
+import { artifactKey, backupIdOfFile, makeBackupId, MANIFEST_SUFFIX, manifestKey, TEMP_PREFIX } from '../core/id.js';
+import { RECORD_RE } from '../catalog/catalog.js';
 import { formatBytes } from '../core/format.js';
 import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';
@@ -485,9 +486,9 @@ async function removeDeadUploads(storage: Storage, folder: string, lockKey: stri
     const name = o.key.slice(folder.length + 1);
     if (name.includes('/') || o.modifiedAt.getTime() > since.getTime()) continue;
     const file = name.slice(TEMP_PREFIX.length).replace(/\.[0-9a-f]+$/, '');
-    if (/\.(verify|restore|export)-[^/]+\.json$/.test(file)) continue;
-    const backupId = /^(.+?_[A-Za-z0-9-]+_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)/.exec(file)?.[1];
-    if (!backupId || !parseBackupId(backupId) || (await storage.stat(manifestKey(backupId)).catch(() => undefined))) continue;
+    if (RECORD_RE.test(file)) continue;
+    const backupId = backupIdOfFile(file);
+    if (!backupId || (await storage.stat(manifestKey(backupId)).catch(() => undefined))) continue;
     await storage.delete(o.key).then(
       () => removed++,
       () => {},

@@ -5,6 +5,7 @@ import os from 'node:os';
 import type { Command } from 'commander';
 import { ConfigError, ExitCode, UsageError } from '../core/errors.js';
 import { parseDuration } from '../core/format.js';
+import { parseTags } from '../fleet/tags.js';
 import { commonOptions, runCommand, type CommonOptions } from './common.js';
 
 const KINDS = ['backup', 'verify', 'prune'] as const;
@@ -15,16 +16,6 @@ function needQueue(option: string | undefined, config: { queue?: string }): stri
   return url;
 }
 
-/** `region=eu,tier=2` → { region: 'eu', tier: '2' }. */
-export function parseTags(text: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const part of (text ?? '').split(',').filter(Boolean)) {
-    const m = /^([A-Za-z0-9_.-]+)=([A-Za-z0-9_.-]+)$/.exec(part.trim());
-    if (!m) throw new UsageError(`--tags: "${part}" is not key=value`, { hint: 'e.g. --tags region=eu,net=private' });
-    out[m[1]] = m[2];
-  }
-  return out;
-}
 
 export function registerWorker(program: Command): void {
   const cmd = program
@@ -86,7 +77,7 @@ Examples:
       if (!Object.hasOwn(config.databases, database)) {
         throw new UsageError(`${database} is not a database in the config`, { hint: `the config has: ${Object.keys(config.databases).join(', ') || 'none'}` });
       }
-      const { openQueue, enqueue, findJob } = await import('../fleet/queue.js');
+      const { openQueue, enqueue, followJob } = await import('../fleet/queue.js');
       const boss = await openQueue(needQueue(opts.queue, config), config, { warn: (m) => ctx.out.warn(m), supervise: false });
       try {
         const by = `${os.userInfo().username}@${os.hostname()}`;
@@ -96,27 +87,16 @@ Examples:
           return ExitCode.ok;
         }
         ctx.out.info(`queued ${kind} of ${database}: job ${job.id}; waiting for a worker`);
-        let seen = '';
-        for (;;) {
-          if (ctx.signal.aborted) throw ctx.signal.reason;
-          const found = await findJob(boss, job.queue, job.id);
-          if (!found) throw new ConfigError(`job ${job.id} is gone from the queue`, { hint: 'finished jobs are kept a week; see the workers\' logs' });
-          const state = `${found.state}:${found.retryCount}`;
-          if (state !== seen) {
-            seen = state;
-            if (found.state === 'active') ctx.out.info(`job ${job.id} running (attempt ${found.retryCount + 1})`);
-            if (found.state === 'retry') ctx.out.warn(`job ${job.id}: attempt ${found.retryCount} failed: ${(found.output as { message?: string } | null)?.message ?? 'no reason recorded'}; it will be retried`);
-          }
-          if (found.state === 'completed' || found.state === 'failed' || found.state === 'cancelled') {
-            const output = (found.output ?? {}) as { worker?: string; exitCode?: number; message?: string; durationMs?: number };
-            const code = found.state === 'completed' ? ExitCode.ok : (output.exitCode ?? ExitCode.internal);
-            ctx.out.result({ job: job.id, database, kind, state: found.state, attempts: found.retryCount + 1, exitCode: code, ...output }, () =>
-              found.state === 'completed' ? `${kind} of ${database} done by ${output.worker ?? 'a worker'}` : `${kind} of ${database} ${found.state}: ${output.message ?? 'no reason recorded'}`,
-            );
-            return code;
-          }
-          await new Promise((r) => setTimeout(r, 250));
-        }
+        const { job: found, output } = await followJob(boss, job.queue, job.id, {
+          signal: ctx.signal,
+          running: (attempt) => ctx.out.info(`job ${job.id} running (attempt ${attempt})`),
+          retrying: (attempt, reason) => ctx.out.warn(`job ${job.id}: attempt ${attempt} failed: ${reason}; it will be retried`),
+        });
+        const code = found.state === 'completed' ? ExitCode.ok : (output.exitCode ?? ExitCode.internal);
+        ctx.out.result({ job: job.id, database, kind, state: found.state, attempts: found.retryCount + 1, exitCode: code, ...output }, () =>
+          found.state === 'completed' ? `${kind} of ${database} done by ${output.worker ?? 'a worker'}` : `${kind} of ${database} ${found.state}: ${output.message ?? 'no reason recorded'}`,
+        );
+        return code;
       } finally {
         await boss.stop({ graceful: false, close: true }).catch(() => {});
       }

@@ -2,6 +2,7 @@
 // enumerations, the valid values. "${VAR}" and "${VAR:-default}" are interpolated from the
 // environment before validation, so secrets stay out of the file.
 
+import { TAG_PART } from '../fleet/tags.js';
 import { z } from 'zod';
 import { parseDuration, parseTimeout } from '../core/format.js';
 
@@ -222,7 +223,7 @@ export const databaseSchema = z
     maxAge: z.string().optional(),
     anomaly: anomalySchema.optional(),
     /** In a fleet: only workers with these tags run this database's jobs (`dbstash worker --tags`). */
-    workers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'), z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -')).optional(),
+    workers: z.record(z.string().regex(TAG_PART, 'letters, digits, _ . -'), z.string().regex(TAG_PART, 'letters, digits, _ . -')).optional(),
     labels: z.record(z.string(), z.string()).optional(),
   })
   .strict();

@@ -13,6 +13,15 @@ const ID_RE = /^(.+)_([a-z0-9-]+)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)$/;
 const STAMP_RE = /^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})Z$/;
 
 export const MANIFEST_SUFFIX = '.manifest.json';
+
+/** `<id>.<anything>`: the file name of one of a backup's objects (artifact, manifest, record). */
+const BACKUP_FILE_RE = /^(.+_[a-z0-9-]+_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\./;
+
+/** The id of the backup a file (a name, not a key) belongs to, when its name starts with a valid id. */
+export function backupIdOfFile(name: string): string | undefined {
+  const id = BACKUP_FILE_RE.exec(name)?.[1];
+  return id && parseBackupId(id) ? id : undefined;
+}
 export const TEMP_PREFIX = '.tmp-';
 
 /** File-name safe form of a database or environment name. */

@@ -7,11 +7,12 @@
 
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { PgBoss, type Job, type JobWithMetadata } from 'pg-boss';
+import { PgBoss, type JobWithMetadata } from 'pg-boss';
 import type { ConfigFile, DatabaseConfig } from '../config/schema.js';
 import { ConfigError, ConnectionError } from '../core/errors.js';
 import { parseDuration } from '../core/format.js';
 import { maskUrlCredentials } from '../core/secrets.js';
+import { tagsKey, tagsOfQueue } from './tags.js';
 
 export const FLEET_KINDS = ['backup', 'verify', 'prune'] as const;
 export type FleetKind = (typeof FLEET_KINDS)[number];
@@ -32,7 +33,6 @@ export interface FleetJobOutput {
   pid: number;
   worker: string;
   exitCode: number;
-  error?: string;
   durationMs: number;
   /** When the worker began and ended the job (its clock): the queue's own overhead is around them. */
   startedAt: string;
@@ -55,34 +55,7 @@ export function fleetPolicy(config: ConfigFile) {
   };
 }
 
-/** `k/v/k/v` sorted by key: the routing of a database's jobs to workers with those tags. */
-export function tagsKey(tags: Record<string, string> | undefined): string {
-  return Object.entries(tags ?? {})
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([k, v]) => `${k}/${v}`)
-    .join('/');
-}
-
-/** `region=eu,tier=2`: tags as people write them (--tags). */
-export function tagsText(tags: Record<string, string> | undefined): string {
-  return Object.entries(tags ?? {})
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([k, v]) => `${k}=${v}`)
-    .join(',');
-}
-
-/** The tags a queue's name asks for. */
-export function tagsOfQueue(name: string): Record<string, string> {
-  const parts = name.split('/').slice(1);
-  const out: Record<string, string> = {};
-  for (let i = 0; i < parts.length; i += 2) out[parts[i]] = parts[i + 1];
-  return out;
-}
-
-/**
- * The queue a database's jobs of a kind go to: `dbstash-backup`, or `dbstash-backup/region/eu`
- * (pg-boss names allow letters, digits, _ - . and /; tags never hold a slash).
- */
+/** The queue a database's jobs of a kind go to: `dbstash-backup`, or `dbstash-backup/region/eu`. */
 export function queueFor(kind: FleetKind, entry: Pick<DatabaseConfig, 'workers'> | undefined): string {
   const key = tagsKey(entry?.workers);
   return key ? `dbstash-${kind}/${key}` : `dbstash-${kind}`;
@@ -103,11 +76,6 @@ export function queuesForWorker(config: ConfigFile, tags: Record<string, string>
 /** The kind of job a queue holds. */
 export function kindOfQueue(name: string): FleetKind {
   return name.slice('dbstash-'.length).split('/')[0] as FleetKind;
-}
-
-/** The control database's URL: --queue, else `queue:` in the config. */
-export function queueUrl(config: ConfigFile, option?: string): string | undefined {
-  return option ?? config.queue;
 }
 
 /**
@@ -177,12 +145,42 @@ export async function openQueue(
   return boss;
 }
 
-/** Enqueues one job now; its id, or the id of the one already waiting for that database. */
-export async function enqueue(boss: PgBoss, config: ConfigFile, kind: FleetKind, data: FleetJobData): Promise<{ id: string; queue: string; queued: boolean }> {
+/** Enqueues one job now (it starts once no other job of its kind for the database is active). */
+export async function enqueue(boss: PgBoss, config: ConfigFile, kind: FleetKind, data: FleetJobData): Promise<{ id: string; queue: string }> {
   const queue = queueFor(kind, config.databases[data.database]);
   const id = await boss.send(queue, data, { singletonKey: data.database, ...fleetPolicy(config) });
-  if (id) return { id, queue, queued: true };
+  if (id) return { id, queue };
   throw new ConfigError(`the queue refused a ${kind} of ${data.database}`, { hint: 'see the queue database\'s log' });
+}
+
+/** What a finished (or failed) job's output holds: the worker's record, or the error it failed with. */
+export type JobOutcome = Partial<FleetJobOutput> & { message?: string };
+
+/**
+ * Follows a job to its end (completed, failed or cancelled), telling each attempt as it starts
+ * and each that failed and will be retried; for `run --wait` and the dashboard's jobs in fleet mode.
+ */
+export async function followJob(
+  boss: PgBoss,
+  queue: string,
+  id: string,
+  opts: { signal: AbortSignal; running(attempt: number): void; retrying(attempt: number, reason: string): void },
+): Promise<{ job: JobWithMetadata<FleetJobData>; output: JobOutcome }> {
+  let seen = '';
+  for (;;) {
+    opts.signal.throwIfAborted();
+    const job = await findJob(boss, queue, id);
+    if (!job) throw new ConfigError(`job ${id} is gone from the queue`, { hint: 'finished jobs are kept a week; see the workers\' logs' });
+    const output = (job.output ?? {}) as JobOutcome;
+    const state = `${job.state}:${job.retryCount}`;
+    if (state !== seen) {
+      seen = state;
+      if (job.state === 'active') opts.running(job.retryCount + 1);
+      if (job.state === 'retry') opts.retrying(job.retryCount, output.message ?? 'no reason recorded');
+    }
+    if (job.state === 'completed' || job.state === 'failed' || job.state === 'cancelled') return { job, output };
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 /** A job with what the dashboard and `run --wait` show of it. */
@@ -191,4 +189,3 @@ export async function findJob(boss: PgBoss, queue: string, id: string): Promise<
   return job;
 }
 
-export type FleetJob = Job<FleetJobData>;

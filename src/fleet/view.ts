@@ -6,7 +6,8 @@
 import type { PgBoss } from 'pg-boss';
 import type { ConfigFile } from '../config/schema.js';
 import { walStatuses, type WalStatus } from './status.js';
-import { kindOfQueue, QUEUE_SCHEMA, queuesOf, tagsOfQueue, tagsText, type FleetJobData, type FleetJobOutput } from './queue.js';
+import { kindOfQueue, QUEUE_SCHEMA, queuesOf, type FleetJobData, type JobOutcome } from './queue.js';
+import { parseTags, tagsOfQueue, tagsText } from './tags.js';
 
 export interface FleetWorker {
   role: string;
@@ -57,15 +58,10 @@ export interface FleetView {
   wal: WalStatus[];
 }
 
-/** `worker region=eu` → tags "region=eu". */
+/** `worker region=eu` (the instance name a worker registers with) → its role and tags. */
 function tagsOfRole(name: string | null): { role: string; tags: Record<string, string> } {
-  const [role, tags = ''] = (name ?? '').split(' ');
-  const out: Record<string, string> = {};
-  for (const kv of tags.split(',').filter(Boolean)) {
-    const eq = kv.indexOf('=');
-    out[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  return { role: role || 'unknown', tags: out };
+  const [role, tags] = (name ?? '').split(' ');
+  return { role: role || 'unknown', tags: parseTags(tags, 'instance name') };
 }
 
 export async function fleetView(boss: PgBoss, config: ConfigFile, opts: { runs?: number } = {}): Promise<FleetView> {
@@ -113,7 +109,7 @@ export async function fleetView(boss: PgBoss, config: ConfigFile, opts: { runs?:
   const { rows } = (await boss.getDb().executeSql(
     `SELECT id, name, data, state, retry_count, created_on, started_on, completed_on, output FROM ${QUEUE_SCHEMA}.job WHERE name = ANY($1) ORDER BY created_on DESC LIMIT $2`,
     [names, opts.runs ?? 100],
-  )) as { rows: { id: string; name: string; data: FleetJobData; state: string; retry_count: number; created_on: Date; started_on: Date | null; completed_on: Date | null; output: (Partial<FleetJobOutput> & { message?: string }) | null }[] };
+  )) as { rows: { id: string; name: string; data: FleetJobData; state: string; retry_count: number; created_on: Date; started_on: Date | null; completed_on: Date | null; output: JobOutcome | null }[] };
   const runs: FleetRun[] = rows.map((j) => {
     const out = j.output ?? {};
     return {

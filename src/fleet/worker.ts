@@ -15,7 +15,8 @@ import { DaemonMetrics } from '../daemon/metrics.js';
 import type { ScheduledJob } from '../daemon/daemon.js';
 import { createNotifier, type Notifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
-import { findJob, fleetPolicy, kindOfQueue, openQueue, tagsText, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
+import { tagsText } from './tags.js';
+import { findJob, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
 
 /** Failure events wait for the last attempt: a job that fails for good notifies once. */
 function quietOnFailure(notifier: Notifier): Notifier {

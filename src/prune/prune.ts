@@ -25,7 +25,7 @@ import { activeLocks, isLockKey } from '../catalog/lock.js';
 import { isSafetyBackup, SERIES_FILE, type Series } from '../catalog/series.js';
 import { UsageError } from '../core/errors.js';
 import { latestRecord, type VerifyRecord } from '../catalog/records.js';
-import { artifactKey, databaseDir, manifestKey, MANIFEST_SUFFIX, parseBackupId } from '../core/id.js';
+import { artifactKey, backupIdOfFile, databaseDir, manifestKey, MANIFEST_SUFFIX } from '../core/id.js';
 import { formatDuration } from '../core/format.js';
 import type { IncompleteUpload, ObjectInfo, Storage } from '../storage/storage.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from '../retention/policy.js';
@@ -134,8 +134,6 @@ export interface PruneReport {
   /** The confirmation was declined: nothing was removed. */
   cancelled?: boolean;
 }
-
-const BACKUP_FILE_RE = /^(.+_[a-z0-9-]+_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\./;
 
 /** Every object of a backup, manifest first: its artifacts, records and whatever else is named after it. */
 function keysOf(entry: CatalogEntry, objects: ObjectInfo[]): string[] {
@@ -287,8 +285,8 @@ export async function pruneStorage(storage: Storage, opts: PruneOptions): Promis
       if (!activeLeaseKeys.has(obj.key)) report.orphans.push({ key: obj.key, bytes: obj.size, reason: `stale lease (pid ${lease.pid} on ${lease.host} is gone)` });
       continue;
     }
-    const id = BACKUP_FILE_RE.exec(name)?.[1];
-    if (!id || !parseBackupId(id) || unreadable.has(id) || cataloged.has(id)) continue;
+    const id = backupIdOfFile(name);
+    if (!id || unreadable.has(id) || cataloged.has(id)) continue;
     if (busyFolders.has(obj.key.split('/')[0])) continue;
     if (now.getTime() - obj.modifiedAt.getTime() < minAge) continue;
     report.orphans.push({ key: obj.key, bytes: obj.size, reason: `no manifest for ${id}, ${ageText(obj, now)}` });

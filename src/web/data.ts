@@ -22,21 +22,9 @@ import { CatalogIndex, type IndexedRecord, type IndexedSummary } from './index-s
 
 export type Health = 'fresh' | 'stale' | 'failing' | 'never';
 
-export interface BackupSummary {
-  id: string;
-  database: string;
-  engine: string;
-  environment: string;
-  finishedAt: string;
-  durationMs: number;
-  size: number;
-  rawSize: number;
-  rows: number;
-  tables: number;
-  degraded: boolean;
+/** A backup as the pages show it: its indexed figures, once, with every storage that holds it. */
+export interface BackupSummary extends Omit<IndexedSummary, 'storage'> {
   storages: string[];
-  verifications: number;
-  labels: Record<string, string>;
 }
 
 export interface DatabaseSummary {
@@ -200,30 +188,33 @@ export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; 
     while (awaited.size > 0) await Promise.all([...awaited]);
   };
 
-  const rescan = async (onlyMissing: boolean) => {
-    for (const [url, dest] of await storages()) {
-      const built = index.scannedAt(url) !== undefined;
-      if (onlyMissing && built) continue;
-      const p = queue(url, () => scan(dest, ''));
-      if (!built) wait(p);
-      else await p.catch((err: Error) => warn(`the dashboard could not scan ${url}: ${err.message}`));
-    }
+  /**
+   * Scans every storage once. The pages wait for a storage never scanned (its first build, and
+   * until each scan is queued), not for a rescan of one already built.
+   */
+  const scanAll = (): Promise<void> => {
+    const queued = storages().then((all) =>
+      [...all].map(([url, dest]) => {
+        const p = queue(url, () => scan(dest, ''));
+        if (index.scannedAt(url) !== undefined) return p.catch((err: Error) => warn(`the dashboard could not scan ${url}: ${err.message}`));
+        wait(p); // says why it failed
+        return p.catch(() => {});
+      }),
+    );
+    wait(queued.then(() => {}));
+    return queued.then((scans) => Promise.all(scans)).then(() => {});
   };
 
   let timer: NodeJS.Timeout | undefined;
   let started = false;
+  // At start: the storages never scanned are built (pages wait for them), the others scanned
+  // again in the background, for backups made while the dashboard was not running.
   const start = () => {
     if (started) return;
     started = true;
-    // Storages never scanned are built first (pages wait for them); then every storage is
-    // scanned again in the background, for backups made while the dashboard was not running.
-    const first = (async () => {
-      for (const [url, dest] of await storages()) if (index.scannedAt(url) === undefined) wait(queue(url, () => scan(dest, '')));
-    })();
-    wait(first);
-    void first.then(() => rescan(false)).catch(() => {});
+    void scanAll();
     if (opts.rescanMs && opts.rescanMs > 0) {
-      timer = setInterval(() => void rescan(false).catch(() => {}), opts.rescanMs);
+      timer = setInterval(() => void scanAll(), opts.rescanMs);
       timer.unref();
     }
   };
@@ -343,7 +334,7 @@ export function createCatalog(config: ConfigFile, opts: { index?: CatalogIndex; 
   return {
     index,
     start,
-    rescan: () => rescan(false),
+    rescan: scanAll,
     changed(database) {
       const entry = Object.hasOwn(config.databases, database) ? config.databases[database] : undefined;
       const series = entry && seriesOfEntry(entry);

@@ -51,28 +51,17 @@ async function onTheFleet(
   events: { info(m: string): void; warn(m: string): void },
   signal: AbortSignal,
 ): Promise<unknown> {
-  const { enqueue, findJob } = await import('../fleet/queue.js');
+  const { enqueue, followJob } = await import('../fleet/queue.js');
   const job = await enqueue(boss, config, kind, { database, by: 'dashboard', ...(backupId ? { backupId } : {}) });
   events.info(`queued on the fleet as job ${job.id}; waiting for a worker`);
-  let seen = '';
-  for (;;) {
-    signal.throwIfAborted();
-    const now = await findJob(boss, job.queue, job.id);
-    if (!now) throw new Error(`job ${job.id} is gone from the queue`);
-    const output = (now.output ?? {}) as { worker?: string; message?: string };
-    const state = `${now.state}:${now.retryCount}`;
-    if (state !== seen) {
-      seen = state;
-      if (now.state === 'active') events.info(`running (attempt ${now.retryCount + 1})`);
-      if (now.state === 'retry') events.warn(`attempt ${now.retryCount} failed: ${output.message ?? 'no reason recorded'}; it will be retried`);
-    }
-    if (now.state === 'completed') {
-      events.info(`${kind} done by worker ${output.worker ?? '?'}`);
-      return { fleetJob: job.id, worker: output.worker };
-    }
-    if (now.state === 'failed' || now.state === 'cancelled') throw new Error(`${kind} ${now.state} on the fleet: ${output.message ?? 'no reason recorded'}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  const { job: ended, output } = await followJob(boss, job.queue, job.id, {
+    signal,
+    running: (attempt) => events.info(`running (attempt ${attempt})`),
+    retrying: (attempt, reason) => events.warn(`attempt ${attempt} failed: ${reason}; it will be retried`),
+  });
+  if (ended.state !== 'completed') throw new Error(`${kind} ${ended.state} on the fleet: ${output.message ?? 'no reason recorded'}`);
+  events.info(`${kind} done by worker ${output.worker ?? '?'}`);
+  return { fleetJob: job.id, worker: output.worker };
 }
 
 /** Beside the config file, as the daemon's state file: `.dbstash-dashboard.sqlite`. */
