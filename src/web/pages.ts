@@ -165,7 +165,7 @@ export function databasePage(who: Principal, csrf: string | undefined, d: Databa
 <p>${schedule.length ? html`Schedule: ${schedule.map(([k, v]) => html`<span class="label">${k} "${v}"</span> `)}` : 'No schedule in the config.'}</p>
 <div id="job-area" aria-live="polite"></div>
 <p class="actions">${actions(who, d.name)}</p>
-${can(who.role, 'prune') ? html`<p><button id="prune-button" data-url="/api/v1/databases/${encodeURIComponent(d.name)}/prune">Prune…</button></p><div id="prune-area" aria-live="polite"></div>` : ''}
+<p><button id="prune-button" data-url="/api/v1/databases/${encodeURIComponent(d.name)}/prune"${can(who.role, 'prune') ? raw(' data-can-prune="1"') : ''}>${can(who.role, 'prune') ? 'Prune…' : 'Retention preview'}</button></p><div id="prune-area" aria-live="polite"></div>
 ${days.length ? calendar(days) : ''}
 ${backups.length >= 2
   ? html`<h2>Over time</h2>

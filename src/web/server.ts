@@ -280,25 +280,33 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     if (typeof body.confirm !== 'string' || !body.confirm) return c.json({ error: 'a restore needs "confirm": the target database\'s name, typed (ask for the plan with "dryRun": true first)' }, 400);
     return startJob(c, database, 'restore', `${found.manifest.id} → ${body.to}`, { backupId: found.manifest.id, to: body.to, typed: body.confirm });
   });
-  // Prune: {"dryRun": true} (or no body) answers what would go; {"confirm": true} prunes.
+  // What prune would remove under the retention policy: a read, for every role (the policy and its
+  // consequences are no secret from someone who may see the backups). Pruning itself is for admins:
+  // POST {"confirm": true}; a POST without it answers the same preview, as before.
+  const prunePreview = async (name: string) => {
+    const reports = await pruneDatabase(host.config, host.config.databases[name], { dryRun: true, warn: () => {} });
+    return {
+      storages: reports.map(({ storage, report }) => ({
+        storage,
+        policy: report.series.map((s) => s.policy).join('; '),
+        remove: report.backups.filter((b) => !b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
+        keep: report.backups.filter((b) => b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
+        bytesFreed: report.bytesFreed,
+      })),
+    };
+  };
+  app.get('/api/v1/databases/:name/prune', async (c) => {
+    const name = c.req.param('name');
+    if (!Object.hasOwn(host.config.databases, name)) return c.json({ error: 'no such database in the config' }, 404);
+    return c.json(await prunePreview(name));
+  });
   app.post('/api/v1/databases/:name/prune', async (c) => {
     const refused = deny(c, 'prune');
     if (refused) return refused;
     const name = c.req.param('name');
     if (!Object.hasOwn(host.config.databases, name)) return c.json({ error: 'no such database in the config' }, 404);
     const body = (await c.req.json().catch(() => ({}))) as { confirm?: unknown };
-    if (body.confirm !== true) {
-      const reports = await pruneDatabase(host.config, host.config.databases[name], { dryRun: true, warn: () => {} });
-      return c.json({
-        storages: reports.map(({ storage, report }) => ({
-          storage,
-          policy: report.series.map((s) => s.policy).join('; '),
-          remove: report.backups.filter((b) => !b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
-          keep: report.backups.filter((b) => b.keep).map((b) => ({ id: b.id, reasons: b.reasons })),
-          bytesFreed: report.bytesFreed,
-        })),
-      });
-    }
+    if (body.confirm !== true) return c.json(await prunePreview(name));
     return startJob(c, name, 'prune', name);
   });
   app.get('/api/v1/jobs', (c) => c.json({ jobs: host.jobs.list().map(({ events: _events, ...j }) => j) }));

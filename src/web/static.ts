@@ -102,13 +102,16 @@ export const APP_JS = `'use strict';
       });
     });
   }
-  // Prune: what would go, then the confirmation.
+  // Prune: what the retention policy would remove (every role), then, for admins, the confirmation.
   var prune = document.getElementById('prune-button');
   if (prune) {
     var pruneArea = document.getElementById('prune-area');
+    var canPrune = prune.hasAttribute('data-can-prune');
     prune.addEventListener('click', function () {
       var url = prune.getAttribute('data-url');
-      post(url, {}).then(function (r) {
+      fetch(url, { headers: { accept: 'application/json' } }).then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (body) { return { ok: res.ok, body: body }; });
+      }).then(function (r) {
         pruneArea.replaceChildren();
         if (!r.ok) { pruneArea.append(para('error', r.body.error || 'refused')); return; }
         var total = 0;
@@ -120,6 +123,7 @@ export const APP_JS = `'use strict';
           pruneArea.append(ul);
         });
         if (total === 0) { pruneArea.append(para('done', 'Nothing to remove.')); return; }
+        if (!canPrune) { pruneArea.append(para('', 'Only an admin can prune.')); return; }
         var go = document.createElement('button');
         go.id = 'prune-confirm';
         pruneArea.append(text(go, 'Prune now'));

@@ -162,17 +162,24 @@ describe('the dashboard API', () => {
     assert.equal((await d.pg.query('SELECT count(*)::int AS n FROM items', 'app_copy')).rows[0].n, 1000);
   });
 
-  it('prune: admins only; the preview lists what the policy removes; the confirmation removes exactly that', async () => {
+  it('prune: every role sees what the policy would remove; only admins prune; the confirmation removes exactly what the preview said', async () => {
     const admin = bearer(d.tokens.admin);
     const json = { 'Content-Type': 'application/json' };
     const url = `${d.url}/api/v1/databases/shop/prune`;
     assert.equal((await fetch(url, { method: 'POST', headers: { ...bearer(d.tokens.operator), ...json }, body: '{}' })).status, 403);
+    assert.equal((await fetch(url, { method: 'POST', headers: { ...bearer(d.tokens.viewer), ...json }, body: JSON.stringify({ confirm: true }) })).status, 403);
+    assert.equal((await fetch(`${d.url}/api/v1/databases/nope/prune`, { headers: bearer(d.tokens.viewer) })).status, 404);
     // One more backup: beside the newest and the newest verified one, one is left for the policy to remove.
     const more = await fetch(`${d.url}/api/v1/databases/shop/backup`, { method: 'POST', headers: admin });
     assert.equal((await waitForJob(d.url, ((await more.json()) as { job: { id: string } }).job.id, admin)).state, 'succeeded');
     const before = ((await (await fetch(`${d.url}/api/v1/databases/shop/backups`, { headers: admin })).json()) as { backups: { id: string }[] }).backups.map((b) => b.id);
     assert.ok(before.length >= 3, 'several backups of shop by now');
-    const preview = (await (await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: '{}' })).json()) as { storages: { remove: { id: string }[]; keep: { id: string }[] }[] };
+    const preview = (await (await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: '{}' })).json()) as { storages: { policy: string; remove: { id: string }[]; keep: { id: string }[] }[] };
+    // The read-only preview answers a viewer the same as the admin's POST without confirmation.
+    const seen = await fetch(url, { headers: bearer(d.tokens.viewer) });
+    assert.equal(seen.status, 200);
+    assert.deepEqual(await seen.json(), preview);
+    assert.match(preview.storages[0].policy, /^last 1\b/, 'the policy is spelled out (keepLast: 1)');
     const keep = preview.storages[0].keep.map((b) => b.id);
     const remove = preview.storages[0].remove.map((b) => b.id);
     assert.ok(keep.includes(before[0]), 'keepLast: 1 keeps the newest');

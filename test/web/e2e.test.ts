@@ -3,7 +3,8 @@
  * Chromium against `dbstash dashboard` with real SQLite and PostgreSQL databases. Log in; the
  * overview lists the databases; "Back up now" streams the job's events and the backup appears in
  * the history; "Drill now" shows its result; a failing backup shows red with its reason; a hostile
- * label and table name render as text; a viewer sees no action buttons and its POST is refused.
+ * label and table name render as text; a viewer sees no action buttons and its POST is refused, yet
+ * sees the retention policy's preview.
  * With DBSTASH_SCREENSHOTS=<dir>, each page is also saved there, desktop and narrow.
  */
 import assert from 'node:assert/strict';
@@ -155,6 +156,13 @@ test('a viewer sees no action buttons, and a POST from its session is refused; t
     `fetch('/api/v1/databases/shop/backup', { method: 'POST', headers: { 'X-CSRF-Token': document.querySelector('meta[name="csrf-token"]').getAttribute('content') } }).then((r) => r.status)`,
   );
   assert.equal(status, 403);
+  // The retention policy's preview is a read: the viewer sees what prune would remove, and no way to prune.
+  await page.goto('/databases/shop');
+  assert.equal(await page.getByRole('button', { name: 'Prune…' }).count(), 0);
+  await page.getByRole('button', { name: 'Retention preview' }).click();
+  await page.locator('#prune-area').getByText(/to remove, \d+ kept|Nothing to remove/).first().waitFor();
+  assert.match(await page.locator('#prune-area').innerText(), /^local \(last 1 \(UTC\)\): \d+ to remove, \d+ kept/, 'the policy is shown');
+  assert.equal(await page.locator('#prune-confirm').count(), 0);
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL(/\/login$/);
   await page.goto('/');
