@@ -109,6 +109,12 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
       const out = new JobOutput(ctx.out, event);
       const events = { info: (m: string) => out.info(`[${database}] ${m}`), warn: (m: string) => out.warn(`[${database}] ${m}`) };
       try {
+        if (kind === 'restore-plan') {
+          const warnings: string[] = [];
+          const outcome = await restoreBackup(config, database, params.backupId!, params.to!, { dryRun: true, signal, events: { info: events.info, warn: (m) => (warnings.push(m), events.warn(m)) } });
+          out.info(`[${database}] plan: ${outcome.plan.mode} into ${outcome.plan.database}; type "${outcome.plan.database}" to restore`);
+          return { plan: outcome.plan, warnings, confirmWith: outcome.plan.database };
+        }
         if (kind === 'restore') {
           const outcome = await restoreBackup(config, database, params.backupId!, params.to!, { dryRun: false, typed: params.typed, signal, events });
           const r = outcome.record!;

@@ -5,8 +5,10 @@
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { maskSecrets } from '../core/secrets.js';
 
-export type JobKind = 'backup' | 'verify' | 'restore' | 'prune';
+/** 'restore-plan': a restore's dry run (the backup verified in full, the target looked at), whose result is the plan. */
+export type JobKind = 'backup' | 'verify' | 'restore' | 'restore-plan' | 'prune';
 export type JobState = 'running' | 'succeeded' | 'failed';
 
 export interface JobEvent {
@@ -93,7 +95,7 @@ export class WebJobs extends EventEmitter {
   }
 
   record(entry: Omit<AuditEntry, 'at'>): void {
-    const full = { at: new Date().toISOString(), ...entry };
+    const full = { at: new Date().toISOString(), ...entry, target: maskSecrets(entry.target) };
     if (this.store) this.store.addAudit(full);
     else {
       this.kept.unshift(full);
@@ -112,7 +114,9 @@ export class WebJobs extends EventEmitter {
 
   /** A new running job, listed and marked busy for its database, and the sink of its events. */
   private open(database: string, kind: JobKind, by: string, params: JobParams): { job: JobRecord; event: (level: JobEvent['level'], message: string) => void } {
-    const { backupId, to } = params;
+    const { backupId } = params;
+    // A restore's target may be a URL with a password: the record (API, index, Activity) keeps it masked.
+    const to = params.to === undefined ? undefined : maskSecrets(params.to);
     const job: JobRecord = { id: `job_${randomBytes(8).toString('hex')}`, database, kind, ...(backupId ? { backupId } : {}), ...(to ? { to } : {}), state: 'running', by, startedAt: new Date().toISOString(), events: [] };
     this.jobs.set(job.id, job);
     this.save(job);

@@ -28,7 +28,7 @@ import type { JobKind, JobParams, WebJobs } from './jobs.js';
 import { activityPage, backupPage, databasePage, errorPage, fleetPage, HISTORY_SORTS, jobPage, loginPage, overviewPage, settingsPage, sortHistory, type HistorySort } from './pages.js';
 import type { FleetView } from '../fleet/view.js';
 import { APP_CSS, APP_JS } from './static.js';
-import { pruneDatabase, restoreBackup } from '../app/actions.js';
+import { pruneDatabase } from '../app/actions.js';
 
 export interface DashboardHost {
   config: ConfigFile;
@@ -261,7 +261,9 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     if (of.refused) return of.refused;
     return startJob(c, of.database, 'verify', of.found.manifest.id, { backupId: of.found.manifest.id });
   });
-  // Restore: {"to", "dryRun": true} answers the plan; {"to", "confirm": "<target database>"} starts it.
+  // Restore: {"to", "dryRun": true} starts the plan as a job (it verifies the backup in full, which
+  // can take as long as a restore: not something to hold a request open for); the plan is the job's
+  // result. {"to", "confirm": "<target database>"} then starts the restore.
   app.post('/api/v1/backups/:id/restore', async (c) => {
     const refused = deny(c, 'restore');
     if (refused) return refused;
@@ -270,13 +272,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     const { found, database } = of;
     const body = (await c.req.json().catch(() => ({}))) as { to?: unknown; dryRun?: unknown; confirm?: unknown };
     if (typeof body.to !== 'string' || !body.to.trim()) return c.json({ error: 'say where to restore: "to" is a database from the config or a database URL' }, 400);
-    const who = c.get('who').name;
-    if (body.dryRun === true) {
-      const warnings: string[] = [];
-      const outcome = await restoreBackup(host.config, database, found.manifest.id, body.to, { dryRun: true, signal: AbortSignal.timeout(10 * 60_000), events: { info: () => {}, warn: (m) => warnings.push(m) } });
-      host.jobs.record({ user: who, action: 'restore plan', target: `${found.manifest.id} → ${outcome.plan.database}`, result: outcome.plan.mode });
-      return c.json({ plan: outcome.plan, warnings, confirmWith: outcome.plan.database });
-    }
+    if (body.dryRun === true) return startJob(c, database, 'restore-plan', `${found.manifest.id} → ${body.to}`, { backupId: found.manifest.id, to: body.to });
     if (typeof body.confirm !== 'string' || !body.confirm) return c.json({ error: 'a restore needs "confirm": the target database\'s name, typed (ask for the plan with "dryRun": true first)' }, 400);
     return startJob(c, database, 'restore', `${found.manifest.id} → ${body.to}`, { backupId: found.manifest.id, to: body.to, typed: body.confirm });
   });

@@ -29,7 +29,7 @@ export const APP_JS = `'use strict';
         follow(r.body.job.id, area);
       }, function () { b.disabled = false; });
   });
-  function follow(id, area) {
+  function follow(id, area, then) {
     var list = document.createElement('ol');
     list.className = 'events';
     area.append(list);
@@ -42,6 +42,9 @@ export const APP_JS = `'use strict';
       p.className = j.state === 'succeeded' ? 'done' : 'error';
       p.setAttribute('data-job-state', j.state);
       area.append(text(p, j.kind + ' ' + j.state + (j.error ? ': ' + j.error : '')));
+      if (then && j.state === 'succeeded') {
+        fetch('/api/v1/jobs/' + id, { headers: { accept: 'application/json' } }).then(function (r) { return r.json(); }).then(function (full) { then(full.result); });
+      }
     });
   }
   function post(url, body) {
@@ -66,41 +69,44 @@ export const APP_JS = `'use strict';
       e.preventDefault();
       var to = restore.elements.namedItem('to').value;
       var url = '/api/v1/backups/' + encodeURIComponent(restore.getAttribute('data-backup')) + '/restore';
-      out.replaceChildren(para('', 'Checking the backup and the target…'));
+      out.replaceChildren(para('', 'Checking the backup in full, and the target…'));
+      // The plan is a job (it verifies the whole backup): follow it, then show its result.
       post(url, { to: to, dryRun: true }).then(function (r) {
-        out.replaceChildren();
-        if (!r.ok) { out.append(para('error', r.body.error || 'refused')); return; }
-        var plan = r.body.plan;
-        var ul = document.createElement('ul');
-        ul.className = 'plan';
-        [
-          'backup ' + plan.backup.id + ' (' + plan.backup.tables + ' tables, ' + plan.backup.rows + ' rows)',
-          'checked: ' + plan.structure,
-          'target: ' + plan.target + (plan.targetExists ? ' (exists: ' + (plan.targetTables || 0) + ' tables)' : ' (new)'),
-          'mode: ' + (plan.mode === 'swap' ? 'restore into ' + plan.temporary + ', then swap it in; the live database is kept as ' + plan.keptAs : plan.mode === 'new' ? 'a new database' : 'in place')
-        ].forEach(function (line) { var li = document.createElement('li'); ul.append(text(li, line)); });
-        out.append(ul);
-        r.body.warnings.forEach(function (w) { out.append(para('warn', w)); });
-        var form = document.createElement('form');
-        form.id = 'restore-confirm';
-        var label = document.createElement('label');
-        label.append(text(document.createElement('span'), 'Type ' + r.body.confirmWith + ' to restore: '));
-        var input = document.createElement('input');
-        input.name = 'confirm';
-        input.autocomplete = 'off';
-        label.append(input);
-        var button = document.createElement('button');
-        button.type = 'submit';
-        form.append(label, text(button, 'Restore'));
-        out.append(form);
-        form.addEventListener('submit', function (ev) {
-          ev.preventDefault();
-          if (input.value !== r.body.confirmWith) { out.append(para('error', 'The name does not match ' + r.body.confirmWith + ': nothing was restored.')); return; }
-          button.disabled = true;
-          post(url, { to: to, confirm: input.value }).then(function (s) { started(out, s); });
-        });
+        if (!r.body.job) { out.replaceChildren(para('error', r.body.error || 'refused')); return; }
+        follow(r.body.job.id, out, function (result) { showPlan(url, to, result); });
       });
     });
+    function showPlan(url, to, body) {
+      var plan = body.plan;
+      var ul = document.createElement('ul');
+      ul.className = 'plan';
+      [
+        'backup ' + plan.backup.id + ' (' + plan.backup.tables + ' tables, ' + plan.backup.rows + ' rows)',
+        'checked: ' + plan.structure,
+        'target: ' + plan.target + (plan.targetExists ? ' (exists: ' + (plan.targetTables || 0) + ' tables)' : ' (new)'),
+        'mode: ' + (plan.mode === 'swap' ? 'restore into ' + plan.temporary + ', then swap it in; the live database is kept as ' + plan.keptAs : plan.mode === 'new' ? 'a new database' : 'in place')
+      ].forEach(function (line) { var li = document.createElement('li'); ul.append(text(li, line)); });
+      out.append(ul);
+      body.warnings.forEach(function (w) { out.append(para('warn', w)); });
+      var form = document.createElement('form');
+      form.id = 'restore-confirm';
+      var label = document.createElement('label');
+      label.append(text(document.createElement('span'), 'Type ' + body.confirmWith + ' to restore: '));
+      var input = document.createElement('input');
+      input.name = 'confirm';
+      input.autocomplete = 'off';
+      label.append(input);
+      var button = document.createElement('button');
+      button.type = 'submit';
+      form.append(label, text(button, 'Restore'));
+      out.append(form);
+      form.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        if (input.value !== body.confirmWith) { out.append(para('error', 'The name does not match ' + body.confirmWith + ': nothing was restored.')); return; }
+        button.disabled = true;
+        post(url, { to: to, confirm: input.value }).then(function (s) { started(out, s); });
+      });
+    }
   }
   // Prune: what the retention policy would remove (every role), then, for admins, the confirmation.
   var prune = document.getElementById('prune-button');

@@ -144,10 +144,21 @@ describe('the dashboard API', () => {
     const to = d.pg.url('app_copy');
     assert.equal((await fetch(url, { method: 'POST', headers: { ...bearer(d.tokens.operator), ...json }, body: JSON.stringify({ to, dryRun: true }) })).status, 403);
     assert.equal((await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({}) })).status, 400);
+    // The plan verifies the backup in full: a job, whose result is the plan.
     const planned = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to, dryRun: true }) });
-    assert.equal(planned.status, 200);
-    const { plan, confirmWith } = (await planned.json()) as { plan: { mode: string; database: string; targetExists: boolean }; confirmWith: string };
+    assert.equal(planned.status, 202);
+    const planJob = (await planned.json()) as { job: { id: string; kind: string } };
+    assert.equal(planJob.job.kind, 'restore-plan');
+    const planDone = await waitForJob(d.url, planJob.job.id, admin, 120_000);
+    assert.equal(planDone.state, 'succeeded', planDone.error);
+    const { plan, confirmWith } = planDone.result as { plan: { mode: string; database: string; targetExists: boolean }; confirmWith: string };
     assert.deepEqual([plan.mode, plan.database, plan.targetExists, confirmWith], ['new', 'app_copy', false, 'app_copy']);
+    assert.ok(to.includes(`:${d.pg.password}@`), 'the target URL carries a password');
+    const planRecord = await (await fetch(`${d.url}/api/v1/jobs/${planJob.job.id}`, { headers: admin })).text();
+    assert.doesNotMatch(planRecord, new RegExp(d.pg.password), 'the job record masks the target URL\'s password');
+    const auditText = await (await fetch(`${d.url}/api/v1/audit`, { headers: admin })).text();
+    assert.match(auditText, /restore-plan/);
+    assert.doesNotMatch(auditText, new RegExp(d.pg.password), 'so does the audit log');
     assert.equal((await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to }) })).status, 400, 'no confirmation, no restore');
     const exists = async () => (await d.pg.query(`SELECT count(*)::int AS n FROM pg_database WHERE datname = 'app_copy'`)).rows[0].n as number;
     const mistyped = await fetch(url, { method: 'POST', headers: { ...admin, ...json }, body: JSON.stringify({ to, confirm: 'app' }) });

@@ -133,7 +133,7 @@ export async function login(url: string, user: string, password: string): Promis
   return { cookie, csrf };
 }
 
-export async function waitForJob(url: string, id: string, headers: Record<string, string>, timeoutMs = 60_000): Promise<{ state: string; error?: string; events: { message: string }[] }> {
+export async function waitForJob(url: string, id: string, headers: Record<string, string>, timeoutMs = 60_000): Promise<{ state: string; error?: string; result?: unknown; events: { message: string }[] }> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const job = (await (await fetch(`${url}/api/v1/jobs/${id}`, { headers })).json()) as { state: string; error?: string; events: { message: string }[] };
