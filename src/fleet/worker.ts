@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { PgBoss } from 'pg-boss';
 import type { Context } from '../cli/common.js';
 import { resolveDestinations } from '../config/resolve.js';
-import { DbstashError, ExitCode, StorageError } from '../core/errors.js';
+import { DbstashError, ExitCode, InterruptedError, StorageError } from '../core/errors.js';
 import { maskSecrets } from '../core/secrets.js';
 import { jobBody } from '../daemon/jobs.js';
 import { DaemonMetrics } from '../daemon/metrics.js';
@@ -83,10 +83,10 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
         void findJob(boss, queue, job.id).then(
           (now) => {
             answeredAt = Date.now();
-            if (!now || now.state !== 'active' || now.retryCount !== job.retryCount) abort.abort(new Error(`the queue no longer gives job ${job.id} to this worker (it is ${now?.state ?? 'gone'}, attempt ${(now?.retryCount ?? 0) + 1})`));
+            if (!now || now.state !== 'active' || now.retryCount !== job.retryCount) abort.abort(new InterruptedError(`the queue: job ${job.id} is no longer this worker's (it is ${now?.state ?? 'gone'}, attempt ${(now?.retryCount ?? 0) + 1})`));
           },
           () => {
-            if (Date.now() - answeredAt > policy.heartbeatSeconds * 1000) abort.abort(new Error('the queue did not answer for a whole heartbeat: the job may be retried elsewhere'));
+            if (Date.now() - answeredAt > policy.heartbeatSeconds * 1000) abort.abort(new InterruptedError('the queue: no answer for a whole heartbeat (the job may be retried elsewhere)'));
           },
         );
       }, (policy.heartbeatSeconds * 1000) / 3);
@@ -114,7 +114,7 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
   // another worker: an aborted run leaves nothing that looks like a backup).
   ctx.out.info(`stopping: no new jobs; ${running.size} running get ${Math.round(opts.graceMs / 1000)}s to finish`);
   const grace = setTimeout(() => {
-    for (const a of running) a.abort(new Error('the worker stopped before the job ended'));
+    for (const a of running) a.abort(new InterruptedError('the worker stopping (its grace period ended)'));
   }, opts.graceMs);
   try {
     await boss.stop({ graceful: true, close: true, timeout: opts.graceMs + 15_000 });

@@ -260,13 +260,19 @@ dbstash restore ${m.id} --to NEWDB
   );
 }
 
-export function activityPage(who: Principal, csrf: string | undefined, jobs: JobRecord[], audit: AuditEntry[]): Html {
+export function activityPage(who: Principal, csrf: string | undefined, jobs: JobRecord[], audit: AuditEntry[], fleet?: FleetView | 'unreachable'): Html {
   return layout(
     'Activity',
     who,
     csrf,
     html`<h1>Activity</h1>
-<h2>Jobs</h2>
+${fleet === 'unreachable'
+  ? html`<h2>Fleet runs</h2><p class="error" role="alert">The fleet's control database does not answer: its runs cannot be shown (see the dashboard's log).</p>`
+  : fleet
+    ? html`<h2>Fleet runs</h2><p class="sub">Every worker's jobs, scheduled or started here, as the control database records them. <a href="/fleet">Workers and queues</a></p>
+${fleetRuns(fleet)}`
+    : ''}
+<h2>${fleet ? 'Jobs of this dashboard' : 'Jobs'}</h2>
 ${jobs.length
   ? html`<div class="table-wrap"><table><thead><tr><th>Started</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Last event</th></tr></thead><tbody>
 ${jobs.map((j) => html`<tr><td>${when(j.startedAt)}</td><td><a href="/jobs/${j.id}">${j.kind}</a></td><td>${j.database}</td><td>${j.by}</td><td><span class="badge ${j.state === 'succeeded' ? 'fresh' : j.state === 'failed' ? 'failing' : 'stale'}">${j.state}</span></td><td>${j.error ?? j.events[j.events.length - 1]?.message ?? ''}</td></tr>`)}
@@ -301,7 +307,6 @@ ${f.queues.filter((q) => q.stuck).map((q) => html`<p class="error" role="alert">
 }
 
 export function fleetPage(who: Principal, csrf: string | undefined, f: FleetView): Html {
-  const badge = (state: string) => html`<span class="badge ${state === 'completed' ? 'fresh' : state === 'failed' ? 'failing' : 'stale'}">${state}</span>`;
   return layout(
     'Fleet',
     who,
@@ -325,12 +330,18 @@ ${f.wal.map((w) => html`<tr><td>${w.database}</td><td>${w.host}</td><td><span cl
 </tbody></table></div>`
   : ''}
 <h2>Recent runs</h2>
-${f.runs.length
-  ? html`<div class="table-wrap"><table class="runs"><thead><tr><th>Queued</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Attempts</th><th>Worker</th><th>Duration</th><th>Error</th></tr></thead><tbody>
+${fleetRuns(f)}`,
+  );
+}
+
+/** The fleet's runs, as the control database records them (the queue keeps finished jobs a week). */
+function fleetRuns(f: FleetView): Html {
+  const badge = (state: string) => html`<span class="badge ${state === 'completed' ? 'fresh' : state === 'failed' ? 'failing' : 'stale'}">${state}</span>`;
+  return f.runs.length
+    ? html`<div class="table-wrap"><table class="runs"><thead><tr><th>Queued</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Attempts</th><th>Worker</th><th>Duration</th><th>Error</th></tr></thead><tbody>
 ${f.runs.map((r) => html`<tr><td>${when(r.createdAt)}</td><td>${r.kind}</td><td>${r.database}</td><td>${r.by}</td><td>${badge(r.state)}</td><td>${r.attempts}</td><td>${r.worker ?? '—'}</td><td>${r.durationMs !== undefined ? formatDuration(r.durationMs) : '—'}</td><td>${r.error ?? ''}</td></tr>`)}
 </tbody></table></div>`
-  : html`<p>No job in the last week.</p>`}`,
-  );
+    : html`<p>No job in the last week.</p>`;
 }
 
 export function settingsPage(who: Principal, csrf: string | undefined, redactedYaml: string): Html {

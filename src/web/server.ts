@@ -196,7 +196,7 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     if (!found) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such backup in the stash.'), 404);
     return c.html(backupPage(c.get('who'), csrfOf(c), found.manifest, found.storages, found.records));
   });
-  app.get('/activity', (c) => c.html(activityPage(c.get('who'), csrfOf(c), host.jobs.list(), host.jobs.audit)));
+  app.get('/activity', async (c) => c.html(activityPage(c.get('who'), csrfOf(c), host.jobs.list(), host.jobs.audit, host.fleet ? ((await fleetNow()) ?? 'unreachable') : undefined)));
   app.get('/jobs/:id', (c) => {
     const job = host.jobs.get(c.req.param('id'));
     if (!job) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'No such job (runs are kept for 100 days).'), 404);

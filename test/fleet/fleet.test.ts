@@ -236,6 +236,56 @@ describe('the fleet', () => {
     await once(next.child, 'exit');
   });
 
+  it('a worker cut off from the queue mid-job: a short cut does not stop the run; past a heartbeat without the queue it aborts cleanly, reconnects and runs the retry', async () => {
+    const before = manifests().get(appFolder())?.length ?? 0;
+    const w = startWorker();
+    await ready(w);
+    const name = /worker (\S+) takes jobs/.exec(w.log())![1];
+    const locker = await lockItems();
+    const queued = await runCli(['run', 'backup', 'app', '--config', config, '--json']);
+    assert.equal(queued.code, 0, queued.stderr);
+    const jobId = (JSON.parse(queued.stdout) as { job: string }).job;
+    for (let i = 0; i < 200 && !/\[app\] backing up/.test(w.log()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(w.log(), /\[app\] backing up/);
+    // The server ends every connection to the control database (as a restart or a failover does).
+    const cut = `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = 'control' AND pid <> pg_backend_pid()`;
+    assert.ok((await pg.query(cut)).rows[0].n >= 1, 'the worker had connections to cut');
+    await new Promise((r) => setTimeout(r, 4000)); // past a watchdog round (heartbeat / 3)
+    assert.doesNotMatch(w.log(), /\[app\] backup \S+ failed/, 'a short cut: the run goes on');
+    // Then the control database refuses connections for longer than a heartbeat (10 s).
+    await pg.query('ALTER DATABASE control ALLOW_CONNECTIONS false');
+    let reopened = false;
+    try {
+      await pg.query(cut);
+      for (let i = 0; i < 300 && !/\[app\] backup \S+ failed on/.test(w.log()); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(w.log(), /\[app\] backup \S+ failed on \S+: interrupted by the queue: no answer for a whole heartbeat \(the job may be retried elsewhere\); nothing was published/);
+      assert.equal(w.child.exitCode, null, 'the worker lives on');
+      const files = readdirSync(path.join(stash, appFolder()));
+      assert.equal(files.filter((f) => f.endsWith('.manifest.json')).length, before, 'the aborted run published nothing');
+      assert.deepEqual(files.filter((f) => f.startsWith('.tmp-')), [], 'and left nothing');
+      await pg.query('ALTER DATABASE control ALLOW_CONNECTIONS true');
+      reopened = true;
+    } finally {
+      if (!reopened) await pg.query('ALTER DATABASE control ALLOW_CONNECTIONS true');
+      await locker.end();
+    }
+    // The queue gives the job again (its heartbeat stopped); the same worker, reconnected, runs it.
+    let row: { state: string; retry_count: number; output: { worker?: string } | null } | undefined;
+    for (let i = 0; i < 900; i++) {
+      row = (await pg.query(`SELECT state, retry_count, output FROM dbstash_queue.job WHERE id = '${jobId}'`, 'control')).rows[0];
+      if (row?.state === 'completed' || row?.state === 'failed') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(row?.state, 'completed', `${JSON.stringify(row)}\n${w.log()}`);
+    assert.ok(row!.retry_count >= 1, 'a later attempt completed it');
+    assert.equal(row!.output?.worker, name, 'the same worker, reconnected');
+    const files = readdirSync(path.join(stash, appFolder()));
+    assert.equal(files.filter((f) => f.endsWith('.manifest.json')).length, before + 1, files.join(' '));
+    assert.deepEqual(files.filter((f) => f.startsWith('.tmp-')), []);
+    w.child.kill('SIGTERM');
+    await once(w.child, 'exit');
+  });
+
   it('refuses clearly: no queue, an unreachable queue, bad tags, a database not in the config', async () => {
     const bare = path.join(root, 'bare.yaml');
     writeFileSync(bare, `stash: ${stash}\ndatabases:\n  x: { url: "sqlite://${path.join(root, 'db0.sqlite')}" }\n`);
@@ -373,6 +423,11 @@ describe('the fleet', () => {
       assert.ok(view.workers.some((w) => w.pid === euWorker.child.pid && w.tags === 'region=eu' && w.live));
       const page = await (await fetch(`${url}/fleet`, { headers: auth })).text();
       assert.match(page, /<td>region=eu<\/td>/);
+      // The Activity page shows the fleet's runs (from the control database), not only this dashboard's jobs.
+      const activity = await (await fetch(`${url}/activity`, { headers: auth })).text();
+      assert.match(activity, /<h2>Fleet runs<\/h2>/);
+      const row = new RegExp(`<tr><td>[^<]*</td><td>backup</td><td>db3</td><td>[^<]*</td><td><span class="badge fresh">completed</span></td><td>1</td><td>${run.worker!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}</td>`);
+      assert.match(activity, row, 'the eu worker\'s run of db3, completed');
       // "Back up now" from the dashboard goes on the queue too: a worker runs it.
       const op = { Authorization: `Bearer ${operator.token}` };
       const started = await fetch(`${url}/api/v1/databases/db5/backup`, { method: 'POST', headers: op });
