@@ -13,6 +13,7 @@ import { withRetry } from './retry.js';
 export type { Storage } from './storage.js';
 
 registerStorage('s3', async (url, options) => withRetry((await import('./s3.js')).createS3Storage(url, options)));
+registerStorage('sftp', async (url, options) => withRetry((await import('./sftp.js')).createSftpStorage(url, options)));
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
 
