@@ -112,3 +112,31 @@ export async function askYesNo(question: string, signal?: AbortSignal): Promise<
     rl.close();
   }
 }
+
+/**
+ * ctx.out for one job (a dashboard's job, a fleet worker's): every line also goes to the job's
+ * record, masked as every output.
+ */
+export class RecordingOutput extends Output {
+  constructor(
+    private readonly parent: Output,
+    private readonly record: (level: 'info' | 'warn' | 'error', message: string) => void,
+  ) {
+    super({ quiet: true });
+  }
+  override info(message: string, fields?: Record<string, unknown>): void {
+    this.record('info', maskSecrets(message));
+    this.parent.info(message, fields);
+  }
+  override warn(message: string, fields?: Record<string, unknown>): void {
+    this.record('warn', maskSecrets(message));
+    this.parent.warn(message, fields);
+  }
+  override error(message: string, hint?: string, fields?: Record<string, unknown>): void {
+    this.record('error', maskSecrets(message));
+    this.parent.error(message, hint, fields);
+  }
+  override debug(message: string): void {
+    this.parent.debug(message);
+  }
+}

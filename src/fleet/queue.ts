@@ -37,7 +37,18 @@ export interface FleetJobOutput {
   /** When the worker began and ended the job (its clock): the queue's own overhead is around them. */
   startedAt: string;
   finishedAt: string;
+  /** The job's own lines (the last FLEET_EVENTS_KEPT), as its page on the dashboard shows them. */
+  events?: FleetJobEvent[];
 }
+
+export interface FleetJobEvent {
+  at: string;
+  level: 'info' | 'warn' | 'error';
+  message: string;
+}
+
+/** Lines a job keeps in the control database: enough for a backup's story, bounded for a chatty one. */
+export const FLEET_EVENTS_KEPT = 200;
 
 /** How the fleet retries and expires jobs: the config's `fleet:` (docs/fleet.md). */
 export function fleetPolicy(config: ConfigFile) {

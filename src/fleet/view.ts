@@ -6,7 +6,7 @@
 import type { PgBoss } from 'pg-boss';
 import type { ConfigFile } from '../config/schema.js';
 import { walStatuses, type WalStatus } from './status.js';
-import { kindOfQueue, QUEUE_SCHEMA, queuesOf, type FleetJobData, type JobOutcome } from './queue.js';
+import { kindOfQueue, QUEUE_SCHEMA, queuesOf, type FleetJobData, type FleetJobEvent, type JobOutcome } from './queue.js';
 import { parseTags, tagsOfQueue, tagsText } from './tags.js';
 
 export interface FleetWorker {
@@ -105,30 +105,46 @@ export async function fleetView(boss: PgBoss, config: ConfigFile, opts: { runs?:
       ...(queued > 0 && serving === 0 ? { stuck: `${queued} job${queued === 1 ? '' : 's'} wait: no live worker${Object.keys(want).length ? ` with ${tagsText(want)}` : ''} takes them` } : {}),
     };
   });
-  // The newest runs of every queue at once (findJobs() pages from the oldest).
+  // The newest runs of every queue at once (findJobs() pages from the oldest); their events stay in the database.
   const { rows } = (await boss.getDb().executeSql(
-    `SELECT id, name, data, state, retry_count, created_on, started_on, completed_on, output FROM ${QUEUE_SCHEMA}.job WHERE name = ANY($1) ORDER BY created_on DESC LIMIT $2`,
+    `SELECT id, name, data, state, retry_count, created_on, started_on, completed_on, output - 'events' AS output FROM ${QUEUE_SCHEMA}.job WHERE name = ANY($1) ORDER BY created_on DESC LIMIT $2`,
     [names, opts.runs ?? 100],
-  )) as { rows: { id: string; name: string; data: FleetJobData; state: string; retry_count: number; created_on: Date; started_on: Date | null; completed_on: Date | null; output: JobOutcome | null }[] };
-  const runs: FleetRun[] = rows.map((j) => {
-    const out = j.output ?? {};
-    return {
-      id: j.id,
-      kind: kindOfQueue(j.name),
-      database: j.data.database,
-      by: j.data.by,
-      state: j.state,
-      attempts: j.retry_count + 1,
-      createdAt: new Date(j.created_on).toISOString(),
-      ...(j.started_on && j.state !== 'created' ? { startedAt: new Date(j.started_on).toISOString() } : {}),
-      ...(j.completed_on ? { completedAt: new Date(j.completed_on).toISOString() } : {}),
-      ...(out.worker ? { worker: out.worker } : {}),
-      ...(out.exitCode !== undefined ? { exitCode: out.exitCode } : {}),
-      ...(j.state === 'failed' || j.state === 'retry' ? { error: out.message ?? 'no reason recorded' } : {}),
-      ...(out.durationMs !== undefined ? { durationMs: out.durationMs } : {}),
-    };
-  });
+  )) as { rows: RunRow[] };
+  const runs = rows.map(runOf);
   runs.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   return { workers: workers.map(({ tagMap: _t, ...w }) => w), queues, runs, wal: await walStatuses(boss) };
+}
+
+type RunRow = { id: string; name: string; data: FleetJobData; state: string; retry_count: number; created_on: Date; started_on: Date | null; completed_on: Date | null; output: JobOutcome | null };
+
+/** One run of the fleet with the lines its (last) attempt recorded, or undefined when the queue has no such job. */
+export type FleetRunDetail = FleetRun & { events: FleetJobEvent[] };
+
+export async function fleetRun(boss: PgBoss, config: ConfigFile, id: string): Promise<FleetRunDetail | undefined> {
+  if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+  const { rows } = (await boss.getDb().executeSql(
+    `SELECT id, name, data, state, retry_count, created_on, started_on, completed_on, output FROM ${QUEUE_SCHEMA}.job WHERE name = ANY($1) AND id = $2`,
+    [queuesOf(config), id],
+  )) as { rows: RunRow[] };
+  return rows[0] ? { ...runOf(rows[0]), events: rows[0].output?.events ?? [] } : undefined;
+}
+
+function runOf(j: RunRow): FleetRun {
+  const out = j.output ?? {};
+  return {
+    id: j.id,
+    kind: kindOfQueue(j.name),
+    database: j.data.database,
+    by: j.data.by,
+    state: j.state,
+    attempts: j.retry_count + 1,
+    createdAt: new Date(j.created_on).toISOString(),
+    ...(j.started_on && j.state !== 'created' ? { startedAt: new Date(j.started_on).toISOString() } : {}),
+    ...(j.completed_on ? { completedAt: new Date(j.completed_on).toISOString() } : {}),
+    ...(out.worker ? { worker: out.worker } : {}),
+    ...(out.exitCode !== undefined ? { exitCode: out.exitCode } : {}),
+    ...(j.state === 'failed' || j.state === 'retry' ? { error: out.message ?? 'no reason recorded' } : {}),
+    ...(out.durationMs !== undefined ? { durationMs: out.durationMs } : {}),
+  };
 }
 

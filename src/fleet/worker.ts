@@ -16,7 +16,8 @@ import type { ScheduledJob } from '../daemon/daemon.js';
 import { createNotifier, type Notifier } from '../notify/notifier.js';
 import { WarmScratch } from '../verify/warm.js';
 import { tagsText } from './tags.js';
-import { findJob, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobOutput } from './queue.js';
+import { findJob, FLEET_EVENTS_KEPT, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobEvent, type FleetJobOutput } from './queue.js';
+import { RecordingOutput } from '../cli/output.js';
 
 /** Failure events wait for the last attempt: a job that fails for good notifies once. */
 function quietOnFailure(notifier: Notifier): Notifier {
@@ -31,11 +32,12 @@ class JobFailure extends Error {
   constructor(
     message: string,
     readonly exitCode: number,
+    readonly events: FleetJobEvent[] = [],
   ) {
     super(message);
   }
   toJSON() {
-    return { message: this.message, exitCode: this.exitCode };
+    return { message: this.message, exitCode: this.exitCode, events: this.events };
   }
 }
 
@@ -90,17 +92,23 @@ export async function runWorker(ctx: Context, opts: { queue: string; tags: Recor
           },
         );
       }, (policy.heartbeatSeconds * 1000) / 3);
-      ctx.out.info(`[${database}] ${kind} ${job.id} (attempt ${job.retryCount + 1} of ${policy.retryLimit + 1}) started on ${me}`, { job: job.id, database, kind });
+      // The job's lines go to the worker's log and, with the outcome, to the control database.
+      const events: FleetJobEvent[] = [];
+      const out = new RecordingOutput(ctx.out, (level, message) => {
+        events.push({ at: new Date().toISOString(), level, message });
+        if (events.length > FLEET_EVENTS_KEPT) events.splice(0, events.length - FLEET_EVENTS_KEPT);
+      });
+      out.info(`[${database}] ${kind} ${job.id} (attempt ${job.retryCount + 1} of ${policy.retryLimit + 1}) started on ${me}`, { job: job.id, database, kind });
       try {
-        await jobBody(kind, database, entry, { ctx: { ...ctx, signal: abort.signal }, notifier: last ? notifier : quietOnFailure(notifier), metrics, warm }, { backupId, fleetJob: { id: job.id, attempt: job.retryCount + 1 } })(abort.signal);
-        ctx.out.info(`[${database}] ${kind} ${job.id} done on ${me}`, { job: job.id, database, kind });
+        await jobBody(kind, database, entry, { ctx: { ...ctx, out, signal: abort.signal }, notifier: last ? notifier : quietOnFailure(notifier), metrics, warm }, { backupId, fleetJob: { id: job.id, attempt: job.retryCount + 1 } })(abort.signal);
+        out.info(`[${database}] ${kind} ${job.id} done on ${me}`, { job: job.id, database, kind });
         const finished = Date.now();
-        return { host: os.hostname(), pid: process.pid, worker: me, exitCode: 0, durationMs: finished - started, startedAt: new Date(started).toISOString(), finishedAt: new Date(finished).toISOString() };
+        return { host: os.hostname(), pid: process.pid, worker: me, exitCode: 0, durationMs: finished - started, startedAt: new Date(started).toISOString(), finishedAt: new Date(finished).toISOString(), events };
       } catch (err) {
         const message = maskSecrets((err as Error).message);
         const code = err instanceof DbstashError ? err.exitCode : ExitCode.internal;
-        ctx.out.warn(`[${database}] ${kind} ${job.id} failed on ${me}: ${message}${last ? '' : ' (it will be retried)'}`, { job: job.id, database, kind });
-        throw new JobFailure(message, code);
+        out.warn(`[${database}] ${kind} ${job.id} failed on ${me}: ${message}${last ? '' : ' (it will be retried)'}`, { job: job.id, database, kind });
+        throw new JobFailure(message, code, events);
       } finally {
         clearInterval(watchdog);
         running.delete(abort);

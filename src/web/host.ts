@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Context } from '../cli/common.js';
-import { Output } from '../cli/output.js';
+import { RecordingOutput } from '../cli/output.js';
 import { dashboardSchema, type ConfigFile, type DashboardConfig } from '../config/schema.js';
 import { maskSecrets } from '../core/secrets.js';
 import { jobBody } from '../daemon/jobs.js';
@@ -16,30 +16,8 @@ import { pruneDatabase, restoreBackup } from '../app/actions.js';
 import { parseDuration } from '../core/format.js';
 import { createCatalog } from './data.js';
 import { CatalogIndex } from './index-store.js';
-import { WebJobs, type JobEvent } from './jobs.js';
+import { WebJobs } from './jobs.js';
 import type { DashboardHost } from './server.js';
-
-/** ctx.out for one job: every line also goes to the job's record (masked, as every output). */
-class JobOutput extends Output {
-  constructor(
-    private readonly parent: Output,
-    private readonly record: (level: JobEvent['level'], message: string) => void,
-  ) {
-    super({ quiet: true });
-  }
-  override info(message: string, fields?: Record<string, unknown>): void {
-    this.record('info', maskSecrets(message));
-    this.parent.info(message, fields);
-  }
-  override warn(message: string, fields?: Record<string, unknown>): void {
-    this.record('warn', maskSecrets(message));
-    this.parent.warn(message, fields);
-  }
-  override error(message: string, hint?: string, fields?: Record<string, unknown>): void {
-    this.record('error', maskSecrets(message));
-    this.parent.error(message, hint, fields);
-  }
-}
 
 /** Enqueues one job on the fleet and follows it to its end (its events go to the dashboard's job). */
 async function onTheFleet(
@@ -104,9 +82,15 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
         return fleetView(await openFleet(), config);
       }
     : undefined;
+  const fleetRun = config.queue
+    ? async (id: string) => {
+        const { fleetRun: one } = await import('../fleet/view.js');
+        return one(await openFleet(), config, id);
+      }
+    : undefined;
   const jobs = new WebJobs(
     async (database, kind, event, signal, params) => {
-      const out = new JobOutput(ctx.out, event);
+      const out = new RecordingOutput(ctx.out, event);
       const events = { info: (m: string) => out.info(`[${database}] ${m}`), warn: (m: string) => out.warn(`[${database}] ${m}`) };
       try {
         if (kind === 'restore-plan') {
@@ -152,6 +136,7 @@ export function createWebHost(ctx: Context, opts: { metrics?: DaemonMetrics; war
     catalog,
     jobs,
     ...(fleet ? { fleet } : {}),
+    ...(fleetRun ? { fleetRun } : {}),
     scheduled(database, kind) {
       const tracked = jobs.track(database, kind, 'schedule');
       return {

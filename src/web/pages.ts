@@ -10,7 +10,7 @@ import { formatBytes, formatDuration } from '../core/format.js';
 import { can, type Principal } from './auth.js';
 import type { BackupSummary, CalendarDay, DatabaseSummary } from './data.js';
 import type { AuditEntry, JobRecord } from './jobs.js';
-import type { FleetView } from '../fleet/view.js';
+import type { FleetRunDetail, FleetView } from '../fleet/view.js';
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
@@ -339,9 +339,24 @@ function fleetRuns(f: FleetView): Html {
   const badge = (state: string) => html`<span class="badge ${state === 'completed' ? 'fresh' : state === 'failed' ? 'failing' : 'stale'}">${state}</span>`;
   return f.runs.length
     ? html`<div class="table-wrap"><table class="runs"><thead><tr><th>Queued</th><th>Job</th><th>Database</th><th>By</th><th>State</th><th>Attempts</th><th>Worker</th><th>Duration</th><th>Error</th></tr></thead><tbody>
-${f.runs.map((r) => html`<tr><td>${when(r.createdAt)}</td><td>${r.kind}</td><td>${r.database}</td><td>${r.by}</td><td>${badge(r.state)}</td><td>${r.attempts}</td><td>${r.worker ?? '—'}</td><td>${r.durationMs !== undefined ? formatDuration(r.durationMs) : '—'}</td><td>${r.error ?? ''}</td></tr>`)}
+${f.runs.map((r) => html`<tr><td>${when(r.createdAt)}</td><td><a href="/fleet/runs/${r.id}">${r.kind}</a></td><td>${r.database}</td><td>${r.by}</td><td>${badge(r.state)}</td><td>${r.attempts}</td><td>${r.worker ?? '—'}</td><td>${r.durationMs !== undefined ? formatDuration(r.durationMs) : '—'}</td><td>${r.error ?? ''}</td></tr>`)}
 </tbody></table></div>`
     : html`<p>No job in the last week.</p>`;
+}
+
+export function fleetRunPage(who: Principal, csrf: string | undefined, r: FleetRunDetail): Html {
+  return layout(
+    `${r.kind} ${r.database}`,
+    who,
+    csrf,
+    html`<h1>${r.kind} of <a href="/databases/${encodeURIComponent(r.database)}">${r.database}</a> on the fleet</h1>
+<p>Queued ${when(r.createdAt)} by ${r.by}. <span class="badge ${r.state === 'completed' ? 'fresh' : r.state === 'failed' ? 'failing' : 'stale'}">${r.state}</span>
+attempt ${r.attempts}${r.worker ? html`, worker ${r.worker}` : ''}${r.durationMs !== undefined ? html`, ${formatDuration(r.durationMs)}` : ''}${r.exitCode !== undefined ? html`, exit code ${r.exitCode}` : ''}.</p>
+${r.error ? html`<p class="error" role="alert">${r.error}</p>` : ''}
+${r.events.length
+  ? html`<h2>Events of the ${r.state === 'completed' ? 'run' : 'last attempt'}</h2><ol id="job-events">${r.events.map((e) => html`<li class="${e.level}">${when(e.at)} ${e.message}</li>`)}</ol>`
+  : html`<p>No events recorded yet${r.state === 'created' ? ': no worker has taken the job' : ''}.</p>`}`,
+  );
 }
 
 export function settingsPage(who: Principal, csrf: string | undefined, redactedYaml: string): Html {

@@ -25,8 +25,8 @@ import { redactHttpUrl } from '../notify/channels.js';
 import { can, LoginLimiter, sameSecret, Sessions, tokenHash, verifyPassword, type Permission, type Principal, type Session } from './auth.js';
 import type { Catalog } from './data.js';
 import type { JobKind, JobParams, WebJobs } from './jobs.js';
-import { activityPage, backupPage, databasePage, errorPage, fleetPage, HISTORY_SORTS, jobPage, loginPage, overviewPage, settingsPage, sortHistory, type HistorySort } from './pages.js';
-import type { FleetView } from '../fleet/view.js';
+import { activityPage, backupPage, databasePage, errorPage, fleetPage, fleetRunPage, HISTORY_SORTS, jobPage, loginPage, overviewPage, settingsPage, sortHistory, type HistorySort } from './pages.js';
+import type { FleetRunDetail, FleetView } from '../fleet/view.js';
 import { APP_CSS, APP_JS } from './static.js';
 import { pruneDatabase } from '../app/actions.js';
 
@@ -37,6 +37,8 @@ export interface DashboardHost {
   jobs: WebJobs;
   /** In fleet mode (queue: in the config): the workers, queues and runs of the control database. */
   fleet?: () => Promise<FleetView>;
+  /** One run of the fleet with its events, in fleet mode. */
+  fleetRun?: (id: string) => Promise<FleetRunDetail | undefined>;
 }
 
 type Env = { Variables: { who: Principal; session?: Session } };
@@ -182,6 +184,11 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
   app.get('/fleet', async (c) => {
     if (!host.fleet) return c.html(errorPage(c.get('who'), csrfOf(c), 404, 'Not in fleet mode: the config has no queue.'), 404);
     return c.html(fleetPage(c.get('who'), csrfOf(c), await host.fleet()));
+  });
+  app.get('/fleet/runs/:id', async (c) => {
+    const run = await host.fleetRun?.(c.req.param('id'));
+    if (!run) return c.html(errorPage(c.get('who'), csrfOf(c), 404, host.fleetRun ? 'No such run in the queue (finished jobs are kept a week).' : 'Not in fleet mode: the config has no queue.'), 404);
+    return c.html(fleetRunPage(c.get('who'), csrfOf(c), run));
   });
   app.get('/databases/:name', async (c) => {
     const found = await host.catalog.database(c.req.param('name'));
@@ -338,6 +345,11 @@ export function createApp(host: DashboardHost, opts: { secure: boolean }): Hono<
     });
   });
   app.get('/api/v1/fleet', async (c) => (host.fleet ? c.json(await host.fleet()) : c.json({ error: 'not in fleet mode: the config has no queue' }, 404)));
+  app.get('/api/v1/fleet/runs/:id', async (c) => {
+    if (!host.fleetRun) return c.json({ error: 'not in fleet mode: the config has no queue' }, 404);
+    const run = await host.fleetRun(c.req.param('id'));
+    return run ? c.json(run) : c.json({ error: 'no such run in the queue (finished jobs are kept a week)' }, 404);
+  });
   app.get('/api/v1/audit', (c) => c.json({ audit: host.jobs.audit }));
 
   app.notFound((c) => (wantsJson(c) ? c.json({ error: 'no such route' }, 404) : c.html(errorPage(undefined, undefined, 404, 'Not found.'), 404)));

@@ -426,8 +426,20 @@ describe('the fleet', () => {
       // The Activity page shows the fleet's runs (from the control database), not only this dashboard's jobs.
       const activity = await (await fetch(`${url}/activity`, { headers: auth })).text();
       assert.match(activity, /<h2>Fleet runs<\/h2>/);
-      const row = new RegExp(`<tr><td>[^<]*</td><td>backup</td><td>db3</td><td>[^<]*</td><td><span class="badge fresh">completed</span></td><td>1</td><td>${run.worker!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}</td>`);
+      const row = new RegExp(`<tr><td>[^<]*</td><td><a href="/fleet/runs/${jobId}">backup</a></td><td>db3</td><td>[^<]*</td><td><span class="badge fresh">completed</span></td><td>1</td><td>${run.worker!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}</td>`);
       assert.match(activity, row, 'the eu worker\'s run of db3, completed');
+      // Each run keeps its events in the control database: its page and the API show them.
+      assert.equal('events' in run, false, 'the list of runs leaves the events out');
+      const detail = (await (await fetch(`${url}/api/v1/fleet/runs/${jobId}`, { headers: auth })).json()) as { state: string; events: { level: string; message: string }[] };
+      assert.equal(detail.state, 'completed');
+      const lines = detail.events.map((e) => e.message).join('\n');
+      assert.match(lines, new RegExp(`^\\[db3\\] backup ${jobId} \\(attempt 1 of 3\\) started on `, 'm'));
+      assert.match(lines, /^\[db3\] backup db3\.\S+ done: \d+ B stored in local$/m);
+      assert.match(lines, new RegExp(`^\\[db3\\] backup ${jobId} done on `, 'm'));
+      const runPage = await (await fetch(`${url}/fleet/runs/${jobId}`, { headers: auth })).text();
+      assert.match(runPage, /<ol id="job-events">[\s\S]*\[db3\] backing up /);
+      assert.equal((await fetch(`${url}/api/v1/fleet/runs/00000000-0000-0000-0000-000000000000`, { headers: auth })).status, 404);
+      assert.equal((await fetch(`${url}/fleet/runs/not-an-id`, { headers: auth })).status, 404);
       // "Back up now" from the dashboard goes on the queue too: a worker runs it.
       const op = { Authorization: `Bearer ${operator.token}` };
       const started = await fetch(`${url}/api/v1/databases/db5/backup`, { method: 'POST', headers: op });
