@@ -13,11 +13,15 @@ import { withRetry } from './retry.js';
 export type { Storage } from './storage.js';
 
 registerStorage('s3', async (url, options) => withRetry((await import('./s3.js')).createS3Storage(url, options)));
+registerStorage('azure', async (url, options) => withRetry((await import('./azure.js')).createAzureStorage(url, options)));
 registerStorage('sftp', async (url, options) => withRetry((await import('./sftp.js')).createSftpStorage(url, options)));
+registerStorage('rclone', async (url, options) => withRetry((await import('./rclone.js')).createRcloneStorage(url, options)));
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
 
 export function storageScheme(url: string): string {
+  // rclone's own form, rclone:<remote>:<path>, has no "//".
+  if (/^rclone:/i.test(url)) return 'rclone';
   const m = SCHEME_RE.exec(url);
   return m ? m[1].toLowerCase() : 'file';
 }
