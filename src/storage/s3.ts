@@ -54,8 +54,17 @@ const DEFAULT_PARALLEL_PARTS = 2;
 /** User metadata of a streamed object: a random token of the put that wrote it. */
 const UPLOAD_TOKEN = 'dbstash-upload';
 
+/**
+ * Google Cloud Storage through its S3-interoperable XML API, with HMAC keys: the endpoint, and its
+ * create-only precondition. GCS applies If-None-Match to reads only; on a write it takes
+ * x-goog-if-generation-match: 0 ("only if no live version exists") and answers 412 otherwise.
+ */
+const GCS_ENDPOINT = 'https://storage.googleapis.com';
+
 export const s3OptionsSchema = z
   .object({
+    /** A provider's settings in one word: "gcs" (Google Cloud Storage with HMAC keys). */
+    preset: z.enum(['gcs']).optional(),
     /** Endpoint of an S3-compatible store; default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS. */
     endpoint: z.string().url().optional(),
     /** Default AWS_REGION / AWS_DEFAULT_REGION / the profile's region; "us-east-1" for custom endpoints. */
@@ -276,7 +285,8 @@ function abortError(signal: AbortSignal): Error {
 export function createS3Storage(url: string, rawOptions: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Storage {
   const loc = parseS3Url(url);
   const o = parseS3Options(rawOptions);
-  const endpoint = o.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  const gcs = o.preset === 'gcs';
+  const endpoint = o.endpoint ?? (gcs ? GCS_ENDPOINT : undefined) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const custom = isCustomEndpoint(endpoint);
   const timeouts = {
     connectMs: parseDuration(o.connectTimeout ?? '10s')!,
@@ -289,8 +299,9 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
     requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.idleMs },
     forcePathStyle: o.forcePathStyle ?? custom,
   };
-  if (o.endpoint) config.endpoint = o.endpoint;
+  if (o.endpoint || gcs) config.endpoint = endpoint;
   if (o.region) config.region = o.region;
+  else if (gcs) config.region = 'auto';
   else if (custom && !env.AWS_REGION && !env.AWS_DEFAULT_REGION) config.region = 'us-east-1';
   if (custom && !o.objectLock) {
     // With Object Lock, S3 requires a checksum on every write: keep the SDK's default then.
@@ -303,6 +314,24 @@ export function createS3Storage(url: string, rawOptions: Record<string, unknown>
   // The SDK's notice about future Node.js versions is not something a backup run can act on.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const client = new S3Client(config);
+  if (gcs) {
+    // Before signing, so the precondition is part of the signed request.
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const headers = (args.request as { headers?: Record<string, string> }).headers;
+        if (headers) {
+          for (const name of Object.keys(headers)) {
+            if (name.toLowerCase() === 'if-none-match' && headers[name] === '*') {
+              delete headers[name];
+              headers['x-goog-if-generation-match'] = '0';
+            }
+          }
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'dbstashGcsCreateOnly' },
+    );
+  }
   const minPartSize = (o.partSizeMiB ?? 5) * MiB;
   const parallelParts = o.parallelParts ?? o.queueSize ?? DEFAULT_PARALLEL_PARTS;
   const conditionalWrites = o.conditionalWrites ?? true;
