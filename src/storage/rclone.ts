@@ -39,10 +39,10 @@ export const rcloneOptionsSchema = z
      * Settings of the remote as rclone.conf would hold them (type, account, key, …), passed to
      * rclone through its environment (RCLONE_CONFIG_<REMOTE>_<KEY>), normally "${VAR}" references.
      */
-    settings: z.record(z.string(), z.string()).optional(),
+    settings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
     /**
      * Hashes in list and stat (returned as metadata, and checked by get): "auto" asks only for a
-     * hash the remote stores (B2, S3, Drive); "sha256" or "md5" also where rclone must read
+     * SHA-256 or MD5 the remote keeps (S3, GCS, Drive); "sha256" or "md5" also where rclone must read
      * every file to compute it (local, SFTP); "none" never.
      */
     hash: z.enum(['auto', 'sha256', 'md5', 'none']).optional(),
