@@ -56,8 +56,8 @@ const LIST_AHEAD = 8;
 const KEEPALIVE_COUNT = 3;
 /** An unused connection is closed after this long, and opened again when needed. */
 const IDLE_CLOSE_MS = 5 * 60_000;
-const FILE_MODE = 0o600;
-const DIR_MODE = 0o700;
+const DEFAULT_FILE_MODE = 0o600;
+const DEFAULT_DIR_MODE = 0o700;
 const DEFAULT_KEYS = ['id_ed25519', 'id_ecdsa', 'id_rsa'];
 const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ECONNLOST']);
 
@@ -75,6 +75,10 @@ export const sftpOptionsSchema = z
     connectTimeout: duration('10s').optional(),
     /** After this long without a word from the server it is asked for one; after 3 such rounds the connection is dropped. Default 15s. */
     keepaliveInterval: duration('15s').optional(),
+    /** Mode of every file written, octal ("0640" for a group of operators); default "0600". At most 0640. */
+    fileMode: z.union([z.string(), z.number()]).optional(),
+    /** Mode of every directory made; default "0700". At most 0750. */
+    dirMode: z.union([z.string(), z.number()]).optional(),
     /** SFTP operations at once on the connection; default 8. */
     concurrency: z.number().int().min(1).max(64).optional(),
     /** Belongs to retention, not to the driver. */
@@ -83,6 +87,19 @@ export const sftpOptionsSchema = z
   .strict();
 
 export type SftpOptions = z.infer<typeof sftpOptionsSchema>;
+
+/** An octal mode from the config ("0640", or 640 as YAML reads an unquoted one), within `max`. */
+function parseMode(value: string | number | undefined, what: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  const text = typeof value === 'number' ? String(value) : value;
+  const mode = /^0?[0-7]{3}$/.test(text) ? parseInt(text, 8) : NaN;
+  if (Number.isNaN(mode) || (mode & ~max) !== 0) {
+    throw new ConfigError(`[sftp] option "${what}": "${value}" is not an octal mode within ${max.toString(8).padStart(4, '0')}`, {
+      hint: `a backup holds a whole database: e.g. ${what}: "${max.toString(8).padStart(4, '0')}" for a group of operators, no wider`,
+    });
+  }
+  return mode;
+}
 
 export interface SftpLocation {
   user: string;
@@ -453,6 +470,8 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
   const connectMs = parseDuration(o.connectTimeout ?? '10s')!;
   const keepaliveMs = parseDuration(o.keepaliveInterval ?? '15s')!;
   const limiter = new Limiter(o.concurrency ?? 8);
+  const fileMode = parseMode(o.fileMode, 'fileMode', DEFAULT_FILE_MODE, 0o640);
+  const dirMode = parseMode(o.dirMode, 'dirMode', DEFAULT_DIR_MODE, 0o750);
   const hostPort = loc.port === 22 ? loc.host.includes(':') ? `[${loc.host}]` : loc.host : `${loc.host.includes(':') ? `[${loc.host}]` : loc.host}:${loc.port}`;
   const safeUrl = `sftp://${loc.user}@${hostPort}${loc.path.startsWith('~') ? `/${loc.path}` : loc.path}`;
   const where = `${loc.user}@${hostPort}`;
@@ -613,7 +632,7 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
           if (err) {
             return fail(
               new StorageError('permanent', `[sftp] ${where} has no SFTP subsystem (${err.message})`, {
-                hint: 'the server\'s sshd_config needs "Subsystem sftp internal-sftp" (or the sftp-server path), and the account must not be limited to a forced command',
+                hint: 'the server\'s sshd_config needs "Subsystem sftp internal-sftp" (or the sftp-server path); an account whose ForceCommand is anything but internal-sftp cannot use SFTP',
               }),
             );
           }
@@ -770,7 +789,7 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
   /** mkdir -p: makes what is missing of `dir`, and accepts directories that exist (or appear meanwhile). */
   async function mkdirs(s: Session, dir: string): Promise<void> {
     try {
-      await req<void>(s, (cb) => s.sftp.mkdir(dir, { mode: DIR_MODE }, cb));
+      await req<void>(s, (cb) => s.sftp.mkdir(dir, { mode: dirMode }, cb));
       return;
     } catch (err) {
       if ((await statFile(s, dir).catch(() => undefined))?.isDirectory()) return;
@@ -779,14 +798,14 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
       await mkdirs(s, parent);
     }
     try {
-      await req<void>(s, (cb) => s.sftp.mkdir(dir, { mode: DIR_MODE }, cb));
+      await req<void>(s, (cb) => s.sftp.mkdir(dir, { mode: dirMode }, cb));
     } catch (err) {
       if (!(await statFile(s, dir).catch(() => undefined))?.isDirectory()) throw err;
     }
   }
 
   async function openNew(s: Session, file: string): Promise<Buffer> {
-    const open = () => req<Buffer>(s, (cb) => s.sftp.open(file, 'wx', { mode: FILE_MODE }, cb));
+    const open = () => req<Buffer>(s, (cb) => s.sftp.open(file, 'wx', { mode: fileMode }, cb));
     try {
       return await open();
     } catch (err) {
@@ -831,6 +850,11 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
     const rel = validKey(key);
     const signal = opts.signal;
     const what = `cannot write ${key} to ${safeUrl}`;
+    // Connecting and opening the temporary take round trips before the source is piped: a source
+    // that fails meanwhile must fail this put, not the process (an 'error' nobody listens to).
+    let sourceError: unknown;
+    const onSourceError = (err: unknown) => (sourceError ??= err);
+    if (!(data instanceof Uint8Array)) data.on('error', onSourceError);
     return op(async (s) => {
       const file = abs(s, rel);
       const temp = posix.join(posix.dirname(file), `${TEMP_PREFIX}${posix.basename(file)}.${randomBytes(6).toString('hex')}`);
@@ -842,6 +866,7 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
         handle = await openNew(s, temp);
         created = true;
         if (signal?.aborted) throw abortError(signal);
+        if (sourceError) throw sourceError;
         const writer = new RemoteFileWriter(s, handle, where);
         const source = data instanceof Uint8Array ? Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]) : data;
         await pipeline(source, writer, signal ? { signal } : {});
@@ -873,10 +898,14 @@ export function createSftpStorage(url: string, rawOptions: Record<string, unknow
         if (signal?.aborted) throw abortError(signal);
         throw classify(err, what);
       }
-    }, signal).catch((err) => {
-      if (signal?.aborted) throw abortError(signal);
-      throw classify(err, what);
-    });
+    }, signal)
+      .catch((err) => {
+        if (signal?.aborted) throw abortError(signal);
+        throw classify(err, what);
+      })
+      .finally(() => {
+        if (!(data instanceof Uint8Array)) data.off('error', onSourceError);
+      });
   }
 
   async function get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {

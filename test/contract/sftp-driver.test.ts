@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -245,8 +245,17 @@ describe('sftp driver', () => {
       (err: unknown) => err instanceof ConfigError && !err.message.includes(password) && /password does not belong/.test(err.message),
     );
     assert.throws(() => createSftpStorage(`sftp://root@127.0.0.1/x`, { privateKy: 'x' }), (err: unknown) => err instanceof ConfigError && /privateKy/.test(err.message));
+    assert.throws(() => createSftpStorage(`sftp://root@127.0.0.1/x`, { fileMode: '0644' }), (err: unknown) => err instanceof ConfigError && /fileMode/.test(err.message));
     assert.equal(createSftpStorage(`sftp://backup@files.example.com/~/stash/`, {}).url, 'sftp://backup@files.example.com/~/stash');
     assert.equal(createSftpStorage(`sftp://backup@[::1]:2222/srv/x`, {}).url, 'sftp://backup@[::1]:2222/srv/x');
+  });
+
+  it('files and directories get the configured modes (0600/0700 unless set)', async () => {
+    const dir = sub();
+    await sftp({}, dir).put('db/private.txt', Buffer.from('x'));
+    await sftp({ fileMode: '0640', dirMode: '0750' }, dir).put('group/shared.txt', Buffer.from('x'));
+    const mode = (p: string) => (statSync(path.join(server.dataDir, dir, p)).mode & 0o777).toString(8);
+    assert.deepEqual([mode('db'), mode('db/private.txt'), mode('group'), mode('group/shared.txt')], ['700', '600', '750', '640']);
   });
 
   it('a refused connection is transient', async () => {
@@ -281,6 +290,16 @@ describe('sftp driver', () => {
     await rejectsWith(slow, 'exists', /already exists/);
     assert.equal((await getBytes(storage, 'db/lock')).toString(), 'fast writer');
     assert.deepEqual(await filesUnder(path.join(server.dataDir, dir)), ['db/lock']);
+  });
+
+  it('a source that fails while the put is still connecting fails the put, not the process', async () => {
+    const dir = sub();
+    const storage = sftp({}, dir);
+    const source = new PassThrough();
+    const put = storage.put('db/early.bin', source);
+    source.destroy(new Error('the dump died at once'));
+    await rejectsWith(put, 'permanent', /the dump died at once/);
+    assert.deepEqual(await filesUnder(path.join(server.dataDir, dir)), []);
   });
 
   it('a short read is a stream error, never a clean end', async () => {
