@@ -37,7 +37,7 @@ export async function openStorage(url: string, options: Record<string, unknown> 
       const factory = storageFactory(scheme);
       if (!factory) {
         throw new ConfigError(`unsupported storage URL scheme "${scheme}://"`, {
-          hint: `valid: a directory path, file://, memory://${storageSchemes().map((s) => `, ${s}://`).join('')}`,
+          hint: `valid: a directory path, file://, memory://${storageSchemes().map((s) => (s === 'rclone' ? ', rclone:<remote>:<path>' : `, ${s}://`)).join('')}`,
         });
       }
       return factory(url, options);
