@@ -37,8 +37,8 @@ export function registerCopy(program: Command): void {
     .command('copy')
     .description('copy backups between storages, checking sizes and SHA-256 against the manifests')
     .argument('[id]', 'the backup to copy')
-    .option('--from <storage>', 'source: a configured storage name, s3://bucket/prefix, or a directory')
-    .option('--to <storage>', 'target: a configured storage name, s3://bucket/prefix, or a directory')
+    .option('--from <storage>', 'source: a configured storage name, a storage URL (s3://, azure://, sftp://, rclone:) or a directory')
+    .option('--to <storage>', 'target: a configured storage name, a storage URL (s3://, azure://, sftp://, rclone:) or a directory')
     .option('--missing [database]', 'copy every backup (of one database) that the target lacks')
     .option('--verify-key <file>', 'copy only backups whose manifests this Ed25519 public key signed')
     .option('--allow-unsigned', 'with --verify-key, copy unsigned backups too');

@@ -50,6 +50,12 @@ databases:
 #     optional: true            # a failure here makes the backup "degraded", not failed
 #     retention: { keepDaily: 30, keepMonthly: 24 }   # this storage keeps more
 #     objectLock: { mode: governance, days: 30 }      # S3 Object Lock on every object written
+#   azure:
+#     url: azure://my-container/dbstash   # AZURE_STORAGE_CONNECTION_STRING, or accountName/accountKey/sasToken
+#   box:
+#     url: sftp://backup@storage.example.net/srv/dbstash   # host key must be in ~/.ssh/known_hosts
+#   drive:
+#     url: rclone:gdrive:dbstash          # any remote of \`rclone config\`
 
 # Encryption: off-site copies should be encrypted. Make a key pair with \`dbstash keygen --age\`,
 # keep the identity (private key) away from the backup host, and put the recipient here:

@@ -101,7 +101,7 @@ export function registerPrune(program: Command): void {
     .option('--keep-tag <tag>', 'keep backups labelled tag or tag=value (repeatable)', collect)
     .option('--timezone <zone>', 'time zone of the periods (IANA name; default: the config, else UTC)')
     .option('--orphan-age <duration>', 'remove files without a manifest only when older than this', '1h')
-    .option('--upload-age <duration>', 'abort incomplete multipart uploads (S3) only when started longer ago than this', '24h')
+    .option('--upload-age <duration>', 'abort incomplete uploads (S3 multipart uploads, Azure uncommitted blocks) only when started longer ago than this', '24h')
     .option('--safety-age <duration>', 'remove safety backups taken by restores once older than this', '30d')
     .option('--allow-empty', 'let the policy remove every backup of a series (refused otherwise)');
   stashOptions(cmd);
@@ -117,7 +117,7 @@ refused unless --allow-empty is given. On a terminal, prune shows its plan and a
 removes anything (--yes answers for you; without a terminal it goes ahead). Safety backups taken
 by restores are outside the policy and go after --safety-age. Prune is the one command that deletes:
 its credentials need list, read and delete (docs/security.md); backups need none of that.
-Incomplete multipart uploads (S3) older than --upload-age are aborted, except in a database folder
+Incomplete uploads (S3 multipart uploads, Azure uncommitted blocks) older than --upload-age are aborted, except in a database folder
 whose lock is held by a running backup; a running \`dbstash copy\` takes no lock, so keep
 --upload-age above the longest upload.
 

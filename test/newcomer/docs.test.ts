@@ -695,6 +695,9 @@ describe('the README and docs/, run as written against real servers', () => {
     const storageYaml = codeBlocks('docs/storage.md').find((b) => b.lang === 'yaml' && b.lines.some((l) => l.startsWith('databases:')))!;
     writeFileSync(path.join(storageDir, 'dbstash.yaml'), here(storageYaml.lines.join('\n')));
     const [destinations] = commandLines(docBlock('docs/storage.md', 'Several destinations (3-2-1)'));
+    // The same database into the same bucket: a backup id is stamped to the second, and a second
+    // backup within the same second is refused as "already exists" (nothing is overwritten).
+    await new Promise((r) => setTimeout(r, 1010 - (Date.now() % 1000)));
     await run(destinations, { cwd: storageDir });
     const copies = commandLines(docBlock('docs/storage.md', 'Copying between storages'));
     assert.equal(copies.length, 2);
@@ -749,6 +752,16 @@ describe('the README and docs/, run as written against real servers', () => {
       ['docs/pitr.md', 'run line by line by test/pitr/pitr.test.ts, against a cluster whose archive_command is dbstash wal push'],
       ['docs/fleet.md', 'the fleet needs a PostgreSQL control database: test/fleet/fleet.test.ts starts one and runs worker (with --tags, --concurrency), run (with --wait), two daemons and daemon --agent against it; worker and daemon serve until stopped'],
       ['docs/dashboard.md', 'the API blocks run as written by test/web/api.test.ts against a dashboard on a free port; `user add` asks on a terminal (api.test.ts runs it with --password-stdin) and `dashboard` serves until stopped (every web test starts one)'],
+      // The remote stores' blocks reach a real cloud account (az, a B2 or Drive remote made with rclone's wizard) or
+      // change the system (useradd, sshd_config): the drivers' tests do the same against Azurite, a harness sshd
+      // and rclone remotes of rclone's own (test/contract/*-driver.test.ts, test/drivers/remote.test.ts).
+      ['docs/storage.md:Azure Blob Storage', 'an Azure account\'s variables: test/drivers/remote.test.ts backs up to Azurite with a connection string from the environment'],
+      ['docs/storage.md:A minimal account', 'az against a real subscription (Azure), useradd and sshd_config on a server (SFTP)'],
+      ['docs/storage.md:Access tiers and rehydration', 'az against a real account: test/contract/azure-driver.test.ts archives a blob in Azurite and checks the rehydration hint'],
+      ['docs/storage.md:By hand, without dbstash', 'az, rclone and sftp against real accounts and servers'],
+      ['docs/storage.md:rclone remotes', 'rclone config is an interactive wizard and the remote a real B2 account: the rclone tests use a generated rclone.conf'],
+      ['docs/storage.md:SFTP servers', 'a real server\'s host key: test/contract/sftp-driver.test.ts refuses an unknown host with the fingerprint and accepts it once in known_hosts'],
+      ['docs/storage.md:Host keys (known_hosts)', 'reads a server\'s own host key file'],
     ]);
     for (const file of DOCS.filter((f) => f.startsWith('docs/'))) {
       for (const b of codeBlocks(file).filter((x) => x.lang === 'sh')) {
