@@ -30,6 +30,10 @@ describe('the dashboard API', () => {
     assert.match(((await none.json()) as { error: string }).error, /authentication required/);
     const wrong = await fetch(`${d.url}/api/v1/databases`, { headers: bearer('dbst_not-a-token') });
     assert.equal(wrong.status, 401);
+    // Every read route, the newer ones included, asks for credentials first.
+    for (const route of ['/api/v1/databases/shop/backups', '/api/v1/databases/shop/calendar', '/api/v1/databases/shop/prune', '/api/v1/jobs', '/api/v1/audit', '/api/v1/fleet', '/api/v1/fleet/runs/00000000-0000-0000-0000-000000000000']) {
+      assert.equal((await fetch(`${d.url}${route}`)).status, 401, route);
+    }
     const page = await fetch(`${d.url}/`, { redirect: 'manual' });
     assert.equal(page.status, 303);
     assert.equal(page.headers.get('location'), '/login');
