@@ -22,6 +22,7 @@ import { PAIR_IDS, runPairs } from './pairs.js';
 import { PITR_IDS, runPitrBench } from './pitr.js';
 import { DASHBOARD_IDS, runDashboardBench } from './dashboard.js';
 import { FLEET_IDS, runFleetBench } from './fleet.js';
+import { STORAGE_IDS, runStorageBench } from './storage.js';
 
 const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE] [--ambient-node-env]
 
@@ -32,7 +33,8 @@ const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [
                   restores, MariaDB and fixed costs: ${PAIR_IDS.join(', ')};
                   point-in-time recovery against pgBackRest: ${PITR_IDS.join(', ')};
                   the dashboard on a big stash: ${DASHBOARD_IDS.join(', ')};
-                  the fleet's queue: ${FLEET_IDS.join(', ')})
+                  the fleet's queue: ${FLEET_IDS.join(', ')};
+                  1 GiB uploads to SFTP and Azurite against sftp and rclone: ${STORAGE_IDS.join(', ')})
   --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
   --json          print the full result as JSON on stdout (progress stays on stderr)
   --save FILE     also write the full JSON result to FILE
@@ -169,13 +171,14 @@ async function main(): Promise<void> {
   const [rounds] = positiveInts(values.rounds!, '--rounds');
   const all = scenarios();
   const only = values.only?.split(',').map((s) => s.trim());
-  const unknown = only?.filter((id) => !all.some((s) => s.id === id) && !PAIR_IDS.includes(id) && !PITR_IDS.includes(id) && !DASHBOARD_IDS.includes(id) && !FLEET_IDS.includes(id)) ?? [];
-  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${[...all.map((s) => s.id), ...PAIR_IDS, ...PITR_IDS, ...DASHBOARD_IDS, ...FLEET_IDS].join(', ')}`);
+  const unknown = only?.filter((id) => !all.some((s) => s.id === id) && !PAIR_IDS.includes(id) && !PITR_IDS.includes(id) && !DASHBOARD_IDS.includes(id) && !FLEET_IDS.includes(id) && !STORAGE_IDS.includes(id)) ?? [];
+  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${[...all.map((s) => s.id), ...PAIR_IDS, ...PITR_IDS, ...DASHBOARD_IDS, ...FLEET_IDS, ...STORAGE_IDS].join(', ')}`);
   const selected = only ? all.filter((s) => only.includes(s.id)) : all;
   const pairsWanted = !only || only.some((id) => PAIR_IDS.includes(id));
   const pitrWanted = !only || only.some((id) => PITR_IDS.includes(id));
   const dashboardWanted = !only || only.some((id) => DASHBOARD_IDS.includes(id));
   const fleetWanted = !only || only.some((id) => FLEET_IDS.includes(id));
+  const storageWanted = !only || only.some((id) => STORAGE_IDS.includes(id));
   const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 
   const startedAt = new Date();
@@ -210,6 +213,7 @@ async function main(): Promise<void> {
     }
     if (dashboardWanted) extensions.push(await runDashboardBench({ cliPath: CLI_PATH, log }));
     if (fleetWanted) extensions.push(await runFleetBench({ cliPath: CLI_PATH, log }, only ? (id) => only.includes(id) : undefined));
+    if (storageWanted) extensions.push(await runStorageBench({ cliPath: CLI_PATH, rounds, ambientNodeEnv: values['ambient-node-env'], log }, only ? (id) => only.includes(id) : undefined));
     if (!only) extensions.push(...(await runExtensions(log)));
   } finally {
     await s3?.stop();

@@ -1,0 +1,42 @@
+// One storage put of one file, as its own process, for bench/storage.ts: the storage is opened by
+// URL as the CLI opens it (lazy driver loading, the retry wrapper), the file is streamed into
+// put() with its size as the hint, and the process exits. Its wall time and peak RSS are what the
+// bench measures; it prints its own view on stdout as JSON.
+//
+//   node dist/bench/put-file.js --url URL --options FILE.json --file FILE --key KEY [--read-kib N]
+//
+// The file is read as fs.createReadStream reads it by default (64 KiB at a time), as the local
+// storage's get() hands an artifact to `dbstash copy`; --read-kib reads larger pieces, to tell the
+// driver's own cost from the source's.
+//
+// The driver options come from a file, not the command line, where a key would be visible to
+// every user of the machine.
+
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { openStorage } from '../src/storage/index.js';
+
+const MB = 1024 * 1024;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { url: { type: 'string' }, options: { type: 'string' }, file: { type: 'string' }, key: { type: 'string' }, 'read-kib': { type: 'string' } } });
+  if (!values.url || !values.file || !values.key) throw new Error('usage: put-file --url URL [--options FILE.json] --file FILE --key KEY');
+  const options = values.options ? (JSON.parse(readFileSync(values.options, 'utf8')) as Record<string, unknown>) : {};
+  const size = statSync(values.file).size;
+  const readKiB = values['read-kib'] ? Number(values['read-kib']) : undefined;
+  if (readKiB !== undefined && !(Number.isInteger(readKiB) && readKiB > 0)) throw new Error(`--read-kib takes a positive whole number, got "${values['read-kib']}"`);
+  const storage = await openStorage(values.url, options);
+  // The driver and its SDK are loaded by now; what the put adds comes on top of this.
+  const rssBeforePut = process.memoryUsage().rss;
+  const started = performance.now();
+  const result = await storage.put(values.key, createReadStream(values.file, readKiB ? { highWaterMark: readKiB * 1024 } : {}), { sizeHint: size });
+  const putMs = performance.now() - started;
+  await storage.close?.();
+  if (result.size !== size) throw new Error(`put stored ${result.size} bytes of ${size}`);
+  process.stdout.write(JSON.stringify({ size, putMs, rssBeforePutMB: rssBeforePut / MB, maxRssMB: process.resourceUsage().maxRSS / 1024 }) + '\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`put-file: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+});
