@@ -5,9 +5,8 @@
 //
 //   node dist/bench/put-file.js --url URL --options FILE.json --file FILE --key KEY [--read-kib N]
 //
-// The file is read as fs.createReadStream reads it by default (64 KiB at a time), as the local
-// storage's get() hands an artifact to `dbstash copy`; --read-kib reads larger pieces, to tell the
-// driver's own cost from the source's.
+// The file is read 256 KiB at a time, as the local storage's get() hands an artifact to `dbstash
+// copy`; --read-kib reads other sizes, to tell the driver's own cost from the source's.
 //
 // The driver options come from a file, not the command line, where a key would be visible to
 // every user of the machine.
@@ -23,13 +22,13 @@ async function main(): Promise<void> {
   if (!values.url || !values.file || !values.key) throw new Error('usage: put-file --url URL [--options FILE.json] --file FILE --key KEY');
   const options = values.options ? (JSON.parse(readFileSync(values.options, 'utf8')) as Record<string, unknown>) : {};
   const size = statSync(values.file).size;
-  const readKiB = values['read-kib'] ? Number(values['read-kib']) : undefined;
-  if (readKiB !== undefined && !(Number.isInteger(readKiB) && readKiB > 0)) throw new Error(`--read-kib takes a positive whole number, got "${values['read-kib']}"`);
+  const readKiB = values['read-kib'] ? Number(values['read-kib']) : 256;
+  if (!(Number.isInteger(readKiB) && readKiB > 0)) throw new Error(`--read-kib takes a positive whole number, got "${values['read-kib']}"`);
   const storage = await openStorage(values.url, options);
   // The driver and its SDK are loaded by now; what the put adds comes on top of this.
   const rssBeforePut = process.memoryUsage().rss;
   const started = performance.now();
-  const result = await storage.put(values.key, createReadStream(values.file, readKiB ? { highWaterMark: readKiB * 1024 } : {}), { sizeHint: size });
+  const result = await storage.put(values.key, createReadStream(values.file, { highWaterMark: readKiB * 1024 }), { sizeHint: size });
   const putMs = performance.now() - started;
   await storage.close?.();
   if (result.size !== size) throw new Error(`put stored ${result.size} bytes of ${size}`);

@@ -8,8 +8,9 @@
 // The file is 1 GiB of AES-CTR keystream (incompressible), written once and read once before the
 // rounds so it comes from the page cache. dbstash's side is bench/put-file.ts: a Node process that
 // opens the storage by URL as the CLI does and puts the file with its size as the hint; its peak
-// RSS is the figure held against 150 MB. Beside it: the same put with the file read 1 MiB at a
-// time instead of createReadStream's 64 KiB (the driver's own cost, without the source's), and
+// RSS is the figure held against 150 MB; it reads the file 256 KiB at a time, as the local
+// storage's get() does. Beside it: the same put with the file read 1 MiB at a time (the driver's
+// own cost, with less of the source's), and
 // `dbstash copy` of a backup whose artifact is 1 GiB, as a user moves a backup to such a
 // destination.
 // Every command is run by measure() (wall time, CPU of its process tree, VmHWM of its root), the
@@ -175,7 +176,7 @@ export async function runStorageBench(
       await obj.remove();
       if (size !== bytes) throw new Error(`stored ${size ?? 'nothing'} instead of ${bytes} bytes`);
     };
-    /** put-file.js; `readKiB` reads the file in larger pieces than createReadStream's 64 KiB. */
+    /** put-file.js; `readKiB` reads the file in other pieces than its 256 KiB. */
     const putRow = (driver: string, url: string, options: Record<string, unknown>, label: string, stored: (key: string) => Stored, readKiB?: number): Row => {
       const optionsFile = path.join(work, `${driver}.options.json`);
       writeFileSync(optionsFile, JSON.stringify(options), { mode: 0o600 });

@@ -56,12 +56,14 @@ export const MAX_BLOCK_SIZE = 4000 * MiB;
 const STEADY_BLOCKS = 25_000;
 const GROWTH_STEP = 5_000;
 /**
- * Blocks of 4 MiB, 2 in flight: 12 MiB of block buffers per streamed put. With 8 MiB blocks the
- * contract's 192 MiB upload grew the process by 62-70 MiB instead of 41-46 MiB: more than the
- * throughput gained on loopback is worth, against the 150 MB target of a backup (docs/storage.md).
+ * Blocks of 2 MiB, 4 in flight: 10 MiB of block buffers per streamed put. Measured on a 1 GiB
+ * upload to Azurite (npm run bench -- --only upload_azure): 2 in flight reached 0.87x of rclone's
+ * throughput (which keeps 16 in flight); 4 of 2 MiB reached 0.94x with a peak RSS of 137 MB; 8 of
+ * 4 MiB 0.98x but 164 MB, over the 150 MB target of a backup. With 8 MiB blocks the contract's
+ * 192 MiB upload grew the process by 62-70 MiB (docs/storage.md).
  */
-const DEFAULT_BLOCK_MIB = 4;
-const DEFAULT_PARALLEL_BLOCKS = 2;
+const DEFAULT_BLOCK_MIB = 2;
+const DEFAULT_PARALLEL_BLOCKS = 4;
 
 /** Blob metadata (names must be C# identifiers: no hyphens) of a streamed blob: the token of the put that wrote it. */
 const UPLOAD_TOKEN = 'dbstash_upload';
@@ -372,7 +374,7 @@ export function chooseBlockSize(sizeHint: number | undefined, minBlockSize: numb
 /**
  * Size of block `n` (1-based) of an upload whose first blocks have `initial` bytes: `initial` up
  * to block 25,000, then doubling every 5,000 blocks (×32 for 45,001–50,000), capped at Azure's
- * 4,000 MiB: 335,000 × `initial` in all, 1.3 TiB with 4 MiB blocks. Memory grows with the block
+ * 4,000 MiB: 335,000 × `initial` in all, 655 GiB with 2 MiB blocks. Memory grows with the block
  * size only for an artifact larger than its estimate.
  */
 export function blockSizeFor(n: number, initial: number): number {

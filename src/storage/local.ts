@@ -81,6 +81,8 @@ function classify(err: unknown, what: string): StorageError {
  * decides: errors here are left to it.
  */
 const WRITEBACK_EVERY = 8 << 20;
+/** Bytes per read of a get(): larger than the default 64 KiB, see get(). */
+const READ_CHUNK = 256 * 1024;
 
 function writeback(file: ReturnType<typeof createWriteStream>): (bytes: number) => void {
   let fd: number | undefined;
@@ -163,7 +165,9 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
     const file = resolveKey(key);
     try {
       const handle = await fsp.open(file, 'r');
-      return handle.createReadStream();
+      // 256 KiB reads, not the default 64 KiB: each read is a trip through libuv's thread pool, and
+      // `dbstash copy` to SFTP went at 0.65-0.78x of `sftp put` with 64 KiB reads (docs/performance.md).
+      return handle.createReadStream({ highWaterMark: READ_CHUNK });
     } catch (err) {
       throw classify(err, `cannot read ${key}`);
     }

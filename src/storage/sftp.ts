@@ -304,6 +304,11 @@ class RemoteFileWriter extends Writable {
     let off = 0;
     const issue = () => {
       this.waiter = undefined;
+      // The requests of one chunk leave in one writev instead of a socket write per SSH packet: a
+      // 1 GiB upload fed from memory in 64 KiB chunks went from 3.71 s to 3.40 s (docs/performance.md).
+      const socket = this.s.socket;
+      socket.cork();
+      process.nextTick(() => socket.uncork());
       while (off < chunk.length && this.inflight < WINDOW && !this.failed) {
         const n = Math.min(this.s.maxWrite, chunk.length - off);
         const from = off;
