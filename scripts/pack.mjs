@@ -1,6 +1,6 @@
 // npm pack's prepack/postpack: the release tarball holds the compiled JavaScript, so it needs no
-// build step; without its `prepare` script, installing it runs only the two native addons' own
-// installers (which npm lets run with --allow-scripts=better-sqlite3,zstd-napi). prepack writes
+// build step; without its `prepare` script, installing it runs only the native addons' own
+// installers (which npm lets run with --allow-scripts=better-sqlite3,zstd-napi,ssh2,cpu-features). prepack writes
 // package.json without that script (keeping the original beside it), postpack puts it back.
 
 import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';

@@ -335,7 +335,7 @@ describe('backup to S3', () => {
     const res = await runCli(['backup', db, '--storage', 'typo', '--config', cfg], { env: s3Env(server), cwd: dir });
     assert.equal(res.code, 2, res.stderr);
     assert.match(res.stderr, /^error: \[s3\] option "sse": .*AES256.*aws:kms/m);
-    assert.match(res.stderr, /^hint: valid options: endpoint, region, forcePathStyle/m);
+    assert.match(res.stderr, /^hint: valid options: preset, endpoint, region, forcePathStyle/m);
   });
 
   it('a missing bucket: a clear message saying to create it, nothing written', async () => {
