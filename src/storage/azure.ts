@@ -46,7 +46,7 @@ import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/format.js';
 import { retryTransient } from './retry.js';
-import { byKey, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
+import { byKey, parseDriverOptions, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 const MiB = 1024 * 1024;
 /** Azure's limits for one block blob (service version 2019-12-12 and later). */
@@ -136,15 +136,8 @@ export function parseAzureUrl(url: string): AzureLocation {
 }
 
 export function parseAzureOptions(options: Record<string, unknown>): AzureOptions {
-  const parsed = azureOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
-    const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
-    throw new ConfigError(`[azure] option "${key}": ${issue.message}`, {
-      hint: `valid options: ${Object.keys(azureOptionsSchema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
-    });
-  }
-  const o = parsed.data;
+  const data = parseDriverOptions('azure', azureOptionsSchema, options);
+  const o = data;
   if (o.connectionString && (o.accountKey || o.sasToken)) {
     throw new ConfigError('[azure] option "connectionString" replaces "accountKey" and "sasToken"', { hint: 'give the connection string, or the account with its key or a SAS token' });
   }

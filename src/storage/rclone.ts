@@ -25,7 +25,7 @@ import { ConfigError, StorageError, type StorageErrorReason } from '../core/erro
 import { formatDuration, parseDuration } from '../core/format.js';
 import { TEMP_PREFIX } from '../core/id.js';
 import { maskSecrets, registerSecret } from '../core/secrets.js';
-import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
+import { byKey, parseDriverOptions, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 const duration = (example: string) => z.string().refine((v) => parseDuration(v) !== undefined, `a duration such as ${example}`);
 
@@ -81,15 +81,8 @@ export function parseRcloneUrl(url: string): RcloneLocation {
 }
 
 export function parseRcloneOptions(options: Record<string, unknown>): RcloneOptions {
-  const parsed = rcloneOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
-    const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
-    throw new ConfigError(`[rclone] option "${key}": ${issue.message}`, {
-      hint: `valid options: ${Object.keys(rcloneOptionsSchema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
-    });
-  }
-  return parsed.data;
+  const data = parseDriverOptions('rclone', rcloneOptionsSchema, options);
+  return data;
 }
 
 /** The environment variable rclone reads a remote's setting from (its configmap rule: upper case, "-" as "_"). */

@@ -41,7 +41,7 @@ import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/format.js';
 import { choosePartSize, MultipartUpload, type ObjectParams } from './s3-multipart.js';
-import { byKey, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
+import { byKey, parseDriverOptions, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 const MiB = 1024 * 1024;
 /**
@@ -129,15 +129,8 @@ export function parseS3Url(url: string): S3Location {
 }
 
 export function parseS3Options(options: Record<string, unknown>): S3Options {
-  const parsed = s3OptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
-    const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
-    throw new ConfigError(`[s3] option "${key}": ${issue.message}`, {
-      hint: `valid options: ${Object.keys(s3OptionsSchema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
-    });
-  }
-  const o = parsed.data;
+  const data = parseDriverOptions('s3', s3OptionsSchema, options);
+  const o = data;
   if (o.kmsKeyId && o.sse !== 'aws:kms') throw new ConfigError('[s3] option "kmsKeyId" needs sse: aws:kms');
   if (!!o.accessKeyId !== !!o.secretAccessKey) {
     throw new ConfigError('[s3] options "accessKeyId" and "secretAccessKey" go together', { hint: 'set both, or neither to use the SDK credential chain' });

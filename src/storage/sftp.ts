@@ -39,7 +39,7 @@ import { formatDuration, parseDuration } from '../core/format.js';
 import { TEMP_PREFIX } from '../core/id.js';
 import { eachLimited } from '../core/limit.js';
 import { checkHostKey, fingerprint, hostKeyAlgorithms, knownHostName, keyTypeLabel, keyTypeOf, parseKnownHosts, type HostKeyVerdict, type KnownHostEntry } from './known-hosts.js';
-import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
+import { byKey, parseDriverOptions, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
 const { Client, utils } = ssh2;
 const posix = path.posix;
@@ -138,18 +138,11 @@ export function parseSftpUrl(url: string, env: NodeJS.ProcessEnv = process.env):
 }
 
 export function parseSftpOptions(options: Record<string, unknown>): SftpOptions {
-  const parsed = sftpOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
-    const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
-    throw new ConfigError(`[sftp] option "${key}": ${issue.message}`, {
-      hint: `valid options: ${Object.keys(sftpOptionsSchema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
-    });
-  }
-  if (parsed.data.passphrase && !parsed.data.privateKey) {
+  const o = parseDriverOptions('sftp', sftpOptionsSchema, options);
+  if (o.passphrase && !o.privateKey) {
     throw new ConfigError('[sftp] option "passphrase" needs "privateKey"', { hint: 'set privateKey: the path of the encrypted key the passphrase opens' });
   }
-  return parsed.data;
+  return o;
 }
 
 function abortError(signal: AbortSignal): Error {

@@ -14,6 +14,8 @@
 // - Every failure is a StorageError classified as not-found / exists / transient / permanent.
 
 import type { Readable } from 'node:stream';
+import type { z } from 'zod';
+import { ConfigError } from '../core/errors.js';
 
 export interface ObjectInfo {
   key: string;
@@ -143,4 +145,18 @@ export async function putOwnBytes(storage: Storage, key: string, bytes: Uint8Arr
     const stored = await getBytes(storage, key).catch(() => undefined);
     if (!stored || !stored.equals(Buffer.from(bytes))) throw err;
   }
+}
+
+/**
+ * A driver's options from its storage entry, checked by its schema: the first problem as one
+ * line naming the option, with every valid option in the hint (retention belongs to prune).
+ */
+export function parseDriverOptions<S extends z.ZodObject>(driver: string, schema: S, options: Record<string, unknown>): z.infer<S> {
+  const parsed = schema.safeParse(options);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0] as { path: PropertyKey[]; message: string; keys?: string[] };
+  const key = issue.keys?.length ? issue.keys.join(', ') : issue.path.map(String).join('.');
+  throw new ConfigError(`[${driver}] option "${key}": ${issue.message}`, {
+    hint: `valid options: ${Object.keys(schema.shape).filter((k) => k !== 'retention').join(', ')} (docs/storage.md)`,
+  });
 }
