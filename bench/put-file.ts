@@ -12,6 +12,7 @@
 // every user of the machine.
 
 import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { openStorage } from '../src/storage/index.js';
 
@@ -27,12 +28,26 @@ async function main(): Promise<void> {
   const storage = await openStorage(values.url, options);
   // The driver and its SDK are loaded by now; what the put adds comes on top of this.
   const rssBeforePut = process.memoryUsage().rss;
+  // Full (mark-compact) collections during the put: in a process this small V8 keeps starting them
+  // as ssh2's short-lived packet buffers pile up outside the heap (docs/performance.md).
+  let majorGcs = 0;
+  let majorGcMs = 0;
+  const gcs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+        majorGcs++;
+        majorGcMs += e.duration;
+      }
+    }
+  });
+  gcs.observe({ entryTypes: ['gc'] });
   const started = performance.now();
   const result = await storage.put(values.key, createReadStream(values.file, { highWaterMark: readKiB * 1024 }), { sizeHint: size });
   const putMs = performance.now() - started;
+  gcs.disconnect();
   await storage.close?.();
   if (result.size !== size) throw new Error(`put stored ${result.size} bytes of ${size}`);
-  process.stdout.write(JSON.stringify({ size, putMs, rssBeforePutMB: rssBeforePut / MB, maxRssMB: process.resourceUsage().maxRSS / 1024 }) + '\n');
+  process.stdout.write(JSON.stringify({ size, putMs, rssBeforePutMB: rssBeforePut / MB, maxRssMB: process.resourceUsage().maxRSS / 1024, majorGcs, majorGcMs }) + '\n');
 }
 
 main().catch((err: unknown) => {
