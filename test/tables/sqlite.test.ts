@@ -4,7 +4,7 @@
 // with exact values (64-bit integers, reals, blobs) and show.
 
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -101,5 +101,40 @@ describe('restore --table, export and show (SQLite)', () => {
     } finally {
       db.close();
     }
+  });
+
+  test('a table many times larger than one write to the output comes out whole and in order, CSV and JSON Lines', async () => {
+    const dir = tempDir('dbstash-tables-sqlite-big');
+    const file = path.join(dir, 'big.db');
+    const db = new Database(file);
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
+    const insert = db.prepare('INSERT INTO t VALUES (?, ?)');
+    // 20 000 rows of about 60 characters: some 1.2 MB of output, written in pieces of 64 Ki characters.
+    db.transaction(() => {
+      for (let i = 1; i <= 20_000; i++) insert.run(i, `row ${i} ${'x'.repeat(i % 97)}`);
+    })();
+    db.close();
+    const stash = path.join(dir, 'stash');
+    const id = await backupId(file, stash);
+    const out = await runCli(['export', id, '--table', 't', '--output-dir', stash]);
+    expectExit(out, 0);
+    const lines = out.stdout.split('\n');
+    assert.equal(lines.pop(), '', 'the output ends with a newline');
+    assert.equal(lines.length, 20_000);
+    lines.forEach((line, n) => {
+      const i = n + 1;
+      if (line !== JSON.stringify({ id: i, v: `row ${i} ${'x'.repeat(i % 97)}` })) assert.fail(`line ${i}: ${line}`);
+    });
+    const target = path.join(dir, 't.csv');
+    const csv = await runCli(['export', id, '--table', 't', '--format', 'csv', '--output', target, '--output-dir', stash]);
+    expectExit(csv, 0);
+    const rows = readFileSync(target, 'utf8').split('\r\n');
+    assert.equal(rows[0], 'id,v');
+    assert.equal(rows.at(-1), '');
+    assert.equal(rows.length, 20_002);
+    assert.equal(rows[20_000], `20000,row 20000 ${'x'.repeat(20_000 % 97)}`);
+    const records = readdirSync(path.join(stash, readdirSync(stash)[0])).filter((f) => f.includes('.export-'));
+    const counted = records.map((f) => JSON.parse(readFileSync(path.join(stash, readdirSync(stash)[0], f), 'utf8')) as { rows: number; result: string });
+    assert.deepEqual(counted.map((r) => [r.rows, r.result]), [[20_000, 'succeeded'], [20_000, 'succeeded']]);
   });
 });
