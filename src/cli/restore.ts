@@ -34,6 +34,7 @@ interface RestoreCliOptions extends CommonOptions, SecretOptions {
   noOwner?: boolean;
   owner?: boolean;
   roleMap?: string[];
+  tablespaceMap?: string[];
   withGlobals?: boolean;
   dropOld?: boolean;
   force?: boolean;
@@ -88,12 +89,16 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
   const { chooseBase, recoverToPoint } = await import('../wal/recover.js');
   const where = await resolveWalSeries(opts, ctx);
   const pgdata = path.resolve(opts.pgdata);
+  const tablespaceMap = parseTablespaceMap(opts.tablespaceMap);
   if (opts.dryRun) {
+    const { placeTablespaces } = await import('../wal/recover.js');
     const choice = await chooseBase(where, target, stageContext(opts, ctx.loaded.config, where.entry), ctx.signal);
     const p = choice.physical;
-    ctx.out.result({ dryRun: true, base: choice.base.id, physical: p, segments: choice.segments, bytes: choice.bytes, window: choice.window, pgdata }, () =>
+    const places = await placeTablespaces(choice.base.manifest, tablespaceMap, pgdata);
+    ctx.out.result({ dryRun: true, base: choice.base.id, physical: p, segments: choice.segments, bytes: choice.bytes, window: choice.window, pgdata, tablespaces: places }, () =>
       [
         `would restore base backup ${choice.base.id} (ended ${p.stopTime}, WAL ${p.startLsn} to ${p.stopLsn}, timeline ${p.timeline}) into ${pgdata}`,
+        ...places.map((t) => `  tablespace ${t.name} (${t.from}) into ${t.to}`),
         `  then replay up to ${choice.segments} archived WAL segments (${formatBytes(choice.bytes)} stored) to ${opts.at ?? opts.lsn ?? opts.restorePoint}`,
         `  recoverable window: ${choice.window.from} to ${choice.window.to ?? choice.window.from}; along timeline ${timeline ?? choice.timeline}`,
         `  afterwards: ${opts.start ? `left running on port ${port}` : 'shut down cleanly, ready to start'}${opts.archive === false ? ', archiving off' : ''}`,
@@ -117,6 +122,7 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
       tempDir: opts.tempDir ?? ctx.loaded.config.tempDir ?? os.tmpdir(),
       binDir: opts.pgBinDir,
       timeline,
+      tablespaceMap,
     },
     { info: (m) => ctx.out.info(m), warn: (m) => ctx.out.warn(m) },
     ctx.signal,
@@ -131,6 +137,20 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
     ].join('\n'),
   );
   return ExitCode.ok;
+}
+
+/** --tablespace-map OLD=NEW (repeatable): absolute directories, each old location once. */
+function parseTablespaceMap(pairs: string[] | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const pair of pairs ?? []) {
+    const i = pair.indexOf('=');
+    const from = pair.slice(0, i);
+    const to = pair.slice(i + 1);
+    if (i <= 0 || !to || !path.isAbsolute(from) || !path.isAbsolute(to)) throw new UsageError(`--tablespace-map takes OLD=NEW, two absolute directories, got "${pair}"`, { hint: 'e.g. --tablespace-map /srv/pg/fast=/restore/fast' });
+    if (map.has(from)) throw new UsageError(`--tablespace-map names ${from} twice`);
+    map.set(path.resolve(from), path.resolve(to));
+  }
+  return map;
 }
 
 export function parseRoleMap(pairs: string[] | undefined): Record<string, string> | undefined {
@@ -269,6 +289,7 @@ export function registerRestore(program: Command): void {
     .option('--cascade-plan', 'with --replace: also re-point the foreign keys of other tables that reference it')
     .option('--pgdata <dir>', 'point-in-time recovery (PostgreSQL): lay out the base backup in this new data directory and replay the WAL archive to --at, --lsn or --restore-point')
     .option('--lsn <lsn>', 'with --pgdata: recover up to this WAL position (e.g. 0/3000060)')
+    .option('--tablespace-map <old=new>', 'with --pgdata: put the tablespace located at OLD in directory NEW (repeatable; default: its old location, which must be empty)', collect)
     .option('--restore-point <name>', 'with --pgdata: recover up to this named restore point (dbstash wal mark)')
     .option('--timeline <n>', 'with --pgdata: the timeline to recover along (default: a restore point\'s own, else the newest)')
     .option('--start', 'with --pgdata: leave the recovered server running (on --port)')
@@ -310,11 +331,13 @@ Point in time (PostgreSQL, with base backups and a WAL archive; see docs/pitr.md
 with --at TIME|latest, --lsn or --restore-point picks the newest base backup that ended before the
 point, checks the archive reaches it without a gap, lays the backup out in DIR (checked as it
 streams, then by pg_verifybackup), and runs PostgreSQL in recovery to the point. It then shuts the
-server down cleanly (a directory ready to start), or with --start leaves it running on --port.`,
+server down cleanly (a directory ready to start), or with --start leaves it running on --port.
+Tablespaces go back to their old locations, which must be empty or absent, or where
+--tablespace-map OLD=NEW puts them.`,
   );
   cmd.action((what: string | undefined, opts: RestoreCliOptions) =>
     runCommand(opts, async (ctx) => {
-      if (opts.pgdata !== undefined || opts.lsn !== undefined || opts.restorePoint !== undefined || opts.start) return restoreToPoint(what, opts, ctx);
+      if (opts.pgdata !== undefined || opts.lsn !== undefined || opts.restorePoint !== undefined || opts.start || opts.tablespaceMap?.length) return restoreToPoint(what, opts, ctx);
       if (what === undefined) throw new UsageError('name the backup to restore: its id, or "latest"', { hint: 'dbstash list shows the ids; for point-in-time recovery give --pgdata DIR and --at TIME' });
       const config = ctx.loaded.config;
       const jobs = opts.jobs !== undefined ? Number(opts.jobs) : undefined;

@@ -27,7 +27,7 @@ import { quoteIdent } from '../engines/postgres/connection.js';
 import { fetchWalObject, listWalObjects, readHistories } from './archive.js';
 import { archiveReport, checkBackupWal, describeArchive, reachableTimeline, type ArchiveReport } from './continuity.js';
 import { parseLsn, parseWalName, segnoOf, type WalObject } from './names.js';
-import { layOut, replay, verifyFiles, type PointReached } from './recover.js';
+import { layOut, placeTablespaces, pointTablespaceMap, replay, verifyFiles, type PointReached } from './recover.js';
 
 export interface PhysicalDrillResult {
   databases: { name: string; tables: number; rows: number }[];
@@ -88,8 +88,11 @@ export async function physicalDrill(
       await fsp.chown(pgdata, runAs.uid, runAs.gid);
     }
     opts.events.info(`drill: recovering ${manifest.id} into a throwaway cluster to the end of the archive`);
-    await layOut(storage, manifest, pgdata, opts.stageContext, runAs, opts.signal);
-    const verifybackup = await verifyFiles(pgdata, version, runAs, { signal: opts.signal });
+    // Each tablespace goes to a directory of its own beside the throwaway data directory.
+    const places = await placeTablespaces(manifest, new Map((p.tablespaces ?? []).map((t) => [t.location, path.join(dir, `tablespace-${t.oid}`)])), pgdata);
+    await layOut(storage, manifest, pgdata, opts.stageContext, runAs, opts.signal, places);
+    const verifybackup = await verifyFiles(pgdata, version, runAs, { signal: opts.signal, places });
+    await pointTablespaceMap(pgdata, places, runAs);
     const start = segnoOf(p.startLsn, p.walSegmentSize);
     const wanted = objects.filter((o) => {
       const n = parseWalName(o.name, p.walSegmentSize);

@@ -57,6 +57,8 @@ export interface RecoverPlan {
   binDir?: string;
   /** The timeline to follow (PostgreSQL's recovery_target_timeline); default: a restore point's own, else the newest. */
   timeline?: number;
+  /** --tablespace-map: a tablespace's old location → its directory in the restore. */
+  tablespaceMap?: Map<string, string>;
 }
 
 export interface RecoverEvents {
@@ -183,11 +185,82 @@ export async function emptyDirectory(pgdata: string): Promise<void> {
   for (const e of await fsp.readdir(pgdata).catch(() => [] as string[])) await fsp.rm(path.join(pgdata, e), { recursive: true, force: true });
 }
 
-/** Streams a base backup into `pgdata` through tar, checking size and SHA-256 on the way; any failure empties `pgdata`. */
-export async function layOut(storage: Storage, base: Manifest, pgdata: string, context: StageContext, runAs: RunAs | undefined, signal?: AbortSignal): Promise<void> {
+/** Where one tablespace of a base backup goes in a restore. */
+export interface TablespacePlace {
+  oid: number;
+  name: string;
+  /** Its location in the backed-up cluster. */
+  from: string;
+  /** Its directory in the restored one. */
+  to: string;
+}
+
+/**
+ * Where each tablespace of `base` goes: to the directory `map` gives for its old location
+ * (--tablespace-map OLD=NEW), else back to its old location. Refused, before anything is written:
+ * a map entry that names no tablespace of the backup, two tablespaces in one directory, and a
+ * directory that exists and is not empty (a restore never writes into files it did not make).
+ */
+export async function placeTablespaces(base: Manifest, map: Map<string, string>, pgdata: string): Promise<TablespacePlace[]> {
+  const spaces = physicalOf(base)?.tablespaces ?? [];
+  const locations = spaces.map((t) => t.location);
+  for (const old of map.keys()) {
+    if (!locations.includes(old)) {
+      throw new UsageError(`--tablespace-map ${old}=…: base backup ${base.id} has no tablespace at ${old}`, {
+        hint: locations.length ? `its tablespaces: ${spaces.map((t) => `${t.name} at ${t.location}`).join(', ')}` : 'it has no tablespaces outside the data directory',
+      });
+    }
+  }
+  const places = spaces.map((t) => ({ oid: t.oid, name: t.name, from: t.location, to: path.resolve(map.get(t.location) ?? t.location) }));
+  const inside = (dir: string, parent: string) => dir === parent || dir.startsWith(parent + path.sep);
+  for (const p of places) {
+    if (places.some((q) => q !== p && (inside(q.to, p.to) || inside(p.to, q.to)))) throw new UsageError(`tablespaces ${places.filter((q) => inside(q.to, p.to) || inside(p.to, q.to)).map((q) => q.name).join(' and ')} would share ${p.to}`, { hint: 'give each its own directory with --tablespace-map OLD=NEW' });
+    if (inside(p.to, path.resolve(pgdata)) || inside(path.resolve(pgdata), p.to)) throw new UsageError(`tablespace ${p.name} would go to ${p.to}, inside the data directory or around it`, { hint: 'give it a directory of its own with --tablespace-map OLD=NEW' });
+    let entries: string[] = [];
+    try {
+      entries = await fsp.readdir(p.to);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`cannot use ${p.to} for tablespace ${p.name}: ${(err as Error).message}`);
+    }
+    if (entries.length > 0) {
+      throw new UsageError(`tablespace ${p.name} would go to ${p.to}, which is not empty${p.to === p.from ? ' (its location in the backed-up cluster)' : ''}`, {
+        hint: `put it elsewhere: --tablespace-map ${p.from}=NEW_EMPTY_DIRECTORY`,
+      });
+    }
+  }
+  return places;
+}
+
+/** Empties `pgdata` and the tablespace directories a restore was filling (checked empty before it began). */
+export async function discardLayout(pgdata: string, places: TablespacePlace[] = []): Promise<void> {
+  await emptyDirectory(pgdata);
+  for (const p of places) await emptyDirectory(p.to);
+}
+
+/**
+ * Streams a base backup into `pgdata` through tar, checking size and SHA-256 on the way; any
+ * failure empties `pgdata` and the tablespace directories. Each tablespace's pg_tblspc/<oid> is a
+ * link to its directory before tar starts, so its files land there (pointTablespaceMap then
+ * names those directories in tablespace_map).
+ */
+export async function layOut(storage: Storage, base: Manifest, pgdata: string, context: StageContext, runAs: RunAs | undefined, signal?: AbortSignal, places: TablespacePlace[] = []): Promise<void> {
   const artifact = base.artifacts.find((a) => a.role === 'main')!;
   const stored = new Meter({ hash: true });
-  const tar = startTool('tar', ['-x', '-f', '-', '-C', pgdata], { stdin: 'pipe', runAs, signal });
+  const own = async (p: string) => {
+    if (runAs) await fsp.chown(p, runAs.uid, runAs.gid);
+  };
+  if (places.length > 0) {
+    await fsp.mkdir(path.join(pgdata, 'pg_tblspc'), { mode: 0o700 });
+    await own(path.join(pgdata, 'pg_tblspc'));
+    for (const p of places) {
+      await fsp.mkdir(p.to, { recursive: true, mode: 0o700 });
+      await fsp.chmod(p.to, 0o700);
+      await own(p.to);
+      await fsp.symlink(p.to, path.join(pgdata, 'pg_tblspc', String(p.oid)));
+      if (runAs) await fsp.lchown(path.join(pgdata, 'pg_tblspc', String(p.oid)), runAs.uid, runAs.gid);
+    }
+  }
+  const tar = startTool('tar', ['-x', '-f', '-', '-C', pgdata, '--keep-directory-symlink'], { stdin: 'pipe', runAs, signal });
   tar.stdout.resume();
   try {
     await pipeline([await storage.get(artifactKey(base.id, artifact.file), { signal }), stored, ...decoders(artifact.stages, context), tar.child.stdin] as unknown as [Readable, ...NodeJS.WritableStream[]], { signal });
@@ -199,18 +272,36 @@ export async function layOut(storage: Storage, base: Manifest, pgdata: string, c
   } catch (err) {
     tar.child.kill('SIGKILL');
     await tar.exit;
-    await emptyDirectory(pgdata);
+    await discardLayout(pgdata, places);
     throw err;
   }
 }
 
+/**
+ * Points tablespace_map, which recovery reads to make the pg_tblspc links, at the directories the
+ * tablespaces went to. After pg_verifybackup, which checks the file as the backup holds it.
+ */
+export async function pointTablespaceMap(pgdata: string, places: TablespacePlace[], runAs: RunAs | undefined): Promise<void> {
+  if (places.length === 0) return;
+  const mapFile = path.join(pgdata, 'tablespace_map');
+  const lines = (await fsp.readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+  const oidOf = (line: string) => Number(line.slice(0, line.indexOf(' ')));
+  const rewritten = lines.map((line) => {
+    const p = places.find((x) => x.oid === oidOf(line));
+    return p ? `${p.oid} ${p.to}` : line;
+  });
+  for (const p of places) if (!lines.some((l) => oidOf(l) === p.oid)) rewritten.push(`${p.oid} ${p.to}`);
+  await fsp.writeFile(mapFile, rewritten.join('\n') + '\n', { mode: 0o600 });
+  if (runAs) await fsp.chown(mapFile, runAs.uid, runAs.gid);
+}
+
 /** pg_verifybackup against pg_basebackup's own backup_manifest (without the WAL, which the archive holds). */
-export async function verifyFiles(pgdata: string, version: string, runAs: RunAs | undefined, opts: { binDir?: string; signal?: AbortSignal } = {}): Promise<boolean> {
+export async function verifyFiles(pgdata: string, version: string, runAs: RunAs | undefined, opts: { binDir?: string; signal?: AbortSignal; places?: TablespacePlace[] } = {}): Promise<boolean> {
   const tool = await findPgTool('pg_verifybackup', majorOf(version), opts.binDir).catch(() => undefined);
   if (!tool) return false;
   const r = await runTool(tool.path, ['--no-parse-wal', '--quiet', pgdata], { runAs, signal: opts.signal });
   if (r.code !== 0) {
-    await emptyDirectory(pgdata);
+    await discardLayout(pgdata, opts.places);
     throw new IntegrityError(`pg_verifybackup found the restored files do not match the backup's backup_manifest: ${stderrSummary(r.stderr, 3)}`);
   }
   return true;
@@ -409,10 +500,13 @@ export async function recoverToPoint(plan: RecoverPlan, events: RecoverEvents, s
     writeRecord(storage, { kind: 'restore', mode: 'point-in-time', id: choice.base.id, target: plan.pgdata, recoveryTarget: describeTarget(plan.target), result, at: new Date().toISOString(), durationMs: Date.now() - started, toolVersion: TOOL_VERSION, ...extra }).catch((err: Error) =>
       events.warn(`could not write the restore record: ${err.message}`),
     );
+  const places = await placeTablespaces(choice.base.manifest, plan.tablespaceMap ?? new Map(), plan.pgdata);
+  for (const p of places) events.info(`tablespace ${p.name} (${p.from}) goes to ${p.to}`);
   try {
     await prepareDirectory(plan.pgdata, plan.force, runAs);
-    await layOut(plan.where.destinations[0].storage, choice.base.manifest, plan.pgdata, plan.context, runAs, signal);
-    await verifyFiles(plan.pgdata, version, runAs, { binDir: plan.binDir, signal });
+    await layOut(plan.where.destinations[0].storage, choice.base.manifest, plan.pgdata, plan.context, runAs, signal, places);
+    await verifyFiles(plan.pgdata, version, runAs, { binDir: plan.binDir, signal, places });
+    await pointTablespaceMap(plan.pgdata, places, runAs);
     const walServer = await serveWal(plan, choice.physical.walSegmentSize, runAs, signal);
     let point: PointReached;
     try {

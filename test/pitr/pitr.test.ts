@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -426,6 +426,107 @@ test('status shows the newest archived WAL and the window, and a failing archive
     assert.ok(Date.now() - started < 30_000, 'it fails within seconds of the server\'s notice');
     assert.equal(manifests(), published, 'nothing published');
     assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
+  } finally {
+    await chmod(folder, 0o700);
+  }
+  await switchAndWait();
+});
+
+/** Every file under `dir` with its size, relative to it. */
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.push(`${path.relative(dir, p)} ${statSync(p).size}`);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+test('a cluster with a tablespace: one tar carries it; a restore puts it where --tablespace-map says and leaves its old location alone; a non-empty location is refused; the drill recovers it', async () => {
+  const original = path.join(root, 'ts-fast');
+  mkdirSync(original, { mode: 0o700 });
+  await chownToUser('postgres', original);
+  await server.query(`CREATE TABLESPACE fast LOCATION '${original}'`);
+  await server.query(`CREATE TABLE hot (id int PRIMARY KEY, v text) TABLESPACE fast`);
+  await server.query(`INSERT INTO hot SELECT g, md5(g::text) FROM generate_series(1, 5000) g`);
+  const hotSql = `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS sum FROM hot`;
+  const hot = (await server.query(hotSql)).rows[0];
+  const oid = Number((await server.query(`SELECT oid FROM pg_tablespace WHERE spcname = 'fast'`)).rows[0].oid);
+
+  const r = await runCli(['backup', 'main', '--config', configFile, '--json'], asPostgres);
+  expectExit(r, 0);
+  const m = JSON.parse(r.stdout).manifest;
+  assert.deepEqual(m.dump.details.physical.tablespaces, [{ oid, name: 'fast', location: original }]);
+  assert.equal(m.dump.tool, 'BASE_BACKUP');
+  // One tar: the tablespace's files under pg_tblspc/<oid>/, the data directory, backup_manifest last.
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const names = execFileSync('sh', ['-c', `zstd -dc '${path.join(stash, series, m.artifacts[0].file)}' | tar -t`], { encoding: 'utf8', maxBuffer: 64 << 20 }).trim().split('\n');
+  assert.ok(names.some((n) => n.startsWith(`pg_tblspc/${oid}/PG_15_`)), names.slice(0, 5).join(', '));
+  assert.ok(names.includes('backup_label') && names.includes('tablespace_map'), 'the data directory is in it');
+  assert.equal(names.at(-1), 'backup_manifest');
+  await server.query(`INSERT INTO markers(name) VALUES ('tablespace')`);
+  await switchAndWait();
+  const before = listing(original);
+
+  // Back to its old location, which the live cluster fills: refused before anything is written.
+  const pgdata = path.join(root, 'with-tablespace');
+  const refused = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', 'latest', '--pgdata', pgdata]);
+  expectExit(refused, 2, new RegExp(`tablespace fast would go to ${original}, which is not empty \\(its location in the backed-up cluster\\)`));
+  assert.match(refused.stderr, new RegExp(`--tablespace-map ${original}=NEW_EMPTY_DIRECTORY`));
+  assert.equal(existsSync(pgdata), false, 'nothing was written');
+  const unknown = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', 'latest', '--pgdata', pgdata, '--tablespace-map', `/no/such=${root}/x`, '--dry-run']);
+  expectExit(unknown, 2, new RegExp(`has no tablespace at /no/such`));
+
+  const moved = path.join(root, 'ts-restored');
+  const dry = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', 'latest', '--pgdata', pgdata, '--tablespace-map', `${original}=${moved}`, '--dry-run']);
+  expectExit(dry, 0, new RegExp(`tablespace fast \\(${original}\\) into ${moved}`));
+  assert.equal(existsSync(moved), false, 'a dry run creates nothing');
+  const port = await freePort();
+  const ok = await runCli(['restore', '--database', 'main', '--config', configFile, '--at', 'latest', '--pgdata', pgdata, '--tablespace-map', `${original}=${moved}`, '--no-archive', '--start', '--port', String(port)], { timeoutMs: 120_000 });
+  expectExit(ok, 0);
+  started.push(pgdata);
+  assert.deepEqual((await query(port, hotSql)).rows[0], hot);
+  assert.ok((await query(port, `SELECT name FROM markers`)).rows.some((x) => x.name === 'tablespace'));
+  assert.equal((await query(port, `SELECT pg_tablespace_location(oid) AS l FROM pg_tablespace WHERE spcname = 'fast'`)).rows[0].l, moved);
+  assert.equal(readlinkSync(path.join(pgdata, 'pg_tblspc', String(oid))), moved);
+  assert.ok(listing(moved).some((f) => f.startsWith('PG_15_')), 'the files are in the new directory');
+  assert.deepEqual(listing(original), before, 'the old location was not touched');
+
+  const d = await runCli(['verify', '--latest', 'main', '--config', configFile, '--drill', '--json'], { timeoutMs: 120_000 });
+  expectExit(d, 0);
+  const rec = JSON.parse(d.stdout).results[0];
+  assert.equal(rec.result, 'passed', JSON.stringify(rec));
+});
+
+test('with tablespaces too, a base backup waiting on a failing archive_command fails with the reason and publishes nothing', async () => {
+  assert.ok((await server.query(`SELECT count(*)::int AS n FROM pg_tablespace WHERE spcname = 'fast'`)).rows[0].n === 1, 'the cluster has its tablespace (test above)');
+  const series = readdirSync(stash).find((d) => d.startsWith('localhost-'))!;
+  const current = (await server.query(`SELECT pg_walfile_name(pg_current_wal_lsn()) AS s`)).rows[0].s as string;
+  const folder = path.join(stash, series, 'wal', current.slice(0, 16));
+  mkdirSync(folder, { recursive: true });
+  const { chmod } = await import('node:fs/promises');
+  await chmod(folder, 0o500);
+  try {
+    const manifests = () => readdirSync(path.join(stash, series)).filter((f) => f.endsWith('.manifest.json')).length;
+    const published = manifests();
+    const started = Date.now();
+    const waited = await runCli(['backup', 'main', '--config', configFile], { timeoutMs: 60_000 });
+    expectExit(waited, 5, /the base backup waits for the archive to take its last WAL segment, and archive_command fails/);
+    assert.ok(Date.now() - started < 30_000, 'it fails within seconds of the server\'s notice');
+    assert.equal(manifests(), published, 'nothing published');
+    assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
+    // The server ended its side too (dbstash cancelled it; closing the connection alone leaves it
+    // waiting on the archive for as long as archive_command fails).
+    let running = 1;
+    for (let i = 0; i < 20 && running > 0; i++) {
+      running = (await server.query(`SELECT count(*)::int AS n FROM pg_stat_progress_basebackup`)).rows[0].n;
+      if (running > 0) await sleep(100);
+    }
+    assert.equal(running, 0, 'no base backup left running on the server');
   } finally {
     await chmod(folder, 0o700);
   }

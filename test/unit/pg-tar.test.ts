@@ -9,7 +9,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
-import { IntegrityError } from '../../src/core/errors.js';
+import { BackupError, IntegrityError } from '../../src/core/errors.js';
+import { renameEntry } from '../../src/engines/postgres/base-stream.js';
 import { packDirectory, tarHeader, unpackTar } from '../../src/engines/postgres/tar.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -87,4 +88,34 @@ test('a truncated archive, a damaged header and a path outside the directory are
   mkdirSync(path.join(target, 'inside'));
   await assert.rejects(unpackTar(Readable.from([evil]), path.join(target, 'inside')), (e: Error) => e instanceof IntegrityError && /not a plain file name/.test(e.message));
   assert.deepEqual(readdirSync(target), ['inside']);
+});
+
+test('renameEntry moves an entry under pg_tblspc/<oid>/, into the ustar prefix field when the name outgrows 100 bytes; GNU tar reads both', () => {
+  const dir = tempDir('dbstash-tar-rename');
+  const long = `PG_15_202209061/16384/${'f'.repeat(70)}`;
+  const entries: [string, string][] = [
+    ['PG_15_202209061/16384/16385', 'short'],
+    [long, 'long'],
+  ];
+  const parts: Buffer[] = [];
+  for (const [name, body] of entries) {
+    const header = tarHeader(name, body.length, 1_700_000_000);
+    renameEntry(header, 'pg_tblspc/16390/');
+    parts.push(header, Buffer.from(body), Buffer.alloc(512 - body.length));
+  }
+  parts.push(Buffer.alloc(1024));
+  const archive = path.join(dir, 'x.tar');
+  writeFileSync(archive, Buffer.concat(parts));
+  assert.ok(`pg_tblspc/16390/${long}`.length > 100, 'the long one needs the prefix field');
+  assert.deepEqual(execFileSync('tar', ['-t', '-f', archive], { encoding: 'utf8' }).trim().split('\n'), entries.map(([n]) => `pg_tblspc/16390/${n}`));
+  const out = path.join(dir, 'out');
+  mkdirSync(out);
+  execFileSync('tar', ['-x', '-f', archive, '-C', out]);
+  for (const [name, body] of entries) assert.equal(readFileSync(path.join(out, 'pg_tblspc/16390', name), 'utf8'), body);
+  // 200 bytes cut at their one slash, 100 and 99: it fits. A directory name longer than the
+  // prefix field (155) leaves no place to cut.
+  const fits = tarHeader('x'.repeat(99), 0, 0);
+  renameEntry(fits, `pg_tblspc/${'9'.repeat(90)}/`);
+  assert.equal(fits.toString('latin1', 345, 500).replace(/\0.*$/s, ''), `pg_tblspc/${'9'.repeat(90)}`);
+  assert.throws(() => renameEntry(tarHeader('x'.repeat(99), 0, 0), `${'p'.repeat(160)}/`), BackupError);
 });

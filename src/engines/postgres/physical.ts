@@ -11,10 +11,11 @@
 // the backup restores without the archive.
 
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BackupError, DbstashError, IntegrityError, PreflightError } from '../../core/errors.js';
-import type { DumpOptions, DumpSession, Probe, Target } from '../engine.js';
+import type { DumpOptions, DumpSession, Probe, Target, ToolInfo } from '../engine.js';
+import { streamBaseBackup } from './base-stream.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, libpqEnv, onDatabase } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
@@ -29,7 +30,7 @@ export interface ClusterFacts {
   archiveCommand: string;
   walLevel: string;
   canReplicate: boolean;
-  tablespaces: { name: string; location: string }[];
+  tablespaces: { oid: number; name: string; location: string }[];
 }
 
 export async function clusterFacts(target: Target, signal?: AbortSignal): Promise<ClusterFacts> {
@@ -46,8 +47,8 @@ export async function clusterFacts(target: Target, signal?: AbortSignal): Promis
                 current_setting('wal_level') AS wal_level,
                 (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate`,
       );
-      const t = await c.query<{ name: string; location: string }>(
-        `SELECT spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1`,
+      const t = await c.query<{ oid: string; name: string; location: string }>(
+        `SELECT oid::text AS oid, spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1`,
       );
       const row = r.rows[0];
       return {
@@ -59,7 +60,7 @@ export async function clusterFacts(target: Target, signal?: AbortSignal): Promis
         archiveCommand: String(row.archive_command),
         walLevel: String(row.wal_level),
         canReplicate: row.can_replicate === true,
-        tablespaces: t.rows,
+        tablespaces: t.rows.map((x) => ({ oid: Number(x.oid), name: x.name, location: x.location })),
       };
     },
     signal,
@@ -90,11 +91,6 @@ export async function probePhysical(target: Target, opts: { selfContained?: bool
       hint: 'turn archiving on (dbstash wal setup --database NAME --apply, then a restart), or take a --self-contained backup that carries its WAL',
     });
   }
-  if (facts.tablespaces.length > 0) {
-    throw new PreflightError(`[postgres] the cluster has tablespaces outside its data directory (${facts.tablespaces.map((t) => `${t.name} at ${t.location}`).join(', ')}), which a streamed base backup cannot carry yet`, {
-      hint: 'take logical backups of this cluster (dbstash backup without --physical)',
-    });
-  }
   const probe: Probe = { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: [] };
   factsOfProbe.set(probe, facts);
   return probe;
@@ -117,6 +113,11 @@ export interface PhysicalDetails {
   backupManifest: { size: number; sha256: string; checksum?: string };
   /** pg_basebackup's label and the server's backup method (from backup_label). */
   label: string;
+  /**
+   * The cluster's tablespaces outside its data directory: their files are in the tar under
+   * pg_tblspc/<oid>/, and a restore puts them at `location` or where --tablespace-map says.
+   */
+  tablespaces?: { oid: number; name: string; location: string }[];
 }
 
 const BLOCK = 512;
@@ -220,7 +221,7 @@ function labelField(label: string, field: string): string | undefined {
 }
 
 /** The facts of a finished base backup, from the files the tar reader kept. */
-export function physicalDetails(watch: TarWatch, facts: ClusterFacts, walIncluded: boolean, stopTime: Date): PhysicalDetails {
+export function physicalDetails(watch: TarWatch, facts: ClusterFacts, walIncluded: boolean, stopTime: Date, tablespaces: { oid: number; location: string }[] = []): PhysicalDetails {
   const label = watch.files.get('backup_label');
   const manifest = watch.files.get('backup_manifest');
   if (!label || !manifest) {
@@ -251,6 +252,9 @@ export function physicalDetails(watch: TarWatch, facts: ClusterFacts, walInclude
     walIncluded,
     backupManifest: { size: manifest.size, sha256: manifest.sha256!, checksum: parsed['Manifest-Checksum'] },
     label: labelField(label.text, 'LABEL') ?? '',
+    ...(tablespaces.length > 0
+      ? { tablespaces: tablespaces.map((t) => ({ oid: t.oid, name: facts.tablespaces.find((f) => f.oid === t.oid)?.name ?? String(t.oid), location: t.location })) }
+      : {}),
   };
 }
 
@@ -307,32 +311,56 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     }, 1000);
   };
   const signal = AbortSignal.any([opts.signal, stop.signal]);
-  const running = startTool(tool.path, args, {
-    env: libpqEnv(target),
-    signal,
-    bulkOutput: true,
-    stderrLine: (line) => {
-      if (WAITING_FOR_ARCHIVE.test(line)) watchArchive();
-      return /^pg_basebackup: (initiating|checkpoint completed|write-ahead log|base backup completed|syncing|waiting)/.test(line) || /^NOTICE: {2}all required WAL segments/.test(line);
-    },
-  });
   const watch = new TarWatch(['backup_label'], ['backup_manifest']);
-  running.stdout.on('error', (err) => watch.destroy(err));
-  running.stdout.pipe(watch);
   const details: Record<string, unknown> = {};
-  const stream = gateOnExit(watch, async () => {
-    const exit = await running.exit;
-    if (archiveProblem) throw archiveProblem;
-    if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
-    details.physical = physicalDetails(watch, facts, walIncluded, new Date());
-  });
-  // Whether or not the stream is read to its end, the watch ends with pg_basebackup.
-  void running.exit.then(() => clearInterval(watching));
+  let stream: Readable;
+  let toolUsed: ToolInfo & { args: string[] };
+  if (facts.tablespaces.length > 0) {
+    // pg_basebackup writes one tablespace to stdout at most: dbstash speaks BASE_BACKUP itself
+    // and joins the tablespaces into the one tar (base-stream.ts).
+    const base = await streamBaseBackup(target, { walIncluded, signal, onNotice: (m) => WAITING_FOR_ARCHIVE.test(m) && watchArchive() });
+    base.stream.on('error', (err) => watch.destroy(err));
+    base.stream.pipe(watch);
+    toolUsed = { name: 'BASE_BACKUP', version: facts.version, path: 'replication protocol', args: [base.command] };
+    stream = gateOnExit(watch, async () => {
+      let ended: Awaited<typeof base.done>;
+      try {
+        ended = await base.done;
+      } catch (err) {
+        throw archiveProblem ?? err;
+      } finally {
+        clearInterval(watching);
+      }
+      if (archiveProblem) throw archiveProblem;
+      details.physical = physicalDetails(watch, facts, walIncluded, new Date(), ended.tablespaces);
+    });
+  } else {
+    const running = startTool(tool.path, args, {
+      env: libpqEnv(target),
+      signal,
+      bulkOutput: true,
+      stderrLine: (line) => {
+        if (WAITING_FOR_ARCHIVE.test(line)) watchArchive();
+        return /^pg_basebackup: (initiating|checkpoint completed|write-ahead log|base backup completed|syncing|waiting)/.test(line) || /^NOTICE: {2}all required WAL segments/.test(line);
+      },
+    });
+    running.stdout.on('error', (err) => watch.destroy(err));
+    running.stdout.pipe(watch);
+    toolUsed = { ...tool, args };
+    stream = gateOnExit(watch, async () => {
+      const exit = await running.exit;
+      if (archiveProblem) throw archiveProblem;
+      if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
+      details.physical = physicalDetails(watch, facts, walIncluded, new Date());
+    });
+    // Whether or not the stream is read to its end, the watch ends with pg_basebackup.
+    void running.exit.then(() => clearInterval(watching));
+  }
   return {
     format: 'base.tar',
     stream,
     tables: Promise.resolve([]),
-    tool: { ...tool, args },
+    tool: toolUsed,
     details,
   };
 }

@@ -36,7 +36,7 @@ function writeSize(header: Buffer, size: number): void {
   }
 }
 
-function checksum(header: Buffer): number {
+export function checksum(header: Buffer): number {
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
   return sum;

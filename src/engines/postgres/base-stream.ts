@@ -1,0 +1,280 @@
+// A base backup of a cluster with tablespaces, streamed as one tar. pg_basebackup writes a cluster
+// with tablespaces only as one file per tablespace (`-D -` takes a single one), so dbstash speaks
+// the replication protocol's BASE_BACKUP itself, as pg_basebackup does, and joins what the server
+// sends into a single archive on the way:
+//
+//   pg_tblspc/<oid>/PG_15_…/…   each tablespace's archive, its names under pg_tblspc/<oid>/
+//   base archive                 the data directory, with tablespace_map (oid and location)
+//   backup_manifest              the server's manifest, last, as pg_basebackup -D - places it
+//
+// Untarred by hand, each tablespace lies in pg_tblspc/<oid>, a directory inside the data
+// directory; a restore (wal/recover.ts) instead points pg_tblspc/<oid> at the tablespace's
+// directory before it untars, so the files land there. Nothing is written to local disk; the
+// server's data is copied once, out of the protocol's buffers, and its headers are rewritten in
+// place. The stream errors, never ends cleanly, unless the server said the backup is complete.
+
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import { BackupError } from '../../core/errors.js';
+import type { Target } from '../engine.js';
+import { cancelRunningQuery, classifyPgError, clientConfig } from './connection.js';
+import { checksum, tarHeader } from './tar.js';
+
+const BLOCK = 512;
+/** The largest manifest kept in memory before it is written as the archive's last entry. */
+const MAX_MANIFEST_BYTES = 512 * 1024 * 1024;
+
+export interface StreamedTablespace {
+  oid: number;
+  location: string;
+}
+
+export interface BaseStream {
+  stream: Readable;
+  /** Resolves once the server has ended the backup (its end position), rejects on any failure. */
+  done: Promise<{ tablespaces: StreamedTablespace[]; endLsn: string; endTimeline: number }>;
+  /** The command sent to the server, for the manifest. */
+  command: string;
+}
+
+function writeChecksum(header: Buffer): void {
+  header.write(`${checksum(header).toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
+}
+
+/** A tar header's entry name moved under `prefix`, in the name field or split into the ustar prefix field. */
+export function renameEntry(header: Buffer, prefix: string): void {
+  const name = header.toString('utf8', 0, 100).replace(/\0.*$/s, '');
+  const oldPrefix = header.toString('latin1', 257, 263).startsWith('ustar') ? header.toString('utf8', 345, 500).replace(/\0.*$/s, '') : '';
+  const full = `${prefix}${oldPrefix ? `${oldPrefix}/` : ''}${name.replace(/^\.\//, '')}`;
+  let head = '';
+  let tail = full;
+  if (Buffer.byteLength(full) > 100) {
+    // ustar: the name is prefix + "/" + name, cut at a slash (not a directory's trailing one).
+    let at = full.lastIndexOf('/', full.length - 2);
+    while (at > 0 && (Buffer.byteLength(full.slice(0, at)) > 155 || Buffer.byteLength(full.slice(at + 1)) > 100)) at = full.lastIndexOf('/', at - 1);
+    if (at <= 0) throw new BackupError(`[postgres] a file name in the base backup does not fit a tar header under ${prefix}: ${full}`);
+    head = full.slice(0, at);
+    tail = full.slice(at + 1);
+  }
+  header.fill(0, 0, 100);
+  header.write(tail, 0, 100, 'utf8');
+  if (header.toString('latin1', 257, 263).startsWith('ustar')) {
+    header.fill(0, 345, 500);
+    header.write(head, 345, 155, 'utf8');
+  } else if (head) {
+    throw new BackupError(`[postgres] a file name in the base backup is too long for its tar header: ${full}`);
+  }
+  writeChecksum(header);
+}
+
+/**
+ * One archive of the server's stream, passed on entry by entry: headers get `prefix` before their
+ * names (tablespaces), the contents go through unchanged, and the archive's end-of-archive blocks
+ * are dropped (the joined archive gets one of its own, at its end).
+ */
+class ArchiveRelay {
+  private header = Buffer.alloc(0);
+  private remaining = 0;
+  ended = false;
+
+  constructor(
+    private readonly prefix: string,
+    private readonly emit: (b: Buffer) => void,
+  ) {}
+
+  write(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length && !this.ended) {
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - at);
+        this.emit(Buffer.from(chunk.subarray(at, at + n)));
+        this.remaining -= n;
+        at += n;
+        continue;
+      }
+      const need = BLOCK - this.header.length;
+      this.header = Buffer.concat([this.header, chunk.subarray(at, at + need)]);
+      at += Math.min(need, chunk.length - at);
+      if (this.header.length < BLOCK) return;
+      const header = this.header;
+      this.header = Buffer.alloc(0);
+      if (header.every((b) => b === 0)) {
+        this.ended = true;
+        return;
+      }
+      const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim() || '0', 8);
+      if (!Number.isFinite(size)) throw new BackupError('[postgres] the server sent a tar header that does not read');
+      if (this.prefix) renameEntry(header, this.prefix);
+      this.emit(header);
+      this.remaining = size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    }
+  }
+
+  finish(name: string): void {
+    if (this.remaining > 0 || this.header.length > 0) throw new BackupError(`[postgres] the server's archive ${name} ended inside a file`);
+  }
+}
+
+function optionList(walIncluded: boolean): string {
+  const o = ["LABEL 'dbstash'", "CHECKPOINT 'fast'", "MANIFEST 'yes'", 'TABLESPACE_MAP', "TARGET 'client'"];
+  // With the WAL inside, the backup does not wait for the archive (as pg_basebackup -X fetch).
+  if (walIncluded) o.push('WAL', 'WAIT 0');
+  return o.join(', ');
+}
+
+/**
+ * Starts BASE_BACKUP on a replication connection to `target` and returns the joined tar as a
+ * stream. `onNotice` gets the server's notices (the wait for the archive). Aborting `signal`
+ * closes the connection, which ends the backup on the server.
+ */
+export async function streamBaseBackup(target: Target, opts: { walIncluded: boolean; signal: AbortSignal; onNotice(message: string): void }): Promise<BaseStream> {
+  const command = `BASE_BACKUP (${optionList(opts.walIncluded)})`;
+  const client = new pg.Client({ ...clientConfig(target, target.database), replication: true } as pg.ClientConfig);
+  client.on('error', () => {
+    /* reported through the query */
+  });
+  client.on('notice', (n: { message?: string }) => opts.onNotice(n.message ?? ''));
+  // The server does not notice a closed connection while it waits for the archive (it only
+  // notices when it next sends): a cancel request ends the backup on its side too.
+  let cancelling: Promise<void> | undefined;
+  const kill = () => {
+    cancelling ??= cancelRunningQuery(client);
+    client.connection.stream.destroy();
+  };
+  opts.signal.addEventListener('abort', kill, { once: true });
+  try {
+    await client.connect();
+  } catch (err) {
+    opts.signal.removeEventListener('abort', kill);
+    await client.end().catch(() => {});
+    opts.signal.throwIfAborted();
+    throw classifyPgError(err, target);
+  }
+  const socket = client.connection.stream;
+  const stream = new Readable({
+    highWaterMark: 1 << 20,
+    read: () => socket.resume(),
+    destroy: (err, cb) => {
+      if (!finished) socket.destroy();
+      cb(err);
+    },
+  });
+  const emit = (b: Buffer) => {
+    if (!stream.push(b)) socket.pause();
+  };
+
+  let finished = false;
+  let resultSets = 0;
+  let endLsn = '';
+  let endTimeline = 0;
+  const tablespaces: StreamedTablespace[] = [];
+  let relay: ArchiveRelay | undefined;
+  let relayName = '';
+  let manifest: Buffer[] | undefined;
+  let manifestBytes = 0;
+  let failure: Error | undefined;
+  let resolveDone!: (v: { tablespaces: StreamedTablespace[]; endLsn: string; endTimeline: number }) => void;
+  let rejectDone!: (e: Error) => void;
+  const done = new Promise<{ tablespaces: StreamedTablespace[]; endLsn: string; endTimeline: number }>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  done.catch(() => {});
+
+  const fail = (err: Error) => {
+    if (failure || finished) return;
+    failure = err;
+    opts.signal.removeEventListener('abort', kill);
+    stream.destroy(err);
+    socket.destroy();
+    void client.end().catch(() => {});
+    // Settled once the server has the cancel (if one was sent), so the process does not exit first.
+    void Promise.resolve(cancelling).then(() => rejectDone(err));
+  };
+  const closeArchive = () => {
+    relay?.finish(relayName);
+    relay = undefined;
+  };
+
+  const query = {
+    submit(connection: { query(text: string): void }) {
+      connection.query(command);
+    },
+    handleRowDescription() {
+      resultSets++;
+    },
+    handleDataRow(msg: { fields: (string | null)[] }) {
+      // 1: start position and timeline; 2: the tablespaces (oid, location, size), the data
+      // directory last with no oid; 3: end position and timeline.
+      if (resultSets === 2 && msg.fields[0] !== null) tablespaces.push({ oid: Number(msg.fields[0]), location: String(msg.fields[1]) });
+      if (resultSets === 3) {
+        endLsn = String(msg.fields[0]);
+        endTimeline = Number(msg.fields[1]);
+      }
+    },
+    handleCommandComplete() {},
+    handleEmptyQuery() {},
+    handlePortalSuspended() {},
+    handleCopyInResponse() {
+      fail(new BackupError('[postgres] the server asked for data during BASE_BACKUP'));
+    },
+    handleCopyData(msg: { chunk: Buffer }) {
+      if (failure) return;
+      try {
+        const chunk = msg.chunk;
+        const type = chunk[0];
+        if (type === 0x6e /* n: a new archive */) {
+          closeArchive();
+          const body = chunk.subarray(1);
+          const nul = body.indexOf(0);
+          relayName = body.toString('utf8', 0, nul);
+          const oid = /^(\d+)\.tar$/.exec(relayName)?.[1];
+          if (relayName !== 'base.tar' && !oid) throw new BackupError(`[postgres] the server sent an archive named ${relayName}`);
+          relay = new ArchiveRelay(oid ? `pg_tblspc/${oid}/` : '', emit);
+        } else if (type === 0x64 /* d: data */) {
+          const data = chunk.subarray(1);
+          if (manifest) {
+            manifestBytes += data.length;
+            if (manifestBytes > MAX_MANIFEST_BYTES) throw new BackupError(`[postgres] the backup manifest is larger than ${MAX_MANIFEST_BYTES / 1024 / 1024} MiB`);
+            manifest.push(Buffer.from(data));
+          } else if (relay) {
+            relay.write(data);
+          } else {
+            throw new BackupError('[postgres] the server sent backup data before naming its archive');
+          }
+        } else if (type === 0x6d /* m: the manifest follows */) {
+          closeArchive();
+          manifest = [];
+        }
+        // p: progress, ignored.
+      } catch (err) {
+        fail(err as Error);
+      }
+    },
+    handleError(err: Error) {
+      fail(classifyPgError(err, target));
+    },
+    handleReadyForQuery() {
+      if (failure) return;
+      try {
+        closeArchive();
+        if (!manifest) throw new BackupError('[postgres] the server ended BASE_BACKUP without a backup manifest');
+        if (!endLsn) throw new BackupError('[postgres] the server ended BASE_BACKUP without its end position');
+        const body = Buffer.concat(manifest);
+        emit(tarHeader('backup_manifest', body.length, Date.now() / 1000));
+        emit(body);
+        emit(Buffer.alloc((BLOCK - (body.length % BLOCK)) % BLOCK + 2 * BLOCK));
+        finished = true;
+        opts.signal.removeEventListener('abort', kill);
+        stream.push(null);
+        resolveDone({ tablespaces, endLsn, endTimeline });
+        void client.end().catch(() => {});
+      } catch (err) {
+        fail(err as Error);
+      }
+    },
+  };
+  client.on('end', () => fail(new BackupError('[postgres] the replication connection closed before the base backup ended')));
+  (client as unknown as { query(q: unknown): void }).query(query);
+  return { stream, done, command };
+}
