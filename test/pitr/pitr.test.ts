@@ -426,11 +426,25 @@ test('status shows the newest archived WAL and the window, and a failing archive
     assert.ok(Date.now() - started < 30_000, 'it fails within seconds of the server\'s notice');
     assert.equal(manifests(), published, 'nothing published');
     assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
+    assert.equal(await basebackupsRunning(), 0, 'no base backup left running on the server');
   } finally {
     await chmod(folder, 0o700);
   }
   await switchAndWait();
 });
+
+/**
+ * Base backups the server is still running, after a moment for a cancel to land. The server does
+ * not notice its client gone while it waits for the archive: dbstash has to cancel its side.
+ */
+async function basebackupsRunning(): Promise<number> {
+  let running = 1;
+  for (let i = 0; i < 20 && running > 0; i++) {
+    running = (await server.query(`SELECT count(*)::int AS n FROM pg_stat_progress_basebackup`)).rows[0].n;
+    if (running > 0) await sleep(100);
+  }
+  return running;
+}
 
 /** Every file under `dir` with its size, relative to it. */
 function listing(dir: string): string[] {
@@ -519,14 +533,7 @@ test('with tablespaces too, a base backup waiting on a failing archive_command f
     assert.ok(Date.now() - started < 30_000, 'it fails within seconds of the server\'s notice');
     assert.equal(manifests(), published, 'nothing published');
     assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
-    // The server ended its side too (dbstash cancelled it; closing the connection alone leaves it
-    // waiting on the archive for as long as archive_command fails).
-    let running = 1;
-    for (let i = 0; i < 20 && running > 0; i++) {
-      running = (await server.query(`SELECT count(*)::int AS n FROM pg_stat_progress_basebackup`)).rows[0].n;
-      if (running > 0) await sleep(100);
-    }
-    assert.equal(running, 0, 'no base backup left running on the server');
+assert.equal(await basebackupsRunning(), 0, 'no base backup left running on the server');
   } finally {
     await chmod(folder, 0o700);
   }

@@ -10,7 +10,7 @@
 // segment the backup needs is archived). `selfContained` includes it in the tar (`-X fetch`), so
 // the backup restores without the archive.
 
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BackupError, DbstashError, IntegrityError, PreflightError } from '../../core/errors.js';
@@ -278,6 +278,10 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
   const startedAt = Date.now();
   let archiveProblem: BackupError | undefined;
   let watching: NodeJS.Timeout | undefined;
+  // pg_basebackup's connection, by name: killing pg_basebackup leaves the server's side of the
+  // backup waiting on the archive for as long as archive_command fails, so it is cancelled too.
+  const appName = `dbstash-basebackup-${randomBytes(6).toString('hex')}`;
+  let cancelled: Promise<unknown> | undefined;
   const fail = (message: string) => {
     archiveProblem = new BackupError(`[postgres] ${message}`, {
       hint: 'fix archive_command (`dbstash status`, the server log), or take the backup with --self-contained, which carries its own WAL',
@@ -285,6 +289,9 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     clearInterval(watching);
     watch.destroy(archiveProblem);
     stop.abort(archiveProblem);
+    if (facts.tablespaces.length === 0) {
+      cancelled = onDatabase(target, (c) => c.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [appName]), opts.signal).catch(() => {});
+    }
   };
   const watchArchive = () => {
     if (watching || walIncluded) return;
@@ -336,7 +343,7 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     });
   } else {
     const running = startTool(tool.path, args, {
-      env: libpqEnv(target),
+      env: { ...libpqEnv(target), PGAPPNAME: appName },
       signal,
       bulkOutput: true,
       stderrLine: (line) => {
@@ -349,7 +356,10 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     toolUsed = { ...tool, args };
     stream = gateOnExit(watch, async () => {
       const exit = await running.exit;
-      if (archiveProblem) throw archiveProblem;
+      if (archiveProblem) {
+        await cancelled;
+        throw archiveProblem;
+      }
       if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
       details.physical = physicalDetails(watch, facts, walIncluded, new Date());
     });
