@@ -23,6 +23,7 @@ import { PITR_IDS, runPitrBench } from './pitr.js';
 import { DASHBOARD_IDS, runDashboardBench } from './dashboard.js';
 import { FLEET_IDS, runFleetBench } from './fleet.js';
 import { STORAGE_IDS, runStorageBench } from './storage.js';
+import { TABLESPACE_IDS, runTablespaceBench } from './tablespaces.js';
 
 const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [--only id,id] [--profile] [--json] [--save FILE] [--ambient-node-env]
 
@@ -34,7 +35,8 @@ const USAGE = `usage: npm run bench -- [--scale N | --scales N,M] [--rounds N] [
                   point-in-time recovery against pgBackRest: ${PITR_IDS.join(', ')};
                   the dashboard on a big stash: ${DASHBOARD_IDS.join(', ')};
                   the fleet's queue: ${FLEET_IDS.join(', ')};
-                  1 GiB uploads to SFTP and Azurite against sftp and rclone: ${STORAGE_IDS.join(', ')})
+                  1 GiB uploads to SFTP and Azurite against sftp and rclone: ${STORAGE_IDS.join(', ')};
+                  a base backup whose data is in a tablespace, against pg_basebackup: ${TABLESPACE_IDS.join(', ')})
   --profile       also profile one extra dbstash backup per scale (node --cpu-prof): where the time goes
   --json          print the full result as JSON on stdout (progress stays on stderr)
   --save FILE     also write the full JSON result to FILE
@@ -171,14 +173,15 @@ async function main(): Promise<void> {
   const [rounds] = positiveInts(values.rounds!, '--rounds');
   const all = scenarios();
   const only = values.only?.split(',').map((s) => s.trim());
-  const unknown = only?.filter((id) => !all.some((s) => s.id === id) && !PAIR_IDS.includes(id) && !PITR_IDS.includes(id) && !DASHBOARD_IDS.includes(id) && !FLEET_IDS.includes(id) && !STORAGE_IDS.includes(id)) ?? [];
-  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${[...all.map((s) => s.id), ...PAIR_IDS, ...PITR_IDS, ...DASHBOARD_IDS, ...FLEET_IDS, ...STORAGE_IDS].join(', ')}`);
+  const unknown = only?.filter((id) => !all.some((s) => s.id === id) && !PAIR_IDS.includes(id) && !PITR_IDS.includes(id) && !DASHBOARD_IDS.includes(id) && !FLEET_IDS.includes(id) && !STORAGE_IDS.includes(id) && !TABLESPACE_IDS.includes(id)) ?? [];
+  if (unknown.length) throw new Error(`--only: unknown scenario ${unknown.join(', ')}; valid: ${[...all.map((s) => s.id), ...PAIR_IDS, ...PITR_IDS, ...DASHBOARD_IDS, ...FLEET_IDS, ...STORAGE_IDS, ...TABLESPACE_IDS].join(', ')}`);
   const selected = only ? all.filter((s) => only.includes(s.id)) : all;
   const pairsWanted = !only || only.some((id) => PAIR_IDS.includes(id));
   const pitrWanted = !only || only.some((id) => PITR_IDS.includes(id));
   const dashboardWanted = !only || only.some((id) => DASHBOARD_IDS.includes(id));
   const fleetWanted = !only || only.some((id) => FLEET_IDS.includes(id));
   const storageWanted = !only || only.some((id) => STORAGE_IDS.includes(id));
+  const tablespaceWanted = !only || only.some((id) => TABLESPACE_IDS.includes(id));
   const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 
   const startedAt = new Date();
@@ -214,6 +217,8 @@ async function main(): Promise<void> {
     if (dashboardWanted) extensions.push(await runDashboardBench({ cliPath: CLI_PATH, log }));
     if (fleetWanted) extensions.push(await runFleetBench({ cliPath: CLI_PATH, log }, only ? (id) => only.includes(id) : undefined));
     if (storageWanted) extensions.push(await runStorageBench({ cliPath: CLI_PATH, rounds, ambientNodeEnv: values['ambient-node-env'], log }, only ? (id) => only.includes(id) : undefined));
+    // Its own cluster per scale, its data in a tablespace.
+    if (tablespaceWanted) for (const scale of scales) extensions.push(await runTablespaceBench({ cliPath: CLI_PATH, rounds, scale, ambientNodeEnv: values['ambient-node-env'], log }));
     if (!only) extensions.push(...(await runExtensions(log)));
   } finally {
     await s3?.stop();

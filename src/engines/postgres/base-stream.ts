@@ -10,8 +10,9 @@
 // Untarred by hand, each tablespace lies in pg_tblspc/<oid>, a directory inside the data
 // directory; a restore (wal/recover.ts) instead points pg_tblspc/<oid> at the tablespace's
 // directory before it untars, so the files land there. Nothing is written to local disk; the
-// server's data is copied once, out of the protocol's buffers, and its headers are rewritten in
-// place. The stream errors, never ends cleanly, unless the server said the backup is complete.
+// server's data is copied once, out of the protocol's buffers into pieces of 256 KiB, and its
+// headers are rewritten on the way. The stream errors, never ends cleanly, unless the server said
+// the backup is complete.
 
 import { Readable } from 'node:stream';
 import pg from 'pg';
@@ -21,6 +22,8 @@ import { cancelRunningQuery, classifyPgError, clientConfig } from './connection.
 import { checksum, tarHeader } from './tar.js';
 
 const BLOCK = 512;
+/** Bytes per chunk of the joined stream. */
+const PIECE = 256 * 1024;
 /** The largest manifest kept in memory before it is written as the archive's last entry. */
 const MAX_MANIFEST_BYTES = 512 * 1024 * 1024;
 
@@ -70,7 +73,7 @@ export function renameEntry(header: Buffer, prefix: string): void {
 /**
  * One archive of the server's stream, passed on entry by entry: headers get `prefix` before their
  * names (tablespaces), the contents go through unchanged, and the archive's end-of-archive blocks
- * are dropped (the joined archive gets one of its own, at its end).
+ * are dropped (the joined archive gets one of its own, at its end). `emit` copies what it gets.
  */
 class ArchiveRelay {
   private header = Buffer.alloc(0);
@@ -87,7 +90,7 @@ class ArchiveRelay {
     while (at < chunk.length && !this.ended) {
       if (this.remaining > 0) {
         const n = Math.min(this.remaining, chunk.length - at);
-        this.emit(Buffer.from(chunk.subarray(at, at + n)));
+        this.emit(chunk.subarray(at, at + n));
         this.remaining -= n;
         at += n;
         continue;
@@ -159,8 +162,25 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
       cb(err);
     },
   });
+  // The server sends 32 KiB at a time: passed on in pieces of PIECE bytes, copied out of the
+  // protocol's buffers once, so each stage downstream (compression, hashing, storage) handles an
+  // eighth as many chunks.
+  let piece = Buffer.allocUnsafe(PIECE);
+  let filled = 0;
+  const flush = () => {
+    if (filled === 0) return;
+    const out = filled === PIECE ? piece : piece.subarray(0, filled);
+    piece = Buffer.allocUnsafe(PIECE);
+    filled = 0;
+    if (!stream.push(out)) socket.pause();
+  };
   const emit = (b: Buffer) => {
-    if (!stream.push(b)) socket.pause();
+    for (let at = 0; at < b.length; ) {
+      const n = b.copy(piece, filled, at, Math.min(b.length, at + PIECE - filled));
+      filled += n;
+      at += n;
+      if (filled === PIECE) flush();
+    }
   };
 
   let finished = false;
@@ -264,6 +284,7 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
         emit(tarHeader('backup_manifest', body.length, Date.now() / 1000));
         emit(body);
         emit(Buffer.alloc((BLOCK - (body.length % BLOCK)) % BLOCK + 2 * BLOCK));
+        flush();
         finished = true;
         opts.signal.removeEventListener('abort', kill);
         stream.push(null);
