@@ -38,6 +38,8 @@ export interface BaseStream {
   done: Promise<{ tablespaces: StreamedTablespace[]; endLsn: string; endTimeline: number }>;
   /** The command sent to the server, for the manifest. */
   command: string;
+  /** Asks the server to cancel the backup (a CancelRequest); resolves once the server has it. */
+  cancel(): Promise<void>;
 }
 
 function writeChecksum(header: Buffer): void {
@@ -140,8 +142,9 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
   // The server does not notice a closed connection while it waits for the archive (it only
   // notices when it next sends): a cancel request ends the backup on its side too.
   let cancelling: Promise<void> | undefined;
+  const cancel = () => (cancelling ??= cancelRunningQuery(client));
   const kill = () => {
-    cancelling ??= cancelRunningQuery(client);
+    void cancel();
     client.connection.stream.destroy();
   };
   opts.signal.addEventListener('abort', kill, { once: true });
@@ -272,7 +275,7 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
       }
     },
     handleError(err: Error) {
-      fail(classifyPgError(err, target));
+      fail(new BackupError(`[postgres] the server ended the base backup: ${err.message}`, { cause: err }));
     },
     handleReadyForQuery() {
       if (failure) return;
@@ -297,5 +300,5 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
   };
   client.on('end', () => fail(new BackupError('[postgres] the replication connection closed before the base backup ended')));
   (client as unknown as { query(q: unknown): void }).query(query);
-  return { stream, done, command };
+  return { stream, done, command, cancel };
 }

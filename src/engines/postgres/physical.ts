@@ -278,20 +278,25 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
   const startedAt = Date.now();
   let archiveProblem: BackupError | undefined;
   let watching: NodeJS.Timeout | undefined;
-  // pg_basebackup's connection, by name: killing pg_basebackup leaves the server's side of the
-  // backup waiting on the archive for as long as archive_command fails, so it is cancelled too.
+  // The server does not notice its client gone while it waits for the archive (only when it next
+  // sends), so a backup that fails there cancels the server's side first, and only then fails:
+  // the process must not exit before the cancel has landed. pg_basebackup's connection is found by
+  // its name; the protocol path cancels its own (base-stream.ts).
   const appName = `dbstash-basebackup-${randomBytes(6).toString('hex')}`;
-  let cancelled: Promise<unknown> | undefined;
+  let cancelServer = (): Promise<unknown> =>
+    onDatabase(target, (c) => c.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [appName]), AbortSignal.timeout(5000));
   const fail = (message: string) => {
     archiveProblem = new BackupError(`[postgres] ${message}`, {
       hint: 'fix archive_command (`dbstash status`, the server log), or take the backup with --self-contained, which carries its own WAL',
     });
     clearInterval(watching);
-    watch.destroy(archiveProblem);
-    stop.abort(archiveProblem);
-    if (facts.tablespaces.length === 0) {
-      cancelled = onDatabase(target, (c) => c.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [appName]), opts.signal).catch(() => {});
-    }
+    const problem = archiveProblem;
+    void cancelServer()
+      .catch(() => {})
+      .finally(() => {
+        watch.destroy(problem);
+        stop.abort(problem);
+      });
   };
   const watchArchive = () => {
     if (watching || walIncluded) return;
@@ -326,7 +331,9 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     // pg_basebackup writes one tablespace to stdout at most: dbstash speaks BASE_BACKUP itself
     // and joins the tablespaces into the one tar (base-stream.ts).
     const base = await streamBaseBackup(target, { walIncluded, signal, onNotice: (m) => WAITING_FOR_ARCHIVE.test(m) && watchArchive() });
-    base.stream.on('error', (err) => watch.destroy(err));
+    cancelServer = base.cancel;
+    // A failing archive wait cancels the backup on the server: its error is the cancel's echo.
+    base.stream.on('error', (err) => watch.destroy(archiveProblem ?? err));
     base.stream.pipe(watch);
     toolUsed = { name: 'BASE_BACKUP', version: facts.version, path: 'replication protocol', args: [base.command] };
     stream = gateOnExit(watch, async () => {
@@ -356,10 +363,7 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
     toolUsed = { ...tool, args };
     stream = gateOnExit(watch, async () => {
       const exit = await running.exit;
-      if (archiveProblem) {
-        await cancelled;
-        throw archiveProblem;
-      }
+      if (archiveProblem) throw archiveProblem;
       if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
       details.physical = physicalDetails(watch, facts, walIncluded, new Date());
     });
