@@ -91,6 +91,12 @@ export async function probePhysical(target: Target, opts: { selfContained?: bool
       hint: 'turn archiving on (dbstash wal setup --database NAME --apply, then a restart), or take a --self-contained backup that carries its WAL',
     });
   }
+  if (facts.tablespaces.length > 0 && majorOf(facts.version) < 15) {
+    // The joined stream of base-stream.ts reads the archive protocol of PostgreSQL 15 and later.
+    throw new PreflightError(`[postgres] the cluster has tablespaces (${facts.tablespaces.map((t) => t.name).join(', ')}), and a base backup that carries them needs PostgreSQL 15 or later; the server is ${facts.version}`, {
+      hint: 'take logical backups of this cluster (dbstash backup without --physical), or upgrade the server',
+    });
+  }
   const probe: Probe = { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: [] };
   factsOfProbe.set(probe, facts);
   return probe;
