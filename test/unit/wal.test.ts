@@ -14,6 +14,8 @@ import { zstdStage } from '../../src/pipeline/compress.js';
 import { createMemoryStorage } from '../../src/storage/memory.js';
 import { IntegrityError } from '../../src/core/errors.js';
 import { archiverProblems, type ArchiverStats } from '../../src/wal/health.js';
+import { placeTablespaces } from '../../src/wal/recover.js';
+import type { Manifest } from '../../src/catalog/manifest.js';
 
 const MB16 = 16 * 1024 * 1024;
 
@@ -144,5 +146,47 @@ describe('archiverProblems', () => {
     const blind = { ...healthy, waiting: undefined, behind: 9 };
     assert.match(archiverProblems(blind, now)[0], /^archiving is 9 segments behind the server/);
     assert.deepEqual(archiverProblems({ ...blind, behind: 8 }, now), []);
+  });
+});
+
+describe('placeTablespaces: where a restore puts each tablespace, refused before anything is written', () => {
+  const base = (spaces: { oid: number; name: string; location: string }[]) => ({ id: 'b', dump: { details: { physical: { tablespaces: spaces } } } }) as unknown as Manifest;
+  const two = base([
+    { oid: 16390, name: 'fast', location: '/srv/pg/fast' },
+    { oid: 16391, name: 'slow', location: '/srv/pg/slow' },
+  ]);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-place-'));
+
+  it('maps what --tablespace-map names and leaves the rest at their old locations', async () => {
+    const places = await placeTablespaces(two, new Map([['/srv/pg/fast', path.join(dir, 'fast')]]), path.join(dir, 'data'));
+    assert.deepEqual(
+      places.map((p) => [p.oid, p.to]),
+      [
+        [16390, path.join(dir, 'fast')],
+        [16391, '/srv/pg/slow'],
+      ],
+    );
+  });
+
+  it('refuses two tablespaces in one directory, one inside the data directory, one in a directory with files, and a map of no tablespace', async () => {
+    const place = placeTablespaces;
+    const both = new Map([
+      ['/srv/pg/fast', path.join(dir, 'one')],
+      ['/srv/pg/slow', path.join(dir, 'one', 'inner')],
+    ]);
+    await assert.rejects(place(two, both, path.join(dir, 'data')), /tablespaces fast and slow would share/);
+    const inData = new Map([
+      ['/srv/pg/fast', path.join(dir, 'data', 'fast')],
+      ['/srv/pg/slow', path.join(dir, 'slow')],
+    ]);
+    await assert.rejects(place(two, inData, path.join(dir, 'data')), /inside the data directory or around it/);
+    const full = mkdtempSync(path.join(os.tmpdir(), 'dbstash-place-full-'));
+    writeFileSync(path.join(full, 'PG_VERSION'), '15');
+    const withFile = new Map([
+      ['/srv/pg/fast', full],
+      ['/srv/pg/slow', path.join(dir, 'slow')],
+    ]);
+    await assert.rejects(place(two, withFile, path.join(dir, 'data')), (err: Error) => /tablespace fast would go to .*, which is not empty$/.test(err.message) && /--tablespace-map \/srv\/pg\/fast=NEW_EMPTY_DIRECTORY/.test((err as Error & { hint?: string }).hint ?? ''));
+    await assert.rejects(place(two, new Map([['/srv/pg/other', path.join(dir, 'x')]]), path.join(dir, 'data')), /has no tablespace at \/srv\/pg\/other/);
   });
 });
