@@ -427,6 +427,19 @@ test('status shows the newest archived WAL and the window, and a failing archive
     assert.equal(manifests(), published, 'nothing published');
     assert.deepEqual(readdirSync(path.join(stash, series)).filter((f) => f.includes('.tmp-')), [], 'no temporaries left');
     assert.equal(await basebackupsRunning(), 0, 'no base backup left running on the server');
+    // Interrupted while the server waits for the archive (before its notice at 5 s): exit 130,
+    // and the server's side is cancelled too.
+    const child = spawnCli(['backup', 'main', '--config', configFile]);
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+    const phase = async () => (await server.query(`SELECT phase FROM pg_stat_progress_basebackup`)).rows[0]?.phase as string | undefined;
+    for (let i = 0; i < 100 && (await phase()) !== 'waiting for wal archiving to finish'; i++) await sleep(50);
+    assert.equal(await phase(), 'waiting for wal archiving to finish', err);
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 130, err);
+    assert.equal(await basebackupsRunning(), 0, 'no base backup left running on the server after the interrupt');
+    assert.equal(manifests(), published, 'nothing published');
   } finally {
     await chmod(folder, 0o700);
   }
@@ -437,9 +450,9 @@ test('status shows the newest archived WAL and the window, and a failing archive
  * Base backups the server is still running, after a moment for a cancel to land. The server does
  * not notice its client gone while it waits for the archive: dbstash has to cancel its side.
  */
-async function basebackupsRunning(): Promise<number> {
-  let running = 1;
-  for (let i = 0; i < 20 && running > 0; i++) {
+async function basebackupsRunning(tries = 20): Promise<number> {
+  let running = (await server.query(`SELECT count(*)::int AS n FROM pg_stat_progress_basebackup`)).rows[0].n;
+  for (let i = 0; i < tries && running > 0; i++) {
     running = (await server.query(`SELECT count(*)::int AS n FROM pg_stat_progress_basebackup`)).rows[0].n;
     if (running > 0) await sleep(100);
   }

@@ -373,8 +373,15 @@ export async function dumpPhysical(target: Target, opts: DumpOptions & { selfCon
       if (exit.code !== 0) throw new BackupError(`[postgres] ${describeExit('pg_basebackup', exit)}`);
       details.physical = physicalDetails(watch, facts, walIncluded, new Date());
     });
+    // Interrupted (Ctrl-C, a time limit) while the server waits for the archive: its side is
+    // cancelled as well, as the protocol path's connection is (base-stream.ts).
+    const onAbort = () => void cancelServer().catch(() => {});
+    opts.signal.addEventListener('abort', onAbort, { once: true });
     // Whether or not the stream is read to its end, the watch ends with pg_basebackup.
-    void running.exit.then(() => clearInterval(watching));
+    void running.exit.then(() => {
+      clearInterval(watching);
+      opts.signal.removeEventListener('abort', onAbort);
+    });
   }
   return {
     format: 'base.tar',
