@@ -129,8 +129,8 @@ function optionList(walIncluded: boolean): string {
 
 /**
  * Starts BASE_BACKUP on a replication connection to `target` and returns the joined tar as a
- * stream. `onNotice` gets the server's notices (the wait for the archive). Aborting `signal`
- * closes the connection, which ends the backup on the server.
+ * stream. `onNotice` gets the server's notices (the wait for the archive). Aborting `signal`, or
+ * destroying the stream before its end, cancels the backup on the server and closes the connection.
  */
 export async function streamBaseBackup(target: Target, opts: { walIncluded: boolean; signal: AbortSignal; onNotice(message: string): void }): Promise<BaseStream> {
   const command = `BASE_BACKUP (${optionList(opts.walIncluded)})`;
@@ -161,7 +161,7 @@ export async function streamBaseBackup(target: Target, opts: { walIncluded: bool
     highWaterMark: 1 << 20,
     read: () => socket.resume(),
     destroy: (err, cb) => {
-      if (!finished) socket.destroy();
+      if (!finished) kill();
       cb(err);
     },
   });
