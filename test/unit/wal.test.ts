@@ -4,7 +4,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { formatLsn, lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walObjectKey } from '../../src/wal/names.js';
@@ -14,7 +14,10 @@ import { zstdStage } from '../../src/pipeline/compress.js';
 import { createMemoryStorage } from '../../src/storage/memory.js';
 import { IntegrityError } from '../../src/core/errors.js';
 import { archiverProblems, type ArchiverStats } from '../../src/wal/health.js';
-import { placeTablespaces } from '../../src/wal/recover.js';
+import { layOut, placeTablespaces, pointTablespaceMap } from '../../src/wal/recover.js';
+import { tarHeader } from '../../src/engines/postgres/tar.js';
+import { artifactKey } from '../../src/core/id.js';
+import { createHash } from 'node:crypto';
 import type { Manifest } from '../../src/catalog/manifest.js';
 
 const MB16 = 16 * 1024 * 1024;
@@ -166,6 +169,38 @@ describe('placeTablespaces: where a restore puts each tablespace, refused before
         [16391, '/srv/pg/slow'],
       ],
     );
+  });
+
+  it('layOut links pg_tblspc/<oid> to the directory before tar, so the files land there; a damaged artifact leaves both empty', async () => {
+    const id = 'main.1f0c2a9e_dev_2026-12-04T02-00-00Z';
+    const entry = (name: string, body: string) => [tarHeader(name, body.length, 1_700_000_000), Buffer.from(body), Buffer.alloc((512 - (body.length % 512)) % 512)];
+    const tar = Buffer.concat([
+      ...entry('pg_tblspc/16390/PG_15_202209061/5/16415', 'the table in the tablespace'),
+      ...entry('backup_label', 'LABEL: dbstash\n'),
+      ...entry('tablespace_map', '16390 /srv/pg/fast\n'),
+      Buffer.alloc(1024),
+    ]);
+    const storage = createMemoryStorage(`memory://layout-${Math.random()}`);
+    await storage.put(artifactKey(id, `${id}.base.tar`), tar);
+    const manifest = (sha256: string) =>
+      ({ id, artifacts: [{ role: 'main', file: `${id}.base.tar`, size: tar.length, sha256, stages: [] }], dump: { details: { physical: { tablespaces: [{ oid: 16390, name: 'fast', location: '/srv/pg/fast' }] } } } }) as unknown as Manifest;
+    const good = manifest(createHash('sha256').update(tar).digest('hex'));
+    const root = mkdtempSync(path.join(os.tmpdir(), 'dbstash-layout-'));
+    const pgdata = path.join(root, 'data');
+    mkdirSync(pgdata);
+    const places = await placeTablespaces(good, new Map([['/srv/pg/fast', path.join(root, 'fast')]]), pgdata);
+    await layOut(storage, good, pgdata, {}, undefined, undefined, places);
+    assert.equal(readFileSync(path.join(root, 'fast', 'PG_15_202209061/5/16415'), 'utf8'), 'the table in the tablespace');
+    assert.equal(readlinkSync(path.join(pgdata, 'pg_tblspc', '16390')), path.join(root, 'fast'));
+    await pointTablespaceMap(pgdata, places, undefined);
+    assert.equal(readFileSync(path.join(pgdata, 'tablespace_map'), 'utf8'), `16390 ${path.join(root, 'fast')}\n`);
+
+    const pgdata2 = path.join(root, 'data2');
+    mkdirSync(pgdata2);
+    const places2 = await placeTablespaces(good, new Map([['/srv/pg/fast', path.join(root, 'fast2')]]), pgdata2);
+    await assert.rejects(layOut(storage, manifest('0'.repeat(64)), pgdata2, {}, undefined, undefined, places2), IntegrityError);
+    assert.deepEqual(readdirSync(pgdata2), [], 'the data directory is emptied');
+    assert.deepEqual(readdirSync(path.join(root, 'fast2')), [], 'and the tablespace directory it was filling');
   });
 
   it('refuses two tablespaces in one directory, one inside the data directory, one in a directory with files, and a map of no tablespace', async () => {
