@@ -19,7 +19,7 @@ import pg from 'pg';
 import { BackupError } from '../../core/errors.js';
 import type { Target } from '../engine.js';
 import { cancelRunningQuery, classifyPgError, clientConfig } from './connection.js';
-import { checksum, tarHeader } from './tar.js';
+import { entryName, sealHeader, TarSplitter, tarHeader } from './tar.js';
 
 const BLOCK = 512;
 /** Bytes per chunk of the joined stream. */
@@ -42,15 +42,9 @@ export interface BaseStream {
   cancel(): Promise<void>;
 }
 
-function writeChecksum(header: Buffer): void {
-  header.write(`${checksum(header).toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
-}
-
 /** A tar header's entry name moved under `prefix`, in the name field or split into the ustar prefix field. */
 export function renameEntry(header: Buffer, prefix: string): void {
-  const name = header.toString('utf8', 0, 100).replace(/\0.*$/s, '');
-  const oldPrefix = header.toString('latin1', 257, 263).startsWith('ustar') ? header.toString('utf8', 345, 500).replace(/\0.*$/s, '') : '';
-  const full = `${prefix}${oldPrefix ? `${oldPrefix}/` : ''}${name.replace(/^\.\//, '')}`;
+  const full = `${prefix}${entryName(header).replace(/^\.\//, '')}`;
   let head = '';
   let tail = full;
   if (Buffer.byteLength(full) > 100) {
@@ -69,7 +63,7 @@ export function renameEntry(header: Buffer, prefix: string): void {
   } else if (head) {
     throw new BackupError(`[postgres] a file name in the base backup is too long for its tar header: ${full}`);
   }
-  writeChecksum(header);
+  sealHeader(header);
 }
 
 /**
@@ -78,45 +72,29 @@ export function renameEntry(header: Buffer, prefix: string): void {
  * are dropped (the joined archive gets one of its own, at its end). `emit` copies what it gets.
  */
 class ArchiveRelay {
-  private header = Buffer.alloc(0);
-  private remaining = 0;
-  ended = false;
+  private readonly tar: TarSplitter;
 
-  constructor(
-    private readonly prefix: string,
-    private readonly emit: (b: Buffer) => void,
-  ) {}
+  constructor(prefix: string, emit: (b: Buffer) => void) {
+    this.tar = new TarSplitter({
+      header: (header) => {
+        if (prefix) renameEntry(header, prefix);
+        emit(header);
+      },
+      content: emit,
+      padding: emit,
+    });
+  }
 
   write(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.length && !this.ended) {
-      if (this.remaining > 0) {
-        const n = Math.min(this.remaining, chunk.length - at);
-        this.emit(chunk.subarray(at, at + n));
-        this.remaining -= n;
-        at += n;
-        continue;
-      }
-      const need = BLOCK - this.header.length;
-      this.header = Buffer.concat([this.header, chunk.subarray(at, at + need)]);
-      at += Math.min(need, chunk.length - at);
-      if (this.header.length < BLOCK) return;
-      const header = this.header;
-      this.header = Buffer.alloc(0);
-      if (header.every((b) => b === 0)) {
-        this.ended = true;
-        return;
-      }
-      const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim() || '0', 8);
-      if (!Number.isFinite(size)) throw new BackupError('[postgres] the server sent a tar header that does not read');
-      if (this.prefix) renameEntry(header, this.prefix);
-      this.emit(header);
-      this.remaining = size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    try {
+      this.tar.write(chunk);
+    } catch (err) {
+      throw err instanceof BackupError ? err : new BackupError('[postgres] the server sent a tar header that does not read', { cause: err });
     }
   }
 
   finish(name: string): void {
-    if (this.remaining > 0 || this.header.length > 0) throw new BackupError(`[postgres] the server's archive ${name} ended inside a file`);
+    if (this.tar.partial) throw new BackupError(`[postgres] the server's archive ${name} ended inside a file`);
   }
 }
 

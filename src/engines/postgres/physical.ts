@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { BackupError, DbstashError, IntegrityError, PreflightError } from '../../core/errors.js';
 import type { DumpOptions, DumpSession, Probe, Target, ToolInfo } from '../engine.js';
 import { streamBaseBackup } from './base-stream.js';
+import { entryName, TarSplitter } from './tar.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, libpqEnv, onDatabase } from './connection.js';
 import { findPgTool, majorOf } from './tools.js';
@@ -126,92 +127,48 @@ export interface PhysicalDetails {
   tablespaces?: { oid: number; name: string; location: string }[];
 }
 
-const BLOCK = 512;
-
-function octal(header: Buffer, offset: number, length: number): number {
-  if (header[offset] & 0x80) {
-    let v = 0;
-    for (let i = offset + 1; i < offset + length; i++) v = v * 256 + header[i];
-    return v;
-  }
-  const text = header.toString('latin1', offset, offset + length).replace(/\0.*$/s, '').trim();
-  return text ? parseInt(text, 8) : 0;
-}
-
-function entryName(header: Buffer): string {
-  const name = header.toString('utf8', 0, 100).replace(/\0.*$/s, '');
-  const prefix = header.toString('latin1', 257, 263).startsWith('ustar') ? header.toString('utf8', 345, 500).replace(/\0.*$/s, '') : '';
-  return prefix ? `${prefix}/${name}` : name;
-}
-
 /**
  * Passes a tar stream through unchanged while reading its headers, and keeps the contents of a few
  * small named files (backup_label) and the hash, size and tail of one large one (backup_manifest).
  */
 export class TarWatch extends Transform {
-  private header = Buffer.alloc(0);
-  private remaining = 0;
-  private padding = 0;
   private current?: { name: string; keep: boolean; chunks: Buffer[]; hash?: Hash; size: number };
   readonly files = new Map<string, { text: string; size: number; sha256?: string }>();
-  ended = false;
-  entries = 0;
+  private readonly entries_ = new TarSplitter({
+    header: (header, size) => {
+      const name = entryName(header).replace(/^\.\//, '');
+      const hashed = this.hashed.includes(name);
+      const keep = this.keep.includes(name) || hashed;
+      this.current = { name, keep, chunks: [], size, hash: hashed ? createHash('sha256') : undefined };
+    },
+    content: (part) => {
+      if (!this.current) return;
+      this.current.hash?.update(part);
+      if (this.current.keep) this.current.chunks.push(Buffer.from(part));
+    },
+    entryEnd: () => this.finishEntry(),
+  });
 
   constructor(private readonly keep: string[], private readonly hashed: string[]) {
     super({ highWaterMark: 1 << 20 });
   }
 
+  /** The end-of-archive block was seen. */
+  get ended(): boolean {
+    return this.entries_.ended;
+  }
+
+  get entries(): number {
+    return this.entries_.entries;
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     try {
-      this.read_(chunk);
+      this.entries_.write(chunk);
     } catch (err) {
       return done(err as Error);
     }
     done(null, chunk);
-  }
-
-  private read_(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.length) {
-      if (this.remaining > 0) {
-        const n = Math.min(this.remaining, chunk.length - at);
-        const part = chunk.subarray(at, at + n);
-        if (this.current) {
-          this.current.hash?.update(part);
-          if (this.current.keep) this.current.chunks.push(Buffer.from(part));
-        }
-        this.remaining -= n;
-        at += n;
-        if (this.remaining === 0) this.finishEntry();
-        continue;
-      }
-      if (this.padding > 0) {
-        const n = Math.min(this.padding, chunk.length - at);
-        this.padding -= n;
-        at += n;
-        continue;
-      }
-      if (this.ended) return; // the trailer's zero blocks
-      const need = BLOCK - this.header.length;
-      this.header = Buffer.concat([this.header, chunk.subarray(at, at + need)]);
-      at += Math.min(need, chunk.length - at);
-      if (this.header.length < BLOCK) return;
-      const header = this.header;
-      this.header = Buffer.alloc(0);
-      if (header.every((b) => b === 0)) {
-        this.ended = true;
-        continue;
-      }
-      const size = octal(header, 124, 12);
-      const name = entryName(header).replace(/^\.\//, '');
-      this.entries++;
-      const hashed = this.hashed.includes(name);
-      const keep = this.keep.includes(name) || hashed;
-      this.current = { name, keep, chunks: [], size, hash: hashed ? createHash('sha256') : undefined };
-      this.remaining = size;
-      this.padding = (BLOCK - (size % BLOCK)) % BLOCK;
-      if (size === 0) this.finishEntry();
-    }
   }
 
   private finishEntry(): void {

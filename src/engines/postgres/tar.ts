@@ -36,10 +36,15 @@ function writeSize(header: Buffer, size: number): void {
   }
 }
 
-export function checksum(header: Buffer): number {
+function checksum(header: Buffer): number {
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
   return sum;
+}
+
+/** Writes a header's checksum field, after its other fields are set (or changed). */
+export function sealHeader(header: Buffer): void {
+  writeString(header, 148, 8, checksum(header).toString(8).padStart(6, '0') + '\0 ');
 }
 
 export function tarHeader(name: string, size: number, mtime: number, mode = 0o600): Buffer {
@@ -53,7 +58,7 @@ export function tarHeader(name: string, size: number, mtime: number, mode = 0o60
   header[156] = 0x30; // '0': regular file
   writeString(header, 257, 6, 'ustar\0');
   writeString(header, 263, 2, '00');
-  writeString(header, 148, 8, checksum(header).toString(8).padStart(6, '0') + '\0 ');
+  sealHeader(header);
   return header;
 }
 
@@ -84,13 +89,87 @@ function readString(header: Buffer, offset: number, length: number): string {
   return field.subarray(0, end === -1 ? length : end).toString('utf8');
 }
 
-function readSize(header: Buffer): number {
+/** A header's size field: octal, or GNU base-256 for 8 GiB and more. */
+export function readSize(header: Buffer): number {
   if (header[124] & 0x80) {
     let v = 0n;
     for (let i = 125; i < 136; i++) v = (v << 8n) | BigInt(header[i]);
     return Number(v);
   }
   return parseInt(readString(header, 124, 12).trim() || '0', 8);
+}
+
+/** A header's entry name: the name field, after the ustar prefix field where the header has one. */
+export function entryName(header: Buffer): string {
+  const name = readString(header, 0, 100);
+  const prefix = header.toString('latin1', 257, 263).startsWith('ustar') ? readString(header, 345, 155) : '';
+  return prefix ? `${prefix}/${name}` : name;
+}
+
+/**
+ * Splits a tar stream, fed in chunks of any size, into its entries' headers, contents and
+ * padding, up to the end-of-archive block; what follows that block is ignored. It passes on
+ * slices of the chunks it is fed (and each header as a buffer of its own); it keeps nothing.
+ */
+export class TarSplitter {
+  private header = Buffer.alloc(0);
+  private remaining = 0;
+  private padding = 0;
+  ended = false;
+  entries = 0;
+
+  constructor(
+    private readonly on: {
+      header(header: Buffer, size: number): void;
+      content(part: Buffer): void;
+      /** After an entry's last byte of content (at once for an empty one). */
+      entryEnd?(): void;
+      padding?(part: Buffer): void;
+    },
+  ) {}
+
+  /** The stream so far stops inside a header, an entry or its padding. */
+  get partial(): boolean {
+    return this.header.length > 0 || this.remaining > 0 || this.padding > 0;
+  }
+
+  write(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length && !this.ended) {
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - at);
+        this.on.content(chunk.subarray(at, at + n));
+        this.remaining -= n;
+        at += n;
+        if (this.remaining === 0) this.on.entryEnd?.();
+        continue;
+      }
+      if (this.padding > 0) {
+        const n = Math.min(this.padding, chunk.length - at);
+        this.on.padding?.(chunk.subarray(at, at + n));
+        this.padding -= n;
+        at += n;
+        continue;
+      }
+      const need = BLOCK - this.header.length;
+      this.header = Buffer.concat([this.header, chunk.subarray(at, at + need)]);
+      at += Math.min(need, chunk.length - at);
+      if (this.header.length < BLOCK) return;
+      const header = this.header;
+      this.header = Buffer.alloc(0);
+      if (header.every((b) => b === 0)) {
+        this.ended = true;
+        return;
+      }
+      const size = readSize(header);
+      if (!Number.isSafeInteger(size) || size < 0) throw new Error('a tar header\'s size field does not read');
+      this.entries++;
+      this.remaining = size;
+      this.padding = (BLOCK - (size % BLOCK)) % BLOCK;
+      this.on.header(header, size);
+      if (size === 0) this.on.entryEnd?.();
+    }
+  }
 }
 
 /** Unpacks a tar stream of plain files into `dir` (which must exist). */
