@@ -340,7 +340,7 @@ function tableScenarios(): Scenario[] {
   ];
 }
 
-async function dirSize(dir: string): Promise<number> {
+export async function dirSize(dir: string): Promise<number> {
   let total = 0;
   for (const e of await fsp.readdir(dir, { withFileTypes: true })) total += e.isDirectory() ? await dirSize(path.join(dir, e.name)) : (await fsp.stat(path.join(dir, e.name))).size;
   return total;

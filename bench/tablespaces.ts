@@ -19,17 +19,11 @@ import { pgEnv } from './database.js';
 import type { ExtensionResult } from './extensions.js';
 import { measure, median, type CommandSpec, type Measurement } from './measure.js';
 import { formatMB, RSS_LIMIT, type Target } from './report.js';
-import { withoutStartupVars } from './scenarios.js';
+import { dirSize, withoutStartupVars } from './scenarios.js';
 
 export const TABLESPACE_IDS = ['physical_tablespace'];
 
 const WALL_RATIO = 1.1;
-
-async function dirSize(dir: string): Promise<number> {
-  let total = 0;
-  for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) total += e.isDirectory() ? await dirSize(path.join(dir, e.name)) : (await fsp.stat(path.join(dir, e.name))).size;
-  return total;
-}
 
 export async function runTablespaceBench(ctx: { cliPath: string; rounds: number; scale: number; ambientNodeEnv?: boolean; log(m: string): void }): Promise<ExtensionResult> {
   const work = tempDir('dbstash-bench-tablespace');

@@ -147,8 +147,9 @@ function parseTablespaceMap(pairs: string[] | undefined): Map<string, string> {
     const from = pair.slice(0, i);
     const to = pair.slice(i + 1);
     if (i <= 0 || !to || !path.isAbsolute(from) || !path.isAbsolute(to)) throw new UsageError(`--tablespace-map takes OLD=NEW, two absolute directories, got "${pair}"`, { hint: 'e.g. --tablespace-map /srv/pg/fast=/restore/fast' });
-    if (map.has(from)) throw new UsageError(`--tablespace-map names ${from} twice`);
-    map.set(path.resolve(from), path.resolve(to));
+    const old = path.resolve(from);
+    if (map.has(old)) throw new UsageError(`--tablespace-map names ${old} twice`);
+    map.set(old, path.resolve(to));
   }
   return map;
 }
