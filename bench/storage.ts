@@ -11,8 +11,8 @@
 // artifact is 1 GiB, from a local stash to the destination (it also reads the manifest, hashes
 // the artifact as it goes and writes the manifest after it). Beside it, the driver alone:
 // bench/put-file.ts, a Node process that opens the storage by URL as the CLI does and puts the
-// baselines' file (read 256 KiB at a time, as the local storage's get() does, and 1 MiB at a time
-// for SFTP); it reports the full GCs during its put. In a process that small, V8 runs a full GC
+// baselines' file as the local storage's get() hands it over (drawn into the block buffers by
+// the Azure driver; read 256 KiB at a time by SFTP, and 1 MiB at a time in a second row); it reports the full GCs during its put. In a process that small, V8 runs a full GC
 // about every 10 MB uploaded over SFTP (ssh2 allocates each packet anew, outside the heap), which
 // the CLI's larger heap does not (docs/performance.md); it is not a target for that reason.
 // Every command is run by measure() (wall time, CPU of its process tree, VmHWM of its root), the

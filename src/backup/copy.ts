@@ -4,7 +4,7 @@
 // byte for byte, so a copy is a backup only once all its data arrived intact. On any failure what
 // was written to the target is removed again.
 
-import { pipeline } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { IntegrityError, isNotFound } from '../core/errors.js';
 import { artifactKey, databaseDir, manifestKey } from '../core/id.js';
 import { checkSeriesFolder, seriesFileKey, seriesOfManifest, writeSeriesFile } from '../catalog/series.js';
@@ -12,6 +12,7 @@ import { listBackups } from '../catalog/catalog.js';
 import type { Manifest } from '../catalog/manifest.js';
 import { parseManifest } from '../catalog/manifest-schema.js';
 import { Meter } from '../pipeline/meter.js';
+import { isDrawable } from '../storage/drawable.js';
 import { getBytes, putOwnBytes, type Storage } from '../storage/storage.js';
 import { checkSignature, signatureKey, type ManifestVerifier } from '../crypto/sign.js';
 
@@ -62,11 +63,15 @@ export async function copyBackup(from: Storage, to: Storage, id: string, opts: C
       const key = artifactKey(id, artifact.file);
       const meter = new Meter({ hash: true });
       const source = await from.get(key, { signal: opts.signal });
-      pipeline(source, meter, () => {});
+      // A source the target can draw into its own buffers is hashed as it is drawn: no stream in
+      // between, no buffer allocated per chunk (storage/drawable.ts).
+      let body: Readable = meter;
+      if (isDrawable(source)) body = source.observe((bytes) => meter.update(bytes));
+      else pipeline(source, meter, () => {});
       written.push(key);
       // Not exclusive: without a manifest in the target, an object under this key is the leftover of
       // an interrupted copy or backup, not a backup.
-      await to.put(key, meter, { signal: opts.signal, sizeHint: artifact.size, retain: true });
+      await to.put(key, body, { signal: opts.signal, sizeHint: artifact.size, retain: true });
       if (meter.bytes !== artifact.size || meter.sha256() !== artifact.sha256) {
         throw new IntegrityError(
           `${artifact.file} in ${from.url} does not match its manifest (${meter.bytes} bytes, sha256 ${meter.sha256()}; manifest: ${artifact.size} bytes, ${artifact.sha256})`,

@@ -19,10 +19,15 @@ export class Meter extends Transform {
   private readonly onBytes?: (total: number) => void;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.update(chunk);
+    done(null, chunk);
+  }
+
+  /** Counts (and hashes) bytes that reach their consumer some other way than through this stream. */
+  update(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.hash?.update(chunk);
     this.onBytes?.(this.bytes);
-    done(null, chunk);
   }
 
   /** The hex SHA-256 of everything that passed; only valid once the stream has finished. */

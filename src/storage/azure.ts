@@ -9,7 +9,8 @@
 //   for the whole upload, and publish with one Put Block List: until it succeeds, nothing is
 //   visible under the key. An object smaller than one block goes as one Put Blob. The block size
 //   comes from the size hint so 50,000 blocks always suffice; every writer's block ids carry its
-//   own random token and all have the same length (Azure requires it per blob).
+//   own random token and all have the same length (Azure requires it per blob). A source that can
+//   be drawn (a local stash's artifact, storage/drawable.ts) is read straight into those buffers.
 // - Exclusive puts publish with If-None-Match: * (Put Blob or Put Block List): Azure decides
 //   atomically, and the losers get 'exists'. A publish whose answer was lost and that the SDK sent
 //   again finds the blob: the token in its metadata tells our own blob apart.
@@ -30,7 +31,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import { pipeline, Readable, Transform, Writable, type TransformCallback } from 'node:stream';
-import { pipeline as pipelineAsync } from 'node:stream/promises';
+import { finished, pipeline as pipelineAsync } from 'node:stream/promises';
 import {
   AnonymousCredential,
   ContainerClient,
@@ -45,6 +46,7 @@ import {
 import { z } from 'zod';
 import { ConfigError, StorageError, type StorageErrorReason } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/format.js';
+import { isDrawable, type Drawable } from './drawable.js';
 import { retryTransient } from './retry.js';
 import { byKey, parseDriverOptions, type IncompleteUpload, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 
@@ -465,6 +467,8 @@ export class BlockUpload extends Writable {
   private readonly live = new Set<{ controller: AbortController; sent: boolean }>();
   private failure: Error | undefined;
   private resume: (() => void) | undefined;
+  /** drawFrom() waiting for a free buffer (or for the end). */
+  private wake: (() => void) | undefined;
   private drained: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private publishing: Promise<unknown> | undefined;
 
@@ -482,28 +486,84 @@ export class BlockUpload extends Writable {
     while (offset < chunk.length) {
       if (this.failure) return done(this.failure);
       if (!this.current) {
-        if (this.blockNumber === MAX_BLOCKS) {
-          return done(
-            new StorageError('permanent', `[azure] ${this.o.label}: the artifact outgrew ${MAX_BLOCKS} blocks (${this.bytes} bytes so far)`, {
-              hint: 'set a larger blockSizeMiB in the storage\'s config entry',
-            }),
-          );
-        }
-        const block = this.nextBlock();
-        if (!block) {
+        const opened = this.openBlock();
+        if (opened instanceof Error) return done(opened);
+        if (!opened) {
           this.resume = () => this.fill(chunk, offset, done);
           return;
         }
-        this.current = block;
-        this.filled = 0;
       }
-      const n = chunk.copy(this.current.buffer, this.filled, offset, Math.min(chunk.length, offset + this.current.body.length - this.filled));
-      this.filled += n;
-      this.bytes += n;
+      const block = this.current!;
+      const n = chunk.copy(block.buffer, this.filled, offset, Math.min(chunk.length, offset + block.body.length - this.filled));
+      this.added(n);
       offset += n;
-      if (this.filled === this.current.body.length) this.seal();
     }
     done();
+  }
+
+  /**
+   * Fills the block buffers straight from `source` (no chunk of its own in between), then
+   * publishes: the same blocks, requests and clean-up as a stream written into the upload. Rejects
+   * when the source, a block or the publish fails; the upload is destroyed then, and the caller
+   * waits for its 'close' as for a failed pipeline. `source` is destroyed either way.
+   */
+  async drawFrom(source: Drawable, signal?: AbortSignal): Promise<void> {
+    const onAbort = () => this.destroy(signal?.reason instanceof Error ? signal.reason : destroyedError());
+    signal?.addEventListener('abort', onAbort, { once: true });
+    // Listens from the start: an error the upload emits (a block failed, an abort) is this call's.
+    // A failed upload also ends a read still under way.
+    const settled = finished(this);
+    settled.catch(() => source.destroy());
+    try {
+      if (signal?.aborted) onAbort();
+      for (;;) {
+        if (this.failure) throw this.failure;
+        if (!this.current) {
+          const opened = this.openBlock();
+          if (opened instanceof Error) throw opened;
+          if (!opened) {
+            // A buffer comes free when a block's request settles; destroy() wakes us too.
+            await new Promise<void>((resolve) => (this.wake = resolve));
+            continue;
+          }
+        }
+        const block = this.current!;
+        const n = await source.draw(block.buffer, this.filled, block.body.length - this.filled);
+        if (this.failure) throw this.failure;
+        if (n === 0) break;
+        this.added(n);
+      }
+      this.end();
+      await settled;
+    } catch (err) {
+      this.destroy(this.failure ?? (err as Error));
+      throw this.failure ?? err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      source.destroy();
+    }
+  }
+
+  /** Makes the next block current: undefined while every buffer is in use, an error past Azure's block limit. */
+  private openBlock(): Block | StorageError | undefined {
+    if (this.blockNumber === MAX_BLOCKS) {
+      return new StorageError('permanent', `[azure] ${this.o.label}: the artifact outgrew ${MAX_BLOCKS} blocks (${this.bytes} bytes so far)`, {
+        hint: 'set a larger blockSizeMiB in the storage\'s config entry',
+      });
+    }
+    const block = this.nextBlock();
+    if (block) {
+      this.current = block;
+      this.filled = 0;
+    }
+    return block;
+  }
+
+  /** `n` more bytes are in the current block; a full block goes out. */
+  private added(n: number): void {
+    this.filled += n;
+    this.bytes += n;
+    if (this.filled === this.current!.body.length) this.seal();
   }
 
   private nextBlock(): Block | undefined {
@@ -576,7 +636,14 @@ export class BlockUpload extends Writable {
       this.resume = undefined;
       resume();
     }
+    this.wakeUp();
     if (this.inFlight === 0 && !this.ready) this.drained?.resolve();
+  }
+
+  private wakeUp(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
   }
 
   private fail(err: unknown): void {
@@ -616,6 +683,7 @@ export class BlockUpload extends Writable {
     if (this.published) return done(err);
     this.failure ??= err ?? destroyedError();
     this.resume = undefined;
+    this.wakeUp();
     this.ready = undefined;
     this.current = undefined;
     this.drained?.reject(this.failure);
@@ -844,7 +912,8 @@ export function createAzureStorage(url: string, rawOptions: Record<string, unkno
       classify: (err, w) => classify(err, w, { writing: true }),
     });
     try {
-      await pipelineAsync(source, upload, opts.signal ? { signal: opts.signal } : {});
+      if (isDrawable(source)) await upload.drawFrom(source, opts.signal);
+      else await pipelineAsync(source, upload, opts.signal ? { signal: opts.signal } : {});
       if (opts.signal?.aborted) throw abortError(opts.signal);
     } catch (err) {
       // The pipeline settles as soon as a stream fails, before the upload's own cleanup has run:

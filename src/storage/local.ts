@@ -13,6 +13,7 @@ import { ConfigError, describeFsError, StorageError, type StorageErrorReason } f
 import { TEMP_PREFIX } from '../core/id.js';
 import { byKey, type ObjectInfo, type PutOptions, type PutResult, type Storage } from './storage.js';
 import { makeDirs, modeText } from '../core/fs.js';
+import { Drawable, fileSource } from './drawable.js';
 
 export interface LocalStorageOptions {
   /** The stash root directory; created on first write. */
@@ -167,7 +168,8 @@ export function createLocalStorage(opts: LocalStorageOptions): Storage {
       const handle = await fsp.open(file, 'r');
       // 256 KiB reads, not the default 64 KiB: each read is a trip through libuv's thread pool, and
       // `dbstash copy` to SFTP went at 0.65-0.78x of `sftp put` with 64 KiB reads (docs/performance.md).
-      return handle.createReadStream({ highWaterMark: READ_CHUNK });
+      // A driver that can draws it into its own buffers instead (Drawable).
+      return new Drawable(fileSource(handle), READ_CHUNK);
     } catch (err) {
       throw classify(err, `cannot read ${key}`);
     }

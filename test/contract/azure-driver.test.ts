@@ -15,7 +15,9 @@ import { inspect } from 'node:util';
 import { ContainerSASPermissions, generateBlobSASQueryParameters, RestError, StorageSharedKeyCredential, type ContainerClient } from '@azure/storage-blob';
 import { ConfigError, StorageError } from '../../src/core/errors.js';
 import { classifyAzureError, createAzureStorage, parseAzureUrl } from '../../src/storage/azure.js';
+import { Drawable, isDrawable } from '../../src/storage/drawable.js';
 import { openStorage } from '../../src/storage/index.js';
+import { createLocalStorage } from '../../src/storage/local.js';
 import { getBytes, readAll, type Storage } from '../../src/storage/storage.js';
 import { startAzurite, type AzuriteServer } from '../harness/azurite.js';
 import { runCli } from '../harness/run.js';
@@ -175,6 +177,61 @@ describe('azure driver', () => {
     overController.abort(new Error('stop'));
     await assert.rejects(overwrite);
     assert.equal((await getBytes(storage, 'db/kept.txt')).toString(), 'original');
+  });
+
+  it('draws a local stash\'s artifact straight into its block buffers; a source failing or an abort mid-draw leaves nothing', async () => {
+    const { storage, prefix } = await fresh({ blockSizeMiB: 1 });
+    const dir = tempDir('azure-draw');
+    const local = createLocalStorage({ root: dir });
+    const data = randomBytes(5 * MiB + 4321);
+    await local.put('db/a.dump', data);
+    const source = await local.get('db/a.dump');
+    assert.ok(isDrawable(source));
+    const seen = createHash('sha256');
+    source.observe((b) => seen.update(b));
+    assert.equal((await storage.put('db/a.dump', source, { sizeHint: data.length })).size, data.length);
+    assert.equal(source.readableDidRead, false, 'drawn, not read as a stream');
+    assert.ok(source.destroyed, 'the source is closed');
+    assert.equal(seen.digest('hex'), sha256(data));
+    assert.equal(sha256(await getBytes(storage, 'db/a.dump')), sha256(data));
+    assert.equal((await raw.getBlockBlobClient(`${prefix}/db/a.dump`).getBlockList('committed')).committedBlocks?.length, 6);
+
+    // A source that stalls after 3 MiB, then fails (or the put is aborted), once blocks are staged.
+    const stalling = (onStall: () => void) => {
+      let position = 0;
+      let release: (err: Error) => void = () => {};
+      const d = new Drawable(
+        {
+          async read(into, offset, length) {
+            if (position >= 3 * MiB) {
+              onStall();
+              await new Promise<never>((_, reject) => (release = reject));
+            }
+            const n = data.copy(into, offset, position, Math.min(position + length, 3 * MiB));
+            position += n;
+            return n;
+          },
+          close: async () => release(new Error('closed')),
+        },
+        256 * 1024,
+      );
+      return { d, fail: (err: Error) => release(err) };
+    };
+    const broken = stalling(() => {});
+    const failing = storage.put('db/broken.dump', broken.d);
+    await untilStaged(`${prefix}/db/broken.dump`, 2);
+    broken.fail(new Error('the disk went away'));
+    await assert.rejects(failing, /the disk went away/);
+    assert.ok(broken.d.destroyed);
+
+    const controller = new AbortController();
+    const stalled = stalling(() => {});
+    const aborted = storage.put('db/aborted.dump', stalled.d, { signal: controller.signal });
+    await untilStaged(`${prefix}/db/aborted.dump`, 2);
+    controller.abort(new Error('stop'));
+    await assert.rejects(aborted);
+    assert.ok(stalled.d.destroyed);
+    assert.deepEqual(await everything(prefix), ['db/a.dump'], 'no other blob, no uncommitted blocks');
   });
 
   it('a writer killed mid-upload leaves no visible blob; prune discards its uncommitted blocks', async () => {
