@@ -6,7 +6,7 @@
  * degraded backup (exit 12), the others intact. No credential shows in any output.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
@@ -14,6 +14,7 @@ import { startAzurite, type AzuriteServer } from '../harness/azurite.js';
 import { makeRcloneRemotes, type RcloneRemotes } from '../harness/rclone.js';
 import { runCli } from '../harness/run.js';
 import { startSshd, type SshServer } from '../harness/sshd.js';
+import { seriesDir } from '../harness/stash.js';
 import { tempDir } from '../harness/tmp.js';
 import { makeSqliteDb } from '../s3/helpers.js';
 
@@ -154,6 +155,30 @@ describe('the remote drivers through the CLI', () => {
       assert.equal(pruned.code, 0, `${remote}: ${pruned.stderr}`);
       assert.deepEqual((await ids(remote)).sort(), [first, newest].sort(), `${remote}: prune removed the middle one only`);
     }
+  });
+
+  it('a damaged local artifact copied to each remote fails (exit 7) and leaves nothing there', async () => {
+    const made = await cli(['backup', 'shop', '--storage', 'local', '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    const bad = JSON.parse(made.stdout) as { id: string; manifest: { artifacts: { file: string }[] } };
+    const artifact = path.join(seriesDir(path.join(root, 'local'), 'shop'), bad.manifest.artifacts[0].file);
+    const bytes = readFileSync(artifact);
+    bytes[bytes.length >> 1] ^= 0xff;
+    writeFileSync(artifact, bytes);
+    for (const remote of REMOTES) {
+      const copied = await cli(['copy', bad.id, '--from', 'local', '--to', remote]);
+      assert.equal(copied.code, 7, `${remote}: ${copied.stderr}`);
+      assert.match(copied.stderr, /does not match its manifest/, remote);
+      assert.ok(!(await ids(remote)).includes(bad.id), `${remote} does not list the damaged backup`);
+    }
+    // Azure (the artifact drawn into its block buffers): no blob and no uncommitted block of it.
+    const left: string[] = [];
+    for await (const b of azurite.container('stash').listBlobsFlat({ prefix: 'dbstash/', includeUncommitedBlobs: true })) {
+      if (b.name.includes(bad.id)) left.push(b.name);
+    }
+    assert.deepEqual(left, []);
+    rmSync(artifact);
+    rmSync(path.join(path.dirname(artifact), `${bad.id}.manifest.json`));
   });
 
   it('an optional destination that fails: a degraded backup (exit 12), every other copy intact and verified', async () => {
