@@ -37,6 +37,8 @@ function checkLevel(algorithm: 'zstd' | 'gzip', level: unknown): number {
 }
 
 let CheckedZstdDecode: (new () => Duplex) | undefined;
+/** Compressed bytes given to the decoder at a time (see checkedZstdDecoder). */
+const DECODE_SLICE = 16 * 1024;
 
 /**
  * A zstd decoder whose errors are IntegrityErrors that say only what is known for sure. The
@@ -53,6 +55,21 @@ function checkedZstdDecoder(): Duplex {
     override push(chunk: unknown, encoding?: BufferEncoding): boolean {
       if (chunk) this.decoded += (chunk as Buffer).length;
       return super.push(chunk, encoding);
+    }
+
+    // zstd-napi decodes all of a chunk at once, however much it expands, before back-pressure can
+    // act: 256 KiB of a well-compressed dump made tens of MB in one go. Each chunk goes in as
+    // slices of DECODE_SLICE, and the stream's own back-pressure (Transform._write holds the next
+    // slice until the reader has taken what the last one decoded) paces them.
+    override _write(chunk: Buffer, enc: BufferEncoding, done: (err?: Error | null) => void): void {
+      let offset = 0;
+      const next = (err?: Error | null): void => {
+        if (err || offset >= chunk.length) return done(err);
+        const slice = chunk.subarray(offset, offset + DECODE_SLICE);
+        offset += slice.length;
+        super._write(slice, enc, next);
+      };
+      next();
     }
 
     override _transform(chunk: Buffer, enc: BufferEncoding, done: TransformCallback): void {

@@ -92,3 +92,31 @@ export function fileSource(handle: FileHandle): DrawSource {
     close: () => handle.close(),
   };
 }
+
+/** Bytes per draw of readAll(). */
+const PIECE = 1 << 20;
+
+/**
+ * Reads `source` to its end, handing each piece to `fn` (which must be done with it when it
+ * returns). A Drawable is drawn into one buffer, reused for every piece; any other stream is
+ * iterated. The source is destroyed when this settles.
+ */
+export async function eachPiece(source: Readable, fn: (bytes: Buffer) => void, signal?: AbortSignal): Promise<void> {
+  try {
+    if (isDrawable(source)) {
+      const buffer = Buffer.allocUnsafe(PIECE);
+      for (;;) {
+        signal?.throwIfAborted();
+        const n = await source.draw(buffer, 0, buffer.length);
+        if (n === 0) return;
+        fn(buffer.subarray(0, n));
+      }
+    }
+    for await (const chunk of source) {
+      signal?.throwIfAborted();
+      fn(chunk as Buffer);
+    }
+  } finally {
+    source.destroy();
+  }
+}

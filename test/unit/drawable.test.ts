@@ -9,7 +9,8 @@ import { writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
-import { Drawable, fileSource, isDrawable, type DrawSource } from '../../src/storage/drawable.js';
+import { Readable } from 'node:stream';
+import { Drawable, eachPiece, fileSource, isDrawable, type DrawSource } from '../../src/storage/drawable.js';
 import { createLocalStorage } from '../../src/storage/local.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -102,6 +103,29 @@ describe('Drawable', () => {
 
     const drawn = new Drawable(memorySource(data, 300_000), 64 * 1024);
     await assert.rejects(drawAll(drawn, Buffer.alloc(data.length), 100_000), /the disk went away/);
+  });
+
+  it('eachPiece draws a Drawable through one reused buffer, iterates any other stream, and closes both', async () => {
+    const drawn = new Drawable(memorySource(data), 64 * 1024);
+    const hash = createHash('sha256');
+    const buffers = new Set<ArrayBufferLike>();
+    await eachPiece(drawn, (piece) => {
+      hash.update(piece);
+      buffers.add(piece.buffer);
+    });
+    assert.equal(hash.digest('hex'), sha256(data));
+    assert.equal(buffers.size, 1, 'every piece in the same buffer');
+    assert.equal(drawn.readableDidRead, false);
+    assert.ok(drawn.destroyed);
+
+    const streamed = Readable.from([data.subarray(0, 1000), data.subarray(1000)]);
+    const again = createHash('sha256');
+    await eachPiece(streamed, (piece) => void again.update(piece));
+    assert.equal(again.digest('hex'), sha256(data));
+
+    const aborted = new Drawable(memorySource(data), 64 * 1024);
+    await assert.rejects(eachPiece(aborted, () => {}, AbortSignal.abort(new Error('stop'))), /stop/);
+    assert.ok(aborted.destroyed);
   });
 
   it('a local stash hands out its artifacts as Drawables over the file', async () => {

@@ -80,6 +80,28 @@ describe('compression stages', () => {
     });
   });
 
+  it('zstd decoding waits for its reader: a chunk that expands a hundredfold is not decoded all at once', async () => {
+    // Rows like pgbench's: a number and 84 blanks. 32 MiB compress to about 1% of that.
+    const rows = Buffer.from(Array.from({ length: 360_000 }, (_, i) => `${i}\t1\t0\t${' '.repeat(84)}\n`).join(''));
+    const encoded = await through(rows, [zstdStage({}).encode()]);
+    assert.ok(encoded.length * 20 < rows.length, `${rows.length} bytes compressed to ${encoded.length}`);
+    const decoder = zstdStage({}).decode();
+    let most = 0;
+    const out: Buffer[] = [];
+    const slowReader = async function (source: AsyncIterable<Buffer>) {
+      for await (const c of source) {
+        // The iterator reads all that was buffered at once.
+        most = Math.max(most, c.length + decoder.readableLength);
+        out.push(c);
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    // One chunk of 256 KiB, as the local stash reads, expands to several MiB.
+    await (pipeline as (...streams: unknown[]) => Promise<void>)(Readable.from([encoded.subarray(0, 256 * 1024), encoded.subarray(256 * 1024)]), decoder, slowReader);
+    assert.ok(Buffer.concat(out).equals(rows), 'every byte, in order');
+    assert.ok(most < 8 * 1024 * 1024, `the decoder held ${most} decoded bytes at once`);
+  });
+
   it('a corrupted zstd artifact fails with an IntegrityError that claims no place for the damage', async () => {
     const encoded = Buffer.from(await through(data, [zstdStage({}).encode()]));
     encoded.fill(0x55, 5000, 5100);
