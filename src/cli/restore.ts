@@ -86,12 +86,11 @@ async function restoreToPoint(what: string | undefined, opts: RestoreCliOptions,
   const timeline = opts.timeline === undefined || opts.timeline === 'latest' ? undefined : Number(opts.timeline);
   if (timeline !== undefined && (!Number.isInteger(timeline) || timeline < 1)) throw new UsageError(`--timeline must be a timeline number (1, 2, …) or latest, got "${opts.timeline}"`);
   const { resolveWalSeries, dbstashCommand, locatorArgs, shellWord } = await import('./wal.js');
-  const { chooseBase, recoverToPoint } = await import('../wal/recover.js');
+  const { chooseBase, placeTablespaces, recoverToPoint } = await import('../wal/recover.js');
   const where = await resolveWalSeries(opts, ctx);
   const pgdata = path.resolve(opts.pgdata);
   const tablespaceMap = parseTablespaceMap(opts.tablespaceMap);
   if (opts.dryRun) {
-    const { placeTablespaces } = await import('../wal/recover.js');
     const choice = await chooseBase(where, target, stageContext(opts, ctx.loaded.config, where.entry), ctx.signal);
     const p = choice.physical;
     const places = await placeTablespaces(choice.base.manifest, tablespaceMap, pgdata);

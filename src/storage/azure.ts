@@ -508,7 +508,7 @@ export class BlockUpload extends Writable {
    * waits for its 'close' as for a failed pipeline. `source` is destroyed either way.
    */
   async drawFrom(source: Drawable, signal?: AbortSignal): Promise<void> {
-    const onAbort = () => this.destroy(signal?.reason instanceof Error ? signal.reason : destroyedError());
+    const onAbort = () => this.destroy(abortError(signal!));
     signal?.addEventListener('abort', onAbort, { once: true });
     // Listens from the start: an error the upload emits (a block failed, an abort) is this call's.
     // A failed upload also ends a read still under way.

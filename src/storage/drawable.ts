@@ -93,7 +93,7 @@ export function fileSource(handle: FileHandle): DrawSource {
   };
 }
 
-/** Bytes per draw of readAll(). */
+/** Bytes per draw of eachPiece(). */
 const PIECE = 1 << 20;
 
 /**

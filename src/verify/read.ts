@@ -7,7 +7,6 @@
 // what it read until the stream has ended cleanly (restore writes into a new database and only
 // swaps afterwards).
 
-import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { DbstashError, IntegrityError, isNotFound } from '../core/errors.js';
@@ -72,19 +71,11 @@ async function getArtifact(storage: Storage, key: string, artifact: ArtifactEntr
 
 /** Hashes the stored object on its own, to tell a damaged artifact from a decoder problem. */
 async function storedBytesMatch(storage: Storage, key: string, artifact: ArtifactEntry, signal?: AbortSignal): Promise<IntegrityError | undefined> {
-  const hash = createHash('sha256');
-  let bytes = 0;
+  const meter = new Meter({ hash: true });
   // A local artifact is drawn into one buffer: reading a whole stored dump through fresh chunks
   // left tens of MB of dead buffers for V8 to collect (docs/performance.md).
-  await eachPiece(
-    await getArtifact(storage, key, artifact, signal),
-    (piece) => {
-      bytes += piece.length;
-      hash.update(piece);
-    },
-    signal,
-  );
-  return storedMismatch(artifact, bytes, () => hash.digest('hex'));
+  await eachPiece(await getArtifact(storage, key, artifact, signal), (piece) => meter.update(piece), signal);
+  return storedMismatch(artifact, meter.bytes, () => meter.sha256());
 }
 
 export interface OpenOptions {

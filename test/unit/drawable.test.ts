@@ -10,6 +10,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { Readable } from 'node:stream';
+import { Meter } from '../../src/pipeline/meter.js';
 import { Drawable, eachPiece, fileSource, isDrawable, type DrawSource } from '../../src/storage/drawable.js';
 import { createLocalStorage } from '../../src/storage/local.js';
 import { tempDir } from '../harness/tmp.js';
@@ -49,34 +50,26 @@ describe('Drawable', () => {
 
   it('read as a stream: every byte in order, seen once by the observer, the source closed at the end', async () => {
     const src = memorySource(data);
-    const seen = createHash('sha256');
-    let seenBytes = 0;
-    const d = new Drawable(src, 64 * 1024).observe((b) => {
-      seen.update(b);
-      seenBytes += b.length;
-    });
+    const seen = new Meter({ hash: true });
+    const d = new Drawable(src, 64 * 1024).observe((b) => seen.update(b));
     const out = await buffer(d);
     assert.equal(sha256(out), sha256(data));
-    assert.equal(seenBytes, data.length);
-    assert.equal(seen.digest('hex'), sha256(data));
+    assert.equal(seen.bytes, data.length);
+    assert.equal(seen.sha256(), sha256(data));
     await new Promise((r) => setImmediate(r));
     assert.equal(src.closed, 1);
   });
 
   it('drawn into the caller\'s buffer: the same bytes, seen once, no chunk handed out; destroy closes the source', async () => {
     const src = memorySource(data);
-    const seen = createHash('sha256');
-    let seenBytes = 0;
-    const d = new Drawable(src, 64 * 1024).observe((b) => {
-      seen.update(b);
-      seenBytes += b.length;
-    });
+    const seen = new Meter({ hash: true });
+    const d = new Drawable(src, 64 * 1024).observe((b) => seen.update(b));
     const into = Buffer.alloc(data.length + 10);
     const filled = await drawAll(d, into, 100_000);
     assert.equal(filled, data.length);
     assert.equal(sha256(into.subarray(0, filled)), sha256(data));
-    assert.equal(seenBytes, data.length);
-    assert.equal(seen.digest('hex'), sha256(data));
+    assert.equal(seen.bytes, data.length);
+    assert.equal(seen.sha256(), sha256(data));
     assert.equal(d.readableDidRead, false);
     d.destroy();
     await new Promise((r) => d.once('close', r));
