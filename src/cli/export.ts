@@ -92,8 +92,8 @@ async function openOutput(output: string): Promise<{ sink: Writable; commit(): P
   };
 }
 
-async function write(sink: Writable, text: string): Promise<void> {
-  if (text && !sink.write(text)) await once(sink, 'drain');
+async function write(sink: Writable, text: string | Buffer): Promise<void> {
+  if (text.length > 0 && !sink.write(text)) await once(sink, 'drain');
 }
 
 export function registerExport(program: Command): void {

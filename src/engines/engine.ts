@@ -195,6 +195,20 @@ export interface RowSource {
   close(): Promise<void>;
 }
 
+/** Export formats: JSON Lines, CSV (RFC 4180). */
+export type RowFormat = 'jsonl' | 'csv';
+
+/**
+ * A table's rows already rendered as lines of `format` (no CSV header): the same text
+ * tables/render.ts makes of readRows' cells, written by the engine's server.
+ */
+export interface RenderedSource {
+  columns: { name: string; type: string }[];
+  /** The lines' bytes (UTF-8) as they come, with the count of rows each piece ends. */
+  pieces: AsyncIterable<{ bytes: Buffer; rows: number }>;
+  close(): Promise<void>;
+}
+
 export interface CreateDatabaseOptions {
   properties?: DatabaseProperties;
   noOwner?: boolean;
@@ -352,6 +366,11 @@ export interface Engine {
   replaceTables?(target: Target, placed: PlacedTable[], stamp: string, opts: { cascade: boolean; signal: AbortSignal }): Promise<TableRef[]>;
   /** Streams one table's rows (with an SQL condition and a limit), values rendered faithfully. */
   readRows?(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource>;
+  /**
+   * The same rows rendered by the server itself, where it can render every value exactly as
+   * tables/render.ts does: no value crosses into JavaScript on its own (export's fast path).
+   */
+  readRendered?(target: Target, table: TableRef, opts: { format: RowFormat; where?: string; limit?: number; signal: AbortSignal }): Promise<RenderedSource>;
 }
 
 /** The same server, another database. */

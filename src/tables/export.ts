@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { DbstashError, InterruptedError, RestoreEnvironmentError, RestoreError, VerifyUnavailableError } from '../core/errors.js';
 import { mainArtifact } from '../catalog/manifest.js';
-import type { RowSource, ScratchServer, Target } from '../engines/engine.js';
+import type { RowSource, ScratchServer, TableRef, Target } from '../engines/engine.js';
 import { checkStoredBytes, openArtifact } from '../verify/read.js';
 import { checkPresence, required, type RestoreEvents } from '../restore/restore.js';
 import { backupTables, checkRows, expectedRows, type TablesContext } from './common.js';
@@ -24,11 +24,11 @@ export interface TableReadRequest extends TablesContext {
 }
 
 /**
- * Restores one table of the backup into a throwaway server and hands its rows to `use`; the
- * server is gone when this returns. The rows are those of the backup: their count is checked
- * against the manifest before the first one is read.
+ * Restores one table of the backup into a throwaway server and hands it to `use` (the scratch
+ * database and the table); the server is gone when this returns. The rows are those of the
+ * backup: their count is checked against the manifest before `use` is called.
  */
-export async function withTableRows<T>(req: TableReadRequest, use: (source: RowSource, table: string) => Promise<T>): Promise<T> {
+async function withRestoredTable<T>(req: TableReadRequest, use: (db: Target, table: TableRef) => Promise<T>): Promise<T> {
   const { engine, manifest } = req;
   required(engine, 'export tables', 'restore', 'createDatabase', 'readRows', 'startScratchServer');
   await checkPresence(req.dest.storage, manifest, req.signal);
@@ -75,17 +75,24 @@ export async function withTableRows<T>(req: TableReadRequest, use: (source: RowS
       raw.destroy();
     }
     await checkRows(engine, db, expected, req.signal);
-    const source = await engine.readRows!(db, table, { where: req.where, limit: req.limit, signal: req.signal });
-    try {
-      return await use(source, qualified(table));
-    } finally {
-      await source.close();
-    }
+    return await use(db, table);
   } catch (err) {
     throw err instanceof DbstashError ? err : new RestoreError(`reading ${req.table} from ${manifest.id} failed: ${(err as Error).message}`, { cause: err });
   } finally {
     await server.stop().catch((err: Error) => req.events.warn(`could not remove the throwaway server: ${err.message}`));
   }
+}
+
+/** withRestoredTable, with the table's rows as cells (render.ts). */
+export async function withTableRows<T>(req: TableReadRequest, use: (source: RowSource, table: string) => Promise<T>): Promise<T> {
+  return withRestoredTable(req, async (db, table) => {
+    const source = await req.engine.readRows!(db, table, { where: req.where, limit: req.limit, signal: req.signal });
+    try {
+      return await use(source, qualified(table));
+    } finally {
+      await source.close();
+    }
+  });
 }
 
 /** Characters of rendered rows per write to the sink. */
@@ -96,7 +103,7 @@ export interface ExportRequest extends TableReadRequest {
   /** Where the rows go (for the record): a file, or "-". */
   output: string;
   /** Writes rendered text, waiting while the sink is full. */
-  write(text: string): Promise<void>;
+  write(text: string | Buffer): Promise<void>;
   now?: Date;
 }
 
@@ -116,23 +123,43 @@ export async function exportTable(req: ExportRequest): Promise<{ table: string; 
   };
   let rows = 0;
   try {
-    await withTableRows(req, async (source, table) => {
-      record.table = table;
-      const writer = rowWriter(req.format, source.columns);
-      // Rows leave in pieces of about WRITE_CHARS, not one write (and one wait) per row.
-      let pending = writer.head();
-      let rendered = 0;
-      for await (const cells of source.rows) {
-        pending += writer.row(cells);
-        rendered++;
-        if (pending.length >= WRITE_CHARS) {
-          await req.write(pending);
-          pending = '';
-          rows = rendered;
+    await withRestoredTable(req, async (db, table) => {
+      record.table = qualified(table);
+      const opts = { where: req.where, limit: req.limit, signal: req.signal };
+      if (req.engine.readRendered) {
+        // The server renders the lines; their bytes are written as they come.
+        const source = await req.engine.readRendered(db, table, { ...opts, format: req.format });
+        try {
+          await req.write(rowWriter(req.format, source.columns).head());
+          for await (const piece of source.pieces) {
+            await req.write(piece.bytes);
+            rows += piece.rows;
+          }
+        } finally {
+          await source.close();
         }
+        return;
       }
-      await req.write(pending);
-      rows = rendered;
+      const source = await req.engine.readRows!(db, table, opts);
+      try {
+        const writer = rowWriter(req.format, source.columns);
+        // Rows leave in pieces of about WRITE_CHARS, not one write (and one wait) per row.
+        let pending = writer.head();
+        let rendered = 0;
+        for await (const cells of source.rows) {
+          pending += writer.row(cells);
+          rendered++;
+          if (pending.length >= WRITE_CHARS) {
+            await req.write(pending);
+            pending = '';
+            rows = rendered;
+          }
+        }
+        await req.write(pending);
+        rows = rendered;
+      } finally {
+        await source.close();
+      }
     });
     record.result = 'succeeded';
     return { table: record.table, rows, record };

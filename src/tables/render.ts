@@ -3,11 +3,12 @@
 // float), JSON documents as their own text, binary as base64, times as ISO 8601 text with the zone
 // where the type has one. JSON Lines: one object per row, keys in column order. CSV (RFC 4180):
 // a header line, every field that needs it quoted, NULL as an empty field and an empty string as
-// "" so the two stay apart.
+// "" so the two stay apart, and a field with a blank at either end quoted. PostgreSQL's server
+// renders the same text itself (engines/postgres/tables.ts, readRendered).
 
-import type { Cell } from '../engines/engine.js';
+import type { Cell, RowFormat } from '../engines/engine.js';
 
-export type ExportFormat = 'jsonl' | 'csv';
+export type ExportFormat = RowFormat;
 
 const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 
@@ -31,9 +32,12 @@ function csvText(cell: Cell): string | undefined {
   return cell.time;
 }
 
+/** A blank (ASCII white space) at either end: quoted so that no reader trims it away. */
+const BLANK_ENDS = /^[ \t\n\v\f\r]|[ \t\n\v\f\r]$/;
+
 function csvField(text: string | undefined): string {
   if (text === undefined) return '';
-  return text === '' || /[",\r\n]/.test(text) || /^\s|\s$/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  return text === '' || /[",\r\n]/.test(text) || BLANK_ENDS.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 export interface RowWriter {

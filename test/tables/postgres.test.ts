@@ -3,7 +3,8 @@
 // nothing live changed, the copy-back statement the output prints actually working; a damaged
 // artifact and an unknown table refused before anything reaches the target; the same from a
 // --jobs (directory-format) backup; export as JSON Lines and CSV with exact values through a
-// throwaway server; show.
+// throwaway server, the server's own rendering byte for byte the same as the cells rendered in
+// Node for every kind of value; show.
 
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync, readFileSync, statSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
@@ -13,6 +14,10 @@ import { startPostgres, type PgServer } from '../harness/postgres.js';
 import { backupId, expectExit, runCli } from '../harness/run.js';
 import { tempDir } from '../harness/tmp.js';
 import { folderOf } from '../harness/stash.js';
+import { parseTarget } from '../../src/engines/target.js';
+import { CopyTextRows, readRendered, readRows } from '../../src/engines/postgres/tables.js';
+import { rowWriter } from '../../src/tables/render.js';
+import { UsageError } from '../../src/core/errors.js';
 
 let server: PgServer;
 let stash: string;
@@ -325,5 +330,121 @@ describe('export and show (PostgreSQL)', () => {
     assert.match(rows.stdout, /^2\s+customer 2$/m);
     assert.doesNotMatch(rows.stdout, /customer 3/);
     assert.equal(existsSync(path.join(stash, 'orders.csv')), false);
+  });
+});
+
+// Every kind of value the export renders, NULLs, and the edges of each: the server's lines
+// (readRendered, export's path) must be the very bytes render.ts makes of readRows' cells.
+const KINDS = String.raw`
+CREATE TYPE mood AS ENUM ('ok', 'not "ok"');
+CREATE TYPE pair AS (a int, b text);
+CREATE DOMAIN small AS int CHECK (VALUE < 1000);
+CREATE DOMAIN stamp AS timestamptz;
+CREATE DOMAIN money2 AS numeric(38,10);
+CREATE DOMAIN money3 AS money2;
+CREATE TABLE kinds (
+  "id" int PRIMARY KEY, "flag" bool, "i2" int2, "i8" int8, "o" oid, "f4" float4, "f8" float8,
+  "n" numeric(38,10), "nn" numeric, "j" json, "jb" jsonb, "b" bytea, "ts" timestamptz, "t" timestamp,
+  "d" date, "tm" time, "iv" interval, "txt" text, "ch" char(5), "vc" varchar(9), "nm" name, "ip" inet,
+  "net" cidr, "u" uuid, "arr" int[], "tarr" text[], "p" pair, "r" int4range, "m" mood, "sm" small,
+  "st" stamp, "m3" money3, "x" xml, "bits" varbit, "cash" money, "we""ird ✓ name" text);
+INSERT INTO kinds VALUES
+  (1, true, -32768, 9223372036854775807, 4294967295, 1.5, 0.1, 1234567890123456789012345678.0123456789, 'NaN',
+   '{"a": [1, "x\ny"],  "b":null}', '{"ü": "\u0001 ✓", "q": "\"", "n": 1.50}', '\x00ff10', '2024-02-29 23:59:59.999999+05:30',
+   '2024-01-01 10:00:00', '2024-01-01', '10:00:00.5', '1 year 2 mons 3 days 04:05:06.7', '',
+   'ab', 'v', 'nm', '10.0.0.1', '10.0.0.0/8', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}', '{"a\"b","c,d",NULL}',
+   ROW(1, 'x'), '[1,5)', 'ok', 7, '2024-01-01 00:00:00+00', -0.0000000001, '<a>&amp;</a>', B'1010', 12.34, 'plain'),
+  (2, false, 0, -1, 0, 'NaN', 'Infinity', -0.0000000001, 'Infinity', 'null', '[]', '', 'infinity', '-infinity',
+   '0044-03-15 BC', '00:00', '-1 day', ' lead', 'x', 'trail ', 'a"b', '::1', '::/0', NULL, '{}', '{}',
+   ROW(NULL, NULL), 'empty', 'not "ok"', -5, '0044-03-15 00:00:00+00 BC', 0, NULL, B'', -0.5, E'tab\there'),
+  (3, NULL, NULL, NULL, NULL, '-Infinity', -0.0, 0, '-Infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+   E'multi\nline, "quoted"\r', NULL, E'\u00a0nbsp', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+   E'ctl \u0001 \\ back \u2028 漢字'),
+  (4, true, 1, 1, 1, 3.4028235e38, 1e-300, 99, 1e-20, '"s"', '"s"', '\x', '1970-01-01 00:00:00+00', '1970-01-01 00:00:00',
+   'infinity', '24:00', 'P1Y', E'\t', 'abcde', '', '', '192.168.1.5/24', '192.168.1.0/24', NULL, '{{1,2},{3,4}}', '{""}',
+   ROW(2, ''), '(,)', NULL, NULL, NULL, NULL, '', NULL, NULL, '  ');`;
+
+describe('export rendered by the server (PostgreSQL)', () => {
+  let target: ReturnType<typeof parseTarget>;
+  const signal = new AbortController().signal;
+  const table = { schema: 'public', name: 'kinds' };
+
+  before(async () => {
+    await server.createDatabase('kinds');
+    await server.query(KINDS, 'kinds');
+    target = parseTarget(server.url('kinds'));
+  });
+
+  async function inNode(format: 'jsonl' | 'csv', opts: { where?: string; limit?: number } = {}): Promise<string> {
+    const source = await readRows(target, table, { ...opts, signal });
+    const writer = rowWriter(format, source.columns);
+    let text = writer.head();
+    for await (const cells of source.rows) text += writer.row(cells);
+    return text;
+  }
+
+  async function byServer(format: 'jsonl' | 'csv', opts: { where?: string; limit?: number } = {}): Promise<{ text: string; rows: number }> {
+    const source = await readRendered(target, table, { ...opts, format, signal });
+    const parts: Buffer[] = [Buffer.from(rowWriter(format, source.columns).head())];
+    let rows = 0;
+    for await (const piece of source.pieces) {
+      parts.push(piece.bytes);
+      rows += piece.rows;
+    }
+    return { text: Buffer.concat(parts).toString('utf8'), rows };
+  }
+
+  for (const format of ['jsonl', 'csv'] as const) {
+    test(`${format}: the same bytes as the cells rendered in Node, for every kind of value`, async () => {
+      const expected = await inNode(format);
+      const got = await byServer(format);
+      assert.equal(got.text, expected);
+      assert.equal(got.rows, 4);
+      if (format === 'jsonl') {
+        const rows = got.text.trim().split('\n').map((l) => JSON.parse(l));
+        assert.deepEqual(rows.map((r) => r.id), [1, 2, 3, 4]);
+        assert.equal(rows[0].b, Buffer.from('00ff10', 'hex').toString('base64'));
+        assert.equal(rows[0].ts, '2024-02-29T18:29:59.999999Z');
+        assert.equal(rows[1].f4, 'NaN');
+        assert.equal(rows[1].ch, 'x    ', 'char(n) keeps its padding');
+        assert.equal(rows[0].ip, '10.0.0.1', 'inet as its own text, without a netmask');
+        assert.deepEqual(rows[1].p, { a: null, b: null }, 'a composite of NULLs is not NULL');
+        assert.equal(rows[2]['we"ird ✓ name'], 'ctl \u0001 \\ back \u2028 漢字');
+      } else {
+        assert.match(got.text, /^id,flag,.*,"we""ird ✓ name"\r\n/);
+        assert.match(got.text, /," lead",/);
+      }
+    });
+  }
+
+  test('a condition and a limit select the same rows both ways; a bad condition is the user\'s error', async () => {
+    for (const opts of [{ where: 'id > 1' }, { limit: 2 }, { where: 'id > 1', limit: 0 }]) {
+      const got = await byServer('jsonl', opts);
+      assert.equal(got.text, await inNode('jsonl', opts));
+      assert.equal(got.rows, got.text === '' ? 0 : got.text.trim().split('\n').length);
+    }
+    await assert.rejects(byServer('csv', { where: 'no_such = 1' }), (err: Error) => err instanceof UsageError && /no_such/.test(err.message));
+  });
+
+  test('the COPY framing is taken off however the stream is cut', () => {
+    const rows = ['{"a":1}\n', '', '{"b":"ü"}\n'];
+    const frames = [Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)];
+    for (const r of rows) {
+      const head = Buffer.alloc(6);
+      head.writeInt16BE(1, 0);
+      head.writeInt32BE(Buffer.byteLength(r), 2);
+      frames.push(head, Buffer.from(r));
+    }
+    frames.push(Buffer.from([0xff, 0xff]));
+    const stream = Buffer.concat(frames);
+    for (const cut of [1, 2, 3, 5, 7, 64]) {
+      const parser = new CopyTextRows();
+      const out: Buffer[] = [];
+      for (let at = 0; at < stream.length; at += cut) out.push(parser.take(stream.subarray(at, at + cut)));
+      assert.equal(Buffer.concat(out).toString(), rows.join(''), `pieces of ${cut}`);
+      assert.equal(parser.rows, 3);
+      assert.equal(parser.ended, true);
+    }
+    assert.throws(() => new CopyTextRows().take(Buffer.from('NOTCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0', 'latin1')), /not a binary COPY stream/);
   });
 });

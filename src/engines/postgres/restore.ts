@@ -36,7 +36,7 @@ import { globalsReader, prepareDrill, scriptReader } from './drill.js';
 import { rewriteRoles } from './roles.js';
 import { startScratchPostgres } from './scratch.js';
 import { findPgTool, majorOf } from './tools.js';
-import { dumpTables, isHead, placeBeside, readHead, readRows, writeOnlyList } from './tables.js';
+import { dumpTables, isHead, placeBeside, readHead, readRendered, readRows, writeOnlyList } from './tables.js';
 import { replaceImpact, replaceTables } from './replace.js';
 
 /**
@@ -511,6 +511,7 @@ export const postgresRestoreMethods: Partial<Engine> = {
   dumpTables,
   placeBeside,
   readRows,
+  readRendered,
   replaceImpact,
   replaceTables,
   checkStructure,

@@ -10,10 +10,11 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { RestoreError, UsageError } from '../../core/errors.js';
-import type { Cell, DumpTable, PlacedTable, RestoreOptions, RowSource, TableRef, Target } from '../engine.js';
+import type { Cell, DumpTable, PlacedTable, RenderedSource, RestoreOptions, RowFormat, RowSource, TableRef, Target } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, startTool } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv, onDatabase, quoteIdent, restoreEnv } from './connection.js';
+import { to as copyTo } from 'pg-copy-streams';
+import { classifyPgError, closeOnAbort, connect, dbnameArg, libpqEnv, onDatabase, quoteIdent, quoteLiteral, restoreEnv, type PgClient } from './connection.js';
 import { findPgTool } from './tools.js';
 
 const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^\s."(),;]+)`;
@@ -273,8 +274,56 @@ function toCell(text: string | null, type: number): Cell {
 /** Rows per FETCH: two batches in memory at a time (one rendered, one on its way). */
 const FETCH_ROWS = 500;
 
-/** The table's rows through a cursor, FETCH_ROWS at a time, in one read-only transaction. */
-export async function readRows(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource> {
+interface Column {
+  name: string;
+  type: string;
+  /** The type's oid, through any domains to the base type (as the server reports it in a result). */
+  oid: number;
+  category: string;
+}
+
+/** Arrays, composites and ranges have no JSON number or string of their own: they go out as JSON. */
+const AS_JSON = new Set(['A', 'C', 'R']);
+
+type Batch = { rows: (string | null)[][]; fields: { dataTypeID: number }[] };
+
+interface Cursor {
+  columns: Column[];
+  /** The next batch of rows, each value in its text form (no parsing in the driver). */
+  fetch(): Promise<Batch>;
+  close(): Promise<void>;
+}
+
+/** What every value's text relies on: UTC, ISO dates, ISO 8601 intervals, floats to their exact digits, bytea in hex. */
+const SESSION_SETTINGS = `SET TIME ZONE 'UTC'; SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 3; SET bytea_output = hex; SET standard_conforming_strings = on`;
+
+/** The table's columns, in order, with each one's type seen through any domains. */
+async function columnsOf(client: PgClient, table: TableRef): Promise<Column[]> {
+  const rel = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+  const cols = await client.query<Column>(
+    `WITH RECURSIVE c AS (
+       SELECT a.attnum, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid AS base
+       FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+       UNION ALL
+       SELECT c.attnum, c.name, c.type, t.typbasetype FROM c JOIN pg_type t ON t.oid = c.base WHERE t.typtype = 'd')
+     SELECT c.name, c.type, c.base::int AS oid, t.typcategory AS category
+     FROM c JOIN pg_type t ON t.oid = c.base WHERE t.typtype <> 'd' ORDER BY c.attnum`,
+    [rel],
+  );
+  return cols.rows;
+}
+
+/** The FROM clause: the table, with the condition and the limit. */
+function sourceOf(table: TableRef, opts: { where?: string; limit?: number }): string {
+  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}${opts.where ? ` WHERE ${opts.where}` : ''}${opts.limit !== undefined ? ` LIMIT ${opts.limit}` : ''}`;
+}
+
+function whereError(table: TableRef, opts: { where?: string }, err: Error): UsageError {
+  return new UsageError(`cannot read ${table.schema}.${table.name}${opts.where ? ` where ${opts.where}` : ''}: ${err.message}`, { hint: opts.where ? 'check the --where condition (SQL, as in a WHERE clause)' : undefined });
+}
+
+/** A read-only snapshot of `table` with a cursor over `select(columns, source)`, in SESSION_SETTINGS. */
+async function openCursor(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }, select: (columns: Column[], source: string) => string): Promise<Cursor> {
   const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
     throw classifyPgError(err, target);
   });
@@ -285,41 +334,220 @@ export async function readRows(target: Target, table: TableRef, opts: { where?: 
     await client.end().catch(() => {});
   };
   try {
-    await client.query(`SET TIME ZONE 'UTC'; SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 3; SET bytea_output = hex`);
-    const rel = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
-    const cols = await client.query<{ name: string; type: string; category: string }>(
-      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory AS category
-       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-       WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
-      [rel],
-    );
-    // Arrays, composites and ranges have no JSON number or string of their own: they go out as JSON.
-    const select = cols.rows.map((c) => (['A', 'C', 'R'].includes(c.category) ? `to_json(${quoteIdent(c.name)})` : quoteIdent(c.name))).join(', ');
+    await client.query(SESSION_SETTINGS);
+    const columns = await columnsOf(client, table);
     await client.query('BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const sql = `SELECT ${select || 'NULL'} FROM ${rel}${opts.where ? ` WHERE ${opts.where}` : ''}${opts.limit !== undefined ? ` LIMIT ${opts.limit}` : ''}`;
-    await client.query(`DECLARE dbstash_rows NO SCROLL CURSOR FOR ${sql}`).catch((err: Error) => {
-      throw new UsageError(`cannot read ${table.schema}.${table.name}${opts.where ? ` where ${opts.where}` : ''}: ${err.message}`, { hint: opts.where ? 'check the --where condition (SQL, as in a WHERE clause)' : undefined });
+    await client.query(`DECLARE dbstash_rows NO SCROLL CURSOR FOR ${select(columns, sourceOf(table, opts))}`).catch((err: Error) => {
+      throw whereError(table, opts, err);
     });
-    const columns = cols.rows.map((c) => ({ name: c.name, type: c.type }));
     const raw = { getTypeParser: () => (v: string) => v };
-    // The next batch is asked for before this one is rendered: the server reads while Node writes.
-    type Batch = { rows: (string | null)[][]; fields: { dataTypeID: number }[] };
-    const fetch = (): Promise<Batch> => client.query({ text: `FETCH ${FETCH_ROWS} FROM dbstash_rows`, rowMode: 'array', types: raw as never }) as unknown as Promise<Batch>;
-    async function* rows(): AsyncGenerator<Cell[]> {
-      let pending: ReturnType<typeof fetch> | undefined = fetch();
+    const fetch = () => client.query({ text: `FETCH ${FETCH_ROWS} FROM dbstash_rows`, rowMode: 'array', types: raw as never }) as unknown as Promise<Batch>;
+    return { columns, fetch, close };
+  } catch (err) {
+    await close();
+    throw err instanceof UsageError ? err : classifyPgError(err, target);
+  }
+}
+
+/** Every batch of the cursor, the next one asked for before this one is used: the server reads while Node writes. */
+async function* batches<T>(cursor: Cursor, use: (batch: Batch) => T): AsyncGenerator<T> {
+  let pending: Promise<Batch> | undefined = cursor.fetch();
+  try {
+    while (pending) {
+      const batch: Batch = await pending;
+      pending = batch.rows.length < FETCH_ROWS ? undefined : cursor.fetch();
+      yield use(batch);
+    }
+  } finally {
+    await pending?.catch(() => {});
+    await cursor.close();
+  }
+}
+
+/** The table's rows through a cursor, FETCH_ROWS at a time, in one read-only transaction. */
+export async function readRows(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }): Promise<RowSource> {
+  const cursor = await openCursor(target, table, opts, (columns, source) => `SELECT ${columns.map((c) => (AS_JSON.has(c.category) ? `to_json(${quoteIdent(c.name)})` : quoteIdent(c.name))).join(', ') || 'NULL'} FROM ${source}`);
+  async function* rows(): AsyncGenerator<Cell[]> {
+    for await (const cells of batches(cursor, (batch) => {
+      const types = batch.fields.map((f) => f.dataTypeID);
+      return batch.rows.map((r) => r.map((v, i) => toCell(v, types[i])));
+    })) yield* cells;
+  }
+  return { columns: cursor.columns.map((c) => ({ name: c.name, type: c.type })), rows: rows(), close: cursor.close };
+}
+
+// The server renders each line itself, to the very text tables/render.ts makes of toCell's cells
+// (test/tables/postgres.test.ts compares the two on every kind of value): numbers as their digits
+// (NaN and infinities as strings), JSON as its own text, bytea as base64, timestamps as ISO 8601
+// with "Z" in UTC, arrays, composites and ranges as JSON, everything else as its output text.
+// Every value then stays inside the server's C code: Node handles one string per row.
+
+const JSON_NUMBER_SQL = String.raw`'^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'`;
+const ISO_TIME_SQL = String.raw`'^[0-9]{4,}-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9](\.[0-9]+)?(\+00)?$'`;
+/** What render.ts counts as blank at a CSV field's ends. */
+const CSV_BLANKS_SQL = String.raw`(' ', E'\t', E'\n', E'\x0B', E'\f', E'\r')`;
+
+type Kind = 'bool' | 'int' | 'decimal' | 'json' | 'bytea' | 'time' | 'text';
+
+function kindOf(c: Column): Kind {
+  if (AS_JSON.has(c.category) || JSON_TYPES.has(c.oid)) return 'json';
+  if (c.oid === 16) return 'bool';
+  if (c.oid === 20 || c.oid === 21 || c.oid === 23 || c.oid === 26) return 'int';
+  if (NUMBER_TYPES.has(c.oid)) return 'decimal';
+  if (c.oid === 17) return 'bytea';
+  if (c.oid === 1184 || c.oid === 1114) return 'time';
+  return 'text';
+}
+
+/** A value's text, NULL for NULL (the inner query's column). */
+function textOf(c: Column, kind: Kind): string {
+  const v = quoteIdent(c.name);
+  switch (kind) {
+    case 'bool':
+      return `CASE WHEN ${v} THEN 'true' WHEN NOT ${v} THEN 'false' END`;
+    case 'json':
+      return AS_JSON.has(c.category) ? `to_json(${v})::text` : `${v}::text`;
+    case 'bytea':
+      return String.raw`translate(encode(${v}, 'base64'), E'\n', '')`;
+    default:
+      // format() calls the type's output function, as the driver's text does; a cast to text
+      // would not for a few types (char(n) loses its padding, inet gains a netmask).
+      return `CASE WHEN ${v} IS NOT NULL THEN format('%s', ${v}) END`;
+  }
+}
+
+/** The text of a value from the inner query's column `t` (render.ts's csvText of its cell). */
+function outputText(t: string, kind: Kind): string {
+  return kind === 'time' ? `CASE WHEN ${t} ~ ${ISO_TIME_SQL} THEN replace(replace(${t}, ' ', 'T'), '+00', 'Z') ELSE ${t} END` : t;
+}
+
+function jsonOf(t: string, kind: Kind): string {
+  switch (kind) {
+    case 'bool':
+    case 'int':
+    case 'json':
+      return `COALESCE(${t}, 'null')`;
+    case 'decimal':
+      return `CASE WHEN ${t} IS NULL THEN 'null' WHEN ${t} ~ ${JSON_NUMBER_SQL} THEN ${t} ELSE to_json(${t})::text END`;
+    case 'bytea':
+      return `COALESCE('"' || ${t} || '"', 'null')`;
+    default:
+      return `COALESCE(to_json(${outputText(t, kind)})::text, 'null')`;
+  }
+}
+
+function csvOf(t: string, kind: Kind): string {
+  const text = outputText(t, kind);
+  const x = kind === 'time' ? `(${text})` : text;
+  return String.raw`CASE WHEN ${t} IS NULL THEN '' WHEN ${x} = '' OR strpos(${x}, '"') > 0 OR strpos(${x}, ',') > 0 OR strpos(${x}, E'\r') > 0 OR strpos(${x}, E'\n') > 0 OR left(${x}, 1) IN ${CSV_BLANKS_SQL} OR right(${x}, 1) IN ${CSV_BLANKS_SQL} THEN '"' || replace(${x}, '"', '""') || '"' ELSE ${x} END`;
+}
+
+/**
+ * The data of COPY … (FORMAT binary) of one text column, without the format's framing: the
+ * signature and header, each row's field count and length, the trailer. Each row's text is
+ * passed on as it arrives, whole or in parts; `rows` counts the rows ended so far.
+ */
+export class CopyTextRows {
+  rows = 0;
+  private header = true;
+  /** Bytes still to come of the current row's text. */
+  private left = 0;
+  /** A frame (header, or a row's count and length) split across chunks. */
+  private carry: Buffer = Buffer.alloc(0);
+  ended = false;
+
+  /** The text bytes in `chunk`. */
+  take(chunk: Buffer): Buffer {
+    const out: Buffer[] = [];
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.left > 0) {
+        const n = Math.min(this.left, chunk.length - at);
+        out.push(chunk.subarray(at, at + n));
+        at += n;
+        this.left -= n;
+        if (this.left === 0) this.rows++;
+        continue;
+      }
+      if (this.ended) throw new Error('COPY data after its trailer');
+      // A frame: the 19-byte header (signature, flags, extension length) or a row's 6 bytes.
+      const need = this.header ? 19 : this.carry.length >= 2 && this.carry.readInt16BE(0) === -1 ? 2 : 6;
+      const n = Math.min(need - this.carry.length, chunk.length - at);
+      this.carry = Buffer.concat([this.carry, chunk.subarray(at, at + n)]);
+      at += n;
+      if (this.carry.length >= 2 && !this.header && this.carry.readInt16BE(0) === -1) {
+        this.ended = true;
+        this.carry = Buffer.alloc(0);
+        continue;
+      }
+      if (this.carry.length < need) continue;
+      if (this.header) {
+        if (!this.carry.subarray(0, 11).equals(COPY_SIGNATURE) || this.carry.readInt32BE(15) !== 0) throw new Error('not a binary COPY stream this reader knows');
+        this.header = false;
+      } else {
+        const fields = this.carry.readInt16BE(0);
+        const length = this.carry.readInt32BE(2);
+        if (fields !== 1 || length < 0) throw new Error(`a COPY row of ${fields} field(s), length ${length}: expected one line of text`);
+        this.left = length;
+        if (length === 0) this.rows++;
+      }
+      this.carry = Buffer.alloc(0);
+    }
+    return out.length === 1 ? out[0] : Buffer.concat(out);
+  }
+}
+
+const COPY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+/**
+ * One line of `format` per row, rendered by the server (see above) and streamed out through COPY:
+ * the bytes go from the socket to the sink without a string or an object per row.
+ */
+export async function readRendered(target: Target, table: TableRef, opts: { format: RowFormat; where?: string; limit?: number; signal: AbortSignal }): Promise<RenderedSource> {
+  const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
+    throw classifyPgError(err, target);
+  });
+  const unhook = closeOnAbort(client, opts.signal);
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    unhook();
+    await client.end().catch(() => {});
+  };
+  try {
+    await client.query(SESSION_SETTINGS);
+    const columns = await columnsOf(client, table);
+    const kinds = columns.map(kindOf);
+    const inner = columns.map((c, i) => `${textOf(c, kinds[i])} AS t${i}`).join(', ') || 'NULL';
+    const line =
+      opts.format === 'jsonl'
+        ? `'{' || ${columns.map((c, i) => `${quoteLiteral(`${JSON.stringify(c.name)}:`)} || ${jsonOf(`t${i}`, kinds[i])}`).join(` || ',' || `) || `''`} || E'}\\n'`
+        : `${columns.map((_, i) => csvOf(`t${i}`, kinds[i])).join(` || ',' || `) || `''`} || E'\\r\\n'`;
+    const select = `SELECT ${line} FROM (SELECT ${inner} FROM ${sourceOf(table, opts)}) r`;
+    // Planned first, so that a condition that does not parse is the user's error, said as such.
+    await client.query(`EXPLAIN ${select}`).catch((err: Error) => {
+      throw whereError(table, opts, err);
+    });
+    const stream = copyTo(`COPY (${select}) TO STDOUT (FORMAT binary)`);
+    client.query(stream);
+    async function* pieces(): AsyncGenerator<{ bytes: Buffer; rows: number }> {
+      const frames = new CopyTextRows();
       try {
-        while (pending) {
-          const batch: Batch = await pending;
-          pending = batch.rows.length < FETCH_ROWS ? undefined : fetch();
-          const types = batch.fields.map((f) => f.dataTypeID);
-          for (const r of batch.rows) yield r.map((v, i) => toCell(v, types[i]));
+        for await (const chunk of stream) {
+          const before = frames.rows;
+          const bytes = frames.take(chunk as Buffer);
+          yield { bytes, rows: frames.rows - before };
         }
+        if (!frames.ended || frames.rows !== stream.rowCount) throw new Error(`COPY ended after ${frames.rows} row(s), the server sent ${stream.rowCount}`);
+      } catch (err) {
+        throw opts.signal.aborted ? opts.signal.reason : err;
       } finally {
-        await pending?.catch(() => {});
+        stream.destroy();
         await close();
       }
     }
-    return { columns, rows: rows(), close };
+    return { columns: columns.map((c) => ({ name: c.name, type: c.type })), pieces: pieces(), close };
   } catch (err) {
     await close();
     throw err instanceof UsageError ? err : classifyPgError(err, target);
