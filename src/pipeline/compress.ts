@@ -15,12 +15,15 @@ import { createRequire } from 'node:module';
 import type { Duplex, TransformCallback } from 'node:stream';
 import type * as Zlib from 'node:zlib';
 import type * as ZstdNapi from 'zstd-napi';
+import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ConfigError, IntegrityError } from '../core/errors.js';
 import { registerStage, type Stage } from './stage.js';
 
 const require = createRequire(import.meta.url);
 let zstdModule: typeof ZstdNapi | undefined;
 const zstd = (): typeof ZstdNapi => (zstdModule ??= require('zstd-napi') as typeof ZstdNapi);
+let bindingModule: typeof ZstdBinding | undefined;
+const zstdBinding = (): typeof ZstdBinding => (bindingModule ??= require('zstd-napi/binding.js') as typeof ZstdBinding);
 const zlib = (): typeof Zlib => require('node:zlib') as typeof Zlib;
 
 export type CompressionAlgorithm = 'zstd' | 'gzip' | 'none';
@@ -75,21 +78,63 @@ function checkedZstdDecoder(): Duplex {
     override _transform(chunk: Buffer, enc: BufferEncoding, done: TransformCallback): void {
       super._transform(chunk, enc, (err?: Error | null) => {
         this.consumed += chunk.length;
-        if (err) {
-          return done(new IntegrityError(`zstd data corrupt (${err.message}): the decoder stopped after reading ${this.consumed} bytes of compressed data, having decoded ${this.decoded} bytes`));
-        }
+        if (err) return done(zstdCorrupt(err, this.consumed, this.decoded));
         done();
       });
     }
 
     override _flush(done: TransformCallback): void {
       super._flush((err?: Error | null) => {
-        if (err) return done(new IntegrityError(`zstd frame truncated: the compressed data ends inside a frame after ${this.consumed} bytes (${this.decoded} bytes decoded)`));
+        if (err) return done(zstdTruncated(this.consumed, this.decoded));
         done();
       });
     }
   };
   return new CheckedZstdDecode();
+}
+
+function zstdCorrupt(err: Error, consumed: number, decoded: number): IntegrityError {
+  return new IntegrityError(`zstd data corrupt (${err.message}): the decoder stopped after reading ${consumed} bytes of compressed data, having decoded ${decoded} bytes`);
+}
+
+function zstdTruncated(consumed: number, decoded: number): IntegrityError {
+  return new IntegrityError(`zstd frame truncated: the compressed data ends inside a frame after ${consumed} bytes (${decoded} bytes decoded)`);
+}
+
+/**
+ * zstd decoding into buffers the caller owns, for a reader that draws the raw dump into buffers of
+ * its own (openArtifact): the stream decoder above allocates a fresh 128 KiB buffer for every
+ * piece it decodes, and V8 frees dead ones only in bulk, once some 30 MB of them have piled up,
+ * so a restore held that much garbage at any time; decoding into the reader's reused buffers
+ * allocates nothing per piece. Its errors are the stream decoder's.
+ */
+export class ZstdInto {
+  private readonly dctx = new (zstdBinding().DCtx)();
+  private consumed = 0;
+  private decoded = 0;
+  private inFrame = false;
+
+  /** Decodes from `src` into `into`: [bytes placed in `into`, bytes of `src` used]. */
+  decode(into: Buffer, src: Buffer): [number, number] {
+    let result: [number, number, number];
+    try {
+      result = this.dctx.decompressStream(into, src);
+    } catch (err) {
+      throw zstdCorrupt(err as Error, this.consumed + src.length, this.decoded);
+    }
+    const [ret, produced, used] = result;
+    this.consumed += used;
+    this.decoded += produced;
+    // 0: a frame ended and all of it is out. A call that took and gave nothing (no input, and the
+    // decoder between frames) says nothing: its hint is the size of the next frame's header.
+    if (used > 0 || produced > 0) this.inFrame = ret !== 0;
+    return [produced, used];
+  }
+
+  /** At the end of the compressed data: the error when it ended inside a frame. */
+  end(): IntegrityError | undefined {
+    return this.inFrame ? zstdTruncated(this.consumed, this.decoded) : undefined;
+  }
 }
 
 const ZSTD_JOB_SIZE = 2 << 20;

@@ -80,6 +80,16 @@ export function isDrawable(data: unknown): data is Drawable {
   return data instanceof Drawable;
 }
 
+/** A stream that can also be drawn: a Drawable, or an artifact read back as its raw dump (openArtifact). */
+export interface DrawableStream extends Readable {
+  draw(into: Buffer, offset: number, length: number): Promise<number>;
+}
+
+/** Whether `data` is a stream whose reader may draw it instead (see DrawableStream). */
+export function canDraw(data: unknown): data is DrawableStream {
+  return data instanceof Readable && typeof (data as Partial<DrawableStream>).draw === 'function';
+}
+
 /** A file read from its start, sequentially, through an open handle (which close() closes). */
 export function fileSource(handle: FileHandle): DrawSource {
   let position = 0;

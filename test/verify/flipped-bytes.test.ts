@@ -4,7 +4,7 @@
 // where the data stops making sense — often only at the frame's checksum, at the very end — so it
 // names no range; an age chunk authenticates exactly its own bytes, so it can. Real backups
 // (SQLite, through the CLI), zstd alone and zstd + age to an X25519 recipient, read back through
-// the file storage in its real chunks.
+// the file storage in its real chunks, both as a stream and drawn (as a restore's feed reads it).
 
 import assert from 'node:assert/strict';
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +19,7 @@ import type { Manifest } from '../../src/catalog/manifest.js';
 import { createLocalStorage } from '../../src/storage/local.js';
 import { openArtifact } from '../../src/verify/read.js';
 import { readAll } from '../../src/storage/storage.js';
+import { canDraw } from '../../src/storage/drawable.js';
 import '../../src/pipeline/compress.js';
 import '../../src/pipeline/age.js';
 
@@ -68,12 +69,19 @@ function flipped(original: Buffer, at: number): Buffer {
   return bytes;
 }
 
-async function readBack(subject: Subject, bytes: Buffer): Promise<Error> {
+async function readBack(subject: Subject, bytes: Buffer, how: 'stream' | 'draw'): Promise<Error> {
   writeFileSync(subject.artifact, bytes);
   const storage = createLocalStorage({ root: subject.stash });
   const main = subject.manifest.artifacts.find((a) => a.role === 'main')!;
   try {
-    await readAll(await openArtifact(storage, subject.manifest, main, { identities: [identity] }));
+    const raw = await openArtifact(storage, subject.manifest, main, { identities: [identity] });
+    if (how === 'stream') await readAll(raw);
+    else {
+      assert.ok(canDraw(raw), 'a zstd artifact can be drawn');
+      const into = Buffer.allocUnsafe(1 << 20);
+      while ((await raw.draw(into, 0, into.length)) > 0);
+      raw.destroy();
+    }
   } catch (err) {
     return err as Error;
   } finally {
@@ -111,10 +119,12 @@ before(async () => {
 describe('one flipped byte', () => {
   test('in a zstd artifact: the checksum differs, and no place is claimed that does not hold the flip', async () => {
     const { original } = subjects.zstd;
-    for (const at of positions(original.length)) {
-      const err = await readBack(subjects.zstd, flipped(original, at));
-      assert.ok(err instanceof IntegrityError, `flip at ${at}: ${String(err)}`);
-      assertTrueReport(err.message, at);
+    for (const how of ['stream', 'draw'] as const) {
+      for (const at of positions(original.length)) {
+        const err = await readBack(subjects.zstd, flipped(original, at), how);
+        assert.ok(err instanceof IntegrityError, `${how}, flip at ${at}: ${String(err)}`);
+        assertTrueReport(err.message, at);
+      }
     }
   });
 
@@ -124,15 +134,17 @@ describe('one flipped byte', () => {
     const chunk0 = header + 16;
     const inHeader = [20, 45, 60, header - 30, header - 2];
     const nonceAndChunks = [header, header + 8, chunk0, chunk0 + 65_551, chunk0 + 65_552, chunk0 + 3 * 65_552 + 17];
-    const seen = new Set<string>();
-    for (const at of positions(original.length, [...inHeader, ...nonceAndChunks])) {
-      const err = await readBack(subjects.age, flipped(original, at));
-      assert.ok(err instanceof IntegrityError, `flip at ${at}: ${(err as DbstashError).name}: ${err.message}`);
-      assertTrueReport(err.message, at);
-      if (claimedRanges(err.message).length > 0) seen.add(/decoding failed: (age payload chunk|the age header)/.exec(err.message)?.[1] ?? 'other');
+    for (const how of ['stream', 'draw'] as const) {
+      const seen = new Set<string>();
+      for (const at of positions(original.length, [...inHeader, ...nonceAndChunks])) {
+        const err = await readBack(subjects.age, flipped(original, at), how);
+        assert.ok(err instanceof IntegrityError, `${how}, flip at ${at}: ${(err as DbstashError).name}: ${err.message}`);
+        assertTrueReport(err.message, at);
+        if (claimedRanges(err.message).length > 0) seen.add(/decoding failed: (age payload chunk|the age header)/.exec(err.message)?.[1] ?? 'other');
+      }
+      // The age stage does name places: the header, and the chunk that failed.
+      assert.deepEqual([...seen].sort(), ['age payload chunk', 'the age header'], how);
     }
-    // The age stage does name places: the header, and the chunk that failed.
-    assert.deepEqual([...seen].sort(), ['age payload chunk', 'the age header']);
   });
 
   test('through `dbstash verify`: exit 7, a failed record, and the same true report', async () => {
