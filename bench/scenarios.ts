@@ -173,25 +173,49 @@ interface RestoreSource {
 
 const restoreSources = new Map<string, Promise<RestoreSource>>();
 
-function restoreSource(ctx: BenchContext): Promise<RestoreSource> {
-  let source = restoreSources.get(ctx.db.name);
+/** The source backup; with `jobs`, one made with --jobs (pg_dump's directory format, packed). */
+function restoreSource(ctx: BenchContext, jobs?: number): Promise<RestoreSource> {
+  const key = `${ctx.db.name}${jobs ? `-jobs${jobs}` : ''}`;
+  let source = restoreSources.get(key);
   if (!source) {
     source = (async () => {
-      const stash = tempDir(`dbstash-bench-restore-${ctx.db.name}`);
-      const spec = dbstashSpec(ctx, 0, []);
+      const stash = tempDir(`dbstash-bench-restore-${key}`);
+      const spec = dbstashSpec(ctx, 0, jobs ? ['--jobs', String(jobs)] : []);
       const result = await measure({ ...spec, args: spec.args.map((a) => (a.startsWith(path.join(ctx.workDir, 'stash-')) ? stash : a)) });
       const { id } = JSON.parse(result.stdout) as { id: string };
       const files: string[] = [];
       for (const dir of await fsp.readdir(stash)) {
         const inner = await fsp.readdir(path.join(stash, dir)).catch(() => [] as string[]);
-        files.push(...inner.filter((f) => f.startsWith(`${id}.dump`)).map((f) => path.join(stash, dir, f)));
+        files.push(...inner.filter((f) => f.startsWith(`${id}.dump`) || f.startsWith(`${id}.tar`)).map((f) => path.join(stash, dir, f)));
       }
       if (files.length !== 1) throw new Error(`the restore source ${id} has ${files.length} main artifacts in ${stash}`);
       return { stash, id, artifact: files[0] };
     })();
-    restoreSources.set(ctx.db.name, source);
+    restoreSources.set(key, source);
   }
   return source;
+}
+
+const directoryDumps = new Map<string, Promise<string>>();
+
+/**
+ * The --jobs source backup's dump as the plain tools keep it: pg_dump's directory, unpacked once
+ * (untimed) from the stored artifact with zstd -dc | tar -x.
+ */
+function directoryDump(ctx: BenchContext, jobs: number): Promise<string> {
+  const key = `${ctx.db.name}-jobs${jobs}`;
+  let dir = directoryDumps.get(key);
+  if (!dir) {
+    dir = (async () => {
+      const source = await restoreSource(ctx, jobs);
+      const out = tempDir(`dbstash-bench-dir-${key}`);
+      await measure(shell(ctx, `zstd -dc -q ${shellQuote(source.artifact)} | tar -x -C ${shellQuote(out)}`));
+      await fsp.access(path.join(out, 'toc.dat'));
+      return out;
+    })();
+    directoryDumps.set(key, dir);
+  }
+  return dir;
 }
 
 /** A fresh target name per scenario; it is dropped before each run (untimed), so every run creates it. */
@@ -240,6 +264,60 @@ function restoreScenarios(): Scenario[] {
       captureStdout: true,
     })),
     plainRestore('pg_restore_zstd', '(r) createdb + zstd -dc artifact | pg_restore -d'),
+    {
+      id: 'dbstash_restore_jobs',
+      label: 'dbstash restore --jobs 2 of a --jobs 2 backup (unpack, pg_restore -j 2, row counts, rename)',
+      setup: async (ctx) => {
+        await restoreSource(ctx, 2);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx, 2);
+        const target = await freshTarget(ctx, 'dbstash_restore_jobs');
+        return {
+          spec: {
+            cmd: process.execPath,
+            args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--jobs', '2', '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
+            env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+            cwd: ctx.workDir,
+            captureStdout: true,
+          },
+          outputSize: async () => undefined,
+        };
+      },
+    },
+    {
+      id: 'pg_restore_dir_jobs',
+      label: '(j) createdb + pg_restore -j 2 -d of the same dump as a directory',
+      setup: async (ctx) => {
+        await directoryDump(ctx, 2);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const dir = await directoryDump(ctx, 2);
+        const target = await freshTarget(ctx, 'pg_restore_dir_jobs');
+        const bin = (t: string) => shellQuote(pgTool(ctx, t));
+        return { spec: shell(ctx, `${bin('createdb')} ${target} && ${bin('pg_restore')} --exit-on-error -j 2 -d ${target} ${shellQuote(dir)}`), outputSize: async () => undefined };
+      },
+    },
+    {
+      id: 'pg_restore_unpack_jobs',
+      label: '(u+j) the same from the stored artifact: zstd -dc | tar -x into a temp dir, createdb, pg_restore -j 2 -d, rm',
+      setup: async (ctx) => {
+        await restoreSource(ctx, 2);
+        return undefined;
+      },
+      async prepare(ctx) {
+        const source = await restoreSource(ctx, 2);
+        const target = await freshTarget(ctx, 'pg_restore_unpack_jobs');
+        const bin = (t: string) => shellQuote(pgTool(ctx, t));
+        const dir = shellQuote(path.join(ctx.workDir, 'unpacked'));
+        return {
+          spec: shell(ctx, `mkdir ${dir} && zstd -dc -q ${shellQuote(source.artifact)} | tar -x -C ${dir} && ${bin('createdb')} ${target} && ${bin('pg_restore')} --exit-on-error -j 2 -d ${target} ${dir} && rm -rf ${dir}`),
+          outputSize: async () => undefined,
+        };
+      },
+    },
     // The plain path plus the proof dbstash gives: every table counted after the restore.
     plainRestore('pg_restore_zstd_count', '(r+n) (r), then count(*) of every table', (ctx, target) => {
       const counts = ctx.db.tables.map((t) => `SELECT count(*) FROM public.${t.name};`).join(' ');
@@ -525,6 +603,9 @@ export function comparisons(): Comparison[] {
     { of: 'dbstash_restore', against: 'pg_restore_zstd', metric: 'cpuMs', label: 'restore, CPU time vs (r)' },
     { of: 'pg_restore_zstd_count', against: 'pg_restore_zstd', metric: 'wallMs', label: 'what counting every table adds to (r): (r+n) vs (r)' },
     { of: 'dbstash_restore', against: 'pg_restore_zstd_count', metric: 'wallMs', label: 'restore, wall time vs (r+n), the plain path with the same proof' },
+    { of: 'dbstash_restore_jobs', against: 'pg_restore_dir_jobs', metric: 'wallMs', max: 1.1, label: 'restore --jobs 2, wall time vs (j) pg_restore -j 2 of the directory dump' },
+    { of: 'dbstash_restore_jobs', against: 'pg_restore_unpack_jobs', metric: 'wallMs', label: 'restore --jobs 2, wall time vs (u+j) the plain tools from the same stored artifact' },
+    { of: 'pg_restore_unpack_jobs', against: 'pg_restore_dir_jobs', metric: 'wallMs', label: 'what unpacking the stored artifact costs the plain tools: (u+j) vs (j)' },
     { of: 'dbstash_restore_table', against: 'pg_restore_table', metric: 'wallMs', max: 1.2, label: 'one ~1% table beside the live ones, wall time vs (t) pg_restore -t' },
     { of: 'dbstash_restore_table', against: 'pg_restore_table_beside', metric: 'wallMs', label: 'one ~1% table beside the live ones, wall time vs (t+b) the same by hand' },
     { of: 'pg_restore_table_beside', against: 'pg_restore_table', metric: 'wallMs', label: 'what "beside the live tables" costs the plain tools: (t+b) vs (t)' },

@@ -130,3 +130,21 @@ export async function eachPiece(source: Readable, fn: (bytes: Buffer) => void, s
     source.destroy();
   }
 }
+
+/**
+ * The pieces of `source` in order: drawn into two buffers in turn where it can be drawn
+ * (canDraw), else its chunks. A drawn piece stays valid until the piece after the next is asked
+ * for: the reader must be done with it (writes of it completed) by then.
+ */
+export async function* piecesOf(source: Readable, size = PIECE): AsyncGenerator<Buffer> {
+  if (!canDraw(source)) {
+    for await (const chunk of source) yield chunk as Buffer;
+    return;
+  }
+  const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+  for (let turn = 0; ; turn ^= 1) {
+    const n = await source.draw(buffers[turn], 0, size);
+    if (n === 0) return;
+    yield buffers[turn].subarray(0, n);
+  }
+}

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { Readable } from 'node:stream';
 import { Meter } from '../../src/pipeline/meter.js';
-import { Drawable, eachPiece, fileSource, isDrawable, type DrawSource } from '../../src/storage/drawable.js';
+import { Drawable, eachPiece, fileSource, isDrawable, piecesOf, type DrawSource } from '../../src/storage/drawable.js';
 import { createLocalStorage } from '../../src/storage/local.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -136,5 +136,25 @@ describe('Drawable', () => {
     const got = await storage.get('db/a.dump');
     assert.ok(isDrawable(got));
     assert.equal(sha256(await buffer(got)), sha256(data), 'read as a stream, as every other consumer reads it');
+  });
+
+  it('piecesOf draws into two buffers in turn, and iterates a stream that cannot be drawn', async () => {
+    const drawn = new Drawable(memorySource(data), 64 * 1024);
+    const pieces: Buffer[] = [];
+    const copies: Buffer[] = [];
+    for await (const piece of piecesOf(drawn, 100_000)) {
+      pieces.push(piece);
+      copies.push(Buffer.from(piece));
+    }
+    assert.equal(sha256(Buffer.concat(copies)), sha256(data));
+    assert.ok(pieces.length >= 3);
+    assert.ok(pieces.every((p) => p.length <= 100_000));
+    assert.equal(pieces[0].buffer, pieces[2].buffer, 'the third piece reuses the first one\'s buffer');
+    assert.notEqual(pieces[0].buffer, pieces[1].buffer);
+
+    const chunks = [Buffer.from('ab'), Buffer.from('cd')];
+    const got: string[] = [];
+    for await (const piece of piecesOf(Readable.from(chunks))) got.push(piece.toString());
+    assert.deepEqual(got, ['ab', 'cd']);
   });
 });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { once } from 'node:events';
 import { IntegrityError } from '../../core/errors.js';
+import { piecesOf } from '../../storage/drawable.js';
 
 const BLOCK = 512;
 const OCTAL_SIZE_LIMIT = 0o77777777777; // 11 octal digits
@@ -192,8 +193,10 @@ export async function unpackTar(raw: Readable, dir: string): Promise<{ files: nu
   };
 
   try {
-    for await (const chunk of raw) {
-      pending = pending.length ? Buffer.concat([pending, chunk as Buffer]) : (chunk as Buffer);
+    // A raw dump that can be drawn is decoded into two reused buffers (piecesOf): each write of a
+    // piece completes, and a header split across pieces is copied out, before its buffer returns.
+    for await (const chunk of piecesOf(raw)) {
+      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       for (;;) {
         if (ended) {
           pending = Buffer.alloc(0);
@@ -206,7 +209,7 @@ export async function unpackTar(raw: Readable, dir: string): Promise<{ files: nu
           remaining -= part.length;
           offset += part.length;
           bytes += part.length;
-          if (!out!.write(part)) await once(out!, 'drain');
+          await new Promise<void>((resolve, reject) => out!.write(part, (err) => (err ? reject(err) : resolve())));
           if (remaining === 0) await closeFile();
           continue;
         }
