@@ -293,8 +293,12 @@ export interface Engine {
   tableStats?(target: Target, opts: { checksums: boolean; estimate?: boolean; signal?: AbortSignal }): Promise<TableStat[]>;
   /** The user tables of a live database (those tableStats counts), without counting them. */
   listTables?(target: Target, signal?: AbortSignal): Promise<{ schema: string; name: string }[]>;
-  /** Exact row counts of these tables of a live database, on one connection. */
-  countRows?(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal): Promise<TableStat[]>;
+  /**
+   * Exact row counts of these tables of a live database, on one connection. With `giveWay` (an
+   * early count during a restore), the engine may cancel the count, which then fails, when it
+   * holds up another session (the restore's next step on the table).
+   */
+  countRows?(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]>;
   databaseExists?(target: Target): Promise<boolean>;
   /**
    * Creates database `name` on target's server and returns a Target for it. With `properties`

@@ -1,7 +1,8 @@
 // The row counts that prove a restore, taken as early and as wide as the engine allows. Engines
 // that say when a table's data is in (RestoreOptions.dataLoaded: PostgreSQL's pg_restore
 // --verbose) have that table counted at once on a connection of its own, while the restore goes
-// on with the other tables' data and the index builds; after the restore, every table without
+// on with the other tables' data and the index builds (a count that holds the restore up gives
+// way to it); after the restore, every table without
 // an early count, or whose early count does not match the manifest, is counted on a few
 // connections at once, the largest tables first. An early count is only a head start: what is
 // compared with the manifest is always a count taken after that table's data was committed, and
@@ -13,6 +14,9 @@ import type { Engine, TableStat, Target } from '../engines/engine.js';
 type TableName = { schema: string; name: string };
 
 const qualified = (t: TableName) => `${t.schema}.${t.name}`;
+
+/** Early counts of one table, the first included. */
+const EARLY_TRIES = 2;
 
 /** Connections counting at once after the restore. */
 export const FINAL_COUNT_CONNECTIONS = 2;
@@ -32,6 +36,7 @@ export class RowCounter {
   private readonly early = new Map<string, TableStat>();
   private readonly queued = new Set<string>();
   private readonly pending: TableName[] = [];
+  private readonly tries = new Map<string, number>();
   private running: Promise<void> | undefined;
   private stopped = false;
   private readonly expected: Map<string, TableEntry>;
@@ -71,9 +76,19 @@ export class RowCounter {
     while (this.pending.length > 0 && !this.signal.aborted && !this.stopped) {
       const batch = this.pending.splice(0);
       try {
-        for (const stat of await this.engine.countRows!(this.into, batch, this.signal)) this.early.set(qualified(stat), stat);
+        for (const stat of await this.engine.countRows!(this.into, batch, this.signal, { giveWay: true })) this.early.set(qualified(stat), stat);
       } catch {
-        // An early count is a head start only: these tables are counted after the restore.
+        // An early count is a head start only. One that failed (or gave way to the restore, whose
+        // next step on the table needed it: a primary key's exclusive lock) is tried once more at
+        // once: it then waits for that step and runs beside the restore's next ones. Tables that
+        // fail again are counted after the restore.
+        for (const t of batch) {
+          const key = qualified(t);
+          const tries = (this.tries.get(key) ?? 1) + 1;
+          if (tries > EARLY_TRIES || this.early.has(key)) continue;
+          this.tries.set(key, tries);
+          this.pending.push(t);
+        }
       }
     }
   }

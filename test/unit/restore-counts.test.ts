@@ -82,4 +82,47 @@ describe('restore row counts', () => {
     counter.loaded({ name: 't' });
     assert.deepEqual(await counter.finish(), [{ schema: 'main', name: 't', rows: 2 }]);
   });
+
+  it('an early count that fails (one that gave way to the restore) is tried once more at once, then left for after', async () => {
+    const rows = new Map([
+      ['public.big', 10],
+      ['public.stubborn', 4],
+    ]);
+    const calls: { tables: string[]; giveWay?: boolean }[] = [];
+    const failures = new Map([
+      ['public.big', 1],
+      ['public.stubborn', 5],
+    ]);
+    const engine = {
+      id: 'postgres',
+      async listTables() {
+        return [...rows.keys()].map((q) => ({ schema: 'public', name: q.split('.')[1] }));
+      },
+      async countRows(_t: Target, tables: { schema: string; name: string }[], _s?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]> {
+        const names = tables.map((t) => `${t.schema}.${t.name}`);
+        calls.push({ tables: names, giveWay: opts?.giveWay });
+        for (const n of names) {
+          const left = failures.get(n) ?? 0;
+          if (opts?.giveWay && left > 0) {
+            failures.set(n, left - 1);
+            throw new Error('canceling statement due to user request');
+          }
+        }
+        return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
+      },
+    } as unknown as Engine;
+    const counter = new RowCounter(engine, into, [entry('public.big', 10), entry('public.stubborn', 4)], new AbortController().signal);
+    counter.loaded({ qualified: 'public.big', name: 'big' });
+    await new Promise((r) => setImmediate(r));
+    counter.loaded({ qualified: 'public.stubborn', name: 'stubborn' });
+    const stats = await counter.finish();
+    assert.deepEqual(
+      stats.map((s) => `${s.schema}.${s.name}=${s.rows}`),
+      ['public.big=10', 'public.stubborn=4'],
+    );
+    const early = calls.filter((c) => c.giveWay).map((c) => c.tables.join(','));
+    assert.deepEqual(early, ['public.big', 'public.big', 'public.stubborn', 'public.stubborn'], 'each failed early count tried once more, no more');
+    const after = calls.filter((c) => !c.giveWay).flatMap((c) => c.tables);
+    assert.deepEqual(after, ['public.stubborn'], 'big was counted early on its second try; stubborn after the restore');
+  });
 });

@@ -12,6 +12,7 @@ import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { IntegrityError, PreflightError, RestoreEnvironmentError, RestoreError, UsageError } from '../../core/errors.js';
 import { makeScratchDir } from '../../core/scratch.js';
@@ -486,8 +487,65 @@ async function listTables(target: Target): Promise<{ schema: string; name: strin
   return withClient(target, async (c) => (await c.query<{ schema: string; name: string }>(USER_TABLES_SQL)).rows);
 }
 
-async function countRows(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal): Promise<TableStat[]> {
-  return withClient(target, (c) => countThese(c, tables, false, () => !!signal?.aborted));
+/** How long an early count runs before it starts watching for sessions it holds up, and how often it looks. */
+const GIVE_WAY_AFTER_MS = 100;
+const GIVE_WAY_EVERY_MS = 50;
+
+/**
+ * Exact counts of these tables on one connection. With `giveWay` (an early count, while the
+ * restore goes on), the count gives way to the restore: a count holds its table's share lock,
+ * and pg_restore's next step on a table just loaded is often `ADD CONSTRAINT … PRIMARY KEY`,
+ * which needs an exclusive one and would wait for the whole count (a second on a 10-million-row
+ * table). Once the count has run for GIVE_WAY_AFTER_MS, a second connection looks for a session
+ * waiting on it; if there is one, the count is cancelled and fails, and its tables are counted
+ * after the restore instead (restore/counts.ts).
+ */
+async function countRows(target: Target, tables: { schema: string; name: string }[], signal?: AbortSignal, opts: { giveWay?: boolean } = {}): Promise<TableStat[]> {
+  if (!opts.giveWay) return withClient(target, (c) => countThese(c, tables, false, () => !!signal?.aborted));
+  return withClient(target, async (c) => {
+    const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const watch = giveWay(target, pid);
+    try {
+      return await countThese(c, tables, false, () => !!signal?.aborted || watch.cancelled);
+    } finally {
+      await watch.stop();
+    }
+  });
+}
+
+/** Cancels backend `pid`'s query once another session waits for a lock it holds (see countRows). */
+function giveWay(target: Target, pid: number): { readonly cancelled: boolean; stop(): Promise<void> } {
+  const stopping = new AbortController();
+  let cancelled = false;
+  const watching = (async () => {
+    let client: PgClient | undefined;
+    try {
+      await sleep(GIVE_WAY_AFTER_MS, undefined, { signal: stopping.signal });
+      client = await connect(target, target.database, stopping.signal);
+      for (;;) {
+        const { rows } = await client.query<{ waiting: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))) AS waiting', [pid]);
+        if (rows[0].waiting && !stopping.signal.aborted) {
+          cancelled = true;
+          await client.query('SELECT pg_cancel_backend($1)', [pid]);
+          return;
+        }
+        await sleep(GIVE_WAY_EVERY_MS, undefined, { signal: stopping.signal });
+      }
+    } catch {
+      // Stopped, or the watch itself failed: the count simply runs to its end.
+    } finally {
+      await client?.end().catch(() => {});
+    }
+  })();
+  return {
+    get cancelled() {
+      return cancelled;
+    },
+    async stop() {
+      stopping.abort();
+      await watching;
+    },
+  };
 }
 
 async function tableStats(target: Target, opts: { checksums: boolean; estimate?: boolean }): Promise<TableStat[]> {
