@@ -4,7 +4,9 @@
 // every table is still created, empty, so views, functions and foreign keys among the restored
 // tables come out as in the source), moving restored tables beside the live ones (into a schema
 // "dbstash_restored_<stamp>" of the target, through pg_dump | pg_restore --single-transaction), and
-// reading a table's rows back with every value in its exact text (a cursor: bounded memory).
+// reading a table's rows back with every value in its exact text: as cells through a cursor
+// (show), or as lines the server renders itself, streamed out by COPY (export). Memory is
+// bounded either way.
 
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
