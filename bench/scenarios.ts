@@ -231,16 +231,34 @@ async function needsSource(ctx: BenchContext): Promise<undefined> {
   return undefined;
 }
 
-/** A restore of the source backup into a fresh database (dropped, untimed, before each run). */
-function restoreScenario(id: string, label: string, spec: (ctx: BenchContext, source: RestoreSource, target: string) => CommandSpec): Scenario {
+/**
+ * A restore of the source backup (with `jobs`, the --jobs one) into a fresh database (dropped,
+ * untimed, before each run).
+ */
+function restoreScenario(id: string, label: string, spec: (ctx: BenchContext, source: RestoreSource, target: string) => CommandSpec, jobs?: number): Scenario {
   return {
     id,
     label,
-    setup: needsSource,
+    async setup(ctx) {
+      await restoreSource(ctx, jobs);
+      return undefined;
+    },
     async prepare(ctx) {
-      const source = await restoreSource(ctx);
+      const source = await restoreSource(ctx, jobs);
       return { spec: spec(ctx, source, await freshTarget(ctx, id)), outputSize: async () => undefined };
     },
+  };
+}
+
+/** `dbstash restore <source> --to <target> --yes --json`, with `extra` flags. */
+function dbstashRestore(ctx: BenchContext, source: RestoreSource, target: string, extra: string[] = []): CommandSpec {
+  return {
+    cmd: process.execPath,
+    // The password comes from PGPASSWORD, as pg_restore's does: none in argv.
+    args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, ...extra, '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
+    env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
+    cwd: ctx.workDir,
+    captureStdout: true,
   };
 }
 
@@ -255,37 +273,14 @@ function plainRestore(id: string, label: string, after?: (ctx: BenchContext, tar
 
 function restoreScenarios(): Scenario[] {
   return [
-    restoreScenario('dbstash_restore', 'dbstash restore --to <new database> (one pass, row counts, rename)', (ctx, source, target) => ({
-      cmd: process.execPath,
-      // The password comes from PGPASSWORD, as pg_restore's does: none in argv.
-      args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
-      env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
-      cwd: ctx.workDir,
-      captureStdout: true,
-    })),
+    restoreScenario('dbstash_restore', 'dbstash restore --to <new database> (one pass, row counts, rename)', dbstashRestore),
     plainRestore('pg_restore_zstd', '(r) createdb + zstd -dc artifact | pg_restore -d'),
-    {
-      id: 'dbstash_restore_jobs',
-      label: 'dbstash restore --jobs 2 of a --jobs 2 backup (unpack, pg_restore -j 2, row counts, rename)',
-      setup: async (ctx) => {
-        await restoreSource(ctx, 2);
-        return undefined;
-      },
-      async prepare(ctx) {
-        const source = await restoreSource(ctx, 2);
-        const target = await freshTarget(ctx, 'dbstash_restore_jobs');
-        return {
-          spec: {
-            cmd: process.execPath,
-            args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--jobs', '2', '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
-            env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
-            cwd: ctx.workDir,
-            captureStdout: true,
-          },
-          outputSize: async () => undefined,
-        };
-      },
-    },
+    restoreScenario(
+      'dbstash_restore_jobs',
+      'dbstash restore --jobs 2 of a --jobs 2 backup (unpack, pg_restore -j 2, row counts, rename)',
+      (ctx, source, target) => dbstashRestore(ctx, source, target, ['--jobs', '2']),
+      2,
+    ),
     {
       id: 'pg_restore_dir_jobs',
       label: '(j) createdb + pg_restore -j 2 -d of the same dump as a directory',
@@ -300,25 +295,16 @@ function restoreScenarios(): Scenario[] {
         return { spec: shell(ctx, `${bin('createdb')} ${target} && ${bin('pg_restore')} --exit-on-error -j 2 -d ${target} ${shellQuote(dir)}`), outputSize: async () => undefined };
       },
     },
-    {
-      id: 'pg_restore_unpack_jobs',
-      label: '(u+j) the same from the stored artifact: zstd -dc | tar -x into a temp dir, createdb, pg_restore -j 2 -d, rm',
-      setup: async (ctx) => {
-        await restoreSource(ctx, 2);
-        return undefined;
-      },
-      async prepare(ctx) {
-        const source = await restoreSource(ctx, 2);
-        const target = await freshTarget(ctx, 'pg_restore_unpack_jobs');
+    restoreScenario(
+      'pg_restore_unpack_jobs',
+      '(u+j) the same from the stored artifact: zstd -dc | tar -x into a temp dir, createdb, pg_restore -j 2 -d, rm',
+      (ctx, source, target) => {
         const bin = (t: string) => shellQuote(pgTool(ctx, t));
         const dir = shellQuote(path.join(ctx.workDir, 'unpacked'));
-        return {
-          spec: shell(ctx, `mkdir ${dir} && zstd -dc -q ${shellQuote(source.artifact)} | tar -x -C ${dir} && ${bin('createdb')} ${target} && ${bin('pg_restore')} --exit-on-error -j 2 -d ${target} ${dir} && rm -rf ${dir}`),
-          outputSize: async () => undefined,
-        };
+        return shell(ctx, `mkdir ${dir} && zstd -dc -q ${shellQuote(source.artifact)} | tar -x -C ${dir} && ${bin('createdb')} ${target} && ${bin('pg_restore')} --exit-on-error -j 2 -d ${target} ${dir} && rm -rf ${dir}`);
       },
-    },
-    // The plain path plus the proof dbstash gives: every table counted after the restore.
+      2,
+    ),
     plainRestore('pg_restore_zstd_count', '(r+n) (r), then count(*) of every table', (ctx, target) => {
       const counts = ctx.db.tables.map((t) => `SELECT count(*) FROM public.${t.name};`).join(' ');
       return `${shellQuote(pgTool(ctx, 'psql'))} -X -q -At -d ${target} -c ${shellQuote(counts)} > /dev/null`;
@@ -350,16 +336,7 @@ function tableScenarios(): Scenario[] {
       async prepare(ctx) {
         const source = await restoreSource(ctx);
         const target = await emptyTarget(ctx, 'one_table');
-        return {
-          spec: {
-            cmd: process.execPath,
-            args: [ctx.cliPath, 'restore', source.id, '--output-dir', source.stash, '--table', 'public.bench_one_pct', '--to', `postgres://${ctx.server.user}@${ctx.server.host}:${ctx.server.port}/${target}`, '--yes', '--json'],
-            env: withoutStartupVars(pgEnv(ctx.server, ctx.db.name), ctx.ambientNodeEnv),
-            cwd: ctx.workDir,
-            captureStdout: true,
-          },
-          outputSize: async () => undefined,
-        };
+        return { spec: dbstashRestore(ctx, source, target, ['--table', 'public.bench_one_pct']), outputSize: async () => undefined };
       },
     },
     {
