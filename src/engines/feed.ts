@@ -6,7 +6,7 @@
 // never sees a clean end of input after damaged data.
 
 import type { Writable } from 'node:stream';
-import { canDraw, type DrawableStream } from '../storage/drawable.js';
+import { canDraw, piecesOf, type DrawableStream } from '../storage/drawable.js';
 
 /**
  * With `untilUnread`, feeding stops once no sink reads any more (readers of a dump's head, such as
@@ -27,28 +27,26 @@ export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[], opt
   for (const sink of live) sink.end();
 }
 
-/** Bytes per buffer of a drawn feed; two are used in turn. */
+/** Bytes per buffer of a drawn feed (piecesOf: two are used in turn). */
 const FEED_PIECE = 1 << 20;
 
 /**
- * A source that can be drawn (an artifact that zstd decodes last) is decoded into two buffers of
- * our own in turn: one is written while the next bytes are drawn into the other, which is reused
+ * A source that can be drawn (an artifact that zstd decodes last) is decoded into two buffers in
+ * turn (piecesOf): one is written while the next bytes are drawn into the other, which is reused
  * only once every sink has taken what was written from it (the write's callback). Read as a
  * stream, it would hand out a fresh buffer for every piece instead (see openArtifact).
  */
 async function feedDrawn(source: DrawableStream, live: Set<Writable>, opts: { untilUnread?: boolean }): Promise<void> {
-  const buffers = [Buffer.allocUnsafe(FEED_PIECE), Buffer.allocUnsafe(FEED_PIECE)];
-  const written: (Promise<unknown> | undefined)[] = [undefined, undefined];
-  for (let turn = 0; ; turn ^= 1) {
-    await written[turn];
-    const n = await source.draw(buffers[turn], 0, FEED_PIECE);
-    if (n === 0) break;
+  let before: Promise<unknown> | undefined;
+  for await (const piece of piecesOf(source, FEED_PIECE)) {
     if (opts.untilUnread && live.size === 0) return;
-    const piece = buffers[turn].subarray(0, n);
     // A sink that fails or closes calls back with the error: it is dropped from `live` then.
-    written[turn] = Promise.all([...live].map((sink) => new Promise<void>((resolve) => sink.write(piece, () => resolve()))));
+    const writing = Promise.all([...live].map((sink) => new Promise<void>((resolve) => sink.write(piece, () => resolve()))));
+    // The piece before was drawn into the buffer the next piece goes into.
+    await before;
+    before = writing;
   }
-  await Promise.all(written);
+  await before;
   for (const sink of live) sink.end();
 }
 
