@@ -324,20 +324,35 @@ function whereError(table: TableRef, opts: { where?: string }, err: Error): Usag
   return new UsageError(`cannot read ${table.schema}.${table.name}${opts.where ? ` where ${opts.where}` : ''}: ${err.message}`, { hint: opts.where ? 'check the --where condition (SQL, as in a WHERE clause)' : undefined });
 }
 
-/** A read-only snapshot of `table` with a cursor over `select(columns, source)`, in SESSION_SETTINGS. */
-async function openCursor(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }, select: (columns: Column[], source: string) => string): Promise<Cursor> {
-  const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
+/**
+ * A connection to `target` in SESSION_SETTINGS, with `table`'s columns, handed to `open` with its
+ * close() (which closes once); closed at once if `open` fails. With `abortCloses`, an abort of
+ * `signal` also closes its socket while it is in use.
+ */
+async function openSession<T>(target: Target, table: TableRef, signal: AbortSignal, abortCloses: boolean, open: (client: PgClient, columns: Column[], close: () => Promise<void>) => Promise<T>): Promise<T> {
+  const client = await connect(target, target.database, signal).catch((err: unknown) => {
     throw classifyPgError(err, target);
   });
+  const unhook = abortCloses ? closeOnAbort(client, signal) : () => {};
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
+    unhook();
     await client.end().catch(() => {});
   };
   try {
     await client.query(SESSION_SETTINGS);
-    const columns = await columnsOf(client, table);
+    return await open(client, await columnsOf(client, table), close);
+  } catch (err) {
+    await close();
+    throw err instanceof UsageError ? err : classifyPgError(err, target);
+  }
+}
+
+/** A read-only snapshot of `table` with a cursor over `select(columns, source)`, in SESSION_SETTINGS. */
+async function openCursor(target: Target, table: TableRef, opts: { where?: string; limit?: number; signal: AbortSignal }, select: (columns: Column[], source: string) => string): Promise<Cursor> {
+  return openSession(target, table, opts.signal, false, async (client, columns, close) => {
     await client.query('BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await client.query(`DECLARE dbstash_rows NO SCROLL CURSOR FOR ${select(columns, sourceOf(table, opts))}`).catch((err: Error) => {
       throw whereError(table, opts, err);
@@ -345,10 +360,7 @@ async function openCursor(target: Target, table: TableRef, opts: { where?: strin
     const raw = { getTypeParser: () => (v: string) => v };
     const fetch = () => client.query({ text: `FETCH ${FETCH_ROWS} FROM dbstash_rows`, rowMode: 'array', types: raw as never }) as unknown as Promise<Batch>;
     return { columns, fetch, close };
-  } catch (err) {
-    await close();
-    throw err instanceof UsageError ? err : classifyPgError(err, target);
-  }
+  });
 }
 
 /** Every batch of the cursor, the next one asked for before this one is used: the server reads while Node writes. */
@@ -419,8 +431,7 @@ function textOf(c: Column, kind: Kind): string {
       return AS_JSON.has(c.category) ? `to_json(${v})::text` : `${v}::text`;
     case 'bytea':
       // replace(), not translate(): the same result here at a quarter of the time.
-      return String.raw`replace(encode(${v}, 'base64'), E'
-', '')`;
+      return String.raw`replace(encode(${v}, 'base64'), E'\n', '')`;
     default:
       if (c.oid === 25 || c.oid === 1043) return v;
       return TEXT_BY_CAST.has(c.oid) ? `${v}::text` : `CASE WHEN ${v} IS NOT NULL THEN format('%s', ${v}) END`;
@@ -515,20 +526,7 @@ const COPY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
  * the bytes go from the socket to the sink without a string or an object per row.
  */
 export async function readRendered(target: Target, table: TableRef, opts: { format: RowFormat; where?: string; limit?: number; signal: AbortSignal }): Promise<RenderedSource> {
-  const client = await connect(target, target.database, opts.signal).catch((err: unknown) => {
-    throw classifyPgError(err, target);
-  });
-  const unhook = closeOnAbort(client, opts.signal);
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    unhook();
-    await client.end().catch(() => {});
-  };
-  try {
-    await client.query(SESSION_SETTINGS);
-    const columns = await columnsOf(client, table);
+  return openSession(target, table, opts.signal, true, async (client, columns, close) => {
     const kinds = columns.map(kindOf);
     const inner = columns.map((c, i) => `${textOf(c, kinds[i])} AS t${i}`).join(', ') || 'NULL';
     const line =
@@ -559,8 +557,5 @@ export async function readRendered(target: Target, table: TableRef, opts: { form
       }
     }
     return { columns: columns.map((c) => ({ name: c.name, type: c.type })), pieces: pieces(), close };
-  } catch (err) {
-    await close();
-    throw err instanceof UsageError ? err : classifyPgError(err, target);
-  }
+  });
 }
