@@ -9,6 +9,7 @@
 
 import { BASE_FORMAT, checkBaseStructure } from './physical.js';
 import { createWriteStream, promises as fsp } from 'node:fs';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -29,7 +30,7 @@ import {
 } from '../engine.js';
 import { feed } from '../feed.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
-import { classifyPgError, connect, dbnameArg, libpqEnv, quoteIdent, restoreEnv, type PgClient } from './connection.js';
+import { classifyPgError, clientConfig, connect, dbnameArg, libpqEnv, quoteIdent, restoreEnv, type PgClient } from './connection.js';
 import { countTables, countThese, USER_TABLES_SQL } from './counts.js';
 import { DIRECTORY_FORMAT, unpackDirectoryDump } from './parallel.js';
 import { asPgProperties, createWithProperties, differences, readProperties, type PgDatabaseProperties } from './properties.js';
@@ -42,10 +43,16 @@ import { replaceImpact, replaceTables } from './replace.js';
 
 /**
  * A connection to the server's maintenance database: "postgres", else "template1"; "template1"
- * also when the target is "postgres" itself, which cannot be renamed from inside.
+ * also when the target is "postgres" itself, which cannot be renamed from inside. An idle session
+ * left by an earlier question to the same server is taken first (see giveBack).
  */
 async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClient> {
   if (target.database === 'postgres') return connect(target, 'template1', signal);
+  // One turn of the event loop first: the end of a session the server closed while it was idle
+  // (already in the socket) is read, and the session dropped, before it could be handed out.
+  if (idle.has(idleKey(target))) await new Promise((resolve) => setImmediate(resolve));
+  const reused = takeIdle(target);
+  if (reused) return reused;
   try {
     return await connect(target, 'postgres', signal);
   } catch (err) {
@@ -54,14 +61,78 @@ async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClie
   }
 }
 
+/**
+ * A restore asks the server a dozen things one after the other (does the target exist, the plan,
+ * leftovers, create, properties, rename), and a new connection costs a backend's start and end,
+ * ~20 ms each on a local server. So one idle maintenance session per server waits for the next
+ * question, for IDLE_MS at most, without keeping the process alive. Only a session on "postgres"
+ * is kept: an idle one on template1 would stop others' CREATE DATABASE, which copies template1.
+ * Only after work that succeeded, which leaves no transaction open and no role or setting changed.
+ */
+const IDLE_MS = 2000;
+const idle = new Map<string, { client: PgClient; timer: NodeJS.Timeout }>();
+const watched = new WeakSet<PgClient>();
+
+function idleKey(target: Target): string {
+  const c = clientConfig(target, 'postgres');
+  return JSON.stringify([c.host, c.port, c.user, c.password, c.ssl]);
+}
+
+/** Whether the session's socket keeps the process alive (pg's Client.ref/unref, untyped). */
+function holdsProcess(client: PgClient, hold: boolean): void {
+  const socket = client.connection.stream as Partial<Socket>;
+  if (hold) socket.ref?.();
+  else socket.unref?.();
+}
+
+function takeIdle(target: Target): PgClient | undefined {
+  const key = idleKey(target);
+  const entry = idle.get(key);
+  if (!entry) return undefined;
+  idle.delete(key);
+  clearTimeout(entry.timer);
+  holdsProcess(entry.client, true);
+  return entry.client;
+}
+
+function giveBack(target: Target, client: PgClient): Promise<void> {
+  const key = idleKey(target);
+  if (client.database !== 'postgres' || idle.has(key)) return client.end().catch(() => {});
+  if (!watched.has(client)) {
+    watched.add(client);
+    // Ended by the server while idle (a restart, idle_session_timeout): never handed out again.
+    const drop = () => {
+      const entry = idle.get(key);
+      if (entry?.client !== client) return;
+      clearTimeout(entry.timer);
+      idle.delete(key);
+      client.end().catch(() => {});
+    };
+    client.on('error', drop);
+    client.once('end', drop);
+  }
+  holdsProcess(client, false);
+  const timer = setTimeout(() => {
+    if (idle.get(key)?.client !== client) return;
+    idle.delete(key);
+    client.end().catch(() => {});
+  }, IDLE_MS).unref();
+  idle.set(key, { client, timer });
+  return Promise.resolve();
+}
+
 function where(target: Target): string {
   return `${target.host ?? 'localhost'}:${target.port ?? 5432}`;
 }
 
+/** Runs `work` in a maintenance session, which is kept for the next question if `work` succeeds. */
 async function onServer<T>(target: Target, work: (client: PgClient) => Promise<T>): Promise<T> {
   const client = await maintenance(target);
+  let done = false;
   try {
-    return await work(client);
+    const result = await work(client);
+    done = true;
+    return result;
   } catch (err) {
     if (err instanceof RestoreError || err instanceof PreflightError) throw err;
     const code = (err as { code?: string }).code;
@@ -70,7 +141,7 @@ async function onServer<T>(target: Target, work: (client: PgClient) => Promise<T
     }
     throw classifyPgError(err, target);
   } finally {
-    await client.end().catch(() => {});
+    await (done ? giveBack(target, client) : client.end().catch(() => {}));
   }
 }
 
@@ -576,6 +647,9 @@ export const postgresRestoreMethods: Partial<Engine> = {
   checkGlobals,
   prepareDrill,
   restore,
+  prepareRestore(target: Target): void {
+    findPgTool('pg_restore', 0, target.options.binDir).catch(() => {});
+  },
   restoreGlobals,
   tableStats,
   listTables,
