@@ -15,7 +15,7 @@ import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';
 import { removeLeftovers } from '../core/scratch.js';
 import { loadEngine } from '../engines/index.js';
-import { childGuard } from '../engines/process.js';
+import { settledChildGuard } from '../engines/process.js';
 import type { DumpSession, Engine, Probe, TableStat, Target } from '../engines/engine.js';
 import { isLocalHost } from '../engines/target.js';
 import { Meter } from '../pipeline/meter.js';
@@ -281,7 +281,7 @@ async function removePublished(live: Published[], id: string): Promise<void> {
  * with -9, a SQLite snapshot copy, …) and says so. Never fails the backup.
  */
 async function removeDeadRunsLeftovers(tempDir: string, warn: (m: string) => void): Promise<void> {
-  const guard = childGuard();
+  const guard = await settledChildGuard();
   if (!guard.active && process.platform === 'linux') warn(`the tools dbstash starts may outlive it if it is killed: ${guard.reason}`);
   const { removed, kept } = await removeLeftovers(tempDir).catch((err: Error) => {
     warn(`could not look for leftovers of earlier runs in ${tempDir}: ${err.message}`);

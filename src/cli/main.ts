@@ -21,6 +21,8 @@ async function guardCommandLine(): Promise<void> {
   );
 }
 
+const TOOL_COMMANDS = new Set(['backup', 'restore', 'verify', 'export', 'show', 'daemon', 'fleet', 'wal', 'dashboard']);
+
 async function main(): Promise<void> {
   // archive_command / restore_command through a dbstash server: nothing else is loaded (wal-client.ts).
   const sub = process.argv[3];
@@ -32,6 +34,8 @@ async function main(): Promise<void> {
       return;
     }
   }
+  // Commands that start tools probe setpriv in the background while the rest loads (process.ts).
+  if (TOOL_COMMANDS.has(process.argv[2])) void import('../engines/process.js').then((m) => m.probeChildGuard());
   await guardCommandLine();
   const [{ CommanderError }, { ExitCode }, { buildProgram }] = await Promise.all([
     import('commander'),

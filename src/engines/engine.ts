@@ -283,6 +283,12 @@ export interface Engine {
    * lacks, a full disk, a lost connection) is a RestoreEnvironmentError; any other a RestoreError.
    */
   restore?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
+  /**
+   * Starts in the background what restore() will look up first (its tool and the tool's version),
+   * so that this overlaps the plan's questions to the server. Never fails: a lookup that fails
+   * fails again, with its message, when restore() makes it.
+   */
+  prepareRestore?(target: Target): void;
   /** Restores the globals artifact (roles/users); idempotent where the engine allows. */
   restoreGlobals?(target: Target, raw: Readable, opts: RestoreOptions): Promise<void>;
   /**

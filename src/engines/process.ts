@@ -72,18 +72,47 @@ export async function lookupUser(user: string): Promise<RunAs | undefined> {
   return { user, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
-let guard: { setpriv: string | null; reason?: string } | undefined;
+type Guard = { setpriv: string | null; reason?: string };
 
-function findSetpriv(): { setpriv: string | null; reason?: string } {
-  if (guard) return guard;
-  if (process.platform !== 'linux') return (guard = { setpriv: null, reason: 'the parent-death signal exists on Linux only' });
-  if (process.env.DBSTASH_NO_SETPRIV) return (guard = { setpriv: null, reason: 'DBSTASH_NO_SETPRIV is set' });
+let guard: Guard | undefined;
+let probing: Promise<void> | undefined;
+
+/** Where setpriv's --pdeathsig cannot be had, the reason; else setpriv's path, still to be probed. */
+function setprivCandidate(): Guard {
+  if (process.platform !== 'linux') return { setpriv: null, reason: 'the parent-death signal exists on Linux only' };
+  if (process.env.DBSTASH_NO_SETPRIV) return { setpriv: null, reason: 'DBSTASH_NO_SETPRIV is set' };
   const setpriv = findOnPath('setpriv');
-  if (!setpriv) return (guard = { setpriv: null, reason: 'setpriv (util-linux) is not installed' });
-  // setpriv of util-linux before 2.33 has no --pdeathsig; it would refuse every tool.
-  const probe = spawnSync(setpriv, ['--pdeathsig', 'KILL', '--', 'true'], { stdio: 'ignore' });
-  if (probe.status !== 0) return (guard = { setpriv: null, reason: `${setpriv} has no --pdeathsig (util-linux 2.33 or later needed)` });
-  return (guard = { setpriv });
+  if (!setpriv) return { setpriv: null, reason: 'setpriv (util-linux) is not installed' };
+  return { setpriv };
+}
+
+// setpriv of util-linux before 2.33 has no --pdeathsig; it would refuse every tool.
+const PROBE_ARGS = ['--pdeathsig', 'KILL', '--', 'true'];
+const noPdeathsig = (setpriv: string): Guard => ({ setpriv: null, reason: `${setpriv} has no --pdeathsig (util-linux 2.33 or later needed)` });
+
+function findSetpriv(): Guard {
+  if (guard) return guard;
+  const candidate = setprivCandidate();
+  if (!candidate.setpriv) return (guard = candidate);
+  const probe = spawnSync(candidate.setpriv, PROBE_ARGS, { stdio: 'ignore' });
+  return (guard = probe.status === 0 ? candidate : noPdeathsig(candidate.setpriv));
+}
+
+/**
+ * Runs setpriv's probe in the background, so that the first tool a command starts does not wait
+ * for it (a blocking spawn of ~10 ms otherwise): for the commands that start tools, called as they
+ * begin. Whichever of the two finishes first decides; both find the same.
+ */
+export function probeChildGuard(): void {
+  if (guard || probing) return;
+  const candidate = setprivCandidate();
+  if (!candidate.setpriv) return void (guard = candidate);
+  const setpriv = candidate.setpriv;
+  probing = new Promise((resolve) => {
+    const probe = spawn(setpriv, PROBE_ARGS, { stdio: 'ignore' });
+    probe.on('error', () => resolve(void (guard ??= noPdeathsig(setpriv))));
+    probe.on('exit', (code) => resolve(void (guard ??= code === 0 ? candidate : noPdeathsig(setpriv))));
+  });
 }
 
 /**
@@ -93,6 +122,13 @@ function findSetpriv(): { setpriv: string | null; reason?: string } {
 export function childGuard(): { active: boolean; reason?: string } {
   const { setpriv, reason } = findSetpriv();
   return setpriv ? { active: true } : { active: false, reason };
+}
+
+/** childGuard(), once a probe started by probeChildGuard() has ended. */
+export async function settledChildGuard(): Promise<{ active: boolean; reason?: string }> {
+  probeChildGuard();
+  await probing;
+  return childGuard();
 }
 
 /**

@@ -114,6 +114,7 @@ export function required<K extends keyof Engine>(engine: Engine, what: string, .
 async function makePlan(req: RestoreRequest, now: Date): Promise<RestorePlan> {
   const { engine, target, manifest } = req;
   const main = mainArtifact(manifest);
+  engine.prepareRestore?.(target);
   const exists = await engine.databaseExists!(target);
   const plan: RestorePlan = {
     backup: {

@@ -6,11 +6,13 @@
 import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { childGuard, lookupUser, startTool, type RunAs, type RunningTool } from '../../src/engines/process.js';
 import { isAlive, waitFor } from '../postgres/helpers.js';
+import { tempDir } from '../harness/tmp.js';
 
 async function drain(tool: RunningTool): Promise<{ sha: string; bytes: number; chunks: number }> {
   const hash = createHash('sha256');
@@ -101,6 +103,26 @@ async function survivorsOfKill(parent: Parent, pids: number[]): Promise<number[]
 
 const WORKERS = 'sleep 60 & echo $!; sleep 60 & echo $!; wait';
 
+/**
+ * childGuard() in a fresh process, found by the blocking probe, by the background one
+ * (probeChildGuard, then settledChildGuard), or asked at once while the background one runs.
+ */
+async function guardIn(way: 'blocking' | 'background' | 'both', env: NodeJS.ProcessEnv): Promise<unknown> {
+  const script = `
+const m = await import(process.argv[1]);
+const way = process.argv[2];
+if (way !== 'blocking') m.probeChildGuard();
+const guard = way === 'background' ? await m.settledChildGuard() : m.childGuard();
+process.stdout.write(JSON.stringify(guard));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, PROCESS_JS, way], { env });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.resume();
+  const code = await new Promise((resolve) => child.once('exit', resolve));
+  assert.equal(code, 0, `the ${way} probe's process exited with ${String(code)}`);
+  return JSON.parse(out);
+}
+
 describe('children die with dbstash', () => {
   it('setpriv with --pdeathsig is in use here (util-linux is part of every Debian system)', () => {
     if (process.env.DBSTASH_NO_SETPRIV) return;
@@ -108,6 +130,26 @@ describe('children die with dbstash', () => {
     const tool = startTool('true', []);
     assert.match(tool.child.spawnfile, /\/setpriv$/);
     assert.deepEqual(tool.child.spawnargs.slice(1), ['--pdeathsig', 'KILL', '--', 'true']);
+  });
+
+  it('the probe run in the background while a command loads finds what the blocking probe finds', async () => {
+    // A setpriv without --pdeathsig (util-linux before 2.33) refuses the probe's arguments.
+    const old = tempDir('dbstash-old-setpriv');
+    writeFileSync(path.join(old, 'setpriv'), '#!/bin/sh\necho "setpriv: unrecognized option \'--pdeathsig\'" >&2\nexit 1\n', { mode: 0o755 });
+    const environments: [string, NodeJS.ProcessEnv][] = [
+      ['setpriv', process.env],
+      ['an old setpriv', { ...process.env, PATH: `${old}:${process.env.PATH}` }],
+      ['DBSTASH_NO_SETPRIV', { ...process.env, DBSTASH_NO_SETPRIV: '1' }],
+    ];
+    for (const [what, env] of environments) {
+      const found: Record<string, unknown> = {};
+      for (const way of ['blocking', 'background', 'both'] as const) found[way] = await guardIn(way, env);
+      if (what === 'setpriv' && !process.env.DBSTASH_NO_SETPRIV) assert.deepEqual(found.blocking, { active: true });
+      if (what === 'an old setpriv') assert.match(String((found.blocking as { reason: string }).reason), new RegExp(`^${old}/setpriv has no --pdeathsig`));
+      if (what === 'DBSTASH_NO_SETPRIV') assert.deepEqual(found.blocking, { active: false, reason: 'DBSTASH_NO_SETPRIV is set' });
+      assert.deepEqual(found.background, found.blocking, `${what}: the background probe`);
+      assert.deepEqual(found.both, found.blocking, `${what}: asked while the background probe runs`);
+    }
   });
 
   it('a tool dies within a second when its parent is killed with SIGKILL; without setpriv it lives on', async () => {
