@@ -8,8 +8,8 @@ import os from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { BackupError, DbstashError, InterruptedError, PreflightError, StorageError, withOutcome } from '../core/errors.js';
-import { artifactKey, backupIdOfFile, makeBackupId, MANIFEST_SUFFIX, manifestKey, TEMP_PREFIX } from '../core/id.js';
-import { RECORD_RE } from '../catalog/catalog.js';
+// Not catalog.js: that would load the manifest schema (zod), which a backup does not need.
+import { artifactKey, backupIdOfFile, makeBackupId, MANIFEST_SUFFIX, manifestKey, RECORD_RE, TEMP_PREFIX } from '../core/id.js';
 import { formatBytes } from '../core/format.js';
 import { maskSecrets } from '../core/secrets.js';
 import { TOOL_VERSION } from '../core/version.js';

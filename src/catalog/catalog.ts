@@ -2,7 +2,7 @@
 // a manifest beside it is not a backup (it may be a crashed run's leftover, which prune removes).
 
 import { IntegrityError } from '../core/errors.js';
-import { MANIFEST_SUFFIX, manifestKey, parseBackupId } from '../core/id.js';
+import { MANIFEST_SUFFIX, manifestKey, parseBackupId, RECORD_RE } from '../core/id.js';
 import { eachLimited } from '../core/limit.js';
 import { getBytes, readAll, type ObjectInfo, type Storage } from '../storage/storage.js';
 import type { Manifest } from './manifest.js';
@@ -26,8 +26,7 @@ export interface CatalogListing {
   objects: ObjectInfo[];
 }
 
-/** A record kept beside a backup: `<id>.<kind>-<stamp>.json` (the file name, not the key). */
-export const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
+export { RECORD_RE };
 /** Manifests read at once while listing. */
 export const READ_AHEAD = 32;
 

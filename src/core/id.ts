@@ -24,6 +24,9 @@ export function backupIdOfFile(name: string): string | undefined {
 }
 export const TEMP_PREFIX = '.tmp-';
 
+/** A record kept beside a backup: `<id>.<kind>-<stamp>.json` (the file name, not the key). */
+export const RECORD_RE = /^(.*)\.(verify|restore|export)-[^/]+\.json$/;
+
 /** File-name safe form of a database or environment name. */
 export function safeName(name: string): string {
   const cleaned = name.replace(/[^A-Za-z0-9.-]+/g, '-').replace(/^[.-]+/, '');
