@@ -72,6 +72,14 @@ describe('mysql backup', { timeout: 180_000 }, () => {
     await server?.stop();
   });
 
+  test("the dump takes over the probe's session: a backup connects twice, itself once and the dump tool once", async () => {
+    const connections = async () => Number((await server.query<mysql.RowDataPacket[]>(`SHOW GLOBAL STATUS LIKE 'Connections'`))[0].Value);
+    const before = await connections();
+    await backup(server.url('shop'), tempDir('dbstash-my-sessions'));
+    // Less the one that asks the counter.
+    assert.equal((await connections()) - before - 1, 2);
+  });
+
   test('row counts match the dump exactly while a writer inserts (aligned snapshots)', async () => {
     const stash = tempDir('dbstash-my-aligned');
     const writer = await mysql.createConnection({ host: server.host, port: server.port, user: 'root', password: server.password, database: 'shop' });

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
-import type { DatabaseProperties, DumpOptions, DumpSession, Engine, Probe, TableStat, Target } from '../engine.js';
+import type { DatabaseProperties, DumpOptions, DumpSession, Engine, Probe, TableStat, Target, ToolInfo } from '../engine.js';
 import { describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyMyError, closeOnAbort, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
@@ -127,28 +127,46 @@ function dumpArgs(target: Target, facts: ServerFacts, lockTables: boolean, histo
   return args;
 }
 
+/**
+ * The probe's connection and facts, taken over by the dump of the same backup: the dump then does
+ * not connect and ask the same questions a second time (a few ms apart; both before its lock).
+ */
+const heldForDump = new WeakMap<Probe, { conn: MyConnection; facts: ServerFacts; tool: ToolInfo }>();
+
 export const mysqlEngine: Engine = {
   id: 'mysql',
 
+  /** Keeps its connection and the server's facts for the dump that follows (heldForDump). */
   async probe(target: Target, signal?: AbortSignal): Promise<Probe> {
+    // The tool's --version runs while we connect (the lookup is remembered).
+    findMyTool(DUMP_TOOLS, target.options.binDir).catch(() => {});
     const conn = await connect(target, target.database, signal);
     const unhook = closeOnAbort(conn, signal);
     try {
       const facts = await serverFacts(conn, target.database);
       const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
-      return { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: preflightWarnings(target, facts, tool.version) };
+      const probe: Probe = { serverVersion: facts.version, sizeBytes: facts.sizeBytes, tool, warnings: preflightWarnings(target, facts, tool.version) };
+      heldForDump.set(probe, { conn, facts, tool });
+      probe.release = async () => {
+        const held = heldForDump.get(probe);
+        heldForDump.delete(probe);
+        await held?.conn.end().catch(() => {});
+      };
+      return probe;
     } catch (err) {
+      await conn.end().catch(() => {});
       signal?.throwIfAborted();
       if (err instanceof DbstashError) throw err;
       throw classifyMyError(err, target);
     } finally {
       unhook();
-      await conn.end().catch(() => {});
     }
   },
 
   async dump(target: Target, opts: DumpOptions): Promise<DumpSession> {
-    const conn = await connect(target);
+    const held = opts.probe && heldForDump.get(opts.probe);
+    if (held) heldForDump.delete(opts.probe!);
+    const conn = held?.conn ?? (await connect(target));
     let finished = false;
     const release = async () => {
       if (finished) return;
@@ -163,8 +181,8 @@ export const mysqlEngine: Engine = {
     });
     let running: ReturnType<typeof startTool> | undefined;
     try {
-      const facts = await serverFacts(conn, target.database);
-      const tool = await findMyTool(DUMP_TOOLS, target.options.binDir);
+      const facts = held?.facts ?? (await serverFacts(conn, target.database));
+      const tool = held?.tool ?? (await findMyTool(DUMP_TOOLS, target.options.binDir));
       const lockTables = lockTablesWanted(target);
       let counts: 'aligned' | 'separate' | 'locked' = 'separate';
       if (lockTables || has(facts, 'RELOAD')) {
