@@ -119,6 +119,7 @@ export const verifyRestoreHalf: Pick<
   Engine,
   | 'checkStructure'
   | 'restore'
+  | 'prepareRestore'
   | 'restoreGlobals'
   | 'tableStats'
   | 'databaseExists'
@@ -155,6 +156,10 @@ export const verifyRestoreHalf: Pick<
       throw new IntegrityError(`[mysql] the dump ends inside the statement that starts at line ${s.unterminated.line}: ${s.unterminated.text.slice(0, 80)}`);
     }
     return { summary: `${s.statements} statements, ${s.tables} tables` };
+  },
+
+  prepareRestore(target: Target): void {
+    findMyTool(CLIENT_TOOLS, target.options.binDir).catch(() => {});
   },
 
   async restore(target: Target, raw: Readable, opts: RestoreOptions): Promise<void> {
