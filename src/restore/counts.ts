@@ -4,7 +4,8 @@
 // on with the other tables' data and the index builds (a count that holds the restore up gives
 // way to it); after the restore, every table without
 // an early count, or whose early count does not match the manifest, is counted on a few
-// connections at once, the largest tables first. An early count is only a head start: what is
+// connections at once, the largest tables first, beside an early count still running (whose own
+// tables wait for it). An early count is only a head start: what is
 // compared with the manifest is always a count taken after that table's data was committed, and
 // a mismatch is never reported from an early count alone.
 
@@ -38,7 +39,11 @@ export class RowCounter {
   private readonly pending: TableName[] = [];
   private readonly tries = new Map<string, number>();
   private running: Promise<void> | undefined;
+  /** The tables the early count is counting now. */
+  private readonly inFlight = new Set<string>();
   private stopped = false;
+  /** The restore has ended: the early counts take no new batch (finish() counts the rest). */
+  private finishing = false;
   private readonly expected: Map<string, TableEntry>;
   private readonly byName = new Map<string, TableEntry[]>();
 
@@ -73,8 +78,9 @@ export class RowCounter {
   }
 
   private async drain(): Promise<void> {
-    while (this.pending.length > 0 && !this.signal.aborted && !this.stopped) {
+    while (this.pending.length > 0 && !this.signal.aborted && !this.stopped && !this.finishing) {
       const batch = this.pending.splice(0);
+      batch.forEach((t) => this.inFlight.add(qualified(t)));
       try {
         for (const stat of await this.engine.countRows!(this.into, batch, this.signal, { giveWay: true })) this.early.set(qualified(stat), stat);
       } catch {
@@ -89,6 +95,8 @@ export class RowCounter {
           this.tries.set(key, tries);
           this.pending.push(t);
         }
+      } finally {
+        this.inFlight.clear();
       }
     }
   }
@@ -99,18 +107,29 @@ export class RowCounter {
     while (this.running) await this.running;
   }
 
-  /** After the restore: every user table of `into` with its row count, each taken after its data was in. */
+  /**
+   * After the restore: every user table of `into` with its row count, each taken after its data
+   * was in. The tables an early count is not counting right now are counted at once, beside it;
+   * those it is counting, once it has ended, only if it failed or does not match.
+   */
   async finish(): Promise<TableStat[]> {
     if (!this.selective) return this.engine.tableStats!(this.into, { checksums: false, signal: this.signal });
-    while (this.running) await this.running;
+    this.finishing = true;
     const listed = await this.engine.listTables!(this.into, this.signal);
     const settled = (t: TableName) => {
       const got = this.early.get(qualified(t));
       return got !== undefined && got.rows === this.expected.get(qualified(t))?.rows;
     };
     const rows = (t: TableName) => this.expected.get(qualified(t))?.rows ?? 0;
-    const lists = balance(listed.filter((t) => !settled(t)), rows, FINAL_COUNT_CONNECTIONS);
-    const counted = (await Promise.all(lists.map((list) => this.engine.countRows!(this.into, list, this.signal)))).flat();
+    const countAll = async (tables: TableName[]) =>
+      (await Promise.all(balance(tables, rows, FINAL_COUNT_CONNECTIONS).map((list) => this.engine.countRows!(this.into, list, this.signal)))).flat();
+    const beside = listed.filter((t) => !settled(t) && !this.inFlight.has(qualified(t)));
+    const waiting = new Set(listed.filter((t) => this.inFlight.has(qualified(t))).map(qualified));
+    // Whatever happens, no early count is still connected when this returns (the database may be dropped next).
+    const [besideCounted] = await Promise.allSettled([countAll(beside), this.running]);
+    if (besideCounted.status === 'rejected') throw besideCounted.reason;
+    const counted = besideCounted.value;
+    counted.push(...(await countAll(listed.filter((t) => waiting.has(qualified(t)) && !settled(t)))));
     const final = new Map(counted.map((s) => [qualified(s), s]));
     return listed.map((t) => final.get(qualified(t)) ?? this.early.get(qualified(t))!);
   }

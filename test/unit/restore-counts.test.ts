@@ -115,6 +115,8 @@ describe('restore row counts', () => {
     counter.loaded({ qualified: 'public.big', name: 'big' });
     await new Promise((r) => setImmediate(r));
     counter.loaded({ qualified: 'public.stubborn', name: 'stubborn' });
+    // The restore ends after both tries (an early count takes no new batch once it has ended).
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
     const stats = await counter.finish();
     assert.deepEqual(
       stats.map((s) => `${s.schema}.${s.name}=${s.rows}`),
@@ -124,5 +126,48 @@ describe('restore row counts', () => {
     assert.deepEqual(early, ['public.big', 'public.big', 'public.stubborn', 'public.stubborn'], 'each failed early count tried once more, no more');
     const after = calls.filter((c) => !c.giveWay).flatMap((c) => c.tables);
     assert.deepEqual(after, ['public.stubborn'], 'big was counted early on its second try; stubborn after the restore');
+  });
+
+  it('after the restore, the tables the early count is not counting are counted at once beside it; its own table after it, if it is short', async () => {
+    const rows = new Map([
+      ['public.big', 900],
+      ['public.a', 1],
+      ['public.b', 2],
+    ]);
+    const log: string[] = [];
+    let release!: () => void;
+    const bigCounted = new Promise<void>((r) => (release = r));
+    const engine = {
+      id: 'postgres',
+      async listTables() {
+        return [...rows.keys()].map((q) => ({ schema: 'public', name: q.split('.')[1] }));
+      },
+      async countRows(_t: Target, tables: { schema: string; name: string }[], _s?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]> {
+        const names = tables.map((t) => `${t.schema}.${t.name}`);
+        log.push(`${opts?.giveWay ? 'early' : 'final'} ${names.join(',')}`);
+        // The early count of big sees 500 rows and ends only when the test says so.
+        if (opts?.giveWay && names.includes('public.big')) {
+          await bigCounted;
+          log.push('early public.big ended');
+          return [{ schema: 'public', name: 'big', rows: 500 }];
+        }
+        return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
+      },
+    } as unknown as Engine;
+    const counter = new RowCounter(engine, into, [entry('public.big', 900), entry('public.a', 1), entry('public.b', 2)], new AbortController().signal);
+    counter.loaded({ qualified: 'public.big', name: 'big' });
+    await new Promise((r) => setImmediate(r));
+    counter.loaded({ qualified: 'public.a', name: 'a' }); // waits behind big's early count
+    const finished = counter.finish();
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(log.slice(0, 1), ['early public.big']);
+    assert.deepEqual(log.slice(1).sort(), ['final public.a', 'final public.b'], 'a and b counted while big is still being counted early');
+    release();
+    const stats = await finished;
+    assert.deepEqual(
+      stats.map((s) => `${s.schema}.${s.name}=${s.rows}`),
+      ['public.big=900', 'public.a=1', 'public.b=2'],
+    );
+    assert.deepEqual(log.slice(3), ['early public.big ended', 'final public.big'], 'big, short early, counted again after its early count ended');
   });
 });
