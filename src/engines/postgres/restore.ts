@@ -29,6 +29,7 @@ import {
   type Target,
 } from '../engine.js';
 import { feed } from '../feed.js';
+import { IdleSessions } from '../idle.js';
 import { describeExit, runTool, startTool, stderrSummary, type ToolExit } from '../process.js';
 import { classifyPgError, clientConfig, connect, dbnameArg, libpqEnv, quoteIdent, restoreEnv, type PgClient } from './connection.js';
 import { countTables, countThese, USER_TABLES_SQL } from './counts.js';
@@ -48,10 +49,7 @@ import { replaceImpact, replaceTables } from './replace.js';
  */
 async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClient> {
   if (target.database === 'postgres') return connect(target, 'template1', signal);
-  // One turn of the event loop first: the end of a session the server closed while it was idle
-  // (already in the socket) is read, and the session dropped, before it could be handed out.
-  if (idle.has(idleKey(target))) await new Promise((resolve) => setImmediate(resolve));
-  const reused = takeIdle(target);
+  const reused = await idle.take(idleKey(target));
   if (reused) return reused;
   try {
     return await connect(target, 'postgres', signal);
@@ -62,63 +60,31 @@ async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClie
 }
 
 /**
- * A restore asks the server a dozen things one after the other (does the target exist, the plan,
- * leftovers, create, properties, rename), and a new connection costs a backend's start and end,
- * ~20 ms each on a local server. So one idle maintenance session per server waits for the next
- * question, for IDLE_MS at most, without keeping the process alive. Only a session on "postgres"
- * is kept: an idle one on template1 would stop others' CREATE DATABASE, which copies template1.
- * Only after work that succeeded, which leaves no transaction open and no role or setting changed.
+ * One idle maintenance session per server is kept for the next question (idle.ts). Only one on
+ * "postgres": an idle session on template1 would stop others' CREATE DATABASE, which copies it.
  */
-const IDLE_MS = 2000;
-const idle = new Map<string, { client: PgClient; timer: NodeJS.Timeout }>();
-const watched = new WeakSet<PgClient>();
+const idle = new IdleSessions<PgClient>(2000, {
+  // pg's Client.ref/unref, untyped.
+  hold(client, hold) {
+    const socket = client.connection.stream as Partial<Socket>;
+    if (hold) socket.ref?.();
+    else socket.unref?.();
+  },
+  close: (client) => client.end().catch(() => {}),
+  watch(client, ended) {
+    client.on('error', ended);
+    client.once('end', ended);
+  },
+});
 
 function idleKey(target: Target): string {
   const c = clientConfig(target, 'postgres');
   return JSON.stringify([c.host, c.port, c.user, c.password, c.ssl]);
 }
 
-/** Whether the session's socket keeps the process alive (pg's Client.ref/unref, untyped). */
-function holdsProcess(client: PgClient, hold: boolean): void {
-  const socket = client.connection.stream as Partial<Socket>;
-  if (hold) socket.ref?.();
-  else socket.unref?.();
-}
-
-function takeIdle(target: Target): PgClient | undefined {
-  const key = idleKey(target);
-  const entry = idle.get(key);
-  if (!entry) return undefined;
-  idle.delete(key);
-  clearTimeout(entry.timer);
-  holdsProcess(entry.client, true);
-  return entry.client;
-}
-
 function giveBack(target: Target, client: PgClient): Promise<void> {
-  const key = idleKey(target);
-  if (client.database !== 'postgres' || idle.has(key)) return client.end().catch(() => {});
-  if (!watched.has(client)) {
-    watched.add(client);
-    // Ended by the server while idle (a restart, idle_session_timeout): never handed out again.
-    const drop = () => {
-      const entry = idle.get(key);
-      if (entry?.client !== client) return;
-      clearTimeout(entry.timer);
-      idle.delete(key);
-      client.end().catch(() => {});
-    };
-    client.on('error', drop);
-    client.once('end', drop);
-  }
-  holdsProcess(client, false);
-  const timer = setTimeout(() => {
-    if (idle.get(key)?.client !== client) return;
-    idle.delete(key);
-    client.end().catch(() => {});
-  }, IDLE_MS).unref();
-  idle.set(key, { client, timer });
-  return Promise.resolve();
+  if (client.database !== 'postgres') return client.end().catch(() => {});
+  return idle.giveBack(idleKey(target), client);
 }
 
 function where(target: Target): string {
