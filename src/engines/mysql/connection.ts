@@ -5,6 +5,7 @@
 
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { createConnection } from 'mysql2';
 import type mysql from 'mysql2/promise';
@@ -12,6 +13,7 @@ import { onAbort } from '../../core/abort.js';
 import { ConnectionError, DbstashError, PreflightError } from '../../core/errors.js';
 import { makeScratchDir } from '../../core/scratch.js';
 import type { Target } from '../engine.js';
+import { IdleSessions } from '../idle.js';
 
 export type MyConnection = mysql.Connection;
 
@@ -109,16 +111,48 @@ export async function connect(target: Target, database: string | null = target.d
   }
 }
 
-/** Runs `fn` on a new connection (to `database`, or none), classifies its errors and always closes it. */
+/**
+ * One idle session without a default database is kept per server for the next question (idle.ts).
+ * Sessions with a database are never kept: the server would list them as that database's.
+ */
+const idle = new IdleSessions<MyConnection>(2000, {
+  hold(conn, hold) {
+    const socket = streamOf(conn) as Partial<Socket> | undefined;
+    if (hold) socket?.ref?.();
+    else socket?.unref?.();
+  },
+  close: (conn) => closeConnection(conn),
+  watch(conn, ended) {
+    conn.on('error', ended);
+    streamOf(conn)?.once('close', ended);
+  },
+});
+
+function streamOf(conn: MyConnection): (NodeJS.EventEmitter & { destroyed?: boolean }) | undefined {
+  return (conn as unknown as { connection: { stream?: NodeJS.EventEmitter & { destroyed?: boolean } } }).connection.stream;
+}
+
+function idleKey(target: Target): string {
+  return JSON.stringify([isSocket(target) ?? target.host, target.port, target.user, target.password]);
+}
+
+/**
+ * Runs `fn` on a connection (to `database`, or none) and classifies its errors. Without a
+ * database, the session kept idle by an earlier call is taken, and given back if `fn` succeeds;
+ * every other connection is closed. `fn` must leave the session as it found it.
+ */
 export async function withConnection<T>(target: Target, database: string | null, fn: (conn: MyConnection) => Promise<T>): Promise<T> {
-  const conn = await connect(target, database);
+  const conn = (database === null ? await idle.take(idleKey(target)) : undefined) ?? (await connect(target, database));
+  let done = false;
   try {
-    return await fn(conn);
+    const result = await fn(conn);
+    done = true;
+    return result;
   } catch (err) {
     if (err instanceof DbstashError) throw err;
     throw classifyMyError(err, target, database ?? undefined);
   } finally {
-    await closeConnection(conn);
+    await (done && database === null ? idle.giveBack(idleKey(target), conn) : closeConnection(conn));
   }
 }
 
@@ -128,7 +162,7 @@ export async function withConnection<T>(target: Target, database: string | null,
  * of the database (a restore would refuse because of its own connection). Never throws.
  */
 export async function closeConnection(conn: MyConnection): Promise<void> {
-  const socket = (conn as unknown as { connection: { stream?: NodeJS.EventEmitter & { destroyed?: boolean } } }).connection.stream;
+  const socket = streamOf(conn);
   const closed = socket && !socket.destroyed ? new Promise<void>((resolve) => socket.once('close', () => resolve())) : Promise.resolve();
   await conn.end().catch(() => conn.destroy());
   const timer = setTimeout(() => conn.destroy(), 5_000);
