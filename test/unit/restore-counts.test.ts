@@ -12,17 +12,22 @@ import type { TableEntry } from '../../src/catalog/manifest.js';
 
 const into = { engine: 'postgres', database: 'x_restoring', displayUrl: 'postgres://h/x_restoring' } as unknown as Target;
 
-/** A database whose rows change as the test says; every countRows call is logged. */
-function fakeEngine(rows: Map<string, number>) {
-  const calls: string[][] = [];
+/**
+ * A database whose rows change as the test says; every countRows call is logged. `hook` runs first
+ * on each call: it may throw (a count that failed or gave way), wait, or return the counts itself.
+ */
+function fakeEngine(rows: Map<string, number>, hook?: (names: string[], giveWay: boolean) => Promise<TableStat[] | void> | void) {
+  const calls: { tables: string[]; giveWay: boolean }[] = [];
   const engine = {
     id: 'postgres',
     async listTables() {
       return [...rows.keys()].map((q) => ({ schema: q.split('.')[0], name: q.split('.')[1] }));
     },
-    async countRows(_t: Target, tables: { schema: string; name: string }[]): Promise<TableStat[]> {
-      calls.push(tables.map((t) => `${t.schema}.${t.name}`));
-      return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
+    async countRows(_t: Target, tables: { schema: string; name: string }[], _s?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]> {
+      const names = tables.map((t) => `${t.schema}.${t.name}`);
+      calls.push({ tables: names, giveWay: !!opts?.giveWay });
+      const counted = await hook?.(names, !!opts?.giveWay);
+      return counted ?? tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
     },
   } as unknown as Engine;
   return { engine, calls };
@@ -52,10 +57,11 @@ describe('restore row counts', () => {
       stats.map((s) => `${s.schema}.${s.name}=${s.rows}`),
       ['public.orders=900', 'public.items=3', 'audit.orders=7', 'public.empty=0'],
     );
-    const early = calls.slice(0, calls.length - 2).flat();
+    const tables = calls.map((c) => c.tables);
+    const early = tables.slice(0, tables.length - 2).flat();
     assert.deepEqual(early.sort(), ['public.items', 'public.orders']);
     // After the restore: orders again (its early count was short), and the two never counted; not items.
-    const after = calls.slice(-2);
+    const after = tables.slice(-2);
     assert.deepEqual(after.flat().sort(), ['audit.orders', 'public.empty', 'public.orders']);
     assert.equal(after.length, FINAL_COUNT_CONNECTIONS);
   });
@@ -88,29 +94,19 @@ describe('restore row counts', () => {
       ['public.big', 10],
       ['public.stubborn', 4],
     ]);
-    const calls: { tables: string[]; giveWay?: boolean }[] = [];
     const failures = new Map([
       ['public.big', 1],
       ['public.stubborn', 5],
     ]);
-    const engine = {
-      id: 'postgres',
-      async listTables() {
-        return [...rows.keys()].map((q) => ({ schema: 'public', name: q.split('.')[1] }));
-      },
-      async countRows(_t: Target, tables: { schema: string; name: string }[], _s?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]> {
-        const names = tables.map((t) => `${t.schema}.${t.name}`);
-        calls.push({ tables: names, giveWay: opts?.giveWay });
-        for (const n of names) {
-          const left = failures.get(n) ?? 0;
-          if (opts?.giveWay && left > 0) {
-            failures.set(n, left - 1);
-            throw new Error('canceling statement due to user request');
-          }
+    const { engine, calls } = fakeEngine(rows, (names, giveWay) => {
+      for (const n of names) {
+        const left = failures.get(n) ?? 0;
+        if (giveWay && left > 0) {
+          failures.set(n, left - 1);
+          throw new Error('canceling statement due to user request');
         }
-        return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
-      },
-    } as unknown as Engine;
+      }
+    });
     const counter = new RowCounter(engine, into, [entry('public.big', 10), entry('public.stubborn', 4)], new AbortController().signal);
     counter.loaded({ qualified: 'public.big', name: 'big' });
     await new Promise((r) => setImmediate(r));
@@ -137,23 +133,15 @@ describe('restore row counts', () => {
     const log: string[] = [];
     let release!: () => void;
     const bigCounted = new Promise<void>((r) => (release = r));
-    const engine = {
-      id: 'postgres',
-      async listTables() {
-        return [...rows.keys()].map((q) => ({ schema: 'public', name: q.split('.')[1] }));
-      },
-      async countRows(_t: Target, tables: { schema: string; name: string }[], _s?: AbortSignal, opts?: { giveWay?: boolean }): Promise<TableStat[]> {
-        const names = tables.map((t) => `${t.schema}.${t.name}`);
-        log.push(`${opts?.giveWay ? 'early' : 'final'} ${names.join(',')}`);
-        // The early count of big sees 500 rows and ends only when the test says so.
-        if (opts?.giveWay && names.includes('public.big')) {
-          await bigCounted;
-          log.push('early public.big ended');
-          return [{ schema: 'public', name: 'big', rows: 500 }];
-        }
-        return tables.map((t) => ({ ...t, rows: rows.get(`${t.schema}.${t.name}`) ?? 0 }));
-      },
-    } as unknown as Engine;
+    const { engine } = fakeEngine(rows, async (names, giveWay) => {
+      log.push(`${giveWay ? 'early' : 'final'} ${names.join(',')}`);
+      // The early count of big sees 500 rows and ends only when the test says so.
+      if (giveWay && names.includes('public.big')) {
+        await bigCounted;
+        log.push('early public.big ended');
+        return [{ schema: 'public', name: 'big', rows: 500 }];
+      }
+    });
     const counter = new RowCounter(engine, into, [entry('public.big', 900), entry('public.a', 1), entry('public.b', 2)], new AbortController().signal);
     counter.loaded({ qualified: 'public.big', name: 'big' });
     await new Promise((r) => setImmediate(r));
