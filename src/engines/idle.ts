@@ -7,15 +7,18 @@
 // transaction open, no role, database or setting changed); one the server ends while it waits is
 // never handed out again.
 
+import type { Socket } from 'node:net';
+
 export interface SessionHandle<C> {
-  /** Whether the session's socket keeps the process alive. */
-  hold(session: C, hold: boolean): void;
+  /** The session's socket: it keeps the process alive or not, and its close ends the session. */
+  socket(session: C): Partial<Socket> | undefined;
   close(session: C): Promise<void>;
-  /** Calls `ended` when the server ends the session or its socket fails. */
-  watch(session: C, ended: () => void): void;
 }
 
-export class IdleSessions<C extends object> {
+/** A session that reports its failures ('error'), as pg's Client and mysql2's Connection do. */
+type Session = { on(event: 'error', listener: () => void): unknown };
+
+export class IdleSessions<C extends Session> {
   private readonly idle = new Map<string, { session: C; timer: NodeJS.Timeout }>();
   private readonly watched = new WeakSet<C>();
 
@@ -34,7 +37,7 @@ export class IdleSessions<C extends object> {
     if (!entry) return undefined;
     this.idle.delete(key);
     clearTimeout(entry.timer);
-    this.handle.hold(entry.session, true);
+    this.handle.socket(entry.session)?.ref?.();
     return entry.session;
   }
 
@@ -43,23 +46,22 @@ export class IdleSessions<C extends object> {
     if (this.idle.has(key)) return this.handle.close(session);
     if (!this.watched.has(session)) {
       this.watched.add(session);
-      this.handle.watch(session, () => {
-        const entry = this.idle.get(key);
-        if (entry?.session !== session) return;
-        this.drop(key, entry);
-      });
+      // Ended by the server while it waits (a restart, a timeout, a kill): never handed out again.
+      const ended = () => this.dropIfKept(key, session);
+      session.on('error', ended);
+      this.handle.socket(session)?.once?.('close', ended);
     }
-    this.handle.hold(session, false);
-    const timer = setTimeout(() => {
-      const entry = this.idle.get(key);
-      if (entry?.session === session) this.drop(key, entry);
-    }, this.idleMs).unref();
+    this.handle.socket(session)?.unref?.();
+    const timer = setTimeout(() => this.dropIfKept(key, session), this.idleMs).unref();
     this.idle.set(key, { session, timer });
   }
 
-  private drop(key: string, entry: { session: C; timer: NodeJS.Timeout }): void {
+  /** Closes `session` if it is the one kept for `key` (not if it was handed out since). */
+  private dropIfKept(key: string, session: C): void {
+    const entry = this.idle.get(key);
+    if (entry?.session !== session) return;
     clearTimeout(entry.timer);
     this.idle.delete(key);
-    this.handle.close(entry.session).catch(() => {});
+    this.handle.close(session).catch(() => {});
   }
 }

@@ -116,16 +116,8 @@ export async function connect(target: Target, database: string | null = target.d
  * Sessions with a database are never kept: the server would list them as that database's.
  */
 const idle = new IdleSessions<MyConnection>(2000, {
-  hold(conn, hold) {
-    const socket = streamOf(conn) as Partial<Socket> | undefined;
-    if (hold) socket?.ref?.();
-    else socket?.unref?.();
-  },
+  socket: (conn) => streamOf(conn) as Partial<Socket> | undefined,
   close: (conn) => closeConnection(conn),
-  watch(conn, ended) {
-    conn.on('error', ended);
-    streamOf(conn)?.once('close', ended);
-  },
 });
 
 function streamOf(conn: MyConnection): (NodeJS.EventEmitter & { destroyed?: boolean }) | undefined {

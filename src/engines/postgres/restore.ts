@@ -64,17 +64,8 @@ async function maintenance(target: Target, signal?: AbortSignal): Promise<PgClie
  * "postgres": an idle session on template1 would stop others' CREATE DATABASE, which copies it.
  */
 const idle = new IdleSessions<PgClient>(2000, {
-  // pg's Client.ref/unref, untyped.
-  hold(client, hold) {
-    const socket = client.connection.stream as Partial<Socket>;
-    if (hold) socket.ref?.();
-    else socket.unref?.();
-  },
+  socket: (client) => client.connection.stream as Partial<Socket>,
   close: (client) => client.end().catch(() => {}),
-  watch(client, ended) {
-    client.on('error', ended);
-    client.once('end', ended);
-  },
 });
 
 function idleKey(target: Target): string {
