@@ -124,12 +124,12 @@ export class RowCounter {
     const countAll = async (tables: TableName[]) =>
       (await Promise.all(balance(tables, rows, FINAL_COUNT_CONNECTIONS).map((list) => this.engine.countRows!(this.into, list, this.signal)))).flat();
     const beside = listed.filter((t) => !settled(t) && !this.inFlight.has(qualified(t)));
-    const waiting = new Set(listed.filter((t) => this.inFlight.has(qualified(t))).map(qualified));
+    const waiting = listed.filter((t) => this.inFlight.has(qualified(t)));
     // Whatever happens, no early count is still connected when this returns (the database may be dropped next).
     const [besideCounted] = await Promise.allSettled([countAll(beside), this.running]);
     if (besideCounted.status === 'rejected') throw besideCounted.reason;
     const counted = besideCounted.value;
-    counted.push(...(await countAll(listed.filter((t) => waiting.has(qualified(t)) && !settled(t)))));
+    counted.push(...(await countAll(waiting.filter((t) => !settled(t)))));
     const final = new Map(counted.map((s) => [qualified(s), s]));
     return listed.map((t) => final.get(qualified(t)) ?? this.early.get(qualified(t))!);
   }
