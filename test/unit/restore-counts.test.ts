@@ -158,4 +158,34 @@ describe('restore row counts', () => {
     );
     assert.deepEqual(log.slice(3), ['early public.big ended', 'final public.big'], 'big, short early, counted again after its early count ended');
   });
+
+  it('a final count that fails is reported only once the early count still running has ended (the new database is dropped next)', async () => {
+    const rows = new Map([
+      ['public.big', 900],
+      ['public.a', 1],
+    ]);
+    const log: string[] = [];
+    let release!: () => void;
+    const bigCounted = new Promise<void>((r) => (release = r));
+    const { engine } = fakeEngine(rows, async (names, giveWay) => {
+      if (giveWay) {
+        await bigCounted;
+        log.push('early count ended');
+        return;
+      }
+      throw new Error('connection lost');
+    });
+    const counter = new RowCounter(engine, into, [entry('public.big', 900), entry('public.a', 1)], new AbortController().signal);
+    counter.loaded({ qualified: 'public.big', name: 'big' });
+    await new Promise((r) => setImmediate(r));
+    const finished = counter.finish().then(
+      () => log.push('finished'),
+      (err: Error) => log.push(`failed: ${err.message}`),
+    );
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(log, [], 'not reported while the early count runs');
+    release();
+    await finished;
+    assert.deepEqual(log, ['early count ended', 'failed: connection lost']);
+  });
 });
