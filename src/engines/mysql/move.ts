@@ -97,12 +97,10 @@ class RawSession {
   static async open(target: Target, lockWaitS?: number): Promise<RawSession> {
     const s = new RawSession(await connect(target, null, undefined, { raw: true }));
     try {
-      if (lockWaitS) await s.run(`SET SESSION lock_wait_timeout = ${lockWaitS}`);
-      await s.run('SET NAMES utf8mb4 COLLATE utf8mb4_general_ci');
       // Statements are formatted with backslash escapes: the session must read them so.
       const mode = str((await s.rows('SELECT @@SESSION.sql_mode AS m'))[0].m);
       s.neutralMode = mode.split(',').filter((m) => m !== 'NO_BACKSLASH_ESCAPES').join(',');
-      await s.plain();
+      await s.plain(lockWaitS ? `, SESSION lock_wait_timeout = ${lockWaitS}` : '');
       return s;
     } catch (err) {
       await s.close();
@@ -118,17 +116,27 @@ class RawSession {
     await this.rows(sql, params);
   }
 
-  /** SHOW CREATE … as raw bytes: the definition as the object's own client character set wrote it. */
-  async showCreate(sql: string, column: number): Promise<{ create: Buffer | null; warnings: string[] }> {
+  /**
+   * Runs `read` with results as raw bytes (character_set_results = binary): SHOW CREATE then gives
+   * each definition as the object's own client character set wrote it. Every text column comes
+   * as bytes meanwhile (str() reads them as the UTF-8 the server stores names in). One switch for
+   * a whole read, not two per definition: each round trip costs a query's latency.
+   */
+  async binaryResults<T>(read: () => Promise<T>): Promise<T> {
     await this.run('SET character_set_results = binary');
     try {
-      const [rows] = await this.conn.query({ sql: Buffer.from(sql, 'utf8').toString('latin1'), rowsAsArray: true });
-      const value = (rows as unknown[][])[0]?.[column];
-      const warnings = rowsOf(await this.conn.query('SHOW WARNINGS')).map((w) => `${str(w.Code)}: ${str(w.Message)}`);
-      return { create: value === null || value === undefined ? null : Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8'), warnings };
+      return await read();
     } finally {
       await this.run('SET character_set_results = utf8mb4');
     }
+  }
+
+  /** SHOW CREATE … inside binaryResults(); `warnings`: also the warnings it raised (a view's 1356, invalid). */
+  async showCreate(sql: string, column: number, opts: { warnings?: boolean } = {}): Promise<{ create: Buffer | null; warnings: string[] }> {
+    const [rows] = await this.conn.query({ sql: Buffer.from(sql, 'utf8').toString('latin1'), rowsAsArray: true });
+    const value = (rows as unknown[][])[0]?.[column];
+    const warnings = opts.warnings ? rowsOf(await this.conn.query('SHOW WARNINGS')).map((w) => `${str(w.Code)}: ${str(w.Message)}`) : [];
+    return { create: value === null || value === undefined ? null : Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8'), warnings };
   }
 
   /** Runs an object's definition in a session with the object's own settings. */
@@ -150,10 +158,9 @@ class RawSession {
     await this.run(`SET ${sets.join(', ')}`, values);
   }
 
-  /** Back to the session dbstash's own statements are written for. */
-  async plain(): Promise<void> {
-    await this.run('SET NAMES utf8mb4 COLLATE utf8mb4_general_ci');
-    await this.run(`SET sql_mode = ?, time_zone = '+00:00'`, [this.neutralMode]);
+  /** Back to the session dbstash's own statements are written for (one statement; `more`: further assignments). */
+  async plain(more = ''): Promise<void> {
+    await this.run(`SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, sql_mode = ?, time_zone = '+00:00'${more}`, [this.neutralMode]);
   }
 
   async close(): Promise<void> {
@@ -182,6 +189,11 @@ async function readContents(s: RawSession, database: string): Promise<Contents |
   const properties: MyDatabaseProperties = { characterSet: str(schema.DEFAULT_CHARACTER_SET_NAME), collation: str(schema.DEFAULT_COLLATION_NAME) };
   if (schema.SCHEMA_COMMENT !== undefined && schema.SCHEMA_COMMENT !== null) properties.comment = str(schema.SCHEMA_COMMENT);
   await s.run(`USE ${quoteIdent(database)}`);
+  return s.binaryResults(() => readObjects(s, database, properties));
+}
+
+/** The tables and stored objects of `database`, the session's default database, inside binaryResults(). */
+async function readObjects(s: RawSession, database: string, properties: MyDatabaseProperties): Promise<Contents> {
   const tables = (
     await s.rows(
       `SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE NOT IN (?) ORDER BY BINARY TABLE_NAME`,
@@ -210,7 +222,7 @@ async function readContents(s: RawSession, database: string): Promise<Contents |
   );
   for (const v of views) {
     // With this database as the default one, SHOW CREATE VIEW leaves its tables unqualified.
-    const { create, warnings } = await s.showCreate(`SHOW CREATE VIEW ${quoteIdent(str(v.name))}`, 1);
+    const { create, warnings } = await s.showCreate(`SHOW CREATE VIEW ${quoteIdent(str(v.name))}`, 1, { warnings: true });
     const invalid = warnings.find((w) => w.startsWith('1356:'));
     objects.push({
       kind: 'VIEW', name: str(v.name), create, characterSetClient: str(v.cs), collationConnection: str(v.co), definer: str(v.definer),
