@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { childGuard, lookupUser, startTool, type RunAs, type RunningTool } from '../../src/engines/process.js';
+import { BULK_OUTPUT_MIN_BYTES, bulkOutputFor, childGuard, lookupUser, startTool, type RunAs, type RunningTool } from '../../src/engines/process.js';
 import { isAlive, waitFor } from '../postgres/helpers.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -36,6 +36,21 @@ describe('startTool with bulk output', () => {
     assert.equal(bulk.bytes, plain.bytes);
     assert.equal(bulk.sha, plain.sha);
     assert.ok(bulk.bytes > 1_000_000);
+  });
+
+  it('is asked for large databases and those of unknown size only', () => {
+    // A small dump stalls on the 1 MiB writes into a 64 KiB pipe (see BULK_OUTPUT_MIN_BYTES).
+    assert.equal(BULK_OUTPUT_MIN_BYTES, 64 * 2 ** 20);
+    assert.equal(bulkOutputFor(0), false);
+    assert.equal(bulkOutputFor(7_500_000), false);
+    assert.equal(bulkOutputFor(BULK_OUTPUT_MIN_BYTES - 1), false);
+    assert.equal(bulkOutputFor(BULK_OUTPUT_MIN_BYTES), true);
+    assert.equal(bulkOutputFor(2 ** 40), true);
+    assert.equal(bulkOutputFor(undefined), true);
+    assert.equal(bulkOutputFor(Number.NaN), true);
+    const small = startTool('true', [], { bulkOutput: bulkOutputFor(1024) });
+    assert.ok(!small.child.spawnargs.some((a) => a.endsWith('/stdbuf')), small.child.spawnargs.join(' '));
+    return small.exit.then((exit) => assert.equal(exit.code, 0));
   });
 
   it("reports the tool's own exit code and stderr", async () => {

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { BackupError, DbstashError } from '../../core/errors.js';
 import type { DatabaseProperties, DumpOptions, DumpSession, Engine, Probe, TableStat, Target, ToolInfo } from '../engine.js';
-import { describeExit, gateOnExit, startTool } from '../process.js';
+import { bulkOutputFor, describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyMyError, closeOnAbort, connect, globalPrivileges, quoteIdent, recordedArgs, toolConnectionArgs, writeOptionFile, type MyConnection } from './connection.js';
 import { TrailerWatch } from './sqlscan.js';
 import { readProperties, type MyDatabaseProperties } from './properties.js';
@@ -198,7 +198,7 @@ export const mysqlEngine: Engine = {
 
       const history = historyPlan(facts, tool.version).dump;
       const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables, history)];
-      const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: true });
+      const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes) });
       running = dumping;
       // Attached at once: Node discards a child's unread output when the child exits.
       const watch = new TrailerWatch();

@@ -8,7 +8,7 @@
 
 import { BackupError, DbstashError, PreflightError } from '../../core/errors.js';
 import { DEFAULT_LOCK_WAIT_TIMEOUT_MS, type DumpOptions, type DumpSession, type Engine, type Probe, type Target } from '../engine.js';
-import { describeExit, gateOnExit, startTool } from '../process.js';
+import { bulkOutputFor, describeExit, gateOnExit, startTool } from '../process.js';
 import { classifyPgError, dbnameArg, libpqEnv } from './connection.js';
 import { dumpDirectory } from './parallel.js';
 import { postgresRestoreMethods } from './restore.js';
@@ -52,7 +52,7 @@ export const postgresEngine: Engine = {
       const snapshot = await exportSnapshot(client, lockWaitTimeout);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, ...lockWaitArgs(lockWaitTimeout), '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const properties = propertiesInSnapshot(client);
-      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: true });
+      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes) });
       const { tables, finished } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });
       const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
