@@ -28,12 +28,20 @@ interface Side {
   spec: () => CommandSpec;
 }
 
+/** A dbstash side run inside the bench's own process, as the daemon, the dashboard and the fleet's workers run a job. */
+interface InProcessSide {
+  before?: () => Promise<void>;
+  run: () => Promise<void>;
+}
+
 interface Pair {
   id: string;
   /** Rounds for this pair when fewer than the others' (long runs). */
   rounds?: number;
+  /** dbstash runs inside the bench's process (its RSS is the bench process's). */
+  inProcess?: boolean;
   label: string;
-  dbstash: Side;
+  dbstash: Side | InProcessSide;
   plain: Side & { label: string };
   /** 'difference': dbstash − plain ≤ max seconds; 'ratio': dbstash / plain ≤ max. */
   target: { kind: 'difference' | 'ratio'; max: number };
@@ -46,6 +54,7 @@ interface PairResult {
   dbstashMs: number[];
   plainMs: number[];
   dbstashRss: number;
+  inProcess: boolean;
   target: Target;
 }
 
@@ -83,7 +92,52 @@ async function sourceBackup(ctx: PairContext, env: NodeJS.ProcessEnv, work: stri
   return { stash, id, artifact: await artifactOf(stash, id) };
 }
 
-async function postgresPairs(ctx: PairContext, work: string): Promise<Pair[]> {
+/**
+ * The backup and the restore of a pair run inside the bench's own process, the way a long-running
+ * dbstash runs them: the daemon's (and a fleet worker's) backup job, `planBackup` then
+ * `runNotifiedBackup`, and the dashboard's restore, `restoreBackup` of src/app, with every check
+ * of the command line. Node's start and the loading of the libraries are paid once per process
+ * there, not once per job; what is left over the plain tools is dbstash's own work. Each backup
+ * goes to a folder of its own, as the command-line side's does (two backups of one series within
+ * one second would otherwise wait for the next second, for an id of their own).
+ */
+async function inProcess(
+  ctx: PairContext,
+  work: string,
+  name: string,
+  url: (db: string) => string,
+  source: { stash: string; id: string },
+): Promise<{ backup: () => Promise<void>; restore: () => Promise<void> }> {
+  const [{ Output }, { loadConfig }, { planBackup }, { runNotifiedBackup }, { createNotifier }, { restoreBackup }] = await Promise.all([
+    import('../src/cli/output.js'),
+    import('../src/config/load.js'),
+    import('../src/cli/backup.js'),
+    import('../src/notify/backup.js'),
+    import('../src/notify/notifier.js'),
+    import('../src/app/actions.js'),
+  ]);
+  // Passwords in a config file (0600), as for the command line's MariaDB pairs.
+  const file = path.join(work, `${name}.in-process.dbstash.yaml`);
+  const targets = `  ${name}_p:\n    url: ${url(`${name}_p`)}\n`;
+  await fsp.writeFile(file, `storages:\n  source:\n    url: ${source.stash}\ndatabases:\n  ${name}:\n    url: ${url(name)}\n    storages: [source]\n${targets}`, { mode: 0o600 });
+  const loaded = await loadConfig(file);
+  const out = new Output({ quiet: true });
+  const signal = new AbortController().signal;
+  const jobCtx = { out, loaded, envName: 'dev', signal };
+  const notifier = createNotifier(loaded.config.notifications, out);
+  const events = { info: () => {}, warn: ctx.log };
+  let run = 0;
+  return {
+    backup: async () => {
+      const plan = await planBackup(name, { outputDir: path.join(work, `in-process-${name}-${++run}`) }, jobCtx);
+      await runNotifiedBackup(plan, events, signal, notifier);
+    },
+    // Into a database that does not exist (the caller drops it before each run): `${name}_p`.
+    restore: async () => void (await restoreBackup(loaded.config, name, source.id, `${name}_p`, { dryRun: false, typed: `${name}_p`, signal, events })),
+  };
+}
+
+async function postgresPairs(ctx: PairContext, work: string, wanted: (id: string) => boolean): Promise<Pair[]> {
   const pg = ctx.pg;
   const db = 'bench_empty';
   await pg.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
@@ -93,13 +147,23 @@ async function postgresPairs(ctx: PairContext, work: string): Promise<Pair[]> {
   const bin = (t: string) => shellQuote(path.join(pg.binDir, t));
   const drop = (name: string) => async () => void (await pg.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   let run = 0;
+  const plain = {
+    backup: { label: 'pg_dump -Fc -f file', spec: () => shell(`${bin('pg_dump')} -Fc -f ${shellQuote(path.join(work, `plain-${++run}.dump`))}`, env, work) },
+    restore: {
+      label: 'createdb + zstd -dc | pg_restore -d',
+      before: drop('bench_empty_r2'),
+      spec: () => shell(`${bin('createdb')} bench_empty_r2 && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d bench_empty_r2`, env, work),
+    },
+  };
+  const fixed: Pair['target'] = { kind: 'difference', max: 0.15 };
+  const url = (name: string) => `postgres://${pg.user}:${encodeURIComponent(pg.password)}@${pg.host}:${pg.port}/${name}`;
   return [
     {
       id: 'pg_empty_backup',
       label: 'PostgreSQL, empty database: dbstash backup (fixed cost)',
       dbstash: { spec: () => dbstash(ctx, ['backup', '--output-dir', path.join(work, `stash-${++run}`), '--env', 'dev', '--json'], env, work) },
-      plain: { label: 'pg_dump -Fc -f file', spec: () => shell(`${bin('pg_dump')} -Fc -f ${shellQuote(path.join(work, `plain-${++run}.dump`))}`, env, work) },
-      target: { kind: 'difference', max: 0.15 },
+      plain: plain.backup,
+      target: fixed,
     },
     {
       id: 'pg_empty_restore',
@@ -108,13 +172,31 @@ async function postgresPairs(ctx: PairContext, work: string): Promise<Pair[]> {
         before: drop('bench_empty_r1'),
         spec: () => dbstash(ctx, ['restore', source.id, '--output-dir', source.stash, '--to', `postgres://${pg.user}@${pg.host}:${pg.port}/bench_empty_r1`, '--yes', '--json'], env, work),
       },
-      plain: {
-        label: 'createdb + zstd -dc | pg_restore -d',
-        before: drop('bench_empty_r2'),
-        spec: () => shell(`${bin('createdb')} bench_empty_r2 && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d bench_empty_r2`, env, work),
-      },
-      target: { kind: 'difference', max: 0.15 },
+      plain: plain.restore,
+      target: fixed,
     },
+    ...(wanted('pg_empty_in_process') ? await inProcessPairs(ctx, work, db, url, source, 'PostgreSQL, empty database', plain, drop, fixed) : []),
+  ];
+}
+
+/** The in-process pairs (see inProcess): the same plain sides as the command line's pairs. */
+async function inProcessPairs(
+  ctx: PairContext,
+  work: string,
+  name: string,
+  url: (db: string) => string,
+  source: { stash: string; id: string },
+  what: string,
+  plain: { backup: Pair['plain']; restore: Pair['plain'] },
+  drop: (name: string) => () => Promise<void>,
+  target: Pair['target'],
+): Promise<Pair[]> {
+  const jobs = await inProcess(ctx, work, name, url, source);
+  const fixed = target.kind === 'difference' ? ' (fixed cost)' : '';
+  const prefix = name === 'bench_empty' ? 'pg_empty' : name;
+  return [
+    { id: `${prefix}_in_process_backup`, inProcess: true, label: `${what}: backup job in a running dbstash (daemon, fleet worker)${fixed}`, dbstash: { run: jobs.backup }, plain: plain.backup, target },
+    { id: `${prefix}_in_process_restore`, inProcess: true, label: `${what}: restore in a running dbstash (dashboard)${fixed}`, dbstash: { before: drop(`${name}_p`), run: jobs.restore }, plain: plain.restore, target },
   ];
 }
 
@@ -139,7 +221,7 @@ function smallMysqlSql(scale: number): string {
   ].join('\n');
 }
 
-async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: string, scale: number, target: Pair['target'], rounds?: number): Promise<Pair[]> {
+async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: string, scale: number, target: Pair['target'], wanted: (id: string) => boolean, rounds?: number): Promise<Pair[]> {
   await my.query(`DROP DATABASE IF EXISTS ${db}`);
   if (scale > 0) {
     await my.createDatabase(db);
@@ -157,16 +239,25 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
   let run = 0;
   const [size] = (await my.query(`SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS size FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${db}'`)) as { size: string }[];
   const what = scale > 0 ? `MariaDB, ${db} (${(Number(size.size) / 2 ** 20).toFixed(0)} MB)` : 'MariaDB, empty database';
+  const plain = {
+    backup: {
+      label: 'mariadb-dump --single-transaction --routines --triggers --events | zstd -3',
+      spec: () => shell(`mariadb-dump ${conn} --single-transaction --routines --triggers --events ${db} | zstd -3 -q > ${shellQuote(path.join(work, `plain-${++run}.sql.zst`))}`, env, work),
+    },
+    restore: {
+      label: 'mariadb -e CREATE DATABASE + zstd -dc | mariadb',
+      before: drop(`${db}_r2`),
+      spec: () => shell(`mariadb ${conn} -e 'CREATE DATABASE ${db}_r2' && zstd -dc -q ${shellQuote(source.artifact)} | mariadb ${conn} ${db}_r2`, env, work),
+    },
+  };
+  const url = (name: string) => `mysql://${my.user}:${encodeURIComponent(my.password)}@${my.host}:${my.port}/${name}`;
   return [
     {
       id: `${db}_backup`,
       rounds,
       label: `${what}: dbstash backup${scale > 0 ? '' : ' (fixed cost)'}`,
       dbstash: { spec: () => dbstash(ctx, ['backup', '--output-dir', path.join(work, `stash-${++run}`), '--env', 'dev', '--json'], env, work) },
-      plain: {
-        label: 'mariadb-dump --single-transaction --routines --triggers --events | zstd -3',
-        spec: () => shell(`mariadb-dump ${conn} --single-transaction --routines --triggers --events ${db} | zstd -3 -q > ${shellQuote(path.join(work, `plain-${++run}.sql.zst`))}`, env, work),
-      },
+      plain: plain.backup,
       target,
     },
     {
@@ -174,13 +265,10 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
       rounds,
       label: `${what}: dbstash restore --to <new>${scale > 0 ? '' : ' (fixed cost)'}`,
       dbstash: { before: drop(`${db}_r1`), spec: () => dbstash(ctx, ['restore', source.id, '--output-dir', source.stash, '--config', config, '--to', `${db}_r1`, '--yes', '--json'], env, work) },
-      plain: {
-        label: 'mariadb -e CREATE DATABASE + zstd -dc | mariadb',
-        before: drop(`${db}_r2`),
-        spec: () => shell(`mariadb ${conn} -e 'CREATE DATABASE ${db}_r2' && zstd -dc -q ${shellQuote(source.artifact)} | mariadb ${conn} ${db}_r2`, env, work),
-      },
+      plain: plain.restore,
       target,
     },
+    ...(wanted(`${db}_in_process`) ? (await inProcessPairs(ctx, work, db, url, source, what, plain, drop, target)).map((p) => ({ ...p, rounds })) : []),
   ];
 }
 
@@ -225,6 +313,13 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
   for (let round = 0; round <= rounds; round++) {
     for (const [side, times] of [[pair.dbstash, dbstashMs], [pair.plain, plainMs]] as const) {
       await side.before?.();
+      if ('run' in side) {
+        const started = performance.now();
+        await side.run();
+        if (round > 0) times.push(performance.now() - started);
+        rss = Math.max(rss, process.memoryUsage.rss());
+        continue;
+      }
       const m = await measure(side.spec());
       if (round === 0) continue;
       times.push(m.wallMs);
@@ -244,12 +339,16 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
     dbstashMs,
     plainMs,
     dbstashRss: rss,
+    inProcess: !!pair.inProcess,
     target: { name: `${pair.label} vs ${pair.plain.label}`, value: shown, limit, pass: value <= pair.target.max },
   };
 }
 
 /** The ids of every pair, for --only. */
-export const PAIR_IDS = ['pg_empty_backup', 'pg_empty_restore', 'pg_small_drill', ...['bench_my_empty', 'bench_my_small', 'bench_my_large'].flatMap((db) => [`${db}_backup`, `${db}_restore`])];
+export const PAIR_IDS = [
+  ...['pg_empty', 'bench_my_empty', 'bench_my_small', 'bench_my_large'].flatMap((db) => [`${db}_backup`, `${db}_restore`, `${db}_in_process_backup`, `${db}_in_process_restore`]),
+  'pg_small_drill',
+];
 
 /**
  * Restore drills of a small PostgreSQL database (4 tables, 20k rows) as the daemon runs them: in
@@ -303,15 +402,15 @@ export async function runPairs(ctx: PairContext, only?: (id: string) => boolean)
   let my: MariaServer | undefined;
   try {
     const wanted = (prefix: string) => !only || PAIR_IDS.some((id) => id.startsWith(prefix) && only(id));
-    if (wanted('pg_')) pairs.push(...(await postgresPairs(ctx, work)));
+    if (wanted('pg_')) pairs.push(...(await postgresPairs(ctx, work, wanted)));
     if (!wanted('bench_my')) {
       // no MariaDB pair asked for
     } else if (existsSync(MARIADBD)) {
       my = await startMariadb();
-      if (wanted('bench_my_empty')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_empty', 0, { kind: 'difference', max: 0.15 })));
-      if (wanted('bench_my_small')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_small', 1, { kind: 'ratio', max: 1.15 })));
+      if (wanted('bench_my_empty')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_empty', 0, { kind: 'difference', max: 0.15 }, wanted)));
+      if (wanted('bench_my_small')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_small', 1, { kind: 'ratio', max: 1.15 }, wanted)));
       // ~40 times the small one: where the fixed cost no longer decides the ratio; 3 rounds.
-      if (wanted('bench_my_large')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_large', 40, { kind: 'ratio', max: 1.15 }, 3)));
+      if (wanted('bench_my_large')) pairs.push(...(await mysqlPairs(ctx, my, work, 'bench_my_large', 40, { kind: 'ratio', max: 1.15 }, wanted, 3)));
     } else {
       skipped.push(`MariaDB pairs: ${MARIADBD} not found`);
     }
@@ -322,7 +421,7 @@ export async function runPairs(ctx: PairContext, only?: (id: string) => boolean)
     const drilled = !only || only('pg_small_drill') ? await drills(ctx, work) : undefined;
     const text = [
       `restores, MariaDB and fixed costs: pairs alternated over ${ctx.rounds} rounds (median, min–max wall time)`,
-      ...results.map((r) => `  ${r.label}: ${s(r.dbstashMs)}, peak RSS ${(r.dbstashRss / 2 ** 20).toFixed(1)} MB\n    ${r.plainLabel}: ${s(r.plainMs)} → ${r.target.value}`),
+      ...results.map((r) => `  ${r.label}: ${s(r.dbstashMs)}, ${r.inProcess ? 'RSS of the bench process' : 'peak RSS'} ${(r.dbstashRss / 2 ** 20).toFixed(1)} MB\n    ${r.plainLabel}: ${s(r.plainMs)} → ${r.target.value}`),
       ...(floorMs
         ? [
             `  the floor of a Node.js command line, alternated: \`node -e 0\` ${s(floorMs.bareMs)}`,
