@@ -69,8 +69,7 @@ export function pgEnv(server: PgServer, database: string): NodeJS.ProcessEnv {
   return { ...env, PGHOST: server.host, PGPORT: String(server.port), PGUSER: server.user, PGPASSWORD: server.password, PGDATABASE: database };
 }
 
-export async function buildDatabase(server: PgServer, scale: number, log: (m: string) => void): Promise<BenchDatabase> {
-  const name = `bench_s${scale}`;
+export async function buildDatabase(server: PgServer, scale: number, log: (m: string) => void, name = `bench_s${scale}`): Promise<BenchDatabase> {
   const started = Date.now();
   await server.createDatabase(name);
   log(`building ${name}: pgbench -i -s ${scale}`);

@@ -5,6 +5,10 @@
 //   - MariaDB: backup and restore of a small database (16 tables with triggers, views and
 //     routines, ~50k rows) and of a larger one, against `mariadb-dump … | zstd -3` and
 //     `zstd -dc | mariadb`; target ratio ≤ 1.15.
+//   - in a running dbstash: the same backups and restores run inside the bench's process, as the
+//     daemon, a fleet worker and the dashboard run them (Node's start and its libraries paid once
+//     per process, not per job), against the same plain tools; and the restore of the scenarios'
+//     scale-10 database the same way, ≤ 1.1× (r).
 // Every restore goes into a database that does not exist (dropped, untimed, before each run):
 // both sides create it. Both sides restore the same artifact (the dbstash backup's own file).
 
@@ -14,7 +18,7 @@ import path from 'node:path';
 import type { PgServer } from '../test/harness/postgres.js';
 import { MARIADBD, startMariadb, type MariaServer } from '../test/harness/mariadb.js';
 import { tempDir } from '../test/harness/tmp.js';
-import { pgEnv } from './database.js';
+import { buildDatabase, pgEnv } from './database.js';
 import type { ExtensionResult } from './extensions.js';
 import { measure, median, type CommandSpec } from './measure.js';
 import type { Target } from './report.js';
@@ -176,6 +180,41 @@ async function postgresPairs(ctx: PairContext, work: string, wanted: (id: string
       target: fixed,
     },
     ...(wanted('pg_empty_in_process') ? await inProcessPairs(ctx, work, db, url, source, 'PostgreSQL, empty database', plain, drop, fixed) : []),
+  ];
+}
+
+/**
+ * The restore of the bench's PostgreSQL database at `scale` (the scenarios' database, built under
+ * a name of its own) in a running dbstash, against `createdb` + `zstd -dc | pg_restore` of the
+ * same artifact: the restore target of the scenarios without Node's start.
+ */
+async function pgScalePairs(ctx: PairContext, work: string, scale: number): Promise<Pair[]> {
+  const pg = ctx.pg;
+  const name = `bench_pairs_s${scale}`;
+  await pg.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  const db = await buildDatabase(pg, scale, ctx.log, name);
+  const env = { ...pgEnv(pg, name), DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/${name}` };
+  const dir = path.join(work, name);
+  await fsp.mkdir(dir, { recursive: true });
+  const source = await sourceBackup(ctx, env, dir);
+  const drop = (db: string) => async () => void (await pg.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`));
+  const bin = (t: string) => shellQuote(path.join(pg.binDir, t));
+  const url = (db: string) => `postgres://${pg.user}:${encodeURIComponent(pg.password)}@${pg.host}:${pg.port}/${db}`;
+  const jobs = await inProcess(ctx, dir, name, url, source);
+  return [
+    {
+      id: `pg_s${scale}_in_process_restore`,
+      rounds: 5,
+      inProcess: true,
+      label: `PostgreSQL, pgbench scale ${scale} (${(db.sizeBytes / 2 ** 20).toFixed(0)} MB): restore in a running dbstash (dashboard)`,
+      dbstash: { before: drop(`${name}_p`), run: jobs.restore },
+      plain: {
+        label: '(r) createdb + zstd -dc | pg_restore -d',
+        before: drop(`${name}_r2`),
+        spec: () => shell(`${bin('createdb')} ${name}_r2 && zstd -dc -q ${shellQuote(source.artifact)} | ${bin('pg_restore')} --exit-on-error -d ${name}_r2`, env, dir),
+      },
+      target: { kind: 'ratio', max: 1.1 },
+    },
   ];
 }
 
@@ -347,6 +386,7 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
 /** The ids of every pair, for --only. */
 export const PAIR_IDS = [
   ...['pg_empty', 'bench_my_empty', 'bench_my_small', 'bench_my_large'].flatMap((db) => [`${db}_backup`, `${db}_restore`, `${db}_in_process_backup`, `${db}_in_process_restore`]),
+  'pg_s10_in_process_restore',
   'pg_small_drill',
 ];
 
@@ -402,7 +442,8 @@ export async function runPairs(ctx: PairContext, only?: (id: string) => boolean)
   let my: MariaServer | undefined;
   try {
     const wanted = (prefix: string) => !only || PAIR_IDS.some((id) => id.startsWith(prefix) && only(id));
-    if (wanted('pg_')) pairs.push(...(await postgresPairs(ctx, work, wanted)));
+    if (wanted('pg_empty') || wanted('pg_small')) pairs.push(...(await postgresPairs(ctx, work, wanted)));
+    if (wanted('pg_s10')) pairs.push(...(await pgScalePairs(ctx, work, 10)));
     if (!wanted('bench_my')) {
       // no MariaDB pair asked for
     } else if (existsSync(MARIADBD)) {
