@@ -4,8 +4,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { formatLsn, lastSegnoBefore, parseLsn, parseWalName, parseWalObject, segmentName, segnoOf, walObjectKey } from '../../src/wal/names.js';
 import { archiveReport, parseHistory, reachableTimeline } from '../../src/wal/continuity.js';
@@ -18,6 +17,7 @@ import { layOut, placeTablespaces, pointTablespaceMap } from '../../src/wal/reco
 import { tarHeader } from '../../src/engines/postgres/tar.js';
 import { artifactKey } from '../../src/core/id.js';
 import { createHash } from 'node:crypto';
+import { tempDir } from '../harness/tmp.js';
 import type { Manifest } from '../../src/catalog/manifest.js';
 
 const MB16 = 16 * 1024 * 1024;
@@ -87,7 +87,7 @@ describe('the archive\'s continuity', () => {
 
 describe('push and get', () => {
   const series = { key: 'main.12345678', name: 'main', identity: 'physical:name:postgres:main' };
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-walunit-'));
+  const dir = tempDir('dbstash-walunit');
   const file = path.join(dir, '000000010000000000000007');
   writeFileSync(file, Buffer.alloc(1 << 20, 3));
   const dest = (name: string, optional = false) => ({ name, storage: createMemoryStorage(`memory://walunit-${name}-${Math.random()}`), optional });
@@ -158,7 +158,7 @@ describe('placeTablespaces: where a restore puts each tablespace, refused before
     { oid: 16390, name: 'fast', location: '/srv/pg/fast' },
     { oid: 16391, name: 'slow', location: '/srv/pg/slow' },
   ]);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbstash-place-'));
+  const dir = tempDir('dbstash-place');
 
   it('maps what --tablespace-map names and leaves the rest at their old locations', async () => {
     const places = await placeTablespaces(two, new Map([['/srv/pg/fast', path.join(dir, 'fast')]]), path.join(dir, 'data'));
@@ -185,7 +185,7 @@ describe('placeTablespaces: where a restore puts each tablespace, refused before
     const manifest = (sha256: string) =>
       ({ id, artifacts: [{ role: 'main', file: `${id}.base.tar`, size: tar.length, sha256, stages: [] }], dump: { details: { physical: { tablespaces: [{ oid: 16390, name: 'fast', location: '/srv/pg/fast' }] } } } }) as unknown as Manifest;
     const good = manifest(createHash('sha256').update(tar).digest('hex'));
-    const root = mkdtempSync(path.join(os.tmpdir(), 'dbstash-layout-'));
+    const root = tempDir('dbstash-layout');
     const pgdata = path.join(root, 'data');
     mkdirSync(pgdata);
     const places = await placeTablespaces(good, new Map([['/srv/pg/fast', path.join(root, 'fast')]]), pgdata);
@@ -215,7 +215,7 @@ describe('placeTablespaces: where a restore puts each tablespace, refused before
       ['/srv/pg/slow', path.join(dir, 'slow')],
     ]);
     await assert.rejects(place(two, inData, path.join(dir, 'data')), /inside the data directory or around it/);
-    const full = mkdtempSync(path.join(os.tmpdir(), 'dbstash-place-full-'));
+    const full = tempDir('dbstash-place-full');
     writeFileSync(path.join(full, 'PG_VERSION'), '15');
     const withFile = new Map([
       ['/srv/pg/fast', full],
