@@ -42,8 +42,6 @@ interface Pair {
   id: string;
   /** Rounds for this pair when fewer than the others' (long runs). */
   rounds?: number;
-  /** dbstash runs inside the bench's process (its RSS is the bench process's). */
-  inProcess?: boolean;
   label: string;
   dbstash: Side | InProcessSide;
   plain: Side & { label: string };
@@ -96,6 +94,13 @@ async function sourceBackup(ctx: PairContext, env: NodeJS.ProcessEnv, work: stri
   return { stash, id, artifact: await artifactOf(stash, id) };
 }
 
+interface InProcessJobs {
+  backup: () => Promise<void>;
+  restore: () => Promise<void>;
+  /** The database `restore` creates; it must not exist before each run. */
+  restoreTarget: string;
+}
+
 /**
  * The backup and the restore of a pair run inside the bench's own process, the way a long-running
  * dbstash runs them: the daemon's (and a fleet worker's) backup job, `planBackup` then
@@ -111,7 +116,7 @@ async function inProcess(
   name: string,
   url: (db: string) => string,
   source: { stash: string; id: string },
-): Promise<{ backup: () => Promise<void>; restore: () => Promise<void> }> {
+): Promise<InProcessJobs> {
   const [{ Output }, { loadConfig }, { planBackup }, { runNotifiedBackup }, { createNotifier }, { restoreBackup }] = await Promise.all([
     import('../src/cli/output.js'),
     import('../src/config/load.js'),
@@ -122,8 +127,12 @@ async function inProcess(
   ]);
   // Passwords in a config file (0600), as for the command line's MariaDB pairs.
   const file = path.join(work, `${name}.in-process.dbstash.yaml`);
-  const targets = `  ${name}_p:\n    url: ${url(`${name}_p`)}\n`;
-  await fsp.writeFile(file, `storages:\n  source:\n    url: ${source.stash}\ndatabases:\n  ${name}:\n    url: ${url(name)}\n    storages: [source]\n${targets}`, { mode: 0o600 });
+  const restoreTarget = `${name}_p`;
+  await fsp.writeFile(
+    file,
+    `storages:\n  source:\n    url: ${source.stash}\ndatabases:\n  ${name}:\n    url: ${url(name)}\n    storages: [source]\n  ${restoreTarget}:\n    url: ${url(restoreTarget)}\n`,
+    { mode: 0o600 },
+  );
   const loaded = await loadConfig(file);
   const out = new Output({ quiet: true });
   const signal = new AbortController().signal;
@@ -136,8 +145,8 @@ async function inProcess(
       const plan = await planBackup(name, { outputDir: path.join(work, `in-process-${name}-${++run}`) }, jobCtx);
       await runNotifiedBackup(plan, events, signal, notifier);
     },
-    // Into a database that does not exist (the caller drops it before each run): `${name}_p`.
-    restore: async () => void (await restoreBackup(loaded.config, name, source.id, `${name}_p`, { dryRun: false, typed: `${name}_p`, signal, events })),
+    restore: async () => void (await restoreBackup(loaded.config, name, source.id, restoreTarget, { dryRun: false, typed: restoreTarget, signal, events })),
+    restoreTarget,
   };
 }
 
@@ -179,7 +188,7 @@ async function postgresPairs(ctx: PairContext, work: string, wanted: (id: string
       plain: plain.restore,
       target: fixed,
     },
-    ...(wanted('pg_empty_in_process') ? await inProcessPairs(ctx, work, db, url, source, 'PostgreSQL, empty database', plain, drop, fixed) : []),
+    ...(wanted('pg_empty_in_process') ? inProcessPairs(await inProcess(ctx, work, db, url, source), 'pg_empty', 'PostgreSQL, empty database', plain, drop, fixed) : []),
   ];
 }
 
@@ -205,9 +214,8 @@ async function pgScalePairs(ctx: PairContext, work: string, scale: number): Prom
     {
       id: `pg_s${scale}_in_process_restore`,
       rounds: 5,
-      inProcess: true,
       label: `PostgreSQL, pgbench scale ${scale} (${(db.sizeBytes / 2 ** 20).toFixed(0)} MB): restore in a running dbstash (dashboard)`,
-      dbstash: { before: drop(`${name}_p`), run: jobs.restore },
+      dbstash: { before: drop(jobs.restoreTarget), run: jobs.restore },
       plain: {
         label: '(r) createdb + zstd -dc | pg_restore -d',
         before: drop(`${name}_r2`),
@@ -218,24 +226,19 @@ async function pgScalePairs(ctx: PairContext, work: string, scale: number): Prom
   ];
 }
 
-/** The in-process pairs (see inProcess): the same plain sides as the command line's pairs. */
-async function inProcessPairs(
-  ctx: PairContext,
-  work: string,
-  name: string,
-  url: (db: string) => string,
-  source: { stash: string; id: string },
+/** The in-process pairs `<prefix>_in_process_backup` and `_restore` (see inProcess): the same plain sides as the command line's pairs. */
+function inProcessPairs(
+  jobs: InProcessJobs,
+  prefix: string,
   what: string,
   plain: { backup: Pair['plain']; restore: Pair['plain'] },
   drop: (name: string) => () => Promise<void>,
   target: Pair['target'],
-): Promise<Pair[]> {
-  const jobs = await inProcess(ctx, work, name, url, source);
+): Pair[] {
   const fixed = target.kind === 'difference' ? ' (fixed cost)' : '';
-  const prefix = name === 'bench_empty' ? 'pg_empty' : name;
   return [
-    { id: `${prefix}_in_process_backup`, inProcess: true, label: `${what}: backup job in a running dbstash (daemon, fleet worker)${fixed}`, dbstash: { run: jobs.backup }, plain: plain.backup, target },
-    { id: `${prefix}_in_process_restore`, inProcess: true, label: `${what}: restore in a running dbstash (dashboard)${fixed}`, dbstash: { before: drop(`${name}_p`), run: jobs.restore }, plain: plain.restore, target },
+    { id: `${prefix}_in_process_backup`, label: `${what}: backup job in a running dbstash (daemon, fleet worker)${fixed}`, dbstash: { run: jobs.backup }, plain: plain.backup, target },
+    { id: `${prefix}_in_process_restore`, label: `${what}: restore in a running dbstash (dashboard)${fixed}`, dbstash: { before: drop(jobs.restoreTarget), run: jobs.restore }, plain: plain.restore, target },
   ];
 }
 
@@ -307,7 +310,7 @@ async function mysqlPairs(ctx: PairContext, my: MariaServer, work: string, db: s
       plain: plain.restore,
       target,
     },
-    ...(wanted(`${db}_in_process`) ? (await inProcessPairs(ctx, work, db, url, source, what, plain, drop, target)).map((p) => ({ ...p, rounds })) : []),
+    ...(wanted(`${db}_in_process`) ? inProcessPairs(await inProcess(ctx, work, db, url, source), db, what, plain, drop, target).map((p) => ({ ...p, rounds })) : []),
   ];
 }
 
@@ -378,7 +381,8 @@ async function runPair(ctx: PairContext, pair: Pair): Promise<PairResult> {
     dbstashMs,
     plainMs,
     dbstashRss: rss,
-    inProcess: !!pair.inProcess,
+    // dbstash ran inside the bench's process: the RSS is the bench process's.
+    inProcess: 'run' in pair.dbstash,
     target: { name: `${pair.label} vs ${pair.plain.label}`, value: shown, limit, pass: value <= pair.target.max },
   };
 }

@@ -52,6 +52,7 @@ export const BULK_OUTPUT_MIN_BYTES = 64 << 20;
 export function bulkOutputFor(sizeBytes: number | undefined): boolean {
   return sizeBytes === undefined || !Number.isFinite(sizeBytes) || sizeBytes >= BULK_OUTPUT_MIN_BYTES;
 }
+
 let stdbufPath: string | null | undefined;
 
 function findStdbuf(): string | null {

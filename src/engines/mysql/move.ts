@@ -100,7 +100,7 @@ class RawSession {
       // Statements are formatted with backslash escapes: the session must read them so.
       const mode = str((await s.rows('SELECT @@SESSION.sql_mode AS m'))[0].m);
       s.neutralMode = mode.split(',').filter((m) => m !== 'NO_BACKSLASH_ESCAPES').join(',');
-      await s.plain(lockWaitS ? `, SESSION lock_wait_timeout = ${lockWaitS}` : '');
+      await s.plain(lockWaitS);
       return s;
     } catch (err) {
       await s.close();
@@ -158,9 +158,10 @@ class RawSession {
     await this.run(`SET ${sets.join(', ')}`, values);
   }
 
-  /** Back to the session dbstash's own statements are written for (one statement; `more`: further assignments). */
-  async plain(more = ''): Promise<void> {
-    await this.run(`SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, sql_mode = ?, time_zone = '+00:00'${more}`, [this.neutralMode]);
+  /** Back to the session dbstash's own statements are written for, in one statement (at open: with the lock wait). */
+  async plain(lockWaitS?: number): Promise<void> {
+    const lockWait = lockWaitS ? `, SESSION lock_wait_timeout = ${Number(lockWaitS)}` : '';
+    await this.run(`SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, sql_mode = ?, time_zone = '+00:00'${lockWait}`, [this.neutralMode]);
   }
 
   async close(): Promise<void> {
