@@ -261,6 +261,18 @@ describe('mysql restores that keep everything', { timeout: 300_000 }, () => {
     assert.deepEqual(await snapshot('fail_copy'), copy, 'fail_copy is as it was');
     await server.query(`DROP DATABASE fail_kept`);
 
+    // A table written into the emptied copy during the move: the check before its drop finds it,
+    // the copy is not dropped, and everything moves back.
+    const intruded = await swap('never', async (step) => {
+      if (step === 'objects re-created in fail_live') await server.query(`CREATE TABLE intruder (x INT)`, 'fail_copy');
+    }).then(() => assert.fail('the swap should have failed'), (e: unknown) => e);
+    assert.ok(intruded instanceof RestoreError, String(intruded));
+    assert.match(intruded.message, /failed \(checking the result\): after moving, the databases do not hold what they should: fail_copy still holds 1 table; everything was put back/);
+    await server.query(`DROP TABLE intruder`, 'fail_copy');
+    assert.deepEqual(await snapshot('fail_live'), live, 'fail_live is as it was after the check');
+    assert.deepEqual(await snapshot('fail_copy'), copy, 'fail_copy is as it was after the check');
+    assert.deepEqual(await databases('fail\\_kept'), [], 'no kept database after the check');
+
     // And without a failure, the swap carries everything, setting for setting.
     await swapMyDatabases(target, restored, 'fail_kept');
     assert.deepEqual(await snapshot('fail_live'), copy, 'the restored copy has the live name');

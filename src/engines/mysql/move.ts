@@ -262,6 +262,24 @@ function isEmpty(c: Contents): boolean {
   return c.tables.length === 0 && c.objects.length === 0;
 }
 
+/**
+ * What `database` still holds, read in full only when one question (one round trip, against the
+ * nine of readContents) finds anything in it: tables and views, routines, events. Triggers are
+ * not asked for: each belongs to a table, and information_schema.TRIGGERS takes ~2 ms even for
+ * an empty database. Undefined when the database does not exist.
+ */
+async function leftIn(s: RawSession, database: string): Promise<Contents | undefined> {
+  const [row] = await s.rows(
+    `SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?) AS present,
+       (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?) + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?)
+       + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?) AS held`,
+    [database, database, database, database],
+  );
+  if (Number(row.present) === 0) return undefined;
+  if (Number(row.held) === 0) return { database, properties: { characterSet: '', collation: '' }, tables: [], objects: [] };
+  return readContents(s, database);
+}
+
 const PLURAL: Record<string, string> = { 'package body': 'package bodies' };
 
 /** "holds 3 tables, 1 view, 2 triggers" — what a database holds, for messages. */
@@ -431,7 +449,7 @@ async function execute(s: RawSession, plan: MovePlan, sources: Map<string, Conte
     await s.run(`CREATE DATABASE ${quoteIdent(m.to)}${propertyClauses(props)}`);
     current.set(m.to, props);
     journal.push(`dropping ${m.to}`, async (r) => {
-      const left = await readContents(r, m.to);
+      const left = await leftIn(r, m.to);
       if (left && !isEmpty(left)) throw new RestoreError(`${m.to} is not empty (${summary(left)}); it was left in place`);
       await r.run(`DROP DATABASE IF EXISTS ${quoteIdent(m.to)}`);
     });
@@ -520,7 +538,7 @@ async function execute(s: RawSession, plan: MovePlan, sources: Map<string, Conte
     problems.push(...diff.map((d) => `${m.to}: ${d}`));
   }
   for (const db of plan.drop) {
-    const left = await readContents(s, db);
+    const left = await leftIn(s, db);
     if (left && !isEmpty(left)) problems.push(`${db} still ${summary(left)}`);
   }
   if (problems.length > 0) {
