@@ -75,17 +75,33 @@ async function checksumSql(conn: MyConnection, database: string, table: string, 
  */
 export async function countTables(conn: MyConnection, database: string, checksums: boolean, opts: { history?: boolean } = {}): Promise<TableStat[]> {
   const history = opts.history ?? true;
+  const tables = (await dataTables(conn, database)).map((table) => ({
+    name: table.name,
+    from: `${quoteIdent(database)}.${quoteIdent(table.name)}${table.versioning && history ? ' FOR SYSTEM_TIME ALL' : ''}`,
+  }));
   const stats: TableStat[] = [];
-  for (const table of await dataTables(conn, database)) {
-    const from = `${quoteIdent(database)}.${quoteIdent(table.name)}${table.versioning && history ? ' FOR SYSTEM_TIME ALL' : ''}`;
-    if (checksums) {
-      const [rows] = await conn.query(await checksumSql(conn, database, table.name, from));
+  if (checksums) {
+    for (const table of tables) {
+      const [rows] = await conn.query(await checksumSql(conn, database, table.name, table.from));
       const r = (rows as { n: string; checksum: string }[])[0];
       stats.push({ schema: MYSQL_SCHEMA, name: table.name, rows: Number(r.n), checksum: r.checksum });
-    } else {
-      const [rows] = await conn.query(`SELECT COUNT(*) AS n FROM ${from}`);
-      stats.push({ schema: MYSQL_SCHEMA, name: table.name, rows: Number((rows as { n: string }[])[0].n) });
     }
+    return stats;
+  }
+  // Many counts to one statement: the server counts one table after the other either way, and
+  // each statement of its own costs a round trip (17 tables: ~4 ms).
+  for (let start = 0; start < tables.length; start += COUNTS_PER_STATEMENT) {
+    const batch = tables.slice(start, start + COUNTS_PER_STATEMENT);
+    const [rows] = await conn.query(batch.map((t, i) => `SELECT ${i} AS i, COUNT(*) AS n FROM ${t.from}`).join(' UNION ALL '));
+    const counted = new Map((rows as { i: number | string; n: string }[]).map((r) => [Number(r.i), Number(r.n)]));
+    batch.forEach((t, i) => {
+      const n = counted.get(i);
+      if (n === undefined) throw new Error(`no count came back for table ${t.name}`);
+      stats.push({ schema: MYSQL_SCHEMA, name: t.name, rows: n });
+    });
   }
   return stats;
 }
+
+/** Tables counted by one statement (a UNION ALL of their counts). */
+const COUNTS_PER_STATEMENT = 64;
