@@ -18,7 +18,8 @@
 // arrive together may both back off; they retry after a random delay.
 // --force-unlock writes ".released" for the locks that block it (and tidies them away where it may). Released and stale locks are
 // clutter, not state: the run that releases deletes its two objects when it may (append-only
-// credentials may not), and prune removes old ones.
+// credentials may not; on a local file system deleting the lock is the release, with no marker
+// written), and prune removes old ones.
 
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -123,8 +124,24 @@ function describeHolder(h: LockInfo): string {
 
 const releasedKey = (lockKey: string) => lockKey.slice(0, -LOCK_SUFFIX.length) + RELEASED_SUFFIX;
 
-/** Marks a lock released (a new object), then tidies both away where deleting is allowed. */
+/**
+ * Marks a lock released (a new object), then tidies both away where deleting is allowed. On a
+ * local file system that lets the run delete, removing the lock file is its release: the marker,
+ * which would be written, made durable and deleted again at once, is written only when the
+ * delete is refused (an append-only folder).
+ */
 async function releaseLock(storage: Storage, key: string, tidy: boolean): Promise<void> {
+  if (tidy && storage.properties.local) {
+    const deleted = await storage.delete(key).then(
+      () => true,
+      () => false,
+    );
+    if (deleted) {
+      // One left by --force-unlock elsewhere, if any.
+      await storage.delete(releasedKey(key)).catch(() => {});
+      return;
+    }
+  }
   try {
     await putOwnBytes(storage, releasedKey(key), Buffer.from(`${new Date().toISOString()}\n`));
   } catch (err) {

@@ -199,4 +199,29 @@ describe('lock', () => {
     await again.release();
     assert.ok((await storage.list('shop/')).length >= 4, 'the released pairs stay for prune');
   });
+
+  it('on a local file system deleting the lock is its release; a refused delete falls back to the marker', async () => {
+    const puts: string[] = [];
+    const local = (deletes: boolean): Storage => ({
+      ...storage,
+      properties: { ...storage.properties, local: true },
+      async put(key, data, opts) {
+        puts.push(key);
+        return storage.put(key, data, opts);
+      },
+      async delete(key) {
+        if (!deletes) throw new StorageError('permanent', `EPERM: operation not permitted, unlink ${key}`);
+        return storage.delete(key);
+      },
+    });
+    const held = await acquireLock(local(true), 'shop', { command: 'one', ...quiet });
+    await held.release();
+    assert.equal(await readLock(storage, 'shop'), undefined);
+    assert.deepEqual(puts.filter((k) => k.endsWith('.released')), [], 'no marker is written');
+    assert.deepEqual(await storage.list('shop/'), [], 'nothing is left');
+    const kept = await acquireLock(local(false), 'shop', { command: 'two', ...quiet });
+    await kept.release();
+    assert.equal(await readLock(storage, 'shop'), undefined, 'released by its marker');
+    assert.equal(puts.filter((k) => k.endsWith('.released')).length, 1, 'the marker is written when the delete is refused');
+  });
 });
