@@ -293,8 +293,13 @@ async function removeDeadRunsLeftovers(tempDir: string, warn: (m: string) => voi
 
 export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSignal?: AbortSignal): Promise<BackupResult> {
   if (plan.destinations.length === 0) throw new PreflightError('no destination to write the backup to');
-  await removeDeadRunsLeftovers(plan.tempDir, events.warn);
-  const engine = await loadEngine(plan.target.engine);
+  // Dead runs' leftovers are looked for while the database is probed: they are never this run's,
+  // and the temp dir is first written to by the dump, after both.
+  const tidied = removeDeadRunsLeftovers(plan.tempDir, events.warn);
+  const engine = await loadEngine(plan.target.engine).catch(async (err: unknown) => {
+    await tidied;
+    throw err;
+  });
   const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
   const failed: BackupResult['failed'] = [];
   const warnings: string[] = [];
@@ -302,7 +307,9 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     warnings.push(m);
     events.warn(m);
   };
-  const probe = await probeFor(plan, engine, outerSignal);
+  const [probed] = await Promise.allSettled([probeFor(plan, engine, outerSignal), tidied]);
+  if (probed.status === 'rejected') throw probed.reason;
+  const probe = probed.value;
   try {
     await checkDestinations(plan, probe, live, failed, warn, outerSignal);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
