@@ -113,6 +113,23 @@ describe('compression stages', () => {
     });
   });
 
+  it('zstd streams one after the other (the context kept between them) are each a whole frame of their own data, also after a stream that broke off', async () => {
+    const other = Buffer.from('CREATE TABLE u (id int);\n'.repeat(50_000));
+    const first = await through(data, [zstdStage({}).encode()]);
+    // A stream destroyed half-way: its context is not kept.
+    const broken = zstdStage({}).encode();
+    broken.write(other.subarray(0, 300_000));
+    broken.destroy();
+    const second = await through(other, [zstdStage({}).encode()]);
+    const third = await through(data, [zstdStage({}).encode()]);
+    for (const [encoded, raw, what] of [[first, data, 'first'], [second, other, 'second'], [third, data, 'third']] as const) {
+      const file = path.join(dir, `${what}.zst`);
+      writeFileSync(file, encoded);
+      assert.ok(execFileSync('zstd', ['-dc', file], { maxBuffer: 64 << 20 }).equals(raw), `${what} stream decodes to its own data with the zstd CLI`);
+    }
+    assert.ok(third.equals(first), 'the same data makes the same frame with a kept context');
+  });
+
   it('our .zst decodes with the zstd CLI, and the CLI\'s .zst decodes with ours', async () => {
     const ours = path.join(dir, 'ours.zst');
     writeFileSync(ours, await through(data, [zstdStage({}).encode()]));
