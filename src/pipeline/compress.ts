@@ -111,13 +111,16 @@ function zstdTruncated(consumed: number, decoded: number): IntegrityError {
  * allocates nothing per piece. Its errors are the stream decoder's.
  */
 export class ZstdInto {
-  private readonly dctx = new (zstdBinding().DCtx)();
+  private dctx: ZstdBinding.DCtx = idleDecoders.take() ?? new (zstdBinding().DCtx)();
+  /** The context went back to the pool (keep()): this decoder decodes nothing more. */
+  private kept = false;
   private consumed = 0;
   private decoded = 0;
   private inFrame = false;
 
   /** Decodes from `src` into `into`: [bytes placed in `into`, bytes of `src` used]. */
   decode(into: Buffer, src: Buffer): [number, number] {
+    if (this.kept) return [0, 0];
     let result: [number, number, number];
     try {
       result = this.dctx.decompressStream(into, src);
@@ -137,24 +140,66 @@ export class ZstdInto {
   end(): IntegrityError | undefined {
     return this.inFrame ? zstdTruncated(this.consumed, this.decoded) : undefined;
   }
+
+  /**
+   * After a clean end (end() found nothing): the context goes back for the next decoder, with its
+   * window buffer, which a fresh context allocates and faults in again for every restore.
+   */
+  keep(): void {
+    if (this.inFrame || this.kept) return;
+    this.kept = true;
+    this.dctx.reset(zstdBinding().ResetDirective.sessionOnly);
+    idleDecoders.give(this.dctx);
+  }
 }
+
+/**
+ * Contexts kept after a clean use for the next stream of this process: at most `max`, each for
+ * `ms`, never holding the process open. libzstd's contexts carry buffers (and an encoder its worker
+ * thread) that a fresh context allocates and faults in again.
+ */
+class IdleContexts<T> {
+  private readonly idle: { value: T; timer: NodeJS.Timeout }[] = [];
+
+  constructor(
+    private readonly max = 2,
+    private readonly ms = 10_000,
+  ) {}
+
+  take(): T | undefined {
+    const entry = this.idle.pop();
+    if (!entry) return undefined;
+    clearTimeout(entry.timer);
+    return entry.value;
+  }
+
+  give(value: T): void {
+    if (this.idle.length >= this.max) return;
+    const entry = {
+      value,
+      timer: setTimeout(() => {
+        const at = this.idle.indexOf(entry);
+        if (at >= 0) this.idle.splice(at, 1);
+      }, this.ms).unref(),
+    };
+    this.idle.push(entry);
+  }
+}
+
+const idleDecoders = new IdleContexts<ZstdBinding.DCtx>();
 
 const ZSTD_JOB_SIZE = 2 << 20;
 const ZSTD_OVERLAP_LOG = 9;
 
-/** Idle compression contexts kept for the next stream (see ZstdEncoder), per compression level. */
-const idleEncoders = new Map<number, { cctx: ZstdBinding.CCtx; scratch: Buffer; timer: NodeJS.Timeout }[]>();
-/** How long an idle context is kept, and how many per level. */
-const ENCODER_IDLE_MS = 10_000;
-const ENCODERS_KEPT = 2;
+/** Encoders' contexts kept for the next stream (see ZstdEncoder), per compression level. */
+const idleEncoders = new Map<number, IdleContexts<{ cctx: ZstdBinding.CCtx; scratch: Buffer }>>();
 
 /**
  * The zstd stage's encoder: zstd-napi's streaming compression, with the compression context kept
  * for the next stream of the same process. A context holds libzstd's worker thread and some 10
  * MB of buffers and tables; made afresh for every backup, each of its pages was faulted in again
  * (and the thread started), which cost a backup of a 7 MB database ~15 ms of CPU beside the dump
- * on this machine. A context is kept only after a stream that ended cleanly (its frame complete),
- * at most ENCODERS_KEPT per level and for ENCODER_IDLE_MS, never holding the process open.
+ * on this machine. A context is kept only after a stream that ended cleanly (its frame complete).
  * Compressed pieces are copied out of one scratch buffer instead of a fresh 128 KiB buffer each.
  */
 class ZstdEncoder extends Transform {
@@ -163,9 +208,8 @@ class ZstdEncoder extends Transform {
 
   constructor(private readonly level: number) {
     super();
-    const idle = idleEncoders.get(level)?.pop();
+    const idle = idleEncoders.get(level)?.take();
     if (idle) {
-      clearTimeout(idle.timer);
       this.cctx = idle.cctx;
       this.scratch = idle.scratch;
       return;
@@ -226,19 +270,10 @@ class ZstdEncoder extends Transform {
     const cctx = this.cctx;
     this.cctx = undefined;
     if (!cctx) return;
-    const idle = idleEncoders.get(this.level) ?? [];
-    if (idle.length >= ENCODERS_KEPT) return;
     cctx.reset(zstdBinding().ResetDirective.sessionOnly);
-    const entry = {
-      cctx,
-      scratch: this.scratch,
-      timer: setTimeout(() => {
-        const at = idle.indexOf(entry);
-        if (at >= 0) idle.splice(at, 1);
-      }, ENCODER_IDLE_MS).unref(),
-    };
-    idle.push(entry);
-    idleEncoders.set(this.level, idle);
+    let idle = idleEncoders.get(this.level);
+    if (!idle) idleEncoders.set(this.level, (idle = new IdleContexts()));
+    idle.give({ cctx, scratch: this.scratch });
   }
 }
 

@@ -322,6 +322,7 @@ function drawDecoded(input: Input, decoder: ZstdInto, raw: Meter, rawMismatch: (
       }
       const mismatch = decoder.end() ?? rawMismatch();
       if (mismatch) throw mismatch;
+      decoder.keep();
       return 0;
     },
     async close() {

@@ -105,6 +105,21 @@ describe('an artifact drawn instead of streamed', () => {
     });
   }
 
+  it('artifacts drawn one after the other (the decoder\'s context kept between them) each give their own bytes; a draw after the end gives nothing', async () => {
+    const first = (await open(big)) as DrawableStream;
+    const whole = await drawAll(first);
+    assert.equal(await first.draw(Buffer.alloc(10), 0, 10), 0, 'nothing more after the end');
+    // A draw broken off half-way: its context is not kept, and the next artifact is unharmed.
+    const broken = (await open(big)) as DrawableStream;
+    assert.ok((await broken.draw(Buffer.alloc(50_000), 0, 50_000)) > 0);
+    broken.destroy();
+    const [a, b] = [(await open(plain)) as DrawableStream, (await open(big)) as DrawableStream];
+    assert.ok((await drawAll(a)).equals(plain.raw), 'the second artifact');
+    assert.ok((await drawAll(b)).equals(big.raw), 'the third artifact');
+    assert.equal(await first.draw(Buffer.alloc(10), 0, 10), 0, 'the first draws nothing while its context serves others');
+    assert.ok(whole.equals(big.raw));
+  });
+
   it('a stream read as one cannot be drawn, nor a drawn one read as a stream', async () => {
     const streamed = await open(plain);
     await new Promise((resolve) => streamed.once('readable', resolve));
