@@ -117,14 +117,17 @@ async function inProcess(
   url: (db: string) => string,
   source: { stash: string; id: string },
 ): Promise<InProcessJobs> {
-  const [{ Output }, { loadConfig }, { planBackup }, { runNotifiedBackup }, { createNotifier }, { restoreBackup }] = await Promise.all([
+  const [{ Output }, { loadConfig }, { planBackup }, { runNotifiedBackup }, { createNotifier }, { restoreBackup }, { useToolLauncher }] = await Promise.all([
     import('../src/cli/output.js'),
     import('../src/config/load.js'),
     import('../src/cli/backup.js'),
     import('../src/notify/backup.js'),
     import('../src/notify/notifier.js'),
     import('../src/app/actions.js'),
+    import('../src/engines/launcher.js'),
   ]);
+  // As the daemon, a fleet worker and the dashboard do: tools start from the launcher process.
+  useToolLauncher();
   // Passwords in a config file (0600), as for the command line's MariaDB pairs.
   const file = path.join(work, `${name}.in-process.dbstash.yaml`);
   const restoreTarget = `${name}_p`;

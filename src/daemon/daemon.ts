@@ -27,6 +27,7 @@ import { WalPushServer } from '../wal/async.js';
 import { DaemonMetrics } from './metrics.js';
 import { WalWatch, type WalReporter } from './wal-watch.js';
 import { JobRunner } from './runner.js';
+import { useToolLauncher } from '../engines/launcher.js';
 import { readState, writeState, type DaemonState } from './state.js';
 
 export interface ScheduledJob {
@@ -168,6 +169,8 @@ async function startWalServer(ctx: Context, socketPath: string, parallel: number
 }
 
 export async function runDaemon(ctx: Context, opts: { stateFile?: string; dashboard?: string; insecureHttp?: boolean; queue?: string; agent?: boolean } = {}): Promise<number> {
+  // Runs for days: its tools start from a small launcher process, not from a fork of this one.
+  useToolLauncher();
   const { config } = ctx.loaded;
   // Fleet mode (docs/fleet.md): the schedules go to the queue and workers run them; this daemon
   // keeps the cron ticking, and serves /healthz, /metrics, the WAL socket and the dashboard as

@@ -16,6 +16,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { launchTool, toolLauncherWanted } from './launcher.js';
 
 export interface ToolExit {
   code: number | null;
@@ -214,7 +215,8 @@ export function startTool(
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     detached: group,
   };
-  const child = spawn(file, argv, spawnOptions) as ChildProcessWithoutNullStreams;
+  // A long-running dbstash starts plain tools through its launcher (launcher.ts): no fork of itself.
+  const child = toolLauncherWanted() && !group ? launchTool(file, argv, spawnOptions, guardedCommand) : (spawn(file, argv, spawnOptions) as ChildProcessWithoutNullStreams);
   if (group) tieGroup(child);
   let stderr = '';
   child.stderr.setEncoding('utf8');

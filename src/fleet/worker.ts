@@ -18,6 +18,7 @@ import { WarmScratch } from '../verify/warm.js';
 import { tagsText } from './tags.js';
 import { findJob, FLEET_EVENTS_KEPT, fleetPolicy, kindOfQueue, openQueue, queueFor, queuesForWorker, QUEUE_SCHEMA, type FleetJobData, type FleetJobEvent, type FleetJobOutput } from './queue.js';
 import { RecordingOutput } from '../cli/output.js';
+import { useToolLauncher } from '../engines/launcher.js';
 
 /** Failure events wait for the last attempt: a job that fails for good notifies once. */
 function quietOnFailure(notifier: Notifier): Notifier {
@@ -42,6 +43,8 @@ class JobFailure extends Error {
 }
 
 export async function runWorker(ctx: Context, opts: { queue: string; tags: Record<string, string>; concurrency: number; graceMs: number }): Promise<number> {
+  // Runs for days: its tools start from a small launcher process, not from a fork of this one.
+  useToolLauncher();
   const config = ctx.loaded.config;
   const queues = queuesForWorker(config, opts.tags);
   // A worker that cannot reach the stash would fail every job it takes: refuse to start.

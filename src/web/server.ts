@@ -29,6 +29,7 @@ import { activityPage, backupPage, databasePage, errorPage, fleetPage, fleetRunP
 import type { FleetRunDetail, FleetView } from '../fleet/view.js';
 import { APP_CSS, APP_JS } from './static.js';
 import { pruneDatabase } from '../app/actions.js';
+import { useToolLauncher } from '../engines/launcher.js';
 
 export interface DashboardHost {
   config: ConfigFile;
@@ -380,6 +381,8 @@ export function checkExposure(settings: DashboardConfig, listen: string, insecur
 }
 
 export async function startDashboard(host: DashboardHost, opts: { listen: string; insecureHttp: boolean }): Promise<{ url: string; close(): Promise<void> }> {
+  // Runs for days: its tools start from a small launcher process, not from a fork of this one.
+  useToolLauncher();
   checkExposure(host.settings, opts.listen, opts.insecureHttp);
   host.catalog.start();
   const { host: hostname, port } = parseDashboardListen(opts.listen);
