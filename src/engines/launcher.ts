@@ -16,7 +16,7 @@ import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams, type Spa
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 
 const LAUNCHER_SCRIPT = fileURLToPath(new URL('./launcher-child.js', import.meta.url));
 
@@ -77,8 +77,51 @@ function holdWhileRunning(): void {
   }
 }
 
+/**
+ * The tool's stdin until its pipe arrives, and then a thin front of it: each write is called back
+ * when the pipe has taken it, as a direct child's stdin does, so a writer that reuses its buffers
+ * (the restore's feed draws the dump into two of its own) never has them sent after a change.
+ */
+class ToolInput extends Writable {
+  private out: Socket | undefined;
+  private waiting: (() => void)[] = [];
+
+  constructor() {
+    super({ highWaterMark: 64 * 1024 });
+  }
+
+  connect(pipe: Socket): void {
+    // This end only writes; the tool's end is never read from here.
+    (pipe as unknown as { _handle?: { readStop?(): void } })._handle?.readStop?.();
+    pipe.on('error', (err) => this.destroy(err));
+    this.out = pipe;
+    if (this.destroyed) return void pipe.destroy();
+    for (const resume of this.waiting.splice(0)) resume();
+  }
+
+  private whenConnected(then: (pipe: Socket) => void): void {
+    if (this.out) return then(this.out);
+    this.waiting.push(() => then(this.out!));
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.whenConnected((pipe) => pipe.write(chunk, (err) => done(err)));
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.whenConnected((pipe) => pipe.end(() => done()));
+  }
+
+  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
+    // Destroyed before its end (a feed that failed): the tool's stdin closes, as it would.
+    if (!this.writableFinished) this.out?.destroy();
+    this.waiting = [];
+    done(err);
+  }
+}
+
 class LaunchedTool extends EventEmitter {
-  readonly stdin: PassThrough | null;
+  readonly stdin: ToolInput | null;
   readonly stdout = new PassThrough({ highWaterMark: 64 * 1024 });
   readonly stderr = new PassThrough();
   pid: number | undefined;
@@ -95,7 +138,7 @@ class LaunchedTool extends EventEmitter {
     withStdin: boolean,
   ) {
     super();
-    this.stdin = withStdin ? new PassThrough({ highWaterMark: 64 * 1024 }) : null;
+    this.stdin = withStdin ? new ToolInput() : null;
   }
 
   receive(m: Message, handle?: Socket): void {
@@ -109,15 +152,8 @@ class LaunchedTool extends EventEmitter {
         this.attach(handle, this.stderr);
         break;
       case 'stdin':
-        if (handle && this.stdin) {
-          const stdin = this.stdin;
-          handle.on('error', (err) => stdin.destroy(err));
-          // Destroyed before its end (a feed that failed): the tool's stdin closes, as it would.
-          stdin.once('close', () => {
-            if (!stdin.readableEnded) handle.destroy();
-          });
-          stdin.pipe(handle);
-        }
+        if (handle && this.stdin) this.stdin.connect(handle);
+        else this.stdin?.destroy(new Error('the launcher sent no stdin for the tool'));
         break;
       case 'exit':
         this.finish(m.code, m.signal);

@@ -70,6 +70,20 @@ describe('tools started through the launcher', () => {
     await feed(Readable.from([data.subarray(0, 1_000_000), data.subarray(1_000_000)]), [cat.child.stdin]);
     assert.equal((await cat.exit).code, 0);
     assert.equal((await out).toString().split(' ')[0], sha(data));
+    // A writer that reuses one buffer once each write is called back (as the restore's feed does)
+    // sends every version of it, in order.
+    const reused = startTool('sh', ['-c', 'cat | sha256sum'], { stdin: 'pipe' });
+    const reusedOut = collect(reused.stdout);
+    const buffer = Buffer.alloc(1 << 20);
+    const expected = createHash('sha256');
+    for (let i = 0; i < 40; i++) {
+      buffer.fill(i);
+      expected.update(buffer);
+      await new Promise<void>((resolve, reject) => reused.child.stdin.write(buffer, (err) => (err ? reject(err) : resolve())));
+    }
+    reused.child.stdin.end();
+    assert.equal((await reused.exit).code, 0);
+    assert.equal((await reusedOut).toString().split(' ')[0], expected.digest('hex'));
     const failing = await runTool('sh', ['-c', 'echo "what went wrong" >&2; exit 3']);
     assert.equal(failing.code, 3);
     assert.match(failing.stderr, /what went wrong/);
