@@ -160,10 +160,7 @@ class LaunchedTool extends EventEmitter {
         break;
       case 'error': {
         const err = Object.assign(new Error(m.message), { code: m.code }) as NodeJS.ErrnoException;
-        this.stdin?.destroy();
-        this.stdout.end();
-        this.stderr.end();
-        this.ended = 2;
+        this.endStreams();
         this.done();
         this.emit('error', err);
         break;
@@ -218,11 +215,16 @@ class LaunchedTool extends EventEmitter {
   /** The launcher went away: its tools were killed with it. */
   lost(): void {
     if (this.exited) return;
+    this.endStreams();
+    this.finish(null, 'SIGKILL');
+  }
+
+  /** No pipe will come (a spawn error, the launcher gone): the stand-ins end here. */
+  private endStreams(): void {
     this.stdin?.destroy();
     this.stdout.end();
     this.stderr.end();
     this.ended = 2;
-    this.finish(null, 'SIGKILL');
   }
 
   private finish(code: number | null, signal: NodeJS.Signals | null): void {
@@ -249,16 +251,16 @@ class LaunchedTool extends EventEmitter {
 
 /**
  * Starts `file argv` (already the guarded command) through the launcher, which `command` starts
- * when it is not running. Only plain children go this way (no process group, no cwd of their
- * own): the caller spawns the rest itself.
+ * when it is not running. Only plain children go this way (no process group of their own): the
+ * caller spawns the rest itself.
  */
 export function launchTool(file: string, argv: string[], options: SpawnOptions, command: (bin: string, args: string[]) => [string, string[]]): ChildProcessWithoutNullStreams {
   const channel = ensureLauncher(command);
   const id = ++nextId;
-  const stdio = options.stdio as string[];
-  const tool = new LaunchedTool(id, channel, stdio[0] === 'pipe');
+  const stdin = (options.stdio as string[])[0] === 'pipe';
+  const tool = new LaunchedTool(id, channel, stdin);
   running.set(id, tool);
   holdWhileRunning();
-  channel.send({ type: 'spawn', id, file, args: argv, env: options.env ?? process.env, cwd: options.cwd, stdin: stdio[0] === 'pipe' });
+  channel.send({ type: 'spawn', id, file, args: argv, env: options.env ?? process.env, cwd: options.cwd, stdin });
   return tool as unknown as ChildProcessWithoutNullStreams;
 }
