@@ -266,7 +266,7 @@ function isEmpty(c: Contents): boolean {
  * What `database` still holds, read in full only when one question (one round trip, against the
  * nine of readContents) finds anything in it: tables and views, routines, events. Triggers are
  * not asked for: each belongs to a table, and information_schema.TRIGGERS takes ~2 ms even for
- * an empty database. Undefined when the database does not exist.
+ * an empty database. Undefined when the database does not exist or holds nothing.
  */
 async function leftIn(s: RawSession, database: string): Promise<Contents | undefined> {
   const [row] = await s.rows(
@@ -275,8 +275,7 @@ async function leftIn(s: RawSession, database: string): Promise<Contents | undef
        + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?) AS held`,
     [database, database, database, database],
   );
-  if (Number(row.present) === 0) return undefined;
-  if (Number(row.held) === 0) return { database, properties: { characterSet: '', collation: '' }, tables: [], objects: [] };
+  if (Number(row.present) === 0 || Number(row.held) === 0) return undefined;
   return readContents(s, database);
 }
 
