@@ -296,10 +296,14 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
   // Dead runs' leftovers are looked for while the database is probed: they are never this run's,
   // and the temp dir is first written to by the dump, after both.
   const tidied = removeDeadRunsLeftovers(plan.tempDir, events.warn);
-  const engine = await loadEngine(plan.target.engine).catch(async (err: unknown) => {
+  let engine: Engine;
+  let probe: Probe;
+  try {
+    engine = await loadEngine(plan.target.engine);
+    probe = await probeFor(plan, engine, outerSignal);
+  } finally {
     await tidied;
-    throw err;
-  });
+  }
   const live: Published[] = plan.destinations.map((dest) => ({ dest, keys: [] }));
   const failed: BackupResult['failed'] = [];
   const warnings: string[] = [];
@@ -307,9 +311,6 @@ export async function runBackup(plan: BackupPlan, events: BackupEvents, outerSig
     warnings.push(m);
     events.warn(m);
   };
-  const [probed] = await Promise.allSettled([probeFor(plan, engine, outerSignal), tidied]);
-  if (probed.status === 'rejected') throw probed.reason;
-  const probe = probed.value;
   try {
     await checkDestinations(plan, probe, live, failed, warn, outerSignal);
     return await lockedBackup(plan, engine, probe, warnings, live, failed, events, outerSignal);
