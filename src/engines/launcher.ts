@@ -17,6 +17,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { PassThrough, Writable } from 'node:stream';
+import { pooledReader } from '../pipeline/pooled.js';
 
 const LAUNCHER_SCRIPT = fileURLToPath(new URL('./launcher-child.js', import.meta.url));
 
@@ -136,6 +137,8 @@ class LaunchedTool extends EventEmitter {
     private readonly id: number,
     private readonly channel: ChildProcess,
     withStdin: boolean,
+    /** stdout is read into reused buffers (pipeline/pooled.ts). */
+    private readonly pooled: boolean,
   ) {
     super();
     this.stdin = withStdin ? new ToolInput() : null;
@@ -145,7 +148,7 @@ class LaunchedTool extends EventEmitter {
     switch (m.type) {
       case 'stdout':
         this.pid = m.pid;
-        this.attach(handle, this.stdout);
+        this.attach(handle, this.stdout, this.pooled);
         if (this.pendingKill !== undefined) this.kill(this.pendingKill);
         break;
       case 'stderr':
@@ -173,11 +176,13 @@ class LaunchedTool extends EventEmitter {
    * stream nobody reads: a pipe counts as done once it has closed and its stand-in has handed
    * everything on to a reader, or has none.
    */
-  private attach(handle: Socket | undefined, into: PassThrough): void {
+  private attach(handle: Socket | undefined, into: PassThrough, pooled = false): void {
     if (!handle) {
       into.end();
       return this.streamDone();
     }
+    // The stand-in hands the pooled chunks on as they are, so they can still be released.
+    const source = (pooled && pooledReader(handle)) || handle;
     let counted = false;
     const done = () => {
       if (counted) return;
@@ -193,7 +198,8 @@ class LaunchedTool extends EventEmitter {
       if (into.readableFlowing && !into.readableEnded && !into.destroyed) into.once('end', done).once('close', done);
       else done();
     });
-    handle.pipe(into);
+    if (source !== handle) source.on('error', (err) => into.destroy(err));
+    source.pipe(into);
   }
 
   private streamDone(): void {
@@ -254,11 +260,17 @@ class LaunchedTool extends EventEmitter {
  * when it is not running. Only plain children go this way (no process group of their own): the
  * caller spawns the rest itself.
  */
-export function launchTool(file: string, argv: string[], options: SpawnOptions, command: (bin: string, args: string[]) => [string, string[]]): ChildProcessWithoutNullStreams {
+export function launchTool(
+  file: string,
+  argv: string[],
+  options: SpawnOptions,
+  command: (bin: string, args: string[]) => [string, string[]],
+  pooled = false,
+): ChildProcessWithoutNullStreams {
   const channel = ensureLauncher(command);
   const id = ++nextId;
   const stdin = (options.stdio as string[])[0] === 'pipe';
-  const tool = new LaunchedTool(id, channel, stdin);
+  const tool = new LaunchedTool(id, channel, stdin, pooled);
   running.set(id, tool);
   holdWhileRunning();
   channel.send({ type: 'spawn', id, file, args: argv, env: options.env ?? process.env, cwd: options.cwd, stdin });

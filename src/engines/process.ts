@@ -15,7 +15,9 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams, type SpawnOption
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
+import { Socket } from 'node:net';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pooledReader } from '../pipeline/pooled.js';
 import { launchTool, toolLauncherWanted } from './launcher.js';
 
 export interface ToolExit {
@@ -196,6 +198,11 @@ export function startTool(
     stdin?: 'pipe' | 'ignore';
     /** The tool streams bulk output on stdout: give it a larger stdio buffer where we can. */
     bulkOutput?: boolean;
+    /**
+     * stdout is read into reused buffers (pipeline/pooled.ts): only for a stream whose stages hand
+     * each chunk on whole, or copy what they keep, up to the encoder that releases it.
+     */
+    pooled?: boolean;
     /** The tool forks worker processes (pg_dump/pg_restore --jobs): they must die with it. */
     workers?: boolean;
     runAs?: RunAs;
@@ -216,7 +223,7 @@ export function startTool(
     detached: group,
   };
   // A long-running dbstash starts plain tools through its launcher (launcher.ts): no fork of itself.
-  const child = toolLauncherWanted() && !group ? launchTool(file, argv, spawnOptions, guardedCommand) : (spawn(file, argv, spawnOptions) as ChildProcessWithoutNullStreams);
+  const child = toolLauncherWanted() && !group ? launchTool(file, argv, spawnOptions, guardedCommand, !!opts.pooled) : (spawn(file, argv, spawnOptions) as ChildProcessWithoutNullStreams);
   if (group) tieGroup(child);
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -251,7 +258,8 @@ export function startTool(
       if (!spawnError) resolve({ code, signal, stderr });
     });
   });
-  return { child, stdout: child.stdout, exit };
+  const stdout = (opts.pooled && child.stdout instanceof Socket && pooledReader(child.stdout)) || child.stdout;
+  return { child, stdout, exit };
 }
 
 /** Runs a tool to completion and returns its stdout as text (for --version, --list, …). */

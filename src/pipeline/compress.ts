@@ -19,6 +19,7 @@ import type * as Zlib from 'node:zlib';
 import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ConfigError, IntegrityError } from '../core/errors.js';
+import { releaseChunk } from './pooled.js';
 import { registerStage, type Stage } from './stage.js';
 
 const require = createRequire(import.meta.url);
@@ -231,6 +232,8 @@ class ZstdEncoder extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     try {
       this.compress(chunk, false);
+      // libzstd has copied all of it: a pooled read may go into its buffer now.
+      releaseChunk(chunk);
       done();
     } catch (err) {
       done(err as Error);

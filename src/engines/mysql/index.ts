@@ -198,7 +198,7 @@ export const mysqlEngine: Engine = {
 
       const history = historyPlan(facts, tool.version).dump;
       const args = [...toolConnectionArgs(target, optionFile.path), ...dumpArgs(target, facts, lockTables, history)];
-      const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes) });
+      const dumping = startTool(tool.path, args, { signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes), pooled: true });
       running = dumping;
       // Attached at once: Node discards a child's unread output when the child exits.
       const watch = new TrailerWatch();

@@ -52,7 +52,7 @@ export const postgresEngine: Engine = {
       const snapshot = await exportSnapshot(client, lockWaitTimeout);
       const args = ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, ...lockWaitArgs(lockWaitTimeout), '--no-password', `--dbname=${dbnameArg(target.database)}`];
       const properties = propertiesInSnapshot(client);
-      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes) });
+      const running = startTool(tool.path, args, { env: libpqEnv(target), signal: opts.signal, bulkOutput: bulkOutputFor(facts.sizeBytes), pooled: true });
       const { tables, finished } = countWhileDumping(client, running, { target, checksums: opts.checksums ?? false, lockWaitTimeout, signal: opts.signal, release });
       const stream = gateOnExit(running.stdout, () => finished);
       // Whatever ends the stream early (abort, error downstream), the snapshot transaction ends too.
