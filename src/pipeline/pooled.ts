@@ -12,7 +12,7 @@
 //
 // Node's net.Socket reads into the caller's buffers when created with `onread` (documented); a
 // socket that child_process made already exists, so the same fields are set on it here. Where
-// this Node does not have them, the stream is returned as it is.
+// this Node does not have them, or DBSTASH_NO_POOLED_READS=1, the stream is returned as it is.
 
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -61,6 +61,7 @@ type Handle = { useUserBuffer?(buf: Uint8Array): void; reading?: boolean };
  * reused buffers; undefined where this Node cannot (the caller then reads `socket` itself).
  */
 export function pooledReader(socket: Socket): Readable | undefined {
+  if (process.env.DBSTASH_NO_POOLED_READS === '1') return undefined;
   const handle = (socket as unknown as { _handle?: Handle })._handle;
   const found = readHooks(socket);
   if (!found || !handle || typeof handle.useUserBuffer !== 'function' || socket.readableFlowing !== null || socket.readableLength > 0) return undefined;

@@ -112,7 +112,22 @@ function cases(how: string): void {
   });
 }
 
-describe('pooled reads of a tool spawned directly', () => cases('direct'));
+describe('pooled reads of a tool spawned directly', () => {
+  cases('direct');
+
+  it('DBSTASH_NO_POOLED_READS=1 leaves the tool\'s stdout as Node reads it', async () => {
+    process.env.DBSTASH_NO_POOLED_READS = '1';
+    try {
+      const tool = startTool('echo', ['plain'], { pooled: true });
+      assert.equal(tool.stdout, tool.child.stdout);
+      const parts = await collect(tool.stdout);
+      assert.equal(Buffer.concat(parts).toString(), 'plain\n');
+      assert.equal((await tool.exit).code, 0);
+    } finally {
+      delete process.env.DBSTASH_NO_POOLED_READS;
+    }
+  });
+});
 
 describe('pooled reads of a tool started through the launcher', () => {
   it('turns the launcher on', () => useToolLauncher());
