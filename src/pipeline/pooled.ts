@@ -18,7 +18,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 
 /** Bytes per buffer: a read takes what the pipe holds, up to this. */
-export const POOLED_CHUNK = 256 * 1024;
+const POOLED_CHUNK = 256 * 1024;
 /** Buffers per stream (2 MiB): what the stages between the tool and the encoder hold at most. */
 const POOL_SIZE = 8;
 
@@ -53,7 +53,7 @@ function readHooks(socket: Socket): ReadHooks | null {
   return hooks;
 }
 
-type Handle = { useUserBuffer?(buf: Uint8Array): void; reading?: boolean };
+type Handle = { useUserBuffer?(buf: Uint8Array): void };
 
 /**
  * `socket` (a child's stdout nobody has read from yet: child_process has asked for its first read,
